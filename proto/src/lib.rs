@@ -1,0 +1,25 @@
+//! The gRPC contract of taskmaster (`taskmaster.v1`) and the journal record
+//! format (`taskmaster.journal.v1`), generated from `proto/` at build time.
+
+/// Generated code, nested as the protobuf packages are (cross-package
+/// references in the generated code rely on it).
+pub mod taskmaster {
+    pub mod v1 {
+        tonic::include_proto!("taskmaster.v1");
+    }
+    pub mod journal {
+        pub mod v1 {
+            tonic::include_proto!("taskmaster.journal.v1");
+        }
+    }
+}
+
+/// Messages and the `TaskMaster` service client and server.
+pub use taskmaster::v1;
+
+/// Journal records, as framed and checksummed by the master's journal.
+pub use taskmaster::journal::v1 as journal;
+
+/// The encoded `FileDescriptorSet` of every file above, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/taskmaster_descriptor.bin"));
