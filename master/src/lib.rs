@@ -1,1 +1,13 @@
+//! The taskmaster master.
+//!
+//! - [`core`]: the pure state machine (pipelines, leases, the four commit
+//!   checks). No I/O; time is an argument.
+//! - [`journal`]: the durable, checksummed, group-committed journal.
+//! - [`runtime`]: owns the core behind one lock, journals every change and
+//!   answers only once it is durable; the lease reaper.
+//! - [`service`]: the thin gRPC layer (validate, convert, map errors).
+//! - [`server`]: builds the gRPC server (with health and reflection) and
+//!   runs it until a shutdown future resolves.
 
+pub mod core;
+pub mod journal;

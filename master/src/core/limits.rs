@@ -1,0 +1,31 @@
+//! Limits on everything that comes from the network or a file, checked at
+//! the edge (TigerBeetle style: every queue, list and name has a bound).
+
+/// Longest pipeline, group, parameter or worker name, in bytes.
+pub const NAME_BYTES_MAX: usize = 64;
+/// Task groups in one pipeline.
+pub const GROUPS_PER_PIPELINE_MAX: usize = 64;
+/// Units a first group may start with (one per input file).
+pub const INPUTS_PER_GROUP_MAX: usize = 100_000;
+/// Units one group may hold in total.
+pub const UNITS_PER_GROUP_MAX: usize = 1_000_000;
+/// Longest input path, output name, command argument or parameter value.
+pub const TEXT_BYTES_MAX: usize = 4096;
+/// Arguments in one command.
+pub const COMMAND_ARGS_MAX: usize = 256;
+/// Parameters or environment variables of one pipeline or group.
+pub const VARS_MAX: usize = 64;
+/// Attempts a unit may be given; the default when a group says nothing.
+pub const ATTEMPTS_MAX: u32 = 100;
+pub const ATTEMPTS_DEFAULT: u32 = 3;
+/// Leases one lease call may ask for, items in one commit/renew/release call.
+pub const BATCH_ITEMS_MAX: usize = 1000;
+/// Output files one attempt may commit.
+pub const OUTPUT_FILES_MAX: usize = 10_000;
+/// Error texts kept per unit (the latest), and the bytes kept of each.
+pub const ERRORS_KEPT_PER_UNIT: usize = 5;
+pub const ERROR_BYTES_MAX: usize = 4096;
+/// Longest a lease call may wait for work (long-poll bound).
+pub const LEASE_WAIT_MS_MAX: u32 = 60_000;
+/// gRPC message size limit, both directions.
+pub const MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;

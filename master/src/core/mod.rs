@@ -1,0 +1,294 @@
+//! The pure state machine: no I/O, no tokio, no clock reads.
+//!
+//! Every change goes through [`Core::apply`] with a journal [`Record`]; the
+//! operations in [`ops`] check a request against the state, build the
+//! records, apply them and return them for the caller to journal before it
+//! answers. Recovery applies the same records in order, so the state after
+//! a restart is exactly the fold of what was journaled.
+//!
+//! - [`spec`]: validation of submitted pipelines, the DAG wiring
+//! - [`model`]: pipelines, groups, units
+//! - [`ops`]: submit, lease, renew, commit, release, expire
+//! - [`view`]: status and outputs for clients
+//! - [`invariants`]: `check_invariants`, run after every transition in tests
+
+pub mod error;
+mod invariants;
+pub mod limits;
+pub mod model;
+pub mod names;
+pub mod ops;
+pub mod spec;
+pub mod view;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use taskmaster_proto::journal::{self, Record, UnitAddr, record::Kind};
+
+pub use error::{CoreError, Refusal};
+use model::*;
+
+/// Settings the core needs that are not part of the journaled state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoreConfig {
+    /// Absolute directory of the local store; output prefixes are relative to it.
+    pub store_root: String,
+    /// How long a lease lasts without renewal.
+    pub lease_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Core {
+    config: CoreConfig,
+    /// Identity of the store, from the journal's Init record.
+    server_token: String,
+    /// Lease ids only grow, so an id is never reused.
+    next_lease_id: u64,
+    pipelines: Vec<Pipeline>,
+    pipeline_index: HashMap<String, u32>,
+    /// Units that may be leased, oldest first. Entries are checked when
+    /// popped, so a unit that left Pending needs no removal here.
+    ready: VecDeque<Pos>,
+    /// Current leases by id, and their expiries in time order for the reaper.
+    leases: HashMap<u64, LeaseClock>,
+    expiries: BTreeSet<(u64, u64)>,
+}
+
+impl Core {
+    /// An empty core, before the journal's Init record is applied.
+    pub fn new(config: CoreConfig) -> Core {
+        Core {
+            config,
+            server_token: String::new(),
+            next_lease_id: 1,
+            pipelines: Vec::new(),
+            pipeline_index: HashMap::new(),
+            ready: VecDeque::new(),
+            leases: HashMap::new(),
+            expiries: BTreeSet::new(),
+        }
+    }
+
+    /// The record that starts a new store's journal.
+    pub fn init_record(server_token: &str, created_unix_ms: u64) -> Record {
+        record(Kind::Init(journal::Init {
+            server_token: server_token.to_string(),
+            created_unix_ms,
+        }))
+    }
+
+    /// Rebuilds the state from a journal. Leases that were held get a full
+    /// lease time from `now_ms`, since no clock survives a restart.
+    pub fn recover(
+        config: CoreConfig,
+        records: impl IntoIterator<Item = Record>,
+        now_ms: u64,
+    ) -> Result<Core, CoreError> {
+        let mut core = Core::new(config);
+        for (i, rec) in records.into_iter().enumerate() {
+            core.apply(&rec, now_ms)
+                .map_err(|e| CoreError::Corrupt(format!("record {}: {e}", i + 1)))?;
+        }
+        if core.server_token.is_empty() {
+            return Err(CoreError::Corrupt("the journal has no Init record".into()));
+        }
+        Ok(core)
+    }
+
+    pub fn server_token(&self) -> &str {
+        &self.server_token
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// Applies one journaled change. Fails, changing nothing, if the record
+    /// does not fit the state (a corrupt or foreign journal).
+    pub fn apply(&mut self, rec: &Record, now_ms: u64) -> Result<(), CoreError> {
+        let corrupt = |what: &str| CoreError::Corrupt(what.to_string());
+        match rec.kind.as_ref().ok_or_else(|| corrupt("empty record"))? {
+            Kind::Init(init) => {
+                if !self.server_token.is_empty() || init.server_token.is_empty() {
+                    return Err(corrupt("Init record that is not the first or has no token"));
+                }
+                self.server_token = init.server_token.clone();
+            }
+            Kind::PipelineSubmitted(sub) => self.apply_submitted(sub)?,
+            Kind::LeaseGranted(g) => self.apply_granted(g, now_ms)?,
+            Kind::UnitCommitted(c) => {
+                let pos = self.take_lease(&c.unit, c.lease_id)?;
+                let state = UnitState::Committed { lease_id: c.lease_id, files: c.files.clone() };
+                self.set_state(pos, state);
+                self.spawn_downstream(pos);
+            }
+            Kind::AttemptFailed(f) => {
+                let pos = self.take_lease(&f.unit, f.lease_id)?;
+                self.count_failure(pos, f.error.clone());
+            }
+            Kind::LeaseExpired(e) => {
+                let pos = self.take_lease(&e.unit, e.lease_id)?;
+                let worker = self.leased_worker(pos);
+                let error = format!("lease {} expired (worker {worker} stopped renewing)", e.lease_id);
+                self.count_failure(pos, error);
+            }
+            Kind::LeaseReleased(r) => {
+                let pos = self.take_lease(&r.unit, r.lease_id)?;
+                self.set_state(pos, UnitState::Pending);
+                self.ready.push_back(pos);
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_submitted(&mut self, sub: &journal::PipelineSubmitted) -> Result<(), CoreError> {
+        let spec = sub.spec.clone().unwrap_or_default();
+        let wiring = spec::validate(&spec).map_err(CoreError::Corrupt)?;
+        if self.pipeline_index.contains_key(&sub.pipeline_id) {
+            return Err(CoreError::Corrupt(format!("pipeline {} submitted twice", sub.pipeline_id)));
+        }
+        let index = self.pipelines.len() as u32;
+        let mut pipeline = Pipeline {
+            id: sub.pipeline_id.clone(),
+            group_index: spec.groups.iter().enumerate().map(|(i, g)| (g.name.clone(), i as u32)).collect(),
+            groups: Vec::with_capacity(spec.groups.len()),
+            spec,
+            submitted_unix_ms: sub.submitted_unix_ms,
+            grants: 0,
+            retries: 0,
+        };
+        for (g, wiring) in wiring.into_iter().enumerate() {
+            let mut group = Group { wiring, config_version: 1, units: Vec::new(), counts: Counts::default() };
+            if group.wiring.upstream.is_empty() {
+                let inputs = &pipeline.spec.groups[g].inputs;
+                group.units = if inputs.is_empty() {
+                    vec![Unit::new(UnitSource::Nothing)]
+                } else {
+                    inputs.iter().map(|path| Unit::new(UnitSource::Files(vec![path.clone()]))).collect()
+                };
+                group.counts.pending = group.units.len() as u64;
+                for u in 0..group.units.len() as u32 {
+                    self.ready.push_back(Pos { pipeline: index, group: g as u32, unit: u });
+                }
+            }
+            pipeline.groups.push(group);
+        }
+        self.pipeline_index.insert(pipeline.id.clone(), index);
+        self.pipelines.push(pipeline);
+        Ok(())
+    }
+
+    fn apply_granted(&mut self, g: &journal::LeaseGranted, now_ms: u64) -> Result<(), CoreError> {
+        let addr = g.unit.as_ref().ok_or_else(|| CoreError::Corrupt("grant without a unit".into()))?;
+        let pos = self.resolve_addr(addr)?;
+        if self.unit(pos).state != UnitState::Pending {
+            return Err(CoreError::Corrupt(format!("lease {} granted for a unit that is not pending", g.lease_id)));
+        }
+        if g.lease_id < self.next_lease_id {
+            return Err(CoreError::Corrupt(format!("lease id {} reused", g.lease_id)));
+        }
+        self.next_lease_id = g.lease_id + 1;
+        let state = UnitState::Leased { lease_id: g.lease_id, worker_id: g.worker_id.clone() };
+        self.set_state(pos, state);
+        self.unit_mut(pos).grants += 1;
+        self.pipelines[pos.pipeline as usize].grants += 1;
+        let expiry_ms = now_ms.saturating_add(g.lease_ms);
+        self.leases.insert(g.lease_id, LeaseClock { pos, expiry_ms });
+        self.expiries.insert((expiry_ms, g.lease_id));
+        Ok(())
+    }
+
+    /// Ends the unit's current lease, which must be `lease_id`.
+    fn take_lease(&mut self, addr: &Option<UnitAddr>, lease_id: u64) -> Result<Pos, CoreError> {
+        let addr = addr.as_ref().ok_or_else(|| CoreError::Corrupt("record without a unit".into()))?;
+        let pos = self.resolve_addr(addr)?;
+        match &self.unit(pos).state {
+            UnitState::Leased { lease_id: current, .. } if *current == lease_id => {}
+            _ => return Err(CoreError::Corrupt(format!("lease {lease_id} is not the unit's current lease"))),
+        }
+        if let Some(clock) = self.leases.remove(&lease_id) {
+            self.expiries.remove(&(clock.expiry_ms, lease_id));
+        }
+        Ok(pos)
+    }
+
+    fn leased_worker(&self, pos: Pos) -> String {
+        match &self.unit(pos).state {
+            UnitState::Leased { worker_id, .. } => worker_id.clone(),
+            _ => String::new(),
+        }
+    }
+
+    fn count_failure(&mut self, pos: Pos, error: String) {
+        let max_attempts = self.group(pos).wiring.max_attempts;
+        self.pipelines[pos.pipeline as usize].retries += 1;
+        let unit = self.unit_mut(pos);
+        unit.failures += 1;
+        if unit.errors.len() == limits::ERRORS_KEPT_PER_UNIT {
+            unit.errors.remove(0);
+        }
+        unit.errors.push(names::truncate(&error, limits::ERROR_BYTES_MAX));
+        if unit.failures >= max_attempts {
+            self.set_state(pos, UnitState::Failed);
+        } else {
+            self.set_state(pos, UnitState::Pending);
+            self.ready.push_back(pos);
+        }
+    }
+
+    /// A committed unit feeds one new unit in each downstream group.
+    fn spawn_downstream(&mut self, pos: Pos) {
+        let pipeline = &mut self.pipelines[pos.pipeline as usize];
+        for down in pipeline.groups[pos.group as usize].wiring.downstream.clone() {
+            let group = &mut pipeline.groups[down as usize];
+            let unit = group.units.len() as u32;
+            group.units.push(Unit::new(UnitSource::Upstream { group: pos.group, unit: pos.unit }));
+            group.counts.pending += 1;
+            self.ready.push_back(Pos { pipeline: pos.pipeline, group: down, unit });
+        }
+    }
+
+    /// Moves a unit to a new state, keeping the group's counts right.
+    fn set_state(&mut self, pos: Pos, state: UnitState) {
+        let group = &mut self.pipelines[pos.pipeline as usize].groups[pos.group as usize];
+        let unit = &mut group.units[pos.unit as usize];
+        *group.counts.slot(&unit.state) -= 1;
+        *group.counts.slot(&state) += 1;
+        unit.state = state;
+    }
+
+    fn resolve_addr(&self, addr: &UnitAddr) -> Result<Pos, CoreError> {
+        let not_found = || CoreError::Corrupt(format!("no unit {}/{}/{}", addr.pipeline_id, addr.group, addr.unit));
+        let &pipeline = self.pipeline_index.get(&addr.pipeline_id).ok_or_else(not_found)?;
+        let groups = &self.pipelines[pipeline as usize].groups;
+        let group = groups.get(addr.group as usize).ok_or_else(not_found)?;
+        if addr.unit as usize >= group.units.len() {
+            return Err(not_found());
+        }
+        Ok(Pos { pipeline, group: addr.group, unit: addr.unit })
+    }
+
+    fn addr(&self, pos: Pos) -> UnitAddr {
+        UnitAddr {
+            pipeline_id: self.pipelines[pos.pipeline as usize].id.clone(),
+            group: pos.group,
+            unit: pos.unit,
+        }
+    }
+
+    fn group(&self, pos: Pos) -> &Group {
+        &self.pipelines[pos.pipeline as usize].groups[pos.group as usize]
+    }
+
+    fn unit(&self, pos: Pos) -> &Unit {
+        &self.group(pos).units[pos.unit as usize]
+    }
+
+    fn unit_mut(&mut self, pos: Pos) -> &mut Unit {
+        &mut self.pipelines[pos.pipeline as usize].groups[pos.group as usize].units[pos.unit as usize]
+    }
+}
+
+fn record(kind: Kind) -> Record {
+    Record { kind: Some(kind) }
+}

@@ -1,0 +1,109 @@
+//! The in-memory state: pipelines, their groups and work units.
+
+use std::collections::HashMap;
+
+use taskmaster_proto::v1::{OutputFile, PipelineSpec};
+
+use super::spec::GroupWiring;
+
+/// Where a unit's inputs come from. Upstream outputs are referenced, not
+/// copied, so a unit costs little memory however many files it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitSource {
+    /// A first group's unit: these absolute paths.
+    Files(Vec<String>),
+    /// A first group without inputs: one unit that reads nothing.
+    Nothing,
+    /// The committed outputs of one upstream unit.
+    Upstream { group: u32, unit: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitState {
+    Pending,
+    Leased { lease_id: u64, worker_id: String },
+    Committed { lease_id: u64, files: Vec<OutputFile> },
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    pub source: UnitSource,
+    pub state: UnitState,
+    /// Leases granted so far; the current attempt's number.
+    pub grants: u32,
+    /// Attempts that failed or expired; the unit fails when this reaches
+    /// the group's `max_attempts`.
+    pub failures: u32,
+    /// The latest error texts, oldest first (bounded).
+    pub errors: Vec<String>,
+}
+
+impl Unit {
+    pub fn new(source: UnitSource) -> Unit {
+        Unit { source, state: UnitState::Pending, grants: 0, failures: 0, errors: Vec::new() }
+    }
+}
+
+/// Units per state, kept up to date on every transition so that status and
+/// completion checks cost O(groups), not O(units).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub pending: u64,
+    pub leased: u64,
+    pub committed: u64,
+    pub failed: u64,
+}
+
+impl Counts {
+    pub fn slot(&mut self, state: &UnitState) -> &mut u64 {
+        match state {
+            UnitState::Pending => &mut self.pending,
+            UnitState::Leased { .. } => &mut self.leased,
+            UnitState::Committed { .. } => &mut self.committed,
+            UnitState::Failed => &mut self.failed,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.pending + self.leased + self.committed + self.failed
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub wiring: GroupWiring,
+    /// Bumped by config changes; commits under an older version are refused.
+    pub config_version: u64,
+    pub units: Vec<Unit>,
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    pub id: String,
+    pub spec: PipelineSpec,
+    pub groups: Vec<Group>,
+    pub group_index: HashMap<String, u32>,
+    pub submitted_unix_ms: u64,
+    /// Leases ever granted for this pipeline (0 means still pending).
+    pub grants: u64,
+    /// Failed or expired attempts over all units.
+    pub retries: u64,
+}
+
+/// A unit's position: pipeline, group and unit indices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pos {
+    pub pipeline: u32,
+    pub group: u32,
+    pub unit: u32,
+}
+
+/// A granted lease's volatile part: when it runs out. Not journaled: after
+/// a restart every lease gets a full lease time again (workers keep going).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseClock {
+    pub pos: Pos,
+    pub expiry_ms: u64,
+}

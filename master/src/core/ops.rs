@@ -1,0 +1,299 @@
+//! Operations: check a request against the state, build its journal
+//! records, apply them, and return them for the caller to make durable
+//! before it answers. A refused request changes nothing.
+
+use taskmaster_proto::journal::{self, Record, record::Kind};
+use taskmaster_proto::v1::{CommitItem, Lease, LeaseRef, PipelineSpec, UnitRef, commit_item};
+
+use super::limits::*;
+use super::model::{Pos, UnitSource, UnitState};
+use super::names::{check_name, check_relative_path, truncate};
+use super::{Core, CoreError, Refusal, record, spec};
+
+/// Per-item outcomes of a batch call, in request order.
+pub type ItemResults = Vec<Result<(), Refusal>>;
+
+impl Core {
+    /// Accepts a pipeline under `pipeline_id` (chosen by the caller, who
+    /// owns randomness) and creates its first groups' units.
+    pub fn submit(
+        &mut self,
+        pipeline_id: &str,
+        spec: PipelineSpec,
+        unix_ms: u64,
+        now_ms: u64,
+    ) -> Result<Vec<Record>, CoreError> {
+        spec::validate(&spec).map_err(CoreError::Invalid)?;
+        if self.pipeline_index.contains_key(pipeline_id) {
+            return Err(CoreError::AlreadyExists(format!("pipeline {pipeline_id} exists")));
+        }
+        let rec = record(Kind::PipelineSubmitted(journal::PipelineSubmitted {
+            pipeline_id: pipeline_id.to_string(),
+            spec: Some(spec),
+            submitted_unix_ms: unix_ms,
+        }));
+        self.apply(&rec, now_ms)?;
+        Ok(vec![rec])
+    }
+
+    /// Grants up to `max_units` leases to `worker_id`, oldest ready first.
+    pub fn lease(
+        &mut self,
+        worker_id: &str,
+        max_units: usize,
+        now_ms: u64,
+    ) -> Result<(Vec<Record>, Vec<Lease>), CoreError> {
+        check_name("worker id", worker_id).map_err(CoreError::Invalid)?;
+        if max_units > BATCH_ITEMS_MAX {
+            return Err(CoreError::Invalid(format!("max_units above the limit of {BATCH_ITEMS_MAX}")));
+        }
+        let mut records = Vec::new();
+        let mut leases = Vec::new();
+        while leases.len() < max_units {
+            let Some(pos) = self.ready.pop_front() else { break };
+            if self.unit(pos).state != UnitState::Pending {
+                continue; // stale queue entry
+            }
+            let rec = record(Kind::LeaseGranted(journal::LeaseGranted {
+                unit: Some(self.addr(pos)),
+                lease_id: self.next_lease_id,
+                worker_id: worker_id.to_string(),
+                lease_ms: self.config.lease_ms,
+            }));
+            self.apply(&rec, now_ms)?;
+            leases.push(self.lease_view(pos, self.next_lease_id - 1));
+            records.push(rec);
+        }
+        Ok((records, leases))
+    }
+
+    /// Extends the given leases by a full lease time. Not journaled: lease
+    /// clocks restart on recovery anyway.
+    pub fn renew(&mut self, token: &str, refs: &[LeaseRef], now_ms: u64) -> Result<ItemResults, CoreError> {
+        self.check_batch(token, refs.len())?;
+        let mut results = Vec::with_capacity(refs.len());
+        for lease_ref in refs {
+            results.push(self.check_lease(lease_ref, now_ms).map(|pos| {
+                let clock = self.leases.get_mut(&lease_ref.lease_id).expect("checked lease has a clock");
+                self.expiries.remove(&(clock.expiry_ms, lease_ref.lease_id));
+                clock.expiry_ms = now_ms.saturating_add(self.config.lease_ms);
+                self.expiries.insert((clock.expiry_ms, lease_ref.lease_id));
+                let _ = pos;
+            }));
+        }
+        Ok(results)
+    }
+
+    /// Commits finished units and records failed attempts, each only if the
+    /// four checks pass: server token (whole request), config version,
+    /// current unexpired lease, and output names inside the attempt's
+    /// prefix. A repeated commit of an accepted lease answers success.
+    pub fn commit(
+        &mut self,
+        token: &str,
+        items: &[CommitItem],
+        now_ms: u64,
+    ) -> Result<(Vec<Record>, ItemResults), CoreError> {
+        self.check_batch(token, items.len())?;
+        let mut records = Vec::new();
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            match self.commit_one(item, now_ms) {
+                Ok(Some(rec)) => {
+                    self.apply(&rec, now_ms)?;
+                    records.push(rec);
+                    results.push(Ok(()));
+                }
+                Ok(None) => results.push(Ok(())),
+                Err(refusal) => results.push(Err(refusal)),
+            }
+        }
+        Ok((records, results))
+    }
+
+    fn commit_one(&self, item: &CommitItem, now_ms: u64) -> Result<Option<Record>, Refusal> {
+        let lease_ref = item.lease.as_ref().ok_or_else(|| Refusal::Invalid("item without a lease".into()))?;
+        let pos = self.find_unit(lease_ref.unit.as_ref())?;
+        if let UnitState::Committed { lease_id, .. } = &self.unit(pos).state
+            && *lease_id == lease_ref.lease_id
+        {
+            return Ok(None); // a repeat after a lost reply
+        }
+        self.check_lease(lease_ref, now_ms)?;
+        let unit = Some(self.addr(pos));
+        let lease_id = lease_ref.lease_id;
+        let kind = match &item.result {
+            Some(commit_item::Result::Outputs(outputs)) => {
+                check_outputs(&outputs.files)?;
+                Kind::UnitCommitted(journal::UnitCommitted { unit, lease_id, files: outputs.files.clone() })
+            }
+            Some(commit_item::Result::Error(error)) => {
+                let error = truncate(error, ERROR_BYTES_MAX);
+                Kind::AttemptFailed(journal::AttemptFailed { unit, lease_id, error })
+            }
+            None => return Err(Refusal::Invalid("item has neither outputs nor an error".into())),
+        };
+        Ok(Some(record(kind)))
+    }
+
+    /// Gives leases back without counting an attempt (worker shutting down).
+    pub fn release(
+        &mut self,
+        token: &str,
+        refs: &[LeaseRef],
+        now_ms: u64,
+    ) -> Result<(Vec<Record>, ItemResults), CoreError> {
+        self.check_batch(token, refs.len())?;
+        let mut records = Vec::new();
+        let mut results = Vec::with_capacity(refs.len());
+        for lease_ref in refs {
+            let checked = self.check_lease(lease_ref, now_ms);
+            if let Ok(pos) = checked {
+                let rec = record(Kind::LeaseReleased(journal::LeaseReleased {
+                    unit: Some(self.addr(pos)),
+                    lease_id: lease_ref.lease_id,
+                }));
+                self.apply(&rec, now_ms)?;
+                records.push(rec);
+            }
+            results.push(checked.map(|_| ()));
+        }
+        Ok((records, results))
+    }
+
+    /// Returns every lease that ran out by `now_ms` to pending (or failed,
+    /// after its last attempt). Each record names the lease it ends, so a
+    /// late expiry can never undo a commit.
+    pub fn expire(&mut self, now_ms: u64) -> Vec<Record> {
+        let mut records = Vec::new();
+        while let Some(&(expiry_ms, lease_id)) = self.expiries.first() {
+            if expiry_ms > now_ms {
+                break;
+            }
+            let pos = self.leases[&lease_id].pos;
+            let rec = record(Kind::LeaseExpired(journal::LeaseExpired { unit: Some(self.addr(pos)), lease_id }));
+            self.apply(&rec, now_ms).expect("an indexed lease is current");
+            records.push(rec);
+        }
+        records
+    }
+
+    /// When the earliest lease runs out, for the reaper's timer.
+    pub fn next_expiry_ms(&self) -> Option<u64> {
+        self.expiries.first().map(|&(expiry_ms, _)| expiry_ms)
+    }
+
+    fn check_batch(&self, token: &str, items: usize) -> Result<(), CoreError> {
+        if token != self.server_token {
+            return Err(CoreError::WrongMaster { given: token.to_string(), ours: self.server_token.clone() });
+        }
+        if items > BATCH_ITEMS_MAX {
+            return Err(CoreError::Invalid(format!("{items} items; at most {BATCH_ITEMS_MAX} per call")));
+        }
+        Ok(())
+    }
+
+    /// Checks 2 and 3: the lease's config version is the group's, and the
+    /// lease is the unit's current one and has not run out.
+    fn check_lease(&self, lease_ref: &LeaseRef, now_ms: u64) -> Result<Pos, Refusal> {
+        let pos = self.find_unit(lease_ref.unit.as_ref())?;
+        let current = self.group(pos).config_version;
+        if lease_ref.config_version != current {
+            return Err(Refusal::StaleConfig { lease: lease_ref.config_version, current });
+        }
+        let lease_id = lease_ref.lease_id;
+        match &self.unit(pos).state {
+            UnitState::Leased { lease_id: held, .. } if *held == lease_id => {}
+            UnitState::Leased { .. } | UnitState::Pending => {
+                return Err(Refusal::LeaseLost(format!("lease {lease_id} expired or was released; the unit went back to the queue")));
+            }
+            UnitState::Committed { .. } => {
+                return Err(Refusal::LeaseLost(format!("the unit was committed under another lease than {lease_id}")));
+            }
+            UnitState::Failed => return Err(Refusal::LeaseLost("the unit has failed".into())),
+        }
+        if self.leases[&lease_id].expiry_ms <= now_ms {
+            return Err(Refusal::LeaseLost(format!("lease {lease_id} has expired")));
+        }
+        Ok(pos)
+    }
+
+    fn find_unit(&self, unit: Option<&UnitRef>) -> Result<Pos, Refusal> {
+        let unit = unit.ok_or_else(|| Refusal::Invalid("no unit named".into()))?;
+        let name = || format!("{}/{}/{}", unit.pipeline_id, unit.group, unit.unit);
+        let &pipeline = self.pipeline_index.get(&unit.pipeline_id).ok_or_else(|| Refusal::UnknownUnit(name()))?;
+        let p = &self.pipelines[pipeline as usize];
+        let &group = p.group_index.get(&unit.group).ok_or_else(|| Refusal::UnknownUnit(name()))?;
+        if unit.unit as usize >= p.groups[group as usize].units.len() {
+            return Err(Refusal::UnknownUnit(name()));
+        }
+        Ok(Pos { pipeline, group, unit: unit.unit })
+    }
+
+    /// Everything a worker needs to run a leased unit.
+    fn lease_view(&self, pos: Pos, lease_id: u64) -> Lease {
+        let pipeline = &self.pipelines[pos.pipeline as usize];
+        let spec = &pipeline.spec.groups[pos.group as usize];
+        let unit = self.unit(pos);
+        Lease {
+            unit: Some(UnitRef { pipeline_id: pipeline.id.clone(), group: spec.name.clone(), unit: pos.unit }),
+            lease_id,
+            lease_ms: self.config.lease_ms,
+            config_version: self.group(pos).config_version,
+            server_token: self.server_token.clone(),
+            output_prefix: output_prefix(&pipeline.id, &spec.name, pos.unit, lease_id),
+            store_root: self.config.store_root.clone(),
+            task: spec.task.clone(),
+            command: spec.command.clone(),
+            workdir: spec.workdir.clone(),
+            env: spec.env.clone(),
+            params: pipeline.spec.params.clone(),
+            inputs: self.input_paths(pos.pipeline, &unit.source),
+            attempt: unit.grants,
+        }
+    }
+
+    fn input_paths(&self, pipeline: u32, source: &UnitSource) -> Vec<String> {
+        match source {
+            UnitSource::Files(paths) => paths.clone(),
+            UnitSource::Nothing => Vec::new(),
+            &UnitSource::Upstream { group, unit } => {
+                self.committed_paths(Pos { pipeline, group, unit })
+            }
+        }
+    }
+
+    /// Full paths of a committed unit's output files (empty otherwise).
+    pub(super) fn committed_paths(&self, pos: Pos) -> Vec<String> {
+        let UnitState::Committed { lease_id, files } = &self.unit(pos).state else {
+            return Vec::new();
+        };
+        let pipeline = &self.pipelines[pos.pipeline as usize];
+        let group = &pipeline.spec.groups[pos.group as usize].name;
+        let prefix = output_prefix(&pipeline.id, group, pos.unit, *lease_id);
+        let root = self.config.store_root.trim_end_matches('/');
+        files.iter().map(|f| format!("{root}/{prefix}{}", f.name)).collect()
+    }
+}
+
+/// Check 4: an attempt writes only under its own prefix, which holds the
+/// lease id, so names relative to it can never collide with another attempt.
+pub fn output_prefix(pipeline_id: &str, group: &str, unit: u32, lease_id: u64) -> String {
+    format!("{pipeline_id}/{group}/{unit}/{lease_id}/")
+}
+
+fn check_outputs(files: &[taskmaster_proto::v1::OutputFile]) -> Result<(), Refusal> {
+    if files.len() > OUTPUT_FILES_MAX {
+        return Err(Refusal::Invalid(format!("{} output files; at most {OUTPUT_FILES_MAX}", files.len())));
+    }
+    let mut names: Vec<&str> = Vec::with_capacity(files.len());
+    for file in files {
+        check_relative_path(&file.name).map_err(Refusal::Invalid)?;
+        names.push(&file.name);
+    }
+    names.sort_unstable();
+    if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Refusal::Invalid(format!("output name {:?} appears twice", pair[0])));
+    }
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! Read-only views of the state for clients: status and committed outputs.
+
+use taskmaster_proto::v1::{
+    FailedUnit, GroupStatus, PipelineState, PipelineStatus, UnitCounts, UnitOutputs,
+};
+
+use super::model::{Pipeline, Pos, UnitState};
+use super::{Core, CoreError};
+
+/// Failed units listed in a status reply at most (the counts say the rest).
+const FAILED_UNITS_SHOWN_MAX: usize = 100;
+
+impl Core {
+    pub fn status(&self, pipeline_id: &str) -> Result<PipelineStatus, CoreError> {
+        let &index = self
+            .pipeline_index
+            .get(pipeline_id)
+            .ok_or_else(|| CoreError::NotFound(format!("no pipeline {pipeline_id:?}")))?;
+        Ok(pipeline_status(&self.pipelines[index as usize]))
+    }
+
+    /// Every pipeline in submission order.
+    pub fn list(&self) -> Vec<PipelineStatus> {
+        self.pipelines.iter().map(pipeline_status).collect()
+    }
+
+    /// The committed outputs of one group, in unit order.
+    pub fn outputs(&self, pipeline_id: &str, group: &str) -> Result<Vec<UnitOutputs>, CoreError> {
+        let &pipeline = self
+            .pipeline_index
+            .get(pipeline_id)
+            .ok_or_else(|| CoreError::NotFound(format!("no pipeline {pipeline_id:?}")))?;
+        let p = &self.pipelines[pipeline as usize];
+        let &g = p
+            .group_index
+            .get(group)
+            .ok_or_else(|| CoreError::NotFound(format!("pipeline {pipeline_id} has no group {group:?}")))?;
+        let units = &p.groups[g as usize].units;
+        let mut out = Vec::new();
+        for (u, unit) in units.iter().enumerate() {
+            if let UnitState::Committed { lease_id, .. } = unit.state {
+                let pos = Pos { pipeline, group: g, unit: u as u32 };
+                out.push(UnitOutputs { unit: u as u32, lease_id, paths: self.committed_paths(pos) });
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn pipeline_status(p: &Pipeline) -> PipelineStatus {
+    let complete = groups_complete(p);
+    let groups = p
+        .groups
+        .iter()
+        .zip(&p.spec.groups)
+        .zip(&complete)
+        .map(|((group, spec), &complete)| GroupStatus {
+            name: spec.name.clone(),
+            config_version: group.config_version,
+            counts: Some(UnitCounts {
+                pending: group.counts.pending,
+                leased: group.counts.leased,
+                committed: group.counts.committed,
+                failed: group.counts.failed,
+            }),
+            complete,
+        })
+        .collect();
+    PipelineStatus {
+        pipeline_id: p.id.clone(),
+        name: p.spec.name.clone(),
+        state: pipeline_state(p, &complete) as i32,
+        params: p.spec.params.clone(),
+        groups,
+        failed_units: failed_units(p),
+        retries: p.retries,
+    }
+}
+
+/// A group is complete when its upstream groups are and all its units are
+/// committed: then no unit can be added to it any more. Groups are checked
+/// in an order where upstream comes first (spec validation proved a DAG).
+fn groups_complete(p: &Pipeline) -> Vec<bool> {
+    let n = p.groups.len();
+    let mut complete: Vec<Option<bool>> = vec![None; n];
+    while complete.iter().any(Option::is_none) {
+        for i in 0..n {
+            if complete[i].is_some() {
+                continue;
+            }
+            let group = &p.groups[i];
+            let upstream: Option<Vec<bool>> =
+                group.wiring.upstream.iter().map(|&u| complete[u as usize]).collect();
+            if let Some(upstream) = upstream {
+                let own = group.counts.committed == group.counts.total();
+                complete[i] = Some(own && upstream.iter().all(|&c| c));
+            }
+        }
+    }
+    complete.into_iter().map(|c| c.unwrap_or(false)).collect()
+}
+
+fn pipeline_state(p: &Pipeline, complete: &[bool]) -> PipelineState {
+    if complete.iter().all(|&c| c) {
+        return PipelineState::Succeeded;
+    }
+    let active: u64 = p.groups.iter().map(|g| g.counts.pending + g.counts.leased).sum();
+    let failed: u64 = p.groups.iter().map(|g| g.counts.failed).sum();
+    if failed > 0 && active == 0 {
+        PipelineState::Failed
+    } else if p.grants == 0 {
+        PipelineState::Pending
+    } else {
+        PipelineState::Running
+    }
+}
+
+fn failed_units(p: &Pipeline) -> Vec<FailedUnit> {
+    let mut out = Vec::new();
+    for (group, spec) in p.groups.iter().zip(&p.spec.groups) {
+        if group.counts.failed == 0 {
+            continue;
+        }
+        for (u, unit) in group.units.iter().enumerate() {
+            if unit.state == UnitState::Failed && out.len() < FAILED_UNITS_SHOWN_MAX {
+                out.push(FailedUnit {
+                    group: spec.name.clone(),
+                    unit: u as u32,
+                    attempts: unit.failures,
+                    errors: unit.errors.clone(),
+                });
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,160 @@
+//! One suite every [`LogStore`] passes: records come back in order after a
+//! reopen, concurrent appends share syncs, a torn tail is dropped, and
+//! damage before valid records is refused.
+
+use std::sync::Arc;
+
+use taskmaster_proto::journal::Record;
+
+use super::file::FileLog;
+use super::mem::MemLog;
+use super::*;
+use crate::core::Core;
+
+/// A backend under test: a fresh store holding `init`, a way to reopen it
+/// after a crash, and a way to damage its durable bytes.
+trait Backend {
+    type Store: LogStore;
+    fn fresh(init: &Record) -> (Self, Self::Store)
+    where
+        Self: Sized;
+    fn reopen(&self) -> Result<Vec<Record>, JournalError>;
+    /// Lets `f` edit the durable bytes (frames only, after any header).
+    fn damage(&self, f: &mut dyn FnMut(&mut Vec<u8>));
+}
+
+struct FileBackend {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl Backend for FileBackend {
+    type Store = FileLog;
+    fn fresh(init: &Record) -> (Self, FileLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.log");
+        let log = FileLog::create(&path, init).unwrap();
+        (FileBackend { _dir: dir, path }, log)
+    }
+    fn reopen(&self) -> Result<Vec<Record>, JournalError> {
+        file::FileLog::open(&self.path).map(|o| o.records)
+    }
+    fn damage(&self, f: &mut dyn FnMut(&mut Vec<u8>)) {
+        let bytes = std::fs::read(&self.path).unwrap();
+        let (magic, frames) = bytes.split_at(8);
+        let mut frames = frames.to_vec();
+        f(&mut frames);
+        std::fs::write(&self.path, [magic, &frames].concat()).unwrap();
+    }
+}
+
+struct MemBackend(MemLog);
+
+impl Backend for MemBackend {
+    type Store = MemLog;
+    fn fresh(init: &Record) -> (Self, MemLog) {
+        let mut log = MemLog::default();
+        let mut bytes = Vec::new();
+        frame::encode(&init.encode_to_vec(), &mut bytes);
+        log.append(&bytes).unwrap();
+        log.sync().unwrap();
+        (MemBackend(log.clone()), log)
+    }
+    fn reopen(&self) -> Result<Vec<Record>, JournalError> {
+        self.0.crash_and_reopen()
+    }
+    fn damage(&self, f: &mut dyn FnMut(&mut Vec<u8>)) {
+        f(&mut self.0.disk.lock().synced);
+    }
+}
+
+fn init() -> Record {
+    Core::init_record("token-1", 7)
+}
+
+fn numbered(i: u64) -> Record {
+    Core::init_record(&format!("record-{i}"), i)
+}
+
+async fn appended_records_survive_reopen<B: Backend>() {
+    let (backend, store) = B::fresh(&init());
+    let journal = Journal::start(store, 1);
+    for i in 0..10 {
+        let seq = journal.append(&[numbered(i)]);
+        assert_eq!(seq, i + 2);
+        journal.wait_durable(seq).await.unwrap();
+    }
+    journal.close();
+    let records = backend.reopen().unwrap();
+    assert_eq!(records.len(), 11);
+    assert_eq!(records[0], init());
+    assert_eq!(records[10], numbered(9));
+}
+
+async fn concurrent_appends_share_syncs<B: Backend>() {
+    let (backend, store) = B::fresh(&init());
+    let journal = Arc::new(Journal::start(store, 1));
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let journal = Arc::clone(&journal);
+            tokio::spawn(async move {
+                let seq = journal.append(&[numbered(i)]);
+                journal.wait_durable(seq).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert!(journal.syncs() < 200, "{} syncs for 200 appends", journal.syncs());
+    journal.close();
+    assert_eq!(backend.reopen().unwrap().len(), 201);
+}
+
+async fn torn_tail_is_dropped_and_damage_in_the_middle_refused<B: Backend>() {
+    let (backend, store) = B::fresh(&init());
+    let journal = Journal::start(store, 1);
+    let seq = journal.append(&[numbered(1), numbered(2)]);
+    journal.wait_durable(seq).await.unwrap();
+    journal.close();
+    backend.damage(&mut |bytes| bytes.truncate(bytes.len() - 3));
+    assert_eq!(backend.reopen().unwrap(), vec![init(), numbered(1)]);
+    backend.damage(&mut |bytes| bytes[10] ^= 0x55); // inside the Init record
+    let err = backend.reopen().unwrap_err();
+    assert!(matches!(err, JournalError::CorruptMiddle { .. }), "{err}");
+}
+
+macro_rules! conformance {
+    ($backend:ty, $module:ident) => {
+        mod $module {
+            use super::*;
+            #[tokio::test]
+            async fn appended_records_survive_reopen() {
+                super::appended_records_survive_reopen::<$backend>().await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_appends_share_syncs() {
+                super::concurrent_appends_share_syncs::<$backend>().await;
+            }
+            #[tokio::test]
+            async fn torn_tail_is_dropped_and_damage_in_the_middle_refused() {
+                super::torn_tail_is_dropped_and_damage_in_the_middle_refused::<$backend>().await;
+            }
+        }
+    };
+}
+
+conformance!(FileBackend, file_log);
+conformance!(MemBackend, mem_log);
+
+#[tokio::test]
+async fn a_failed_sync_acknowledges_nothing_and_reports_failure() {
+    let (backend, store) = MemBackend::fresh(&init());
+    let journal = Journal::start(store, 1);
+    backend.0.disk.lock().fail_with = Some(std::io::ErrorKind::StorageFull);
+    let seq = journal.append(&[numbered(1)]);
+    let err = journal.wait_durable(seq).await.unwrap_err();
+    assert!(err.to_string().contains("injected"), "{err}");
+    assert!(journal.failed().await.contains("injected"));
+    assert_eq!(backend.reopen().unwrap(), vec![init()]);
+}

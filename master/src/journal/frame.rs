@@ -1,0 +1,131 @@
+//! On-disk framing: `[u32 LE payload length][u32 LE crc32 of payload][payload]`.
+//! Scanning tells a torn tail (never acknowledged: cut it off) from
+//! corruption followed by valid records (acknowledged data is damaged:
+//! refuse to start).
+
+/// Bytes of a frame header.
+pub const HEADER_BYTES: usize = 8;
+/// Largest payload a frame may carry; a larger length is corruption.
+pub const PAYLOAD_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Appends one frame holding `payload` to `buf`.
+pub fn encode(payload: &[u8], buf: &mut Vec<u8>) {
+    assert!(!payload.is_empty() && payload.len() <= PAYLOAD_BYTES_MAX, "frame payload size");
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    buf.extend_from_slice(payload);
+}
+
+/// What a scan found after the last valid frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tail {
+    /// The bytes end exactly after a valid frame.
+    Clean,
+    /// An incomplete or damaged last stretch with no valid frame after it:
+    /// a write that crashed before its sync. Safe to cut off.
+    Torn { offset: usize, bytes: usize },
+    /// A damaged frame with valid frames after it: acknowledged data is lost.
+    CorruptMiddle { offset: usize },
+}
+
+#[derive(Debug)]
+pub struct Scan<'a> {
+    pub payloads: Vec<(usize, &'a [u8])>,
+    /// Length of the prefix made of valid frames.
+    pub valid_len: usize,
+    pub tail: Tail,
+}
+
+/// Reads frames from `bytes` (offsets are relative to its start).
+pub fn scan(bytes: &[u8]) -> Scan<'_> {
+    let mut payloads = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        match frame_at(bytes, pos) {
+            Some(payload) => {
+                payloads.push((pos, payload));
+                pos += HEADER_BYTES + payload.len();
+            }
+            None => {
+                let tail = if any_frame_after(bytes, pos + 1) {
+                    Tail::CorruptMiddle { offset: pos }
+                } else {
+                    Tail::Torn { offset: pos, bytes: bytes.len() - pos }
+                };
+                return Scan { payloads, valid_len: pos, tail };
+            }
+        }
+    }
+    Scan { payloads, valid_len: pos, tail: Tail::Clean }
+}
+
+/// The payload of a whole, checksum-valid frame at `pos`, if there is one.
+fn frame_at(bytes: &[u8], pos: usize) -> Option<&[u8]> {
+    let header = bytes.get(pos..pos + HEADER_BYTES)?;
+    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
+    if len == 0 || len > PAYLOAD_BYTES_MAX {
+        return None;
+    }
+    let payload = bytes.get(pos + HEADER_BYTES..pos + HEADER_BYTES + len)?;
+    (crc32fast::hash(payload) == crc).then_some(payload)
+}
+
+/// Whether a valid frame starts anywhere at or after `from`. Only run on
+/// recovery after damage, so a byte-by-byte search is affordable; a random
+/// match needs a plausible length and a matching 32-bit checksum.
+fn any_frame_after(bytes: &[u8], from: usize) -> bool {
+    (from..bytes.len().saturating_sub(HEADER_BYTES)).any(|pos| frame_at(bytes, pos).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(payloads: &[&[u8]]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for p in payloads {
+            encode(p, &mut buf);
+        }
+        buf
+    }
+
+    #[test]
+    fn clean_log_reads_back() {
+        let buf = frames(&[b"one", b"two"]);
+        let scan = scan(&buf);
+        assert_eq!(scan.tail, Tail::Clean);
+        let got: Vec<&[u8]> = scan.payloads.iter().map(|p| p.1).collect();
+        assert_eq!(got, vec![&b"one"[..], &b"two"[..]]);
+    }
+
+    #[test]
+    fn torn_tail_is_cut_at_the_last_whole_frame() {
+        let buf = frames(&[b"one", b"two-two"]);
+        for cut in 12..buf.len() {
+            let scan = scan(&buf[..cut]);
+            assert_eq!(scan.payloads.len(), 1, "cut at {cut}");
+            assert_eq!(scan.tail, Tail::Torn { offset: 11, bytes: cut - 11 });
+        }
+        let mut zeros = frames(&[b"one"]);
+        zeros.extend_from_slice(&[0; 4096]);
+        assert_eq!(scan(&zeros).tail, Tail::Torn { offset: 11, bytes: 4096 });
+    }
+
+    #[test]
+    fn damage_before_valid_frames_is_corruption() {
+        let mut buf = frames(&[b"one", b"two", b"three"]);
+        buf[11 + HEADER_BYTES] ^= 0xff; // flip a byte of "two"
+        let scan = scan(&buf);
+        assert_eq!(scan.tail, Tail::CorruptMiddle { offset: 11 });
+        assert_eq!(scan.payloads.len(), 1);
+    }
+
+    #[test]
+    fn damaged_last_frame_is_a_torn_tail() {
+        let mut buf = frames(&[b"one", b"two"]);
+        let last = buf.len() - 1;
+        buf[last] ^= 0xff;
+        assert_eq!(scan(&buf).tail, Tail::Torn { offset: 11, bytes: 11 });
+    }
+}

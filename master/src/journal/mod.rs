@@ -1,0 +1,192 @@
+//! The journal: every state change, framed and checksummed, made durable in
+//! groups. Callers append records (cheap, in memory, in order) and then wait
+//! until their sequence number is durable. One writer thread takes whatever
+//! accumulated, writes it and syncs once, so concurrent changes share one
+//! `fdatasync` (group commit) and durability does not cost a sync per unit.
+//!
+//! Storage sits behind [`LogStore`]: [`file::FileLog`] (the real one) and
+//! [`mem::MemLog`] (for tests, with fault injection). Both pass the same
+//! conformance tests.
+
+pub mod file;
+pub mod frame;
+pub mod mem;
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex};
+use prost::Message;
+use taskmaster_proto::journal::Record;
+use tokio::sync::watch;
+
+/// Where journal bytes go. Appends need not be durable until `sync`.
+pub trait LogStore: Send + 'static {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+    fn sync(&mut self) -> io::Result<()>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path}: {context}: {source}")]
+    Io { path: String, context: &'static str, source: io::Error },
+    #[error(
+        "journal {path} is corrupt at byte {offset}, before records that were acknowledged; \
+         refusing to start (restore the data dir from a backup, or move the journal aside to start empty)"
+    )]
+    CorruptMiddle { path: String, offset: u64 },
+    #[error("journal {path}: {what}")]
+    Invalid { path: String, what: String },
+    /// A write or sync failed: nothing after the last sync is durable, and
+    /// the in-memory state is ahead of the disk, so the node must stop.
+    #[error("journal write failed, the master must restart: {0}")]
+    Failed(Arc<str>),
+}
+
+/// What the writer has made durable so far.
+#[derive(Debug, Clone, Default)]
+struct Durable {
+    upto: u64,
+    failed: Option<Arc<str>>,
+}
+
+struct Queue {
+    frames: Vec<u8>,
+    appended: u64,
+    closing: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    syncs: AtomicU64,
+}
+
+pub struct Journal {
+    shared: Arc<Shared>,
+    durable: watch::Receiver<Durable>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Journal {
+    /// Starts the writer thread over `store`, which already holds
+    /// `records_so_far` records (sequence numbers continue from there).
+    pub fn start(store: impl LogStore, records_so_far: u64) -> Journal {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue { frames: Vec::new(), appended: records_so_far, closing: false }),
+            wake: Condvar::new(),
+            syncs: AtomicU64::new(0),
+        });
+        let (tx, durable) = watch::channel(Durable { upto: records_so_far, failed: None });
+        let writer_shared = Arc::clone(&shared);
+        let writer = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || write_loop(store, &writer_shared, &tx))
+            .expect("spawning the journal writer thread");
+        Journal { shared, durable, writer: Mutex::new(Some(writer)) }
+    }
+
+    /// Queues records in order and returns the sequence number to wait for.
+    /// Call it while holding the lock that ordered the change.
+    pub fn append(&self, records: &[Record]) -> u64 {
+        let mut queue = self.shared.queue.lock();
+        for rec in records {
+            frame::encode(&rec.encode_to_vec(), &mut queue.frames);
+            queue.appended += 1;
+        }
+        if !records.is_empty() {
+            self.shared.wake.notify_one();
+        }
+        queue.appended
+    }
+
+    /// The sequence number of the last appended record.
+    pub fn appended(&self) -> u64 {
+        self.shared.queue.lock().appended
+    }
+
+    /// Waits until record `seq` (and so every record before it) is durable.
+    pub async fn wait_durable(&self, seq: u64) -> Result<(), JournalError> {
+        let mut rx = self.durable.clone();
+        let state = rx
+            .wait_for(|d| d.upto >= seq || d.failed.is_some())
+            .await
+            .map_err(|_| JournalError::Failed("the journal writer stopped".into()))?;
+        match &state.failed {
+            Some(why) if state.upto < seq => Err(JournalError::Failed(why.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Resolves when the journal has failed (the node must stop).
+    pub async fn failed(&self) -> Arc<str> {
+        let mut rx = self.durable.clone();
+        match rx.wait_for(|d| d.failed.is_some()).await {
+            Ok(state) => state.failed.clone().unwrap_or_else(|| "unknown".into()),
+            Err(_) => "the journal writer stopped".into(),
+        }
+    }
+
+    /// How many syncs the writer has issued.
+    pub fn syncs(&self) -> u64 {
+        self.shared.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Writes and syncs what is queued, then stops the writer.
+    pub fn close(&self) {
+        self.shared.queue.lock().closing = true;
+        self.shared.wake.notify_one();
+        if let Some(writer) = self.writer.lock().take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn write_loop(mut store: impl LogStore, shared: &Shared, durable: &watch::Sender<Durable>) {
+    let mut batch = Vec::new();
+    loop {
+        let upto = {
+            let mut queue = shared.queue.lock();
+            while queue.frames.is_empty() && !queue.closing {
+                shared.wake.wait(&mut queue);
+            }
+            if queue.frames.is_empty() {
+                return; // closing, and everything is written
+            }
+            std::mem::swap(&mut batch, &mut queue.frames);
+            queue.appended
+        };
+        if let Err(e) = store.append(&batch).and_then(|()| store.sync()) {
+            tracing::error!(error = %e, "journal write failed; nothing more will be acknowledged");
+            durable.send_modify(|d| d.failed = Some(e.to_string().into()));
+            return;
+        }
+        shared.syncs.fetch_add(1, Ordering::Relaxed);
+        durable.send_modify(|d| d.upto = upto);
+        batch.clear();
+    }
+}
+
+/// Decodes checksum-valid payloads into records.
+fn decode_all(path: &str, payloads: &[(usize, &[u8])], base: usize) -> Result<Vec<Record>, JournalError> {
+    payloads
+        .iter()
+        .map(|&(offset, payload)| {
+            Record::decode(payload).map_err(|e| JournalError::Invalid {
+                path: path.to_string(),
+                what: format!("record at byte {} does not decode: {e}", base + offset),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod conformance;
