@@ -1,1 +1,28 @@
+//! The taskmaster client SDK and the pieces of the `tmctl` command-line tool.
+//!
+//! A batch pipeline is described in a TOML file, loaded into the gRPC
+//! [`PipelineSpec`](taskmaster_proto::v1::PipelineSpec), submitted to the
+//! master, watched until it finishes, and its committed outputs are listed.
+//!
+//! Modules:
+//!
+//! - [`pipeline_file`]: reads a pipeline TOML file into a `PipelineSpec`
+//!   (input globs expanded, working directory set, `--param` overrides).
+//! - [`client`]: [`Client`], the async SDK over the gRPC `TaskMaster`
+//!   service (submit, status, list, outputs, wait), and [`ClientError`].
+//! - [`view`]: small serde structs mirroring a pipeline's status, the stable
+//!   JSON shape `tmctl status --json` prints.
+//! - [`text`]: the human-readable renderings `tmctl` prints (tables, the
+//!   status of one pipeline, progress lines).
+//!
+//! Execution is at-least-once; the committed effect is exactly-once: a unit
+//! may run more than once, but only one attempt's output is ever committed,
+//! and [`Client::outputs`] returns only committed output.
 
+pub mod client;
+pub mod pipeline_file;
+pub mod text;
+pub mod view;
+
+pub use client::{Client, ClientError};
+pub use pipeline_file::{PipelineFileError, load_pipeline, parse_param};

@@ -9,5 +9,9 @@
 //! - [`server`]: builds the gRPC server (with health and reflection) and
 //!   runs it until a shutdown future resolves.
 
+pub mod clock;
 pub mod core;
 pub mod journal;
+pub mod runtime;
+pub mod server;
+pub mod service;

@@ -1,1 +1,104 @@
-fn main() {}
+//! `taskmaster`: the task master server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use taskmaster_master::clock::MonotonicClock;
+use taskmaster_master::runtime::{Master, MasterConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "taskmaster",
+    version,
+    about = "The taskmaster leased task master (gRPC server)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the master on ADDR, keeping its state and journal in DIR.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Directory for the journal and (by default) the output store; created if missing.
+    #[arg(long, env = "TASKMASTER_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port; the chosen one is printed).
+    #[arg(long, env = "TASKMASTER_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// How long a lease lasts without renewal, in milliseconds.
+    #[arg(long, env = "TASKMASTER_LEASE_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=86_400_000))]
+    lease_ms: u64,
+    /// Directory where workers write outputs [default: DATA_DIR/store].
+    #[arg(long, env = "TASKMASTER_STORE")]
+    store: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let Command::Serve(args) = cli.command;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = MasterConfig {
+        data_dir: args.data_dir,
+        store_root: args.store,
+        lease_ms: args.lease_ms,
+    };
+    let master = Arc::new(Master::open(&config, Arc::new(MonotonicClock::default()))?);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    // Scripts and tests wait for this line to know the master is up.
+    println!("taskmaster listening on {addr}");
+    tracing::info!(%addr, server_token = master.server_token(), "serving");
+    let shutdown = {
+        let master = Arc::clone(&master);
+        async move {
+            tokio::select! {
+                () = first_signal() => tracing::info!("shutting down (a second signal exits at once)"),
+                why = master.journal_failed() => tracing::error!(%why, "journal failed; stopping"),
+            }
+            tokio::spawn(async {
+                first_signal().await;
+                std::process::exit(130);
+            });
+        }
+    };
+    taskmaster_master::server::serve(listener, Arc::clone(&master), shutdown).await?;
+    master.close();
+    if let Some(why) = master.journal_error() {
+        anyhow::bail!("journal failed: {why}");
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn first_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -21,7 +21,9 @@ pub enum CoreError {
 pub enum Refusal {
     #[error("unknown unit: {0}")]
     UnknownUnit(String),
-    #[error("stale config version: the lease has version {lease}, the group is at version {current}")]
+    #[error(
+        "stale config version: the lease has version {lease}, the group is at version {current}"
+    )]
     StaleConfig { lease: u64, current: u64 },
     #[error("lease lost: {0}")]
     LeaseLost(String),

@@ -21,15 +21,21 @@ impl Core {
                     match &unit.state {
                         UnitState::Leased { lease_id, .. } => {
                             let clock = self.leases.get(lease_id);
-                            if clock.is_none_or(|c| !self.expiries.contains(&(c.expiry_ms, *lease_id))) {
+                            if clock
+                                .is_none_or(|c| !self.expiries.contains(&(c.expiry_ms, *lease_id)))
+                            {
                                 return fail(format!("lease {lease_id} has no clock"));
                             }
                             if *lease_id >= self.next_lease_id || !leased_ids.insert(*lease_id) {
                                 return fail(format!("lease id {lease_id} reused or ahead"));
                             }
                         }
-                        UnitState::Committed { lease_id, .. } if *lease_id >= self.next_lease_id => {
-                            return fail(format!("committed lease {lease_id} is ahead of the counter"));
+                        UnitState::Committed { lease_id, .. }
+                            if *lease_id >= self.next_lease_id =>
+                        {
+                            return fail(format!(
+                                "committed lease {lease_id} is ahead of the counter"
+                            ));
                         }
                         _ => {}
                     }
@@ -40,11 +46,23 @@ impl Core {
                     }
                 }
                 if counts != group.counts {
-                    return fail(format!("counts of {}/{g} are {:?}, units say {counts:?}", pipeline.id, group.counts));
+                    return fail(format!(
+                        "counts of {}/{g} are {:?}, units say {counts:?}",
+                        pipeline.id, group.counts
+                    ));
                 }
-                let fed: u64 = group.wiring.upstream.iter().map(|&u| pipeline.groups[u as usize].counts.committed).sum();
+                let fed: u64 = group
+                    .wiring
+                    .upstream
+                    .iter()
+                    .map(|&u| pipeline.groups[u as usize].counts.committed)
+                    .sum();
                 if !group.wiring.upstream.is_empty() && fed != group.units.len() as u64 {
-                    return fail(format!("group {g} of {} has {} units for {fed} committed upstream units", pipeline.id, group.units.len()));
+                    return fail(format!(
+                        "group {g} of {} has {} units for {fed} committed upstream units",
+                        pipeline.id,
+                        group.units.len()
+                    ));
                 }
             }
         }

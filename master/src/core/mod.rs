@@ -118,7 +118,10 @@ impl Core {
             Kind::LeaseGranted(g) => self.apply_granted(g, now_ms)?,
             Kind::UnitCommitted(c) => {
                 let pos = self.take_lease(&c.unit, c.lease_id)?;
-                let state = UnitState::Committed { lease_id: c.lease_id, files: c.files.clone() };
+                let state = UnitState::Committed {
+                    lease_id: c.lease_id,
+                    files: c.files.clone(),
+                };
                 self.set_state(pos, state);
                 self.spawn_downstream(pos);
             }
@@ -129,7 +132,10 @@ impl Core {
             Kind::LeaseExpired(e) => {
                 let pos = self.take_lease(&e.unit, e.lease_id)?;
                 let worker = self.leased_worker(pos);
-                let error = format!("lease {} expired (worker {worker} stopped renewing)", e.lease_id);
+                let error = format!(
+                    "lease {} expired (worker {worker} stopped renewing)",
+                    e.lease_id
+                );
                 self.count_failure(pos, error);
             }
             Kind::LeaseReleased(r) => {
@@ -145,12 +151,20 @@ impl Core {
         let spec = sub.spec.clone().unwrap_or_default();
         let wiring = spec::validate(&spec).map_err(CoreError::Corrupt)?;
         if self.pipeline_index.contains_key(&sub.pipeline_id) {
-            return Err(CoreError::Corrupt(format!("pipeline {} submitted twice", sub.pipeline_id)));
+            return Err(CoreError::Corrupt(format!(
+                "pipeline {} submitted twice",
+                sub.pipeline_id
+            )));
         }
         let index = self.pipelines.len() as u32;
         let mut pipeline = Pipeline {
             id: sub.pipeline_id.clone(),
-            group_index: spec.groups.iter().enumerate().map(|(i, g)| (g.name.clone(), i as u32)).collect(),
+            group_index: spec
+                .groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| (g.name.clone(), i as u32))
+                .collect(),
             groups: Vec::with_capacity(spec.groups.len()),
             spec,
             submitted_unix_ms: sub.submitted_unix_ms,
@@ -158,17 +172,29 @@ impl Core {
             retries: 0,
         };
         for (g, wiring) in wiring.into_iter().enumerate() {
-            let mut group = Group { wiring, config_version: 1, units: Vec::new(), counts: Counts::default() };
+            let mut group = Group {
+                wiring,
+                config_version: 1,
+                units: Vec::new(),
+                counts: Counts::default(),
+            };
             if group.wiring.upstream.is_empty() {
                 let inputs = &pipeline.spec.groups[g].inputs;
                 group.units = if inputs.is_empty() {
                     vec![Unit::new(UnitSource::Nothing)]
                 } else {
-                    inputs.iter().map(|path| Unit::new(UnitSource::Files(vec![path.clone()]))).collect()
+                    inputs
+                        .iter()
+                        .map(|path| Unit::new(UnitSource::Files(vec![path.clone()])))
+                        .collect()
                 };
                 group.counts.pending = group.units.len() as u64;
                 for u in 0..group.units.len() as u32 {
-                    self.ready.push_back(Pos { pipeline: index, group: g as u32, unit: u });
+                    self.ready.push_back(Pos {
+                        pipeline: index,
+                        group: g as u32,
+                        unit: u,
+                    });
                 }
             }
             pipeline.groups.push(group);
@@ -179,32 +205,53 @@ impl Core {
     }
 
     fn apply_granted(&mut self, g: &journal::LeaseGranted, now_ms: u64) -> Result<(), CoreError> {
-        let addr = g.unit.as_ref().ok_or_else(|| CoreError::Corrupt("grant without a unit".into()))?;
+        let addr = g
+            .unit
+            .as_ref()
+            .ok_or_else(|| CoreError::Corrupt("grant without a unit".into()))?;
         let pos = self.resolve_addr(addr)?;
         if self.unit(pos).state != UnitState::Pending {
-            return Err(CoreError::Corrupt(format!("lease {} granted for a unit that is not pending", g.lease_id)));
+            return Err(CoreError::Corrupt(format!(
+                "lease {} granted for a unit that is not pending",
+                g.lease_id
+            )));
         }
         if g.lease_id < self.next_lease_id {
-            return Err(CoreError::Corrupt(format!("lease id {} reused", g.lease_id)));
+            return Err(CoreError::Corrupt(format!(
+                "lease id {} reused",
+                g.lease_id
+            )));
         }
         self.next_lease_id = g.lease_id + 1;
-        let state = UnitState::Leased { lease_id: g.lease_id, worker_id: g.worker_id.clone() };
+        let state = UnitState::Leased {
+            lease_id: g.lease_id,
+            worker_id: g.worker_id.clone(),
+        };
         self.set_state(pos, state);
         self.unit_mut(pos).grants += 1;
         self.pipelines[pos.pipeline as usize].grants += 1;
         let expiry_ms = now_ms.saturating_add(g.lease_ms);
-        self.leases.insert(g.lease_id, LeaseClock { pos, expiry_ms });
+        self.leases
+            .insert(g.lease_id, LeaseClock { pos, expiry_ms });
         self.expiries.insert((expiry_ms, g.lease_id));
         Ok(())
     }
 
     /// Ends the unit's current lease, which must be `lease_id`.
     fn take_lease(&mut self, addr: &Option<UnitAddr>, lease_id: u64) -> Result<Pos, CoreError> {
-        let addr = addr.as_ref().ok_or_else(|| CoreError::Corrupt("record without a unit".into()))?;
+        let addr = addr
+            .as_ref()
+            .ok_or_else(|| CoreError::Corrupt("record without a unit".into()))?;
         let pos = self.resolve_addr(addr)?;
         match &self.unit(pos).state {
-            UnitState::Leased { lease_id: current, .. } if *current == lease_id => {}
-            _ => return Err(CoreError::Corrupt(format!("lease {lease_id} is not the unit's current lease"))),
+            UnitState::Leased {
+                lease_id: current, ..
+            } if *current == lease_id => {}
+            _ => {
+                return Err(CoreError::Corrupt(format!(
+                    "lease {lease_id} is not the unit's current lease"
+                )));
+            }
         }
         if let Some(clock) = self.leases.remove(&lease_id) {
             self.expiries.remove(&(clock.expiry_ms, lease_id));
@@ -227,7 +274,8 @@ impl Core {
         if unit.errors.len() == limits::ERRORS_KEPT_PER_UNIT {
             unit.errors.remove(0);
         }
-        unit.errors.push(names::truncate(&error, limits::ERROR_BYTES_MAX));
+        unit.errors
+            .push(names::truncate(&error, limits::ERROR_BYTES_MAX));
         if unit.failures >= max_attempts {
             self.set_state(pos, UnitState::Failed);
         } else {
@@ -239,12 +287,23 @@ impl Core {
     /// A committed unit feeds one new unit in each downstream group.
     fn spawn_downstream(&mut self, pos: Pos) {
         let pipeline = &mut self.pipelines[pos.pipeline as usize];
-        for down in pipeline.groups[pos.group as usize].wiring.downstream.clone() {
+        for down in pipeline.groups[pos.group as usize]
+            .wiring
+            .downstream
+            .clone()
+        {
             let group = &mut pipeline.groups[down as usize];
             let unit = group.units.len() as u32;
-            group.units.push(Unit::new(UnitSource::Upstream { group: pos.group, unit: pos.unit }));
+            group.units.push(Unit::new(UnitSource::Upstream {
+                group: pos.group,
+                unit: pos.unit,
+            }));
             group.counts.pending += 1;
-            self.ready.push_back(Pos { pipeline: pos.pipeline, group: down, unit });
+            self.ready.push_back(Pos {
+                pipeline: pos.pipeline,
+                group: down,
+                unit,
+            });
         }
     }
 
@@ -258,14 +317,26 @@ impl Core {
     }
 
     fn resolve_addr(&self, addr: &UnitAddr) -> Result<Pos, CoreError> {
-        let not_found = || CoreError::Corrupt(format!("no unit {}/{}/{}", addr.pipeline_id, addr.group, addr.unit));
-        let &pipeline = self.pipeline_index.get(&addr.pipeline_id).ok_or_else(not_found)?;
+        let not_found = || {
+            CoreError::Corrupt(format!(
+                "no unit {}/{}/{}",
+                addr.pipeline_id, addr.group, addr.unit
+            ))
+        };
+        let &pipeline = self
+            .pipeline_index
+            .get(&addr.pipeline_id)
+            .ok_or_else(not_found)?;
         let groups = &self.pipelines[pipeline as usize].groups;
         let group = groups.get(addr.group as usize).ok_or_else(not_found)?;
         if addr.unit as usize >= group.units.len() {
             return Err(not_found());
         }
-        Ok(Pos { pipeline, group: addr.group, unit: addr.unit })
+        Ok(Pos {
+            pipeline,
+            group: addr.group,
+            unit: addr.unit,
+        })
     }
 
     fn addr(&self, pos: Pos) -> UnitAddr {
@@ -285,10 +356,16 @@ impl Core {
     }
 
     fn unit_mut(&mut self, pos: Pos) -> &mut Unit {
-        &mut self.pipelines[pos.pipeline as usize].groups[pos.group as usize].units[pos.unit as usize]
+        &mut self.pipelines[pos.pipeline as usize].groups[pos.group as usize].units
+            [pos.unit as usize]
     }
 }
 
 fn record(kind: Kind) -> Record {
     Record { kind: Some(kind) }
 }
+
+#[cfg(test)]
+mod model_test;
+#[cfg(test)]
+mod tests;

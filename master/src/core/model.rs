@@ -21,8 +21,14 @@ pub enum UnitSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UnitState {
     Pending,
-    Leased { lease_id: u64, worker_id: String },
-    Committed { lease_id: u64, files: Vec<OutputFile> },
+    Leased {
+        lease_id: u64,
+        worker_id: String,
+    },
+    Committed {
+        lease_id: u64,
+        files: Vec<OutputFile>,
+    },
     Failed,
 }
 
@@ -41,7 +47,13 @@ pub struct Unit {
 
 impl Unit {
     pub fn new(source: UnitSource) -> Unit {
-        Unit { source, state: UnitState::Pending, grants: 0, failures: 0, errors: Vec::new() }
+        Unit {
+            source,
+            state: UnitState::Pending,
+            grants: 0,
+            failures: 0,
+            errors: Vec::new(),
+        }
     }
 }
 

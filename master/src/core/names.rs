@@ -79,7 +79,9 @@ mod tests {
     #[test]
     fn names_refuse_what_would_break_paths() {
         assert!(check_name("group", "extract-2026.v1").is_ok());
-        for bad in ["", "a/b", "..", "a..b", "bad\u{7}", ".hidden", "sp ace", "x\\y"] {
+        for bad in [
+            "", "a/b", "..", "a..b", "bad\u{7}", ".hidden", "sp ace", "x\\y",
+        ] {
             assert!(check_name("group", bad).is_err(), "{bad:?} accepted");
         }
         assert!(check_name("group", &"a".repeat(65)).is_err());

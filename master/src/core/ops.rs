@@ -25,7 +25,9 @@ impl Core {
     ) -> Result<Vec<Record>, CoreError> {
         spec::validate(&spec).map_err(CoreError::Invalid)?;
         if self.pipeline_index.contains_key(pipeline_id) {
-            return Err(CoreError::AlreadyExists(format!("pipeline {pipeline_id} exists")));
+            return Err(CoreError::AlreadyExists(format!(
+                "pipeline {pipeline_id} exists"
+            )));
         }
         let rec = record(Kind::PipelineSubmitted(journal::PipelineSubmitted {
             pipeline_id: pipeline_id.to_string(),
@@ -45,12 +47,16 @@ impl Core {
     ) -> Result<(Vec<Record>, Vec<Lease>), CoreError> {
         check_name("worker id", worker_id).map_err(CoreError::Invalid)?;
         if max_units > BATCH_ITEMS_MAX {
-            return Err(CoreError::Invalid(format!("max_units above the limit of {BATCH_ITEMS_MAX}")));
+            return Err(CoreError::Invalid(format!(
+                "max_units above the limit of {BATCH_ITEMS_MAX}"
+            )));
         }
         let mut records = Vec::new();
         let mut leases = Vec::new();
         while leases.len() < max_units {
-            let Some(pos) = self.ready.pop_front() else { break };
+            let Some(pos) = self.ready.pop_front() else {
+                break;
+            };
             if self.unit(pos).state != UnitState::Pending {
                 continue; // stale queue entry
             }
@@ -69,12 +75,20 @@ impl Core {
 
     /// Extends the given leases by a full lease time. Not journaled: lease
     /// clocks restart on recovery anyway.
-    pub fn renew(&mut self, token: &str, refs: &[LeaseRef], now_ms: u64) -> Result<ItemResults, CoreError> {
+    pub fn renew(
+        &mut self,
+        token: &str,
+        refs: &[LeaseRef],
+        now_ms: u64,
+    ) -> Result<ItemResults, CoreError> {
         self.check_batch(token, refs.len())?;
         let mut results = Vec::with_capacity(refs.len());
         for lease_ref in refs {
             results.push(self.check_lease(lease_ref, now_ms).map(|pos| {
-                let clock = self.leases.get_mut(&lease_ref.lease_id).expect("checked lease has a clock");
+                let clock = self
+                    .leases
+                    .get_mut(&lease_ref.lease_id)
+                    .expect("checked lease has a clock");
                 self.expiries.remove(&(clock.expiry_ms, lease_ref.lease_id));
                 clock.expiry_ms = now_ms.saturating_add(self.config.lease_ms);
                 self.expiries.insert((clock.expiry_ms, lease_ref.lease_id));
@@ -112,7 +126,10 @@ impl Core {
     }
 
     fn commit_one(&self, item: &CommitItem, now_ms: u64) -> Result<Option<Record>, Refusal> {
-        let lease_ref = item.lease.as_ref().ok_or_else(|| Refusal::Invalid("item without a lease".into()))?;
+        let lease_ref = item
+            .lease
+            .as_ref()
+            .ok_or_else(|| Refusal::Invalid("item without a lease".into()))?;
         let pos = self.find_unit(lease_ref.unit.as_ref())?;
         if let UnitState::Committed { lease_id, .. } = &self.unit(pos).state
             && *lease_id == lease_ref.lease_id
@@ -125,13 +142,25 @@ impl Core {
         let kind = match &item.result {
             Some(commit_item::Result::Outputs(outputs)) => {
                 check_outputs(&outputs.files)?;
-                Kind::UnitCommitted(journal::UnitCommitted { unit, lease_id, files: outputs.files.clone() })
+                Kind::UnitCommitted(journal::UnitCommitted {
+                    unit,
+                    lease_id,
+                    files: outputs.files.clone(),
+                })
             }
             Some(commit_item::Result::Error(error)) => {
                 let error = truncate(error, ERROR_BYTES_MAX);
-                Kind::AttemptFailed(journal::AttemptFailed { unit, lease_id, error })
+                Kind::AttemptFailed(journal::AttemptFailed {
+                    unit,
+                    lease_id,
+                    error,
+                })
             }
-            None => return Err(Refusal::Invalid("item has neither outputs nor an error".into())),
+            None => {
+                return Err(Refusal::Invalid(
+                    "item has neither outputs nor an error".into(),
+                ));
+            }
         };
         Ok(Some(record(kind)))
     }
@@ -171,8 +200,12 @@ impl Core {
                 break;
             }
             let pos = self.leases[&lease_id].pos;
-            let rec = record(Kind::LeaseExpired(journal::LeaseExpired { unit: Some(self.addr(pos)), lease_id }));
-            self.apply(&rec, now_ms).expect("an indexed lease is current");
+            let rec = record(Kind::LeaseExpired(journal::LeaseExpired {
+                unit: Some(self.addr(pos)),
+                lease_id,
+            }));
+            self.apply(&rec, now_ms)
+                .expect("an indexed lease is current");
             records.push(rec);
         }
         records
@@ -185,10 +218,15 @@ impl Core {
 
     fn check_batch(&self, token: &str, items: usize) -> Result<(), CoreError> {
         if token != self.server_token {
-            return Err(CoreError::WrongMaster { given: token.to_string(), ours: self.server_token.clone() });
+            return Err(CoreError::WrongMaster {
+                given: token.to_string(),
+                ours: self.server_token.clone(),
+            });
         }
         if items > BATCH_ITEMS_MAX {
-            return Err(CoreError::Invalid(format!("{items} items; at most {BATCH_ITEMS_MAX} per call")));
+            return Err(CoreError::Invalid(format!(
+                "{items} items; at most {BATCH_ITEMS_MAX} per call"
+            )));
         }
         Ok(())
     }
@@ -199,16 +237,23 @@ impl Core {
         let pos = self.find_unit(lease_ref.unit.as_ref())?;
         let current = self.group(pos).config_version;
         if lease_ref.config_version != current {
-            return Err(Refusal::StaleConfig { lease: lease_ref.config_version, current });
+            return Err(Refusal::StaleConfig {
+                lease: lease_ref.config_version,
+                current,
+            });
         }
         let lease_id = lease_ref.lease_id;
         match &self.unit(pos).state {
             UnitState::Leased { lease_id: held, .. } if *held == lease_id => {}
             UnitState::Leased { .. } | UnitState::Pending => {
-                return Err(Refusal::LeaseLost(format!("lease {lease_id} expired or was released; the unit went back to the queue")));
+                return Err(Refusal::LeaseLost(format!(
+                    "lease {lease_id} expired or was released; the unit went back to the queue"
+                )));
             }
             UnitState::Committed { .. } => {
-                return Err(Refusal::LeaseLost(format!("the unit was committed under another lease than {lease_id}")));
+                return Err(Refusal::LeaseLost(format!(
+                    "the unit was committed under another lease than {lease_id}"
+                )));
             }
             UnitState::Failed => return Err(Refusal::LeaseLost("the unit has failed".into())),
         }
@@ -221,13 +266,23 @@ impl Core {
     fn find_unit(&self, unit: Option<&UnitRef>) -> Result<Pos, Refusal> {
         let unit = unit.ok_or_else(|| Refusal::Invalid("no unit named".into()))?;
         let name = || format!("{}/{}/{}", unit.pipeline_id, unit.group, unit.unit);
-        let &pipeline = self.pipeline_index.get(&unit.pipeline_id).ok_or_else(|| Refusal::UnknownUnit(name()))?;
+        let &pipeline = self
+            .pipeline_index
+            .get(&unit.pipeline_id)
+            .ok_or_else(|| Refusal::UnknownUnit(name()))?;
         let p = &self.pipelines[pipeline as usize];
-        let &group = p.group_index.get(&unit.group).ok_or_else(|| Refusal::UnknownUnit(name()))?;
+        let &group = p
+            .group_index
+            .get(&unit.group)
+            .ok_or_else(|| Refusal::UnknownUnit(name()))?;
         if unit.unit as usize >= p.groups[group as usize].units.len() {
             return Err(Refusal::UnknownUnit(name()));
         }
-        Ok(Pos { pipeline, group, unit: unit.unit })
+        Ok(Pos {
+            pipeline,
+            group,
+            unit: unit.unit,
+        })
     }
 
     /// Everything a worker needs to run a leased unit.
@@ -236,7 +291,11 @@ impl Core {
         let spec = &pipeline.spec.groups[pos.group as usize];
         let unit = self.unit(pos);
         Lease {
-            unit: Some(UnitRef { pipeline_id: pipeline.id.clone(), group: spec.name.clone(), unit: pos.unit }),
+            unit: Some(UnitRef {
+                pipeline_id: pipeline.id.clone(),
+                group: spec.name.clone(),
+                unit: pos.unit,
+            }),
             lease_id,
             lease_ms: self.config.lease_ms,
             config_version: self.group(pos).config_version,
@@ -257,9 +316,11 @@ impl Core {
         match source {
             UnitSource::Files(paths) => paths.clone(),
             UnitSource::Nothing => Vec::new(),
-            &UnitSource::Upstream { group, unit } => {
-                self.committed_paths(Pos { pipeline, group, unit })
-            }
+            &UnitSource::Upstream { group, unit } => self.committed_paths(Pos {
+                pipeline,
+                group,
+                unit,
+            }),
         }
     }
 
@@ -272,7 +333,10 @@ impl Core {
         let group = &pipeline.spec.groups[pos.group as usize].name;
         let prefix = output_prefix(&pipeline.id, group, pos.unit, *lease_id);
         let root = self.config.store_root.trim_end_matches('/');
-        files.iter().map(|f| format!("{root}/{prefix}{}", f.name)).collect()
+        files
+            .iter()
+            .map(|f| format!("{root}/{prefix}{}", f.name))
+            .collect()
     }
 }
 
@@ -284,7 +348,10 @@ pub fn output_prefix(pipeline_id: &str, group: &str, unit: u32, lease_id: u64) -
 
 fn check_outputs(files: &[taskmaster_proto::v1::OutputFile]) -> Result<(), Refusal> {
     if files.len() > OUTPUT_FILES_MAX {
-        return Err(Refusal::Invalid(format!("{} output files; at most {OUTPUT_FILES_MAX}", files.len())));
+        return Err(Refusal::Invalid(format!(
+            "{} output files; at most {OUTPUT_FILES_MAX}",
+            files.len()
+        )));
     }
     let mut names: Vec<&str> = Vec::with_capacity(files.len());
     for file in files {
@@ -293,7 +360,10 @@ fn check_outputs(files: &[taskmaster_proto::v1::OutputFile]) -> Result<(), Refus
     }
     names.sort_unstable();
     if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
-        return Err(Refusal::Invalid(format!("output name {:?} appears twice", pair[0])));
+        return Err(Refusal::Invalid(format!(
+            "output name {:?} appears twice",
+            pair[0]
+        )));
     }
     Ok(())
 }

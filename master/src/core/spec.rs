@@ -70,7 +70,10 @@ fn upstream_of(group: &GroupSpec, index: &HashMap<&str, u32>) -> Result<Vec<u32>
             ));
         };
         if upstream.contains(&i) {
-            return Err(format!("group {:?} lists {name:?} twice in after", group.name));
+            return Err(format!(
+                "group {:?} lists {name:?} twice in after",
+                group.name
+            ));
         }
         upstream.push(i);
     }
@@ -87,16 +90,24 @@ fn check_group(group: &GroupSpec) -> Result<(), String> {
         return Err(format!("group {name:?} runs exec but has no command"));
     }
     if group.command.len() > COMMAND_ARGS_MAX {
-        return Err(format!("group {name:?}: command has more than {COMMAND_ARGS_MAX} arguments"));
+        return Err(format!(
+            "group {name:?}: command has more than {COMMAND_ARGS_MAX} arguments"
+        ));
     }
-    if let Some(arg) = group.command.iter().find(|a| a.len() > TEXT_BYTES_MAX || a.contains('\0')) {
+    if let Some(arg) = group
+        .command
+        .iter()
+        .find(|a| a.len() > TEXT_BYTES_MAX || a.contains('\0'))
+    {
         return Err(format!(
             "group {name:?}: command argument {:?}... is longer than {TEXT_BYTES_MAX} bytes or contains NUL",
             super::names::truncate(arg, 40)
         ));
     }
     if group.workdir.len() > TEXT_BYTES_MAX || group.workdir.contains('\0') {
-        return Err(format!("group {name:?}: workdir is too long or contains NUL"));
+        return Err(format!(
+            "group {name:?}: workdir is too long or contains NUL"
+        ));
     }
     if !group.inputs.is_empty() && !group.after.is_empty() {
         return Err(format!(
@@ -118,7 +129,9 @@ fn check_group(group: &GroupSpec) -> Result<(), String> {
         }
     }
     if group.max_attempts > ATTEMPTS_MAX {
-        return Err(format!("group {name:?}: retries is above the limit of {ATTEMPTS_MAX}"));
+        return Err(format!(
+            "group {name:?}: retries is above the limit of {ATTEMPTS_MAX}"
+        ));
     }
     check_vars("environment variable", &group.env)
 }
@@ -137,7 +150,9 @@ fn check_vars(what: &str, vars: &std::collections::HashMap<String, String>) -> R
             ));
         }
         if value.len() > TEXT_BYTES_MAX || value.contains('\0') {
-            return Err(format!("{what} {key:?} is longer than {TEXT_BYTES_MAX} bytes or contains NUL"));
+            return Err(format!(
+                "{what} {key:?} is longer than {TEXT_BYTES_MAX} bytes or contains NUL"
+            ));
         }
     }
     Ok(())
@@ -165,7 +180,10 @@ fn check_acyclic(spec: &PipelineSpec, wiring: &[GroupWiring]) -> Result<(), Stri
         .filter(|&i| in_degree[i] > 0)
         .map(|i| spec.groups[i].name.as_str())
         .collect();
-    Err(format!("groups form a cycle through after: {}", stuck.join(", ")))
+    Err(format!(
+        "groups form a cycle through after: {}",
+        stuck.join(", ")
+    ))
 }
 
 #[cfg(test)]
@@ -183,13 +201,21 @@ mod tests {
     }
 
     fn spec(groups: Vec<GroupSpec>) -> PipelineSpec {
-        PipelineSpec { name: "p".into(), groups, ..Default::default() }
+        PipelineSpec {
+            name: "p".into(),
+            groups,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn wiring_follows_after() {
-        let w = validate(&spec(vec![group("a", &[]), group("b", &["a"]), group("c", &["a", "b"])]))
-            .unwrap();
+        let w = validate(&spec(vec![
+            group("a", &[]),
+            group("b", &["a"]),
+            group("c", &["a", "b"]),
+        ]))
+        .unwrap();
         assert_eq!(w[0].downstream, vec![1, 2]);
         assert_eq!(w[2].upstream, vec![0, 1]);
         assert_eq!(w[1].max_attempts, ATTEMPTS_DEFAULT);
@@ -198,7 +224,10 @@ mod tests {
     #[test]
     fn bad_specs_say_what_is_wrong() {
         let cases = [
-            (spec(vec![group("a", &["zz"])]), "not a group of this pipeline"),
+            (
+                spec(vec![group("a", &["zz"])]),
+                "not a group of this pipeline",
+            ),
             (spec(vec![group("a", &["b"]), group("b", &["a"])]), "cycle"),
             (spec(vec![group("a", &["a"])]), "cycle"),
             (spec(vec![group("a", &[]), group("a", &[])]), "used twice"),

@@ -31,16 +31,23 @@ impl Core {
             .get(pipeline_id)
             .ok_or_else(|| CoreError::NotFound(format!("no pipeline {pipeline_id:?}")))?;
         let p = &self.pipelines[pipeline as usize];
-        let &g = p
-            .group_index
-            .get(group)
-            .ok_or_else(|| CoreError::NotFound(format!("pipeline {pipeline_id} has no group {group:?}")))?;
+        let &g = p.group_index.get(group).ok_or_else(|| {
+            CoreError::NotFound(format!("pipeline {pipeline_id} has no group {group:?}"))
+        })?;
         let units = &p.groups[g as usize].units;
         let mut out = Vec::new();
         for (u, unit) in units.iter().enumerate() {
             if let UnitState::Committed { lease_id, .. } = unit.state {
-                let pos = Pos { pipeline, group: g, unit: u as u32 };
-                out.push(UnitOutputs { unit: u as u32, lease_id, paths: self.committed_paths(pos) });
+                let pos = Pos {
+                    pipeline,
+                    group: g,
+                    unit: u as u32,
+                };
+                out.push(UnitOutputs {
+                    unit: u as u32,
+                    lease_id,
+                    paths: self.committed_paths(pos),
+                });
             }
         }
         Ok(out)
@@ -89,8 +96,12 @@ fn groups_complete(p: &Pipeline) -> Vec<bool> {
                 continue;
             }
             let group = &p.groups[i];
-            let upstream: Option<Vec<bool>> =
-                group.wiring.upstream.iter().map(|&u| complete[u as usize]).collect();
+            let upstream: Option<Vec<bool>> = group
+                .wiring
+                .upstream
+                .iter()
+                .map(|&u| complete[u as usize])
+                .collect();
             if let Some(upstream) = upstream {
                 let own = group.counts.committed == group.counts.total();
                 complete[i] = Some(own && upstream.iter().all(|&c| c));
@@ -104,7 +115,11 @@ fn pipeline_state(p: &Pipeline, complete: &[bool]) -> PipelineState {
     if complete.iter().all(|&c| c) {
         return PipelineState::Succeeded;
     }
-    let active: u64 = p.groups.iter().map(|g| g.counts.pending + g.counts.leased).sum();
+    let active: u64 = p
+        .groups
+        .iter()
+        .map(|g| g.counts.pending + g.counts.leased)
+        .sum();
     let failed: u64 = p.groups.iter().map(|g| g.counts.failed).sum();
     if failed > 0 && active == 0 {
         PipelineState::Failed

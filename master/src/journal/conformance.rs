@@ -106,7 +106,11 @@ async fn concurrent_appends_share_syncs<B: Backend>() {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    assert!(journal.syncs() < 200, "{} syncs for 200 appends", journal.syncs());
+    assert!(
+        journal.syncs() < 200,
+        "{} syncs for 200 appends",
+        journal.syncs()
+    );
     journal.close();
     assert_eq!(backend.reopen().unwrap().len(), 201);
 }

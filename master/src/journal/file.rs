@@ -39,7 +39,10 @@ impl FileLog {
         file.sync_all().map_err(io("sync"))?;
         std::fs::rename(&tmp, path).map_err(io("rename"))?;
         sync_dir(path).map_err(io("sync directory"))?;
-        let file = OpenOptions::new().append(true).open(path).map_err(io("open"))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(io("open"))?;
         Ok(FileLog { file })
     }
 
@@ -49,26 +52,43 @@ impl FileLog {
     pub fn open(path: &Path) -> Result<Opened, JournalError> {
         let io = |context| move |source| io_error(path, context, source);
         let mut bytes = Vec::new();
-        File::open(path).map_err(io("open"))?.read_to_end(&mut bytes).map_err(io("read"))?;
+        File::open(path)
+            .map_err(io("open"))?
+            .read_to_end(&mut bytes)
+            .map_err(io("read"))?;
         let shown = path.display().to_string();
         if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-            return Err(JournalError::Invalid { path: shown, what: "not a taskmaster journal (bad magic)".into() });
+            return Err(JournalError::Invalid {
+                path: shown,
+                what: "not a taskmaster journal (bad magic)".into(),
+            });
         }
         let scan = frame::scan(&bytes[MAGIC.len()..]);
         let torn_bytes = match scan.tail {
             Tail::Clean => 0,
             Tail::Torn { bytes, .. } => bytes,
             Tail::CorruptMiddle { offset } => {
-                return Err(JournalError::CorruptMiddle { path: shown, offset: (MAGIC.len() + offset) as u64 });
+                return Err(JournalError::CorruptMiddle {
+                    path: shown,
+                    offset: (MAGIC.len() + offset) as u64,
+                });
             }
         };
         let records = decode_all(&shown, &scan.payloads, MAGIC.len())?;
-        let file = OpenOptions::new().append(true).open(path).map_err(io("open for append"))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(io("open for append"))?;
         if torn_bytes > 0 {
-            file.set_len((MAGIC.len() + scan.valid_len) as u64).map_err(io("truncate torn tail"))?;
+            file.set_len((MAGIC.len() + scan.valid_len) as u64)
+                .map_err(io("truncate torn tail"))?;
             file.sync_all().map_err(io("sync after truncation"))?;
         }
-        Ok(Opened { log: FileLog { file }, records, torn_bytes })
+        Ok(Opened {
+            log: FileLog { file },
+            records,
+            torn_bytes,
+        })
     }
 }
 
@@ -83,7 +103,11 @@ impl LogStore for FileLog {
 }
 
 fn io_error(path: &Path, context: &'static str, source: io::Error) -> JournalError {
-    JournalError::Io { path: path.display().to_string(), context, source }
+    JournalError::Io {
+        path: path.display().to_string(),
+        context,
+        source,
+    }
 }
 
 /// Makes a rename or a new file's directory entry durable.

@@ -10,7 +10,10 @@ pub const PAYLOAD_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// Appends one frame holding `payload` to `buf`.
 pub fn encode(payload: &[u8], buf: &mut Vec<u8>) {
-    assert!(!payload.is_empty() && payload.len() <= PAYLOAD_BYTES_MAX, "frame payload size");
+    assert!(
+        !payload.is_empty() && payload.len() <= PAYLOAD_BYTES_MAX,
+        "frame payload size"
+    );
     buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     buf.extend_from_slice(payload);
@@ -50,13 +53,24 @@ pub fn scan(bytes: &[u8]) -> Scan<'_> {
                 let tail = if any_frame_after(bytes, pos + 1) {
                     Tail::CorruptMiddle { offset: pos }
                 } else {
-                    Tail::Torn { offset: pos, bytes: bytes.len() - pos }
+                    Tail::Torn {
+                        offset: pos,
+                        bytes: bytes.len() - pos,
+                    }
                 };
-                return Scan { payloads, valid_len: pos, tail };
+                return Scan {
+                    payloads,
+                    valid_len: pos,
+                    tail,
+                };
             }
         }
     }
-    Scan { payloads, valid_len: pos, tail: Tail::Clean }
+    Scan {
+        payloads,
+        valid_len: pos,
+        tail: Tail::Clean,
+    }
 }
 
 /// The payload of a whole, checksum-valid frame at `pos`, if there is one.
@@ -105,11 +119,23 @@ mod tests {
         for cut in 12..buf.len() {
             let scan = scan(&buf[..cut]);
             assert_eq!(scan.payloads.len(), 1, "cut at {cut}");
-            assert_eq!(scan.tail, Tail::Torn { offset: 11, bytes: cut - 11 });
+            assert_eq!(
+                scan.tail,
+                Tail::Torn {
+                    offset: 11,
+                    bytes: cut - 11
+                }
+            );
         }
         let mut zeros = frames(&[b"one"]);
         zeros.extend_from_slice(&[0; 4096]);
-        assert_eq!(scan(&zeros).tail, Tail::Torn { offset: 11, bytes: 4096 });
+        assert_eq!(
+            scan(&zeros).tail,
+            Tail::Torn {
+                offset: 11,
+                bytes: 4096
+            }
+        );
     }
 
     #[test]
@@ -126,6 +152,12 @@ mod tests {
         let mut buf = frames(&[b"one", b"two"]);
         let last = buf.len() - 1;
         buf[last] ^= 0xff;
-        assert_eq!(scan(&buf).tail, Tail::Torn { offset: 11, bytes: 11 });
+        assert_eq!(
+            scan(&buf).tail,
+            Tail::Torn {
+                offset: 11,
+                bytes: 11
+            }
+        );
     }
 }

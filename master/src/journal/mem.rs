@@ -35,7 +35,10 @@ impl MemLog {
         disk.unsynced.clear();
         let scan = frame::scan(&disk.synced);
         if let Tail::CorruptMiddle { offset } = scan.tail {
-            return Err(JournalError::CorruptMiddle { path: "memory".into(), offset: offset as u64 });
+            return Err(JournalError::CorruptMiddle {
+                path: "memory".into(),
+                offset: offset as u64,
+            });
         }
         let records = decode_all("memory", &scan.payloads, 0)?;
         let valid_len = scan.valid_len;

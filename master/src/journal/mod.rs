@@ -31,7 +31,11 @@ pub trait LogStore: Send + 'static {
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("journal {path}: {context}: {source}")]
-    Io { path: String, context: &'static str, source: io::Error },
+    Io {
+        path: String,
+        context: &'static str,
+        source: io::Error,
+    },
     #[error(
         "journal {path} is corrupt at byte {offset}, before records that were acknowledged; \
          refusing to start (restore the data dir from a backup, or move the journal aside to start empty)"
@@ -75,17 +79,28 @@ impl Journal {
     /// `records_so_far` records (sequence numbers continue from there).
     pub fn start(store: impl LogStore, records_so_far: u64) -> Journal {
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue { frames: Vec::new(), appended: records_so_far, closing: false }),
+            queue: Mutex::new(Queue {
+                frames: Vec::new(),
+                appended: records_so_far,
+                closing: false,
+            }),
             wake: Condvar::new(),
             syncs: AtomicU64::new(0),
         });
-        let (tx, durable) = watch::channel(Durable { upto: records_so_far, failed: None });
+        let (tx, durable) = watch::channel(Durable {
+            upto: records_so_far,
+            failed: None,
+        });
         let writer_shared = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || write_loop(store, &writer_shared, &tx))
             .expect("spawning the journal writer thread");
-        Journal { shared, durable, writer: Mutex::new(Some(writer)) }
+        Journal {
+            shared,
+            durable,
+            writer: Mutex::new(Some(writer)),
+        }
     }
 
     /// Queues records in order and returns the sequence number to wait for.
@@ -127,6 +142,11 @@ impl Journal {
             Ok(state) => state.failed.clone().unwrap_or_else(|| "unknown".into()),
             Err(_) => "the journal writer stopped".into(),
         }
+    }
+
+    /// Why the journal failed, if it has.
+    pub fn failure(&self) -> Option<Arc<str>> {
+        self.durable.borrow().failed.clone()
     }
 
     /// How many syncs the writer has issued.
@@ -176,7 +196,11 @@ fn write_loop(mut store: impl LogStore, shared: &Shared, durable: &watch::Sender
 }
 
 /// Decodes checksum-valid payloads into records.
-fn decode_all(path: &str, payloads: &[(usize, &[u8])], base: usize) -> Result<Vec<Record>, JournalError> {
+fn decode_all(
+    path: &str,
+    payloads: &[(usize, &[u8])],
+    base: usize,
+) -> Result<Vec<Record>, JournalError> {
     payloads
         .iter()
         .map(|&(offset, payload)| {

@@ -1,0 +1,165 @@
+//! The `tmctl` commands: argument definitions (clap derive) and dispatch.
+//! Each command returns the process exit code; any error becomes
+//! `error: <message>` on stderr and exit code 2.
+
+mod outputs;
+mod status;
+mod submit;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use taskmaster_client::{Client, parse_param};
+
+/// Exit code for usage and input errors and refused calls (clap uses the
+/// same code for bad arguments).
+const EXIT_ERROR: u8 = 2;
+
+/// Exit code of `submit --wait` when the pipeline failed or was cancelled.
+const EXIT_PIPELINE_FAILED: u8 = 1;
+
+/// tmctl: submit batch pipelines to a taskmaster master and watch them.
+///
+/// A pipeline is a TOML file describing task groups; the master leases its
+/// work units to workers. Execution is at-least-once; the committed effect
+/// is exactly-once.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tmctl",
+    version,
+    propagate_version = true,
+    after_help = "Examples:\n  \
+        tmctl submit pipeline.toml --param ds=2026-11-21 --wait\n  \
+        tmctl status\n  \
+        tmctl status <ID> --json\n  \
+        tmctl outputs <ID> --group extract"
+)]
+pub struct Args {
+    /// Address of the master's gRPC endpoint.
+    #[arg(
+        long,
+        global = true,
+        env = "TASKMASTER_ADDR",
+        default_value = "http://127.0.0.1:7070",
+        value_name = "URL"
+    )]
+    master: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The pipeline file format, shown by `tmctl submit --help`.
+const PIPELINE_FILE_HELP: &str = r#"Pipeline file:
+  name = "example"
+  [params]                              # available to tasks; --param overrides
+  ds = "2026-11-21"
+  [[groups]]
+  name = "extract"
+  task = "exec"                         # default "exec": runs `command`
+  command = ["python3", "extract.py"]   # runs in the pipeline file's folder
+  inputs = ["data/*.csv"]               # first groups: one unit per matching file
+  env = { LANG = "C" }                  # optional extra environment
+  retries = 3                           # optional: max attempts per unit
+  [[groups]]
+  name = "aggregate"
+  command = ["python3", "agg.py"]
+  after = ["extract"]                   # one unit per committed upstream unit"#;
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Submit a pipeline file; prints the new pipeline id on the last line
+    /// of stdout.
+    ///
+    /// Relative paths in the file (commands, input globs) are relative to
+    /// the file's folder. With --wait, exits 0 if the pipeline succeeded
+    /// and 1 if it failed or was cancelled.
+    #[command(after_long_help = PIPELINE_FILE_HELP)]
+    Submit {
+        /// The pipeline TOML file.
+        file: PathBuf,
+        /// Set or override a pipeline parameter (repeatable).
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Wait until the pipeline finishes, reporting progress on stderr.
+        #[arg(long)]
+        wait: bool,
+        /// How often to poll the master while waiting, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 500, requires = "wait")]
+        poll_ms: u64,
+    },
+    /// Show all pipelines as a table, or one pipeline in detail.
+    Status {
+        /// The pipeline to show; all pipelines if omitted.
+        id: Option<String>,
+        /// Print JSON instead of text (an object for one pipeline, an
+        /// array for all).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the committed output files of one group, one path per line,
+    /// in unit order.
+    Outputs {
+        /// The pipeline id.
+        id: String,
+        /// The task group whose outputs to list.
+        #[arg(long, short)]
+        group: String,
+    },
+}
+
+/// Runs one command, printing any error; returns the exit code.
+pub async fn run(args: Args) -> ExitCode {
+    match dispatch(args).await {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::Submit {
+            file,
+            params,
+            wait,
+            poll_ms,
+        } => {
+            // Load the file before connecting: a broken file is reported as
+            // such even when no master is running.
+            let spec = taskmaster_client::load_pipeline(&file, &params)?;
+            let client = Client::connect(&args.master).await?;
+            let poll = wait.then(|| std::time::Duration::from_millis(poll_ms));
+            submit::run(&client, spec, poll).await
+        }
+        Command::Status { id, json } => {
+            let client = Client::connect(&args.master).await?;
+            status::run(&client, id.as_deref(), json).await
+        }
+        Command::Outputs { id, group } => {
+            let client = Client::connect(&args.master).await?;
+            outputs::run(&client, &id, &group).await
+        }
+    }
+}
+
+/// Writes `text` to stdout, returning write errors (a closed pipe) instead
+/// of panicking as `print!` would.
+fn out(text: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()
+}
+
+/// A reader that went away (`tmctl outputs … | head`) is not an error
+/// worth reporting.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}

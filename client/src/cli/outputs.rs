@@ -1,0 +1,17 @@
+//! `tmctl outputs ID --group G`.
+
+use std::process::ExitCode;
+
+use taskmaster_client::Client;
+
+/// Prints every committed output path of the group, one per line.
+pub async fn run(client: &Client, id: &str, group: &str) -> anyhow::Result<ExitCode> {
+    let paths = client.output_paths(id, group).await?;
+    let mut text = String::new();
+    for path in paths {
+        text.push_str(&path);
+        text.push('\n');
+    }
+    super::out(&text)?;
+    Ok(ExitCode::SUCCESS)
+}

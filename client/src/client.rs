@@ -1,0 +1,286 @@
+//! [`Client`]: the async SDK over the master's gRPC `TaskMaster` service.
+
+use std::time::{Duration, Instant};
+
+use taskmaster_proto::v1::task_master_client::TaskMasterClient;
+use taskmaster_proto::v1::{
+    GetStatusRequest, ListOutputsRequest, ListPipelinesRequest, PipelineSpec, PipelineState,
+    PipelineStatus, SubmitRequest, UnitOutputs,
+};
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+/// Largest gRPC message the client sends or accepts. tonic's default
+/// decoding limit (4 MiB) is too small for a pipeline with many inputs or
+/// a status with many failed units; the master uses the same bound.
+pub const MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// How long connecting to the master may take before it counts as
+/// unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Deadline of each SDK call. Generous, since a submit waits for the
+/// journal; calls made through [`Client::raw`] (long-polls) have none.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Shortest interval [`Client::wait`] polls at, so a zero interval does not
+/// turn into a busy loop against the master.
+pub const POLL_INTERVAL_MIN: Duration = Duration::from_millis(10);
+
+/// How long [`Client::wait`] keeps polling through an unreachable master
+/// (e.g. one restarting) before it gives up.
+pub const WAIT_UNAVAILABLE_MAX: Duration = Duration::from_secs(60);
+
+/// Why a call to the master failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The master address is not a valid URL.
+    #[error("invalid master address `{url}`: {message}")]
+    InvalidUrl { url: String, message: String },
+    /// No connection to the master at `url` could be made (or kept).
+    #[error("cannot reach the master at {url}: {message}")]
+    Unreachable { url: String, message: String },
+    /// The master answered with a gRPC error: its message and code, e.g.
+    /// "pipeline p-9 not found (NOT_FOUND)".
+    #[error("{message} ({})", code_name(*.code))]
+    Rpc { code: Code, message: String },
+}
+
+impl ClientError {
+    /// The gRPC code of the failure; `Unavailable` for an unreachable
+    /// master, `None` for a bad address (no call was made).
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            ClientError::InvalidUrl { .. } => None,
+            ClientError::Unreachable { .. } => Some(Code::Unavailable),
+            ClientError::Rpc { code, .. } => Some(*code),
+        }
+    }
+}
+
+/// The canonical upper-case name of a gRPC code, as other gRPC tools print
+/// it (tonic's `Display` gives a sentence instead).
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// True for the states a pipeline never leaves.
+pub fn is_finished(state: PipelineState) -> bool {
+    matches!(
+        state,
+        PipelineState::Succeeded | PipelineState::Failed | PipelineState::Cancelled
+    )
+}
+
+/// A connection to one master. Cheap to clone: clones share the channel.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The address as given, for error messages.
+    url: String,
+    /// The generated client, with the message size limits set.
+    inner: TaskMasterClient<Channel>,
+}
+
+impl Client {
+    /// Connects to the master at `url` (e.g. `http://127.0.0.1:7070`; a
+    /// missing scheme means `http://`). Fails at once, naming the address,
+    /// if the master cannot be reached.
+    pub async fn connect(url: &str) -> Result<Client, ClientError> {
+        let full_url = if url.contains("://") {
+            url.to_string()
+        } else {
+            format!("http://{url}")
+        };
+        let endpoint = Endpoint::from_shared(full_url).map_err(|e| ClientError::InvalidUrl {
+            url: url.to_string(),
+            message: error_chain(&e),
+        })?;
+        let channel = endpoint
+            .connect_timeout(CONNECT_TIMEOUT)
+            .connect()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: url.to_string(),
+                message: error_chain(&e),
+            })?;
+        let inner = TaskMasterClient::new(channel)
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX);
+        Ok(Client {
+            url: url.to_string(),
+            inner,
+        })
+    }
+
+    /// The master address this client was created with.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The generated gRPC client on the same channel, for calls the SDK
+    /// does not wrap (the worker calls: lease, renew, commit, release).
+    pub fn raw(&self) -> TaskMasterClient<Channel> {
+        self.inner.clone()
+    }
+
+    /// Submits a pipeline; returns its id once the master has made the
+    /// submission durable.
+    pub async fn submit(&self, spec: PipelineSpec) -> Result<String, ClientError> {
+        let request = with_timeout(SubmitRequest { spec: Some(spec) });
+        let reply = self.inner.clone().submit(request).await;
+        Ok(self.answer(reply)?.pipeline_id)
+    }
+
+    /// One pipeline's state, per-group counts and failed units.
+    pub async fn status(&self, pipeline_id: &str) -> Result<PipelineStatus, ClientError> {
+        let request = with_timeout(GetStatusRequest {
+            pipeline_id: pipeline_id.to_string(),
+        });
+        let reply = self.inner.clone().get_status(request).await;
+        self.answer(reply)
+    }
+
+    /// Every pipeline the master knows, oldest first.
+    pub async fn list(&self) -> Result<Vec<PipelineStatus>, ClientError> {
+        let reply = self
+            .inner
+            .clone()
+            .list_pipelines(with_timeout(ListPipelinesRequest {}))
+            .await;
+        Ok(self.answer(reply)?.pipelines)
+    }
+
+    /// The committed outputs of one group, one entry per committed unit,
+    /// in unit order.
+    pub async fn outputs(
+        &self,
+        pipeline_id: &str,
+        group: &str,
+    ) -> Result<Vec<UnitOutputs>, ClientError> {
+        let request = with_timeout(ListOutputsRequest {
+            pipeline_id: pipeline_id.to_string(),
+            group: group.to_string(),
+        });
+        let reply = self.inner.clone().list_outputs(request).await;
+        let mut units = self.answer(reply)?.units;
+        units.sort_by_key(|unit| unit.unit);
+        Ok(units)
+    }
+
+    /// The committed output file paths of one group, in unit order (the
+    /// files of one unit in the order the worker reported them).
+    pub async fn output_paths(
+        &self,
+        pipeline_id: &str,
+        group: &str,
+    ) -> Result<Vec<String>, ClientError> {
+        let units = self.outputs(pipeline_id, group).await?;
+        Ok(units.into_iter().flat_map(|unit| unit.paths).collect())
+    }
+
+    /// Polls every `poll` until the pipeline has succeeded, failed or been
+    /// cancelled, and returns that final status.
+    pub async fn wait(
+        &self,
+        pipeline_id: &str,
+        poll: Duration,
+    ) -> Result<PipelineStatus, ClientError> {
+        self.wait_with(pipeline_id, poll, |_| {}).await
+    }
+
+    /// [`Client::wait`], calling `on_status` with every status polled (for
+    /// progress reports). A master that is unreachable for a while (e.g.
+    /// restarting) is polled through for up to [`WAIT_UNAVAILABLE_MAX`].
+    pub async fn wait_with(
+        &self,
+        pipeline_id: &str,
+        poll: Duration,
+        mut on_status: impl FnMut(&PipelineStatus),
+    ) -> Result<PipelineStatus, ClientError> {
+        let poll = poll.max(POLL_INTERVAL_MIN);
+        let mut unavailable_since: Option<Instant> = None;
+        loop {
+            match self.status(pipeline_id).await {
+                Ok(status) => {
+                    unavailable_since = None;
+                    on_status(&status);
+                    if is_finished(status.state()) {
+                        return Ok(status);
+                    }
+                }
+                Err(e) if e.code() == Some(Code::Unavailable) => {
+                    let since = *unavailable_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= WAIT_UNAVAILABLE_MAX {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// Unwraps a reply, turning a gRPC error into a [`ClientError`]; an
+    /// unavailable master is reported with its address.
+    fn answer<T>(
+        &self,
+        reply: Result<tonic::Response<T>, tonic::Status>,
+    ) -> Result<T, ClientError> {
+        reply.map(tonic::Response::into_inner).map_err(|status| {
+            let message = if status.message().is_empty() {
+                status.code().description().to_string()
+            } else {
+                status.message().to_string()
+            };
+            match status.code() {
+                Code::Unavailable => ClientError::Unreachable {
+                    url: self.url.clone(),
+                    message,
+                },
+                code => ClientError::Rpc { code, message },
+            }
+        })
+    }
+}
+
+/// Wraps a message in a request with the SDK's deadline.
+fn with_timeout<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(RPC_TIMEOUT);
+    request
+}
+
+/// An error and its sources joined with ": " (tonic's transport error says
+/// only "transport error"; the cause, e.g. "Connection refused", is below).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        // hyper repeats its own message one level down; say it once.
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,296 @@
+//! Pipeline files: the TOML a user writes, turned into the `PipelineSpec`
+//! the master accepts.
+//!
+//! ```toml
+//! name = "example"
+//! [params]
+//! ds = "2026-11-21"
+//! [[groups]]
+//! name = "extract"
+//! task = "exec"                           # default "exec"
+//! command = ["python3", "extract.py"]     # runs in the pipeline file's folder
+//! inputs = ["data/*.csv"]                 # first groups: one unit per file
+//! env = { LANG = "C" }                    # optional
+//! retries = 3                             # optional: max attempts per unit
+//! [[groups]]
+//! name = "aggregate"
+//! command = ["python3", "agg.py"]
+//! after = ["extract"]
+//! ```
+//!
+//! The loader resolves everything that depends on the client's machine
+//! (the folder the file is in, the files a glob matches) so the master and
+//! workers get absolute paths. Names, `after` references and cycles are
+//! checked by the master, which is the one authority on what a valid
+//! pipeline is; only mistakes that are plainly local are caught here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+use taskmaster_proto::v1::{GroupSpec, PipelineSpec};
+
+/// The task a group runs when the file does not name one.
+pub const TASK_DEFAULT: &str = "exec";
+
+/// Why a pipeline file (or a `--param`) could not be turned into a spec.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineFileError {
+    /// The file could not be read or its folder resolved.
+    #[error("cannot read pipeline file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or does not fit the schema. `message` is the
+    /// toml crate's report, which names the line and column.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value in the file is well-formed TOML but not acceptable.
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    /// An `inputs` entry is not a valid glob pattern.
+    #[error("{path}: group `{group}`: invalid glob `{glob}`: {message}")]
+    BadGlob {
+        path: PathBuf,
+        group: String,
+        glob: String,
+        message: String,
+    },
+    /// An `inputs` glob matches no regular file; submitting would create a
+    /// group with no units, which is almost always a mistake.
+    #[error("{path}: group `{group}`: glob `{glob}` matches no file")]
+    NoMatch {
+        path: PathBuf,
+        group: String,
+        glob: String,
+    },
+    /// A `--param` argument is not of the form `KEY=VALUE`.
+    #[error("invalid parameter `{arg}`: expected KEY=VALUE with a non-empty KEY")]
+    BadParam { arg: String },
+}
+
+/// The file's top level, exactly as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineToml {
+    name: String,
+    /// Values may be strings, numbers, booleans or dates: all become text,
+    /// so `ds = 2026-11-21` (a TOML date) works as users expect.
+    #[serde(default)]
+    params: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    groups: Vec<GroupToml>,
+}
+
+/// One `[[groups]]` table, exactly as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupToml {
+    name: String,
+    #[serde(default = "task_default")]
+    task: String,
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default)]
+    inputs: Vec<String>,
+    #[serde(default)]
+    after: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, toml::Value>,
+    /// Maximum attempts per unit (GroupSpec.max_attempts); absent means
+    /// the master's default.
+    retries: Option<u32>,
+}
+
+fn task_default() -> String {
+    TASK_DEFAULT.to_string()
+}
+
+/// Reads the pipeline file at `path` and returns the spec to submit.
+///
+/// Each group's `workdir` is the file's folder (absolute, canonical), so
+/// relative paths in commands mean what they meant next to the file.
+/// `inputs` globs are expanded relative to that folder into absolute paths
+/// of regular files, sorted and de-duplicated. `param_overrides` replace or
+/// add to the file's `[params]`, in order.
+pub fn load_pipeline(
+    path: &Path,
+    param_overrides: &[(String, String)],
+) -> Result<PipelineSpec, PipelineFileError> {
+    let read_error = |source| PipelineFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(read_error)?;
+    let folder = path
+        .canonicalize()
+        .map_err(read_error)?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let file: PipelineToml = toml::from_str(&text).map_err(|e| PipelineFileError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+
+    let mut params = text_map(path, "params", file.params)?;
+    for (key, value) in param_overrides {
+        if key.is_empty() {
+            return Err(PipelineFileError::BadParam {
+                arg: format!("={value}"),
+            });
+        }
+        params.insert(key.clone(), value.clone());
+    }
+    let groups = file
+        .groups
+        .into_iter()
+        .map(|group| group_spec(path, &folder, group))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(PipelineSpec {
+        name: file.name,
+        params: params.into_iter().collect(),
+        groups,
+    })
+}
+
+/// Parses one `--param KEY=VALUE` argument. The value may contain `=`;
+/// only the first one splits.
+pub fn parse_param(arg: &str) -> Result<(String, String), PipelineFileError> {
+    match arg.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.to_string()))
+        }
+        _ => Err(PipelineFileError::BadParam {
+            arg: arg.to_string(),
+        }),
+    }
+}
+
+/// Converts one group table, checking the few things only the client can
+/// see or that would otherwise fail late on a worker.
+fn group_spec(
+    path: &Path,
+    folder: &Path,
+    group: GroupToml,
+) -> Result<GroupSpec, PipelineFileError> {
+    let invalid = |message: String| PipelineFileError::Invalid {
+        path: path.to_path_buf(),
+        message: format!("group `{}`: {message}", group.name),
+    };
+    if group.task == TASK_DEFAULT && group.command.is_empty() {
+        return Err(invalid("task `exec` needs a non-empty `command`".into()));
+    }
+    // 0 would silently mean "the master's default" on the wire, which is
+    // not what someone writing `retries = 0` means.
+    if group.retries == Some(0) {
+        return Err(invalid(
+            "`retries` is the maximum attempts per unit and must be at least 1".into(),
+        ));
+    }
+    let env = text_map(path, &format!("groups.{}.env", group.name), group.env)?;
+    let mut inputs = BTreeSet::new();
+    for glob in &group.inputs {
+        inputs.extend(expand_glob(path, folder, &group.name, glob)?);
+    }
+    Ok(GroupSpec {
+        name: group.name,
+        task: group.task,
+        command: group.command,
+        workdir: folder.to_string_lossy().into_owned(),
+        inputs: inputs.into_iter().collect(),
+        after: group.after,
+        env: env.into_iter().collect(),
+        max_attempts: group.retries.unwrap_or(0),
+    })
+}
+
+/// Turns a table of scalar TOML values into text; arrays and tables have
+/// no obvious text form, so they are refused.
+fn text_map(
+    path: &Path,
+    table: &str,
+    values: BTreeMap<String, toml::Value>,
+) -> Result<BTreeMap<String, String>, PipelineFileError> {
+    values
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Datetime(d) => d.to_string(),
+                toml::Value::Array(_) | toml::Value::Table(_) => {
+                    return Err(PipelineFileError::Invalid {
+                        path: path.to_path_buf(),
+                        message: format!(
+                            "`{table}.{key}` must be a string, number, boolean or date"
+                        ),
+                    });
+                }
+            };
+            Ok((key, text))
+        })
+        .collect()
+}
+
+/// Expands one `inputs` glob into the absolute paths of the regular files
+/// it matches. A relative glob is relative to `folder`, whose own text is
+/// escaped so a folder named like `data[1]` is not read as a pattern.
+fn expand_glob(
+    path: &Path,
+    folder: &Path,
+    group: &str,
+    glob: &str,
+) -> Result<Vec<String>, PipelineFileError> {
+    let bad_glob = |message: String| PipelineFileError::BadGlob {
+        path: path.to_path_buf(),
+        group: group.to_string(),
+        glob: glob.to_string(),
+        message,
+    };
+    let pattern = if Path::new(glob).is_absolute() {
+        glob.to_string()
+    } else {
+        let base = glob::Pattern::escape(&folder.to_string_lossy());
+        format!("{}/{glob}", base.trim_end_matches('/'))
+    };
+    let entries = glob::glob(&pattern).map_err(|e| bad_glob(e.to_string()))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| bad_glob(e.to_string()))?;
+        if entry.is_file() {
+            files.push(normalize(&entry).to_string_lossy().into_owned());
+        }
+    }
+    if files.is_empty() {
+        return Err(PipelineFileError::NoMatch {
+            path: path.to_path_buf(),
+            group: group.to_string(),
+            glob: glob.to_string(),
+        });
+    }
+    Ok(files)
+}
+
+/// Removes `.` and `..` components without touching the file system, so
+/// `../data/a.csv` and `data/../../data/a.csv` de-duplicate, while symlinked
+/// files keep the names the user gave them (canonicalizing would not).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,196 @@
+use std::fs;
+use std::path::Path;
+
+use super::*;
+
+/// Writes `files` (relative path, contents) under a new temporary folder.
+fn folder_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, contents) in files {
+        let path = dir.path().join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, contents).unwrap();
+    }
+    dir
+}
+
+fn load(dir: &Path, overrides: &[(&str, &str)]) -> Result<PipelineSpec, PipelineFileError> {
+    let overrides: Vec<(String, String)> = overrides
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    load_pipeline(&dir.join("pipeline.toml"), &overrides)
+}
+
+const VALID: &str = r#"
+name = "example"
+[params]
+ds = "2026-11-21"
+region = "eu"
+[[groups]]
+name = "extract"
+command = ["python3", "extract.py"]
+inputs = ["data/*.csv", "data/b.csv", "extra/*.csv"]
+env = { LANG = "C" }
+retries = 3
+[[groups]]
+name = "aggregate"
+task = "sum"
+after = ["extract"]
+"#;
+
+#[test]
+fn valid_file_expands_globs_sets_workdir_and_overrides_params() {
+    let dir = folder_with(&[
+        ("pipeline.toml", VALID),
+        ("data/b.csv", "b"),
+        ("data/a.csv", "a"),
+        ("data/notes.txt", "not matched"),
+        ("extra/c.csv", "c"),
+    ]);
+    // A directory matching the glob is not an input.
+    fs::create_dir(dir.path().join("data/dir.csv")).unwrap();
+    let spec = load(dir.path(), &[("ds", "2026-12-01"), ("new", "x=y")]).unwrap();
+
+    let root = dir.path().canonicalize().unwrap();
+    assert_eq!(spec.name, "example");
+    assert_eq!(spec.params["ds"], "2026-12-01");
+    assert_eq!(spec.params["region"], "eu");
+    assert_eq!(spec.params["new"], "x=y");
+    let extract = &spec.groups[0];
+    assert_eq!(extract.task, "exec");
+    assert_eq!(extract.command, ["python3", "extract.py"]);
+    assert_eq!(extract.workdir, root.to_str().unwrap());
+    let expected: Vec<String> = ["data/a.csv", "data/b.csv", "extra/c.csv"]
+        .iter()
+        .map(|p| root.join(p).to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(extract.inputs, expected, "absolute, sorted, de-duplicated");
+    assert_eq!(extract.env["LANG"], "C");
+    assert_eq!(extract.max_attempts, 3);
+    let aggregate = &spec.groups[1];
+    assert_eq!(aggregate.task, "sum");
+    assert_eq!(aggregate.after, ["extract"]);
+    assert!(aggregate.inputs.is_empty());
+    assert_eq!(aggregate.max_attempts, 0, "absent retries: master default");
+}
+
+#[test]
+fn absolute_and_parent_globs_give_normalized_absolute_paths() {
+    let data = folder_with(&[("x.csv", "x")]);
+    let data_root = data.path().canonicalize().unwrap();
+    let pipeline = format!(
+        "name = \"p\"\n[[groups]]\nname = \"g\"\ncommand = [\"true\"]\ninputs = [\"{}/*.csv\", \"../{}/x.csv\"]\n",
+        data_root.display(),
+        data_root.file_name().unwrap().to_str().unwrap(),
+    );
+    let sibling = tempfile::tempdir_in(data_root.parent().unwrap()).unwrap();
+    fs::write(sibling.path().join("pipeline.toml"), pipeline).unwrap();
+    let spec = load(sibling.path(), &[]).unwrap();
+    assert_eq!(
+        spec.groups[0].inputs,
+        [data_root.join("x.csv").to_string_lossy().into_owned()]
+    );
+}
+
+#[test]
+fn unquoted_date_and_numbers_become_text_params() {
+    let dir = folder_with(&[(
+        "pipeline.toml",
+        "name = \"p\"\n[params]\nds = 2026-11-21\nn = 4\n",
+    )]);
+    let spec = load(dir.path(), &[]).unwrap();
+    assert_eq!(spec.params["ds"], "2026-11-21");
+    assert_eq!(spec.params["n"], "4");
+}
+
+#[test]
+fn malformed_toml_reports_path_line_and_column() {
+    let dir = folder_with(&[(
+        "pipeline.toml",
+        "name = \"p\"\n[[groups]]\nname = = \"x\"\n",
+    )]);
+    let err = load(dir.path(), &[]).unwrap_err();
+    assert!(matches!(err, PipelineFileError::Parse { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("pipeline.toml"), "{message}");
+    assert!(message.contains("line 3, column"), "{message}");
+}
+
+#[test]
+fn unknown_field_is_rejected_with_its_name_and_position() {
+    let dir = folder_with(&[(
+        "pipeline.toml",
+        "name = \"p\"\n[[groups]]\nname = \"g\"\ncomand = [\"true\"]\n",
+    )]);
+    let message = load(dir.path(), &[]).unwrap_err().to_string();
+    assert!(message.contains("unknown field `comand`"), "{message}");
+    assert!(message.contains("line 4, column 1"), "{message}");
+}
+
+#[test]
+fn glob_matching_nothing_is_rejected_naming_the_glob() {
+    let dir = folder_with(&[(
+        "pipeline.toml",
+        "name = \"p\"\n[[groups]]\nname = \"g\"\ncommand = [\"true\"]\ninputs = [\"nothing/*.csv\"]\n",
+    )]);
+    let err = load(dir.path(), &[]).unwrap_err();
+    assert!(matches!(err, PipelineFileError::NoMatch { .. }), "{err:?}");
+    assert!(err.to_string().contains("`nothing/*.csv`"), "{err}");
+}
+
+#[test]
+fn invalid_glob_pattern_is_rejected() {
+    let dir = folder_with(&[(
+        "pipeline.toml",
+        "name = \"p\"\n[[groups]]\nname = \"g\"\ncommand = [\"true\"]\ninputs = [\"data/***.csv\"]\n",
+    )]);
+    let err = load(dir.path(), &[]).unwrap_err();
+    assert!(matches!(err, PipelineFileError::BadGlob { .. }), "{err:?}");
+}
+
+#[test]
+fn exec_without_command_and_zero_retries_are_rejected() {
+    let dir = folder_with(&[("pipeline.toml", "name = \"p\"\n[[groups]]\nname = \"g\"\n")]);
+    let message = load(dir.path(), &[]).unwrap_err().to_string();
+    assert!(message.contains("non-empty `command`"), "{message}");
+
+    let dir = folder_with(&[(
+        "pipeline.toml",
+        "name = \"p\"\n[[groups]]\nname = \"g\"\ncommand = [\"true\"]\nretries = 0\n",
+    )]);
+    let message = load(dir.path(), &[]).unwrap_err().to_string();
+    assert!(message.contains("at least 1"), "{message}");
+}
+
+#[test]
+fn missing_file_is_a_read_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = load(dir.path(), &[]).unwrap_err();
+    assert!(matches!(err, PipelineFileError::Read { .. }), "{err:?}");
+    assert!(err.to_string().contains("pipeline.toml"), "{err}");
+}
+
+#[test]
+fn param_syntax() {
+    assert_eq!(
+        parse_param("ds=2026").unwrap(),
+        ("ds".into(), "2026".into())
+    );
+    assert_eq!(parse_param("q=a=b").unwrap(), ("q".into(), "a=b".into()));
+    assert_eq!(
+        parse_param("empty=").unwrap(),
+        ("empty".into(), String::new())
+    );
+    for bad in ["novalue", "=x", "", " =x"] {
+        let err = parse_param(bad).unwrap_err();
+        assert!(matches!(err, PipelineFileError::BadParam { .. }), "{bad}");
+    }
+}
+
+#[test]
+fn empty_override_key_is_rejected() {
+    let dir = folder_with(&[("pipeline.toml", "name = \"p\"\n")]);
+    let err = load(dir.path(), &[("", "x")]).unwrap_err();
+    assert!(matches!(err, PipelineFileError::BadParam { .. }), "{err:?}");
+}

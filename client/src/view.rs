@@ -1,0 +1,221 @@
+//! Plain serde structs mirroring a pipeline's status: the JSON shape of
+//! `tmctl status --json`, kept separate from the proto messages so the
+//! JSON stays stable (lower-case state names, a `total` per group) however
+//! the wire format evolves.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use taskmaster_proto::v1::{FailedUnit, GroupStatus, PipelineState, PipelineStatus};
+
+/// One pipeline, as `tmctl status --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PipelineView {
+    pub id: String,
+    pub name: String,
+    /// `pending`, `running`, `succeeded`, `failed` or `cancelled`.
+    pub state: &'static str,
+    /// Sorted by key, so the output is stable.
+    pub params: BTreeMap<String, String>,
+    pub groups: Vec<GroupView>,
+    pub failed_units: Vec<FailedUnitView>,
+    /// Attempts that failed or expired and were retried, over all units.
+    pub retries: u64,
+}
+
+/// One task group's progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupView {
+    pub name: String,
+    pub config_version: u64,
+    /// No more units can be added and all of them are committed.
+    pub complete: bool,
+    pub pending: u64,
+    pub leased: u64,
+    pub committed: u64,
+    pub failed: u64,
+    /// Sum of the four counts: the units known so far.
+    pub total: u64,
+}
+
+/// A unit that ran out of attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedUnitView {
+    pub group: String,
+    pub unit: u32,
+    pub attempts: u32,
+    /// Error texts of the attempts, oldest first.
+    pub errors: Vec<String>,
+}
+
+/// The lower-case name of a pipeline state. `unknown` stands for a value
+/// this client does not know (a newer master), rather than guessing.
+pub fn state_name(state: PipelineState) -> &'static str {
+    match state {
+        PipelineState::Pending => "pending",
+        PipelineState::Running => "running",
+        PipelineState::Succeeded => "succeeded",
+        PipelineState::Failed => "failed",
+        PipelineState::Cancelled => "cancelled",
+        PipelineState::Unspecified => "unknown",
+    }
+}
+
+impl PipelineView {
+    /// Committed units and all units, over every group.
+    pub fn units_committed_total(&self) -> (u64, u64) {
+        self.groups
+            .iter()
+            .fold((0, 0), |(committed, total), group| {
+                (committed + group.committed, total + group.total)
+            })
+    }
+}
+
+impl From<PipelineStatus> for PipelineView {
+    fn from(status: PipelineStatus) -> Self {
+        // `state()` maps values outside the enum to Unspecified.
+        let state = state_name(status.state());
+        PipelineView {
+            id: status.pipeline_id,
+            name: status.name,
+            state,
+            params: status.params.into_iter().collect(),
+            groups: status.groups.into_iter().map(GroupView::from).collect(),
+            failed_units: status
+                .failed_units
+                .into_iter()
+                .map(FailedUnitView::from)
+                .collect(),
+            retries: status.retries,
+        }
+    }
+}
+
+impl From<GroupStatus> for GroupView {
+    fn from(group: GroupStatus) -> Self {
+        let counts = group.counts.unwrap_or_default();
+        GroupView {
+            name: group.name,
+            config_version: group.config_version,
+            complete: group.complete,
+            pending: counts.pending,
+            leased: counts.leased,
+            committed: counts.committed,
+            failed: counts.failed,
+            total: counts.pending + counts.leased + counts.committed + counts.failed,
+        }
+    }
+}
+
+impl From<FailedUnit> for FailedUnitView {
+    fn from(unit: FailedUnit) -> Self {
+        FailedUnitView {
+            group: unit.group,
+            unit: unit.unit,
+            attempts: unit.attempts,
+            errors: unit.errors,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use taskmaster_proto::v1::UnitCounts;
+
+    use super::*;
+
+    fn status(state: PipelineState) -> PipelineStatus {
+        PipelineStatus {
+            pipeline_id: "p-1".into(),
+            name: "example".into(),
+            state: state as i32,
+            params: [("ds".to_string(), "2026-11-21".to_string())].into(),
+            groups: vec![
+                GroupStatus {
+                    name: "extract".into(),
+                    config_version: 2,
+                    counts: Some(UnitCounts {
+                        pending: 1,
+                        leased: 2,
+                        committed: 3,
+                        failed: 4,
+                    }),
+                    complete: false,
+                },
+                GroupStatus {
+                    name: "aggregate".into(),
+                    config_version: 1,
+                    counts: None,
+                    complete: false,
+                },
+            ],
+            failed_units: vec![FailedUnit {
+                group: "extract".into(),
+                unit: 7,
+                attempts: 3,
+                errors: vec!["exit 1".into(), "exit 2".into()],
+            }],
+            retries: 5,
+        }
+    }
+
+    #[test]
+    fn state_names() {
+        let cases = [
+            (PipelineState::Pending, "pending"),
+            (PipelineState::Running, "running"),
+            (PipelineState::Succeeded, "succeeded"),
+            (PipelineState::Failed, "failed"),
+            (PipelineState::Cancelled, "cancelled"),
+        ];
+        for (state, name) in cases {
+            assert_eq!(PipelineView::from(status(state)).state, name);
+        }
+        let mut odd = status(PipelineState::Running);
+        odd.state = 99;
+        assert_eq!(PipelineView::from(odd).state, "unknown");
+    }
+
+    #[test]
+    fn counts_and_total() {
+        let view = PipelineView::from(status(PipelineState::Running));
+        let extract = &view.groups[0];
+        assert_eq!(
+            (
+                extract.pending,
+                extract.leased,
+                extract.committed,
+                extract.failed
+            ),
+            (1, 2, 3, 4)
+        );
+        assert_eq!(extract.total, 10);
+        assert_eq!(extract.config_version, 2);
+        assert_eq!(view.groups[1].total, 0, "missing counts are zeros");
+        assert_eq!(view.units_committed_total(), (3, 10));
+    }
+
+    #[test]
+    fn json_shape() {
+        let view = PipelineView::from(status(PipelineState::Failed));
+        let json = serde_json::to_value(&view).unwrap();
+        let expected = serde_json::json!({
+            "id": "p-1",
+            "name": "example",
+            "state": "failed",
+            "params": {"ds": "2026-11-21"},
+            "groups": [
+                {"name": "extract", "config_version": 2, "complete": false,
+                 "pending": 1, "leased": 2, "committed": 3, "failed": 4, "total": 10},
+                {"name": "aggregate", "config_version": 1, "complete": false,
+                 "pending": 0, "leased": 0, "committed": 0, "failed": 0, "total": 0},
+            ],
+            "failed_units": [
+                {"group": "extract", "unit": 7, "attempts": 3, "errors": ["exit 1", "exit 2"]},
+            ],
+            "retries": 5,
+        });
+        assert_eq!(json, expected);
+    }
+}

@@ -1,0 +1,347 @@
+//! Transition tests: each asserts the exact journal records an operation
+//! yields and the state it leaves, with `check_invariants` after each step.
+
+use taskmaster_proto::journal::{self, Record, UnitAddr, record::Kind};
+use taskmaster_proto::v1::*;
+
+use super::ops::output_prefix;
+use super::{Core, CoreConfig, CoreError, Refusal};
+
+pub const LEASE_MS: u64 = 1000;
+
+pub fn core() -> Core {
+    let config = CoreConfig {
+        store_root: "/store".into(),
+        lease_ms: LEASE_MS,
+    };
+    Core::recover(config, [Core::init_record("tok", 1)], 0).unwrap()
+}
+
+/// Two groups: `a` with one unit per input, `b` after `a`.
+pub fn two_groups(inputs: usize) -> PipelineSpec {
+    let group = |name: &str| GroupSpec {
+        name: name.into(),
+        task: "exec".into(),
+        command: vec!["true".into()],
+        max_attempts: 2,
+        ..Default::default()
+    };
+    let mut a = group("a");
+    a.inputs = (0..inputs).map(|i| format!("/in/{i}.txt")).collect();
+    let mut b = group("b");
+    b.after = vec!["a".into()];
+    PipelineSpec {
+        name: "p".into(),
+        groups: vec![a, b],
+        ..Default::default()
+    }
+}
+
+pub fn lease_ref(lease: &Lease) -> LeaseRef {
+    LeaseRef {
+        unit: lease.unit.clone(),
+        lease_id: lease.lease_id,
+        config_version: lease.config_version,
+    }
+}
+
+pub fn done(lease: &Lease, files: &[&str]) -> CommitItem {
+    let files = files
+        .iter()
+        .map(|n| OutputFile {
+            name: n.to_string(),
+            size_bytes: 1,
+        })
+        .collect();
+    CommitItem {
+        lease: Some(lease_ref(lease)),
+        result: Some(commit_item::Result::Outputs(Outputs { files })),
+    }
+}
+
+fn failed(lease: &Lease, error: &str) -> CommitItem {
+    CommitItem {
+        lease: Some(lease_ref(lease)),
+        result: Some(commit_item::Result::Error(error.into())),
+    }
+}
+
+fn addr(group: u32, unit: u32) -> Option<UnitAddr> {
+    Some(UnitAddr {
+        pipeline_id: "p-1".into(),
+        group,
+        unit,
+    })
+}
+
+fn rec(kind: Kind) -> Record {
+    Record { kind: Some(kind) }
+}
+
+/// A core holding pipeline `p-1` (two inputs) and one lease on unit a/0.
+fn leased() -> (Core, Lease) {
+    let mut core = core();
+    core.submit("p-1", two_groups(2), 5, 0).unwrap();
+    let (_, mut leases) = core.lease("w1", 1, 0).unwrap();
+    core.check_invariants().unwrap();
+    (core, leases.remove(0))
+}
+
+fn counts(core: &Core, group: usize) -> UnitCounts {
+    core.status("p-1").unwrap().groups[group].counts.unwrap()
+}
+
+#[test]
+fn submit_journals_the_spec_and_creates_first_units() {
+    let mut core = core();
+    let records = core.submit("p-1", two_groups(2), 5, 0).unwrap();
+    let want = rec(Kind::PipelineSubmitted(journal::PipelineSubmitted {
+        pipeline_id: "p-1".into(),
+        spec: Some(two_groups(2)),
+        submitted_unix_ms: 5,
+    }));
+    assert_eq!(records, vec![want]);
+    assert_eq!(
+        counts(&core, 0),
+        UnitCounts {
+            pending: 2,
+            ..Default::default()
+        }
+    );
+    assert_eq!(core.status("p-1").unwrap().state(), PipelineState::Pending);
+    core.check_invariants().unwrap();
+}
+
+#[test]
+fn bad_submit_changes_nothing() {
+    let mut core = core();
+    let mut spec = two_groups(1);
+    spec.groups[1].after = vec!["nope".into()];
+    let err = core.submit("p-1", spec, 5, 0).unwrap_err();
+    assert!(matches!(err, CoreError::Invalid(_)), "{err}");
+    assert!(core.list().is_empty());
+}
+
+#[test]
+fn lease_journals_the_grant_and_hands_out_a_unique_prefix() {
+    let mut core = core();
+    core.submit("p-1", two_groups(2), 5, 0).unwrap();
+    let (records, leases) = core.lease("w1", 5, 0).unwrap();
+    let grant = |unit, lease_id| {
+        rec(Kind::LeaseGranted(journal::LeaseGranted {
+            unit: addr(0, unit),
+            lease_id,
+            worker_id: "w1".into(),
+            lease_ms: LEASE_MS,
+        }))
+    };
+    assert_eq!(records, vec![grant(0, 1), grant(1, 2)]);
+    assert_eq!(leases[1].output_prefix, "p-1/a/1/2/");
+    assert_eq!(leases[1].inputs, vec!["/in/1.txt".to_string()]);
+    assert_eq!((leases[1].attempt, leases[1].config_version), (1, 1));
+    assert_eq!(leases[1].server_token, "tok");
+    assert!(
+        core.lease("w1", 5, 0).unwrap().0.is_empty(),
+        "nothing left to lease"
+    );
+    core.check_invariants().unwrap();
+}
+
+#[test]
+fn commit_journals_outputs_and_feeds_downstream() {
+    let (mut core, lease) = leased();
+    let (records, results) = core
+        .commit("tok", &[done(&lease, &["out.txt"])], 10)
+        .unwrap();
+    assert_eq!(results, vec![Ok(())]);
+    let want = rec(Kind::UnitCommitted(journal::UnitCommitted {
+        unit: addr(0, 0),
+        lease_id: 1,
+        files: vec![OutputFile {
+            name: "out.txt".into(),
+            size_bytes: 1,
+        }],
+    }));
+    assert_eq!(records, vec![want]);
+    assert_eq!(counts(&core, 1).pending, 1);
+    let (_, down) = core.lease("w2", 5, 10).unwrap();
+    let b = down
+        .iter()
+        .find(|l| l.unit.as_ref().unwrap().group == "b")
+        .unwrap();
+    assert_eq!(
+        b.inputs,
+        vec![format!("/store/{}out.txt", output_prefix("p-1", "a", 0, 1))]
+    );
+    core.check_invariants().unwrap();
+}
+
+#[test]
+fn repeated_commit_succeeds_again_without_a_record() {
+    let (mut core, lease) = leased();
+    core.commit("tok", &[done(&lease, &["x"])], 10).unwrap();
+    let (records, results) = core.commit("tok", &[done(&lease, &["x"])], 10).unwrap();
+    assert_eq!((records, results), (vec![], vec![Ok(())]));
+    assert_eq!(counts(&core, 0).committed, 1);
+    assert_eq!(core.outputs("p-1", "a").unwrap().len(), 1);
+}
+
+#[test]
+fn the_four_checks_refuse_and_change_nothing() {
+    let (mut core, lease) = leased();
+    let before = core.list();
+    let err = core
+        .commit("other-token", &[done(&lease, &["x"])], 10)
+        .unwrap_err();
+    assert!(matches!(err, CoreError::WrongMaster { .. }));
+
+    let mut stale = done(&lease, &["x"]);
+    stale.lease.as_mut().unwrap().config_version = 2;
+    let (records, results) = core.commit("tok", &[stale], 10).unwrap();
+    assert!(records.is_empty());
+    assert_eq!(
+        results,
+        vec![Err(Refusal::StaleConfig {
+            lease: 2,
+            current: 1
+        })]
+    );
+
+    let (_, results) = core
+        .commit("tok", &[done(&lease, &["../escape"])], 10)
+        .unwrap();
+    assert!(matches!(results[0], Err(Refusal::Invalid(_))));
+
+    let mut unknown = done(&lease, &["x"]);
+    unknown.lease.as_mut().unwrap().unit.as_mut().unwrap().unit = 99;
+    let (_, results) = core.commit("tok", &[unknown], 10).unwrap();
+    assert!(matches!(results[0], Err(Refusal::UnknownUnit(_))));
+
+    // Check 3: past its expiry the lease is refused even before the reaper runs.
+    let (records, results) = core
+        .commit("tok", &[done(&lease, &["x"])], LEASE_MS)
+        .unwrap();
+    assert!(records.is_empty());
+    assert!(matches!(results[0], Err(Refusal::LeaseLost(_))));
+    assert_eq!(core.list(), before);
+    core.check_invariants().unwrap();
+}
+
+#[test]
+fn expiry_returns_the_unit_and_the_old_lease_cannot_commit() {
+    let (mut core, lease) = leased();
+    assert!(core.expire(LEASE_MS - 1).is_empty());
+    let records = core.expire(LEASE_MS);
+    assert_eq!(
+        records,
+        vec![rec(Kind::LeaseExpired(journal::LeaseExpired {
+            unit: addr(0, 0),
+            lease_id: 1
+        }))]
+    );
+    assert_eq!(counts(&core, 0).pending, 2);
+    let (_, again) = core.lease("w2", 2, LEASE_MS).unwrap();
+    assert_eq!(
+        again[1].unit.as_ref().unwrap().unit,
+        0,
+        "the retried unit queues behind a/1"
+    );
+    assert_eq!(again[1].attempt, 2);
+    let (_, results) = core
+        .commit("tok", &[done(&lease, &["x"])], LEASE_MS)
+        .unwrap();
+    assert!(matches!(results[0], Err(Refusal::LeaseLost(_))));
+    core.check_invariants().unwrap();
+}
+
+#[test]
+fn renew_extends_and_a_commit_cancels_the_expiry() {
+    let (mut core, lease) = leased();
+    let results = core.renew("tok", &[lease_ref(&lease)], 900).unwrap();
+    assert_eq!(results, vec![Ok(())]);
+    assert!(core.expire(LEASE_MS + 100).is_empty(), "renewed until 1900");
+    core.commit("tok", &[done(&lease, &[])], 1800).unwrap();
+    assert!(
+        core.expire(10_000).is_empty(),
+        "a late reaper never undoes a commit"
+    );
+    assert_eq!(counts(&core, 0).committed, 1);
+}
+
+#[test]
+fn failures_retry_then_fail_the_unit_and_the_pipeline() {
+    let mut core = core();
+    core.submit("p-1", two_groups(1), 5, 0).unwrap();
+    for attempt in 1..=2 {
+        let (_, leases) = core.lease("w1", 1, 0).unwrap();
+        let (records, _) = core
+            .commit("tok", &[failed(&leases[0], "boom")], 0)
+            .unwrap();
+        let want = journal::AttemptFailed {
+            unit: addr(0, 0),
+            lease_id: attempt,
+            error: "boom".into(),
+        };
+        assert_eq!(records, vec![rec(Kind::AttemptFailed(want))]);
+    }
+    let status = core.status("p-1").unwrap();
+    assert_eq!(status.state(), PipelineState::Failed);
+    assert_eq!(status.failed_units[0].errors, vec!["boom", "boom"]);
+    assert_eq!(status.retries, 2);
+    core.check_invariants().unwrap();
+}
+
+#[test]
+fn release_does_not_count_an_attempt() {
+    let (mut core, lease) = leased();
+    let (records, results) = core.release("tok", &[lease_ref(&lease)], 5).unwrap();
+    assert_eq!(results, vec![Ok(())]);
+    assert_eq!(
+        records,
+        vec![rec(Kind::LeaseReleased(journal::LeaseReleased {
+            unit: addr(0, 0),
+            lease_id: 1
+        }))]
+    );
+    assert_eq!(core.status("p-1").unwrap().retries, 0);
+    core.check_invariants().unwrap();
+}
+
+#[test]
+fn pipeline_succeeds_when_every_group_is_complete() {
+    let (mut core, lease) = leased();
+    core.commit("tok", &[done(&lease, &["o"])], 1).unwrap();
+    while let (_, leases) = core.lease("w", 10, 1).unwrap()
+        && !leases.is_empty()
+    {
+        let items: Vec<_> = leases.iter().map(|l| done(l, &["o"])).collect();
+        core.commit("tok", &items, 1).unwrap();
+    }
+    let status = core.status("p-1").unwrap();
+    assert_eq!(status.state(), PipelineState::Succeeded);
+    assert!(status.groups.iter().all(|g| g.complete));
+    assert_eq!(core.outputs("p-1", "b").unwrap().len(), 2);
+}
+
+#[test]
+fn replay_rebuilds_the_same_state() {
+    let mut core = core();
+    let mut journal = vec![Core::init_record("tok", 1)];
+    journal.extend(core.submit("p-1", two_groups(3), 5, 0).unwrap());
+    let (records, leases) = core.lease("w", 3, 0).unwrap();
+    journal.extend(records);
+    journal.extend(
+        core.commit("tok", &[done(&leases[0], &["o"])], 1)
+            .unwrap()
+            .0,
+    );
+    journal.extend(core.expire(LEASE_MS + 1));
+    let config = core.config().clone();
+    let replayed = Core::recover(config, journal, 0).unwrap();
+    replayed.check_invariants().unwrap();
+    assert_eq!(replayed.list(), core.list());
+    assert_eq!(
+        replayed.outputs("p-1", "a").unwrap(),
+        core.outputs("p-1", "a").unwrap()
+    );
+}

@@ -1,0 +1,55 @@
+//! Builds the gRPC server (the TaskMaster service plus health and
+//! reflection) and runs it on a listener until `shutdown` resolves, so
+//! tests can start a master on port 0 and stop it cleanly.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use taskmaster_proto::v1::task_master_server::TaskMasterServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::core::limits::MESSAGE_BYTES_MAX;
+use crate::runtime::Master;
+use crate::service::Service;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves `master` on `listener` (with its reaper) until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    master: Arc<Master>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<TaskMasterServer<Service>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(taskmaster_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let service = TaskMasterServer::new(Service::new(Arc::clone(&master)))
+        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX);
+    let reaper = tokio::spawn(Arc::clone(&master).run_reaper());
+    let stopping = {
+        let master = Arc::clone(&master);
+        async move {
+            shutdown.await;
+            master.begin_shutdown();
+        }
+    };
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
+        .await;
+    master.begin_shutdown();
+    let _ = reaper.await;
+    Ok(result?)
+}
