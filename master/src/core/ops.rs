@@ -131,8 +131,10 @@ impl Core {
             .as_ref()
             .ok_or_else(|| Refusal::Invalid("item without a lease".into()))?;
         let pos = self.find_unit(lease_ref.unit.as_ref())?;
+        let is_success = matches!(item.result, Some(commit_item::Result::Outputs(_)));
         if let UnitState::Committed { lease_id, .. } = &self.unit(pos).state
             && *lease_id == lease_ref.lease_id
+            && is_success
         {
             return Ok(None); // a repeat after a lost reply
         }
