@@ -1,1 +1,190 @@
+//! Helpers for end-to-end tests that run the real binaries: start a master
+//! on 127.0.0.1, start workers, run tmctl. Every process is killed when its
+//! handle drops, so a failing test leaves nothing running.
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Where the built binaries are: `TASKMASTER_BIN_DIR`, or the target dir
+/// this test binary runs from (`cargo test --workspace` builds them there).
+pub fn bin(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("TASKMASTER_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe().expect("current exe");
+            exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+        }
+    };
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test --workspace` (or `cargo build --bins`) first",
+        path.display()
+    );
+    path
+}
+
+/// A real `taskmaster serve` process.
+pub struct MasterProcess {
+    child: Child,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl MasterProcess {
+    /// Starts a master and waits until it listens. `listen` may use port 0.
+    pub fn start(data_dir: &Path, listen: &str, lease_ms: u64) -> MasterProcess {
+        let log = data_dir.with_extension(format!("master-{}.log", unique()));
+        let mut child = Command::new(bin("taskmaster"))
+            .args(["serve", "--listen", listen, "--lease-ms", &lease_ms.to_string()])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("master log"))
+            .spawn()
+            .expect("spawn taskmaster");
+        let stdout = child.stdout.take().expect("stdout");
+        let addr = wait_for_line(stdout, "taskmaster listening on ", Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("master did not start; log:\n{}", read(&log)));
+        MasterProcess { child, addr, data_dir: data_dir.to_path_buf(), log }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        read(&self.log)
+    }
+}
+
+impl Drop for MasterProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A real `taskmaster-worker` process.
+pub struct WorkerProcess {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl WorkerProcess {
+    pub fn start(master_url: &str, slots: u32, log_dir: &Path) -> WorkerProcess {
+        let log = log_dir.join(format!("worker-{}.log", unique()));
+        let child = Command::new(bin("taskmaster-worker"))
+            .args(["--master", master_url, "--slots", &slots.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("worker log"))
+            .spawn()
+            .expect("spawn taskmaster-worker");
+        WorkerProcess { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (TERM, STOP, CONT, KILL) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit, up to `timeout`; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        read(&self.log)
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `tmctl --master URL ARGS...` to completion.
+pub fn tmctl(master_url: &str, args: &[&str]) -> Output {
+    Command::new(bin("tmctl")).arg("--master").arg(master_url).args(args).output().expect("run tmctl")
+}
+
+/// stdout of a tmctl call that must succeed.
+pub fn tmctl_ok(master_url: &str, args: &[&str]) -> String {
+    let out = tmctl(master_url, args);
+    assert!(
+        out.status.success(),
+        "tmctl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// `tmctl status ID --json`, parsed.
+pub fn status_json(master_url: &str, pipeline_id: &str) -> serde_json::Value {
+    serde_json::from_str(&tmctl_ok(master_url, &["status", pipeline_id, "--json"])).expect("status JSON")
+}
+
+/// Polls `check` every 20 ms until it returns Some, or panics after `timeout`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A free port on 127.0.0.1, for a master that must come back on the same
+/// address after a restart.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn wait_for_line(stdout: impl std::io::Read + Send + 'static, prefix: &str, timeout: Duration) -> Option<String> {
+    let (tx, rx) = mpsc::channel();
+    let prefix = prefix.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(&prefix) {
+                let _ = tx.send(rest.trim().to_string());
+            }
+        }
+    });
+    rx.recv_timeout(timeout).ok()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
