@@ -8,7 +8,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_taskmaster");
 
 #[test]
 fn help_names_the_flags() {
-    let out = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     for flag in ["--data-dir", "--listen", "--lease-ms", "--store"] {
@@ -39,7 +42,9 @@ fn a_second_master_on_the_same_data_dir_is_refused() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(first.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(first.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert!(line.starts_with("taskmaster listening on"), "{line}");
     let second = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])

@@ -15,7 +15,10 @@ pub fn bin(name: &str) -> PathBuf {
         Some(dir) => PathBuf::from(dir),
         None => {
             let exe = std::env::current_exe().expect("current exe");
-            exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("target dir")
+                .to_path_buf()
         }
     };
     let path = dir.join(name);
@@ -40,7 +43,13 @@ impl MasterProcess {
     pub fn start(data_dir: &Path, listen: &str, lease_ms: u64) -> MasterProcess {
         let log = data_dir.with_extension(format!("master-{}.log", unique()));
         let mut child = Command::new(bin("taskmaster"))
-            .args(["serve", "--listen", listen, "--lease-ms", &lease_ms.to_string()])
+            .args([
+                "serve",
+                "--listen",
+                listen,
+                "--lease-ms",
+                &lease_ms.to_string(),
+            ])
             .arg("--data-dir")
             .arg(data_dir)
             .stdout(Stdio::piped())
@@ -50,7 +59,12 @@ impl MasterProcess {
         let stdout = child.stdout.take().expect("stdout");
         let addr = wait_for_line(stdout, "taskmaster listening on ", Duration::from_secs(30))
             .unwrap_or_else(|| panic!("master did not start; log:\n{}", read(&log)));
-        MasterProcess { child, addr, data_dir: data_dir.to_path_buf(), log }
+        MasterProcess {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            log,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -98,7 +112,10 @@ impl WorkerProcess {
 
     /// Sends a signal by name (TERM, STOP, CONT, KILL) with kill(1).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status();
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status();
         assert!(status.is_ok_and(|s| s.success()), "kill -{name} failed");
     }
 
@@ -128,7 +145,12 @@ impl Drop for WorkerProcess {
 
 /// Runs `tmctl --master URL ARGS...` to completion.
 pub fn tmctl(master_url: &str, args: &[&str]) -> Output {
-    Command::new(bin("tmctl")).arg("--master").arg(master_url).args(args).output().expect("run tmctl")
+    Command::new(bin("tmctl"))
+        .arg("--master")
+        .arg(master_url)
+        .args(args)
+        .output()
+        .expect("run tmctl")
 }
 
 /// stdout of a tmctl call that must succeed.
@@ -145,7 +167,8 @@ pub fn tmctl_ok(master_url: &str, args: &[&str]) -> String {
 
 /// `tmctl status ID --json`, parsed.
 pub fn status_json(master_url: &str, pipeline_id: &str) -> serde_json::Value {
-    serde_json::from_str(&tmctl_ok(master_url, &["status", pipeline_id, "--json"])).expect("status JSON")
+    serde_json::from_str(&tmctl_ok(master_url, &["status", pipeline_id, "--json"]))
+        .expect("status JSON")
 }
 
 /// Polls `check` every 20 ms until it returns Some, or panics after `timeout`.
@@ -163,10 +186,18 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
 /// A free port on 127.0.0.1, for a master that must come back on the same
 /// address after a restart.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
-fn wait_for_line(stdout: impl std::io::Read + Send + 'static, prefix: &str, timeout: Duration) -> Option<String> {
+fn wait_for_line(
+    stdout: impl std::io::Read + Send + 'static,
+    prefix: &str,
+    timeout: Duration,
+) -> Option<String> {
     let (tx, rx) = mpsc::channel();
     let prefix = prefix.to_string();
     std::thread::spawn(move || {
@@ -186,5 +217,9 @@ fn read(path: &Path) -> String {
 fn unique() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }

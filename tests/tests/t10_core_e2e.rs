@@ -13,7 +13,10 @@ use tonic::Code;
 const MINUTE: Duration = Duration::from_secs(60);
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn write(path: &Path, text: &str) {
@@ -27,7 +30,10 @@ fn word_pipeline(dir: &Path, inputs: &[&str]) -> std::path::PathBuf {
     for (i, text) in inputs.iter().enumerate() {
         write(&dir.join(format!("data/{i}.txt")), text);
     }
-    write(&dir.join("count.sh"), "for f in $TM_INPUTS; do wc -w < \"$f\" | tr -d ' ' > \"$TM_OUTPUT_DIR/words\"; done\n");
+    write(
+        &dir.join("count.sh"),
+        "for f in $TM_INPUTS; do wc -w < \"$f\" | tr -d ' ' > \"$TM_OUTPUT_DIR/words\"; done\n",
+    );
     let pipeline = dir.join("pipeline.toml");
     write(
         &pipeline,
@@ -56,7 +62,10 @@ fn submit(url: &str, pipeline: &Path, extra: &[&str]) -> String {
 }
 
 fn outputs(url: &str, id: &str, group: &str) -> Vec<String> {
-    tmctl_ok(url, &["outputs", id, "--group", group]).lines().map(str::to_string).collect()
+    tmctl_ok(url, &["outputs", id, "--group", group])
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
@@ -74,35 +83,76 @@ fn t10_two_exec_groups_finish_with_the_right_outputs() {
         .map(|path| std::fs::read_to_string(path).unwrap().trim().to_string())
         .collect();
     labels.sort_by_key(|l| l.split("words=").nth(1).unwrap().to_string());
-    let words: Vec<&str> = labels.iter().map(|l| l.split("words=").nth(1).unwrap()).collect();
+    let words: Vec<&str> = labels
+        .iter()
+        .map(|l| l.split("words=").nth(1).unwrap())
+        .collect();
     assert_eq!(words, vec!["1", "2", "3"]);
-    assert!(labels.iter().all(|l| l.starts_with("2026-11-21 unit=")), "{labels:?}");
+    assert!(
+        labels.iter().all(|l| l.starts_with("2026-11-21 unit=")),
+        "{labels:?}"
+    );
     assert_eq!(outputs(&master.url(), &id, "count").len(), 3);
 }
 
 /// Leases one unit by hand, as a worker would.
 async fn lease_one(client: &Client, worker: &str) -> Lease {
-    let request = LeaseRequest { worker_id: worker.into(), max_units: 1, wait_ms: 10_000 };
-    let mut leases = client.raw().lease(request).await.unwrap().into_inner().leases;
+    let request = LeaseRequest {
+        worker_id: worker.into(),
+        max_units: 1,
+        wait_ms: 10_000,
+    };
+    let mut leases = client
+        .raw()
+        .lease(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .leases;
     assert_eq!(leases.len(), 1);
     leases.remove(0)
 }
 
 fn lease_ref(lease: &Lease) -> LeaseRef {
-    LeaseRef { unit: lease.unit.clone(), lease_id: lease.lease_id, config_version: lease.config_version }
+    LeaseRef {
+        unit: lease.unit.clone(),
+        lease_id: lease.lease_id,
+        config_version: lease.config_version,
+    }
 }
 
 /// Writes `name` under the attempt's unique prefix and builds its commit.
 fn write_output(lease: &Lease, name: &str) -> CommitItem {
-    let path = Path::new(&lease.store_root).join(&lease.output_prefix).join(name);
+    let path = Path::new(&lease.store_root)
+        .join(&lease.output_prefix)
+        .join(name);
     write(&path, "payload");
-    let files = vec![OutputFile { name: name.into(), size_bytes: 7 }];
-    CommitItem { lease: Some(lease_ref(lease)), result: Some(commit_item::Result::Outputs(Outputs { files })) }
+    let files = vec![OutputFile {
+        name: name.into(),
+        size_bytes: 7,
+    }];
+    CommitItem {
+        lease: Some(lease_ref(lease)),
+        result: Some(commit_item::Result::Outputs(Outputs { files })),
+    }
 }
 
-async fn commit(client: &Client, token: &str, item: CommitItem) -> Result<ItemStatus, tonic::Status> {
-    let request = CommitRequest { server_token: token.into(), items: vec![item] };
-    Ok(client.raw().commit(request).await?.into_inner().results.remove(0))
+async fn commit(
+    client: &Client,
+    token: &str,
+    item: CommitItem,
+) -> Result<ItemStatus, tonic::Status> {
+    let request = CommitRequest {
+        server_token: token.into(),
+        items: vec![item],
+    };
+    Ok(client
+        .raw()
+        .commit(request)
+        .await?
+        .into_inner()
+        .results
+        .remove(0))
 }
 
 #[test]
@@ -117,22 +167,31 @@ fn t20_refused_commits_never_show_their_output() {
     let lease = rt.block_on(lease_one(&client, "hand"));
     let item = write_output(&lease, "words");
 
-    let wrong = rt.block_on(commit(&client, "another-store", item.clone())).unwrap_err();
+    let wrong = rt
+        .block_on(commit(&client, "another-store", item.clone()))
+        .unwrap_err();
     assert_eq!(wrong.code(), Code::PermissionDenied, "{wrong:?}");
     assert!(wrong.message().contains("wrong master"), "{wrong:?}");
 
     let mut stale = item.clone();
     stale.lease.as_mut().unwrap().config_version += 1;
-    let refused = rt.block_on(commit(&client, &lease.server_token, stale)).unwrap();
+    let refused = rt
+        .block_on(commit(&client, &lease.server_token, stale))
+        .unwrap();
     assert_eq!(refused.code, Code::FailedPrecondition as i32, "{refused:?}");
-    assert!(refused.message.contains("stale config version"), "{refused:?}");
+    assert!(
+        refused.message.contains("stale config version"),
+        "{refused:?}"
+    );
 
     // Stop renewing: the reaper returns the unit, and the late commit is refused.
     wait_until("the lease to expire", MINUTE, || {
         let status = status_json(&url, &id);
         (status["groups"][0]["leased"] == 0 && status["groups"][0]["pending"] == 1).then_some(())
     });
-    let late = rt.block_on(commit(&client, &lease.server_token, item)).unwrap();
+    let late = rt
+        .block_on(commit(&client, &lease.server_token, item))
+        .unwrap();
     assert_eq!(late.code, Code::Aborted as i32, "{late:?}");
     assert!(late.message.contains("lease lost"), "{late:?}");
     assert!(outputs(&url, &id, "count").is_empty());
@@ -140,11 +199,20 @@ fn t20_refused_commits_never_show_their_output() {
     // A fresh lease commits; only its own attempt's file is visible.
     let retry = rt.block_on(lease_one(&client, "hand"));
     assert_eq!(retry.attempt, 2);
-    let ok = rt.block_on(commit(&client, &retry.server_token, write_output(&retry, "words"))).unwrap();
+    let ok = rt
+        .block_on(commit(
+            &client,
+            &retry.server_token,
+            write_output(&retry, "words"),
+        ))
+        .unwrap();
     assert_eq!(ok.code, 0, "{ok:?}");
     let listed = outputs(&url, &id, "count");
     assert_eq!(listed.len(), 1);
-    assert!(listed[0].contains(&format!("/{}/words", retry.lease_id)), "{listed:?}");
+    assert!(
+        listed[0].contains(&format!("/{}/words", retry.lease_id)),
+        "{listed:?}"
+    );
 }
 
 #[test]
@@ -159,12 +227,17 @@ fn t30_a_commit_repeated_after_a_lost_reply_succeeds_once() {
     let lease = rt.block_on(lease_one(&client, "hand"));
     let item = write_output(&lease, "words");
     for _ in 0..3 {
-        let result = rt.block_on(commit(&client, &lease.server_token, item.clone())).unwrap();
+        let result = rt
+            .block_on(commit(&client, &lease.server_token, item.clone()))
+            .unwrap();
         assert_eq!(result.code, 0, "{result:?}");
     }
     let status = status_json(&url, &id);
     assert_eq!(status["groups"][0]["committed"], 1);
-    assert_eq!(status["groups"][1]["total"], 1, "one downstream unit, not three");
+    assert_eq!(
+        status["groups"][1]["total"], 1,
+        "one downstream unit, not three"
+    );
     assert_eq!(outputs(&url, &id, "count").len(), 1);
 }
 
@@ -189,7 +262,10 @@ fn t40_master_killed_mid_run_loses_nothing_it_acknowledged() {
     let master = MasterProcess::start(&data_dir, &listen, 2_000);
     let after_restart = outputs(&url, &id, "count");
     for path in &before {
-        assert!(after_restart.contains(path), "acknowledged output {path} lost after SIGKILL");
+        assert!(
+            after_restart.contains(path),
+            "acknowledged output {path} lost after SIGKILL"
+        );
     }
     wait_until("the pipeline to finish", 3 * MINUTE, || {
         (status_json(&url, &id)["state"] == "succeeded").then_some(())
@@ -199,7 +275,15 @@ fn t40_master_killed_mid_run_loses_nothing_it_acknowledged() {
     for path in &before {
         assert!(counts.contains(path), "{path} replaced after restart");
     }
-    let mut words: Vec<u32> = counts.iter().map(|p| std::fs::read_to_string(p).unwrap().trim().parse().unwrap()).collect();
+    let mut words: Vec<u32> = counts
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap().trim().parse().unwrap())
+        .collect();
     words.sort();
-    assert_eq!(words, (1..=24).collect::<Vec<u32>>(), "master log:\n{}", master.log_text());
+    assert_eq!(
+        words,
+        (1..=24).collect::<Vec<u32>>(),
+        "master log:\n{}",
+        master.log_text()
+    );
 }

@@ -1,1 +1,54 @@
+//! The taskmaster worker: leases work units from a master, runs them, and
+//! commits their outputs.
+//!
+//! A worker asks the master for as many units as it has free slots
+//! (long-polling when there is no work), runs each unit's [`Task`] on
+//! tokio's blocking pool with an empty output directory unique to the
+//! attempt, renews all its leases in one call a third of the way into the
+//! shortest one, and commits each unit's output file list (or its error).
+//! Lost replies are retried with exponential backoff and full jitter; the
+//! master answers a repeated commit under the same lease with OK, so a unit's
+//! committed effect is exactly-once even though execution is at-least-once.
+//!
+//! Embedding: build a [`TaskRegistry`] (start from [`TaskRegistry::stock`]
+//! and [`TaskRegistry::register`] your own [`Task`]s), then call
+//! [`run_worker`] with a [`WorkerConfig`] and a shutdown future.
+//!
+//! Modules, in the order a unit meets them:
+//!
+//! - [`config`]: [`WorkerConfig`], its defaults and limits.
+//! - `runner`: [`run_worker`], the leasing loop, slots and shutdown.
+//! - `unit`: one unit from lease to commit (context, run, outputs, commit
+//!   with retry).
+//! - [`task`]: the [`Task`] trait, [`UnitContext`], [`TaskError`],
+//!   [`TaskRegistry`] and cancellation.
+//! - [`exec`]: the stock `exec` task (runs the group's command) and the
+//!   environment it sets; `child` holds its process-group and pipe handling.
+//! - [`outputs`]: preparing the attempt's output directory and listing
+//!   its files.
+//! - `held` and `renew`: the table of held leases, the renewal loop, and
+//!   releasing leases at shutdown.
+//! - `rpc`: the lazily connected client, deadlines, which failures are
+//!   retried, rate-limited warnings.
+//! - [`backoff`]: exponential backoff with full jitter.
+//! - [`stats`]: [`WorkerStats`], what [`run_worker`] reports.
 
+pub mod backoff;
+mod child;
+pub mod config;
+pub mod exec;
+mod held;
+pub mod outputs;
+mod renew;
+mod rpc;
+mod runner;
+pub mod stats;
+pub mod task;
+mod unit;
+
+pub use config::{ConfigError, WorkerConfig};
+pub use exec::ExecTask;
+pub use runner::{WorkerError, run_worker, run_worker_until};
+pub use stats::WorkerStats;
+pub use task::{CancelReason, CancelToken, Task, TaskError, TaskRegistry, UnitContext};
+pub use unit::ERROR_TEXT_BYTES_MAX;

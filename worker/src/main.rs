@@ -1,1 +1,172 @@
-fn main() {}
+//! `taskmaster-worker`: the stock worker. Leases units from a master and
+//! runs them with the built-in tasks (`exec`). See `--help`.
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use taskmaster_worker::config::{
+    DEFAULT_MASTER_URL, GRACE_MS_DEFAULT, LEASE_WAIT_MS_DEFAULT, default_slots, default_worker_id,
+};
+use taskmaster_worker::{TaskRegistry, WorkerConfig, run_worker_until};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::oneshot;
+
+/// How long exiting waits for task threads that ignore cancellation.
+const EXIT_WAIT_MS: u64 = 1_000;
+
+/// Runs taskmaster work units: leases them from the master, runs each with
+/// its group's task (this worker has `exec`, which runs the group's
+/// command), and commits the outputs.
+///
+/// SIGTERM or SIGINT stops leasing and lets running units finish and commit
+/// for up to --grace-ms, then cancels the rest and releases their leases. A
+/// second signal releases everything held and exits at once.
+///
+/// The exec task runs the group's command with the unit described in
+/// environment variables: TM_INPUTS (input paths, one per line),
+/// TM_OUTPUT_DIR (write every output file under it), TM_PIPELINE, TM_GROUP,
+/// TM_UNIT, TM_ATTEMPT, and TM_PARAM_<NAME> for each pipeline parameter
+/// (NAME uppercased, characters other than letters and digits as _). Exit 0
+/// commits the outputs; anything else fails the attempt.
+///
+/// Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug, which also shows
+/// the commands' output) to change the level from info.
+#[derive(Debug, Parser)]
+#[command(
+    name = "taskmaster-worker",
+    version,
+    about,
+    long_about,
+    verbatim_doc_comment
+)]
+struct Args {
+    /// The master's gRPC address (http://HOST:PORT).
+    #[arg(long, value_name = "URL", env = "TASKMASTER_ADDR", default_value = DEFAULT_MASTER_URL)]
+    master: String,
+
+    /// Units to run at once, and to ask the master for per lease call
+    /// (1 to 1024). Default: the number of CPUs this process may use.
+    #[arg(long, value_name = "N", env = "TASKMASTER_WORKER_SLOTS")]
+    slots: Option<u32>,
+
+    /// This worker's name in the master's records and logs. Default:
+    /// <hostname>-<pid>-<4 random hex digits>.
+    #[arg(long, value_name = "ID", env = "TASKMASTER_WORKER_ID")]
+    worker_id: Option<String>,
+
+    /// How long the master may hold a lease call open when no work is
+    /// ready (long-poll), in milliseconds; at most 60000.
+    #[arg(long, value_name = "MS", env = "TASKMASTER_WORKER_LEASE_WAIT_MS", default_value_t = LEASE_WAIT_MS_DEFAULT)]
+    lease_wait_ms: u32,
+
+    /// After SIGTERM/SIGINT, how long running units may finish and commit
+    /// before they are cancelled and released, in milliseconds.
+    #[arg(long, value_name = "MS", env = "TASKMASTER_WORKER_GRACE_MS", default_value_t = GRACE_MS_DEFAULT)]
+    grace_ms: u64,
+}
+
+impl Args {
+    fn into_config(self) -> WorkerConfig {
+        WorkerConfig {
+            master_url: self.master,
+            slots: self.slots.unwrap_or_else(default_slots),
+            worker_id: self.worker_id.unwrap_or_else(default_worker_id),
+            lease_wait_ms: self.lease_wait_ms,
+            grace_ms: self.grace_ms,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let config = Args::parse().into_config();
+    if let Err(err) = config.validate() {
+        eprintln!("error: {err}\n\nFor more information, try '--help'.");
+        return ExitCode::from(2);
+    }
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(config));
+    // A task that ignores cancellation must not keep the process alive.
+    runtime.shutdown_timeout(Duration::from_millis(EXIT_WAIT_MS));
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+async fn run(config: WorkerConfig) -> anyhow::Result<()> {
+    let signals = Signals::new()?;
+    let (graceful, hard) = shutdown_futures(signals);
+    run_worker_until(config, TaskRegistry::stock(), graceful, hard).await?;
+    Ok(())
+}
+
+/// SIGTERM and SIGINT, listened to from startup on.
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The name of the next signal received.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// Two futures: the first resolves on the first signal (graceful shutdown),
+/// the second on the next one (exit at once).
+fn shutdown_futures(mut signals: Signals) -> (impl Future<Output = ()>, impl Future<Output = ()>) {
+    let (graceful_tx, graceful_rx) = oneshot::channel();
+    let (hard_tx, hard_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let name = signals.next().await;
+        tracing::info!("{name} received: finishing running units; send it again to stop at once");
+        let _ = graceful_tx.send(());
+        let name = signals.next().await;
+        tracing::warn!("{name} received again: releasing held leases and exiting");
+        let _ = hard_tx.send(());
+    });
+    (fired(graceful_rx), fired(hard_rx))
+}
+
+/// Resolves when `rx` fires; never if its sender is dropped unsent.
+async fn fired(rx: oneshot::Receiver<()>) {
+    if rx.await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

@@ -1,0 +1,298 @@
+//! A child process that runs in its own process group, and the threads that
+//! drain its output pipes. Used by the `exec` task.
+//!
+//! The process group matters because commands are usually shell scripts: the
+//! program we start forks more processes. When an attempt ends (done or
+//! cancelled) the whole group is killed, so nothing it started keeps writing
+//! to the attempt's output directory after the commit or holds our pipes
+//! open. The group is killed while the leader is still unreaped (a zombie at
+//! worst), so its id cannot have been reused by an unrelated process.
+
+use std::collections::VecDeque;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus};
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// Longest line logged or kept in the stderr tail; longer lines are split,
+/// so a child printing without newlines cannot grow our memory.
+pub const LINE_BYTES_MAX: usize = 4 * 1024;
+/// Lines of stderr kept for the error text of a failed run.
+pub const STDERR_TAIL_LINES: usize = 20;
+/// Bytes of stderr kept for the error text of a failed run.
+pub const STDERR_TAIL_BYTES_MAX: usize = 4 * 1024;
+
+/// A spawned child, leader of its own process group, not yet reaped.
+pub struct GroupChild {
+    /// `None` once reaped.
+    child: Option<Child>,
+    /// Also the process group id.
+    pid: libc::pid_t,
+}
+
+impl GroupChild {
+    /// Spawns `command` as the leader of a new process group.
+    pub fn spawn(command: &mut Command) -> io::Result<Self> {
+        let child = command.process_group(0).spawn()?;
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+        Ok(Self {
+            child: Some(child),
+            pid,
+        })
+    }
+
+    /// The leader's stdout and stderr pipes (once; `None` afterwards).
+    pub fn take_pipes(&mut self) -> (Option<ChildStdout>, Option<ChildStderr>) {
+        let child = self.child.as_mut().expect("not reaped");
+        (child.stdout.take(), child.stderr.take())
+    }
+
+    /// True once the leader has exited. Does not reap it (`WNOWAIT`), so
+    /// the group id stays reserved until [`GroupChild::reap`].
+    pub fn has_exited(&self) -> io::Result<bool> {
+        loop {
+            // SAFETY: siginfo_t is plain data; all-zero is a valid value and
+            // waitid only writes into it.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+            // SAFETY: `info` is a valid, writable siginfo_t.
+            let rc = unsafe { libc::waitid(libc::P_PID, self.pid as libc::id_t, &mut info, flags) };
+            if rc == 0 {
+                // With WNOHANG, si_pid stays 0 while the child still runs.
+                // SAFETY: waitid filled `info` (or left it zeroed).
+                return Ok(unsafe { info.si_pid() } != 0);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
+    /// Sends SIGKILL to every process in the group. Harmless when they
+    /// are gone already.
+    pub fn kill_group(&self) {
+        if self.child.is_some() {
+            // SAFETY: kill has no memory-safety preconditions. The leader is
+            // not reaped, so the group id still names our group.
+            unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+        }
+    }
+
+    /// Waits for the leader to exit and reaps it.
+    pub fn reap(mut self) -> io::Result<ExitStatus> {
+        let mut child = self.child.take().expect("reaped once");
+        child.wait()
+    }
+}
+
+impl Drop for GroupChild {
+    /// An early return must not leave the command running unsupervised.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: as in kill_group; the leader is not reaped yet.
+            unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The last lines of the child's stderr, for the error text.
+#[derive(Debug, Default)]
+pub struct Tail {
+    lines: VecDeque<String>,
+}
+
+impl Tail {
+    fn push(&mut self, line: &[u8]) {
+        if self.lines.len() == STDERR_TAIL_LINES {
+            self.lines.pop_front();
+        }
+        self.lines
+            .push_back(String::from_utf8_lossy(line).into_owned());
+    }
+
+    /// The kept lines joined by newlines, cut to the last 4 KiB.
+    pub fn render(&self) -> String {
+        let text = Vec::from(self.lines.clone()).join("\n");
+        let mut start = text.len().saturating_sub(STDERR_TAIL_BYTES_MAX);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        text[start..].to_string()
+    }
+}
+
+/// The threads reading the child's stdout and stderr. Reading both at once
+/// matters: a child blocked on a full stderr pipe while we wait on stdout (or
+/// on its exit) would never finish.
+pub struct Drains {
+    /// Each drain thread sends once when its pipe closes.
+    done: mpsc::Receiver<()>,
+    running: usize,
+    /// Stderr's last lines; shared with the stderr thread.
+    tail: Arc<Mutex<Tail>>,
+}
+
+impl Drains {
+    /// Starts a thread per pipe; lines are logged at debug level.
+    pub fn start(child: &mut GroupChild) -> io::Result<Self> {
+        let (stdout, stderr) = child.take_pipes();
+        let tail = Arc::new(Mutex::new(Tail::default()));
+        let (done_tx, done) = mpsc::channel();
+        let mut running = 0;
+        if let Some(stdout) = stdout {
+            let done_tx = done_tx.clone();
+            spawn_drain(
+                "stdout",
+                stdout,
+                move |line| log_line("stdout", line),
+                done_tx,
+            )?;
+            running += 1;
+        }
+        if let Some(stderr) = stderr {
+            let tail_writer = tail.clone();
+            let on_line = move |line: &[u8]| {
+                log_line("stderr", line);
+                tail_writer.lock().push(line);
+            };
+            spawn_drain("stderr", stderr, on_line, done_tx)?;
+            running += 1;
+        }
+        Ok(Self {
+            done,
+            running,
+            tail,
+        })
+    }
+
+    /// Waits up to `wait` for both pipes to close, then returns the stderr
+    /// tail. A process that left our group (e.g. via `setsid`) may hold the
+    /// pipes open forever; then we stop waiting and leave its thread behind.
+    pub fn finish(mut self, wait: Duration) -> String {
+        let deadline = Instant::now() + wait;
+        while self.running > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.done.recv_timeout(left) {
+                Ok(()) => self.running -= 1,
+                Err(_) => {
+                    tracing::warn!(
+                        "a process outside the command's group holds its output pipes open; not waiting for it"
+                    );
+                    break;
+                }
+            }
+        }
+        self.tail.lock().render()
+    }
+}
+
+fn log_line(stream: &'static str, line: &[u8]) {
+    tracing::debug!(stream, "{}", String::from_utf8_lossy(line));
+}
+
+/// Spawns a thread calling `on_line` for each line of `pipe`, inside the
+/// caller's tracing span (so the lines carry the unit's fields).
+fn spawn_drain(
+    name: &str,
+    pipe: impl Read + Send + 'static,
+    on_line: impl FnMut(&[u8]) + Send + 'static,
+    done_tx: mpsc::Sender<()>,
+) -> io::Result<()> {
+    let span = tracing::Span::current();
+    thread::Builder::new()
+        .name(format!("exec-{name}"))
+        .spawn(move || {
+            let _entered = span.enter();
+            if let Err(err) = for_each_line(pipe, on_line) {
+                tracing::debug!(%err, "reading the command's output failed");
+            }
+            let _ = done_tx.send(());
+        })?;
+    Ok(())
+}
+
+/// Calls `on_line` with each line (without its newline) of `reader`, lines
+/// longer than [`LINE_BYTES_MAX`] being split.
+pub fn for_each_line(reader: impl Read, mut on_line: impl FnMut(&[u8])) -> io::Result<()> {
+    let mut reader = BufReader::with_capacity(8 * 1024, reader);
+    let mut line = Vec::with_capacity(256);
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        if buf.is_empty() {
+            if !line.is_empty() {
+                on_line(&line);
+            }
+            return Ok(());
+        }
+        let room = LINE_BYTES_MAX - line.len();
+        let window = &buf[..buf.len().min(room)];
+        if let Some(newline) = window.iter().position(|&b| b == b'\n') {
+            line.extend_from_slice(&window[..newline]);
+            reader.consume(newline + 1);
+            on_line(&line);
+            line.clear();
+        } else {
+            let taken = window.len();
+            line.extend_from_slice(window);
+            reader.consume(taken);
+            if line.len() == LINE_BYTES_MAX {
+                on_line(&line);
+                line.clear();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of(input: &[u8]) -> Vec<Vec<u8>> {
+        let mut lines = Vec::new();
+        for_each_line(input, |line| lines.push(line.to_vec())).unwrap();
+        lines
+    }
+
+    #[test]
+    fn splits_lines_and_keeps_a_last_unterminated_one() {
+        assert_eq!(
+            lines_of(b"a\nbb\n\nccc"),
+            vec![b"a".to_vec(), b"bb".to_vec(), vec![], b"ccc".to_vec()]
+        );
+        assert!(lines_of(b"").is_empty());
+    }
+
+    #[test]
+    fn long_lines_are_split_at_the_limit() {
+        let input = vec![b'x'; LINE_BYTES_MAX * 2 + 10];
+        let lengths: Vec<usize> = lines_of(&input).iter().map(Vec::len).collect();
+        assert_eq!(lengths, vec![LINE_BYTES_MAX, LINE_BYTES_MAX, 10]);
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines_and_bytes() {
+        let mut tail = Tail::default();
+        for i in 0..100 {
+            tail.push(format!("line {i}").as_bytes());
+        }
+        let text = tail.render();
+        assert!(text.starts_with("line 80\n"), "{text}");
+        assert!(text.ends_with("line 99"), "{text}");
+
+        let mut tail = Tail::default();
+        for _ in 0..STDERR_TAIL_LINES {
+            tail.push(&[b'y'; LINE_BYTES_MAX]);
+        }
+        assert_eq!(tail.render().len(), STDERR_TAIL_BYTES_MAX);
+    }
+}

@@ -1,0 +1,244 @@
+//! The worker's configuration, its defaults and its limits.
+
+use std::time::Duration;
+
+/// Where the worker looks for the master when told nothing else.
+pub const DEFAULT_MASTER_URL: &str = "http://127.0.0.1:7070";
+/// Most units one worker runs at once (and asks for in one lease call).
+pub const SLOTS_MAX: u32 = 1024;
+/// Default long-poll bound of a lease call.
+pub const LEASE_WAIT_MS_DEFAULT: u32 = 10_000;
+/// Longest long-poll a worker asks for.
+pub const LEASE_WAIT_MS_MAX: u32 = 60_000;
+/// Default time in-flight units get to finish after a shutdown request.
+pub const GRACE_MS_DEFAULT: u64 = 30_000;
+/// Longest grace period accepted (a day).
+pub const GRACE_MS_MAX: u64 = 24 * 60 * 60 * 1000;
+/// Longest worker id; it travels in every lease call and shows in logs.
+pub const WORKER_ID_BYTES_MAX: usize = 128;
+/// Largest gRPC message sent or received, both ways.
+pub const MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// How a worker runs: which master, how many units at once, and timings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// The master's gRPC address, e.g. `http://127.0.0.1:7070`.
+    pub master_url: String,
+    /// Units run at once; also the most units asked for per lease call.
+    pub slots: u32,
+    /// This worker's name in the master's lease records and logs; unique per
+    /// process so two workers on one host can be told apart.
+    pub worker_id: String,
+    /// How long the master may hold a lease call open when no work is
+    /// ready (long-poll), so idle workers do not busy-poll.
+    pub lease_wait_ms: u32,
+    /// After a shutdown request, how long in-flight units may run and commit
+    /// before they are cancelled and their leases released.
+    pub grace_ms: u64,
+}
+
+impl WorkerConfig {
+    /// The defaults, with this master URL.
+    pub fn new(master_url: impl Into<String>) -> Self {
+        Self {
+            master_url: master_url.into(),
+            slots: default_slots(),
+            worker_id: default_worker_id(),
+            lease_wait_ms: LEASE_WAIT_MS_DEFAULT,
+            grace_ms: GRACE_MS_DEFAULT,
+        }
+    }
+
+    /// Checks every field against its limits, with an error saying which
+    /// one is wrong and why.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.slots == 0 || self.slots > SLOTS_MAX {
+            return Err(ConfigError::Slots(self.slots));
+        }
+        validate_master_url(&self.master_url)?;
+        let id = &self.worker_id;
+        if id.is_empty() || id.len() > WORKER_ID_BYTES_MAX || id.chars().any(char::is_control) {
+            return Err(ConfigError::WorkerId(id.clone()));
+        }
+        if self.lease_wait_ms > LEASE_WAIT_MS_MAX {
+            return Err(ConfigError::LeaseWait(self.lease_wait_ms));
+        }
+        if self.grace_ms > GRACE_MS_MAX {
+            return Err(ConfigError::Grace(self.grace_ms));
+        }
+        Ok(())
+    }
+
+    /// `grace_ms` as a duration.
+    pub fn grace(&self) -> Duration {
+        Duration::from_millis(self.grace_ms)
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self::new(DEFAULT_MASTER_URL)
+    }
+}
+
+/// A configuration value out of bounds.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("slots must be between 1 and {SLOTS_MAX}, got {0}")]
+    Slots(u32),
+    #[error("invalid master URL {url:?}: {reason}")]
+    MasterUrl { url: String, reason: String },
+    #[error(
+        "worker id must be 1 to {WORKER_ID_BYTES_MAX} bytes without control characters, got {0:?}"
+    )]
+    WorkerId(String),
+    #[error("lease wait must be at most {LEASE_WAIT_MS_MAX} ms, got {0}")]
+    LeaseWait(u32),
+    #[error("grace period must be at most {GRACE_MS_MAX} ms, got {0}")]
+    Grace(u64),
+}
+
+fn validate_master_url(url: &str) -> Result<(), ConfigError> {
+    let fail = |reason: &str| ConfigError::MasterUrl {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let uri: tonic::transport::Uri = url
+        .parse()
+        .map_err(|_| fail("not a URL; expected e.g. http://127.0.0.1:7070"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err(fail("https is not supported by this build; use http://")),
+        _ => return Err(fail("expected an http:// URL, e.g. http://127.0.0.1:7070")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(fail("the URL has no host"));
+    }
+    Ok(())
+}
+
+/// One slot per CPU the process may use (1 if that is unknown).
+pub fn default_slots() -> u32 {
+    std::thread::available_parallelism()
+        .map_or(1, |n| u32::try_from(n.get()).unwrap_or(SLOTS_MAX))
+        .min(SLOTS_MAX)
+}
+
+/// `<hostname>-<pid>-<4 random hex digits>`: the host says where it runs,
+/// the pid which process, and the random part tells apart a restarted
+/// process that got the same pid (e.g. pid 1 in containers).
+pub fn default_worker_id() -> String {
+    format!(
+        "{}-{}-{:04x}",
+        hostname(),
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}
+
+/// The host's name from the usual places, or `worker`; reduced to
+/// characters that read well in logs.
+fn hostname() -> String {
+    let found = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .chain(std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_string())
+        .find(|name| !name.is_empty());
+    let name: String = found
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "worker".to_string()
+    } else {
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = WorkerConfig::default();
+        config.validate().unwrap();
+        assert!(config.slots >= 1);
+        assert_eq!(config.lease_wait_ms, 10_000);
+        assert_eq!(config.grace_ms, 30_000);
+    }
+
+    #[test]
+    fn default_worker_id_has_host_pid_and_random_suffix() {
+        let id = default_worker_id();
+        let parts: Vec<&str> = id.rsplitn(3, '-').collect();
+        assert_eq!(parts.len(), 3, "{id}");
+        assert_eq!(parts[0].len(), 4);
+        assert!(parts[0].chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert_eq!(parts[1], std::process::id().to_string());
+        assert!(!parts[2].is_empty());
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_field_named() {
+        let good = WorkerConfig::default();
+        let cases = [
+            (
+                WorkerConfig {
+                    slots: 0,
+                    ..good.clone()
+                },
+                "slots must be between 1 and 1024, got 0",
+            ),
+            (
+                WorkerConfig {
+                    master_url: "127.0.0.1:7070".into(),
+                    ..good.clone()
+                },
+                "expected an http:// URL",
+            ),
+            (
+                WorkerConfig {
+                    master_url: "https://m:1".into(),
+                    ..good.clone()
+                },
+                "https is not supported",
+            ),
+            (
+                WorkerConfig {
+                    master_url: "not a url".into(),
+                    ..good.clone()
+                },
+                "not a URL",
+            ),
+            (
+                WorkerConfig {
+                    worker_id: String::new(),
+                    ..good.clone()
+                },
+                "worker id",
+            ),
+            (
+                WorkerConfig {
+                    lease_wait_ms: 60_001,
+                    ..good.clone()
+                },
+                "lease wait",
+            ),
+            (
+                WorkerConfig {
+                    grace_ms: u64::MAX,
+                    ..good.clone()
+                },
+                "grace period",
+            ),
+        ];
+        for (config, expected) in cases {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(expected), "{err:?} lacks {expected:?}");
+        }
+    }
+}

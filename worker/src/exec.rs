@@ -1,0 +1,409 @@
+//! The `exec` task: runs the group's command as a child process.
+//!
+//! `command[0]` is the program (looked up on `PATH` unless it contains a
+//! `/`), `command[1..]` its arguments. The child runs in `workdir` when one
+//! is set, with stdin from `/dev/null`, and sees the worker's environment plus
+//! the group's `env`, plus these variables (which win over both):
+//!
+//! | variable | value |
+//! | --- | --- |
+//! | `TM_INPUTS` | the unit's absolute input paths, one per line |
+//! | `TM_OUTPUT_DIR` | the empty directory this attempt writes its outputs to |
+//! | `TM_PIPELINE` | the pipeline id |
+//! | `TM_GROUP` | the task group name |
+//! | `TM_UNIT` | the unit index within the group |
+//! | `TM_ATTEMPT` | the attempt number, 1 for the first |
+//! | `TM_PARAM_<NAME>` | each pipeline parameter; see [`param_env_name`] |
+//!
+//! Exit status 0 is success. Any other exit, or death by a signal, fails the
+//! attempt with the status and the last lines of stderr (at most 20 lines,
+//! 4 KiB). stdout and stderr are logged at debug level.
+//!
+//! The command runs in its own process group. When the unit is cancelled
+//! (lease lost, worker shutting down) the whole group is killed within about
+//! 50 ms. When the command exits, anything it left running in its group is
+//! killed too: nothing may write to the attempt's output directory after
+//! its outputs are listed for the commit.
+
+use std::ffi::OsString;
+use std::io;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use crate::child::{Drains, GroupChild};
+use crate::task::{CancelReason, Task, TaskError, UnitContext};
+
+/// How often the child is checked for exit and the unit for cancellation;
+/// bounds how long a cancelled command keeps running.
+pub const EXEC_POLL_MS: u64 = 50;
+/// How long to wait for the output pipes to close after the command ended.
+pub const EXEC_DRAIN_WAIT_MS: u64 = 2_000;
+
+/// Runs the group's command; see the module docs for its environment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExecTask;
+
+impl Task for ExecTask {
+    fn run(&self, unit: &UnitContext) -> Result<(), TaskError> {
+        let mut command = build_command(unit)?;
+        let program = unit.command[0].as_str();
+        let mut child = GroupChild::spawn(&mut command).map_err(|err| spawn_error(program, err))?;
+        let drains = Drains::start(&mut child).map_err(|err| {
+            TaskError::new(format!("cannot read the output of `{program}`: {err}"))
+        })?;
+        let outcome = wait_or_cancel(&child, unit);
+        // The attempt is over either way: nothing it started may keep
+        // running, or write to the output directory after the commit.
+        child.kill_group();
+        let status = child
+            .reap()
+            .map_err(|err| TaskError::new(format!("cannot wait for `{program}`: {err}")))?;
+        let stderr_tail = drains.finish(Duration::from_millis(EXEC_DRAIN_WAIT_MS));
+        match outcome? {
+            Some(reason) => Err(TaskError::new(format!(
+                "cancelled: {reason}; killed `{program}`"
+            ))),
+            None if status.success() => Ok(()),
+            None => Err(failure_error(program, status, &stderr_tail)),
+        }
+    }
+}
+
+/// The environment variable a pipeline parameter is passed in:
+/// `TM_PARAM_` followed by the name uppercased, with every character that is
+/// not an ASCII letter or digit replaced by `_` (`ds` → `TM_PARAM_DS`,
+/// `input-path.v2` → `TM_PARAM_INPUT_PATH_V2`). Distinct names can map to
+/// the same variable (`a-b`, `a.b`); then one of them wins.
+pub fn param_env_name(name: &str) -> String {
+    let suffix: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("TM_PARAM_{suffix}")
+}
+
+/// The child's command line, working directory, stdio and environment.
+fn build_command(unit: &UnitContext) -> Result<Command, TaskError> {
+    let Some((program, args)) = unit.command.split_first() else {
+        return Err(TaskError::new(
+            "the group has no command: exec needs a program and its arguments",
+        ));
+    };
+    if program.is_empty() {
+        return Err(TaskError::new(
+            "the group's command has an empty program name",
+        ));
+    }
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if !unit.workdir.as_os_str().is_empty() {
+        // Checked here because spawn reports a missing cwd as a missing
+        // program, which would be misleading.
+        if !unit.workdir.is_dir() {
+            return Err(TaskError::new(format!(
+                "the working directory {} is not a directory",
+                unit.workdir.display()
+            )));
+        }
+        command.current_dir(&unit.workdir);
+    }
+    command.envs(&unit.env);
+    command.envs(tm_env(unit));
+    Ok(command)
+}
+
+/// The `TM_*` variables (see the module docs).
+fn tm_env(unit: &UnitContext) -> Vec<(String, OsString)> {
+    let mut inputs = OsString::new();
+    for (i, input) in unit.inputs.iter().enumerate() {
+        if i > 0 {
+            inputs.push("\n");
+        }
+        inputs.push(input);
+    }
+    let mut vars = vec![
+        ("TM_INPUTS".to_string(), inputs),
+        (
+            "TM_OUTPUT_DIR".to_string(),
+            unit.output_dir.clone().into_os_string(),
+        ),
+        ("TM_PIPELINE".to_string(), unit.pipeline_id.clone().into()),
+        ("TM_GROUP".to_string(), unit.group.clone().into()),
+        ("TM_UNIT".to_string(), unit.unit.to_string().into()),
+        ("TM_ATTEMPT".to_string(), unit.attempt.to_string().into()),
+    ];
+    for (name, value) in &unit.params {
+        vars.push((param_env_name(name), value.into()));
+    }
+    vars
+}
+
+fn spawn_error(program: &str, err: io::Error) -> TaskError {
+    if err.kind() == io::ErrorKind::NotFound {
+        TaskError::new(format!(
+            "program not found: `{program}` (not on PATH, or no such file)"
+        ))
+    } else {
+        TaskError::new(format!("cannot start `{program}`: {err}"))
+    }
+}
+
+/// Waits for the child to exit, or for the unit to be cancelled; returns
+/// the cancel reason in the second case.
+fn wait_or_cancel(
+    child: &GroupChild,
+    unit: &UnitContext,
+) -> Result<Option<CancelReason>, TaskError> {
+    loop {
+        let exited = child
+            .has_exited()
+            .map_err(|err| TaskError::new(format!("cannot check on the command: {err}")))?;
+        if exited {
+            return Ok(None);
+        }
+        if let Some(reason) = unit.cancel.reason() {
+            return Ok(Some(reason));
+        }
+        std::thread::sleep(Duration::from_millis(EXEC_POLL_MS));
+    }
+}
+
+fn failure_error(program: &str, status: ExitStatus, stderr_tail: &str) -> TaskError {
+    // ExitStatus displays as "exit status: N" or "signal: N (SIGNAME)".
+    if stderr_tail.is_empty() {
+        TaskError::new(format!(
+            "`{program}` failed with {status}; stderr was empty"
+        ))
+    } else {
+        TaskError::new(format!(
+            "`{program}` failed with {status}; stderr tail:\n{stderr_tail}"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::fs;
+    use std::path::{Path, PathBuf};
+    use std::time::Instant;
+
+    use super::*;
+    use crate::task::CancelToken;
+
+    fn sh(script: &str, output_dir: &Path) -> UnitContext {
+        UnitContext {
+            pipeline_id: "p-1".into(),
+            group: "map".into(),
+            unit: 3,
+            lease_id: 42,
+            attempt: 2,
+            inputs: vec![PathBuf::from("/data/in-a"), PathBuf::from("/data/in b")],
+            output_dir: output_dir.to_path_buf(),
+            command: vec!["sh".into(), "-c".into(), script.into()],
+            ..UnitContext::default()
+        }
+    }
+
+    #[test]
+    fn outputs_appear_in_the_output_dir() {
+        let out = tempfile::tempdir().unwrap();
+        let unit = sh(
+            r#"mkdir -p "$TM_OUTPUT_DIR/sub" && echo hi > "$TM_OUTPUT_DIR/sub/part-0""#,
+            out.path(),
+        );
+        ExecTask.run(&unit).unwrap();
+        assert_eq!(
+            fs::read_to_string(out.path().join("sub/part-0")).unwrap(),
+            "hi\n"
+        );
+    }
+
+    #[test]
+    fn sets_the_tm_variables_params_and_group_env() {
+        let out = tempfile::tempdir().unwrap();
+        let script = r#"env | grep -E '^(TM_|GROUP_VAR=)' | sort > "$TM_OUTPUT_DIR/env"; printf '%s' "$TM_INPUTS" > "$TM_OUTPUT_DIR/inputs""#;
+        let mut unit = sh(script, out.path());
+        unit.params = BTreeMap::from([
+            ("ds".into(), "2026-11-21".into()),
+            ("in-path.v2".into(), "x".into()),
+        ]);
+        unit.env = BTreeMap::from([
+            ("GROUP_VAR".into(), "from group".into()),
+            // The worker's own variables win over the group's.
+            ("TM_UNIT".into(), "spoofed".into()),
+        ]);
+        ExecTask.run(&unit).unwrap();
+
+        let env = fs::read_to_string(out.path().join("env")).unwrap();
+        let env: Vec<&str> = env.lines().collect();
+        let output_dir = format!("TM_OUTPUT_DIR={}", out.path().display());
+        for expected in [
+            "GROUP_VAR=from group",
+            "TM_ATTEMPT=2",
+            "TM_GROUP=map",
+            output_dir.as_str(),
+            "TM_PARAM_DS=2026-11-21",
+            "TM_PARAM_IN_PATH_V2=x",
+            "TM_PIPELINE=p-1",
+            "TM_UNIT=3",
+        ] {
+            assert!(env.contains(&expected), "{expected} missing from {env:?}");
+        }
+        let inputs = fs::read_to_string(out.path().join("inputs")).unwrap();
+        assert_eq!(inputs, "/data/in-a\n/data/in b");
+    }
+
+    #[test]
+    fn runs_in_the_workdir() {
+        let out = tempfile::tempdir().unwrap();
+        let workdir = tempfile::tempdir().unwrap();
+        let mut unit = sh(r#"pwd > "$TM_OUTPUT_DIR/pwd""#, out.path());
+        unit.workdir = workdir.path().to_path_buf();
+        ExecTask.run(&unit).unwrap();
+        let pwd = fs::read_to_string(out.path().join("pwd")).unwrap();
+        assert_eq!(
+            Path::new(pwd.trim()).canonicalize().unwrap(),
+            workdir.path().canonicalize().unwrap()
+        );
+
+        unit.workdir = workdir.path().join("missing");
+        let err = ExecTask.run(&unit).unwrap_err();
+        assert!(err.message().contains("is not a directory"), "{err}");
+    }
+
+    #[test]
+    fn non_zero_exit_reports_status_and_stderr_tail() {
+        let out = tempfile::tempdir().unwrap();
+        let script =
+            "for i in $(seq 1 30); do echo \"err line $i\" >&2; done; echo to-stdout; exit 3";
+        let err = ExecTask.run(&sh(script, out.path())).unwrap_err();
+        let text = err.message();
+        assert!(text.contains("`sh` failed with exit status: 3"), "{text}");
+        assert!(text.contains("err line 30"), "{text}");
+        assert!(text.contains("err line 11\n"), "{text}");
+        assert!(
+            !text.contains("err line 10\n"),
+            "only the last 20 lines: {text}"
+        );
+        assert!(!text.contains("to-stdout"), "{text}");
+    }
+
+    #[test]
+    fn death_by_signal_is_a_failure() {
+        let out = tempfile::tempdir().unwrap();
+        let err = ExecTask.run(&sh("kill -TERM $$", out.path())).unwrap_err();
+        assert!(err.message().contains("signal: 15"), "{err}");
+    }
+
+    #[test]
+    fn chatty_child_does_not_block_on_full_pipes() {
+        let out = tempfile::tempdir().unwrap();
+        // Several MiB on both pipes, far more than a pipe buffer holds.
+        let script = "head -c 3000000 /dev/zero | tr '\\0' 'a'; head -c 3000000 /dev/zero | tr '\\0' 'b' >&2";
+        ExecTask.run(&sh(script, out.path())).unwrap();
+    }
+
+    /// Polls `check` until it holds; panics after 10 s.
+    fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// True when `pid` is gone or a zombie (killed, not yet reaped by init).
+    fn is_dead(pid: &str) -> bool {
+        match fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .unwrap()
+                .trim_start()
+                .starts_with('Z'),
+        }
+    }
+
+    #[test]
+    fn cancellation_kills_the_whole_command_quickly() {
+        let out = tempfile::tempdir().unwrap();
+        // A background process too: the whole process group must die.
+        let unit = sh(
+            r#"sleep 30 & echo $! > "$TM_OUTPUT_DIR/bg.tmp"; mv "$TM_OUTPUT_DIR/bg.tmp" "$TM_OUTPUT_DIR/bg"; sleep 30"#,
+            out.path(),
+        );
+        let cancel = unit.cancel.clone();
+        let runner = std::thread::spawn(move || ExecTask.run(&unit));
+        let bg_file = out.path().join("bg");
+        wait_until("the command started", || bg_file.exists());
+        let background_pid = fs::read_to_string(&bg_file).unwrap().trim().to_string();
+
+        let cancelled_at = Instant::now();
+        cancel.cancel(CancelReason::LeaseLost);
+        let err = runner.join().unwrap().unwrap_err();
+        let took = cancelled_at.elapsed();
+        assert!(
+            err.message().starts_with("cancelled: the lease was lost"),
+            "{err}"
+        );
+        // Well under the 2 s drain wait: the background sleep's hold on the
+        // pipes ended because it was killed too.
+        assert!(took < Duration::from_millis(1500), "took {took:?}");
+        wait_until("the background process died", || is_dead(&background_pid));
+    }
+
+    #[test]
+    fn already_cancelled_unit_does_not_run_long() {
+        let out = tempfile::tempdir().unwrap();
+        let unit = UnitContext {
+            cancel: CancelToken::new(),
+            ..sh("sleep 30", out.path())
+        };
+        unit.cancel.cancel(CancelReason::Shutdown);
+        let started = Instant::now();
+        let err = ExecTask.run(&unit).unwrap_err();
+        assert!(err.message().contains("shutting down"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn missing_program_is_named() {
+        let out = tempfile::tempdir().unwrap();
+        let mut unit = sh("", out.path());
+        unit.command = vec!["no-such-program-tm".into(), "arg".into()];
+        let err = ExecTask.run(&unit).unwrap_err();
+        assert!(
+            err.message()
+                .contains("program not found: `no-such-program-tm`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_command_is_an_error() {
+        let out = tempfile::tempdir().unwrap();
+        let mut unit = sh("", out.path());
+        unit.command = vec![];
+        let err = ExecTask.run(&unit).unwrap_err();
+        assert!(err.message().contains("no command"), "{err}");
+    }
+
+    #[test]
+    fn param_names_become_env_names() {
+        assert_eq!(param_env_name("ds"), "TM_PARAM_DS");
+        assert_eq!(param_env_name("input-path.v2"), "TM_PARAM_INPUT_PATH_V2");
+        assert_eq!(param_env_name("café"), "TM_PARAM_CAF_");
+    }
+}

@@ -1,0 +1,196 @@
+//! The connection to the master and what every RPC shares: timeouts, which
+//! failures are worth retrying, and warnings that do not flood the log.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::time::Duration;
+
+use taskmaster_proto::v1::ItemStatus;
+use taskmaster_proto::v1::task_master_client::TaskMasterClient;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::config::{ConfigError, MESSAGE_BYTES_MAX};
+
+/// The generated client over one (lazily connected) channel. Clones share
+/// the connection.
+pub(crate) type Client = TaskMasterClient<Channel>;
+
+/// Bound on establishing a TCP connection to the master.
+const CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// Bound on renew, commit and release calls.
+pub(crate) const RPC_TIMEOUT_MS: u64 = 10_000;
+/// Extra time a lease call gets beyond its long-poll bound.
+pub(crate) const LEASE_RPC_SLACK_MS: u64 = 10_000;
+/// A failure that keeps repeating is warned about at most this often.
+const REPEAT_WARN_MS: u64 = 30_000;
+
+/// A client for `url`. Connects on first use (and reconnects after a
+/// failure), so a worker can start before its master.
+pub(crate) fn connect(url: &str) -> Result<Client, ConfigError> {
+    let endpoint =
+        Endpoint::from_shared(url.to_string()).map_err(|err| ConfigError::MasterUrl {
+            url: url.to_string(),
+            reason: err.to_string(),
+        })?;
+    let channel = endpoint
+        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+        .tcp_nodelay(true)
+        // Keepalive pings notice a dead master during a long poll.
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .connect_lazy();
+    Ok(TaskMasterClient::new(channel)
+        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX))
+}
+
+/// Runs one RPC with a deadline: sent to the master as `grpc-timeout` and
+/// enforced here too, so a stuck connection cannot hang the worker.
+pub(crate) async fn call<T, R, F>(
+    message: T,
+    timeout: Duration,
+    rpc: impl FnOnce(tonic::Request<T>) -> F,
+) -> Result<R, Status>
+where
+    F: Future<Output = Result<tonic::Response<R>, Status>>,
+{
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    match tokio::time::timeout(timeout, rpc(request)).await {
+        Ok(reply) => reply.map(tonic::Response::into_inner),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "no reply within {} ms",
+            timeout.as_millis()
+        ))),
+    }
+}
+
+/// True when the call may not have reached the master, or its reply was
+/// lost: the transport failed (such statuses carry a source error; ones the
+/// master sent do not), or the code says so.
+pub(crate) fn is_transient(status: &Status) -> bool {
+    std::error::Error::source(status).is_some()
+        || matches!(
+            status.code(),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled
+        )
+}
+
+/// True when the master itself answered PERMISSION_DENIED: this is not the
+/// master (or store) the lease came from.
+pub(crate) fn is_wrong_master(status: &Status) -> bool {
+    status.code() == Code::PermissionDenied && !is_transient(status)
+}
+
+/// A status as one readable line for logs: `Code: message`, plus the
+/// innermost transport error (e.g. "Connection refused") when there is one.
+pub(crate) struct Show<'a>(pub &'a Status);
+
+impl Display for Show<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.0;
+        write!(f, "{:?}: {}", status.code(), status.message())?;
+        let mut innermost = std::error::Error::source(status);
+        while let Some(next) = innermost.and_then(std::error::Error::source) {
+            innermost = Some(next);
+        }
+        match innermost {
+            Some(cause) => write!(f, " ({cause})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `CODE: message` of a per-item result, for logs.
+pub(crate) fn describe_item(item: &ItemStatus) -> String {
+    format!("{:?}: {}", Code::from(item.code), item.message)
+}
+
+/// True when a per-item result is OK.
+pub(crate) fn item_ok(item: &ItemStatus) -> bool {
+    item.code == Code::Ok as i32
+}
+
+/// Logs a repeating failure (e.g. the master is down) at warn level on the
+/// first occurrence and then at most every 30 s, at debug in between, and
+/// says when it recovers.
+#[derive(Debug)]
+pub(crate) struct FailureLog {
+    /// What failed, e.g. "lease call".
+    what: &'static str,
+    /// Consecutive failures so far.
+    failures: u64,
+    /// When the last warning was logged.
+    warned_at: Option<Instant>,
+}
+
+impl FailureLog {
+    pub fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            failures: 0,
+            warned_at: None,
+        }
+    }
+
+    /// Records one failure, which will be retried after `retry_in`.
+    pub fn failed(&mut self, err: &dyn Display, retry_in: Duration) {
+        self.failures += 1;
+        let now = Instant::now();
+        let warn_due = self
+            .warned_at
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_millis(REPEAT_WARN_MS));
+        let what = self.what;
+        let failures = self.failures;
+        let retry_in_ms = retry_in.as_millis() as u64;
+        if warn_due {
+            self.warned_at = Some(now);
+            tracing::warn!(failures, retry_in_ms, "{what} failed: {err}");
+        } else {
+            tracing::debug!(failures, retry_in_ms, "{what} failed: {err}");
+        }
+    }
+
+    /// Records a success, ending any run of failures.
+    pub fn succeeded(&mut self) {
+        if self.failures > 0 {
+            let what = self.what;
+            tracing::info!(failures = self.failures, "{what} works again");
+        }
+        self.failures = 0;
+        self.warned_at = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_from_the_master_are_classified_by_code() {
+        assert!(is_transient(&Status::unavailable("down")));
+        assert!(is_transient(&Status::deadline_exceeded("slow")));
+        assert!(is_transient(&Status::unknown("lost reply")));
+        assert!(!is_transient(&Status::aborted("lease lost")));
+        assert!(!is_transient(&Status::permission_denied("wrong token")));
+        assert!(is_wrong_master(&Status::permission_denied("wrong token")));
+        assert!(!is_wrong_master(&Status::invalid_argument("bad")));
+    }
+
+    #[test]
+    fn transport_errors_are_transient_whatever_their_code() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "socket says no");
+        let mut status = Status::from(io);
+        status.set_source(std::sync::Arc::new(std::io::Error::other("socket says no")));
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert!(is_transient(&status));
+        assert!(!is_wrong_master(&status));
+        assert_eq!(
+            Show(&status).to_string(),
+            "PermissionDenied: socket says no (socket says no)"
+        );
+        assert_eq!(Show(&Status::aborted("gone")).to_string(), "Aborted: gone");
+    }
+}

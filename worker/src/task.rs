@@ -1,0 +1,235 @@
+//! What a worker runs for one unit: the [`Task`] trait, the [`UnitContext`]
+//! it is given, the [`TaskError`] it returns, and the [`TaskRegistry`] that
+//! maps a group's task name to an implementation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// One kind of work a worker can do for a unit (e.g. `exec`).
+///
+/// `run` is blocking: the runner calls it on tokio's blocking thread pool, so
+/// it may do file I/O and wait on child processes freely. It should check
+/// [`UnitContext::is_cancelled`] now and then and return early when set: the
+/// lease is lost (the result would be refused anyway) or the worker is
+/// shutting down.
+///
+/// Execution is at-least-once: a unit may be run more than once, possibly at
+/// the same time on two workers. Each attempt writes only under its own
+/// [`UnitContext::output_dir`], so attempts never overwrite each other.
+pub trait Task: Send + Sync + 'static {
+    /// Does the unit's work, writing every output file under
+    /// `unit.output_dir`. `Ok` commits those files; `Err` reports a failed
+    /// attempt with the error's text.
+    fn run(&self, unit: &UnitContext) -> Result<(), TaskError>;
+}
+
+/// Why a unit was cancelled; the first reason set wins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelReason {
+    /// The master refused to renew the lease: another attempt may own the
+    /// unit now, so this attempt's result would be refused.
+    LeaseLost,
+    /// The worker is shutting down and gives the lease back unfinished.
+    Shutdown,
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CancelReason::LeaseLost => "the lease was lost",
+            CancelReason::Shutdown => "the worker is shutting down",
+        })
+    }
+}
+
+/// A shared cancellation flag: the runner sets it, the task polls it.
+///
+/// Clones share one flag. Setting it is one-way; the first reason sticks so
+/// the runner can tell afterwards why a unit stopped.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken {
+    /// 0 = not cancelled, otherwise `reason_code` of the first reason.
+    state: Arc<AtomicU8>,
+}
+
+impl CancelToken {
+    /// A flag that is not set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the flag, unless it is already set (the first reason is kept).
+    pub fn cancel(&self, reason: CancelReason) {
+        let code = match reason {
+            CancelReason::LeaseLost => 1,
+            CancelReason::Shutdown => 2,
+        };
+        // Only the first reason matters, so a failed exchange is fine.
+        let _ = self
+            .state
+            .compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Why the flag was set, or `None` while it is not.
+    pub fn reason(&self) -> Option<CancelReason> {
+        match self.state.load(Ordering::SeqCst) {
+            0 => None,
+            1 => Some(CancelReason::LeaseLost),
+            _ => Some(CancelReason::Shutdown),
+        }
+    }
+
+    /// True once the flag is set.
+    pub fn is_cancelled(&self) -> bool {
+        self.reason().is_some()
+    }
+}
+
+/// Everything a task needs to know about the unit it runs, built from the
+/// master's lease.
+///
+/// `Default` is there for tests and tools that build a context by hand.
+#[derive(Clone, Debug, Default)]
+pub struct UnitContext {
+    /// The pipeline the unit belongs to.
+    pub pipeline_id: String,
+    /// The task group (stage) the unit belongs to.
+    pub group: String,
+    /// The unit's index within its group.
+    pub unit: u32,
+    /// The lease this attempt runs under; unique per attempt.
+    pub lease_id: u64,
+    /// 1 for the first attempt of this unit.
+    pub attempt: u32,
+    /// Absolute paths of the unit's input files.
+    pub inputs: Vec<PathBuf>,
+    /// An empty directory unique to this attempt; outputs go here and only here.
+    pub output_dir: PathBuf,
+    /// The group's command (for `exec`: program and arguments).
+    pub command: Vec<String>,
+    /// Working directory for the command; empty means inherit the worker's.
+    pub workdir: PathBuf,
+    /// Extra environment variables configured on the group.
+    pub env: BTreeMap<String, String>,
+    /// The pipeline's parameters (e.g. `ds=2026-11-21`).
+    pub params: BTreeMap<String, String>,
+    /// Set by the runner when the attempt must stop early.
+    pub cancel: CancelToken,
+}
+
+impl UnitContext {
+    /// True when the task should stop as soon as it can (lease lost or the
+    /// worker shutting down hard). The result of a cancelled run is ignored.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+/// A failed attempt, with the text the master records for it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TaskError {
+    /// Human-readable; sent to the master (truncated to 4 KiB) and shown to
+    /// the pipeline's owner, so it should say what went wrong and where.
+    message: String,
+}
+
+impl TaskError {
+    /// A task error with this text.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+
+    /// The error text.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<String> for TaskError {
+    fn from(message: String) -> Self {
+        Self::new(message)
+    }
+}
+
+impl From<&str> for TaskError {
+    fn from(message: &str) -> Self {
+        Self::new(message)
+    }
+}
+
+/// Maps a group's task name (the `task` field of its spec) to the code that
+/// runs it.
+#[derive(Clone, Default)]
+pub struct TaskRegistry {
+    tasks: HashMap<String, Arc<dyn Task>>,
+}
+
+impl TaskRegistry {
+    /// A registry with no tasks.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The tasks the stock `taskmaster-worker` binary offers: `exec`.
+    pub fn stock() -> Self {
+        let mut tasks = Self::new();
+        tasks.register("exec", crate::exec::ExecTask);
+        tasks
+    }
+
+    /// Adds (or replaces) the task called `name`.
+    pub fn register(&mut self, name: impl Into<String>, task: impl Task) -> &mut Self {
+        self.tasks.insert(name.into(), Arc::new(task));
+        self
+    }
+
+    /// The task called `name`, if this worker has one.
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Task>> {
+        self.tasks.get(name).cloned()
+    }
+
+    /// The registered names, sorted (for logs).
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.tasks.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}
+
+impl fmt::Debug for TaskRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskRegistry")
+            .field("tasks", &self.names())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_cancel_reason_wins() {
+        let token = CancelToken::new();
+        assert!(!token.is_cancelled());
+        let shared = token.clone();
+        shared.cancel(CancelReason::LeaseLost);
+        token.cancel(CancelReason::Shutdown);
+        assert_eq!(token.reason(), Some(CancelReason::LeaseLost));
+        assert!(token.is_cancelled());
+    }
+
+    #[test]
+    fn stock_registry_has_exec_only() {
+        let tasks = TaskRegistry::stock();
+        assert_eq!(tasks.names(), vec!["exec".to_string()]);
+        assert!(tasks.get("exec").is_some());
+        assert!(tasks.get("wordcount").is_none());
+    }
+}

@@ -1,0 +1,310 @@
+//! One leased unit from start to commit: build its context, run its task on
+//! the blocking pool, list its outputs, commit the result (retrying a lost
+//! reply), and record the outcome.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use taskmaster_proto::v1::commit_item::Result as ItemResult;
+use taskmaster_proto::v1::{
+    CommitItem, CommitRequest, ItemStatus, Lease, LeaseRef, OutputFile, Outputs,
+};
+use tokio::time::Instant;
+use tonic::Status;
+use tracing::Instrument;
+
+use crate::backoff::Backoff;
+use crate::held::LeaseKey;
+use crate::outputs::{attempt_output_dir, collect_outputs, prepare_output_dir};
+use crate::rpc::{self, FailureLog, Show, describe_item, is_transient, item_ok};
+use crate::runner::Shared;
+use crate::stats::Counters;
+use crate::task::{CancelReason, CancelToken, TaskError, UnitContext};
+
+/// Longest error text sent with a failed attempt.
+pub const ERROR_TEXT_BYTES_MAX: usize = 4 * 1024;
+
+/// Runs one unit whose lease is already in the held table under `key`.
+/// Never fails: every outcome is logged and counted.
+pub(crate) async fn run_unit(
+    worker: Arc<Shared>,
+    lease: Lease,
+    key: LeaseKey,
+    cancel: CancelToken,
+) {
+    let span = unit_span(&lease);
+    async move {
+        tracing::info!(task = %lease.task, attempt = lease.attempt, "unit started");
+        let result = execute(&worker, &lease, cancel.clone()).await;
+        match (cancel.reason(), &result) {
+            (Some(CancelReason::LeaseLost), _) => {
+                // Another attempt may own the unit now; committing would be refused.
+                tracing::info!("lease lost: dropping the unit's result");
+                worker.held.remove(&key);
+                return;
+            }
+            (Some(CancelReason::Shutdown), Err(err)) => {
+                // Most likely failed *because* it was cancelled: not a real
+                // attempt. The runner releases the lease.
+                tracing::info!("stopped for shutdown: {err}");
+                return;
+            }
+            _ => {}
+        }
+        let succeeded = result.is_ok();
+        let item = commit_item(&lease, result);
+        let outcome = commit(&worker, &key, item).await;
+        worker.held.remove(&key);
+        record(&worker, outcome, succeeded);
+    }
+    .instrument(span)
+    .await
+}
+
+fn unit_span(lease: &Lease) -> tracing::Span {
+    let unit = lease.unit.clone().unwrap_or_default();
+    tracing::info_span!(
+        "unit",
+        pipeline = %unit.pipeline_id,
+        group = %unit.group,
+        unit = unit.unit,
+        lease_id = lease.lease_id
+    )
+}
+
+/// Runs the unit's task on the blocking pool and lists its outputs.
+async fn execute(
+    worker: &Shared,
+    lease: &Lease,
+    cancel: CancelToken,
+) -> Result<Vec<OutputFile>, TaskError> {
+    let Some(task) = worker.tasks.get(&lease.task) else {
+        return Err(TaskError::new(format!(
+            "this worker has no task named {:?} (it has: {})",
+            lease.task,
+            worker.tasks.names().join(", ")
+        )));
+    };
+    let unit = unit_context(lease, cancel)?;
+    let span = tracing::Span::current();
+    let started = Instant::now();
+    let joined = tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        prepare_output_dir(&unit.output_dir)?;
+        task.run(&unit)?;
+        collect_outputs(&unit.output_dir)
+    })
+    .await;
+    let took_ms = started.elapsed().as_millis() as u64;
+    match joined {
+        Ok(Ok(files)) => {
+            tracing::info!(took_ms, files = files.len(), "task succeeded");
+            Ok(files)
+        }
+        Ok(Err(err)) => {
+            tracing::info!(took_ms, "task failed: {err}");
+            Err(err)
+        }
+        // A panicking task is a bug in that task; report it as a failed
+        // attempt rather than take the whole worker down.
+        Err(join_error) => Err(TaskError::new(format!("the task panicked: {join_error}"))),
+    }
+}
+
+/// The task's view of the lease.
+fn unit_context(lease: &Lease, cancel: CancelToken) -> Result<UnitContext, TaskError> {
+    let unit = lease.unit.clone().unwrap_or_default();
+    Ok(UnitContext {
+        pipeline_id: unit.pipeline_id,
+        group: unit.group,
+        unit: unit.unit,
+        lease_id: lease.lease_id,
+        attempt: lease.attempt,
+        inputs: lease.inputs.iter().map(Into::into).collect(),
+        output_dir: attempt_output_dir(&lease.store_root, &lease.output_prefix)?,
+        command: lease.command.clone(),
+        workdir: lease.workdir.clone().into(),
+        env: lease.env.clone().into_iter().collect(),
+        params: lease.params.clone().into_iter().collect(),
+        cancel,
+    })
+}
+
+/// The commit item reporting `result` under `lease`.
+fn commit_item(lease: &Lease, result: Result<Vec<OutputFile>, TaskError>) -> CommitItem {
+    let result = match result {
+        Ok(files) => ItemResult::Outputs(Outputs { files }),
+        Err(err) => ItemResult::Error(truncate_utf8(err.message(), ERROR_TEXT_BYTES_MAX)),
+    };
+    CommitItem {
+        lease: Some(LeaseRef {
+            unit: lease.unit.clone(),
+            lease_id: lease.lease_id,
+            config_version: lease.config_version,
+        }),
+        result: Some(result),
+    }
+}
+
+/// `text` cut to at most `max_bytes`, at a character boundary.
+pub fn truncate_utf8(text: &str, max_bytes: usize) -> String {
+    let mut end = text.len().min(max_bytes);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+/// How a commit ended.
+#[derive(Debug)]
+enum CommitOutcome {
+    /// The master answered for the item (OK or not).
+    Answered(ItemStatus),
+    /// The whole call was refused (e.g. PERMISSION_DENIED: wrong master).
+    Refused(Status),
+    /// Retried until the lease would have expired.
+    Abandoned(Status),
+}
+
+/// Sends the commit, retrying while its reply may have been lost. Retrying
+/// is safe: a repeated commit under the same lease answers OK.
+async fn commit(worker: &Shared, key: &LeaseKey, item: CommitItem) -> CommitOutcome {
+    let request = CommitRequest {
+        server_token: key.server_token.clone(),
+        items: vec![item],
+    };
+    let timeout = Duration::from_millis(rpc::RPC_TIMEOUT_MS);
+    let mut backoff = Backoff::rpc();
+    let mut failures = FailureLog::new("commit");
+    // Renewals go on while we retry, extending the deadline. Once the lease
+    // is lost the last known expiry stands: a commit that landed before the
+    // loss still answers OK, one that did not answers ABORTED.
+    let mut expiry = worker.held.expiry(key).unwrap_or_else(Instant::now);
+    loop {
+        let mut client = worker.client.clone();
+        let status = match rpc::call(request.clone(), timeout, |req| client.commit(req)).await {
+            Ok(mut reply) if reply.results.len() == 1 => {
+                return CommitOutcome::Answered(reply.results.remove(0));
+            }
+            Ok(reply) => Status::internal(format!(
+                "commit answered {} results for 1 item",
+                reply.results.len()
+            )),
+            Err(status) => status,
+        };
+        if !is_transient(&status) {
+            return CommitOutcome::Refused(status);
+        }
+        let delay = backoff.next_delay();
+        expiry = worker.held.expiry(key).unwrap_or(expiry);
+        if Instant::now() + delay >= expiry {
+            return CommitOutcome::Abandoned(status);
+        }
+        failures.failed(&Show(&status), delay);
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Logs and counts how a commit ended.
+fn record(worker: &Shared, outcome: CommitOutcome, succeeded: bool) {
+    let stats = &worker.stats;
+    match outcome {
+        CommitOutcome::Answered(item) if item_ok(&item) => {
+            if succeeded {
+                Counters::add(&stats.units_committed, 1);
+                tracing::info!("committed");
+            } else {
+                Counters::add(&stats.units_failed, 1);
+                tracing::info!("reported the failed attempt");
+            }
+        }
+        CommitOutcome::Answered(item) => {
+            Counters::add(&stats.commits_refused, 1);
+            tracing::warn!(
+                "master refused the commit, dropping it: {}",
+                describe_item(&item)
+            );
+        }
+        CommitOutcome::Refused(status) => {
+            Counters::add(&stats.commits_refused, 1);
+            tracing::warn!(
+                "master refused the commit call, dropping it: {}",
+                Show(&status)
+            );
+        }
+        CommitOutcome::Abandoned(status) => {
+            Counters::add(&stats.commits_abandoned, 1);
+            tracing::warn!(
+                "gave up committing, the lease would have expired; last error: {}",
+                Show(&status)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use taskmaster_proto::v1::UnitRef;
+
+    fn lease() -> Lease {
+        Lease {
+            unit: Some(UnitRef {
+                pipeline_id: "p-9".into(),
+                group: "sort".into(),
+                unit: 4,
+            }),
+            lease_id: 77,
+            lease_ms: 30_000,
+            config_version: 3,
+            server_token: "tok".into(),
+            output_prefix: "p-9/sort/4/77/".into(),
+            store_root: "/store".into(),
+            task: "exec".into(),
+            command: vec!["true".into()],
+            params: HashMap::from([("ds".into(), "2026-11-21".into())]),
+            inputs: vec!["/in/a".into()],
+            attempt: 2,
+            ..Lease::default()
+        }
+    }
+
+    #[test]
+    fn context_mirrors_the_lease() {
+        let unit = unit_context(&lease(), CancelToken::new()).unwrap();
+        assert_eq!(unit.pipeline_id, "p-9");
+        assert_eq!(unit.group, "sort");
+        assert_eq!((unit.unit, unit.lease_id, unit.attempt), (4, 77, 2));
+        assert_eq!(
+            unit.output_dir,
+            std::path::Path::new("/store/p-9/sort/4/77")
+        );
+        assert_eq!(unit.inputs, vec![std::path::PathBuf::from("/in/a")]);
+        assert_eq!(unit.params["ds"], "2026-11-21");
+        assert!(unit.workdir.as_os_str().is_empty());
+    }
+
+    #[test]
+    fn failed_attempts_carry_truncated_error_text() {
+        let long = "é".repeat(ERROR_TEXT_BYTES_MAX);
+        let item = commit_item(&lease(), Err(TaskError::new(long)));
+        let Some(ItemResult::Error(text)) = item.result else {
+            panic!("expected an error result");
+        };
+        assert!(text.len() <= ERROR_TEXT_BYTES_MAX && text.len() > ERROR_TEXT_BYTES_MAX - 2);
+        let lease_ref = item.lease.unwrap();
+        assert_eq!((lease_ref.lease_id, lease_ref.config_version), (77, 3));
+    }
+
+    #[test]
+    fn successful_attempts_carry_their_files() {
+        let files = vec![OutputFile {
+            name: "part-0".into(),
+            size_bytes: 12,
+        }];
+        let item = commit_item(&lease(), Ok(files.clone()));
+        assert_eq!(item.result, Some(ItemResult::Outputs(Outputs { files })));
+    }
+}
