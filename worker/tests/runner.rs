@@ -1,18 +1,23 @@
-//! The worker's lease / run / renew / commit / release behaviour against a
-//! scripted fake master over real gRPC. Numbered by lifecycle: t1x run and
-//! commit, t2x renewal, t3x commit replies, t4x shutdown, t5x slots, t6x
-//! master availability.
+//! The worker's lease / run / renew / commit / release behaviour against
+//! the real master, started in-process on port 0 (see `real_master`).
+//! Faults (lost replies, held renewals, the wrong master) are injected
+//! around the master, never in place of its answers; the tests assert what
+//! the master ended up with. Numbered by lifecycle: t1x run and commit, t2x
+//! renewal, t3x commit replies, t4x shutdown, t5x slots, t6x master
+//! availability and configuration.
 
-mod fake_master;
+mod real_master;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fake_master::{Call, EVENT_TIMEOUT, FakeMaster, all_ok, item};
+use real_master::{Admin, Call, EVENT_TIMEOUT, TestMaster, counts, is, open_master};
+use taskmaster_master::server;
 use taskmaster_proto::v1::commit_item::Result as ItemResult;
 use taskmaster_proto::v1::{
-    CommitRequest, CommitResponse, Lease, OutputFile, RenewResponse, UnitRef,
+    CommitRequest, CommitResponse, GroupSpec, ItemStatus, Lease, LeaseRequest, OutputFile, Outputs,
+    PipelineSpec, PipelineState, ReleaseRequest, RenewRequest, UnitCounts,
 };
 use taskmaster_worker::{
     Task, TaskError, TaskRegistry, UnitContext, WorkerConfig, WorkerError, WorkerStats, run_worker,
@@ -25,32 +30,40 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::{Code, Status};
 
-const TOKEN: &str = "token-1";
+/// Lease time when a test never lets a lease run out.
+const LEASE_MS: u64 = 30_000;
+/// Lease time when a test needs leases to run out (or be renewed) quickly.
+const SHORT_LEASE_MS: u64 = 600;
 
-/// A lease for unit `unit` running `sh -c script` with the exec task.
-fn exec_lease(store: &Path, lease_id: u64, unit: u32, script: &str) -> Lease {
-    Lease {
-        unit: Some(UnitRef {
-            pipeline_id: "p".into(),
-            group: "g".into(),
-            unit,
-        }),
-        lease_id,
-        lease_ms: 30_000,
-        config_version: 5,
-        server_token: TOKEN.into(),
-        output_prefix: format!("p/g/{unit}/{lease_id}/"),
-        store_root: store.display().to_string(),
+/// A group of one unit (no inputs, no upstream) running `sh -c script`.
+fn exec_group(name: &str, script: &str) -> GroupSpec {
+    GroupSpec {
+        name: name.into(),
         task: "exec".into(),
         command: vec!["sh".into(), "-c".into(), script.into()],
-        attempt: 1,
-        ..Lease::default()
+        ..GroupSpec::default()
     }
 }
 
-fn config(master: &FakeMaster, slots: u32) -> WorkerConfig {
+/// The same, with one unit per input path (the paths need not exist).
+fn exec_units(name: &str, units: u32, script: &str) -> GroupSpec {
+    GroupSpec {
+        inputs: (0..units).map(|unit| format!("/in/{unit}")).collect(),
+        ..exec_group(name, script)
+    }
+}
+
+fn pipeline(groups: Vec<GroupSpec>) -> PipelineSpec {
+    PipelineSpec {
+        name: "p".into(),
+        groups,
+        ..PipelineSpec::default()
+    }
+}
+
+fn config(url: &str, slots: u32) -> WorkerConfig {
     WorkerConfig {
-        master_url: master.url.clone(),
+        master_url: url.to_string(),
         slots,
         worker_id: "test-worker".into(),
         lease_wait_ms: 1_000,
@@ -100,8 +113,8 @@ impl RunningWorker {
     }
 
     /// Waits for the worker to return.
-    async fn finished(self) -> WorkerStats {
-        tokio::time::timeout(EVENT_TIMEOUT, self.handle)
+    async fn finished(mut self) -> WorkerStats {
+        tokio::time::timeout(EVENT_TIMEOUT, &mut self.handle)
             .await
             .expect("worker did not stop in time")
             .unwrap()
@@ -112,6 +125,13 @@ impl RunningWorker {
     async fn stop(mut self) -> WorkerStats {
         self.request_stop();
         self.finished().await
+    }
+}
+
+impl Drop for RunningWorker {
+    /// A test that failed before stopping its worker still stops it.
+    fn drop(&mut self) {
+        self.handle.abort();
     }
 }
 
@@ -129,47 +149,182 @@ async fn file_appears(path: &Path) {
     }
 }
 
-fn commit_of(call: Call) -> Option<CommitRequest> {
-    match call {
-        Call::Commit(request) => Some(request),
-        _ => None,
-    }
+/// A shell test for `path`'s existence, quoted for scripts.
+fn quoted(path: &Path) -> String {
+    format!("\"{}\"", path.display())
 }
 
-fn output_dir(store: &Path, lease: &Lease) -> PathBuf {
-    store.join(&lease.output_prefix)
+/// A script line that waits until `path` exists.
+fn wait_for_file(path: &Path) -> String {
+    format!("while [ ! -e {} ]; do sleep 0.02; done", quoted(path))
+}
+
+/// Every lease call, with the leases the master granted in it.
+fn lease_calls(calls: &[Call]) -> Vec<(LeaseRequest, Vec<Lease>)> {
+    calls
+        .iter()
+        .filter_map(|call| match call {
+            Call::Lease { request, answer } => Some((
+                request.clone(),
+                answer
+                    .as_ref()
+                    .map(|r| r.leases.clone())
+                    .unwrap_or_default(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every lease the master granted, in order.
+fn granted(calls: &[Call]) -> Vec<Lease> {
+    lease_calls(calls)
+        .into_iter()
+        .flat_map(|(_, leases)| leases)
+        .collect()
+}
+
+/// Every commit call: the request, the master's answer, whether the
+/// worker got it.
+fn commit_calls(calls: &[Call]) -> Vec<(CommitRequest, Result<CommitResponse, Status>, bool)> {
+    calls
+        .iter()
+        .filter_map(|call| match call {
+            Call::Commit {
+                request,
+                answer,
+                reply_lost,
+            } => Some((request.clone(), answer.clone(), *reply_lost)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn renew_calls(calls: &[Call]) -> Vec<(RenewRequest, Result<Vec<ItemStatus>, Status>)> {
+    calls
+        .iter()
+        .filter_map(|call| match call {
+            Call::Renew { request, answer } => Some((
+                request.clone(),
+                answer
+                    .as_ref()
+                    .map(|r| r.results.clone())
+                    .map_err(Clone::clone),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every release call, and the master's per-lease answers.
+fn release_calls(calls: &[Call]) -> Vec<(ReleaseRequest, Result<Vec<ItemStatus>, Status>)> {
+    calls
+        .iter()
+        .filter_map(|call| match call {
+            Call::Release { request, answer } => Some((
+                request.clone(),
+                answer
+                    .as_ref()
+                    .map(|r| r.results.clone())
+                    .map_err(Clone::clone),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The lease id a commit item was sent under.
+fn committed_lease_id(request: &CommitRequest) -> u64 {
+    request.items[0]
+        .lease
+        .as_ref()
+        .expect("a lease ref")
+        .lease_id
+}
+
+/// The per-item code of a commit answer with one item.
+fn item_code(answer: &Result<CommitResponse, Status>) -> Code {
+    let response = answer.as_ref().expect("the master answered the call");
+    Code::from(response.results[0].code)
+}
+
+/// The only lease granted so far, once there is one.
+async fn the_lease(master: &TestMaster) -> Lease {
+    let leases = master
+        .faults
+        .wait_for("a lease", |calls| {
+            let leases = granted(calls);
+            (!leases.is_empty()).then_some(leases)
+        })
+        .await;
+    assert_eq!(leases.len(), 1, "{leases:#?}");
+    leases[0].clone()
+}
+
+fn unit_counts(pending: u64, leased: u64, committed: u64, failed: u64) -> UnitCounts {
+    UnitCounts {
+        pending,
+        leased,
+        committed,
+        failed,
+    }
 }
 
 #[tokio::test]
 async fn t10_commits_the_outputs_of_a_successful_unit() {
-    let store = TempDir::new().unwrap();
-    let mut master = FakeMaster::start().await;
+    let master = TestMaster::start(LEASE_MS).await;
     let script = r#"mkdir "$TM_OUTPUT_DIR/sub" && printf hello > "$TM_OUTPUT_DIR/part-0" && printf x > "$TM_OUTPUT_DIR/sub/b""#;
-    let lease = exec_lease(store.path(), 11, 0, script);
-    master.script.grant(lease.clone());
-    let worker = start(config(&master, 1), TaskRegistry::stock());
+    let id = master.submit(pipeline(vec![exec_group("g", script)])).await;
+    let worker = start(config(&master.url, 1), TaskRegistry::stock());
 
-    let lease_call = master.wait_for("a lease call", |call| match call {
-        Call::Lease(request) => Some(request),
-        _ => None,
-    });
-    let lease_call = lease_call.await;
+    let status = master
+        .admin
+        .wait_for_status(&id, "the pipeline to succeed", is(PipelineState::Succeeded))
+        .await;
+    let stats = worker.stop().await;
+    assert_eq!(
+        stats,
+        WorkerStats {
+            units_committed: 1,
+            ..WorkerStats::default()
+        }
+    );
+    assert_eq!(
+        (counts(&status, "g"), status.retries),
+        (unit_counts(0, 0, 1, 0), 0)
+    );
+
+    // The master lists exactly the files the command wrote, under the
+    // attempt's own prefix.
+    let lease = the_lease(&master).await;
+    let units = master.admin.outputs(&id, "g").await;
+    assert_eq!(units.len(), 1, "{units:#?}");
+    assert_eq!(units[0].lease_id, lease.lease_id);
+    let attempt_dir = PathBuf::from(&lease.store_root).join(&lease.output_prefix);
+    let expected: Vec<String> = ["part-0", "sub/b"]
+        .iter()
+        .map(|name| attempt_dir.join(name).display().to_string())
+        .collect();
+    assert_eq!(units[0].paths, expected);
+    assert_eq!(fs::read_to_string(&units[0].paths[0]).unwrap(), "hello");
+
+    // What the worker sent to get there.
+    let calls = master.faults.calls();
+    let (first_ask, _) = &lease_calls(&calls)[0];
     assert_eq!(
         (
-            lease_call.worker_id.as_str(),
-            lease_call.max_units,
-            lease_call.wait_ms
+            first_ask.worker_id.as_str(),
+            first_ask.max_units,
+            first_ask.wait_ms
         ),
         ("test-worker", 1, 1_000)
     );
-
-    let commit = master.wait_for("the commit", commit_of).await;
-    assert_eq!(commit.server_token, TOKEN);
-    let item = &commit.items[0];
-    let lease_ref = item.lease.clone().unwrap();
-    assert_eq!((lease_ref.lease_id, lease_ref.config_version), (11, 5));
-    assert_eq!(lease_ref.unit, lease.unit);
-    let expected = vec![
+    let commits = commit_calls(&calls);
+    assert_eq!(commits.len(), 1, "{commits:#?}");
+    let (commit, answer, _) = &commits[0];
+    assert_eq!(commit.server_token, master.token());
+    assert_eq!(item_code(answer), Code::Ok);
+    let sizes = vec![
         OutputFile {
             name: "part-0".into(),
             size_bytes: 5,
@@ -180,75 +335,79 @@ async fn t10_commits_the_outputs_of_a_successful_unit() {
         },
     ];
     assert_eq!(
-        item.result,
-        Some(ItemResult::Outputs(taskmaster_proto::v1::Outputs {
-            files: expected
-        }))
+        commit.items[0].result,
+        Some(ItemResult::Outputs(Outputs { files: sizes }))
     );
-    assert_eq!(
-        fs::read_to_string(output_dir(store.path(), &lease).join("part-0")).unwrap(),
-        "hello"
-    );
-
-    let stats = worker.stop().await;
-    assert_eq!(stats.units_committed, 1);
-    assert_eq!(
-        stats,
-        WorkerStats {
-            units_committed: 1,
-            ..WorkerStats::default()
-        }
-    );
+    master.stop().await;
 }
 
 #[tokio::test]
 async fn t11_reports_a_failed_attempt_with_its_error() {
-    let store = TempDir::new().unwrap();
-    let mut master = FakeMaster::start().await;
-    master
-        .script
-        .grant(exec_lease(store.path(), 12, 0, "echo boom >&2; exit 4"));
-    let worker = start(config(&master, 1), TaskRegistry::stock());
-
-    let commit = master.wait_for("the commit", commit_of).await;
-    let Some(ItemResult::Error(text)) = &commit.items[0].result else {
-        panic!("expected an error result: {commit:?}");
+    let master = TestMaster::start(LEASE_MS).await;
+    let group = GroupSpec {
+        max_attempts: 1,
+        ..exec_group("g", "echo boom >&2; exit 4")
     };
-    assert!(
-        text.contains("exit status: 4") && text.contains("boom"),
-        "{text}"
-    );
+    let id = master.submit(pipeline(vec![group])).await;
+    let worker = start(config(&master.url, 1), TaskRegistry::stock());
 
+    let status = master
+        .admin
+        .wait_for_status(&id, "the pipeline to fail", is(PipelineState::Failed))
+        .await;
     let stats = worker.stop().await;
     assert_eq!((stats.units_failed, stats.units_committed), (1, 0));
+    assert_eq!(counts(&status, "g"), unit_counts(0, 0, 0, 1));
+    let errors = &status.failed_units[0].errors;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("exit status: 4") && errors[0].contains("boom"),
+        "{errors:?}"
+    );
+    assert!(master.admin.outputs(&id, "g").await.is_empty());
+    master.stop().await;
 }
 
 #[tokio::test]
 async fn t12_a_task_this_worker_lacks_fails_the_attempt() {
-    let store = TempDir::new().unwrap();
-    let mut master = FakeMaster::start().await;
-    let mut lease = exec_lease(store.path(), 13, 0, "true");
-    lease.task = "wordcount".into();
-    master.script.grant(lease);
-    let worker = start(config(&master, 1), TaskRegistry::stock());
-
-    let commit = master.wait_for("the commit", commit_of).await;
-    let Some(ItemResult::Error(text)) = &commit.items[0].result else {
-        panic!("expected an error result: {commit:?}");
+    let master = TestMaster::start(LEASE_MS).await;
+    let group = GroupSpec {
+        task: "wordcount".into(),
+        max_attempts: 1,
+        ..exec_group("g", "true")
     };
-    assert!(
-        text.contains("this worker has no task named \"wordcount\""),
-        "{text}"
-    );
+    let id = master.submit(pipeline(vec![group])).await;
+    let worker = start(config(&master.url, 1), TaskRegistry::stock());
+
+    let status = master
+        .admin
+        .wait_for_status(&id, "the pipeline to fail", is(PipelineState::Failed))
+        .await;
     assert_eq!(worker.stop().await.units_failed, 1);
+    let errors = &status.failed_units[0].errors;
+    assert!(
+        errors[0].contains("this worker has no task named \"wordcount\" (it has: exec)"),
+        "{errors:?}"
+    );
+    master.stop().await;
 }
 
-/// A task written against the library API.
+/// A task written against the library API: reports how many inputs it got
+/// and their total size.
 struct CountInputs;
 
 impl Task for CountInputs {
     fn run(&self, unit: &UnitContext) -> Result<(), TaskError> {
-        let text = format!("{} inputs, attempt {}", unit.inputs.len(), unit.attempt);
+        let mut bytes = 0;
+        for input in &unit.inputs {
+            let metadata = fs::metadata(input).map_err(|err| TaskError::new(err.to_string()))?;
+            bytes += metadata.len();
+        }
+        let text = format!(
+            "{} inputs, {bytes} bytes, attempt {}",
+            unit.inputs.len(),
+            unit.attempt
+        );
         fs::write(unit.output_dir.join("count"), text)
             .map_err(|err| TaskError::new(err.to_string()))
     }
@@ -256,223 +415,432 @@ impl Task for CountInputs {
 
 #[tokio::test]
 async fn t13_runs_tasks_registered_by_the_embedder() {
-    let store = TempDir::new().unwrap();
-    let mut master = FakeMaster::start().await;
-    let mut lease = exec_lease(store.path(), 14, 0, "");
-    lease.task = "count".into();
-    lease.inputs = vec!["/a".into(), "/b".into()];
-    master.script.grant(lease.clone());
+    let master = TestMaster::start(LEASE_MS).await;
+    let make = exec_group(
+        "make",
+        r#"printf a > "$TM_OUTPUT_DIR/x" && printf bb > "$TM_OUTPUT_DIR/y""#,
+    );
+    let count = GroupSpec {
+        name: "count".into(),
+        task: "count".into(),
+        after: vec!["make".into()],
+        ..GroupSpec::default()
+    };
+    let id = master.submit(pipeline(vec![make, count])).await;
     let mut tasks = TaskRegistry::stock();
     tasks.register("count", CountInputs);
-    let worker = start(config(&master, 1), tasks);
+    let worker = start(config(&master.url, 1), tasks);
 
-    let commit = master.wait_for("the commit", commit_of).await;
-    assert!(
-        matches!(&commit.items[0].result, Some(ItemResult::Outputs(out)) if out.files.len() == 1)
-    );
-    let written = fs::read_to_string(output_dir(store.path(), &lease).join("count")).unwrap();
-    assert_eq!(written, "2 inputs, attempt 1");
-    worker.stop().await;
+    master
+        .admin
+        .wait_for_status(&id, "the pipeline to succeed", is(PipelineState::Succeeded))
+        .await;
+    assert_eq!(worker.stop().await.units_committed, 2);
+    // The downstream unit read the upstream unit's committed files.
+    let units = master.admin.outputs(&id, "count").await;
+    assert_eq!(units.len(), 1, "{units:#?}");
+    let written = fs::read_to_string(&units[0].paths[0]).unwrap();
+    assert_eq!(written, "2 inputs, 3 bytes, attempt 1");
+    master.stop().await;
 }
 
 #[tokio::test]
-async fn t20_renews_held_leases_in_one_call_per_server_token() {
-    let store = TempDir::new().unwrap();
-    let mut master = FakeMaster::start().await;
-    let go = store.path().join("go");
-    let script = format!(
-        r#"while [ ! -e "{}" ]; do sleep 0.02; done; touch "$TM_OUTPUT_DIR/done""#,
-        go.display()
-    );
-    for (lease_id, token) in [(21, "token-a"), (22, "token-b"), (23, "token-a")] {
-        let mut lease = exec_lease(store.path(), lease_id, lease_id as u32, &script);
-        lease.server_token = token.into();
-        lease.lease_ms = 300;
-        master.script.grant(lease);
-    }
-    let worker = start(config(&master, 3), TaskRegistry::stock());
+async fn t20_renews_held_leases_in_one_call() {
+    let master = TestMaster::start(SHORT_LEASE_MS).await;
+    let scratch = TempDir::new().unwrap();
+    let go = scratch.path().join("go");
+    let script = format!(r#"{}; touch "$TM_OUTPUT_DIR/done""#, wait_for_file(&go));
+    let id = master
+        .submit(pipeline(vec![exec_units("g", 3, &script)]))
+        .await;
+    let worker = start(config(&master.url, 3), TaskRegistry::stock());
 
-    // Every held lease is renewed, grouped by token, sorted by lease id.
-    let mut seen_a = false;
-    let mut seen_b = false;
-    while !(seen_a && seen_b) {
-        if let Call::Renew(request) = master.next_call().await {
-            let ids: Vec<u64> = request.leases.iter().map(|l| l.lease_id).collect();
-            if request.server_token == "token-a" {
-                assert_eq!(ids, vec![21, 23]);
-                seen_a = true;
-            } else {
-                assert_eq!((request.server_token.as_str(), ids), ("token-b", vec![22]));
-                seen_b = true;
-            }
-        }
+    // Every held lease is renewed in one call, sorted by lease id, until
+    // the units have run for longer than a lease lasts.
+    let renewals_needed = 4;
+    let renewals = master
+        .faults
+        .wait_for("enough renewals", |calls| {
+            let renewals = renew_calls(calls);
+            (renewals.len() >= renewals_needed).then_some(renewals)
+        })
+        .await;
+    let lease_ids: Vec<u64> = granted(&master.faults.calls())
+        .iter()
+        .map(|lease| lease.lease_id)
+        .collect();
+    assert_eq!(lease_ids.len(), 3);
+    for (request, answer) in &renewals {
+        let renewed: Vec<u64> = request.leases.iter().map(|l| l.lease_id).collect();
+        assert_eq!(renewed, lease_ids);
+        assert_eq!(request.server_token, master.token());
+        let answer = answer.as_ref().expect("the master answered the renewal");
+        assert!(
+            answer.iter().all(|item| item.code == Code::Ok as i32),
+            "{answer:?}"
+        );
     }
-    // Renewals keep the 300 ms leases alive: all three still commit.
+    let status = master.admin.status(&id).await;
+    assert_eq!(
+        (counts(&status, "g"), status.retries),
+        (unit_counts(0, 3, 0, 0), 0)
+    );
+
+    // Renewals kept the short leases alive: all three commit, none expired.
     fs::write(&go, "").unwrap();
-    let mut committed = Vec::new();
-    while committed.len() < 3 {
-        let commit = master.wait_for("the commits", commit_of).await;
-        let lease_id = commit.items[0].lease.as_ref().unwrap().lease_id;
-        let expected_token = if lease_id == 22 { "token-b" } else { "token-a" };
-        assert_eq!(commit.server_token, expected_token);
-        committed.push(lease_id);
-    }
-    assert_eq!(worker.stop().await.units_committed, 3);
+    let status = master
+        .admin
+        .wait_for_status(&id, "the pipeline to succeed", is(PipelineState::Succeeded))
+        .await;
+    assert_eq!(
+        (counts(&status, "g"), status.retries),
+        (unit_counts(0, 0, 3, 0), 0)
+    );
+    let stats = worker.stop().await;
+    assert_eq!((stats.units_committed, stats.leases_lost), (3, 0));
+    master.stop().await;
 }
 
 #[tokio::test]
 async fn t21_a_lost_lease_kills_the_unit_and_drops_its_result() {
-    let store = TempDir::new().unwrap();
-    let mut master = FakeMaster::start().await;
-    let mut lease = exec_lease(
-        store.path(),
-        24,
-        0,
-        r#"touch "$TM_OUTPUT_DIR/started"; sleep 30"#,
+    let master = TestMaster::start(SHORT_LEASE_MS).await;
+    let scratch = TempDir::new().unwrap();
+    // The first attempt runs until killed; a later one finishes at once.
+    let script = format!(
+        r#"touch {}/started-$TM_ATTEMPT; [ "$TM_ATTEMPT" -gt 1 ] || sleep 30; echo done > "$TM_OUTPUT_DIR/result""#,
+        quoted(scratch.path())
     );
-    lease.lease_ms = 300;
-    master.script.grant(lease.clone());
-    master.script.on_renew(|request| {
-        Ok(RenewResponse {
-            results: vec![item(Code::Aborted, "lease expired"); request.leases.len()],
-            lease_ms: 0,
-        })
-    });
-    let worker = start(config(&master, 1), TaskRegistry::stock());
-    file_appears(&output_dir(store.path(), &lease).join("started")).await;
-
-    // The refused renewal frees the slot (the sleep was killed) without a
-    // commit: the next event is the lease call for the freed slot.
+    let id = master
+        .submit(pipeline(vec![exec_group("g", &script)]))
+        .await;
+    // Renewals do not get through (a partition) until the lease expired.
+    master.faults.hold_renewals();
+    let worker = start(config(&master.url, 1), TaskRegistry::stock());
+    file_appears(&scratch.path().join("started-1")).await;
+    let first = the_lease(&master).await;
     master
-        .wait_for("the renewal", |call| {
-            matches!(call, Call::Renew(_)).then_some(())
-        })
+        .admin
+        .wait_for_status(&id, "the lease to expire", |status| status.retries == 1)
         .await;
-    let next = master
-        .wait_for("the next lease call", |call| match call {
-            Call::Commit(request) => panic!("a lost lease was committed: {request:?}"),
-            Call::Lease(request) => Some(request),
-            _ => None,
-        })
-        .await;
-    assert_eq!(next.max_units, 1);
 
+    // The late renewal is refused: the worker kills the unit without
+    // committing and leases again into the freed slot, getting the unit's
+    // second attempt, which commits.
+    master.faults.pass_renewals();
+    let status = master
+        .admin
+        .wait_for_status(&id, "the pipeline to succeed", is(PipelineState::Succeeded))
+        .await;
     let stats = worker.stop().await;
     assert_eq!(
-        (stats.leases_lost, stats.units_committed, stats.units_failed),
-        (1, 0, 0)
+        stats,
+        WorkerStats {
+            units_committed: 1,
+            leases_lost: 1,
+            ..WorkerStats::default()
+        }
     );
+    let calls = master.faults.calls();
+    let refused = renew_calls(&calls);
+    let (renewal, answer) = &refused[0];
+    assert_eq!(renewal.leases[0].lease_id, first.lease_id);
+    let answer = answer.as_ref().expect("the master answered the renewal");
+    assert_eq!(Code::from(answer[0].code), Code::Aborted, "{answer:?}");
+    let commits = commit_calls(&calls);
+    assert_eq!(
+        commits.len(),
+        1,
+        "only the second attempt commits: {commits:#?}"
+    );
+    let second = committed_lease_id(&commits[0].0);
+    assert_ne!(second, first.lease_id);
+    assert_eq!(
+        (counts(&status, "g"), status.retries),
+        (unit_counts(0, 0, 1, 0), 1)
+    );
+    let units = master.admin.outputs(&id, "g").await;
+    assert_eq!(units[0].lease_id, second);
+    master.stop().await;
+}
+
+#[tokio::test]
+async fn t22_a_renewal_refused_by_another_master_loses_its_leases() {
+    let master = TestMaster::start(SHORT_LEASE_MS).await;
+    let other = TestMaster::start(SHORT_LEASE_MS).await;
+    let scratch = TempDir::new().unwrap();
+    let started = scratch.path().join("started");
+    let script = format!("touch {}; sleep 30", quoted(&started));
+    let id = master
+        .submit(pipeline(vec![exec_group("g", &script)]))
+        .await;
+    let worker = start(config(&master.url, 1), TaskRegistry::stock());
+    file_appears(&started).await;
+    let lease = the_lease(&master).await;
+
+    // The same address now leads to another master (another store).
+    master.faults.redirect_to(&other);
+    let renewal = master
+        .faults
+        .wait_for("the refused renewal", |calls| {
+            renew_calls(calls)
+                .into_iter()
+                .find_map(|(request, answer)| answer.err().map(|status| (request, status)))
+        })
+        .await;
+    assert_eq!(renewal.0.leases[0].lease_id, lease.lease_id);
+    assert_eq!(renewal.1.code(), Code::PermissionDenied, "{:?}", renewal.1);
+    // The unit is killed: its slot is free for the next lease call.
+    master
+        .faults
+        .wait_for("a lease call for the freed slot", |calls| {
+            let after_grant = calls.iter().skip_while(
+                |call| !matches!(call, Call::Lease { answer: Ok(r), .. } if !r.leases.is_empty()),
+            );
+            after_grant
+                .skip(1)
+                .any(|call| matches!(call, Call::Lease { request, .. } if request.max_units == 1))
+                .then_some(())
+        })
+        .await;
+    let stats = worker.stop().await;
+    assert_eq!(
+        stats,
+        WorkerStats {
+            leases_lost: 1,
+            ..WorkerStats::default()
+        }
+    );
+    assert!(commit_calls(&master.faults.calls()).is_empty());
+    // The first master never heard back: the unit goes back to its queue
+    // when the lease runs out.
+    master
+        .admin
+        .wait_for_status(&id, "the lease to expire", |status| {
+            counts(status, "g") == unit_counts(1, 0, 0, 0)
+        })
+        .await;
+    other.stop().await;
+    master.stop().await;
 }
 
 #[tokio::test]
 async fn t30_retries_a_commit_whose_reply_was_lost() {
-    let store = TempDir::new().unwrap();
-    let mut master = FakeMaster::start().await;
-    master.script.grant(exec_lease(store.path(), 31, 0, "true"));
-    let mut replies = 0;
-    master.script.on_commit(move |request| {
-        replies += 1;
-        match replies {
-            1 => Err(Status::unavailable("reply lost")),
-            2 => Err(Status::unknown("reply lost again")),
-            _ => Ok(CommitResponse {
-                results: all_ok(request.items.len()),
-            }),
-        }
-    });
-    let worker = start(config(&master, 1), TaskRegistry::stock());
+    let master = TestMaster::start(LEASE_MS).await;
+    let script = r#"printf x > "$TM_OUTPUT_DIR/part-0""#;
+    let id = master.submit(pipeline(vec![exec_group("g", script)])).await;
+    master.faults.lose_commit_replies([
+        Status::unavailable("reply lost"),
+        Status::unknown("reply lost again"),
+    ]);
+    let worker = start(config(&master.url, 1), TaskRegistry::stock());
 
-    let first = master.wait_for("the commit", commit_of).await;
-    let second = master.wait_for("the first retry", commit_of).await;
-    let third = master.wait_for("the second retry", commit_of).await;
-    assert_eq!(first, second);
-    assert_eq!(second, third);
-    assert_eq!(worker.stop().await.units_committed, 1);
+    let commits = master
+        .faults
+        .wait_for("three commit calls", |calls| {
+            let commits = commit_calls(calls);
+            (commits.len() == 3).then_some(commits)
+        })
+        .await;
+    let stats = worker.stop().await;
+    assert_eq!(
+        stats,
+        WorkerStats {
+            units_committed: 1,
+            ..WorkerStats::default()
+        }
+    );
+    // The same commit three times; the master accepted the first and
+    // answered the repeats OK, and the worker got only the last answer.
+    let lost: Vec<bool> = commits.iter().map(|(_, _, lost)| *lost).collect();
+    assert_eq!(lost, vec![true, true, false]);
+    for (request, answer, _) in &commits {
+        assert_eq!(request, &commits[0].0);
+        assert_eq!(item_code(answer), Code::Ok);
+    }
+    // Committed once, under the one lease.
+    let status = master.admin.status(&id).await;
+    assert_eq!(
+        (counts(&status, "g"), status.retries),
+        (unit_counts(0, 0, 1, 0), 0)
+    );
+    let units = master.admin.outputs(&id, "g").await;
+    assert_eq!(units.len(), 1);
+    assert_eq!(units[0].lease_id, committed_lease_id(&commits[0].0));
+    assert_eq!(commit_calls(&master.faults.calls()).len(), 3);
+    master.stop().await;
 }
 
 #[tokio::test]
-async fn t31_drops_commits_the_master_refuses() {
-    let store = TempDir::new().unwrap();
-    let mut master = FakeMaster::start().await;
-    master.script.grant(exec_lease(store.path(), 32, 0, "true"));
-    master.script.grant(exec_lease(store.path(), 33, 1, "true"));
-    master.script.on_commit(
-        |request| match request.items[0].lease.as_ref().unwrap().lease_id {
-            32 => Ok(CommitResponse {
-                results: vec![item(Code::Aborted, "lease expired")],
-            }),
-            _ => Err(Status::permission_denied("wrong server token")),
-        },
+async fn t31_drops_a_commit_refused_for_an_expired_lease() {
+    let master = TestMaster::start(SHORT_LEASE_MS).await;
+    let scratch = TempDir::new().unwrap();
+    let go = scratch.path().join("go");
+    let script = format!(
+        r#"{}; echo out > "$TM_OUTPUT_DIR/result""#,
+        wait_for_file(&go)
     );
-    let worker = start(config(&master, 2), TaskRegistry::stock());
-
-    // Both slots free again means both units are done with their commits.
-    let mut commits = Vec::new();
+    let group = GroupSpec {
+        max_attempts: 1,
+        ..exec_group("g", &script)
+    };
+    let id = master.submit(pipeline(vec![group])).await;
+    // No renewal gets through, so the lease expires on the master while
+    // the worker still runs the unit.
+    master.faults.hold_renewals();
+    let worker = start(config(&master.url, 1), TaskRegistry::stock());
+    let lease = the_lease(&master).await;
     master
-        .wait_for("both slots to be free", |call| match call {
-            Call::Commit(request) => {
-                commits.push(request.items[0].lease.as_ref().unwrap().lease_id);
-                None
-            }
-            Call::Lease(request) => (request.max_units == 2 && commits.len() == 2).then_some(()),
-            _ => None,
+        .admin
+        .wait_for_status(&id, "the lease to expire", is(PipelineState::Failed))
+        .await;
+
+    fs::write(&go, "").unwrap();
+    // Refused once and dropped: the slot is free again (the next lease
+    // call asks for it) without a retry.
+    master
+        .faults
+        .wait_for("a lease call after the commit", |calls| {
+            let after_commit = calls
+                .iter()
+                .skip_while(|call| !matches!(call, Call::Commit { .. }));
+            after_commit
+                .skip(1)
+                .any(|call| matches!(call, Call::Lease { request, .. } if request.max_units == 1))
+                .then_some(())
         })
         .await;
-    commits.sort();
-    assert_eq!(commits, vec![32, 33], "each refused commit is sent once");
     let stats = worker.stop().await;
-    assert_eq!((stats.commits_refused, stats.units_committed), (2, 0));
+    assert_eq!(
+        stats,
+        WorkerStats {
+            commits_refused: 1,
+            ..WorkerStats::default()
+        }
+    );
+    let commits = commit_calls(&master.faults.calls());
+    assert_eq!(commits.len(), 1, "sent once: {commits:#?}");
+    assert_eq!(committed_lease_id(&commits[0].0), lease.lease_id);
+    assert_eq!(item_code(&commits[0].1), Code::Aborted);
+    let status = master.admin.status(&id).await;
+    assert_eq!(counts(&status, "g"), unit_counts(0, 0, 0, 1));
+    let errors = &status.failed_units[0].errors;
+    assert!(errors[0].contains("expired"), "{errors:?}");
+    assert!(master.admin.outputs(&id, "g").await.is_empty());
+    master.stop().await;
+}
+
+#[tokio::test]
+async fn t32_drops_a_commit_another_master_refuses() {
+    let master = TestMaster::start(LEASE_MS).await;
+    let other = TestMaster::start(LEASE_MS).await;
+    let scratch = TempDir::new().unwrap();
+    let go = scratch.path().join("go");
+    let script = format!(
+        r#"{}; echo out > "$TM_OUTPUT_DIR/result""#,
+        wait_for_file(&go)
+    );
+    let id = master
+        .submit(pipeline(vec![exec_group("g", &script)]))
+        .await;
+    let worker = start(config(&master.url, 1), TaskRegistry::stock());
+    let lease = the_lease(&master).await;
+
+    // The same address now leads to another master (another store).
+    master.faults.redirect_to(&other);
+    fs::write(&go, "").unwrap();
+    let commit = master
+        .faults
+        .wait_for("the commit", |calls| commit_calls(calls).into_iter().next())
+        .await;
+    // The whole call is refused; the worker drops the result at once and
+    // its slot is free again.
+    master
+        .faults
+        .wait_for("a lease call after the commit", |calls| {
+            let after_commit = calls
+                .iter()
+                .skip_while(|call| !matches!(call, Call::Commit { .. }));
+            after_commit
+                .skip(1)
+                .any(|call| matches!(call, Call::Lease { request, .. } if request.max_units == 1))
+                .then_some(())
+        })
+        .await;
+    let stats = worker.stop().await;
+    assert_eq!(
+        stats,
+        WorkerStats {
+            commits_refused: 1,
+            ..WorkerStats::default()
+        }
+    );
+    assert_eq!(committed_lease_id(&commit.0), lease.lease_id);
+    assert_eq!(commit.0.server_token, master.token());
+    let refusal = commit.1.expect_err("the other master refuses the call");
+    assert_eq!(refusal.code(), Code::PermissionDenied, "{refusal:?}");
+    assert_eq!(commit_calls(&master.faults.calls()).len(), 1, "sent once");
+    // Neither master took the result: the first still shows the unit
+    // leased, the other has never heard of it.
+    let status = master.admin.status(&id).await;
+    assert_eq!(counts(&status, "g"), unit_counts(0, 1, 0, 0));
+    assert!(other.admin.pipelines().await.is_empty());
+    other.stop().await;
+    master.stop().await;
 }
 
 #[tokio::test]
 async fn t40_shutdown_lets_running_units_finish_and_commit() {
-    let store = TempDir::new().unwrap();
-    let mut master = FakeMaster::start().await;
-    let go = store.path().join("go");
+    let master = TestMaster::start(LEASE_MS).await;
+    let scratch = TempDir::new().unwrap();
+    let started = scratch.path().join("started");
+    let go = scratch.path().join("go");
     let script = format!(
-        r#"touch "$TM_OUTPUT_DIR/started"; while [ ! -e "{}" ]; do sleep 0.02; done; echo out > "$TM_OUTPUT_DIR/result""#,
-        go.display()
+        r#"touch {}; {}; echo out > "$TM_OUTPUT_DIR/result""#,
+        quoted(&started),
+        wait_for_file(&go)
     );
-    let lease = exec_lease(store.path(), 41, 0, &script);
-    master.script.grant(lease.clone());
-    let started = output_dir(store.path(), &lease).join("started");
-    let mut worker = start(config(&master, 1), TaskRegistry::stock());
+    let id = master
+        .submit(pipeline(vec![exec_group("g", &script)]))
+        .await;
+    let mut worker = start(config(&master.url, 1), TaskRegistry::stock());
     file_appears(&started).await;
 
     worker.request_stop();
     fs::write(&go, "").unwrap();
     let stats = worker.finished().await;
-    assert_eq!(stats.units_committed, 1);
-    let calls = master.calls_so_far();
-    assert!(
-        calls.iter().any(|call| matches!(call, Call::Commit(_))),
-        "{calls:?}"
+    assert_eq!(
+        stats,
+        WorkerStats {
+            units_committed: 1,
+            ..WorkerStats::default()
+        }
     );
-    assert!(
-        !calls.iter().any(|call| matches!(call, Call::Release(_))),
-        "{calls:?}"
-    );
+    let status = master.admin.status(&id).await;
+    assert_eq!(status.state, PipelineState::Succeeded as i32);
+    let units = master.admin.outputs(&id, "g").await;
+    assert_eq!(fs::read_to_string(&units[0].paths[0]).unwrap(), "out\n");
+    assert!(release_calls(&master.faults.calls()).is_empty());
+    master.stop().await;
 }
 
 #[tokio::test]
 async fn t41_after_the_grace_period_units_are_cancelled_and_released() {
-    let store = TempDir::new().unwrap();
-    let mut master = FakeMaster::start().await;
-    let lease = exec_lease(
-        store.path(),
-        42,
-        0,
-        r#"touch "$TM_OUTPUT_DIR/started"; sleep 30"#,
-    );
-    master.script.grant(lease.clone());
+    let master = TestMaster::start(LEASE_MS).await;
+    let scratch = TempDir::new().unwrap();
+    let started = scratch.path().join("started");
+    let script = format!("touch {}; sleep 30", quoted(&started));
+    let id = master
+        .submit(pipeline(vec![exec_group("g", &script)]))
+        .await;
     let worker = start(
         WorkerConfig {
             grace_ms: 200,
-            ..config(&master, 1)
+            ..config(&master.url, 1)
         },
         TaskRegistry::stock(),
     );
-    file_appears(&output_dir(store.path(), &lease).join("started")).await;
+    file_appears(&started).await;
+    let lease = the_lease(&master).await;
 
     let stats = worker.stop().await;
     assert_eq!(
@@ -482,114 +850,145 @@ async fn t41_after_the_grace_period_units_are_cancelled_and_released() {
             ..WorkerStats::default()
         }
     );
-    let calls = master.calls_so_far();
-    assert!(
-        !calls.iter().any(|call| matches!(call, Call::Commit(_))),
-        "{calls:?}"
+    let calls = master.faults.calls();
+    assert!(commit_calls(&calls).is_empty(), "{calls:#?}");
+    let releases = release_calls(&calls);
+    assert_eq!(releases.len(), 1, "{releases:#?}");
+    let (release, answer) = &releases[0];
+    let released: Vec<u64> = release.leases.iter().map(|l| l.lease_id).collect();
+    assert_eq!(released, vec![lease.lease_id]);
+    assert_eq!(answer.as_ref().unwrap(), &vec![ItemStatus::default()]);
+    // Back in the queue at once, and a release is not a failed attempt.
+    let status = master.admin.status(&id).await;
+    assert_eq!(
+        (counts(&status, "g"), status.retries),
+        (unit_counts(1, 0, 0, 0), 0)
     );
-    let released: Vec<u64> = calls
-        .iter()
-        .filter_map(|call| match call {
-            Call::Release(request) => Some(request.leases.iter().map(|l| l.lease_id)),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    assert_eq!(released, vec![42]);
+    master.stop().await;
 }
 
 #[tokio::test]
 async fn t42_a_hard_shutdown_releases_at_once() {
-    let store = TempDir::new().unwrap();
-    let mut master = FakeMaster::start().await;
-    let lease = exec_lease(
-        store.path(),
-        43,
-        0,
-        r#"touch "$TM_OUTPUT_DIR/started"; sleep 30"#,
-    );
-    master.script.grant(lease.clone());
+    let master = TestMaster::start(LEASE_MS).await;
+    let scratch = TempDir::new().unwrap();
+    let started = scratch.path().join("started");
+    let script = format!("touch {}; sleep 30", quoted(&started));
+    let id = master
+        .submit(pipeline(vec![exec_group("g", &script)]))
+        .await;
     let long_grace = WorkerConfig {
         grace_ms: 600_000,
-        ..config(&master, 1)
+        ..config(&master.url, 1)
     };
     let mut worker = start(long_grace, TaskRegistry::stock());
-    file_appears(&output_dir(store.path(), &lease).join("started")).await;
+    file_appears(&started).await;
+    let lease = the_lease(&master).await;
 
     worker.request_stop();
     worker.request_hard_stop();
     let stats = worker.finished().await;
     assert_eq!(stats.leases_released, 1);
-    let release = master
-        .wait_for("the release", |call| match call {
-            Call::Release(request) => Some(request),
-            _ => None,
-        })
-        .await;
-    assert_eq!(release.server_token, TOKEN);
-    assert_eq!(release.leases[0].lease_id, 43);
+    let releases = release_calls(&master.faults.calls());
+    assert_eq!(releases.len(), 1, "{releases:#?}");
+    let (release, answer) = &releases[0];
+    assert_eq!(release.server_token, master.token());
+    assert_eq!(release.leases[0].lease_id, lease.lease_id);
+    assert_eq!(answer.as_ref().unwrap(), &vec![ItemStatus::default()]);
+    let status = master.admin.status(&id).await;
+    assert_eq!(
+        (counts(&status, "g"), status.retries),
+        (unit_counts(1, 0, 0, 0), 0)
+    );
+    master.stop().await;
 }
 
 #[tokio::test]
 async fn t50_leases_only_into_free_slots() {
-    let store = TempDir::new().unwrap();
-    let mut master = FakeMaster::start().await;
-    for unit in 0..3u32 {
-        let go = store.path().join(format!("go-{unit}"));
-        let script = format!(r#"while [ ! -e "{}" ]; do sleep 0.02; done"#, go.display());
-        master.script.grant(exec_lease(
-            store.path(),
-            50 + u64::from(unit),
-            unit,
-            &script,
-        ));
-    }
-    let worker = start(config(&master, 2), TaskRegistry::stock());
+    let master = TestMaster::start(LEASE_MS).await;
+    let scratch = TempDir::new().unwrap();
+    let go = |unit: u32| scratch.path().join(format!("go-{unit}"));
+    let script = format!(
+        r#"while [ ! -e {}/go-$TM_UNIT ]; do sleep 0.02; done"#,
+        quoted(scratch.path())
+    );
+    let id = master
+        .submit(pipeline(vec![exec_units("g", 3, &script)]))
+        .await;
+    let worker = start(config(&master.url, 2), TaskRegistry::stock());
 
-    let Call::Lease(first) = master.next_call().await else {
-        panic!("expected a lease call first")
-    };
-    assert_eq!(first.max_units, 2);
-    // Both slots are busy: the next call is unit 0's commit once it may end,
-    // and only then a lease call for the one free slot.
-    fs::write(store.path().join("go-0"), "").unwrap();
-    let Call::Commit(commit) = master.next_call().await else {
-        panic!("expected unit 0's commit")
-    };
-    assert_eq!(commit.items[0].lease.as_ref().unwrap().lease_id, 50);
-    let Call::Lease(second) = master.next_call().await else {
-        panic!("expected a lease call")
-    };
-    assert_eq!(second.max_units, 1);
+    // Two slots: the first call asks for two units and gets them; the third
+    // waits on the master while both slots are busy.
+    let first = master
+        .faults
+        .wait_for("the first grant", |calls| {
+            lease_calls(calls)
+                .into_iter()
+                .find(|(_, leases)| !leases.is_empty())
+        })
+        .await;
+    assert_eq!(first.0.max_units, 2);
+    let units: Vec<u32> = first
+        .1
+        .iter()
+        .map(|l| l.unit.as_ref().unwrap().unit)
+        .collect();
+    assert_eq!(units, vec![0, 1]);
+    let status = master.admin.status(&id).await;
+    assert_eq!(counts(&status, "g"), unit_counts(1, 2, 0, 0));
 
-    fs::write(store.path().join("go-1"), "").unwrap();
-    fs::write(store.path().join("go-2"), "").unwrap();
-    let mut committed = 1;
-    while committed < 3 {
-        master.wait_for("the other commits", commit_of).await;
-        committed += 1;
-    }
+    // The next lease call comes only once unit 0 committed, for one slot.
+    fs::write(go(0), "").unwrap();
+    let calls = master
+        .faults
+        .wait_for("the second grant", |calls| {
+            let grants = lease_calls(calls)
+                .into_iter()
+                .filter(|(_, leases)| !leases.is_empty())
+                .count();
+            (grants == 2).then(|| calls.to_vec())
+        })
+        .await;
+    let lease_asks: Vec<u32> = lease_calls(&calls)
+        .iter()
+        .map(|(request, _)| request.max_units)
+        .collect();
+    assert_eq!(lease_asks, vec![2, 1], "{calls:#?}");
+    let before_second_ask: Vec<&Call> = calls
+        .iter()
+        .take_while(|call| !matches!(call, Call::Lease { request, .. } if request.max_units == 1))
+        .collect();
+    let commits: Vec<u64> = before_second_ask
+        .iter()
+        .filter_map(|call| match call {
+            Call::Commit { request, .. } => Some(committed_lease_id(request)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(commits, vec![first.1[0].lease_id], "{calls:#?}");
+    let status = master.admin.status(&id).await;
+    assert_eq!(counts(&status, "g"), unit_counts(0, 2, 1, 0));
+
+    fs::write(go(1), "").unwrap();
+    fs::write(go(2), "").unwrap();
+    master
+        .admin
+        .wait_for_status(&id, "the pipeline to succeed", is(PipelineState::Succeeded))
+        .await;
     assert_eq!(worker.stop().await.units_committed, 3);
+    master.stop().await;
 }
 
 #[tokio::test]
 async fn t60_keeps_retrying_until_the_master_answers() {
-    let store = TempDir::new().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let config = WorkerConfig {
-        master_url: url,
-        slots: 1,
-        worker_id: "w".into(),
-        lease_wait_ms: 1_000,
-        grace_ms: 1_000,
-    };
-    let (shutdown, shutdown_rx) = oneshot::channel::<()>();
-    let worker = tokio::spawn(run_worker(
-        config,
+    let worker = start(
+        WorkerConfig {
+            grace_ms: 1_000,
+            ..config(&url, 1)
+        },
         TaskRegistry::stock(),
-        fired(shutdown_rx),
-    ));
+    );
 
     // A master that is not up yet: connections are dropped at once.
     for _ in 0..3 {
@@ -599,17 +998,27 @@ async fn t60_keeps_retrying_until_the_master_answers() {
             .unwrap();
         drop(connection);
     }
-    let mut master = FakeMaster::serve(listener);
-    master.script.grant(exec_lease(store.path(), 61, 0, "true"));
-    master.wait_for("the commit", commit_of).await;
+    // Then the master comes up on that address, served as `taskmaster
+    // serve` serves it.
+    let dir = TempDir::new().unwrap();
+    let master = open_master(&dir.path().join("data"), LEASE_MS);
+    let (stop_server, stop_rx) = oneshot::channel();
+    let server = tokio::spawn(server::serve(listener, master.clone(), fired(stop_rx)));
+    let admin = Admin::connect(&url);
+    let id = admin.submit(pipeline(vec![exec_group("g", "true")])).await;
+    let status = admin
+        .wait_for_status(&id, "the pipeline to succeed", is(PipelineState::Succeeded))
+        .await;
+    assert_eq!(counts(&status, "g"), unit_counts(0, 0, 1, 0));
 
-    shutdown.send(()).unwrap();
-    let stats = tokio::time::timeout(EVENT_TIMEOUT, worker)
+    assert_eq!(worker.stop().await.units_committed, 1);
+    stop_server.send(()).unwrap();
+    tokio::time::timeout(EVENT_TIMEOUT, server)
         .await
-        .unwrap()
+        .expect("the master did not stop in time")
         .unwrap()
         .unwrap();
-    assert_eq!(stats.units_committed, 1);
+    master.close();
 }
 
 #[tokio::test]
