@@ -155,6 +155,10 @@ pub fn truncate_utf8(text: &str, max_bytes: usize) -> String {
     text[..end].to_string()
 }
 
+/// Shortest time a commit is retried after lost replies, however soon its
+/// lease runs out.
+const COMMIT_RETRY_MS_MIN: u64 = 60_000;
+
 /// How a commit ended.
 #[derive(Debug)]
 enum CommitOutcome {
@@ -162,7 +166,7 @@ enum CommitOutcome {
     Answered(ItemStatus),
     /// The whole call was refused (e.g. PERMISSION_DENIED: wrong master).
     Refused(Status),
-    /// Retried until the lease would have expired.
+    /// Retried until the lease would have expired (and at least a minute).
     Abandoned(Status),
 }
 
@@ -179,7 +183,14 @@ async fn commit(worker: &Shared, key: &LeaseKey, item: CommitItem) -> CommitOutc
     // Renewals go on while we retry, extending the deadline. Once the lease
     // is lost the last known expiry stands: a commit that landed before the
     // loss still answers OK, one that did not answers ABORTED.
-    let mut expiry = worker.held.expiry(key).unwrap_or_else(Instant::now);
+    // Past the lease, a retry still gets a definite answer (OK if an earlier
+    // try landed, ABORTED if not), so keep trying for a minimum time too.
+    let retry_until = Instant::now() + Duration::from_millis(COMMIT_RETRY_MS_MIN);
+    let mut expiry = worker
+        .held
+        .expiry(key)
+        .unwrap_or(retry_until)
+        .max(retry_until);
     loop {
         let mut client = worker.client.clone();
         let status = match rpc::call(request.clone(), timeout, |req| client.commit(req)).await {
@@ -196,7 +207,7 @@ async fn commit(worker: &Shared, key: &LeaseKey, item: CommitItem) -> CommitOutc
             return CommitOutcome::Refused(status);
         }
         let delay = backoff.next_delay();
-        expiry = worker.held.expiry(key).unwrap_or(expiry);
+        expiry = worker.held.expiry(key).unwrap_or(expiry).max(retry_until);
         if Instant::now() + delay >= expiry {
             return CommitOutcome::Abandoned(status);
         }

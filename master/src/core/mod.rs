@@ -127,6 +127,7 @@ impl Core {
             }
             Kind::AttemptFailed(f) => {
                 let pos = self.take_lease(&f.unit, f.lease_id)?;
+                self.unit_mut(pos).failed_lease = f.lease_id;
                 self.count_failure(pos, f.error.clone());
             }
             Kind::LeaseExpired(e) => {
@@ -268,7 +269,6 @@ impl Core {
 
     fn count_failure(&mut self, pos: Pos, error: String) {
         let max_attempts = self.group(pos).wiring.max_attempts;
-        self.pipelines[pos.pipeline as usize].retries += 1;
         let unit = self.unit_mut(pos);
         unit.failures += 1;
         if unit.errors.len() == limits::ERRORS_KEPT_PER_UNIT {
@@ -281,6 +281,17 @@ impl Core {
         } else {
             self.set_state(pos, UnitState::Pending);
             self.ready.push_back(pos);
+            self.pipelines[pos.pipeline as usize].retries += 1;
+        }
+    }
+
+    /// Whether `lease_id` already ended this unit's attempt with a recorded
+    /// outcome (committed, or its failure recorded): repeats answer OK.
+    fn finished_by(&self, pos: Pos, lease_id: u64, success: bool) -> bool {
+        let unit = self.unit(pos);
+        match &unit.state {
+            UnitState::Committed { lease_id: by, .. } if success => *by == lease_id,
+            _ => !success && unit.failed_lease == lease_id,
         }
     }
 

@@ -43,6 +43,9 @@ pub struct Unit {
     pub failures: u32,
     /// The latest error texts, oldest first (bounded).
     pub errors: Vec<String>,
+    /// The lease whose failure was recorded last (0: none), so a failure
+    /// report repeated after a lost reply answers OK again.
+    pub failed_lease: u64,
 }
 
 impl Unit {
@@ -53,6 +56,7 @@ impl Unit {
             grants: 0,
             failures: 0,
             errors: Vec::new(),
+            failed_lease: 0,
         }
     }
 }
@@ -100,7 +104,7 @@ pub struct Pipeline {
     pub submitted_unix_ms: u64,
     /// Leases ever granted for this pipeline (0 means still pending).
     pub grants: u64,
-    /// Failed or expired attempts over all units.
+    /// Failed or expired attempts that were given another try.
     pub retries: u64,
 }
 

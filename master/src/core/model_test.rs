@@ -27,6 +27,9 @@ type Key = (String, String, u32);
 #[derive(Default)]
 struct Model {
     units: BTreeMap<Key, (Want, u32)>,
+    /// Per unit, the lease whose failure was recorded last (the core
+    /// remembers only that one for answering repeats).
+    failed_leases: BTreeMap<Key, u64>,
     pipelines: u32,
 }
 
@@ -39,16 +42,28 @@ impl Model {
     }
 
     /// What the core must answer for a commit/fail/release of `lease_ref`.
-    fn check(&self, lease_ref: &LeaseRef, now: u64, idempotent: bool) -> Result<(), &'static str> {
+    /// `outcome`: Some(success) for a commit or failure report, None for a
+    /// renewal or release (which answer OK for any finished attempt).
+    fn check(
+        &self,
+        lease_ref: &LeaseRef,
+        now: u64,
+        outcome: Option<bool>,
+    ) -> Result<(), &'static str> {
         let Some(&(state, _)) = self.units.get(&Self::key(lease_ref)) else {
             return Err("unknown");
         };
-        if idempotent
-            && state
-                == (Want::Committed {
-                    lease_id: lease_ref.lease_id,
-                })
-        {
+        let committed = state
+            == (Want::Committed {
+                lease_id: lease_ref.lease_id,
+            });
+        let failed = self.failed_leases.get(&Self::key(lease_ref)) == Some(&lease_ref.lease_id);
+        let repeat = match outcome {
+            Some(true) => committed,
+            Some(false) => failed,
+            None => committed || failed,
+        };
+        if repeat {
             return Ok(());
         }
         if lease_ref.config_version != 1 {
@@ -61,6 +76,12 @@ impl Model {
             } if lease_id == lease_ref.lease_id && expiry_ms > now => Ok(()),
             _ => Err("lost"),
         }
+    }
+
+    /// Whether `lease` is its unit's current lease.
+    fn holds(&self, lease: &Lease) -> bool {
+        let state = self.units[&Self::key(&lease_ref(lease))].0;
+        matches!(state, Want::Leased { lease_id, .. } if lease_id == lease.lease_id)
     }
 
     fn fail(&mut self, key: &Key) {
@@ -189,7 +210,7 @@ impl Run {
             return;
         }
         let lease_ref = item.lease.clone().unwrap();
-        let want = self.model.check(&lease_ref, self.now, success);
+        let want = self.model.check(&lease_ref, self.now, Some(success));
         let (records, results) = self.core.commit("tok", &[item], self.now).unwrap();
         assert_eq!(
             kind(&results[0]),
@@ -206,6 +227,7 @@ impl Run {
     fn apply_finish(&mut self, lease: &Lease, success: bool) {
         let key = Model::key(&lease_ref(lease));
         if !success {
+            self.model.failed_leases.insert(key.clone(), lease.lease_id);
             return self.model.fail(&key);
         }
         self.model.units.get_mut(&key).unwrap().0 = Want::Committed {
@@ -226,13 +248,17 @@ impl Run {
 
     fn release(&mut self) {
         let Some(lease) = self.pick() else { return };
-        let want = self.model.check(&lease_ref(&lease), self.now, false);
+        let want = self.model.check(&lease_ref(&lease), self.now, None);
         let (records, results) = self
             .core
             .release("tok", &[lease_ref(&lease)], self.now)
             .unwrap();
         assert_eq!(kind(&results[0]), want);
-        if want.is_ok() {
+        assert_eq!(
+            records.is_empty(),
+            !(want.is_ok() && self.model.holds(&lease))
+        );
+        if !records.is_empty() {
             self.model
                 .units
                 .get_mut(&Model::key(&lease_ref(&lease)))
@@ -244,13 +270,13 @@ impl Run {
 
     fn renew(&mut self) {
         let Some(lease) = self.pick() else { return };
-        let want = self.model.check(&lease_ref(&lease), self.now, false);
+        let want = self.model.check(&lease_ref(&lease), self.now, None);
         let results = self
             .core
             .renew("tok", &[lease_ref(&lease)], self.now)
             .unwrap();
         assert_eq!(kind(&results[0]), want);
-        if want.is_ok() {
+        if want.is_ok() && self.model.holds(&lease) {
             let expiry = self.now + LEASE_MS;
             self.model
                 .units

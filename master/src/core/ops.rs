@@ -84,18 +84,34 @@ impl Core {
         self.check_batch(token, refs.len())?;
         let mut results = Vec::with_capacity(refs.len());
         for lease_ref in refs {
-            results.push(self.check_lease(lease_ref, now_ms).map(|pos| {
+            if self.finished(lease_ref) {
+                results.push(Ok(())); // its commit landed while the renewal was on its way
+                continue;
+            }
+            let checked = self.check_lease(lease_ref, now_ms);
+            if checked.is_ok() {
+                let lease_id = lease_ref.lease_id;
                 let clock = self
                     .leases
-                    .get_mut(&lease_ref.lease_id)
+                    .get_mut(&lease_id)
                     .expect("checked lease has a clock");
-                self.expiries.remove(&(clock.expiry_ms, lease_ref.lease_id));
+                self.expiries.remove(&(clock.expiry_ms, lease_id));
                 clock.expiry_ms = now_ms.saturating_add(self.config.lease_ms);
-                self.expiries.insert((clock.expiry_ms, lease_ref.lease_id));
-                let _ = pos;
-            }));
+                self.expiries.insert((clock.expiry_ms, lease_id));
+            }
+            results.push(checked.map(|_| ()));
         }
         Ok(results)
+    }
+
+    /// Whether the attempt under this lease already has a recorded outcome.
+    fn finished(&self, lease_ref: &LeaseRef) -> bool {
+        let Ok(pos) = self.find_unit(lease_ref.unit.as_ref()) else {
+            return false;
+        };
+        [true, false]
+            .into_iter()
+            .any(|success| self.finished_by(pos, lease_ref.lease_id, success))
     }
 
     /// Commits finished units and records failed attempts, each only if the
@@ -131,11 +147,8 @@ impl Core {
             .as_ref()
             .ok_or_else(|| Refusal::Invalid("item without a lease".into()))?;
         let pos = self.find_unit(lease_ref.unit.as_ref())?;
-        let is_success = matches!(item.result, Some(commit_item::Result::Outputs(_)));
-        if let UnitState::Committed { lease_id, .. } = &self.unit(pos).state
-            && *lease_id == lease_ref.lease_id
-            && is_success
-        {
+        let success = matches!(item.result, Some(commit_item::Result::Outputs(_)));
+        if self.finished_by(pos, lease_ref.lease_id, success) {
             return Ok(None); // a repeat after a lost reply
         }
         self.check_lease(lease_ref, now_ms)?;
@@ -178,6 +191,10 @@ impl Core {
         let mut records = Vec::new();
         let mut results = Vec::with_capacity(refs.len());
         for lease_ref in refs {
+            if self.finished(lease_ref) {
+                results.push(Ok(())); // nothing left to give back
+                continue;
+            }
             let checked = self.check_lease(lease_ref, now_ms);
             if let Ok(pos) = checked {
                 let rec = record(Kind::LeaseReleased(journal::LeaseReleased {
