@@ -203,6 +203,7 @@ fn group_spec(
         after: group.after,
         env: env.into_iter().collect(),
         max_attempts: group.retries.unwrap_or(0),
+        ..Default::default()
     })
 }
 

@@ -328,6 +328,9 @@ impl Core {
             params: pipeline.spec.params.clone(),
             inputs: self.input_paths(pos.pipeline, &unit.source),
             attempt: unit.grants,
+            partitions: 0,
+            input_slices: Vec::new(),
+            config: spec.config.clone(),
         }
     }
 
