@@ -3,7 +3,8 @@
 
 use std::collections::HashSet;
 
-use super::model::{Counts, UnitSource, UnitState};
+use super::model::{Counts, Pipeline, UnitSource, UnitState};
+use super::spec::Feed;
 use super::{Core, CoreError};
 
 impl Core {
@@ -51,19 +52,7 @@ impl Core {
                         pipeline.id, group.counts
                     ));
                 }
-                let fed: u64 = group
-                    .wiring
-                    .upstream
-                    .iter()
-                    .map(|&u| pipeline.groups[u as usize].counts.committed)
-                    .sum();
-                if !group.wiring.upstream.is_empty() && fed != group.units.len() as u64 {
-                    return fail(format!(
-                        "group {g} of {} has {} units for {fed} committed upstream units",
-                        pipeline.id,
-                        group.units.len()
-                    ));
-                }
+                check_feed(pipeline, g)?;
             }
         }
         if leased_ids.len() != self.leases.len() || self.leases.len() != self.expiries.len() {
@@ -71,4 +60,32 @@ impl Core {
         }
         Ok(())
     }
+}
+
+/// Units exist exactly as the group's feed says: one per committed upstream
+/// unit, none before a barrier opens, `partitions` (or one) after.
+fn check_feed(pipeline: &Pipeline, g: usize) -> Result<(), CoreError> {
+    let group = &pipeline.groups[g];
+    let units = group.units.len() as u64;
+    let fed: u64 = group
+        .wiring
+        .upstream
+        .iter()
+        .map(|&u| pipeline.groups[u as usize].counts.committed)
+        .sum();
+    let ok = match group.wiring.feed {
+        Feed::Inputs => group.created && units > 0,
+        Feed::PerUnit => group.created && units == fed,
+        Feed::Shuffle { partitions } => {
+            (group.created && units == partitions as u64) || (!group.created && units == 0)
+        }
+        Feed::Gather => (group.created && units == 1) || (!group.created && units == 0),
+    };
+    if !ok {
+        return Err(CoreError::Corrupt(format!(
+            "invariant broken: group {g} of {} ({:?}) has {units} units, created={}",
+            pipeline.id, group.wiring.feed, group.created
+        )));
+    }
+    Ok(())
 }

@@ -7,6 +7,10 @@ pub const NAME_BYTES_MAX: usize = 64;
 pub const GROUPS_PER_PIPELINE_MAX: usize = 64;
 /// Units a first group may start with (one per input file).
 pub const INPUTS_PER_GROUP_MAX: usize = 100_000;
+/// Partitions a shuffle may have.
+pub const PARTITIONS_MAX: u32 = 100_000;
+/// Input files and slices one first-group unit may read.
+pub const FILES_PER_UNIT_MAX: usize = 100_000;
 /// Units one group may hold in total.
 pub const UNITS_PER_GROUP_MAX: usize = 1_000_000;
 /// Longest input path, output name, command argument or parameter value.

@@ -24,9 +24,11 @@ pub mod view;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use taskmaster_proto::journal::{self, Record, UnitAddr, record::Kind};
+use taskmaster_proto::v1::{GroupSpec, InputUnit};
 
 pub use error::{CoreError, Refusal};
 use model::*;
+use spec::Feed;
 
 /// Settings the core needs that are not part of the journaled state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +126,7 @@ impl Core {
                 };
                 self.set_state(pos, state);
                 self.spawn_downstream(pos);
+                self.open_barriers(pos);
             }
             Kind::AttemptFailed(f) => {
                 let pos = self.take_lease(&f.unit, f.lease_id)?;
@@ -173,22 +176,16 @@ impl Core {
             retries: 0,
         };
         for (g, wiring) in wiring.into_iter().enumerate() {
+            let created = wiring.feed == Feed::Inputs || wiring.feed == Feed::PerUnit;
             let mut group = Group {
                 wiring,
                 config_version: 1,
                 units: Vec::new(),
                 counts: Counts::default(),
+                created,
             };
-            if group.wiring.upstream.is_empty() {
-                let inputs = &pipeline.spec.groups[g].inputs;
-                group.units = if inputs.is_empty() {
-                    vec![Unit::new(UnitSource::Nothing)]
-                } else {
-                    inputs
-                        .iter()
-                        .map(|path| Unit::new(UnitSource::Files(vec![path.clone()])))
-                        .collect()
-                };
+            if group.wiring.feed == Feed::Inputs {
+                group.units = first_units(&pipeline.spec.groups[g]);
                 group.counts.pending = group.units.len() as u64;
                 for u in 0..group.units.len() as u32 {
                     self.ready.push_back(Pos {
@@ -295,27 +292,68 @@ impl Core {
         }
     }
 
-    /// A committed unit feeds one new unit in each downstream group.
+    /// A committed unit feeds one new unit in each per-unit downstream group.
     fn spawn_downstream(&mut self, pos: Pos) {
-        let pipeline = &mut self.pipelines[pos.pipeline as usize];
-        for down in pipeline.groups[pos.group as usize]
+        let pipeline = &self.pipelines[pos.pipeline as usize];
+        let downstream = pipeline.groups[pos.group as usize]
             .wiring
             .downstream
-            .clone()
-        {
-            let group = &mut pipeline.groups[down as usize];
-            let unit = group.units.len() as u32;
-            group.units.push(Unit::new(UnitSource::Upstream {
-                group: pos.group,
-                unit: pos.unit,
-            }));
-            group.counts.pending += 1;
-            self.ready.push_back(Pos {
-                pipeline: pos.pipeline,
-                group: down,
-                unit,
-            });
+            .clone();
+        for down in downstream {
+            let group = &self.pipelines[pos.pipeline as usize].groups[down as usize];
+            if group.wiring.feed == Feed::PerUnit {
+                let source = UnitSource::Upstream {
+                    group: pos.group,
+                    unit: pos.unit,
+                };
+                self.add_unit(pos.pipeline, down, source);
+            }
         }
+    }
+
+    /// After a commit, creates the units of every barrier group downstream
+    /// whose upstream groups are now all complete.
+    fn open_barriers(&mut self, pos: Pos) {
+        let pipeline = &self.pipelines[pos.pipeline as usize];
+        let downstream = pipeline.groups[pos.group as usize]
+            .wiring
+            .downstream
+            .clone();
+        for down in downstream {
+            let pipeline = &self.pipelines[pos.pipeline as usize];
+            let group = &pipeline.groups[down as usize];
+            let ready = !group.created
+                && group
+                    .wiring
+                    .upstream
+                    .iter()
+                    .all(|&up| group_complete(pipeline, up));
+            if !ready {
+                continue;
+            }
+            let sources: Vec<UnitSource> = match group.wiring.feed {
+                Feed::Shuffle { partitions } => {
+                    (0..partitions).map(UnitSource::Partition).collect()
+                }
+                _ => vec![UnitSource::Gather],
+            };
+            self.pipelines[pos.pipeline as usize].groups[down as usize].created = true;
+            for source in sources {
+                self.add_unit(pos.pipeline, down, source);
+            }
+        }
+    }
+
+    fn add_unit(&mut self, pipeline: u32, group: u32, source: UnitSource) {
+        let g = &mut self.pipelines[pipeline as usize].groups[group as usize];
+        let unit = g.units.len() as u32;
+        g.units.push(Unit::new(source));
+        g.counts.pending += 1;
+        self.ready.push_back(Pos {
+            pipeline,
+            group,
+            unit,
+        });
     }
 
     /// Moves a unit to a new state, keeping the group's counts right.
@@ -370,6 +408,42 @@ impl Core {
         &mut self.pipelines[pos.pipeline as usize].groups[pos.group as usize].units
             [pos.unit as usize]
     }
+}
+
+/// A group is complete when its units exist and are all committed and its
+/// upstream groups are complete: then no unit can be added to it any more.
+/// Recursion depth is bounded by the number of groups (a validated DAG).
+pub(crate) fn group_complete(pipeline: &Pipeline, group: u32) -> bool {
+    let g = &pipeline.groups[group as usize];
+    g.created
+        && g.counts.committed == g.counts.total()
+        && g.wiring
+            .upstream
+            .iter()
+            .all(|&up| group_complete(pipeline, up))
+}
+
+/// A first group's units: one per sized input unit, one per input file, or
+/// one reading nothing.
+fn first_units(spec: &GroupSpec) -> Vec<Unit> {
+    if !spec.input_units.is_empty() {
+        return spec
+            .input_units
+            .iter()
+            .map(|u| Unit::new(UnitSource::Given(u.clone())))
+            .collect();
+    }
+    if spec.inputs.is_empty() {
+        return vec![Unit::new(UnitSource::Nothing)];
+    }
+    let given = |path: &String| InputUnit {
+        files: vec![path.clone()],
+        slices: Vec::new(),
+    };
+    spec.inputs
+        .iter()
+        .map(|path| Unit::new(UnitSource::Given(given(path))))
+        .collect()
 }
 
 fn record(kind: Kind) -> Record {

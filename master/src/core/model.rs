@@ -2,20 +2,24 @@
 
 use std::collections::HashMap;
 
-use taskmaster_proto::v1::{OutputFile, PipelineSpec};
+use taskmaster_proto::v1::{InputUnit, OutputFile, PipelineSpec};
 
 use super::spec::GroupWiring;
 
 /// Where a unit's inputs come from. Upstream outputs are referenced, not
 /// copied, so a unit costs little memory however many files it reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum UnitSource {
-    /// A first group's unit: these absolute paths.
-    Files(Vec<String>),
+    /// A first group's unit: these files and byte ranges.
+    Given(InputUnit),
     /// A first group without inputs: one unit that reads nothing.
     Nothing,
     /// The committed outputs of one upstream unit.
     Upstream { group: u32, unit: u32 },
+    /// File `part-<r>` of every committed upstream unit (a shuffle).
+    Partition(u32),
+    /// Every committed upstream output (a gather).
+    Gather,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +36,7 @@ pub enum UnitState {
     Failed,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Unit {
     pub source: UnitSource,
     pub state: UnitState,
@@ -86,13 +90,16 @@ impl Counts {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Group {
     pub wiring: GroupWiring,
     /// Bumped by config changes; commits under an older version are refused.
     pub config_version: u64,
     pub units: Vec<Unit>,
     pub counts: Counts,
+    /// False for a barrier group until its upstream groups complete and its
+    /// units are created; a group is never complete before.
+    pub created: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

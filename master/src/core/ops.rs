@@ -3,7 +3,9 @@
 //! before it answers. A refused request changes nothing.
 
 use taskmaster_proto::journal::{self, Record, record::Kind};
-use taskmaster_proto::v1::{CommitItem, Lease, LeaseRef, PipelineSpec, UnitRef, commit_item};
+use taskmaster_proto::v1::{
+    CommitItem, InputSlice, Lease, LeaseRef, PipelineSpec, UnitRef, commit_item,
+};
 
 use super::limits::*;
 use super::model::{Pos, UnitSource, UnitState};
@@ -128,20 +130,21 @@ impl Core {
         let mut records = Vec::new();
         let mut results = Vec::with_capacity(items.len());
         for item in items {
-            match self.commit_one(item, now_ms) {
-                Ok(Some(rec)) => {
-                    self.apply(&rec, now_ms)?;
-                    records.push(rec);
-                    results.push(Ok(()));
-                }
-                Ok(None) => results.push(Ok(())),
-                Err(refusal) => results.push(Err(refusal)),
+            let (rec, result) = match self.commit_one(item, now_ms) {
+                Ok(rec) => (rec, Ok(())),
+                Err(Rejected::Refused(refusal)) => (None, Err(refusal)),
+                Err(Rejected::Failed(rec, refusal)) => (Some(rec), Err(refusal)),
+            };
+            if let Some(rec) = rec {
+                self.apply(&rec, now_ms)?;
+                records.push(rec);
             }
+            results.push(result);
         }
         Ok((records, results))
     }
 
-    fn commit_one(&self, item: &CommitItem, now_ms: u64) -> Result<Option<Record>, Refusal> {
+    fn commit_one(&self, item: &CommitItem, now_ms: u64) -> Result<Option<Record>, Rejected> {
         let lease_ref = item
             .lease
             .as_ref()
@@ -154,30 +157,33 @@ impl Core {
         self.check_lease(lease_ref, now_ms)?;
         let unit = Some(self.addr(pos));
         let lease_id = lease_ref.lease_id;
-        let kind = match &item.result {
+        let failed = |error: String| {
+            let error = truncate(&error, ERROR_BYTES_MAX);
+            record(Kind::AttemptFailed(journal::AttemptFailed {
+                unit: unit.clone(),
+                lease_id,
+                error,
+            }))
+        };
+        match &item.result {
             Some(commit_item::Result::Outputs(outputs)) => {
                 check_outputs(&outputs.files)?;
-                Kind::UnitCommitted(journal::UnitCommitted {
+                let partitions = self.group(pos).wiring.write_partitions;
+                if let Err(why) = check_partitions(&outputs.files, partitions) {
+                    // The task is wrong, not the request: fail the attempt
+                    // with the reason, so the pipeline's owner sees it.
+                    return Err(Rejected::Failed(failed(why.clone()), Refusal::Invalid(why)));
+                }
+                let files = outputs.files.clone();
+                Ok(Some(record(Kind::UnitCommitted(journal::UnitCommitted {
                     unit,
                     lease_id,
-                    files: outputs.files.clone(),
-                })
+                    files,
+                }))))
             }
-            Some(commit_item::Result::Error(error)) => {
-                let error = truncate(error, ERROR_BYTES_MAX);
-                Kind::AttemptFailed(journal::AttemptFailed {
-                    unit,
-                    lease_id,
-                    error,
-                })
-            }
-            None => {
-                return Err(Refusal::Invalid(
-                    "item has neither outputs nor an error".into(),
-                ));
-            }
-        };
-        Ok(Some(record(kind)))
+            Some(commit_item::Result::Error(error)) => Ok(Some(failed(error.clone()))),
+            None => Err(Refusal::Invalid("item has neither outputs nor an error".into()).into()),
+        }
     }
 
     /// Gives leases back without counting an attempt (worker shutting down).
@@ -309,6 +315,7 @@ impl Core {
         let pipeline = &self.pipelines[pos.pipeline as usize];
         let spec = &pipeline.spec.groups[pos.group as usize];
         let unit = self.unit(pos);
+        let (inputs, input_slices) = self.inputs_of(pos.pipeline, pos.group, &unit.source);
         Lease {
             unit: Some(UnitRef {
                 pipeline_id: pipeline.id.clone(),
@@ -326,28 +333,65 @@ impl Core {
             workdir: spec.workdir.clone(),
             env: spec.env.clone(),
             params: pipeline.spec.params.clone(),
-            inputs: self.input_paths(pos.pipeline, &unit.source),
+            inputs,
+            input_slices,
             attempt: unit.grants,
-            partitions: 0,
-            input_slices: Vec::new(),
+            partitions: self.group(pos).wiring.write_partitions,
             config: spec.config.clone(),
         }
     }
 
-    fn input_paths(&self, pipeline: u32, source: &UnitSource) -> Vec<String> {
+    /// A unit's whole input files and byte ranges, as absolute paths.
+    fn inputs_of(
+        &self,
+        pipeline: u32,
+        group: u32,
+        source: &UnitSource,
+    ) -> (Vec<String>, Vec<InputSlice>) {
+        let upstream = &self.pipelines[pipeline as usize].groups[group as usize]
+            .wiring
+            .upstream;
+        let committed = || {
+            upstream.iter().flat_map(move |&up| {
+                let units = self.pipelines[pipeline as usize].groups[up as usize]
+                    .units
+                    .len() as u32;
+                (0..units).map(move |unit| Pos {
+                    pipeline,
+                    group: up,
+                    unit,
+                })
+            })
+        };
         match source {
-            UnitSource::Files(paths) => paths.clone(),
-            UnitSource::Nothing => Vec::new(),
-            &UnitSource::Upstream { group, unit } => self.committed_paths(Pos {
-                pipeline,
-                group,
-                unit,
-            }),
+            UnitSource::Given(given) => (given.files.clone(), given.slices.clone()),
+            UnitSource::Nothing => (Vec::new(), Vec::new()),
+            &UnitSource::Upstream { group, unit } => (
+                self.committed_paths(
+                    Pos {
+                        pipeline,
+                        group,
+                        unit,
+                    },
+                    None,
+                ),
+                Vec::new(),
+            ),
+            &UnitSource::Partition(r) => {
+                let part = partition_name(r);
+                let paths = committed().flat_map(|pos| self.committed_paths(pos, Some(&part)));
+                (paths.collect(), Vec::new())
+            }
+            UnitSource::Gather => {
+                let paths = committed().flat_map(|pos| self.committed_paths(pos, None));
+                (paths.collect(), Vec::new())
+            }
         }
     }
 
     /// Full paths of a committed unit's output files (empty otherwise).
-    pub(super) fn committed_paths(&self, pos: Pos) -> Vec<String> {
+    /// `only`: just the file of that name (a shuffle's partition).
+    pub(super) fn committed_paths(&self, pos: Pos, only: Option<&str>) -> Vec<String> {
         let UnitState::Committed { lease_id, files } = &self.unit(pos).state else {
             return Vec::new();
         };
@@ -357,6 +401,7 @@ impl Core {
         let root = self.config.store_root.trim_end_matches('/');
         files
             .iter()
+            .filter(|f| only.is_none_or(|name| f.name == name))
             .map(|f| format!("{root}/{prefix}{}", f.name))
             .collect()
     }
@@ -364,8 +409,57 @@ impl Core {
 
 /// Check 4: an attempt writes only under its own prefix, which holds the
 /// lease id, so names relative to it can never collide with another attempt.
+/// The file a shuffle's unit r reads from every upstream unit.
+pub fn partition_name(r: u32) -> String {
+    format!("part-{r:05}")
+}
+
 pub fn output_prefix(pipeline_id: &str, group: &str, unit: u32, lease_id: u64) -> String {
     format!("{pipeline_id}/{group}/{unit}/{lease_id}/")
+}
+
+/// Why a commit item was not accepted: refused outright, or recorded as a
+/// failed attempt (outputs that break the group's contract).
+enum Rejected {
+    Refused(Refusal),
+    Failed(Record, Refusal),
+}
+
+impl From<Refusal> for Rejected {
+    fn from(refusal: Refusal) -> Rejected {
+        Rejected::Refused(refusal)
+    }
+}
+
+/// A group that a shuffle reads must write only `part-NNNNN` files with
+/// NNNNN below the shuffle's partition count.
+fn check_partitions(
+    files: &[taskmaster_proto::v1::OutputFile],
+    partitions: u32,
+) -> Result<(), String> {
+    if partitions == 0 {
+        return Ok(());
+    }
+    for file in files {
+        let number = file.name.strip_prefix("part-").filter(|n| n.len() == 5);
+        match number.and_then(|n| n.parse::<u32>().ok()) {
+            Some(r) if r < partitions => {}
+            Some(_) => {
+                return Err(format!(
+                    "output {:?} is a partition outside 0..{partitions}: the downstream shuffle has {partitions} partitions",
+                    file.name
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "output {:?} is not a partition file: a shuffled group writes only part-00000 .. part-{:05}",
+                    file.name,
+                    partitions - 1
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_outputs(files: &[taskmaster_proto::v1::OutputFile]) -> Result<(), Refusal> {

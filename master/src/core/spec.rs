@@ -7,15 +7,40 @@ use taskmaster_proto::v1::{GroupSpec, PipelineSpec};
 use super::limits::*;
 use super::names::check_name;
 
+/// How a group's units are made from its upstream groups' outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// A first group: units from the spec's inputs.
+    Inputs,
+    /// One unit per committed upstream unit, created as each commits.
+    PerUnit,
+    /// `partitions` units, created once every upstream group is complete;
+    /// unit r reads `part-r` of every upstream output.
+    Shuffle { partitions: u32 },
+    /// One unit reading every upstream output, created once they are complete.
+    Gather,
+}
+
+impl Feed {
+    /// Barrier groups wait for their upstream groups to complete.
+    pub fn is_barrier(self) -> bool {
+        matches!(self, Feed::Shuffle { .. } | Feed::Gather)
+    }
+}
+
 /// The wiring of one group, derived from a valid spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupWiring {
+    pub feed: Feed,
     /// Indices of the groups listed in `after`.
     pub upstream: Vec<u32>,
     /// Indices of the groups that list this one in `after`.
     pub downstream: Vec<u32>,
     /// Attempts a unit gets before it is failed.
     pub max_attempts: u32,
+    /// Partitions this group's units must write, because a downstream
+    /// group shuffles them (0: none).
+    pub write_partitions: u32,
 }
 
 /// Checks everything about a spec that does not depend on the master's state
@@ -43,21 +68,69 @@ pub fn validate(spec: &PipelineSpec) -> Result<Vec<GroupWiring>, String> {
     for group in &spec.groups {
         check_group(group)?;
         wiring.push(GroupWiring {
+            feed: feed_of(group)?,
             upstream: upstream_of(group, &index)?,
             downstream: Vec::new(),
             max_attempts: match group.max_attempts {
                 0 => ATTEMPTS_DEFAULT,
                 n => n,
             },
+            write_partitions: 0,
         });
     }
     for i in 0..wiring.len() {
         for up in wiring[i].upstream.clone() {
             wiring[up as usize].downstream.push(i as u32);
+            if let Feed::Shuffle { partitions } = wiring[i].feed {
+                set_write_partitions(spec, &mut wiring, up as usize, partitions)?;
+            }
         }
     }
     check_acyclic(spec, &wiring)?;
     Ok(wiring)
+}
+
+fn feed_of(group: &GroupSpec) -> Result<Feed, String> {
+    let name = &group.name;
+    let feed = match (group.after.is_empty(), group.partitions, group.gather) {
+        (true, 0, false) => Feed::Inputs,
+        (true, _, _) => {
+            return Err(format!(
+                "group {name:?} shuffles or gathers but has no after"
+            ));
+        }
+        (false, 0, false) => Feed::PerUnit,
+        (false, 0, true) => Feed::Gather,
+        (false, partitions, false) => Feed::Shuffle { partitions },
+        (false, _, true) => {
+            return Err(format!("group {name:?} sets both partitions and gather"));
+        }
+    };
+    if group.partitions > PARTITIONS_MAX {
+        return Err(format!(
+            "group {name:?}: partitions above the limit of {PARTITIONS_MAX}"
+        ));
+    }
+    Ok(feed)
+}
+
+/// An upstream group writes one set of partitions, so every group that
+/// shuffles it must ask for the same number.
+fn set_write_partitions(
+    spec: &PipelineSpec,
+    wiring: &mut [GroupWiring],
+    up: usize,
+    partitions: u32,
+) -> Result<(), String> {
+    let current = wiring[up].write_partitions;
+    if current != 0 && current != partitions {
+        return Err(format!(
+            "group {:?} is shuffled into both {current} and {partitions} partitions",
+            spec.groups[up].name
+        ));
+    }
+    wiring[up].write_partitions = partitions;
+    Ok(())
 }
 
 fn upstream_of(group: &GroupSpec, index: &HashMap<&str, u32>) -> Result<Vec<u32>, String> {
@@ -120,20 +193,61 @@ fn check_group(group: &GroupSpec) -> Result<(), String> {
             group.inputs.len()
         ));
     }
-    for input in &group.inputs {
-        if !input.starts_with('/') || input.len() > TEXT_BYTES_MAX || input.contains('\0') {
-            return Err(format!(
-                "group {name:?}: input {:?} must be an absolute path of at most {TEXT_BYTES_MAX} bytes",
-                super::names::truncate(input, 80)
-            ));
-        }
-    }
+    check_input_units(group)?;
     if group.max_attempts > ATTEMPTS_MAX {
         return Err(format!(
             "group {name:?}: retries is above the limit of {ATTEMPTS_MAX}"
         ));
     }
     check_vars("environment variable", &group.env)
+}
+
+fn check_input_units(group: &GroupSpec) -> Result<(), String> {
+    let name = &group.name;
+    if !group.input_units.is_empty() && !group.inputs.is_empty() {
+        return Err(format!("group {name:?} has both inputs and input_units"));
+    }
+    if !group.input_units.is_empty() && !group.after.is_empty() {
+        return Err(format!("group {name:?} has both input_units and after"));
+    }
+    if group.input_units.len() > INPUTS_PER_GROUP_MAX {
+        return Err(format!(
+            "group {name:?} has {} input units; at most {INPUTS_PER_GROUP_MAX} are allowed",
+            group.input_units.len()
+        ));
+    }
+    let slices = group.input_units.iter().flat_map(|u| &u.slices);
+    for slice in slices {
+        check_input_path(name, &slice.path)?;
+        if slice.start >= slice.end {
+            return Err(format!(
+                "group {name:?}: input slice of {:?} is empty or reversed",
+                slice.path
+            ));
+        }
+    }
+    for unit in &group.input_units {
+        if unit.files.len() + unit.slices.len() > FILES_PER_UNIT_MAX {
+            return Err(format!(
+                "group {name:?}: a unit has more than {FILES_PER_UNIT_MAX} inputs"
+            ));
+        }
+    }
+    let files = group
+        .inputs
+        .iter()
+        .chain(group.input_units.iter().flat_map(|u| &u.files));
+    files.map(|path| check_input_path(name, path)).collect()
+}
+
+fn check_input_path(group: &str, path: &str) -> Result<(), String> {
+    if !path.starts_with('/') || path.len() > TEXT_BYTES_MAX || path.contains('\0') {
+        return Err(format!(
+            "group {group:?}: input {:?} must be an absolute path of at most {TEXT_BYTES_MAX} bytes",
+            super::names::truncate(path, 80)
+        ));
+    }
+    Ok(())
 }
 
 fn check_vars(what: &str, vars: &std::collections::HashMap<String, String>) -> Result<(), String> {
@@ -219,6 +333,42 @@ mod tests {
         assert_eq!(w[0].downstream, vec![1, 2]);
         assert_eq!(w[2].upstream, vec![0, 1]);
         assert_eq!(w[1].max_attempts, ATTEMPTS_DEFAULT);
+        assert_eq!((w[0].feed, w[1].feed), (Feed::Inputs, Feed::PerUnit));
+    }
+
+    #[test]
+    fn shuffles_set_the_partitions_upstream_writes() {
+        let mut s = spec(vec![
+            group("a", &[]),
+            group("b", &["a"]),
+            group("c", &["b"]),
+        ]);
+        s.groups[1].partitions = 4;
+        s.groups[2].gather = true;
+        let w = validate(&s).unwrap();
+        assert_eq!(w[1].feed, Feed::Shuffle { partitions: 4 });
+        assert_eq!(w[2].feed, Feed::Gather);
+        assert_eq!((w[0].write_partitions, w[1].write_partitions), (4, 0));
+        let mut clash = spec(vec![
+            group("a", &[]),
+            group("b", &["a"]),
+            group("c", &["a"]),
+        ]);
+        clash.groups[1].partitions = 2;
+        clash.groups[2].partitions = 3;
+        assert!(
+            validate(&clash)
+                .unwrap_err()
+                .contains("both 2 and 3 partitions")
+        );
+        let mut both = spec(vec![group("a", &[]), group("b", &["a"])]);
+        both.groups[1].partitions = 2;
+        both.groups[1].gather = true;
+        assert!(
+            validate(&both)
+                .unwrap_err()
+                .contains("both partitions and gather")
+        );
     }
 
     #[test]

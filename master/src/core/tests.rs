@@ -345,3 +345,123 @@ fn replay_rebuilds_the_same_state() {
         core.outputs("p-1", "a").unwrap()
     );
 }
+
+fn group(name: &str, after: &[&str]) -> GroupSpec {
+    GroupSpec {
+        name: name.into(),
+        task: "exec".into(),
+        command: vec!["true".into()],
+        after: after.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn lease_all(core: &mut Core, now: u64) -> Vec<Lease> {
+    core.lease("w", 100, now).unwrap().1
+}
+
+fn in_group<'a>(leases: &'a [Lease], name: &str) -> Vec<&'a Lease> {
+    leases
+        .iter()
+        .filter(|l| l.unit.as_ref().unwrap().group == name)
+        .collect()
+}
+
+#[test]
+fn a_shuffle_waits_for_its_upstream_then_reads_one_partition_each() {
+    let mut core = core();
+    let mut a = group("a", &[]);
+    a.inputs = vec!["/in/0".into(), "/in/1".into()];
+    let mut b = group("b", &["a"]);
+    b.partitions = 2;
+    let spec = PipelineSpec {
+        name: "p".into(),
+        groups: vec![a, b],
+        ..Default::default()
+    };
+    core.submit("p-1", spec, 0, 0).unwrap();
+    let first = lease_all(&mut core, 0);
+    assert_eq!(
+        first[0].partitions, 2,
+        "upstream of a shuffle writes partitions"
+    );
+    core.commit("tok", &[done(&first[0], &["part-00000", "part-00001"])], 1)
+        .unwrap();
+    assert!(
+        lease_all(&mut core, 1).is_empty(),
+        "barrier: b waits for all of a"
+    );
+    assert_eq!(counts(&core, 1).pending, 0);
+    core.commit("tok", &[done(&first[1], &["part-00001"])], 1)
+        .unwrap();
+    core.check_invariants().unwrap();
+    let b = lease_all(&mut core, 2);
+    assert_eq!(in_group(&b, "b").len(), 2);
+    let prefix = |unit, lease| format!("/store/{}", output_prefix("p-1", "a", unit, lease));
+    assert_eq!(b[0].inputs, vec![format!("{}part-00000", prefix(0, 1))]);
+    assert_eq!(
+        b[1].inputs,
+        vec![
+            format!("{}part-00001", prefix(0, 1)),
+            format!("{}part-00001", prefix(1, 2))
+        ]
+    );
+}
+
+#[test]
+fn a_partition_outside_the_shuffle_fails_the_attempt_with_the_reason() {
+    let mut core = core();
+    let mut b = group("b", &["a"]);
+    b.partitions = 2;
+    let spec = PipelineSpec {
+        name: "p".into(),
+        groups: vec![group("a", &[]), b],
+        ..Default::default()
+    };
+    core.submit("p-1", spec, 0, 0).unwrap();
+    let lease = lease_all(&mut core, 0).remove(0);
+    let (records, results) = core
+        .commit("tok", &[done(&lease, &["part-00002"])], 1)
+        .unwrap();
+    assert!(
+        matches!(&results[0], Err(Refusal::Invalid(why)) if why.contains("outside 0..2")),
+        "{results:?}"
+    );
+    assert!(matches!(records[0].kind, Some(Kind::AttemptFailed(_))));
+    let unit_errors = core.status("p-1").unwrap();
+    assert_eq!(counts(&core, 0).pending, 1, "retried: {unit_errors:?}");
+}
+
+#[test]
+fn a_gather_join_runs_once_after_both_branches() {
+    let mut core = core();
+    let mut join = group("join", &["sales", "weather"]);
+    join.gather = true;
+    let groups = vec![group("sales", &[]), group("weather", &[]), join];
+    core.submit(
+        "p-1",
+        PipelineSpec {
+            name: "p".into(),
+            groups,
+            ..Default::default()
+        },
+        0,
+        0,
+    )
+    .unwrap();
+    let first = lease_all(&mut core, 0);
+    assert_eq!(first.len(), 2);
+    core.commit("tok", &[done(&first[0], &["s"])], 1).unwrap();
+    assert!(lease_all(&mut core, 1).is_empty(), "join waits for weather");
+    core.commit("tok", &[done(&first[1], &["w"])], 1).unwrap();
+    let join = lease_all(&mut core, 2);
+    assert_eq!(join.len(), 1);
+    assert_eq!(join[0].inputs.len(), 2);
+    core.commit("tok", &[done(&join[0], &["joined"])], 3)
+        .unwrap();
+    assert_eq!(
+        core.status("p-1").unwrap().state(),
+        PipelineState::Succeeded
+    );
+    core.check_invariants().unwrap();
+}

@@ -46,7 +46,7 @@ impl Core {
                 out.push(UnitOutputs {
                     unit: u as u32,
                     lease_id,
-                    paths: self.committed_paths(pos),
+                    paths: self.committed_paths(pos, None),
                 });
             }
         }
@@ -84,31 +84,10 @@ fn pipeline_status(p: &Pipeline) -> PipelineStatus {
     }
 }
 
-/// A group is complete when its upstream groups are and all its units are
-/// committed: then no unit can be added to it any more. Groups are checked
-/// in an order where upstream comes first (spec validation proved a DAG).
 fn groups_complete(p: &Pipeline) -> Vec<bool> {
-    let n = p.groups.len();
-    let mut complete: Vec<Option<bool>> = vec![None; n];
-    while complete.iter().any(Option::is_none) {
-        for i in 0..n {
-            if complete[i].is_some() {
-                continue;
-            }
-            let group = &p.groups[i];
-            let upstream: Option<Vec<bool>> = group
-                .wiring
-                .upstream
-                .iter()
-                .map(|&u| complete[u as usize])
-                .collect();
-            if let Some(upstream) = upstream {
-                let own = group.counts.committed == group.counts.total();
-                complete[i] = Some(own && upstream.iter().all(|&c| c));
-            }
-        }
-    }
-    complete.into_iter().map(|c| c.unwrap_or(false)).collect()
+    (0..p.groups.len() as u32)
+        .map(|g| super::group_complete(p, g))
+        .collect()
 }
 
 fn pipeline_state(p: &Pipeline, complete: &[bool]) -> PipelineState {
