@@ -8,6 +8,8 @@
 //!
 //! - [`pipeline_file`]: reads a pipeline TOML file into a `PipelineSpec`
 //!   (input globs expanded, working directory set, `--param` overrides).
+//! - [`sizing`]: packs small input files and cuts large ones into byte
+//!   ranges, so a first group's units are about `unit_bytes` each.
 //! - [`client`]: [`Client`], the async SDK over the gRPC `TaskMaster`
 //!   service (submit, status, list, outputs, wait), and [`ClientError`].
 //! - [`view`]: small serde structs mirroring a pipeline's status, the stable
@@ -21,6 +23,7 @@
 
 pub mod client;
 pub mod pipeline_file;
+pub mod sizing;
 pub mod text;
 pub mod view;
 

@@ -9,13 +9,17 @@
 //! name = "extract"
 //! task = "exec"                           # default "exec"
 //! command = ["python3", "extract.py"]     # runs in the pipeline file's folder
-//! inputs = ["data/*.csv"]                 # first groups: one unit per file
+//! inputs = ["data/*.csv"]                 # first groups: globs, sized into units
+//! unit_bytes = 67108864                   # optional: target bytes per unit (0: one unit per file)
 //! env = { LANG = "C" }                    # optional
 //! retries = 3                             # optional: max attempts per unit
+//! config = { chunk_bytes = 1048576 }      # optional: settings of built-in tasks
 //! [[groups]]
 //! name = "aggregate"
 //! command = ["python3", "agg.py"]
-//! after = ["extract"]
+//! after = ["extract"]                    # one unit per upstream unit, or:
+//! # partitions = 8                       # shuffle: unit r reads part-r of every upstream output
+//! # gather = true                         # merge: one unit reads every upstream output
 //! ```
 //!
 //! The loader resolves everything that depends on the client's machine
@@ -29,6 +33,8 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 use taskmaster_proto::v1::{GroupSpec, PipelineSpec};
+
+use crate::sizing::{UNIT_BYTES_DEFAULT, size_units};
 
 /// The task a group runs when the file does not name one.
 pub const TASK_DEFAULT: &str = "exec";
@@ -101,6 +107,18 @@ struct GroupToml {
     /// Maximum attempts per unit (GroupSpec.max_attempts); absent means
     /// the master's default.
     retries: Option<u32>,
+    /// Shuffle: this many units, unit r reading partition r of every
+    /// upstream output.
+    #[serde(default)]
+    partitions: u32,
+    /// Merge: one unit reading every upstream output.
+    #[serde(default)]
+    gather: bool,
+    /// Target input bytes per first-group unit (0: one unit per file).
+    unit_bytes: Option<u64>,
+    /// Task settings (built-in tasks read theirs here).
+    #[serde(default)]
+    config: BTreeMap<String, toml::Value>,
 }
 
 fn task_default() -> String {
@@ -190,19 +208,31 @@ fn group_spec(
         ));
     }
     let env = text_map(path, &format!("groups.{}.env", group.name), group.env)?;
+    let config = text_map(path, &format!("groups.{}.config", group.name), group.config)?;
     let mut inputs = BTreeSet::new();
     for glob in &group.inputs {
         inputs.extend(expand_glob(path, folder, &group.name, glob)?);
     }
+    let mut sized = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let size = std::fs::metadata(&input)
+            .map_err(|e| invalid(format!("cannot read input {input}: {e}")))?
+            .len();
+        sized.push((input, size));
+    }
+    let unit_bytes = group.unit_bytes.unwrap_or(UNIT_BYTES_DEFAULT);
     Ok(GroupSpec {
         name: group.name,
         task: group.task,
         command: group.command,
         workdir: folder.to_string_lossy().into_owned(),
-        inputs: inputs.into_iter().collect(),
+        input_units: size_units(&sized, unit_bytes),
         after: group.after,
         env: env.into_iter().collect(),
         max_attempts: group.retries.unwrap_or(0),
+        partitions: group.partitions,
+        gather: group.gather,
+        config: config.into_iter().collect(),
         ..Default::default()
     })
 }

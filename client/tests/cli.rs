@@ -66,7 +66,7 @@ fn pipeline_dir(name: &str, inputs: usize, script: &str, extra: &str) -> tempfil
     }
     let command = toml::Value::Array(vec!["sh".into(), "-c".into(), script.into()]);
     let toml = format!(
-        "name = \"{name}\"\n[params]\nds = \"2026-11-21\"\n[[groups]]\nname = \"extract\"\ncommand = {command}\ninputs = [\"*.txt\"]\n{extra}"
+        "name = \"{name}\"\n[params]\nds = \"2026-11-21\"\n[[groups]]\nname = \"extract\"\ncommand = {command}\ninputs = [\"*.txt\"]\nunit_bytes = 0\n{extra}"
     );
     std::fs::write(dir.path().join("pipeline.toml"), toml).unwrap();
     dir

@@ -45,6 +45,7 @@ ds = "2026-11-21"
 name = "count"
 command = ["sh", "count.sh"]
 inputs = ["data/*.txt"]
+unit_bytes = 0   # one unit per file
 [[groups]]
 name = "label"
 command = ["sh", "-c", "echo \"$TM_PARAM_DS unit=$TM_UNIT words=$(cat $TM_INPUTS)\" > \"$TM_OUTPUT_DIR/label\""]

@@ -14,6 +14,15 @@ fn folder_with(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
+/// Every input file of a group's units, in unit order.
+fn input_files(group: &GroupSpec) -> Vec<String> {
+    group
+        .input_units
+        .iter()
+        .flat_map(|u| u.files.clone())
+        .collect()
+}
+
 fn load(dir: &Path, overrides: &[(&str, &str)]) -> Result<PipelineSpec, PipelineFileError> {
     let overrides: Vec<(String, String)> = overrides
         .iter()
@@ -65,13 +74,22 @@ fn valid_file_expands_globs_sets_workdir_and_overrides_params() {
         .iter()
         .map(|p| root.join(p).to_string_lossy().into_owned())
         .collect();
-    assert_eq!(extract.inputs, expected, "absolute, sorted, de-duplicated");
+    assert_eq!(
+        input_files(extract),
+        expected,
+        "absolute, sorted, de-duplicated"
+    );
+    assert_eq!(
+        extract.input_units.len(),
+        1,
+        "small files are packed into one unit"
+    );
     assert_eq!(extract.env["LANG"], "C");
     assert_eq!(extract.max_attempts, 3);
     let aggregate = &spec.groups[1];
     assert_eq!(aggregate.task, "sum");
     assert_eq!(aggregate.after, ["extract"]);
-    assert!(aggregate.inputs.is_empty());
+    assert!(aggregate.input_units.is_empty());
     assert_eq!(aggregate.max_attempts, 0, "absent retries: master default");
 }
 
@@ -88,7 +106,7 @@ fn absolute_and_parent_globs_give_normalized_absolute_paths() {
     fs::write(sibling.path().join("pipeline.toml"), pipeline).unwrap();
     let spec = load(sibling.path(), &[]).unwrap();
     assert_eq!(
-        spec.groups[0].inputs,
+        input_files(&spec.groups[0]),
         [data_root.join("x.csv").to_string_lossy().into_owned()]
     );
 }
@@ -193,4 +211,28 @@ fn empty_override_key_is_rejected() {
     let dir = folder_with(&[("pipeline.toml", "name = \"p\"\n")]);
     let err = load(dir.path(), &[("", "x")]).unwrap_err();
     assert!(matches!(err, PipelineFileError::BadParam { .. }), "{err:?}");
+}
+
+#[test]
+fn units_are_sized_by_unit_bytes_and_shuffle_keys_pass_through() {
+    let dir = folder_with(&[
+        (
+            "pipeline.toml",
+            "name = \"p\"\n[[groups]]\nname = \"g\"\ntask = \"split\"\ninputs = [\"*.txt\"]\nunit_bytes = 4\n\
+             [[groups]]\nname = \"r\"\ntask = \"sum.reduce\"\nafter = [\"g\"]\npartitions = 3\nconfig = { sort_by = \"value\" }\n",
+        ),
+        ("a.txt", "12"),
+        ("b.txt", "34"),
+        ("c.txt", "0123456789"),
+    ]);
+    let spec = load(dir.path(), &[]).unwrap();
+    let units = &spec.groups[0].input_units;
+    assert_eq!(units[0].files.len(), 2, "a and b packed up to 4 bytes");
+    let slices: Vec<(u64, u64)> = units[1..]
+        .iter()
+        .map(|u| (u.slices[0].start, u.slices[0].end))
+        .collect();
+    assert_eq!(slices, vec![(0, 3), (3, 6), (6, 10)]);
+    assert_eq!(spec.groups[1].partitions, 3);
+    assert_eq!(spec.groups[1].config["sort_by"], "value");
 }
