@@ -3,6 +3,8 @@
 //! - [`core`]: the pure state machine (pipelines, leases, the four commit
 //!   checks). No I/O; time is an argument.
 //! - [`journal`]: the durable, checksummed, group-committed journal.
+//! - [`snapshots`]: snapshot files (whole state at a journal position).
+//! - [`recovery`]: newest snapshot plus the journal after it.
 //! - [`runtime`]: owns the core behind one lock, journals every change and
 //!   answers only once it is durable; the lease reaper.
 //! - [`service`]: the thin gRPC layer (validate, convert, map errors).
@@ -12,6 +14,8 @@
 pub mod clock;
 pub mod core;
 pub mod journal;
+pub mod recovery;
 pub mod runtime;
 pub mod server;
 pub mod service;
+pub mod snapshots;

@@ -38,6 +38,10 @@ struct ServeArgs {
     #[arg(long, env = "TASKMASTER_LEASE_MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(100..=86_400_000))]
     lease_ms: u64,
+    /// Leases out at once over all pipelines, at most (0: no limit); keeps
+    /// the systems tasks call from being overloaded.
+    #[arg(long, env = "TASKMASTER_MAX_IN_FLIGHT", default_value_t = 0)]
+    max_in_flight: u32,
     /// Directory where workers write outputs [default: DATA_DIR/store].
     #[arg(long, env = "TASKMASTER_STORE")]
     store: Option<PathBuf>,
@@ -63,6 +67,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         store_root: args.store,
         lease_ms: args.lease_ms,
+        max_in_flight: args.max_in_flight,
     };
     let master = Arc::new(Master::open(&config, Arc::new(MonotonicClock::default()))?);
     let listener = tokio::net::TcpListener::bind(args.listen)

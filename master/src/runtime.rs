@@ -6,20 +6,24 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use taskmaster_proto::journal::{Record, record::Kind};
 use taskmaster_proto::v1::{
-    CommitItem, Lease, LeaseRef, PipelineSpec, PipelineStatus, UnitOutputs,
+    CommitItem, GroupConfigChange, Lease, LeaseRef, MasterStatus, PipelineSpec, PipelineStatus,
+    SnapshotInfo, UnitOutputs, WorkerInfo,
 };
 use tokio::sync::{Notify, watch};
 
 use crate::clock::Clock;
+use crate::core::operate::Changed;
 use crate::core::ops::ItemResults;
 use crate::core::{Core, CoreConfig, CoreError};
-use crate::journal::file::FileLog;
 use crate::journal::{Journal, JournalError};
+use crate::recovery;
+use crate::snapshots::{SnapshotError, SnapshotStore};
 
 /// How the master is set up; see `taskmaster serve --help`.
 #[derive(Debug, Clone)]
@@ -28,6 +32,8 @@ pub struct MasterConfig {
     /// Where attempts write outputs; `<data_dir>/store` by default.
     pub store_root: Option<PathBuf>,
     pub lease_ms: u64,
+    /// Leases out at once over all pipelines, at most (0: no limit).
+    pub max_in_flight: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,11 +46,19 @@ pub enum MasterError {
     DataDir { path: String, what: String },
     #[error("the master is shutting down")]
     ShuttingDown,
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 pub struct Master {
     core: Mutex<Core>,
     journal: Journal,
+    journal_path: PathBuf,
+    snapshots: SnapshotStore,
+    /// Journal position of the newest snapshot (0: none yet).
+    snapshot_position: AtomicU64,
+    /// One snapshot or rollback at a time.
+    snapshotting: tokio::sync::Mutex<()>,
     clock: Arc<dyn Clock>,
     /// Woken whenever units may have become ready, for long-polling leases.
     work_ready: Notify,
@@ -77,19 +91,17 @@ impl Master {
         let core_config = CoreConfig {
             store_root: store_root.display().to_string(),
             lease_ms: config.lease_ms,
+            max_in_flight: config.max_in_flight,
         };
-        let (log, records) = open_journal(&data_dir.join("journal.log"))?;
-        let count = records.len() as u64;
-        let core = Core::recover(core_config, records, clock.now_ms())?;
-        core.check_invariants()?;
-        tracing::info!(
-            records = count,
-            server_token = core.server_token(),
-            "recovered state from the journal"
-        );
+        let snapshots = SnapshotStore::open(data_dir)?;
+        let recovered = recovery::recover(data_dir, core_config, &snapshots, clock.now_ms())?;
         Ok(Master {
-            core: Mutex::new(core),
-            journal: Journal::start(log, count),
+            core: Mutex::new(recovered.core),
+            journal: Journal::start(recovered.log, recovered.appended),
+            journal_path: data_dir.join("journal.log"),
+            snapshots,
+            snapshot_position: AtomicU64::new(recovered.snapshot_position),
+            snapshotting: tokio::sync::Mutex::new(()),
             clock,
             work_ready: Notify::new(),
             closing: watch::channel(false).0,
@@ -140,18 +152,36 @@ impl Master {
     }
 
     pub async fn submit(&self, spec: PipelineSpec) -> Result<String, MasterError> {
+        let name = spec.name.clone();
+        self.with_new_id(&name, |core, id, unix_ms, now| {
+            core.submit(id, spec.clone(), unix_ms, now)
+        })
+        .await
+    }
+
+    /// Starts a new run of a finished pipeline; returns the new id.
+    pub async fn rerun(&self, pipeline_id: &str) -> Result<String, MasterError> {
+        let name = self.core.lock().status(pipeline_id)?.name;
+        self.with_new_id(&name, |core, id, unix_ms, now| {
+            core.rerun(pipeline_id, id, unix_ms, now)
+        })
+        .await
+    }
+
+    /// Runs `op` with a fresh pipeline id `<name>-<8 hex>`; a clash
+    /// (vanishingly rare) picks again.
+    async fn with_new_id(
+        &self,
+        name: &str,
+        op: impl Fn(&mut Core, &str, u64, u64) -> Result<Vec<Record>, CoreError>,
+    ) -> Result<String, MasterError> {
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        // Ids are `<name>-<8 hex>`; a clash (vanishingly rare) picks again.
         for _ in 0..8 {
-            let id = format!(
-                "{}-{}",
-                spec.name,
-                &uuid::Uuid::new_v4().simple().to_string()[..8]
-            );
+            let id = format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
             let result = self
-                .mutate(|core, now| Ok((core.submit(&id, spec.clone(), unix_ms, now)?, ())))
+                .mutate(|core, now| Ok((op(core, &id, unix_ms, now)?, ())))
                 .await;
             match result {
                 Err(MasterError::Core(CoreError::AlreadyExists(_))) => continue,
@@ -159,6 +189,151 @@ impl Master {
             }
         }
         Err(CoreError::AlreadyExists("could not pick a free pipeline id".into()).into())
+    }
+
+    pub async fn cancel(&self, pipeline_id: &str) -> Result<(), MasterError> {
+        self.mutate(|core, now| Ok((core.cancel(pipeline_id, now)?, ())))
+            .await
+    }
+
+    pub async fn block(&self, pipeline_id: &str, blocked: bool) -> Result<(), MasterError> {
+        self.mutate(|core, now| Ok((core.block(pipeline_id, blocked, now)?, ())))
+            .await
+    }
+
+    pub async fn retry(
+        &self,
+        pipeline_id: &str,
+        group: Option<&str>,
+        unit: Option<u32>,
+    ) -> Result<Changed, MasterError> {
+        self.mutate(|core, now| core.retry(pipeline_id, group, unit, now))
+            .await
+    }
+
+    pub async fn clear(
+        &self,
+        pipeline_id: &str,
+        group: &str,
+        downstream: bool,
+    ) -> Result<Changed, MasterError> {
+        self.mutate(|core, now| core.clear(pipeline_id, group, downstream, now))
+            .await
+    }
+
+    pub async fn change_config(
+        &self,
+        pipeline_id: &str,
+        group: &str,
+        change: GroupConfigChange,
+    ) -> Result<(Changed, u64), MasterError> {
+        self.mutate(|core, now| {
+            let (records, changed, version) =
+                core.change_config(pipeline_id, group, change, now)?;
+            Ok((records, (changed, version)))
+        })
+        .await
+    }
+
+    pub async fn scale(
+        &self,
+        pipeline_id: &str,
+        group: &str,
+        split: u32,
+    ) -> Result<Changed, MasterError> {
+        self.mutate(|core, now| core.scale(pipeline_id, group, split, now))
+            .await
+    }
+
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>, MasterError> {
+        let now = self.clock.now_ms();
+        self.read(|core| Ok(core.workers(now))).await
+    }
+
+    /// The master's own state, for `tmctl status` and operators.
+    pub async fn master_status(&self) -> Result<MasterStatus, MasterError> {
+        let journal_syncs = self.journal.syncs();
+        self.read(|core| {
+            Ok(MasterStatus {
+                server_token: core.server_token().to_string(),
+                blocked: core.is_blocked(),
+                max_in_flight: core.config().max_in_flight,
+                leases_in_flight: core.leases_in_flight(),
+                journal_syncs,
+                ..MasterStatus::default()
+            })
+        })
+        .await
+        .and_then(|mut status| {
+            status.journal_bytes = std::fs::metadata(&self.journal_path).map_or(0, |m| m.len());
+            status.journal_records =
+                self.journal.appended() - self.snapshot_position.load(Ordering::Relaxed);
+            let (snapshots, bytes) = self.snapshots.list()?;
+            status.snapshots = snapshots.len() as u64;
+            status.snapshot_bytes = bytes;
+            Ok(status)
+        })
+    }
+
+    /// Records the whole state at the current journal position, then drops
+    /// the journal before it.
+    pub async fn take_snapshot(&self, note: &str) -> Result<SnapshotInfo, MasterError> {
+        let _one_at_a_time = self.snapshotting.lock().await;
+        let (mut snap, position) = {
+            let core = self.core.lock();
+            let position = self.journal.appended();
+            (core.to_snapshot(position), position)
+        };
+        // The snapshot may only stand for records that are durable.
+        self.journal.wait_durable(position).await?;
+        snap.note = note.to_string();
+        snap.taken_unix_ms = unix_ms();
+        let info = self.snapshots.write(snap)?;
+        self.snapshot_position.store(position, Ordering::Relaxed);
+        self.journal.compact(position);
+        Ok(info)
+    }
+
+    pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>, MasterError> {
+        Ok(self.snapshots.list()?.0)
+    }
+
+    /// Restores a snapshot's state (see `Core::rolled_back`). The result is
+    /// written as a new snapshot while the state is locked, so nothing
+    /// changes until the rollback is durable; returns the leases invalidated.
+    pub async fn rollback(&self, snapshot_id: &str) -> Result<u64, MasterError> {
+        let _one_at_a_time = self.snapshotting.lock().await;
+        let snap = self.snapshots.load(snapshot_id)?;
+        let config = self.core.lock().config().clone();
+        let restored = Core::from_snapshot(config, &snap, self.clock.now_ms())?;
+        let (position, invalidated) = {
+            let mut core = self.core.lock();
+            let (rolled_back, invalidated) = core.rolled_back(restored, self.clock.now_ms());
+            let position = self.journal.appended();
+            let mut new_snap = rolled_back.to_snapshot(position);
+            new_snap.note = format!("state after rollback to {snapshot_id}");
+            new_snap.taken_unix_ms = unix_ms();
+            self.snapshots.write(new_snap)?;
+            *core = rolled_back;
+            (position, invalidated)
+        };
+        self.snapshot_position.store(position, Ordering::Relaxed);
+        self.journal.compact(position);
+        self.work_ready.notify_waiters();
+        Ok(invalidated)
+    }
+
+    /// Takes a snapshot when the journal has grown by
+    /// `AUTO_SNAPSHOT_RECORDS` since the last one, bounding its size.
+    async fn snapshot_if_grown(&self) {
+        let since = self.journal.appended() - self.snapshot_position.load(Ordering::Relaxed);
+        if since < AUTO_SNAPSHOT_RECORDS {
+            return;
+        }
+        match self.take_snapshot("automatic").await {
+            Ok(info) => tracing::info!(snapshot_id = info.snapshot_id, "automatic snapshot"),
+            Err(e) => tracing::warn!(error = %e, "automatic snapshot failed"),
+        }
     }
 
     /// Grants up to `max_units` leases, waiting up to `wait` for work.
@@ -230,12 +405,17 @@ impl Master {
 
     /// Expires every lease that ran out; returns how many.
     pub async fn reap(&self) -> Result<usize, MasterError> {
-        self.mutate(|core, now| {
-            let records = core.expire(now);
-            let expired = records.len();
-            Ok((records, expired))
-        })
-        .await
+        let (expired, promoted) = self
+            .mutate(|core, now| {
+                let records = core.expire(now);
+                let expired = records.len();
+                Ok((records, (expired, core.promote_due(now))))
+            })
+            .await?;
+        if promoted > 0 {
+            self.work_ready.notify_waiters(); // retry delays ran out
+        }
+        Ok(expired)
     }
 
     /// Expires leases as they run out, until shutdown. Ticks at a tenth of
@@ -249,6 +429,7 @@ impl Master {
                 () = tokio::time::sleep(tick) => {}
                 _ = closing.wait_for(|c| *c) => return,
             }
+            self.snapshot_if_grown().await;
             match self.reap().await {
                 Ok(0) => {}
                 Ok(n) => {
@@ -289,25 +470,13 @@ impl Master {
     }
 }
 
-fn open_journal(path: &Path) -> Result<(FileLog, Vec<Record>), MasterError> {
-    if !path.exists() {
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let init = Core::init_record(&token, unix_ms);
-        let log = FileLog::create(path, &init)?;
-        tracing::info!(server_token = token, "created a new store");
-        return Ok((log, vec![init]));
-    }
-    let opened = FileLog::open(path)?;
-    if opened.torn_bytes > 0 {
-        tracing::warn!(
-            bytes = opened.torn_bytes,
-            "journal ended in an unfinished write (never acknowledged); truncated it"
-        );
-    }
-    Ok((opened.log, opened.records))
+/// Journal records after which a snapshot is taken automatically.
+pub const AUTO_SNAPSHOT_RECORDS: u64 = 200_000;
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Takes an exclusive lock on `<data_dir>/LOCK` so two masters never share a store.

@@ -12,6 +12,7 @@ use crate::core::limits::{BATCH_ITEMS_MAX, LEASE_WAIT_MS_MAX};
 use crate::core::ops::ItemResults;
 use crate::core::{CoreError, Refusal};
 use crate::runtime::{Master, MasterError};
+use crate::snapshots::SnapshotError;
 
 pub struct Service {
     master: Arc<Master>,
@@ -32,10 +33,13 @@ fn status(error: MasterError) -> Status {
             CoreError::NotFound(_) => Status::not_found(message),
             CoreError::WrongMaster { .. } => Status::permission_denied(message),
             CoreError::AlreadyExists(_) => Status::already_exists(message),
+            CoreError::FailedPrecondition(_) => Status::failed_precondition(message),
             CoreError::Corrupt(_) => Status::internal(message),
         },
         MasterError::Journal(_) | MasterError::ShuttingDown => Status::unavailable(message),
         MasterError::DataDir { .. } => Status::internal(message),
+        MasterError::Snapshot(SnapshotError::NotFound(_)) => Status::not_found(message),
+        MasterError::Snapshot(_) => Status::internal(message),
     }
 }
 
@@ -173,5 +177,166 @@ impl TaskMaster for Service {
         Ok(Response::new(ReleaseResponse {
             results: item_statuses(results),
         }))
+    }
+    async fn cancel(
+        &self,
+        request: Request<CancelRequest>,
+    ) -> Result<Response<CancelResponse>, Status> {
+        let id = request.into_inner().pipeline_id;
+        self.master.cancel(&id).await.map_err(status)?;
+        tracing::info!(pipeline_id = id, "pipeline cancelled");
+        Ok(Response::new(CancelResponse {}))
+    }
+
+    async fn block(
+        &self,
+        request: Request<BlockRequest>,
+    ) -> Result<Response<BlockResponse>, Status> {
+        let req = request.into_inner();
+        self.master
+            .block(&req.pipeline_id, req.blocked)
+            .await
+            .map_err(status)?;
+        tracing::info!(
+            pipeline_id = req.pipeline_id,
+            blocked = req.blocked,
+            "leasing block changed"
+        );
+        Ok(Response::new(BlockResponse {}))
+    }
+
+    async fn retry(
+        &self,
+        request: Request<RetryRequest>,
+    ) -> Result<Response<RetryResponse>, Status> {
+        let req = request.into_inner();
+        let group = Some(req.group.as_str()).filter(|g| !g.is_empty());
+        let changed = self
+            .master
+            .retry(&req.pipeline_id, group, req.unit)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(RetryResponse {
+            units_retried: changed.units_reset,
+        }))
+    }
+
+    async fn rerun(
+        &self,
+        request: Request<RerunRequest>,
+    ) -> Result<Response<SubmitResponse>, Status> {
+        let id = request.into_inner().pipeline_id;
+        let pipeline_id = self.master.rerun(&id).await.map_err(status)?;
+        tracing::info!(pipeline_id, rerun_of = id, "pipeline re-run");
+        Ok(Response::new(SubmitResponse { pipeline_id }))
+    }
+
+    async fn clear(
+        &self,
+        request: Request<ClearRequest>,
+    ) -> Result<Response<ClearResponse>, Status> {
+        let req = request.into_inner();
+        let changed = self
+            .master
+            .clear(&req.pipeline_id, &req.group, req.downstream)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ClearResponse {
+            units_reset: changed.units_reset,
+            units_dropped: changed.units_dropped,
+        }))
+    }
+
+    async fn change_config(
+        &self,
+        request: Request<ChangeConfigRequest>,
+    ) -> Result<Response<ChangeConfigResponse>, Status> {
+        let req = request.into_inner();
+        let change = req
+            .change
+            .ok_or_else(|| Status::invalid_argument("no config change"))?;
+        let (changed, config_version) = self
+            .master
+            .change_config(&req.pipeline_id, &req.group, change)
+            .await
+            .map_err(status)?;
+        tracing::info!(
+            pipeline_id = req.pipeline_id,
+            group = req.group,
+            config_version,
+            "config changed"
+        );
+        Ok(Response::new(ChangeConfigResponse {
+            config_version,
+            units_requeued: changed.units_reset,
+        }))
+    }
+
+    async fn scale(
+        &self,
+        request: Request<ScaleRequest>,
+    ) -> Result<Response<ScaleResponse>, Status> {
+        let req = request.into_inner();
+        let changed = self
+            .master
+            .scale(&req.pipeline_id, &req.group, req.split)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ScaleResponse {
+            units_split: changed.units_dropped,
+            units_added: changed.units_added,
+        }))
+    }
+
+    async fn list_workers(
+        &self,
+        _request: Request<ListWorkersRequest>,
+    ) -> Result<Response<ListWorkersResponse>, Status> {
+        let workers = self.master.workers().await.map_err(status)?;
+        Ok(Response::new(ListWorkersResponse { workers }))
+    }
+
+    async fn get_master_status(
+        &self,
+        _request: Request<GetMasterStatusRequest>,
+    ) -> Result<Response<MasterStatus>, Status> {
+        Ok(Response::new(
+            self.master.master_status().await.map_err(status)?,
+        ))
+    }
+
+    async fn take_snapshot(
+        &self,
+        request: Request<TakeSnapshotRequest>,
+    ) -> Result<Response<SnapshotInfo>, Status> {
+        let note = request.into_inner().note;
+        if note.len() > crate::core::limits::TEXT_BYTES_MAX {
+            return Err(Status::invalid_argument("snapshot note is too long"));
+        }
+        let info = self.master.take_snapshot(&note).await.map_err(status)?;
+        tracing::info!(
+            snapshot_id = info.snapshot_id,
+            position = info.journal_position,
+            "snapshot taken"
+        );
+        Ok(Response::new(info))
+    }
+
+    async fn list_snapshots(
+        &self,
+        _request: Request<ListSnapshotsRequest>,
+    ) -> Result<Response<ListSnapshotsResponse>, Status> {
+        let snapshots = self.master.snapshots().await.map_err(status)?;
+        Ok(Response::new(ListSnapshotsResponse { snapshots }))
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<RollbackRequest>,
+    ) -> Result<Response<RollbackResponse>, Status> {
+        let id = request.into_inner().snapshot_id;
+        let leases_invalidated = self.master.rollback(&id).await.map_err(status)?;
+        tracing::warn!(snapshot_id = id, leases_invalidated, "state rolled back");
+        Ok(Response::new(RollbackResponse { leases_invalidated }))
     }
 }

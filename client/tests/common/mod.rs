@@ -65,6 +65,7 @@ impl TestMaster {
             data_dir: data.path().join("data"),
             store_root: None,
             lease_ms: LEASE_MS,
+            max_in_flight: 0,
         };
         let clock = Arc::new(MonotonicClock::default());
         let master = Arc::new(Master::open(&config, clock).expect("master opens"));

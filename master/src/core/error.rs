@@ -11,6 +11,10 @@ pub enum CoreError {
     WrongMaster { given: String, ours: String },
     #[error("{0}")]
     AlreadyExists(String),
+    /// The request makes no sense in the current state (e.g. unblock when
+    /// not blocked).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// A journal record that does not fit the state it is applied to.
     #[error("journal record does not fit the state: {0}")]
     Corrupt(String),

@@ -33,3 +33,10 @@ pub const ERROR_BYTES_MAX: usize = 4096;
 pub const LEASE_WAIT_MS_MAX: u32 = 60_000;
 /// gRPC message size limit, both directions.
 pub const MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Base delay between a unit's attempts when its group sets none: batch
+/// pipelines want a few minutes, so a flaky dependency can recover.
+pub const RETRY_DELAY_MS_DEFAULT: u64 = 120_000;
+/// Longest delay between attempts, however many have failed.
+pub const RETRY_DELAY_MS_MAX: u64 = 3_600_000;
+/// Workers remembered for `ListWorkers` (the least recently seen go first).
+pub const WORKERS_REMEMBERED_MAX: usize = 10_000;

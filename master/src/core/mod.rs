@@ -17,7 +17,9 @@ mod invariants;
 pub mod limits;
 pub mod model;
 pub mod names;
+pub mod operate;
 pub mod ops;
+pub mod snapshot;
 pub mod spec;
 pub mod view;
 
@@ -37,6 +39,8 @@ pub struct CoreConfig {
     pub store_root: String,
     /// How long a lease lasts without renewal.
     pub lease_ms: u64,
+    /// Leases out at once over all pipelines, at most (0: no limit).
+    pub max_in_flight: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +58,19 @@ pub struct Core {
     /// Current leases by id, and their expiries in time order for the reaper.
     leases: HashMap<u64, LeaseClock>,
     expiries: BTreeSet<(u64, u64)>,
+    /// Failed units waiting out their retry delay, by when they are due.
+    delayed: BTreeSet<(u64, Pos)>,
+    /// No leases at all while set (an operator's global block).
+    blocked: bool,
+    /// Workers seen in lease calls; volatile, not journaled.
+    workers: HashMap<String, WorkerSeen>,
+}
+
+/// What the master knows of a worker from its last lease call.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerSeen {
+    pub slots: u32,
+    pub last_seen_ms: u64,
 }
 
 impl Core {
@@ -68,6 +85,9 @@ impl Core {
             ready: VecDeque::new(),
             leases: HashMap::new(),
             expiries: BTreeSet::new(),
+            delayed: BTreeSet::new(),
+            blocked: false,
+            workers: HashMap::new(),
         }
     }
 
@@ -87,14 +107,27 @@ impl Core {
         now_ms: u64,
     ) -> Result<Core, CoreError> {
         let mut core = Core::new(config);
-        for (i, rec) in records.into_iter().enumerate() {
-            core.apply(&rec, now_ms)
-                .map_err(|e| CoreError::Corrupt(format!("record {}: {e}", i + 1)))?;
-        }
+        core.replay(records, 0, now_ms)?;
         if core.server_token.is_empty() {
             return Err(CoreError::Corrupt("the journal has no Init record".into()));
         }
         Ok(core)
+    }
+
+    /// Applies journal records in order; `first_seq` numbers the first one
+    /// in error messages.
+    pub fn replay(
+        &mut self,
+        records: impl IntoIterator<Item = Record>,
+        first_seq: u64,
+        now_ms: u64,
+    ) -> Result<(), CoreError> {
+        for (i, rec) in records.into_iter().enumerate() {
+            self.apply(&rec, now_ms).map_err(|e| {
+                CoreError::Corrupt(format!("record {}: {e}", first_seq + i as u64 + 1))
+            })?;
+        }
+        Ok(())
     }
 
     pub fn server_token(&self) -> &str {
@@ -131,7 +164,7 @@ impl Core {
             Kind::AttemptFailed(f) => {
                 let pos = self.take_lease(&f.unit, f.lease_id)?;
                 self.unit_mut(pos).failed_lease = f.lease_id;
-                self.count_failure(pos, f.error.clone());
+                self.count_failure(pos, f.lease_id, f.error.clone(), now_ms);
             }
             Kind::LeaseExpired(e) => {
                 let pos = self.take_lease(&e.unit, e.lease_id)?;
@@ -140,13 +173,19 @@ impl Core {
                     "lease {} expired (worker {worker} stopped renewing)",
                     e.lease_id
                 );
-                self.count_failure(pos, error);
+                self.count_failure(pos, e.lease_id, error, now_ms);
             }
             Kind::LeaseReleased(r) => {
                 let pos = self.take_lease(&r.unit, r.lease_id)?;
                 self.set_state(pos, UnitState::Pending);
                 self.ready.push_back(pos);
             }
+            Kind::PipelineCancelled(c) => self.apply_cancelled(c)?,
+            Kind::BlockSet(b) => self.apply_block(b)?,
+            Kind::UnitsRetried(r) => self.apply_retried(r)?,
+            Kind::GroupCleared(c) => self.apply_cleared(c)?,
+            Kind::ConfigChanged(c) => self.apply_config(c)?,
+            Kind::GroupScaled(c) => self.apply_scaled(c)?,
         }
         Ok(())
     }
@@ -174,6 +213,10 @@ impl Core {
             submitted_unix_ms: sub.submitted_unix_ms,
             grants: 0,
             retries: 0,
+            topo_order: spec::topo_order(&wiring),
+            cancelled: false,
+            blocked: false,
+            rerun_of: sub.rerun_of.clone(),
         };
         for (g, wiring) in wiring.into_iter().enumerate() {
             let created = wiring.feed == Feed::Inputs || wiring.feed == Feed::PerUnit;
@@ -264,8 +307,13 @@ impl Core {
         }
     }
 
-    fn count_failure(&mut self, pos: Pos, error: String) {
+    /// A failed or expired attempt: the unit waits out its retry delay, or
+    /// fails for good after its last attempt.
+    fn count_failure(&mut self, pos: Pos, lease_id: u64, error: String, now_ms: u64) {
         let max_attempts = self.group(pos).wiring.max_attempts;
+        let base_ms = self.pipelines[pos.pipeline as usize].spec.groups[pos.group as usize]
+            .retry_delay_ms
+            .unwrap_or(limits::RETRY_DELAY_MS_DEFAULT);
         let unit = self.unit_mut(pos);
         unit.failures += 1;
         if unit.errors.len() == limits::ERRORS_KEPT_PER_UNIT {
@@ -273,13 +321,34 @@ impl Core {
         }
         unit.errors
             .push(names::truncate(&error, limits::ERROR_BYTES_MAX));
-        if unit.failures >= max_attempts {
+        let failures = unit.failures;
+        if failures >= max_attempts {
             self.set_state(pos, UnitState::Failed);
-        } else {
-            self.set_state(pos, UnitState::Pending);
-            self.ready.push_back(pos);
-            self.pipelines[pos.pipeline as usize].retries += 1;
+            return;
         }
+        self.set_state(pos, UnitState::Pending);
+        self.pipelines[pos.pipeline as usize].retries += 1;
+        match retry_delay_ms(base_ms, failures, lease_id) {
+            0 => self.ready.push_back(pos),
+            delay_ms => {
+                self.delayed.insert((now_ms.saturating_add(delay_ms), pos));
+            }
+        }
+    }
+
+    /// Moves units whose retry delay is over to the ready queue; returns
+    /// how many.
+    pub fn promote_due(&mut self, now_ms: u64) -> usize {
+        let mut promoted = 0;
+        while let Some(&(due_ms, pos)) = self.delayed.first() {
+            if due_ms > now_ms {
+                break;
+            }
+            self.delayed.pop_first();
+            self.ready.push_back(pos);
+            promoted += 1;
+        }
+        promoted
     }
 
     /// Whether `lease_id` already ended this unit's attempt with a recorded
@@ -408,6 +477,16 @@ impl Core {
         &mut self.pipelines[pos.pipeline as usize].groups[pos.group as usize].units
             [pos.unit as usize]
     }
+}
+
+/// The delay before attempt `failures + 1`: the base doubled per failure,
+/// capped, with ±20% jitter derived from the lease id (deterministic, so a
+/// replay computes the same delay; spread, so retries do not stampede).
+fn retry_delay_ms(base_ms: u64, failures: u32, lease_id: u64) -> u64 {
+    let doubled = base_ms.saturating_mul(1u64 << failures.saturating_sub(1).min(20));
+    let capped = doubled.min(limits::RETRY_DELAY_MS_MAX);
+    let spread = lease_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58; // 0..=63
+    capped / 100 * (80 + spread * 40 / 63)
 }
 
 /// A group is complete when its units exist and are all committed and its

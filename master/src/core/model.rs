@@ -34,6 +34,9 @@ pub enum UnitState {
         files: Vec<OutputFile>,
     },
     Failed,
+    /// Replaced (split by scaling) or derived from outputs that were
+    /// cleared: kept as a tombstone so unit indices never shift.
+    Dropped,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +76,8 @@ pub struct Counts {
     pub leased: u64,
     pub committed: u64,
     pub failed: u64,
+    /// Tombstones; not part of the total.
+    pub dropped: u64,
 }
 
 impl Counts {
@@ -82,6 +87,7 @@ impl Counts {
             UnitState::Leased { .. } => &mut self.leased,
             UnitState::Committed { .. } => &mut self.committed,
             UnitState::Failed => &mut self.failed,
+            UnitState::Dropped => &mut self.dropped,
         }
     }
 
@@ -113,6 +119,11 @@ pub struct Pipeline {
     pub grants: u64,
     /// Failed or expired attempts that were given another try.
     pub retries: u64,
+    /// Groups in an order where every group comes after its upstream ones.
+    pub topo_order: Vec<u32>,
+    pub cancelled: bool,
+    pub blocked: bool,
+    pub rerun_of: String,
 }
 
 /// A unit's position: pipeline, group and unit indices.

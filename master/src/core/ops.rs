@@ -12,6 +12,12 @@ use super::model::{Pos, UnitSource, UnitState};
 use super::names::{check_name, check_relative_path, truncate};
 use super::{Core, CoreError, Refusal, record, spec};
 
+enum Leasable {
+    Yes,
+    Later,
+    Never,
+}
+
 /// Per-item outcomes of a batch call, in request order.
 pub type ItemResults = Vec<Result<(), Refusal>>;
 
@@ -26,6 +32,36 @@ impl Core {
         now_ms: u64,
     ) -> Result<Vec<Record>, CoreError> {
         spec::validate(&spec).map_err(CoreError::Invalid)?;
+        self.submit_checked(pipeline_id, spec, unix_ms, String::new(), now_ms)
+    }
+
+    /// Starts a new run of a finished pipeline, as `new_id`, with the same
+    /// spec and parameters.
+    pub fn rerun(
+        &mut self,
+        pipeline_id: &str,
+        new_id: &str,
+        unix_ms: u64,
+        now_ms: u64,
+    ) -> Result<Vec<Record>, CoreError> {
+        let p = self.pipeline_named(pipeline_id)?;
+        if self.finished_state(p).is_none() {
+            return Err(CoreError::FailedPrecondition(format!(
+                "pipeline {pipeline_id} is still running; cancel it or wait before a re-run"
+            )));
+        }
+        let spec = self.pipelines[p as usize].spec.clone();
+        self.submit_checked(new_id, spec, unix_ms, pipeline_id.to_string(), now_ms)
+    }
+
+    fn submit_checked(
+        &mut self,
+        pipeline_id: &str,
+        spec: PipelineSpec,
+        unix_ms: u64,
+        rerun_of: String,
+        now_ms: u64,
+    ) -> Result<Vec<Record>, CoreError> {
         if self.pipeline_index.contains_key(pipeline_id) {
             return Err(CoreError::AlreadyExists(format!(
                 "pipeline {pipeline_id} exists"
@@ -35,12 +71,15 @@ impl Core {
             pipeline_id: pipeline_id.to_string(),
             spec: Some(spec),
             submitted_unix_ms: unix_ms,
+            rerun_of,
         }));
         self.apply(&rec, now_ms)?;
         Ok(vec![rec])
     }
 
-    /// Grants up to `max_units` leases to `worker_id`, oldest ready first.
+    /// Grants up to `max_units` leases to `worker_id`, oldest ready first,
+    /// skipping (and keeping in place) units held back by a block or an
+    /// in-flight limit.
     pub fn lease(
         &mut self,
         worker_id: &str,
@@ -53,26 +92,66 @@ impl Core {
                 "max_units above the limit of {BATCH_ITEMS_MAX}"
             )));
         }
+        self.note_worker(worker_id, max_units as u32, now_ms);
+        self.promote_due(now_ms);
         let mut records = Vec::new();
         let mut leases = Vec::new();
-        while leases.len() < max_units {
+        let mut held_back = Vec::new();
+        // One pass over the queue at most, so a fully blocked queue costs
+        // one scan, not a loop.
+        for _ in 0..self.ready.len() {
+            if leases.len() >= max_units || self.blocked || self.at_global_limit() {
+                break;
+            }
             let Some(pos) = self.ready.pop_front() else {
                 break;
             };
-            if self.unit(pos).state != UnitState::Pending {
-                continue; // stale queue entry
+            match self.leasable(pos) {
+                Leasable::Yes => {}
+                Leasable::Later => {
+                    held_back.push(pos);
+                    continue;
+                }
+                Leasable::Never => continue,
             }
+            let lease_id = self.next_lease_id;
             let rec = record(Kind::LeaseGranted(journal::LeaseGranted {
                 unit: Some(self.addr(pos)),
-                lease_id: self.next_lease_id,
+                lease_id,
                 worker_id: worker_id.to_string(),
                 lease_ms: self.config.lease_ms,
             }));
             self.apply(&rec, now_ms)?;
-            leases.push(self.lease_view(pos, self.next_lease_id - 1));
+            leases.push(self.lease_view(pos, lease_id));
             records.push(rec);
         }
+        for pos in held_back.into_iter().rev() {
+            self.ready.push_front(pos);
+        }
         Ok((records, leases))
+    }
+
+    fn at_global_limit(&self) -> bool {
+        self.config.max_in_flight > 0 && self.leases.len() >= self.config.max_in_flight as usize
+    }
+
+    /// Whether a queued unit may be leased now, later, or never (stale
+    /// entry, or its pipeline was cancelled).
+    fn leasable(&self, pos: Pos) -> Leasable {
+        let pipeline = &self.pipelines[pos.pipeline as usize];
+        let group = &pipeline.groups[pos.group as usize];
+        let pending = group
+            .units
+            .get(pos.unit as usize)
+            .is_some_and(|u| u.state == UnitState::Pending);
+        if !pending || pipeline.cancelled {
+            return Leasable::Never;
+        }
+        let limit = pipeline.spec.groups[pos.group as usize].max_in_flight;
+        if pipeline.blocked || (limit > 0 && group.counts.leased >= limit as u64) {
+            return Leasable::Later;
+        }
+        Leasable::Yes
     }
 
     /// Extends the given leases by a full lease time. Not journaled: lease
@@ -260,6 +339,13 @@ impl Core {
     /// lease is the unit's current one and has not run out.
     fn check_lease(&self, lease_ref: &LeaseRef, now_ms: u64) -> Result<Pos, Refusal> {
         let pos = self.find_unit(lease_ref.unit.as_ref())?;
+        let pipeline = &self.pipelines[pos.pipeline as usize];
+        if pipeline.cancelled {
+            return Err(Refusal::LeaseLost(format!(
+                "pipeline {} was cancelled",
+                pipeline.id
+            )));
+        }
         let current = self.group(pos).config_version;
         if lease_ref.config_version != current {
             return Err(Refusal::StaleConfig {
@@ -281,6 +367,11 @@ impl Core {
                 )));
             }
             UnitState::Failed => return Err(Refusal::LeaseLost("the unit has failed".into())),
+            UnitState::Dropped => {
+                return Err(Refusal::LeaseLost(
+                    "the unit was dropped (cleared or split)".into(),
+                ));
+            }
         }
         if self.leases[&lease_id].expiry_ms <= now_ms {
             return Err(Refusal::LeaseLost(format!("lease {lease_id} has expired")));

@@ -272,32 +272,41 @@ fn check_vars(what: &str, vars: &std::collections::HashMap<String, String>) -> R
     Ok(())
 }
 
-/// Kahn's algorithm: if some groups never reach in-degree zero, they form
-/// (or hang off) a cycle; name one of them.
+/// Groups that never reach in-degree zero form (or hang off) a cycle.
 fn check_acyclic(spec: &PipelineSpec, wiring: &[GroupWiring]) -> Result<(), String> {
-    let mut in_degree: Vec<usize> = wiring.iter().map(|w| w.upstream.len()).collect();
-    let mut ready: Vec<usize> = (0..wiring.len()).filter(|&i| in_degree[i] == 0).collect();
-    let mut seen = 0;
-    while let Some(i) = ready.pop() {
-        seen += 1;
-        for &down in &wiring[i].downstream {
-            in_degree[down as usize] -= 1;
-            if in_degree[down as usize] == 0 {
-                ready.push(down as usize);
-            }
-        }
-    }
-    if seen == wiring.len() {
+    let order = topo_order(wiring);
+    if order.len() == wiring.len() {
         return Ok(());
     }
-    let stuck: Vec<&str> = (0..wiring.len())
-        .filter(|&i| in_degree[i] > 0)
-        .map(|i| spec.groups[i].name.as_str())
+    let stuck: Vec<&str> = (0..wiring.len() as u32)
+        .filter(|i| !order.contains(i))
+        .map(|i| spec.groups[i as usize].name.as_str())
         .collect();
     Err(format!(
         "groups form a cycle through after: {}",
         stuck.join(", ")
     ))
+}
+
+/// Kahn's algorithm: the groups in an order where each comes after its
+/// upstream groups. Groups on (or behind) a cycle are left out.
+pub fn topo_order(wiring: &[GroupWiring]) -> Vec<u32> {
+    let mut in_degree: Vec<usize> = wiring.iter().map(|w| w.upstream.len()).collect();
+    let mut ready: Vec<u32> = (0..wiring.len() as u32)
+        .filter(|&i| in_degree[i as usize] == 0)
+        .collect();
+    ready.reverse();
+    let mut order = Vec::with_capacity(wiring.len());
+    while let Some(i) = ready.pop() {
+        order.push(i);
+        for &down in &wiring[i as usize].downstream {
+            in_degree[down as usize] -= 1;
+            if in_degree[down as usize] == 0 {
+                ready.push(down);
+            }
+        }
+    }
+    order
 }
 
 #[cfg(test)]

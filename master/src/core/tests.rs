@@ -13,6 +13,7 @@ pub fn core() -> Core {
     let config = CoreConfig {
         store_root: "/store".into(),
         lease_ms: LEASE_MS,
+        max_in_flight: 0,
     };
     Core::recover(config, [Core::init_record("tok", 1)], 0).unwrap()
 }
@@ -24,6 +25,7 @@ pub fn two_groups(inputs: usize) -> PipelineSpec {
         task: "exec".into(),
         command: vec!["true".into()],
         max_attempts: 2,
+        retry_delay_ms: Some(0),
         ..Default::default()
     };
     let mut a = group("a");
@@ -99,6 +101,7 @@ fn submit_journals_the_spec_and_creates_first_units() {
         pipeline_id: "p-1".into(),
         spec: Some(two_groups(2)),
         submitted_unix_ms: 5,
+        rerun_of: String::new(),
     }));
     assert_eq!(records, vec![want]);
     assert_eq!(

@@ -4,13 +4,94 @@ use taskmaster_proto::v1::{
     FailedUnit, GroupStatus, PipelineState, PipelineStatus, UnitCounts, UnitOutputs,
 };
 
+use std::collections::HashMap;
+
+use taskmaster_proto::v1::{LeaseRef, UnitRef, WorkerInfo};
+
+use super::limits::WORKERS_REMEMBERED_MAX;
 use super::model::{Pipeline, Pos, UnitState};
-use super::{Core, CoreError};
+use super::{Core, CoreError, WorkerSeen};
 
 /// Failed units listed in a status reply at most (the counts say the rest).
 const FAILED_UNITS_SHOWN_MAX: usize = 100;
 
 impl Core {
+    /// The state a finished pipeline ended in ("succeeded", "failed",
+    /// "been cancelled"), or None while it can still make progress.
+    pub(super) fn finished_state(&self, p: u32) -> Option<&'static str> {
+        let pipeline = &self.pipelines[p as usize];
+        match pipeline_state(pipeline, &groups_complete(pipeline)) {
+            PipelineState::Succeeded => Some("succeeded"),
+            PipelineState::Failed => Some("failed"),
+            PipelineState::Cancelled => Some("been cancelled"),
+            _ => None,
+        }
+    }
+
+    /// Workers seen in lease calls, with the leases each holds now.
+    pub fn workers(&self, now_ms: u64) -> Vec<WorkerInfo> {
+        let mut held: HashMap<&str, Vec<LeaseRef>> = HashMap::new();
+        for (lease_id, clock) in &self.leases {
+            let pos = clock.pos;
+            if let UnitState::Leased { worker_id, .. } = &self.unit(pos).state {
+                let pipeline = &self.pipelines[pos.pipeline as usize];
+                let unit = UnitRef {
+                    pipeline_id: pipeline.id.clone(),
+                    group: pipeline.spec.groups[pos.group as usize].name.clone(),
+                    unit: pos.unit,
+                };
+                let config_version = pipeline.groups[pos.group as usize].config_version;
+                held.entry(worker_id).or_default().push(LeaseRef {
+                    unit: Some(unit),
+                    lease_id: *lease_id,
+                    config_version,
+                });
+            }
+        }
+        let mut out: Vec<WorkerInfo> = self
+            .workers
+            .iter()
+            .map(|(id, seen)| {
+                let mut leases = held.remove(id.as_str()).unwrap_or_default();
+                leases.sort_by_key(|l| l.lease_id);
+                WorkerInfo {
+                    worker_id: id.clone(),
+                    slots: seen.slots,
+                    leases,
+                    last_seen_ms_ago: now_ms.saturating_sub(seen.last_seen_ms),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
+        out
+    }
+
+    /// Remembers a worker's lease call, forgetting the least recently seen
+    /// when too many are remembered.
+    pub(super) fn note_worker(&mut self, worker_id: &str, slots: u32, now_ms: u64) {
+        if !self.workers.contains_key(worker_id) && self.workers.len() >= WORKERS_REMEMBERED_MAX {
+            let oldest = self
+                .workers
+                .iter()
+                .min_by_key(|(_, seen)| seen.last_seen_ms)
+                .map(|(id, _)| id.clone());
+            if let Some(oldest) = oldest {
+                self.workers.remove(&oldest);
+            }
+        }
+        self.workers.insert(
+            worker_id.to_string(),
+            WorkerSeen {
+                slots,
+                last_seen_ms: now_ms,
+            },
+        );
+    }
+
+    pub fn leases_in_flight(&self) -> u64 {
+        self.leases.len() as u64
+    }
+
     pub fn status(&self, pipeline_id: &str) -> Result<PipelineStatus, CoreError> {
         let &index = self
             .pipeline_index
@@ -81,6 +162,8 @@ fn pipeline_status(p: &Pipeline) -> PipelineStatus {
         groups,
         failed_units: failed_units(p),
         retries: p.retries,
+        blocked: p.blocked,
+        rerun_of: p.rerun_of.clone(),
     }
 }
 
@@ -91,6 +174,9 @@ fn groups_complete(p: &Pipeline) -> Vec<bool> {
 }
 
 fn pipeline_state(p: &Pipeline, complete: &[bool]) -> PipelineState {
+    if p.cancelled {
+        return PipelineState::Cancelled;
+    }
     if complete.iter().all(|&c| c) {
         return PipelineState::Succeeded;
     }

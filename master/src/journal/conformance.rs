@@ -33,7 +33,7 @@ impl Backend for FileBackend {
     fn fresh(init: &Record) -> (Self, FileLog) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.log");
-        let log = FileLog::create(&path, init).unwrap();
+        let log = FileLog::create(&path, 0, std::slice::from_ref(init)).unwrap();
         (FileBackend { _dir: dir, path }, log)
     }
     fn reopen(&self) -> Result<Vec<Record>, JournalError> {
@@ -41,7 +41,7 @@ impl Backend for FileBackend {
     }
     fn damage(&self, f: &mut dyn FnMut(&mut Vec<u8>)) {
         let bytes = std::fs::read(&self.path).unwrap();
-        let (magic, frames) = bytes.split_at(8);
+        let (magic, frames) = bytes.split_at(16);
         let mut frames = frames.to_vec();
         f(&mut frames);
         std::fs::write(&self.path, [magic, &frames].concat()).unwrap();
@@ -128,6 +128,18 @@ async fn torn_tail_is_dropped_and_damage_in_the_middle_refused<B: Backend>() {
     assert!(matches!(err, JournalError::CorruptMiddle { .. }), "{err}");
 }
 
+async fn compaction_keeps_only_records_after_the_snapshot<B: Backend>() {
+    let (backend, store) = B::fresh(&init());
+    let journal = Journal::start(store, 1);
+    let seq = journal.append(&[numbered(1), numbered(2), numbered(3)]);
+    journal.wait_durable(seq).await.unwrap();
+    journal.compact(3);
+    let seq = journal.append(&[numbered(4)]);
+    journal.wait_durable(seq).await.unwrap();
+    journal.close();
+    assert_eq!(backend.reopen().unwrap(), vec![numbered(3), numbered(4)]);
+}
+
 macro_rules! conformance {
     ($backend:ty, $module:ident) => {
         mod $module {
@@ -139,6 +151,10 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_appends_share_syncs() {
                 super::concurrent_appends_share_syncs::<$backend>().await;
+            }
+            #[tokio::test]
+            async fn compaction_keeps_only_records_after_the_snapshot() {
+                super::compaction_keeps_only_records_after_the_snapshot::<$backend>().await;
             }
             #[tokio::test]
             async fn torn_tail_is_dropped_and_damage_in_the_middle_refused() {

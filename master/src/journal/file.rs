@@ -13,37 +13,37 @@ use super::{JournalError, LogStore, decode_all};
 use prost::Message;
 
 const MAGIC: &[u8; 8] = b"TMJRNL01";
+/// Magic, then the sequence number of the record before the file's first
+/// (0 for a journal that starts at the beginning; a snapshot's position
+/// after compaction).
+const HEADER_BYTES: usize = 16;
 
 pub struct FileLog {
     file: File,
+    path: PathBuf,
+    /// Records before this file's first one (they live in a snapshot).
+    base: u64,
 }
 
 /// A journal opened for recovery: its records, and what was cut off.
 pub struct Opened {
     pub log: FileLog,
+    /// Sequence number before the first of `records`.
+    pub base: u64,
     pub records: Vec<Record>,
     /// Bytes of an unfinished tail that were truncated (never acknowledged).
     pub torn_bytes: usize,
 }
 
 impl FileLog {
-    /// Creates a journal holding just `init`, atomically: written to a
-    /// temporary file, synced, renamed into place, directory synced.
-    pub fn create(path: &Path, init: &Record) -> Result<FileLog, JournalError> {
-        let tmp = path.with_extension("tmp");
-        let mut bytes = MAGIC.to_vec();
-        frame::encode(&init.encode_to_vec(), &mut bytes);
-        let io = |context| move |source| io_error(path, context, source);
-        let mut file = File::create(&tmp).map_err(io("create"))?;
-        file.write_all(&bytes).map_err(io("write"))?;
-        file.sync_all().map_err(io("sync"))?;
-        std::fs::rename(&tmp, path).map_err(io("rename"))?;
-        sync_dir(path).map_err(io("sync directory"))?;
-        let file = OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(io("open"))?;
-        Ok(FileLog { file })
+    /// Creates a journal holding `records` after `base`, atomically: written
+    /// to a temporary file, synced, renamed into place, directory synced.
+    pub fn create(path: &Path, base: u64, records: &[Record]) -> Result<FileLog, JournalError> {
+        let mut frames = Vec::new();
+        for rec in records {
+            frame::encode(&rec.encode_to_vec(), &mut frames);
+        }
+        write_atomically(path, base, &frames)
     }
 
     /// Opens an existing journal, reading every record. A torn tail is
@@ -57,39 +57,73 @@ impl FileLog {
             .read_to_end(&mut bytes)
             .map_err(io("read"))?;
         let shown = path.display().to_string();
-        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        if bytes.len() < HEADER_BYTES || &bytes[..MAGIC.len()] != MAGIC {
             return Err(JournalError::Invalid {
                 path: shown,
                 what: "not a taskmaster journal (bad magic)".into(),
             });
         }
-        let scan = frame::scan(&bytes[MAGIC.len()..]);
+        let base = u64::from_le_bytes(
+            bytes[MAGIC.len()..HEADER_BYTES]
+                .try_into()
+                .expect("8 bytes"),
+        );
+        let scan = frame::scan(&bytes[HEADER_BYTES..]);
         let torn_bytes = match scan.tail {
             Tail::Clean => 0,
             Tail::Torn { bytes, .. } => bytes,
             Tail::CorruptMiddle { offset } => {
                 return Err(JournalError::CorruptMiddle {
                     path: shown,
-                    offset: (MAGIC.len() + offset) as u64,
+                    offset: (HEADER_BYTES + offset) as u64,
                 });
             }
         };
-        let records = decode_all(&shown, &scan.payloads, MAGIC.len())?;
+        let records = decode_all(&shown, &scan.payloads, HEADER_BYTES)?;
         let file = OpenOptions::new()
             .append(true)
             .open(path)
             .map_err(io("open for append"))?;
         if torn_bytes > 0 {
-            file.set_len((MAGIC.len() + scan.valid_len) as u64)
+            file.set_len((HEADER_BYTES + scan.valid_len) as u64)
                 .map_err(io("truncate torn tail"))?;
             file.sync_all().map_err(io("sync after truncation"))?;
         }
+        let log = FileLog {
+            file,
+            path: path.to_path_buf(),
+            base,
+        };
         Ok(Opened {
-            log: FileLog { file },
+            log,
+            base,
             records,
             torn_bytes,
         })
     }
+}
+
+/// Writes a whole journal file (header and frames) under a temporary name,
+/// syncs it and renames it over `path`, then opens it for appending.
+fn write_atomically(path: &Path, base: u64, frames: &[u8]) -> Result<FileLog, JournalError> {
+    let io = |context| move |source| io_error(path, context, source);
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp).map_err(io("create"))?;
+    file.write_all(MAGIC).map_err(io("write"))?;
+    file.write_all(&base.to_le_bytes()).map_err(io("write"))?;
+    file.write_all(frames).map_err(io("write"))?;
+    file.sync_all().map_err(io("sync"))?;
+    std::fs::rename(&tmp, path).map_err(io("rename"))?;
+    sync_dir(path).map_err(io("sync directory"))?;
+    let file = OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(io("open"))?;
+    Ok(FileLog {
+        file,
+        path: path.to_path_buf(),
+        base,
+    })
 }
 
 impl LogStore for FileLog {
@@ -99,6 +133,23 @@ impl LogStore for FileLog {
 
     fn sync(&mut self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    /// Rewrites the file without records up to `upto` (now in a snapshot).
+    fn compact(&mut self, upto: u64) -> io::Result<()> {
+        if upto <= self.base {
+            return Ok(());
+        }
+        let bytes = std::fs::read(&self.path)?;
+        let scan = frame::scan(&bytes[HEADER_BYTES.min(bytes.len())..]);
+        let skip = (upto - self.base) as usize;
+        let keep_from = match scan.payloads.get(skip) {
+            Some(&(offset, _)) => offset,
+            None => scan.valid_len, // every record is in the snapshot
+        };
+        let frames = &bytes[HEADER_BYTES + keep_from..HEADER_BYTES + scan.valid_len];
+        *self = write_atomically(&self.path, upto, frames).map_err(io::Error::other)?;
+        Ok(())
     }
 }
 

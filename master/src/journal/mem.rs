@@ -19,6 +19,8 @@ pub struct MemDisk {
     /// Fail every append/sync from now on with this error kind.
     pub fail_with: Option<io::ErrorKind>,
     pub syncs: u64,
+    /// Records dropped from the front by compaction.
+    pub base: u64,
 }
 
 /// A handle on a shared [`MemDisk`]; clone the disk to look at it.
@@ -65,6 +67,22 @@ impl LogStore for MemLog {
         let unsynced = std::mem::take(&mut disk.unsynced);
         disk.synced.extend_from_slice(&unsynced);
         disk.syncs += 1;
+        Ok(())
+    }
+
+    fn compact(&mut self, upto: u64) -> io::Result<()> {
+        let mut disk = self.disk.lock();
+        if upto <= disk.base {
+            return Ok(());
+        }
+        let skip = (upto - disk.base) as usize;
+        let scan = frame::scan(&disk.synced);
+        let keep_from = scan
+            .payloads
+            .get(skip)
+            .map_or(scan.valid_len, |&(offset, _)| offset);
+        disk.synced.drain(..keep_from);
+        disk.base = upto;
         Ok(())
     }
 }

@@ -26,6 +26,9 @@ use tokio::sync::watch;
 pub trait LogStore: Send + 'static {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
     fn sync(&mut self) -> io::Result<()>;
+    /// Drops the records up to sequence number `upto` (a durable snapshot
+    /// holds their effect), atomically: a crash leaves either version.
+    fn compact(&mut self, upto: u64) -> io::Result<()>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,8 @@ struct Queue {
     frames: Vec<u8>,
     appended: u64,
     closing: bool,
+    /// A compaction asked for, done by the writer between batches.
+    compact_upto: Option<u64>,
 }
 
 struct Shared {
@@ -83,6 +88,7 @@ impl Journal {
                 frames: Vec::new(),
                 appended: records_so_far,
                 closing: false,
+                compact_upto: None,
             }),
             wake: Condvar::new(),
             syncs: AtomicU64::new(0),
@@ -154,6 +160,14 @@ impl Journal {
         self.shared.syncs.load(Ordering::Relaxed)
     }
 
+    /// Asks the writer to drop records up to `upto` from the store once
+    /// what is queued is written. Only call after a snapshot holding their
+    /// effect is durable.
+    pub fn compact(&self, upto: u64) {
+        self.shared.queue.lock().compact_upto = Some(upto);
+        self.shared.wake.notify_one();
+    }
+
     /// Writes and syncs what is queued, then stops the writer.
     pub fn close(&self) {
         self.shared.queue.lock().closing = true;
@@ -173,25 +187,36 @@ impl Drop for Journal {
 fn write_loop(mut store: impl LogStore, shared: &Shared, durable: &watch::Sender<Durable>) {
     let mut batch = Vec::new();
     loop {
-        let upto = {
+        let (upto, compact) = {
             let mut queue = shared.queue.lock();
-            while queue.frames.is_empty() && !queue.closing {
+            while queue.frames.is_empty() && queue.compact_upto.is_none() && !queue.closing {
                 shared.wake.wait(&mut queue);
             }
-            if queue.frames.is_empty() {
+            if queue.frames.is_empty() && queue.compact_upto.is_none() {
                 return; // closing, and everything is written
             }
             std::mem::swap(&mut batch, &mut queue.frames);
-            queue.appended
+            (queue.appended, queue.compact_upto.take())
         };
-        if let Err(e) = store.append(&batch).and_then(|()| store.sync()) {
-            tracing::error!(error = %e, "journal write failed; nothing more will be acknowledged");
-            durable.send_modify(|d| d.failed = Some(e.to_string().into()));
-            return;
+        if !batch.is_empty() {
+            if let Err(e) = store.append(&batch).and_then(|()| store.sync()) {
+                tracing::error!(error = %e, "journal write failed; nothing more will be acknowledged");
+                durable.send_modify(|d| d.failed = Some(e.to_string().into()));
+                return;
+            }
+            shared.syncs.fetch_add(1, Ordering::Relaxed);
+            durable.send_modify(|d| d.upto = upto);
+            batch.clear();
         }
-        shared.syncs.fetch_add(1, Ordering::Relaxed);
-        durable.send_modify(|d| d.upto = upto);
-        batch.clear();
+        if let Some(upto) = compact {
+            // A failed compaction leaves the old file whole: only space is lost.
+            match store.compact(upto) {
+                Ok(()) => tracing::info!(upto, "journal compacted"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "journal compaction failed; the journal keeps growing")
+                }
+            }
+        }
     }
 }
 

@@ -46,6 +46,7 @@ pub fn open_master(data_dir: &Path, lease_ms: u64) -> Arc<Master> {
         data_dir: data_dir.to_path_buf(),
         store_root: None,
         lease_ms,
+        max_in_flight: 0,
     };
     let master = Master::open(&config, Arc::new(MonotonicClock::default()))
         .expect("open a master on a new data dir");
@@ -351,6 +352,80 @@ impl TaskMaster for FaultLayer {
             answer: answer_of(&reply),
         });
         reply
+    }
+
+    // Operator calls are not faulted: they go straight to the home master.
+    async fn cancel(
+        &self,
+        request: Request<CancelRequest>,
+    ) -> Result<Response<CancelResponse>, Status> {
+        self.0.home.cancel(request).await
+    }
+    async fn block(
+        &self,
+        request: Request<BlockRequest>,
+    ) -> Result<Response<BlockResponse>, Status> {
+        self.0.home.block(request).await
+    }
+    async fn retry(
+        &self,
+        request: Request<RetryRequest>,
+    ) -> Result<Response<RetryResponse>, Status> {
+        self.0.home.retry(request).await
+    }
+    async fn rerun(
+        &self,
+        request: Request<RerunRequest>,
+    ) -> Result<Response<SubmitResponse>, Status> {
+        self.0.home.rerun(request).await
+    }
+    async fn clear(
+        &self,
+        request: Request<ClearRequest>,
+    ) -> Result<Response<ClearResponse>, Status> {
+        self.0.home.clear(request).await
+    }
+    async fn change_config(
+        &self,
+        request: Request<ChangeConfigRequest>,
+    ) -> Result<Response<ChangeConfigResponse>, Status> {
+        self.0.home.change_config(request).await
+    }
+    async fn scale(
+        &self,
+        request: Request<ScaleRequest>,
+    ) -> Result<Response<ScaleResponse>, Status> {
+        self.0.home.scale(request).await
+    }
+    async fn list_workers(
+        &self,
+        request: Request<ListWorkersRequest>,
+    ) -> Result<Response<ListWorkersResponse>, Status> {
+        self.0.home.list_workers(request).await
+    }
+    async fn get_master_status(
+        &self,
+        request: Request<GetMasterStatusRequest>,
+    ) -> Result<Response<MasterStatus>, Status> {
+        self.0.home.get_master_status(request).await
+    }
+    async fn take_snapshot(
+        &self,
+        request: Request<TakeSnapshotRequest>,
+    ) -> Result<Response<SnapshotInfo>, Status> {
+        self.0.home.take_snapshot(request).await
+    }
+    async fn list_snapshots(
+        &self,
+        request: Request<ListSnapshotsRequest>,
+    ) -> Result<Response<ListSnapshotsResponse>, Status> {
+        self.0.home.list_snapshots(request).await
+    }
+    async fn rollback(
+        &self,
+        request: Request<RollbackRequest>,
+    ) -> Result<Response<RollbackResponse>, Status> {
+        self.0.home.rollback(request).await
     }
 }
 

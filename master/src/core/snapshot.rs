@@ -1,0 +1,262 @@
+//! The state as a [`Snapshot`] and back, and the rollback transform.
+//!
+//! A snapshot holds what the journal would rebuild: pipelines, groups,
+//! units, the lease counter and blocks. Derived indices (counts, ready
+//! queue, lease clocks) are rebuilt on load, as replay rebuilds them.
+
+use std::collections::HashMap;
+
+use taskmaster_proto::journal::{
+    Snapshot, SnapshotGroup, SnapshotPipeline, SnapshotUnit, UnitAddr, UnitStateCode,
+    snapshot_unit::Source,
+};
+
+use super::model::{Counts, Group, LeaseClock, Pipeline, Pos, Unit, UnitSource, UnitState};
+use super::{Core, CoreConfig, CoreError, spec};
+
+impl Core {
+    /// The whole state, to be stored at journal position `position`.
+    pub fn to_snapshot(&self, position: u64) -> Snapshot {
+        Snapshot {
+            journal_position: position,
+            server_token: self.server_token.clone(),
+            next_lease_id: self.next_lease_id,
+            blocked: self.blocked,
+            pipelines: self.pipelines.iter().map(pipeline_to_snapshot).collect(),
+            ..Snapshot::default()
+        }
+    }
+
+    /// Rebuilds a core from a snapshot. Held leases get a full lease time
+    /// from `now_ms`, as after a journal replay.
+    pub fn from_snapshot(
+        config: CoreConfig,
+        snap: &Snapshot,
+        now_ms: u64,
+    ) -> Result<Core, CoreError> {
+        if snap.server_token.is_empty() {
+            return Err(CoreError::Corrupt("snapshot has no server token".into()));
+        }
+        let mut core = Core::new(config);
+        core.server_token = snap.server_token.clone();
+        core.next_lease_id = snap.next_lease_id.max(1);
+        core.blocked = snap.blocked;
+        for sp in &snap.pipelines {
+            let pipeline = pipeline_from_snapshot(sp)?;
+            core.pipeline_index
+                .insert(pipeline.id.clone(), core.pipelines.len() as u32);
+            core.pipelines.push(pipeline);
+        }
+        core.rebuild_indices(now_ms)?;
+        Ok(core)
+    }
+
+    /// Rolling back to `snapshot`: its state, except that every lease out
+    /// now or then becomes invalid. Config versions move past both the
+    /// snapshot's and the current ones, so no lease granted before the
+    /// rollback can renew or commit; the lease counter never goes back.
+    /// Returns the new core and how many leases were invalidated.
+    pub fn rolled_back(&self, mut snapshot: Core, now_ms: u64) -> (Core, u64) {
+        let invalidated = self.leases.len() as u64;
+        snapshot.next_lease_id = snapshot.next_lease_id.max(self.next_lease_id);
+        for p in 0..snapshot.pipelines.len() as u32 {
+            let id = snapshot.pipelines[p as usize].id.clone();
+            let current = self
+                .pipeline_index
+                .get(&id)
+                .map(|&i| &self.pipelines[i as usize]);
+            for g in 0..snapshot.pipelines[p as usize].groups.len() as u32 {
+                let now_version = current.map_or(0, |c| c.groups[g as usize].config_version);
+                let group = &mut snapshot.pipelines[p as usize].groups[g as usize];
+                group.config_version = group.config_version.max(now_version) + 1;
+                snapshot.requeue_leased(p, g);
+            }
+        }
+        snapshot.workers = self.workers.clone();
+        snapshot.promote_due(now_ms);
+        (snapshot, invalidated)
+    }
+
+    /// Counts, the ready queue and lease clocks, from the units.
+    fn rebuild_indices(&mut self, now_ms: u64) -> Result<(), CoreError> {
+        for p in 0..self.pipelines.len() as u32 {
+            for g in 0..self.pipelines[p as usize].groups.len() as u32 {
+                let group = &mut self.pipelines[p as usize].groups[g as usize];
+                group.counts = Counts::default();
+                for unit in &group.units {
+                    *group.counts.slot(&unit.state) += 1;
+                }
+                for u in 0..group.units.len() as u32 {
+                    let pos = Pos {
+                        pipeline: p,
+                        group: g,
+                        unit: u,
+                    };
+                    match self.pipelines[p as usize].groups[g as usize].units[u as usize].state {
+                        UnitState::Pending => self.ready.push_back(pos),
+                        UnitState::Leased { lease_id, .. } => {
+                            if lease_id >= self.next_lease_id || self.leases.contains_key(&lease_id)
+                            {
+                                return Err(CoreError::Corrupt(format!(
+                                    "snapshot reuses lease {lease_id}"
+                                )));
+                            }
+                            let expiry_ms = now_ms.saturating_add(self.config.lease_ms);
+                            self.leases.insert(lease_id, LeaseClock { pos, expiry_ms });
+                            self.expiries.insert((expiry_ms, lease_id));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        self.check_invariants()
+    }
+}
+
+fn pipeline_to_snapshot(p: &Pipeline) -> SnapshotPipeline {
+    SnapshotPipeline {
+        pipeline_id: p.id.clone(),
+        spec: Some(p.spec.clone()),
+        submitted_unix_ms: p.submitted_unix_ms,
+        grants: p.grants,
+        retries: p.retries,
+        cancelled: p.cancelled,
+        blocked: p.blocked,
+        rerun_of: p.rerun_of.clone(),
+        groups: p
+            .groups
+            .iter()
+            .map(|g| SnapshotGroup {
+                config_version: g.config_version,
+                created: g.created,
+                units: g.units.iter().map(unit_to_snapshot).collect(),
+            })
+            .collect(),
+    }
+}
+
+fn unit_to_snapshot(unit: &Unit) -> SnapshotUnit {
+    let source = match &unit.source {
+        UnitSource::Given(given) => Source::Given(given.clone()),
+        UnitSource::Nothing => Source::Nothing(true),
+        &UnitSource::Upstream { group, unit } => Source::Upstream(UnitAddr {
+            pipeline_id: String::new(),
+            group,
+            unit,
+        }),
+        &UnitSource::Partition(r) => Source::Partition(r),
+        UnitSource::Gather => Source::Gather(true),
+    };
+    let mut out = SnapshotUnit {
+        source: Some(source),
+        grants: unit.grants,
+        failures: unit.failures,
+        errors: unit.errors.clone(),
+        failed_lease: unit.failed_lease,
+        ..SnapshotUnit::default()
+    };
+    let code = match &unit.state {
+        UnitState::Pending => UnitStateCode::Pending,
+        UnitState::Leased {
+            lease_id,
+            worker_id,
+        } => {
+            out.lease_id = *lease_id;
+            out.worker_id = worker_id.clone();
+            UnitStateCode::Leased
+        }
+        UnitState::Committed { lease_id, files } => {
+            out.lease_id = *lease_id;
+            out.files = files.clone();
+            UnitStateCode::Committed
+        }
+        UnitState::Failed => UnitStateCode::Failed,
+        UnitState::Dropped => UnitStateCode::Dropped,
+    };
+    out.state = code as i32;
+    out
+}
+
+fn pipeline_from_snapshot(sp: &SnapshotPipeline) -> Result<Pipeline, CoreError> {
+    let spec = sp.spec.clone().unwrap_or_default();
+    let wiring = spec::validate(&spec)
+        .map_err(|e| CoreError::Corrupt(format!("snapshot pipeline {}: {e}", sp.pipeline_id)))?;
+    if sp.groups.len() != wiring.len() {
+        return Err(CoreError::Corrupt(format!(
+            "snapshot pipeline {} has the wrong number of groups",
+            sp.pipeline_id
+        )));
+    }
+    let topo_order = spec::topo_order(&wiring);
+    let mut groups = Vec::with_capacity(wiring.len());
+    for (w, sg) in wiring.into_iter().zip(&sp.groups) {
+        let units = sg
+            .units
+            .iter()
+            .map(|u| unit_from_snapshot(u, &w.upstream))
+            .collect::<Result<_, _>>()?;
+        groups.push(Group {
+            wiring: w,
+            config_version: sg.config_version,
+            units,
+            counts: Counts::default(),
+            created: sg.created,
+        });
+    }
+    let group_index: HashMap<String, u32> = spec
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.name.clone(), i as u32))
+        .collect();
+    Ok(Pipeline {
+        id: sp.pipeline_id.clone(),
+        spec,
+        groups,
+        group_index,
+        submitted_unix_ms: sp.submitted_unix_ms,
+        grants: sp.grants,
+        retries: sp.retries,
+        topo_order,
+        cancelled: sp.cancelled,
+        blocked: sp.blocked,
+        rerun_of: sp.rerun_of.clone(),
+    })
+}
+
+fn unit_from_snapshot(su: &SnapshotUnit, upstream: &[u32]) -> Result<Unit, CoreError> {
+    let corrupt = |what: &str| CoreError::Corrupt(format!("snapshot unit: {what}"));
+    let source = match su.source.as_ref().ok_or_else(|| corrupt("no source"))? {
+        Source::Given(given) => UnitSource::Given(given.clone()),
+        Source::Nothing(_) => UnitSource::Nothing,
+        Source::Upstream(addr) if upstream.contains(&addr.group) => UnitSource::Upstream {
+            group: addr.group,
+            unit: addr.unit,
+        },
+        Source::Upstream(_) => return Err(corrupt("fed by a group that is not upstream")),
+        Source::Partition(r) => UnitSource::Partition(*r),
+        Source::Gather(_) => UnitSource::Gather,
+    };
+    let state = match UnitStateCode::try_from(su.state).map_err(|_| corrupt("unknown state"))? {
+        UnitStateCode::Pending => UnitState::Pending,
+        UnitStateCode::Leased => UnitState::Leased {
+            lease_id: su.lease_id,
+            worker_id: su.worker_id.clone(),
+        },
+        UnitStateCode::Committed => UnitState::Committed {
+            lease_id: su.lease_id,
+            files: su.files.clone(),
+        },
+        UnitStateCode::Failed => UnitState::Failed,
+        UnitStateCode::Dropped => UnitState::Dropped,
+    };
+    Ok(Unit {
+        source,
+        state,
+        grants: su.grants,
+        failures: su.failures,
+        errors: su.errors.clone(),
+        failed_lease: su.failed_lease,
+    })
+}
