@@ -66,7 +66,7 @@ impl Core {
 /// unit, none before a barrier opens, `partitions` (or one) after.
 fn check_feed(pipeline: &Pipeline, g: usize) -> Result<(), CoreError> {
     let group = &pipeline.groups[g];
-    let units = group.units.len() as u64;
+    let units = group.counts.total(); // live units; tombstones are not fed
     let fed: u64 = group
         .wiring
         .upstream

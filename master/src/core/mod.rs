@@ -532,4 +532,6 @@ fn record(kind: Kind) -> Record {
 #[cfg(test)]
 mod model_test;
 #[cfg(test)]
+mod operate_tests;
+#[cfg(test)]
 mod tests;

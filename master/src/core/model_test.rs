@@ -30,6 +30,7 @@ struct Model {
     /// Per unit, the lease whose failure was recorded last (the core
     /// remembers only that one for answering repeats).
     failed_leases: BTreeMap<Key, u64>,
+    blocked: bool,
     pipelines: u32,
 }
 
@@ -139,7 +140,9 @@ impl Run {
             62..67 => self.release(),
             67..75 => self.renew(),
             75..88 => self.now += self.rng.random_range(0..LEASE_MS / 2),
-            88..96 => self.expire(),
+            88..95 => self.expire(),
+            95..97 => self.toggle_block(),
+            97 => self.snapshot_round_trip(),
             _ => self.restart(),
         }
         self.core.check_invariants().unwrap();
@@ -164,12 +167,14 @@ impl Run {
 
     fn lease(&mut self) {
         let max = self.rng.random_range(1..4);
-        let pending = self
-            .model
-            .units
-            .values()
-            .filter(|(s, _)| *s == Want::Pending)
-            .count();
+        let pending = if self.model.blocked { 0 } else { usize::MAX };
+        let pending = pending.min(
+            self.model
+                .units
+                .values()
+                .filter(|(s, _)| *s == Want::Pending)
+                .count(),
+        );
         let (records, leases) = self.core.lease("w", max, self.now).unwrap();
         assert_eq!(leases.len(), max.min(pending), "grants");
         for lease in &leases {
@@ -306,6 +311,26 @@ impl Run {
 
     /// A crash and restart: the core is rebuilt from the journal alone, and
     /// held leases get a full lease time from now.
+    /// A global block: no leases at all until unblocked; the block
+    /// survives restarts (it is journaled).
+    fn toggle_block(&mut self) {
+        let blocked = !self.model.blocked;
+        self.journal
+            .extend(self.core.block("", blocked, self.now).unwrap());
+        self.model.blocked = blocked;
+    }
+
+    /// State written as a snapshot and read back behaves like a restart.
+    fn snapshot_round_trip(&mut self) {
+        let snap = self.core.to_snapshot(self.journal.len() as u64);
+        self.core = Core::from_snapshot(self.core.config().clone(), &snap, self.now).unwrap();
+        for (state, _) in self.model.units.values_mut() {
+            if let Want::Leased { expiry_ms, .. } = state {
+                *expiry_ms = self.now + LEASE_MS;
+            }
+        }
+    }
+
     fn restart(&mut self) {
         let config = self.core.config().clone();
         self.core = Core::recover(config, self.journal.clone(), self.now).unwrap();

@@ -1,0 +1,360 @@
+//! Operator actions and snapshots: exact records, state before and after,
+//! and the commit checks across each action.
+
+use taskmaster_proto::journal::{self, Record, record::Kind};
+use taskmaster_proto::v1::*;
+
+use super::tests::{LEASE_MS, core, done, lease_ref, two_groups};
+use super::{Core, CoreError, Refusal};
+
+fn rec(kind: Kind) -> Record {
+    Record { kind: Some(kind) }
+}
+
+fn counts(core: &Core, group: usize) -> UnitCounts {
+    core.status("p-1").unwrap().groups[group].counts.unwrap()
+}
+
+fn submitted(inputs: usize) -> Core {
+    let mut core = core();
+    core.submit("p-1", two_groups(inputs), 0, 0).unwrap();
+    core
+}
+
+#[test]
+fn block_stops_leasing_without_losing_work_and_unblock_resumes() {
+    let mut core = submitted(2);
+    let records = core.block("", true, 0).unwrap();
+    assert_eq!(
+        records,
+        vec![rec(Kind::BlockSet(journal::BlockSet {
+            pipeline_id: String::new(),
+            blocked: true
+        }))]
+    );
+    assert!(core.lease("w", 5, 0).unwrap().1.is_empty());
+    let again = core.block("", true, 0).unwrap_err();
+    assert_eq!(
+        again,
+        CoreError::FailedPrecondition("the master is already blocked".into())
+    );
+    core.block("", false, 0).unwrap();
+    assert_eq!(
+        core.lease("w", 5, 0).unwrap().1.len(),
+        2,
+        "nothing was lost while blocked"
+    );
+    let err = core.block("", false, 0).unwrap_err();
+    assert_eq!(
+        err,
+        CoreError::FailedPrecondition("the master is not blocked".into())
+    );
+    core.check_invariants().unwrap();
+}
+
+#[test]
+fn a_pipeline_block_holds_only_that_pipeline() {
+    let mut core = submitted(1);
+    core.submit("p-2", two_groups(1), 0, 0).unwrap();
+    core.block("p-1", true, 0).unwrap();
+    let leases = core.lease("w", 5, 0).unwrap().1;
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].unit.as_ref().unwrap().pipeline_id, "p-2");
+    assert!(core.status("p-1").unwrap().blocked);
+    core.block("p-1", false, 0).unwrap();
+    assert_eq!(
+        core.lease("w", 5, 0).unwrap().1.len(),
+        1,
+        "p-1's unit kept its place"
+    );
+}
+
+#[test]
+fn cancel_refuses_in_flight_commits_and_stops_leasing() {
+    let mut core = submitted(2);
+    let lease = core.lease("w", 1, 0).unwrap().1.remove(0);
+    let records = core.cancel("p-1", 1).unwrap();
+    assert_eq!(
+        records,
+        vec![rec(Kind::PipelineCancelled(journal::PipelineCancelled {
+            pipeline_id: "p-1".into()
+        }))]
+    );
+    let (records, results) = core.commit("tok", &[done(&lease, &["x"])], 2).unwrap();
+    assert!(records.is_empty());
+    assert!(matches!(&results[0], Err(Refusal::LeaseLost(why)) if why.contains("cancelled")));
+    assert!(core.lease("w", 5, 2).unwrap().1.is_empty());
+    assert_eq!(
+        core.status("p-1").unwrap().state(),
+        PipelineState::Cancelled
+    );
+    assert!(matches!(
+        core.cancel("p-1", 3),
+        Err(CoreError::FailedPrecondition(_))
+    ));
+    assert!(matches!(
+        core.cancel("nope", 3),
+        Err(CoreError::NotFound(_))
+    ));
+    core.check_invariants().unwrap();
+}
+
+#[test]
+fn retry_gives_failed_units_fresh_attempts() {
+    let mut core = submitted(1);
+    for _ in 0..2 {
+        let lease = core.lease("w", 1, 0).unwrap().1.remove(0);
+        let item = CommitItem {
+            lease: Some(lease_ref(&lease)),
+            result: Some(commit_item::Result::Error("boom".into())),
+        };
+        core.commit("tok", &[item], 0).unwrap();
+    }
+    assert_eq!(core.status("p-1").unwrap().state(), PipelineState::Failed);
+    let (records, changed) = core.retry("p-1", None, None, 1).unwrap();
+    let want = journal::UnitsRetried {
+        pipeline_id: "p-1".into(),
+        group: None,
+        unit: None,
+    };
+    assert_eq!(records, vec![rec(Kind::UnitsRetried(want))]);
+    assert_eq!(changed.units_reset, 1);
+    let lease = core.lease("w", 1, 1).unwrap().1.remove(0);
+    assert_eq!(lease.inputs, vec!["/in/0.txt".to_string()], "same inputs");
+    assert_eq!(lease.attempt, 3);
+    assert!(matches!(
+        core.retry("p-1", None, None, 1),
+        Err(CoreError::FailedPrecondition(_))
+    ));
+    core.check_invariants().unwrap();
+}
+
+#[test]
+fn rerun_copies_a_finished_pipeline() {
+    let mut core = submitted(1);
+    assert!(matches!(
+        core.rerun("p-1", "p-2", 0, 0),
+        Err(CoreError::FailedPrecondition(_))
+    ));
+    core.cancel("p-1", 0).unwrap();
+    core.rerun("p-1", "p-2", 0, 0).unwrap();
+    let status = core.status("p-2").unwrap();
+    assert_eq!(
+        (
+            status.rerun_of.as_str(),
+            status.groups[0].counts.unwrap().pending
+        ),
+        ("p-1", 1)
+    );
+}
+
+/// Runs every unit to completion.
+fn finish_all(core: &mut Core, now: u64) {
+    while let (_, leases) = core.lease("w", 100, now).unwrap()
+        && !leases.is_empty()
+    {
+        let items: Vec<_> = leases.iter().map(|l| done(l, &["o"])).collect();
+        core.commit("tok", &items, now).unwrap();
+    }
+}
+
+#[test]
+fn clear_with_downstream_reruns_the_group_and_re_derives_what_follows() {
+    let mut core = submitted(2);
+    finish_all(&mut core, 0);
+    assert_eq!(
+        core.status("p-1").unwrap().state(),
+        PipelineState::Succeeded
+    );
+    let refused = core.clear("p-1", "a", false, 1).unwrap_err();
+    assert!(
+        matches!(refused, CoreError::FailedPrecondition(ref why) if why.contains("downstream")),
+        "{refused}"
+    );
+    let (records, changed) = core.clear("p-1", "a", true, 1).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!((changed.units_reset, changed.units_dropped), (2, 2));
+    assert_eq!(counts(&core, 0).pending, 2);
+    assert_eq!(
+        counts(&core, 1),
+        UnitCounts::default(),
+        "b's units are tombstones now"
+    );
+    core.check_invariants().unwrap();
+    finish_all(&mut core, 2);
+    assert_eq!(
+        core.status("p-1").unwrap().state(),
+        PipelineState::Succeeded
+    );
+    assert_eq!(core.outputs("p-1", "b").unwrap().len(), 2);
+    core.check_invariants().unwrap();
+}
+
+#[test]
+fn a_config_change_bumps_the_version_and_requeues_leased_units() {
+    let mut core = submitted(1);
+    let old = core.lease("w", 1, 0).unwrap().1.remove(0);
+    let change = GroupConfigChange {
+        command: vec!["echo".into(), "v2".into()],
+        set_command: true,
+        ..Default::default()
+    };
+    let (records, changed, version) = core.change_config("p-1", "a", change, 1).unwrap();
+    assert_eq!((records.len(), changed.units_reset, version), (1, 1, 2));
+    let (_, results) = core.commit("tok", &[done(&old, &["x"])], 2).unwrap();
+    assert_eq!(
+        results,
+        vec![Err(Refusal::StaleConfig {
+            lease: 1,
+            current: 2
+        })]
+    );
+    let new = core.lease("w", 1, 2).unwrap().1.remove(0);
+    assert_eq!(
+        (new.command.clone(), new.config_version),
+        (vec!["echo".to_string(), "v2".to_string()], 2)
+    );
+    let bad = GroupConfigChange {
+        set_command: true,
+        ..Default::default()
+    };
+    assert!(
+        matches!(
+            core.change_config("p-1", "a", bad, 3),
+            Err(CoreError::Invalid(_))
+        ),
+        "exec needs a command"
+    );
+    core.check_invariants().unwrap();
+}
+
+#[test]
+fn scale_splits_pending_units_by_their_inputs() {
+    let mut core = core();
+    let mut spec = two_groups(0);
+    spec.groups[0].input_units = vec![InputUnit {
+        files: vec!["/in/a".into(), "/in/b".into(), "/in/c".into()],
+        slices: vec![],
+    }];
+    core.submit("p-1", spec, 0, 0).unwrap();
+    let (_, changed) = core.scale("p-1", "a", 2, 0).unwrap();
+    assert_eq!((changed.units_dropped, changed.units_added), (1, 2));
+    let leases = core.lease("w", 5, 0).unwrap().1;
+    let mut inputs: Vec<Vec<String>> = leases.iter().map(|l| l.inputs.clone()).collect();
+    inputs.sort();
+    assert_eq!(
+        inputs,
+        vec![
+            vec!["/in/a".to_string(), "/in/c".to_string()],
+            vec!["/in/b".to_string()]
+        ]
+    );
+    assert!(
+        matches!(
+            core.scale("p-1", "a", 2, 0),
+            Err(CoreError::FailedPrecondition(_))
+        ),
+        "nothing pending"
+    );
+    core.check_invariants().unwrap();
+}
+
+#[test]
+fn in_flight_limits_hold_units_back() {
+    let mut core = core();
+    let mut spec = two_groups(3);
+    spec.groups[0].max_in_flight = 1;
+    core.submit("p-1", spec, 0, 0).unwrap();
+    let first = core.lease("w", 3, 0).unwrap().1;
+    assert_eq!(first.len(), 1);
+    core.commit("tok", &[done(&first[0], &["o"])], 0).unwrap();
+    let next = core.lease("w", 3, 0).unwrap().1;
+    assert_eq!(
+        next.iter()
+            .filter(|l| l.unit.as_ref().unwrap().group == "a")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_failed_attempt_waits_out_the_default_retry_delay() {
+    let mut core = core();
+    let mut spec = two_groups(1);
+    spec.groups[0].retry_delay_ms = None;
+    core.submit("p-1", spec, 0, 0).unwrap();
+    let lease = core.lease("w", 1, 0).unwrap().1.remove(0);
+    let item = CommitItem {
+        lease: Some(lease_ref(&lease)),
+        result: Some(commit_item::Result::Error("e".into())),
+    };
+    core.commit("tok", &[item], 0).unwrap();
+    assert!(
+        core.lease("w", 1, 60_000).unwrap().1.is_empty(),
+        "under a minute: still waiting"
+    );
+    assert_eq!(
+        core.lease("w", 1, 200_000).unwrap().1.len(),
+        1,
+        "two minutes +-20% later: ready"
+    );
+}
+
+#[test]
+fn a_snapshot_rebuilds_the_same_state() {
+    let mut core = submitted(3);
+    let leases = core.lease("w", 2, 0).unwrap().1;
+    core.commit("tok", &[done(&leases[0], &["o"])], 0).unwrap();
+    core.block("p-1", true, 0).unwrap();
+    let snap = core.to_snapshot(42);
+    let restored = Core::from_snapshot(core.config().clone(), &snap, 0).unwrap();
+    assert_eq!(restored.list(), core.list());
+    assert_eq!(
+        restored.outputs("p-1", "a").unwrap(),
+        core.outputs("p-1", "a").unwrap()
+    );
+    assert_eq!(restored.to_snapshot(42), snap);
+    let (_, results) = core.commit("tok", &[done(&leases[1], &["o"])], 1).unwrap();
+    assert_eq!(
+        results,
+        vec![Ok(())],
+        "the held lease survives the round trip"
+    );
+}
+
+#[test]
+fn rollback_invalidates_every_lease_and_reopens_what_was_committed_since() {
+    let mut core = submitted(3);
+    let first = core.lease("w", 1, 0).unwrap().1.remove(0);
+    core.commit("tok", &[done(&first, &["o"])], 0).unwrap();
+    let snapshot = Core::from_snapshot(core.config().clone(), &core.to_snapshot(1), 0).unwrap();
+    let leases = core.lease("w", 2, 0).unwrap().1;
+    core.commit("tok", &[done(&leases[0], &["o"])], 0).unwrap();
+    let (mut rolled, invalidated) = core.rolled_back(snapshot, 1);
+    assert_eq!(invalidated, 1, "one lease was out");
+    rolled.check_invariants().unwrap();
+    let status = rolled.status("p-1").unwrap();
+    assert_eq!(
+        status.groups[0].counts.unwrap(),
+        UnitCounts {
+            pending: 2,
+            committed: 1,
+            ..Default::default()
+        }
+    );
+    assert_eq!(
+        status.groups[1].counts.unwrap().pending,
+        1,
+        "only the unit derived before the snapshot"
+    );
+    let (_, results) = rolled
+        .commit("tok", &[done(&leases[1], &["o"])], 2)
+        .unwrap();
+    assert!(matches!(results[0], Err(Refusal::StaleConfig { .. })));
+    let next = rolled.lease("w", 1, 2).unwrap().1.remove(0);
+    assert!(
+        next.lease_id > leases[1].lease_id,
+        "lease ids never go back"
+    );
+    let _ = LEASE_MS;
+}
