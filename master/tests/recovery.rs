@@ -1,0 +1,133 @@
+//! Recovery through the real runtime and files: state acknowledged before a
+//! restart is there after it, across snapshots, compaction and rollback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use taskmaster_master::clock::MonotonicClock;
+use taskmaster_master::runtime::{Master, MasterConfig};
+use taskmaster_proto::v1::*;
+
+fn config(dir: &std::path::Path) -> MasterConfig {
+    MasterConfig {
+        data_dir: dir.join("data"),
+        store_root: None,
+        lease_ms: 30_000,
+        max_in_flight: 0,
+    }
+}
+
+fn open(dir: &std::path::Path) -> Master {
+    Master::open(&config(dir), Arc::new(MonotonicClock::default())).expect("master opens")
+}
+
+fn spec(units: usize) -> PipelineSpec {
+    let group = GroupSpec {
+        name: "g".into(),
+        task: "exec".into(),
+        command: vec!["true".into()],
+        inputs: (0..units).map(|i| format!("/in/{i}")).collect(),
+        ..Default::default()
+    };
+    PipelineSpec {
+        name: "p".into(),
+        groups: vec![group],
+        ..Default::default()
+    }
+}
+
+async fn commit_one(master: &Master) -> Lease {
+    let lease = master
+        .lease("w", 1, Duration::ZERO)
+        .await
+        .unwrap()
+        .remove(0);
+    let files = vec![OutputFile {
+        name: "out".into(),
+        size_bytes: 1,
+    }];
+    let item = CommitItem {
+        lease: Some(LeaseRef {
+            unit: lease.unit.clone(),
+            lease_id: lease.lease_id,
+            config_version: 1,
+        }),
+        result: Some(commit_item::Result::Outputs(Outputs { files })),
+    };
+    let results = master.commit(&lease.server_token, &[item]).await.unwrap();
+    assert_eq!(results, vec![Ok(())]);
+    lease
+}
+
+#[tokio::test]
+async fn state_survives_restart_across_a_snapshot_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = open(dir.path());
+    let id = master.submit(spec(4)).await.unwrap();
+    commit_one(&master).await;
+    let snap = master.take_snapshot("first").await.unwrap();
+    assert_eq!(snap.snapshot_id, "snap-000001");
+    commit_one(&master).await;
+    let before = master.status(&id).await.unwrap();
+    let outputs = master.outputs(&id, "g").await.unwrap();
+    let token = master.server_token();
+    master.close();
+    drop(master);
+
+    let journal = std::fs::read(dir.path().join("data/journal.log")).unwrap();
+    let master = open(dir.path());
+    assert_eq!(master.status(&id).await.unwrap(), before);
+    assert_eq!(master.outputs(&id, "g").await.unwrap(), outputs);
+    assert_eq!(
+        master.server_token(),
+        token,
+        "the token lives in the snapshot after compaction"
+    );
+    let status = master.master_status().await.unwrap();
+    assert_eq!(status.snapshots, 1);
+    assert!(
+        status.journal_records <= 2,
+        "compacted: {status:?} ({} bytes)",
+        journal.len()
+    );
+    master.close();
+}
+
+#[tokio::test]
+async fn a_rollback_is_durable_and_old_leases_stay_refused_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = open(dir.path());
+    let id = master.submit(spec(3)).await.unwrap();
+    commit_one(&master).await;
+    let snap = master.take_snapshot("").await.unwrap();
+    commit_one(&master).await;
+    let held = master
+        .lease("w", 1, Duration::ZERO)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(master.rollback(&snap.snapshot_id).await.unwrap(), 1);
+    let after = master.status(&id).await.unwrap();
+    assert_eq!(after.groups[0].counts.unwrap().committed, 1);
+    master.close();
+    drop(master);
+
+    let master = open(dir.path());
+    assert_eq!(master.status(&id).await.unwrap(), after);
+    let item = CommitItem {
+        lease: Some(LeaseRef {
+            unit: held.unit.clone(),
+            lease_id: held.lease_id,
+            config_version: 1,
+        }),
+        result: Some(commit_item::Result::Outputs(Outputs::default())),
+    };
+    let results = master.commit(&held.server_token, &[item]).await.unwrap();
+    assert!(
+        results[0].is_err(),
+        "a lease from before the rollback commits: {results:?}"
+    );
+    let missing = master.rollback("snap-999999").await.unwrap_err();
+    assert!(missing.to_string().contains("no snapshot"), "{missing}");
+    master.close();
+}
