@@ -8,12 +8,14 @@
 //! - [`runtime`]: owns the core behind one lock, journals every change and
 //!   answers only once it is durable; the lease reaper.
 //! - [`service`]: the thin gRPC layer (validate, convert, map errors).
+//! - [`procstat`]: the master's peak memory and CPU time, from `/proc`.
 //! - [`server`]: builds the gRPC server (with health and reflection) and
 //!   runs it until a shutdown future resolves.
 
 pub mod clock;
 pub mod core;
 pub mod journal;
+pub mod procstat;
 pub mod recovery;
 pub mod runtime;
 pub mod server;

@@ -56,6 +56,19 @@ pub fn recover(
             ),
         });
     }
+    let mut opened = opened;
+    if position > opened.base + opened.records.len() as u64 {
+        // The snapshot is ahead of the journal's end (records it stands for
+        // were never written); restart the journal at its position so new
+        // records are numbered after it.
+        tracing::warn!(
+            position,
+            "journal ends before the newest snapshot; restarting it there"
+        );
+        opened.log = FileLog::create(&path, position, &[])?;
+        opened.base = position;
+        opened.records.clear();
+    }
     let mut core = match &latest {
         Some(snap) => Core::from_snapshot(config, snap, now_ms)?,
         None => Core::new(config),

@@ -22,6 +22,7 @@ use crate::core::operate::Changed;
 use crate::core::ops::ItemResults;
 use crate::core::{Core, CoreConfig, CoreError};
 use crate::journal::{Journal, JournalError};
+use crate::procstat;
 use crate::recovery;
 use crate::snapshots::{SnapshotError, SnapshotStore};
 
@@ -271,6 +272,9 @@ impl Master {
             let (snapshots, bytes) = self.snapshots.list()?;
             status.snapshots = snapshots.len() as u64;
             status.snapshot_bytes = bytes;
+            // Read outside the core lock: these are file reads.
+            status.rss_peak_bytes = procstat::rss_peak_bytes();
+            status.cpu_seconds = procstat::cpu_seconds();
             Ok(status)
         })
     }
@@ -310,6 +314,9 @@ impl Master {
             let mut core = self.core.lock();
             let (rolled_back, invalidated) = core.rolled_back(restored, self.clock.now_ms());
             let position = self.journal.appended();
+            // The new snapshot stands for every record up to `position`, so
+            // they must be on disk first; the writer never takes this lock.
+            self.journal.wait_durable_blocking(position)?;
             let mut new_snap = rolled_back.to_snapshot(position);
             new_snap.note = format!("state after rollback to {snapshot_id}");
             new_snap.taken_unix_ms = unix_ms();
@@ -326,7 +333,10 @@ impl Master {
     /// Takes a snapshot when the journal has grown by
     /// `AUTO_SNAPSHOT_RECORDS` since the last one, bounding its size.
     async fn snapshot_if_grown(&self) {
-        let since = self.journal.appended() - self.snapshot_position.load(Ordering::Relaxed);
+        let since = self
+            .journal
+            .appended()
+            .saturating_sub(self.snapshot_position.load(Ordering::Relaxed));
         if since < AUTO_SNAPSHOT_RECORDS {
             return;
         }

@@ -164,7 +164,7 @@ impl Core {
             Kind::AttemptFailed(f) => {
                 let pos = self.take_lease(&f.unit, f.lease_id)?;
                 self.unit_mut(pos).failed_lease = f.lease_id;
-                self.count_failure(pos, f.lease_id, f.error.clone(), now_ms);
+                self.count_failure(pos, f.lease_id, f.error.clone(), Retry::AfterDelay, now_ms);
             }
             Kind::LeaseExpired(e) => {
                 let pos = self.take_lease(&e.unit, e.lease_id)?;
@@ -173,7 +173,7 @@ impl Core {
                     "lease {} expired (worker {worker} stopped renewing)",
                     e.lease_id
                 );
-                self.count_failure(pos, e.lease_id, error, now_ms);
+                self.count_failure(pos, e.lease_id, error, Retry::Now, now_ms);
             }
             Kind::LeaseReleased(r) => {
                 let pos = self.take_lease(&r.unit, r.lease_id)?;
@@ -307,9 +307,9 @@ impl Core {
         }
     }
 
-    /// A failed or expired attempt: the unit waits out its retry delay, or
-    /// fails for good after its last attempt.
-    fn count_failure(&mut self, pos: Pos, lease_id: u64, error: String, now_ms: u64) {
+    /// A failed or expired attempt: the unit is queued again (at once or
+    /// after its retry delay), or fails for good after its last attempt.
+    fn count_failure(&mut self, pos: Pos, lease_id: u64, error: String, retry: Retry, now_ms: u64) {
         let max_attempts = self.group(pos).wiring.max_attempts;
         let base_ms = self.pipelines[pos.pipeline as usize].spec.groups[pos.group as usize]
             .retry_delay_ms
@@ -328,7 +328,11 @@ impl Core {
         }
         self.set_state(pos, UnitState::Pending);
         self.pipelines[pos.pipeline as usize].retries += 1;
-        match retry_delay_ms(base_ms, failures, lease_id) {
+        let delay_ms = match retry {
+            Retry::Now => 0,
+            Retry::AfterDelay => retry_delay_ms(base_ms, failures, lease_id),
+        };
+        match delay_ms {
             0 => self.ready.push_back(pos),
             delay_ms => {
                 self.delayed.insert((now_ms.saturating_add(delay_ms), pos));
@@ -477,6 +481,16 @@ impl Core {
         &mut self.pipelines[pos.pipeline as usize].groups[pos.group as usize].units
             [pos.unit as usize]
     }
+}
+
+/// When a failed attempt's unit may run again. A task that failed waits
+/// out the group's retry delay (a flaky dependency gets time to recover);
+/// an expired lease means the worker died or stalled, not the task, so the
+/// unit is queued again at once (it still counts as an attempt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    Now,
+    AfterDelay,
 }
 
 /// The delay before attempt `failures + 1`: the base doubled per failure,

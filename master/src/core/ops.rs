@@ -212,7 +212,7 @@ impl Core {
             let (rec, result) = match self.commit_one(item, now_ms) {
                 Ok(rec) => (rec, Ok(())),
                 Err(Rejected::Refused(refusal)) => (None, Err(refusal)),
-                Err(Rejected::Failed(rec, refusal)) => (Some(rec), Err(refusal)),
+                Err(Rejected::Failed(rec, refusal)) => (Some(*rec), Err(refusal)),
             };
             if let Some(rec) = rec {
                 self.apply(&rec, now_ms)?;
@@ -251,7 +251,10 @@ impl Core {
                 if let Err(why) = check_partitions(&outputs.files, partitions) {
                     // The task is wrong, not the request: fail the attempt
                     // with the reason, so the pipeline's owner sees it.
-                    return Err(Rejected::Failed(failed(why.clone()), Refusal::Invalid(why)));
+                    return Err(Rejected::Failed(
+                        Box::new(failed(why.clone())),
+                        Refusal::Invalid(why),
+                    ));
                 }
                 let files = outputs.files.clone();
                 Ok(Some(record(Kind::UnitCommitted(journal::UnitCommitted {
@@ -513,7 +516,7 @@ pub fn output_prefix(pipeline_id: &str, group: &str, unit: u32, lease_id: u64) -
 /// failed attempt (outputs that break the group's contract).
 enum Rejected {
     Refused(Refusal),
-    Failed(Record, Refusal),
+    Failed(Box<Record>, Refusal),
 }
 
 impl From<Refusal> for Rejected {

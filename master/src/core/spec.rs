@@ -233,11 +233,11 @@ fn check_input_units(group: &GroupSpec) -> Result<(), String> {
             ));
         }
     }
-    let files = group
+    let mut files = group
         .inputs
         .iter()
         .chain(group.input_units.iter().flat_map(|u| &u.files));
-    files.map(|path| check_input_path(name, path)).collect()
+    files.try_for_each(|path| check_input_path(name, path))
 }
 
 fn check_input_path(group: &str, path: &str) -> Result<(), String> {

@@ -28,7 +28,7 @@ impl Core {
         }
     }
 
-    /// Workers seen in lease calls, with the leases each holds now.
+    /// Live workers (seen in lease calls), with the leases each holds now.
     pub fn workers(&self, now_ms: u64) -> Vec<WorkerInfo> {
         let mut held: HashMap<&str, Vec<LeaseRef>> = HashMap::new();
         for (lease_id, clock) in &self.leases {
@@ -48,20 +48,24 @@ impl Core {
                 });
             }
         }
-        let mut out: Vec<WorkerInfo> = self
-            .workers
-            .iter()
-            .map(|(id, seen)| {
-                let mut leases = held.remove(id.as_str()).unwrap_or_default();
-                leases.sort_by_key(|l| l.lease_id);
-                WorkerInfo {
-                    worker_id: id.clone(),
-                    slots: seen.slots,
-                    leases,
-                    last_seen_ms_ago: now_ms.saturating_sub(seen.last_seen_ms),
-                }
-            })
-            .collect();
+        // Live: holding leases, or asked for work lately (an idle worker
+        // long-polls far more often than once per lease time).
+        let live_ms = self.config.lease_ms.saturating_mul(3).max(30_000);
+        let mut out = Vec::new();
+        for (id, seen) in &self.workers {
+            let leases = held.remove(id.as_str());
+            if leases.is_none() && now_ms.saturating_sub(seen.last_seen_ms) > live_ms {
+                continue;
+            }
+            let mut leases = leases.unwrap_or_default();
+            leases.sort_by_key(|l| l.lease_id);
+            out.push(WorkerInfo {
+                worker_id: id.clone(),
+                slots: seen.slots,
+                leases,
+                last_seen_ms_ago: now_ms.saturating_sub(seen.last_seen_ms),
+            });
+        }
         out.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
         out
     }

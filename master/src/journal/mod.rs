@@ -71,6 +71,11 @@ struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     syncs: AtomicU64,
+    /// For waiters that cannot await (they hold a lock): the durable
+    /// sequence number, a failure flag, and a condvar signalled per sync.
+    durable_upto: AtomicU64,
+    failed: std::sync::atomic::AtomicBool,
+    synced: Condvar,
 }
 
 pub struct Journal {
@@ -92,6 +97,9 @@ impl Journal {
             }),
             wake: Condvar::new(),
             syncs: AtomicU64::new(0),
+            durable_upto: AtomicU64::new(records_so_far),
+            failed: std::sync::atomic::AtomicBool::new(false),
+            synced: Condvar::new(),
         });
         let (tx, durable) = watch::channel(Durable {
             upto: records_so_far,
@@ -138,6 +146,25 @@ impl Journal {
         match &state.failed {
             Some(why) if state.upto < seq => Err(JournalError::Failed(why.clone())),
             _ => Ok(()),
+        }
+    }
+
+    /// Blocks the thread until record `seq` is durable. For callers holding
+    /// a lock the writer never takes; everyone else awaits `wait_durable`.
+    pub fn wait_durable_blocking(&self, seq: u64) -> Result<(), JournalError> {
+        let mut queue = self.shared.queue.lock();
+        loop {
+            if self.shared.durable_upto.load(Ordering::Acquire) >= seq {
+                return Ok(());
+            }
+            if self.shared.failed.load(Ordering::Acquire) {
+                return Err(JournalError::Failed(
+                    self.failure().unwrap_or_else(|| "unknown".into()),
+                ));
+            }
+            self.shared
+                .synced
+                .wait_for(&mut queue, std::time::Duration::from_millis(100));
         }
     }
 
@@ -202,10 +229,15 @@ fn write_loop(mut store: impl LogStore, shared: &Shared, durable: &watch::Sender
             if let Err(e) = store.append(&batch).and_then(|()| store.sync()) {
                 tracing::error!(error = %e, "journal write failed; nothing more will be acknowledged");
                 durable.send_modify(|d| d.failed = Some(e.to_string().into()));
+                shared.failed.store(true, Ordering::Release);
+                shared.synced.notify_all();
                 return;
             }
             shared.syncs.fetch_add(1, Ordering::Relaxed);
             durable.send_modify(|d| d.upto = upto);
+            shared.durable_upto.store(upto, Ordering::Release);
+            drop(shared.queue.lock()); // a blocking waiter is either waiting or sees the store
+            shared.synced.notify_all();
             batch.clear();
         }
         if let Some(upto) = compact {
