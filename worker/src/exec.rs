@@ -7,13 +7,19 @@
 //!
 //! | variable | value |
 //! | --- | --- |
-//! | `TM_INPUTS` | the unit's absolute input paths, one per line |
+//! | `TM_INPUTS` | the unit's absolute input paths, one per line: its whole files, then one file per input slice (see below) |
+//! | `TM_PARTITIONS` | when above 0, write outputs only as `part-00000` ... `part-<TM_PARTITIONS-1>` (a downstream shuffle reads them); `0` otherwise |
 //! | `TM_OUTPUT_DIR` | the empty directory this attempt writes its outputs to |
 //! | `TM_PIPELINE` | the pipeline id |
 //! | `TM_GROUP` | the task group name |
 //! | `TM_UNIT` | the unit index within the group |
 //! | `TM_ATTEMPT` | the attempt number, 1 for the first |
 //! | `TM_PARAM_<NAME>` | each pipeline parameter; see [`param_env_name`] |
+//!
+//! An exec program only gets whole files, so each of the unit's input
+//! slices is first copied to a file of exactly the lines it owns (see
+//! [`crate::lines`]) in a scratch directory outside the output directory
+//! ([`crate::scratch`]); it is removed when the command has ended.
 //!
 //! Exit status 0 is success. Any other exit, or death by a signal, fails the
 //! attempt with the status and the last lines of stderr (at most 20 lines,
@@ -26,12 +32,16 @@
 //! its outputs are listed for the commit.
 
 use std::ffi::OsString;
-use std::io;
+use std::fs::File;
+use std::io::{self, BufRead, BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use crate::child::{Drains, GroupChild};
-use crate::task::{CancelReason, Task, TaskError, UnitContext};
+use crate::lines::open_slice;
+use crate::scratch::Scratch;
+use crate::task::{CancelReason, InputSlice, Task, TaskError, UnitContext};
 
 /// How often the child is checked for exit and the unit for cancellation;
 /// bounds how long a cancelled command keeps running.
@@ -45,7 +55,10 @@ pub struct ExecTask;
 
 impl Task for ExecTask {
     fn run(&self, unit: &UnitContext) -> Result<(), TaskError> {
-        let mut command = build_command(unit)?;
+        // Dropped when `run` returns, after the command has been reaped.
+        let mut scratch = Scratch::new(unit);
+        let slice_files = materialize_slices(unit, &mut scratch)?;
+        let mut command = build_command(unit, &slice_files)?;
         let program = unit.command[0].as_str();
         let mut child = GroupChild::spawn(&mut command).map_err(|err| spawn_error(program, err))?;
         let drains = Drains::start(&mut child).map_err(|err| {
@@ -88,8 +101,50 @@ pub fn param_env_name(name: &str) -> String {
     format!("TM_PARAM_{suffix}")
 }
 
-/// The child's command line, working directory, stdio and environment.
-fn build_command(unit: &UnitContext) -> Result<Command, TaskError> {
+/// Copies each input slice's lines to its own scratch file; returns the
+/// files in slice order.
+fn materialize_slices(
+    unit: &UnitContext,
+    scratch: &mut Scratch,
+) -> Result<Vec<PathBuf>, TaskError> {
+    let mut files = Vec::with_capacity(unit.input_slices.len());
+    for slice in &unit.input_slices {
+        let path = scratch.next_file("slice")?;
+        copy_slice(slice, &path, unit)?;
+        files.push(path);
+    }
+    Ok(files)
+}
+
+/// Writes the bytes of the lines `slice` owns to `dest`, checking for
+/// cancellation between buffers (a slice can be gigabytes).
+fn copy_slice(slice: &InputSlice, dest: &Path, unit: &UnitContext) -> Result<(), TaskError> {
+    let source = crate::lines::InputSource::Slice(slice.clone());
+    let read_error = |err: io::Error| TaskError::new(format!("cannot read input {source}: {err}"));
+    let write_error = |err: io::Error| {
+        TaskError::new(format!(
+            "cannot copy input {source} to {}: {err}",
+            dest.display()
+        ))
+    };
+    let (mut reader, _) = open_slice(slice).map_err(read_error)?;
+    let mut out = BufWriter::new(File::create(dest).map_err(write_error)?);
+    loop {
+        unit.check_cancelled()?;
+        let buf = reader.fill_buf().map_err(read_error)?;
+        if buf.is_empty() {
+            break;
+        }
+        out.write_all(buf).map_err(write_error)?;
+        let copied = buf.len();
+        reader.consume(copied);
+    }
+    out.flush().map_err(write_error)
+}
+
+/// The child's command line, working directory, stdio and environment;
+/// `slice_files` are the copies of the input slices.
+fn build_command(unit: &UnitContext, slice_files: &[PathBuf]) -> Result<Command, TaskError> {
     let Some((program, args)) = unit.command.split_first() else {
         return Err(TaskError::new(
             "the group has no command: exec needs a program and its arguments",
@@ -118,14 +173,14 @@ fn build_command(unit: &UnitContext) -> Result<Command, TaskError> {
         command.current_dir(&unit.workdir);
     }
     command.envs(&unit.env);
-    command.envs(tm_env(unit));
+    command.envs(tm_env(unit, slice_files));
     Ok(command)
 }
 
 /// The `TM_*` variables (see the module docs).
-fn tm_env(unit: &UnitContext) -> Vec<(String, OsString)> {
+fn tm_env(unit: &UnitContext, slice_files: &[PathBuf]) -> Vec<(String, OsString)> {
     let mut inputs = OsString::new();
-    for (i, input) in unit.inputs.iter().enumerate() {
+    for (i, input) in unit.inputs.iter().chain(slice_files).enumerate() {
         if i > 0 {
             inputs.push("\n");
         }
@@ -141,6 +196,10 @@ fn tm_env(unit: &UnitContext) -> Vec<(String, OsString)> {
         ("TM_GROUP".to_string(), unit.group.clone().into()),
         ("TM_UNIT".to_string(), unit.unit.to_string().into()),
         ("TM_ATTEMPT".to_string(), unit.attempt.to_string().into()),
+        (
+            "TM_PARTITIONS".to_string(),
+            unit.partitions.to_string().into(),
+        ),
     ];
     for (name, value) in &unit.params {
         vars.push((param_env_name(name), value.into()));
@@ -262,6 +321,79 @@ mod tests {
         }
         let inputs = fs::read_to_string(out.path().join("inputs")).unwrap();
         assert_eq!(inputs, "/data/in-a\n/data/in b");
+    }
+
+    #[test]
+    fn tm_partitions_is_the_count_or_zero() {
+        let out = tempfile::tempdir().unwrap();
+        let mut unit = sh(
+            r#"printf '%s' "$TM_PARTITIONS" > "$TM_OUTPUT_DIR/p""#,
+            out.path(),
+        );
+        ExecTask.run(&unit).unwrap();
+        assert_eq!(fs::read_to_string(out.path().join("p")).unwrap(), "0");
+        unit.partitions = 7;
+        ExecTask.run(&unit).unwrap();
+        assert_eq!(fs::read_to_string(out.path().join("p")).unwrap(), "7");
+    }
+
+    #[test]
+    fn input_slices_arrive_as_files_of_their_lines_after_the_whole_files() {
+        let data = tempfile::tempdir().unwrap();
+        let whole = data.path().join("whole");
+        let big = data.path().join("big");
+        fs::write(&whole, "w1\nw2\n").unwrap();
+        fs::write(&big, "line one\nline two\nline three").unwrap();
+        let out = tempfile::tempdir().unwrap();
+        // Copies every input, in TM_INPUTS order, to copy-1, copy-2, ...
+        let script = r#"printf '%s' "$TM_INPUTS" > "$TM_OUTPUT_DIR/inputs"
+            n=0; printf '%s\n' "$TM_INPUTS" | while IFS= read -r f; do
+              n=$((n+1)); cp "$f" "$TM_OUTPUT_DIR/copy-$n"; done"#;
+        let mut unit = sh(script, out.path());
+        unit.inputs = vec![whole.clone()];
+        let slice = |start, end| InputSlice {
+            path: big.clone(),
+            start,
+            end,
+        };
+        // "line one\n" is 0..9, "line two\n" 9..18, "line three" 18..28.
+        unit.input_slices = vec![slice(3, 12), slice(12, 28), slice(0, 3)];
+        ExecTask.run(&unit).unwrap();
+
+        let copy = |n: usize| fs::read_to_string(out.path().join(format!("copy-{n}"))).unwrap();
+        assert_eq!(copy(1), "w1\nw2\n");
+        assert_eq!(copy(2), "line two\n");
+        assert_eq!(copy(3), "line three");
+        assert_eq!(copy(4), "line one\n");
+        let inputs = fs::read_to_string(out.path().join("inputs")).unwrap();
+        let inputs: Vec<&str> = inputs.lines().collect();
+        assert_eq!(inputs.len(), 4, "{inputs:?}");
+        assert_eq!(inputs[0], whole.to_str().unwrap());
+        for slice_file in &inputs[1..] {
+            let slice_file = Path::new(slice_file);
+            assert!(!slice_file.starts_with(out.path()), "{slice_file:?}");
+            assert!(
+                !slice_file.exists(),
+                "scratch copy left behind: {slice_file:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_slice_fails_before_the_command_runs() {
+        let out = tempfile::tempdir().unwrap();
+        let mut unit = sh(r#"touch "$TM_OUTPUT_DIR/ran""#, out.path());
+        unit.input_slices = vec![InputSlice {
+            path: "/no/such/file".into(),
+            start: 0,
+            end: 10,
+        }];
+        let err = ExecTask.run(&unit).unwrap_err();
+        assert!(
+            err.message().contains("/no/such/file bytes [0, 10)"),
+            "{err}"
+        );
+        assert!(!out.path().join("ran").exists());
     }
 
     #[test]

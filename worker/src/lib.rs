@@ -24,6 +24,12 @@
 //!   [`TaskRegistry`] and cancellation.
 //! - [`exec`]: the stock `exec` task (runs the group's command) and the
 //!   environment it sets; `child` holds its process-group and pipe handling.
+//! - [`builtin`]: the built-in stages `split`, `wordcount.map`,
+//!   `sum.reduce`, `sort` and `merge`, their record format and settings.
+//! - [`lines`]: reading a unit's inputs (whole files and byte slices) as
+//!   lines; which lines a slice owns.
+//! - [`scratch`]: per-attempt scratch directories outside the output
+//!   directory (spilled runs, copied slices).
 //! - [`outputs`]: preparing the attempt's output directory and listing
 //!   its files.
 //! - `held` and `renew`: the table of held leases, the renewal loop, and
@@ -34,14 +40,17 @@
 //! - [`stats`]: [`WorkerStats`], what [`run_worker`] reports.
 
 pub mod backoff;
+pub mod builtin;
 mod child;
 pub mod config;
 pub mod exec;
 mod held;
+pub mod lines;
 pub mod outputs;
 mod renew;
 mod rpc;
 mod runner;
+pub mod scratch;
 pub mod stats;
 pub mod task;
 mod unit;
@@ -50,5 +59,5 @@ pub use config::{ConfigError, WorkerConfig};
 pub use exec::ExecTask;
 pub use runner::{WorkerError, run_worker, run_worker_until};
 pub use stats::WorkerStats;
-pub use task::{CancelReason, CancelToken, Task, TaskError, TaskRegistry, UnitContext};
+pub use task::{CancelReason, CancelToken, InputSlice, Task, TaskError, TaskRegistry, UnitContext};
 pub use unit::ERROR_TEXT_BYTES_MAX;

@@ -116,6 +116,18 @@ pub struct UnitContext {
     pub env: BTreeMap<String, String>,
     /// The pipeline's parameters (e.g. `ds=2026-11-21`).
     pub params: BTreeMap<String, String>,
+    /// When above 0, a downstream group shuffles this one: the task must
+    /// write its outputs as `part-00000` ... `part-<partitions-1>` (see
+    /// [`crate::builtin::part_file_name`]), one file per partition and
+    /// nothing else; a partition with no data may be omitted or empty.
+    /// 0: not partitioned.
+    pub partitions: u32,
+    /// Byte ranges of input files, read after the whole files in `inputs`.
+    /// Which lines a slice owns is defined in [`crate::lines`].
+    pub input_slices: Vec<InputSlice>,
+    /// The group's task settings; each built-in task documents its keys
+    /// (see [`crate::builtin`]).
+    pub config: BTreeMap<String, String>,
     /// Set by the runner when the attempt must stop early.
     pub cancel: CancelToken,
 }
@@ -126,6 +138,28 @@ impl UnitContext {
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
     }
+
+    /// `Err` once the unit is cancelled, saying why; for a task's loops
+    /// (`unit.check_cancelled()?`), so a lost lease stops the work early.
+    pub fn check_cancelled(&self) -> Result<(), TaskError> {
+        match self.cancel.reason() {
+            Some(reason) => Err(TaskError::new(format!("cancelled: {reason}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Bytes `[start, end)` of one input file, a piece of a large file the
+/// client cut into several units. A line-oriented reader owns every line
+/// whose first byte lies in the range (see [`crate::lines`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InputSlice {
+    /// Absolute path of the file.
+    pub path: PathBuf,
+    /// Offset of the first byte of the range.
+    pub start: u64,
+    /// Offset just past the last byte of the range.
+    pub end: u64,
 }
 
 /// A failed attempt, with the text the master records for it.
@@ -176,10 +210,19 @@ impl TaskRegistry {
         Self::default()
     }
 
-    /// The tasks the stock `taskmaster-worker` binary offers: `exec`.
+    /// The tasks the stock `taskmaster-worker` binary offers: `exec` and
+    /// the built-in stages of [`crate::builtin`] (`split`, `wordcount.map`,
+    /// `sum.reduce`, `sort`, `merge`).
     pub fn stock() -> Self {
+        use crate::builtin::{Merge, Sort, Split, SumReduce, WordCountMap};
         let mut tasks = Self::new();
-        tasks.register("exec", crate::exec::ExecTask);
+        tasks
+            .register("exec", crate::exec::ExecTask)
+            .register(Split::NAME, Split)
+            .register(WordCountMap::NAME, WordCountMap)
+            .register(SumReduce::NAME, SumReduce)
+            .register(Sort::NAME, Sort)
+            .register(Merge::NAME, Merge);
         tasks
     }
 
@@ -226,10 +269,29 @@ mod tests {
     }
 
     #[test]
-    fn stock_registry_has_exec_only() {
+    fn stock_registry_has_exec_and_the_builtins() {
         let tasks = TaskRegistry::stock();
-        assert_eq!(tasks.names(), vec!["exec".to_string()]);
+        assert_eq!(
+            tasks.names(),
+            [
+                "exec",
+                "merge",
+                "sort",
+                "split",
+                "sum.reduce",
+                "wordcount.map"
+            ]
+        );
         assert!(tasks.get("exec").is_some());
         assert!(tasks.get("wordcount").is_none());
+    }
+
+    #[test]
+    fn check_cancelled_says_why() {
+        let unit = UnitContext::default();
+        assert!(unit.check_cancelled().is_ok());
+        unit.cancel.cancel(CancelReason::LeaseLost);
+        let err = unit.check_cancelled().unwrap_err();
+        assert_eq!(err.message(), "cancelled: the lease was lost");
     }
 }

@@ -19,7 +19,7 @@ use crate::outputs::{attempt_output_dir, collect_outputs, prepare_output_dir};
 use crate::rpc::{self, FailureLog, Show, describe_item, is_transient, item_ok};
 use crate::runner::Shared;
 use crate::stats::Counters;
-use crate::task::{CancelReason, CancelToken, TaskError, UnitContext};
+use crate::task::{CancelReason, CancelToken, InputSlice, TaskError, UnitContext};
 
 /// Longest error text sent with a failed attempt.
 pub const ERROR_TEXT_BYTES_MAX: usize = 4 * 1024;
@@ -126,8 +126,21 @@ fn unit_context(lease: &Lease, cancel: CancelToken) -> Result<UnitContext, TaskE
         workdir: lease.workdir.clone().into(),
         env: lease.env.clone().into_iter().collect(),
         params: lease.params.clone().into_iter().collect(),
+        partitions: lease.partitions,
+        input_slices: lease.input_slices.iter().map(input_slice).collect(),
+        config: lease.config.clone().into_iter().collect(),
         cancel,
     })
+}
+
+/// The worker's view of a lease's input slice. A range with `start > end`
+/// is passed on as is: reading it fails with a message naming the slice.
+fn input_slice(slice: &taskmaster_proto::v1::InputSlice) -> InputSlice {
+    InputSlice {
+        path: slice.path.clone().into(),
+        start: slice.start,
+        end: slice.end,
+    }
 }
 
 /// The commit item reporting `result` under `lease`.
@@ -278,6 +291,13 @@ mod tests {
             params: HashMap::from([("ds".into(), "2026-11-21".into())]),
             inputs: vec!["/in/a".into()],
             attempt: 2,
+            partitions: 3,
+            input_slices: vec![taskmaster_proto::v1::InputSlice {
+                path: "/in/big".into(),
+                start: 10,
+                end: 20,
+            }],
+            config: HashMap::from([("order".into(), "desc".into())]),
             ..Lease::default()
         }
     }
@@ -295,6 +315,16 @@ mod tests {
         assert_eq!(unit.inputs, vec![std::path::PathBuf::from("/in/a")]);
         assert_eq!(unit.params["ds"], "2026-11-21");
         assert!(unit.workdir.as_os_str().is_empty());
+        assert_eq!(unit.partitions, 3);
+        assert_eq!(
+            unit.input_slices,
+            vec![InputSlice {
+                path: "/in/big".into(),
+                start: 10,
+                end: 20
+            }]
+        );
+        assert_eq!(unit.config["order"], "desc");
     }
 
     #[test]

@@ -386,7 +386,7 @@ async fn t12_a_task_this_worker_lacks_fails_the_attempt() {
     assert_eq!(worker.stop().await.units_failed, 1);
     let errors = &status.failed_units[0].errors;
     assert!(
-        errors[0].contains("this worker has no task named \"wordcount\" (it has: exec)"),
+        errors[0].contains("this worker has no task named \"wordcount\" (it has: exec, merge, sort, split, sum.reduce, wordcount.map)"),
         "{errors:?}"
     );
     master.stop().await;
