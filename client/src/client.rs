@@ -1,11 +1,17 @@
-//! [`Client`]: the async SDK over the master's gRPC `TaskMaster` service.
+//! [`Client`]: the async SDK over the master's gRPC `TaskMaster` service:
+//! submitting and watching pipelines, reading their outputs, and the
+//! operator calls (cancel, block, retry, rerun, clear, config changes,
+//! scaling, workers, master status, snapshots and rollback).
 
 use std::time::{Duration, Instant};
 
 use taskmaster_proto::v1::task_master_client::TaskMasterClient;
 use taskmaster_proto::v1::{
-    GetStatusRequest, ListOutputsRequest, ListPipelinesRequest, PipelineSpec, PipelineState,
-    PipelineStatus, SubmitRequest, UnitOutputs,
+    BlockRequest, CancelRequest, ChangeConfigRequest, ChangeConfigResponse, ClearRequest,
+    ClearResponse, GetMasterStatusRequest, GetStatusRequest, GroupConfigChange, ListOutputsRequest,
+    ListPipelinesRequest, ListSnapshotsRequest, ListWorkersRequest, MasterStatus, PipelineSpec,
+    PipelineState, PipelineStatus, RerunRequest, RetryRequest, RollbackRequest, ScaleRequest,
+    ScaleResponse, SnapshotInfo, SubmitRequest, TakeSnapshotRequest, UnitOutputs, WorkerInfo,
 };
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
@@ -236,6 +242,156 @@ impl Client {
             }
             tokio::time::sleep(poll).await;
         }
+    }
+
+    /// Stops a pipeline for good: no more leases, and commits of leases
+    /// already out are refused. Refused (FAILED_PRECONDITION) once the
+    /// pipeline has finished.
+    pub async fn cancel(&self, pipeline_id: &str) -> Result<(), ClientError> {
+        let request = with_timeout(CancelRequest {
+            pipeline_id: pipeline_id.to_string(),
+        });
+        let reply = self.inner.clone().cancel(request).await;
+        self.answer(reply).map(drop)
+    }
+
+    /// Stops (`blocked`) or resumes handing out leases, for one pipeline or
+    /// (`None`) the whole master. Leases already out may still commit.
+    /// Refused (FAILED_PRECONDITION) when it is already in that state.
+    pub async fn block(&self, pipeline_id: Option<&str>, blocked: bool) -> Result<(), ClientError> {
+        let request = with_timeout(BlockRequest {
+            pipeline_id: pipeline_id.unwrap_or_default().to_string(),
+            blocked,
+        });
+        let reply = self.inner.clone().block(request).await;
+        self.answer(reply).map(drop)
+    }
+
+    /// Gives failed units fresh attempts with exactly the same inputs and
+    /// parameters: every failed unit of the pipeline, of one `group`, or
+    /// one `unit` of a group. Returns how many units were retried; refused
+    /// (FAILED_PRECONDITION) when none of them has failed.
+    pub async fn retry(
+        &self,
+        pipeline_id: &str,
+        group: Option<&str>,
+        unit: Option<u32>,
+    ) -> Result<u64, ClientError> {
+        let request = with_timeout(RetryRequest {
+            pipeline_id: pipeline_id.to_string(),
+            group: group.unwrap_or_default().to_string(),
+            unit,
+        });
+        let reply = self.inner.clone().retry(request).await;
+        Ok(self.answer(reply)?.units_retried)
+    }
+
+    /// Starts a new run of a finished (or failed, or cancelled) pipeline
+    /// with the same spec and parameters; returns the new pipeline's id.
+    pub async fn rerun(&self, pipeline_id: &str) -> Result<String, ClientError> {
+        let request = with_timeout(RerunRequest {
+            pipeline_id: pipeline_id.to_string(),
+        });
+        let reply = self.inner.clone().rerun(request).await;
+        Ok(self.answer(reply)?.pipeline_id)
+    }
+
+    /// Resets a group's units to run again; with `downstream`, also drops
+    /// the units derived from them in every group that depends on it.
+    /// Without it, refused (FAILED_PRECONDITION) when the group already
+    /// feeds downstream units.
+    pub async fn clear(
+        &self,
+        pipeline_id: &str,
+        group: &str,
+        downstream: bool,
+    ) -> Result<ClearResponse, ClientError> {
+        let request = with_timeout(ClearRequest {
+            pipeline_id: pipeline_id.to_string(),
+            group: group.to_string(),
+            downstream,
+        });
+        let reply = self.inner.clone().clear(request).await;
+        self.answer(reply)
+    }
+
+    /// Changes a group's config and bumps its config version: leases
+    /// granted under the old version can no longer commit, and their units
+    /// run again under the new config.
+    pub async fn change_config(
+        &self,
+        pipeline_id: &str,
+        group: &str,
+        change: GroupConfigChange,
+    ) -> Result<ChangeConfigResponse, ClientError> {
+        let request = with_timeout(ChangeConfigRequest {
+            pipeline_id: pipeline_id.to_string(),
+            group: group.to_string(),
+            change: Some(change),
+        });
+        let reply = self.inner.clone().change_config(request).await;
+        self.answer(reply)
+    }
+
+    /// Splits each pending unit of a first group into up to `split` smaller
+    /// units (its files spread over them, or a byte range cut).
+    pub async fn scale(
+        &self,
+        pipeline_id: &str,
+        group: &str,
+        split: u32,
+    ) -> Result<ScaleResponse, ClientError> {
+        let request = with_timeout(ScaleRequest {
+            pipeline_id: pipeline_id.to_string(),
+            group: group.to_string(),
+            split,
+        });
+        let reply = self.inner.clone().scale(request).await;
+        self.answer(reply)
+    }
+
+    /// The workers the master has seen recently, with their slots and the
+    /// leases they hold, ordered by worker id.
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>, ClientError> {
+        let request = with_timeout(ListWorkersRequest {});
+        let reply = self.inner.clone().list_workers(request).await;
+        Ok(self.answer(reply)?.workers)
+    }
+
+    /// The master's own state: blocked, leases in flight, journal and
+    /// snapshot sizes.
+    pub async fn master_status(&self) -> Result<MasterStatus, ClientError> {
+        let request = with_timeout(GetMasterStatusRequest {});
+        let reply = self.inner.clone().get_master_status(request).await;
+        self.answer(reply)
+    }
+
+    /// Records a consistent copy of the whole state (and compacts the
+    /// journal); returns its id and size.
+    pub async fn snapshot(&self, note: &str) -> Result<SnapshotInfo, ClientError> {
+        let request = with_timeout(TakeSnapshotRequest {
+            note: note.to_string(),
+        });
+        let reply = self.inner.clone().take_snapshot(request).await;
+        self.answer(reply)
+    }
+
+    /// The snapshots on disk, oldest first.
+    pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>, ClientError> {
+        let request = with_timeout(ListSnapshotsRequest {});
+        let reply = self.inner.clone().list_snapshots(request).await;
+        Ok(self.answer(reply)?.snapshots)
+    }
+
+    /// Restores a snapshot's state: units committed since run again, and
+    /// every lease out now can no longer commit. Returns how many leases
+    /// were invalidated; NOT_FOUND for an unknown snapshot.
+    pub async fn rollback(&self, snapshot_id: &str) -> Result<u64, ClientError> {
+        let request = with_timeout(RollbackRequest {
+            snapshot_id: snapshot_id.to_string(),
+        });
+        let reply = self.inner.clone().rollback(request).await;
+        Ok(self.answer(reply)?.leases_invalidated)
     }
 
     /// Unwraps a reply, turning a gRPC error into a [`ClientError`]; an

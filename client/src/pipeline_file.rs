@@ -13,6 +13,8 @@
 //! unit_bytes = 67108864                   # optional: target bytes per unit (0: one unit per file)
 //! env = { LANG = "C" }                    # optional
 //! retries = 3                             # optional: max attempts per unit
+//! retry_delay = "90s"                     # optional: base delay before a retry (ms, s, m, h; "0": at once; default 2m)
+//! max_in_flight = 4                       # optional: units of this group leased at once, at most
 //! config = { chunk_bytes = 1048576 }      # optional: settings of built-in tasks
 //! [[groups]]
 //! name = "aggregate"
@@ -76,6 +78,16 @@ pub enum PipelineFileError {
     BadParam { arg: String },
 }
 
+/// Why a duration text (`90s`, `2m`, `500ms`, `0`) could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid duration `{text}`: expected a whole number with a unit (ms, s, m or h), \
+     e.g. `500ms`, `90s`, `2m`, or `0`"
+)]
+pub struct DurationError {
+    pub text: String,
+}
+
 /// The file's top level, exactly as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,6 +119,12 @@ struct GroupToml {
     /// Maximum attempts per unit (GroupSpec.max_attempts); absent means
     /// the master's default.
     retries: Option<u32>,
+    /// Base delay before a failed unit's next attempt, as text (`"90s"`;
+    /// the integer 0 is accepted too); absent means the master's default.
+    retry_delay: Option<toml::Value>,
+    /// Units of this group leased at once, at most (0: no limit).
+    #[serde(default)]
+    max_in_flight: u32,
     /// Shuffle: this many units, unit r reading partition r of every
     /// upstream output.
     #[serde(default)]
@@ -186,6 +204,47 @@ pub fn parse_param(arg: &str) -> Result<(String, String), PipelineFileError> {
     }
 }
 
+/// Reads a duration as a pipeline file or `tmctl config` writes it: a
+/// whole number followed by `ms`, `s`, `m` or `h` (`500ms`, `90s`, `2m`),
+/// or a bare `0`. Returns milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<u64, DurationError> {
+    let error = || DurationError {
+        text: text.to_string(),
+    };
+    let trimmed = text.trim();
+    if trimmed == "0" {
+        return Ok(0);
+    }
+    let digits_end = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(error)?;
+    let (number, unit) = trimmed.split_at(digits_end);
+    let number: u64 = number.parse().map_err(|_| error())?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(error()),
+    };
+    number.checked_mul(unit_ms).ok_or_else(error)
+}
+
+/// A group's `retry_delay` value in milliseconds: a duration text, or
+/// the integer 0 (any other number is ambiguous without a unit).
+fn retry_delay_ms(value: &toml::Value) -> Result<u64, String> {
+    match value {
+        toml::Value::String(text) => {
+            parse_duration_ms(text).map_err(|e| format!("`retry_delay`: {e}"))
+        }
+        toml::Value::Integer(0) => Ok(0),
+        other => Err(format!(
+            "`retry_delay` must be a duration text such as \"90s\", \"2m\", \"500ms\" or \"0\", \
+             not {other}"
+        )),
+    }
+}
+
 /// Converts one group table, checking the few things only the client can
 /// see or that would otherwise fail late on a worker.
 fn group_spec(
@@ -207,6 +266,12 @@ fn group_spec(
             "`retries` is the maximum attempts per unit and must be at least 1".into(),
         ));
     }
+    let retry_delay_ms = group
+        .retry_delay
+        .as_ref()
+        .map(retry_delay_ms)
+        .transpose()
+        .map_err(invalid)?;
     let env = text_map(path, &format!("groups.{}.env", group.name), group.env)?;
     let config = text_map(path, &format!("groups.{}.config", group.name), group.config)?;
     let mut inputs = BTreeSet::new();
@@ -233,6 +298,8 @@ fn group_spec(
         partitions: group.partitions,
         gather: group.gather,
         config: config.into_iter().collect(),
+        retry_delay_ms,
+        max_in_flight: group.max_in_flight,
         ..Default::default()
     })
 }

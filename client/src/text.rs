@@ -1,34 +1,46 @@
-//! Human-readable renderings of pipeline status, as `tmctl` prints them.
-//! Every function returns text ending in a newline (or nothing), so callers
-//! print it with `print!`.
+//! Human-readable renderings of pipeline status, the master, its workers
+//! and snapshots, as `tmctl` prints them. Every rendering returns text
+//! ending in a newline (or nothing), so callers print it with `print!`;
+//! the small formatters ([`human_bytes`], [`utc_time`], [`count`]) return
+//! a fragment of a line.
 
 use std::fmt::Write as _;
 
-use crate::view::{FailedUnitView, PipelineView};
+use taskmaster_proto::v1::{MasterStatus, SnapshotInfo, WorkerInfo};
 
-/// A table of pipelines: id, name, state, units committed/total.
-pub fn pipelines_table(pipelines: &[PipelineView]) -> String {
+use crate::view::{FailedUnitView, PipelineView, StatusView};
+
+/// A table of pipelines: id, name, state, units committed/total. A
+/// pipeline whose leasing is blocked has `(blocked)` after its state.
+pub fn pipelines_table(pipelines: &[StatusView]) -> String {
     let mut rows = vec![vec![
         "ID".to_string(),
         "NAME".into(),
         "STATE".into(),
         "UNITS".into(),
     ]];
-    for pipeline in pipelines {
+    for status in pipelines {
+        let pipeline = &status.pipeline;
         let (committed, total) = pipeline.units_committed_total();
         rows.push(vec![
             pipeline.id.clone(),
             pipeline.name.clone(),
-            pipeline.state.to_string(),
+            if status.blocked {
+                format!("{} (blocked)", pipeline.state)
+            } else {
+                pipeline.state.to_string()
+            },
             format!("{committed}/{total}"),
         ]);
     }
     table(&rows)
 }
 
-/// One pipeline in full: name, state, params, a row per group, and the
-/// failed units with their attempts and last error.
-pub fn pipeline_detail(pipeline: &PipelineView) -> String {
+/// One pipeline in full: name, state (and whether it is blocked, and what
+/// it re-runs), params, a row per group, and the failed units with their
+/// attempts and last error.
+pub fn pipeline_detail(status: &StatusView) -> String {
+    let pipeline = &status.pipeline;
     let params = pipeline
         .params
         .iter()
@@ -39,6 +51,16 @@ pub fn pipeline_detail(pipeline: &PipelineView) -> String {
     let _ = writeln!(out, "pipeline  {}", pipeline.id);
     let _ = writeln!(out, "name      {}", pipeline.name);
     let _ = writeln!(out, "state     {}", pipeline.state);
+    if status.blocked {
+        let _ = writeln!(
+            out,
+            "blocked   yes: no leases for this pipeline until `tmctl unblock --pipeline {}`",
+            pipeline.id
+        );
+    }
+    if let Some(original) = &status.rerun_of {
+        let _ = writeln!(out, "rerun of  {original}");
+    }
     let _ = writeln!(out, "params    {params}");
     let _ = writeln!(out, "retries   {}", pipeline.retries);
     out.push('\n');
@@ -107,6 +129,151 @@ pub fn progress_line(pipeline: &PipelineView) -> String {
     line
 }
 
+/// One line on the master itself: blocked or not, leases in flight (and
+/// the limit), the journal's size and records since the last snapshot,
+/// and the snapshots kept on disk.
+pub fn master_line(master: &MasterStatus) -> String {
+    let blocked = if master.blocked {
+        "BLOCKED (no pipeline gets leases until `tmctl unblock`)"
+    } else {
+        "not blocked"
+    };
+    let in_flight = if master.max_in_flight > 0 {
+        format!("{}/{}", master.leases_in_flight, master.max_in_flight)
+    } else {
+        master.leases_in_flight.to_string()
+    };
+    format!(
+        "master: {blocked}, {in_flight} {} in flight, journal {} ({} since the last snapshot), {} ({})\n",
+        plural(master.leases_in_flight, "lease"),
+        human_bytes(master.journal_bytes),
+        count(master.journal_records, "record"),
+        count(master.snapshots, "snapshot"),
+        human_bytes(master.snapshot_bytes),
+    )
+}
+
+/// The note the one-pipeline view ends with while the whole master is
+/// blocked (the pipeline's own `blocked` does not show that).
+pub fn master_blocked_note() -> String {
+    "master    BLOCKED: no pipeline gets leases until `tmctl unblock`\n".to_string()
+}
+
+/// A table of workers: id, slots (units asked for in the last lease
+/// call), when last seen, and the leases held as
+/// `pipeline/group/unit#lease`.
+pub fn workers_table(workers: &[WorkerInfo]) -> String {
+    let mut rows = vec![
+        ["WORKER", "SLOTS", "SEEN", "LEASES"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for worker in workers {
+        let leases: Vec<String> = worker
+            .leases
+            .iter()
+            .map(|lease| {
+                let unit = lease.unit.clone().unwrap_or_default();
+                format!(
+                    "{}/{}/{}#{}",
+                    unit.pipeline_id, unit.group, unit.unit, lease.lease_id
+                )
+            })
+            .collect();
+        rows.push(vec![
+            worker.worker_id.clone(),
+            worker.slots.to_string(),
+            ago(worker.last_seen_ms_ago),
+            if leases.is_empty() {
+                "-".to_string()
+            } else {
+                leases.join(",")
+            },
+        ]);
+    }
+    table(&rows)
+}
+
+/// A table of snapshots, oldest first: id, when taken (UTC), the journal
+/// position it stands for, its size and its note.
+pub fn snapshots_table(snapshots: &[SnapshotInfo]) -> String {
+    let mut rows = vec![
+        ["ID", "TAKEN", "POSITION", "SIZE", "NOTE"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for snapshot in snapshots {
+        rows.push(vec![
+            snapshot.snapshot_id.clone(),
+            utc_time(snapshot.taken_unix_ms),
+            snapshot.journal_position.to_string(),
+            human_bytes(snapshot.size_bytes),
+            snapshot.note.clone(),
+        ]);
+    }
+    table(&rows)
+}
+
+/// Bytes in the largest binary unit that keeps the number at least 1:
+/// `512 B`, `1.5 KiB`, `12.0 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// Milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+pub fn utc_time(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, of_day) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01 >= 0.
+    let z = days as i64 + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60
+    )
+}
+
+/// `n` and the noun, plural unless `n` is 1: `1 unit`, `3 units`.
+pub fn count(n: u64, noun: &str) -> String {
+    format!("{n} {}", plural(n, noun))
+}
+
+fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        noun.to_string()
+    } else {
+        format!("{noun}s")
+    }
+}
+
+/// A duration in the past, coarsely: `250ms ago`, `12s ago`, `3m ago`.
+fn ago(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms}ms ago"),
+        1_000..120_000 => format!("{}s ago", ms / 1000),
+        _ => format!("{}m ago", ms / 60_000),
+    }
+}
+
 /// Left-aligned columns separated by two spaces; the first row is the
 /// header. Trailing spaces are trimmed so the output diffs cleanly.
 fn table(rows: &[Vec<String>]) -> String {
@@ -163,9 +330,16 @@ mod tests {
         }
     }
 
+    fn status() -> StatusView {
+        StatusView {
+            pipeline: view(),
+            ..StatusView::default()
+        }
+    }
+
     #[test]
     fn table_lists_units_committed_over_total() {
-        let text = pipelines_table(&[view()]);
+        let text = pipelines_table(&[status()]);
         assert_eq!(
             text,
             "ID   NAME     STATE    UNITS\np-1  example  running  3/7\n"
@@ -174,7 +348,7 @@ mod tests {
 
     #[test]
     fn detail_shows_params_counts_and_last_error() {
-        let text = pipeline_detail(&view());
+        let text = pipeline_detail(&status());
         assert!(text.contains("params    ds=2026-11-21"), "{text}");
         assert!(
             text.contains("extract  2        1        2       3          1       7      no"),
@@ -184,6 +358,125 @@ mod tests {
             text.contains("extract/4: 3 attempts, last error: boom\n      trace"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn blocked_pipeline_and_rerun_are_shown() {
+        let mut pipeline = status();
+        pipeline.blocked = true;
+        pipeline.rerun_of = Some("p-0".into());
+        assert_eq!(
+            pipelines_table(std::slice::from_ref(&pipeline)),
+            "ID   NAME     STATE              UNITS\np-1  example  running (blocked)  3/7\n"
+        );
+        let text = pipeline_detail(&pipeline);
+        assert!(
+            text.contains(
+                "blocked   yes: no leases for this pipeline until `tmctl unblock --pipeline p-1`\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("rerun of  p-0\n"), "{text}");
+        let plain = pipeline_detail(&status());
+        assert!(
+            !plain.contains("blocked") && !plain.contains("rerun"),
+            "{plain}"
+        );
+    }
+
+    #[test]
+    fn master_line_says_blocked_leases_journal_and_snapshots() {
+        let mut master = MasterStatus {
+            blocked: false,
+            leases_in_flight: 1,
+            journal_bytes: 1536,
+            journal_records: 14,
+            snapshots: 2,
+            snapshot_bytes: 500,
+            ..MasterStatus::default()
+        };
+        assert_eq!(
+            master_line(&master),
+            "master: not blocked, 1 lease in flight, journal 1.5 KiB (14 records since the last \
+             snapshot), 2 snapshots (500 B)\n"
+        );
+        master.blocked = true;
+        master.max_in_flight = 8;
+        master.leases_in_flight = 3;
+        master.journal_records = 1;
+        master.snapshots = 1;
+        let line = master_line(&master);
+        assert!(
+            line.starts_with("master: BLOCKED (no pipeline gets leases until `tmctl unblock`), 3/8 leases in flight,"),
+            "{line}"
+        );
+        assert!(
+            line.contains("(1 record since") && line.contains(", 1 snapshot ("),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn workers_table_lists_slots_and_leases() {
+        use taskmaster_proto::v1::{LeaseRef, UnitRef};
+        let lease = |unit, lease_id| LeaseRef {
+            unit: Some(UnitRef {
+                pipeline_id: "p-1".into(),
+                group: "map".into(),
+                unit,
+            }),
+            lease_id,
+            config_version: 1,
+        };
+        let workers = [
+            WorkerInfo {
+                worker_id: "host-12-ab".into(),
+                slots: 4,
+                leases: vec![lease(0, 7), lease(3, 9)],
+                last_seen_ms_ago: 1500,
+            },
+            WorkerInfo {
+                worker_id: "idle".into(),
+                slots: 2,
+                leases: Vec::new(),
+                last_seen_ms_ago: 20,
+            },
+        ];
+        assert_eq!(
+            workers_table(&workers),
+            "WORKER      SLOTS  SEEN      LEASES\n\
+             host-12-ab  4      1s ago    p-1/map/0#7,p-1/map/3#9\n\
+             idle        2      20ms ago  -\n"
+        );
+    }
+
+    #[test]
+    fn snapshots_table_has_time_position_size_and_note() {
+        let snapshots = [SnapshotInfo {
+            snapshot_id: "snap-000001".into(),
+            note: "before the backfill".into(),
+            taken_unix_ms: 1_795_255_200_000,
+            journal_position: 42,
+            size_bytes: 2048,
+        }];
+        assert_eq!(
+            snapshots_table(&snapshots),
+            "ID           TAKEN                 POSITION  SIZE     NOTE\n\
+             snap-000001  2026-11-21T10:00:00Z  42        2.0 KiB  before the backfill\n"
+        );
+    }
+
+    #[test]
+    fn times_and_sizes() {
+        assert_eq!(utc_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_time(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_time(1_709_251_199_999), "2024-02-29T23:59:59Z");
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024 + 512 * 1024), "5.5 MiB");
+        assert_eq!(count(1, "unit"), "1 unit");
+        assert_eq!(count(0, "unit"), "0 units");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Plain serde structs mirroring a pipeline's status: the JSON shape of
-//! `tmctl status --json`, kept separate from the proto messages so the
-//! JSON stays stable (lower-case state names, a `total` per group) however
-//! the wire format evolves.
+//! `tmctl status --json` ([`StatusView`]: a pipeline's progress and its
+//! operator state), kept separate from the proto messages so the JSON stays
+//! stable (lower-case state names, a `total` per group) however the wire
+//! format evolves.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,7 @@ use serde::Serialize;
 use taskmaster_proto::v1::{FailedUnit, GroupStatus, PipelineState, PipelineStatus};
 
 /// One pipeline, as `tmctl status --json` prints it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PipelineView {
     pub id: String,
     pub name: String,
@@ -23,8 +24,23 @@ pub struct PipelineView {
     pub retries: u64,
 }
 
+/// A pipeline's progress ([`PipelineView`]) and its operator state: the
+/// object `tmctl status --json` prints, with `blocked` and `rerun_of`
+/// after the progress keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StatusView {
+    #[serde(flatten)]
+    pub pipeline: PipelineView,
+    /// An operator blocked leasing for this pipeline (`tmctl block
+    /// --pipeline`). A block of the whole master is not shown here; the
+    /// master's status says so.
+    pub blocked: bool,
+    /// The pipeline this one re-runs (`tmctl rerun`); null otherwise.
+    pub rerun_of: Option<String>,
+}
+
 /// One task group's progress.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct GroupView {
     pub name: String,
     pub config_version: u64,
@@ -39,7 +55,7 @@ pub struct GroupView {
 }
 
 /// A unit that ran out of attempts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct FailedUnitView {
     pub group: String,
     pub unit: u32,
@@ -88,6 +104,18 @@ impl From<PipelineStatus> for PipelineView {
                 .map(FailedUnitView::from)
                 .collect(),
             retries: status.retries,
+        }
+    }
+}
+
+impl From<PipelineStatus> for StatusView {
+    fn from(mut status: PipelineStatus) -> Self {
+        let blocked = status.blocked;
+        let rerun_of = Some(std::mem::take(&mut status.rerun_of)).filter(|id| !id.is_empty());
+        StatusView {
+            pipeline: PipelineView::from(status),
+            blocked,
+            rerun_of,
         }
     }
 }
@@ -157,6 +185,8 @@ mod tests {
                 errors: vec!["exit 1".into(), "exit 2".into()],
             }],
             retries: 5,
+            blocked: true,
+            rerun_of: "p-0".into(),
         }
     }
 
@@ -198,7 +228,7 @@ mod tests {
 
     #[test]
     fn json_shape() {
-        let view = PipelineView::from(status(PipelineState::Failed));
+        let view = StatusView::from(status(PipelineState::Failed));
         let json = serde_json::to_value(&view).unwrap();
         let expected = serde_json::json!({
             "id": "p-1",
@@ -215,7 +245,24 @@ mod tests {
                 {"group": "extract", "unit": 7, "attempts": 3, "errors": ["exit 1", "exit 2"]},
             ],
             "retries": 5,
+            "blocked": true,
+            "rerun_of": "p-0",
         });
         assert_eq!(json, expected);
+        let text = serde_json::to_string(&view).unwrap();
+        assert!(
+            text.ends_with(r#""retries":5,"blocked":true,"rerun_of":"p-0"}"#),
+            "operator state comes last: {text}"
+        );
+    }
+
+    #[test]
+    fn not_a_rerun_is_null_in_json() {
+        let mut first_run = status(PipelineState::Running);
+        first_run.rerun_of.clear();
+        first_run.blocked = false;
+        let json = serde_json::to_value(StatusView::from(first_run)).unwrap();
+        assert_eq!(json["rerun_of"], serde_json::Value::Null);
+        assert_eq!(json["blocked"], false);
     }
 }

@@ -41,6 +41,17 @@ pub struct MasterProcess {
 impl MasterProcess {
     /// Starts a master and waits until it listens. `listen` may use port 0.
     pub fn start(data_dir: &Path, listen: &str, lease_ms: u64) -> MasterProcess {
+        MasterProcess::start_with(data_dir, listen, lease_ms, &[])
+    }
+
+    /// [`MasterProcess::start`] with more `taskmaster serve` arguments,
+    /// e.g. `["--max-in-flight", "2"]`.
+    pub fn start_with(
+        data_dir: &Path,
+        listen: &str,
+        lease_ms: u64,
+        extra_args: &[&str],
+    ) -> MasterProcess {
         let log = data_dir.with_extension(format!("master-{}.log", unique()));
         let mut child = Command::new(bin("taskmaster"))
             .args([
@@ -52,6 +63,7 @@ impl MasterProcess {
             ])
             .arg("--data-dir")
             .arg(data_dir)
+            .args(extra_args)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("master log"))
             .spawn()
@@ -163,6 +175,21 @@ pub fn tmctl_ok(master_url: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// stderr of a tmctl call that must fail with exit code 2 (bad input or a
+/// call the master refused); stdout must be empty.
+pub fn tmctl_err(master_url: &str, args: &[&str]) -> String {
+    let out = tmctl(master_url, args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "tmctl {args:?} should fail with exit 2: {stdout}{stderr}"
+    );
+    assert!(stdout.is_empty(), "tmctl {args:?} printed {stdout:?}");
+    stderr
 }
 
 /// `tmctl status ID --json`, parsed.

@@ -236,3 +236,85 @@ fn units_are_sized_by_unit_bytes_and_shuffle_keys_pass_through() {
     assert_eq!(spec.groups[1].partitions, 3);
     assert_eq!(spec.groups[1].config["sort_by"], "value");
 }
+
+#[test]
+fn retry_delay_and_max_in_flight_reach_the_group_spec() {
+    let dir = folder_with(&[(
+        "pipeline.toml",
+        "name = \"p\"\n\
+         [[groups]]\nname = \"slow\"\ncommand = [\"true\"]\nretry_delay = \"90s\"\nmax_in_flight = 4\n\
+         [[groups]]\nname = \"now\"\ncommand = [\"true\"]\nretry_delay = \"0\"\n\
+         [[groups]]\nname = \"zero\"\ncommand = [\"true\"]\nretry_delay = 0\n\
+         [[groups]]\nname = \"default\"\ncommand = [\"true\"]\n",
+    )]);
+    let spec = load(dir.path(), &[]).unwrap();
+    let delays: Vec<Option<u64>> = spec.groups.iter().map(|g| g.retry_delay_ms).collect();
+    assert_eq!(delays, vec![Some(90_000), Some(0), Some(0), None]);
+    let limits: Vec<u32> = spec.groups.iter().map(|g| g.max_in_flight).collect();
+    assert_eq!(limits, vec![4, 0, 0, 0], "absent: no limit");
+}
+
+#[test]
+fn bad_retry_delay_is_rejected_naming_the_group_and_syntax() {
+    for bad in [
+        "\"90\"",
+        "\"2 minutes\"",
+        "\"-1s\"",
+        "\"1.5s\"",
+        "90",
+        "true",
+    ] {
+        let dir = folder_with(&[(
+            "pipeline.toml",
+            &format!(
+                "name = \"p\"\n[[groups]]\nname = \"g\"\ncommand = [\"true\"]\nretry_delay = {bad}\n"
+            ),
+        )]);
+        let err = load(dir.path(), &[]).unwrap_err();
+        assert!(
+            matches!(err, PipelineFileError::Invalid { .. }),
+            "{bad}: {err:?}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("group `g`")
+                && message.contains("retry_delay")
+                && message.contains("90s"),
+            "{bad}: {message}"
+        );
+    }
+}
+
+#[test]
+fn duration_syntax() {
+    let cases = [
+        ("0", 0),
+        ("500ms", 500),
+        ("0ms", 0),
+        ("90s", 90_000),
+        ("2m", 120_000),
+        ("1h", 3_600_000),
+        (" 3s ", 3_000),
+    ];
+    for (text, ms) in cases {
+        assert_eq!(parse_duration_ms(text), Ok(ms), "{text}");
+    }
+    for bad in [
+        "",
+        "90",
+        "s",
+        "5x",
+        "5 s",
+        "-5s",
+        "1.5s",
+        "99999999999999999999h",
+        "1d",
+    ] {
+        let err = parse_duration_ms(bad).unwrap_err();
+        assert_eq!(err.text, bad);
+        assert!(
+            err.to_string().contains("e.g. `500ms`, `90s`, `2m`"),
+            "{err}"
+        );
+    }
+}

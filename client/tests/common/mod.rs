@@ -306,6 +306,7 @@ pub fn spec(dir: &Path, name: &str, units: usize, max_attempts: u32) -> Pipeline
             workdir: dir.to_string_lossy().into_owned(),
             inputs,
             max_attempts,
+            retry_delay_ms: Some(0), // failed attempts run again at once in tests
             ..Default::default()
         }],
     }

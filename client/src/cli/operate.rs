@@ -1,0 +1,218 @@
+//! The operator commands: `retry`, `rerun`, `clear`, `cancel`, `block`,
+//! `unblock`, `config`, `scale`, `workers`, `snapshot`, `snapshots` and
+//! `rollback`. Each makes one call to the master (journaled there before
+//! it answers) and prints what changed; a refusal is the master's message
+//! and code, e.g. `error: the master is not blocked (FAILED_PRECONDITION)`.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use taskmaster_client::Client;
+use taskmaster_client::text::{self, count};
+
+use super::config_change::{self, KEYS_HELP};
+
+#[derive(Debug, Subcommand)]
+pub enum Operate {
+    /// Re-run failed units with exactly the same inputs and parameters;
+    /// prints how many.
+    ///
+    /// Each failed unit gets a fresh set of attempts. Fix the cause first
+    /// (or change the group's config with `tmctl config`). Refused when no
+    /// unit there has failed.
+    Retry {
+        /// The pipeline id.
+        id: String,
+        /// Only the failed units of this group.
+        #[arg(long, short)]
+        group: Option<String>,
+        /// Only this unit of the group.
+        #[arg(long, short, requires = "group")]
+        unit: Option<u32>,
+    },
+    /// Start a new run of a finished or failed pipeline with the same
+    /// parameters; prints the new pipeline id alone on the last line.
+    Rerun {
+        /// The pipeline to run again.
+        id: String,
+    },
+    /// Reset a committed group (and, with --downstream, what depends on
+    /// it) to run again.
+    ///
+    /// Its outputs are committed again under new lease ids. Refused
+    /// without --downstream when downstream groups already read it.
+    Clear {
+        /// The pipeline id.
+        id: String,
+        /// The group to reset.
+        #[arg(long, short)]
+        group: String,
+        /// Also reset every group downstream of it (their units derived
+        /// from the reset outputs are dropped and derived again).
+        #[arg(long)]
+        downstream: bool,
+    },
+    /// Cancel a pipeline: no more leases, and commits of leases already
+    /// out are refused.
+    Cancel {
+        /// The pipeline id.
+        id: String,
+    },
+    /// Stop handing out leases, for the whole master or one pipeline.
+    ///
+    /// Units already leased keep running and may commit.
+    Block {
+        /// Block only this pipeline.
+        #[arg(long, value_name = "ID")]
+        pipeline: Option<String>,
+    },
+    /// Resume handing out leases after `tmctl block`.
+    Unblock {
+        /// Unblock only this pipeline.
+        #[arg(long, value_name = "ID")]
+        pipeline: Option<String>,
+    },
+    /// Change a group's config (KEY=VALUE ...); prints its new config
+    /// version.
+    #[command(after_long_help = KEYS_HELP)]
+    Config {
+        /// The pipeline id.
+        id: String,
+        /// The group to change.
+        #[arg(long, short)]
+        group: String,
+        /// The changes, e.g. retries=5 retry_delay=30s env.LANG=C.
+        #[arg(value_name = "KEY=VALUE", required = true)]
+        changes: Vec<String>,
+    },
+    /// Split each pending unit of a first group into up to K units.
+    Scale {
+        /// The pipeline id.
+        id: String,
+        /// The group to split.
+        #[arg(long, short)]
+        group: String,
+        /// Units to split each pending unit into, at most (2 to 1000).
+        #[arg(long, value_name = "K")]
+        split: u32,
+    },
+    /// List live workers, their slots and current leases
+    /// (pipeline/group/unit#lease).
+    Workers,
+    /// Record a snapshot of the whole state; prints its id as the last
+    /// word.
+    Snapshot {
+        /// A note to remember it by, shown by `tmctl snapshots`.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// List the snapshots: id, time, journal position, size, note.
+    Snapshots,
+    /// Restore the state of a snapshot.
+    ///
+    /// Units committed since run again; every lease out now can no longer
+    /// commit.
+    Rollback {
+        /// The snapshot id, as `tmctl snapshots` lists it.
+        snapshot: String,
+    },
+}
+
+/// Runs one operator command against the master at `master_url`.
+pub async fn run(master_url: &str, command: Operate) -> anyhow::Result<ExitCode> {
+    // Read the arguments before connecting: a typo is reported as such
+    // even when no master is running.
+    let change = match &command {
+        Operate::Config { changes, .. } => Some(config_change::parse_changes(changes)?),
+        _ => None,
+    };
+    let client = Client::connect(master_url).await?;
+    let text = match command {
+        Operate::Retry { id, group, unit } => {
+            let retried = client.retry(&id, group.as_deref(), unit).await?;
+            format!(
+                "retried {} of {id} (same inputs and parameters)\n",
+                count(retried, "failed unit")
+            )
+        }
+        Operate::Rerun { id } => {
+            let new_id = client.rerun(&id).await?;
+            format!("{new_id}\n")
+        }
+        Operate::Clear {
+            id,
+            group,
+            downstream,
+        } => {
+            let changed = client.clear(&id, &group, downstream).await?;
+            format!(
+                "cleared group {group} of {id}: {} reset to run again, {} dropped downstream\n",
+                count(changed.units_reset, "unit"),
+                count(changed.units_dropped, "unit"),
+            )
+        }
+        Operate::Cancel { id } => {
+            client.cancel(&id).await?;
+            format!("cancelled {id}\n")
+        }
+        Operate::Block { pipeline } => block(&client, pipeline.as_deref(), true).await?,
+        Operate::Unblock { pipeline } => block(&client, pipeline.as_deref(), false).await?,
+        Operate::Config { id, group, .. } => {
+            let change = change.expect("parsed above");
+            let changed = client.change_config(&id, &group, change).await?;
+            let mut line = format!(
+                "group {group} of {id} is at config version {}",
+                changed.config_version
+            );
+            if changed.units_requeued > 0 {
+                line.push_str(&format!(
+                    "; {} leased under the old config went back to pending",
+                    count(changed.units_requeued, "unit")
+                ));
+            }
+            line + "\n"
+        }
+        Operate::Scale { id, group, split } => {
+            let changed = client.scale(&id, &group, split).await?;
+            format!(
+                "split {} of group {group} into {}\n",
+                count(changed.units_split, "unit"),
+                count(changed.units_added, "unit"),
+            )
+        }
+        Operate::Workers => text::workers_table(&client.workers().await?),
+        Operate::Snapshot { note } => {
+            let info = client.snapshot(&note).await?;
+            // The id is the last word, for scripts.
+            format!(
+                "snapshot at journal position {} ({}): {}\n",
+                info.journal_position,
+                text::human_bytes(info.size_bytes),
+                info.snapshot_id
+            )
+        }
+        Operate::Snapshots => text::snapshots_table(&client.snapshots().await?),
+        Operate::Rollback { snapshot } => {
+            let invalidated = client.rollback(&snapshot).await?;
+            format!(
+                "rolled back to {snapshot}; {} out can no longer commit\n",
+                count(invalidated, "lease")
+            )
+        }
+    };
+    super::out(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn block(client: &Client, pipeline: Option<&str>, blocked: bool) -> anyhow::Result<String> {
+    client.block(pipeline, blocked).await?;
+    let what = match pipeline {
+        Some(id) => format!("pipeline {id}"),
+        None => "the whole master".to_string(),
+    };
+    Ok(if blocked {
+        format!("blocked leasing for {what}\n")
+    } else {
+        format!("unblocked leasing for {what}\n")
+    })
+}
