@@ -16,12 +16,18 @@
 //!   JSON shape `tmctl status --json` prints.
 //! - [`text`]: the human-readable renderings `tmctl` prints (tables, the
 //!   status of one pipeline, progress lines).
+//! - [`demo`]: `tmctl demo`, a word count over a bundled corpus on a
+//!   master and workers embedded in the process (nothing to install).
+//! - [`bench`]: `tmctl bench`, no-op units leased and committed through
+//!   a real master process, for throughput and latency figures.
 //!
 //! Execution is at-least-once; the committed effect is exactly-once: a unit
 //! may run more than once, but only one attempt's output is ever committed,
 //! and [`Client::outputs`] returns only committed output.
 
+pub mod bench;
 pub mod client;
+pub mod demo;
 pub mod pipeline_file;
 pub mod sizing;
 pub mod text;

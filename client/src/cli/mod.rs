@@ -2,6 +2,10 @@
 //! Each command returns the process exit code; any error becomes
 //! `error: <message>` on stderr and exit code 2.
 
+mod bench;
+mod config_change;
+mod demo;
+mod operate;
 mod outputs;
 mod status;
 mod submit;
@@ -17,7 +21,8 @@ use taskmaster_client::{Client, parse_param};
 /// same code for bad arguments).
 const EXIT_ERROR: u8 = 2;
 
-/// Exit code of `submit --wait` when the pipeline failed or was cancelled.
+/// Exit code of `submit --wait` and `demo` when the pipeline failed or was
+/// cancelled.
 const EXIT_PIPELINE_FAILED: u8 = 1;
 
 /// tmctl: submit batch pipelines to a taskmaster master and watch them.
@@ -31,10 +36,15 @@ const EXIT_PIPELINE_FAILED: u8 = 1;
     version,
     propagate_version = true,
     after_help = "Examples:\n  \
+        tmctl demo\n  \
         tmctl submit pipeline.toml --param ds=2026-11-21 --wait\n  \
         tmctl status\n  \
         tmctl status <ID> --json\n  \
-        tmctl outputs <ID> --group extract"
+        tmctl outputs <ID> --group extract\n  \
+        tmctl retry <ID>\n  \
+        tmctl config <ID> --group extract retries=5 retry_delay=30s\n  \
+        tmctl block --pipeline <ID>\n  \
+        tmctl snapshot --note 'before the backfill'"
 )]
 pub struct Args {
     /// Address of the master's gRPC endpoint.
@@ -63,6 +73,8 @@ const PIPELINE_FILE_HELP: &str = r#"Pipeline file:
   inputs = ["data/*.csv"]               # first groups: one unit per matching file
   env = { LANG = "C" }                  # optional extra environment
   retries = 3                           # optional: max attempts per unit
+  retry_delay = "90s"                   # optional: delay before a retry (ms, s, m, h; default 2m)
+  max_in_flight = 4                     # optional: units of this group leased at once, at most
   [[groups]]
   name = "aggregate"
   command = ["python3", "agg.py"]
@@ -70,6 +82,22 @@ const PIPELINE_FILE_HELP: &str = r#"Pipeline file:
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a word count on an embedded master and workers: no service to
+    /// install.
+    ///
+    /// Starts a master and --workers workers inside this process, counts
+    /// the words of a bundled public-domain corpus (or of --input) with a
+    /// five-stage pipeline (split, map, reduce, sort, merge), shows each
+    /// stage's progress on stderr, and prints the top words and the run's
+    /// numbers on stdout. Exits 0 if the pipeline succeeded, 1 if it
+    /// failed (its failed units are printed), 2 on bad flags or input.
+    /// --master is not used.
+    #[command(after_help = "Examples:\n  \
+        tmctl demo\n  \
+        tmctl demo --workers 4 --scale 2000\n  \
+        tmctl demo --input ~/books --keep")]
+    Demo(demo::DemoArgs),
+    Bench(bench::BenchArgs),
     /// Submit a pipeline file; prints the new pipeline id on the last line
     /// of stdout.
     ///
@@ -108,6 +136,8 @@ enum Command {
         #[arg(long, short)]
         group: String,
     },
+    #[command(flatten)]
+    Operate(operate::Operate),
 }
 
 /// Runs one command, printing any error; returns the exit code.
@@ -124,6 +154,8 @@ pub async fn run(args: Args) -> ExitCode {
 
 async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
+        Command::Demo(demo_args) => demo::run(demo_args).await,
+        Command::Bench(bench_args) => bench::run(bench_args, &args.master).await,
         Command::Submit {
             file,
             params,
@@ -145,6 +177,7 @@ async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
             let client = Client::connect(&args.master).await?;
             outputs::run(&client, &id, &group).await
         }
+        Command::Operate(command) => operate::run(&args.master, command).await,
     }
 }
 

@@ -1,0 +1,344 @@
+//! The load: the bench's units submitted as pipelines, and the client
+//! tasks that lease, (optionally) renew and commit them exactly as a
+//! worker would, timing every call.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use taskmaster_proto::v1::task_master_client::TaskMasterClient;
+use taskmaster_proto::v1::{
+    CommitItem, CommitRequest, GroupSpec, ItemStatus, Lease, LeaseRef, LeaseRequest, Outputs,
+    PipelineSpec, ReleaseRequest, RenewRequest, commit_item,
+};
+use tokio::time::MissedTickBehavior;
+use tonic::transport::Channel;
+
+use super::BenchError;
+use super::stats::micros;
+use crate::Client;
+
+/// Units per submitted pipeline: the master's limit on a first group's
+/// inputs (`INPUTS_PER_GROUP_MAX`). More units go into more pipelines.
+pub const UNITS_PER_PIPELINE: u64 = 100_000;
+
+/// Long-poll bound of a lease call: short, so that once the queue is empty
+/// idle clients notice the end quickly.
+const LEASE_WAIT_MS: u32 = 50;
+
+/// Deadline of each worker call: a master that stops answering fails the
+/// bench instead of hanging it.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A run fails when no unit has been committed for this long.
+const STALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// One submitted pipeline of bench units.
+#[derive(Debug, Clone)]
+pub struct BenchPipeline {
+    pub id: String,
+    pub units: u64,
+}
+
+/// Submits `units` no-op units: pipelines named `bench` with one group
+/// `units` (task `noop`) of up to [`UNITS_PER_PIPELINE`] inputs each.
+/// The inputs are fake absolute paths; nothing ever reads them.
+pub async fn submit_units(client: &Client, units: u64) -> Result<Vec<BenchPipeline>, BenchError> {
+    let mut pipelines = Vec::new();
+    let mut first = 0;
+    while first < units {
+        let count = (units - first).min(UNITS_PER_PIPELINE);
+        let inputs = (first..first + count)
+            .map(|i| format!("/bench/unit-{:06}", i + 1))
+            .collect();
+        let spec = PipelineSpec {
+            name: "bench".into(),
+            params: HashMap::new(),
+            groups: vec![GroupSpec {
+                name: "units".into(),
+                task: "noop".into(),
+                inputs,
+                ..GroupSpec::default()
+            }],
+        };
+        let id = client.submit(spec).await?;
+        pipelines.push(BenchPipeline { id, units: count });
+        first += count;
+    }
+    Ok(pipelines)
+}
+
+/// How each client behaves.
+#[derive(Debug, Clone)]
+pub struct LoadShape {
+    /// Units all clients must commit together.
+    pub units: u64,
+    /// Units asked for per lease call (and so committed per commit call).
+    pub batch: u32,
+    /// Renew every lease once before committing it.
+    pub renew: bool,
+    /// Time between one client's lease calls, when pacing to a rate.
+    pub lease_period: Option<Duration>,
+    /// Offset of this client's first paced call, spreading clients out.
+    pub start_offset: Duration,
+}
+
+/// State the client tasks share.
+pub struct Shared {
+    /// The bench's pipelines: leases of other pipelines are given back.
+    pub pipelines: HashSet<String>,
+    /// Units committed so far, over all clients.
+    pub committed: AtomicU64,
+    /// Milliseconds since `start` of the latest commit, for stall checks.
+    pub progress_ms: AtomicU64,
+    /// When the clients began.
+    pub start: Instant,
+}
+
+/// What one client measured.
+#[derive(Debug, Default)]
+pub struct ClientLog {
+    /// Latency of every lease call that returned leases (empty long-polls
+    /// measure idleness, not the master).
+    pub lease_us: Vec<u32>,
+    pub renew_us: Vec<u32>,
+    pub commit_us: Vec<u32>,
+    /// Leases of the bench's units received.
+    pub leased: u64,
+    /// Units committed (acknowledged OK).
+    pub committed: u64,
+    /// Leases of other pipelines' units, released unfinished.
+    pub foreign_released: u64,
+    /// When this client's last lease and last commit were answered.
+    pub last_lease: Option<Instant>,
+    pub last_commit: Option<Instant>,
+}
+
+/// One client: leases, renews and commits until every unit is committed.
+pub async fn run_client(
+    mut raw: TaskMasterClient<Channel>,
+    worker_id: String,
+    shape: LoadShape,
+    shared: Arc<Shared>,
+) -> Result<ClientLog, BenchError> {
+    let mut log = ClientLog::default();
+    let mut pacer = shape.lease_period.map(|period| {
+        let mut interval =
+            tokio::time::interval_at((shared.start + shape.start_offset).into(), period);
+        // Behind schedule (the master is slower than the offered rate):
+        // skip the missed calls rather than burst to catch up.
+        interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        interval
+    });
+    while shared.committed.load(Ordering::Relaxed) < shape.units {
+        if let Some(pacer) = &mut pacer {
+            pacer.tick().await;
+        }
+        let leases = lease(&mut raw, &worker_id, shape.batch, &mut log).await?;
+        let leases = give_back_foreign(&mut raw, leases, &shared, &mut log).await?;
+        if leases.is_empty() {
+            check_stall(&shared, shape.units)?;
+            continue;
+        }
+        let token = leases[0].server_token.clone();
+        let refs: Vec<LeaseRef> = leases.iter().map(lease_ref).collect();
+        if shape.renew {
+            renew(&mut raw, &token, &refs, &mut log).await?;
+        }
+        commit(&mut raw, &token, refs, &mut log).await?;
+        let n = leases.len() as u64;
+        shared.committed.fetch_add(n, Ordering::Relaxed);
+        let since_start = shared.start.elapsed().as_millis() as u64;
+        shared.progress_ms.fetch_max(since_start, Ordering::Relaxed);
+    }
+    Ok(log)
+}
+
+async fn lease(
+    raw: &mut TaskMasterClient<Channel>,
+    worker_id: &str,
+    batch: u32,
+    log: &mut ClientLog,
+) -> Result<Vec<Lease>, BenchError> {
+    let request = LeaseRequest {
+        worker_id: worker_id.to_string(),
+        max_units: batch,
+        wait_ms: LEASE_WAIT_MS,
+    };
+    let began = Instant::now();
+    let leases = raw
+        .lease(with_deadline(request))
+        .await
+        .map_err(|status| BenchError::rpc("Lease", status))?
+        .into_inner()
+        .leases;
+    if !leases.is_empty() {
+        let answered = Instant::now();
+        log.lease_us.push(micros(answered - began));
+        log.last_lease = Some(answered);
+    }
+    Ok(leases)
+}
+
+/// Releases leases of units that are not the bench's (a `--master` that
+/// has other work); returns the bench's own.
+async fn give_back_foreign(
+    raw: &mut TaskMasterClient<Channel>,
+    leases: Vec<Lease>,
+    shared: &Shared,
+    log: &mut ClientLog,
+) -> Result<Vec<Lease>, BenchError> {
+    let (ours, foreign): (Vec<Lease>, Vec<Lease>) = leases.into_iter().partition(|lease| {
+        let pipeline = lease.unit.as_ref().map(|u| u.pipeline_id.as_str());
+        pipeline.is_some_and(|id| shared.pipelines.contains(id))
+    });
+    log.leased += ours.len() as u64;
+    if let Some(first) = foreign.first() {
+        if log.foreign_released == 0 {
+            tracing::warn!("the master has other work; the bench gives its leases back");
+        }
+        let request = ReleaseRequest {
+            server_token: first.server_token.clone(),
+            leases: foreign.iter().map(lease_ref).collect(),
+        };
+        let results = raw
+            .release(with_deadline(request))
+            .await
+            .map_err(|status| BenchError::rpc("Release", status))?
+            .into_inner()
+            .results;
+        check_items("Release", &results, foreign.len())?;
+        log.foreign_released += foreign.len() as u64;
+    }
+    Ok(ours)
+}
+
+async fn renew(
+    raw: &mut TaskMasterClient<Channel>,
+    token: &str,
+    refs: &[LeaseRef],
+    log: &mut ClientLog,
+) -> Result<(), BenchError> {
+    let request = RenewRequest {
+        server_token: token.to_string(),
+        leases: refs.to_vec(),
+    };
+    let began = Instant::now();
+    let results = raw
+        .renew(with_deadline(request))
+        .await
+        .map_err(|status| BenchError::rpc("Renew", status))?
+        .into_inner()
+        .results;
+    log.renew_us.push(micros(began.elapsed()));
+    check_items("Renew", &results, refs.len())
+}
+
+/// Commits every lease with empty outputs (a no-op unit writes nothing).
+async fn commit(
+    raw: &mut TaskMasterClient<Channel>,
+    token: &str,
+    refs: Vec<LeaseRef>,
+    log: &mut ClientLog,
+) -> Result<(), BenchError> {
+    let n = refs.len();
+    let items = refs
+        .into_iter()
+        .map(|lease| CommitItem {
+            lease: Some(lease),
+            result: Some(commit_item::Result::Outputs(Outputs::default())),
+        })
+        .collect();
+    let request = CommitRequest {
+        server_token: token.to_string(),
+        items,
+    };
+    let began = Instant::now();
+    let results = raw
+        .commit(with_deadline(request))
+        .await
+        .map_err(|status| BenchError::rpc("Commit", status))?
+        .into_inner()
+        .results;
+    let answered = Instant::now();
+    log.commit_us.push(micros(answered - began));
+    log.last_commit = Some(answered);
+    check_items("Commit", &results, n)?;
+    log.committed += n as u64;
+    Ok(())
+}
+
+/// Every item of a batch answer must be OK: a refused commit means a unit
+/// was not committed exactly once by the lease the bench held.
+fn check_items(call: &'static str, results: &[ItemStatus], sent: usize) -> Result<(), BenchError> {
+    if results.len() != sent {
+        return Err(BenchError::Refused {
+            call,
+            message: format!("{} answers for {sent} items", results.len()),
+        });
+    }
+    match results.iter().find(|r| r.code != 0) {
+        Some(refused) => Err(BenchError::Refused {
+            call,
+            message: format!("{} (code {})", refused.message, refused.code),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn check_stall(shared: &Shared, units: u64) -> Result<(), BenchError> {
+    let last = Duration::from_millis(shared.progress_ms.load(Ordering::Relaxed));
+    let idle = shared.start.elapsed().saturating_sub(last);
+    if idle > STALL_LIMIT {
+        return Err(BenchError::Stalled {
+            committed: shared.committed.load(Ordering::Relaxed),
+            units,
+            idle_s: idle.as_secs(),
+        });
+    }
+    Ok(())
+}
+
+fn lease_ref(lease: &Lease) -> LeaseRef {
+    LeaseRef {
+        unit: lease.unit.clone(),
+        lease_id: lease.lease_id,
+        config_version: lease.config_version,
+    }
+}
+
+fn with_deadline<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(CALL_TIMEOUT);
+    request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_per_pipeline_is_the_masters_limit() {
+        assert_eq!(
+            UNITS_PER_PIPELINE,
+            taskmaster_master::core::limits::INPUTS_PER_GROUP_MAX as u64
+        );
+    }
+
+    #[test]
+    fn a_refused_item_fails_the_check() {
+        let ok = ItemStatus {
+            code: 0,
+            message: String::new(),
+        };
+        let lost = ItemStatus {
+            code: tonic::Code::Aborted as i32,
+            message: "lease 7 lost".into(),
+        };
+        assert!(check_items("Commit", &[ok.clone(), ok.clone()], 2).is_ok());
+        let err = check_items("Commit", &[ok.clone(), lost], 2).unwrap_err();
+        assert!(err.to_string().contains("lease 7 lost"), "{err}");
+        assert!(check_items("Commit", &[ok], 2).is_err());
+    }
+}

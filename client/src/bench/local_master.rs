@@ -1,0 +1,147 @@
+//! A real `taskmaster` process for one bench run: started from the binary
+//! next to `tmctl`, on a fresh temporary data dir and a free loopback port,
+//! killed and its data dir removed at the end.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+use super::BenchError;
+
+/// How long the master may take to start listening (recovery of an empty
+/// data dir takes milliseconds; a loaded machine may be slow).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The line the master prints on stdout once it accepts connections.
+const LISTENING_PREFIX: &str = "taskmaster listening on ";
+
+/// Environment variables of `taskmaster serve` that would change the
+/// master under test; the bench sets what it needs with flags.
+const MASTER_ENV: [&str; 5] = [
+    "TASKMASTER_DATA_DIR",
+    "TASKMASTER_LISTEN",
+    "TASKMASTER_LEASE_MS",
+    "TASKMASTER_MAX_IN_FLIGHT",
+    "TASKMASTER_STORE",
+];
+
+/// A running master process and the data dir it owns.
+pub struct LocalMaster {
+    /// Killed by [`LocalMaster::stop`], or on drop if the bench panics.
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    url: String,
+    /// Removed on drop, after the process is gone.
+    data_dir: tempfile::TempDir,
+}
+
+impl LocalMaster {
+    /// The `taskmaster` binary beside the running executable (cargo puts
+    /// both binaries of the workspace in the same directory).
+    pub fn binary_beside_current_exe() -> Result<PathBuf, BenchError> {
+        let exe = std::env::current_exe().map_err(|e| BenchError::MasterStart {
+            what: format!("cannot find the running executable: {e}"),
+        })?;
+        Ok(exe.with_file_name("taskmaster"))
+    }
+
+    /// Starts `binary serve` on a new temporary data dir and port 0, and
+    /// waits until it says it is listening.
+    pub async fn start(binary: &Path) -> Result<LocalMaster, BenchError> {
+        if !binary.is_file() {
+            return Err(BenchError::MasterMissing {
+                path: binary.display().to_string(),
+            });
+        }
+        let data_dir = tempfile::Builder::new()
+            .prefix("taskmaster-bench-")
+            .tempdir()
+            .map_err(|e| BenchError::MasterStart {
+                what: format!("cannot create a temporary data dir: {e}"),
+            })?;
+        let mut command = Command::new(binary);
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(["--listen", "127.0.0.1:0"])
+            // Info lines per pipeline would only clutter the report.
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for name in MASTER_ENV {
+            command.env_remove(name);
+        }
+        let mut child = command.spawn().map_err(|e| BenchError::MasterStart {
+            what: format!("cannot run {}: {e}", binary.display()),
+        })?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let waited = tokio::time::timeout(START_TIMEOUT, listening_addr(stdout)).await;
+        let addr = match waited {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(what)) => {
+                let _ = child.kill().await;
+                return Err(BenchError::MasterStart { what });
+            }
+            Err(_) => {
+                let _ = child.kill().await;
+                return Err(BenchError::MasterStart {
+                    what: format!("it did not listen within {} s", START_TIMEOUT.as_secs()),
+                });
+            }
+        };
+        Ok(LocalMaster {
+            child,
+            url: format!("http://{addr}"),
+            data_dir,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The process id, for attaching a profiler during a run.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// Kills the master, waits for it to exit, then removes its data dir.
+    /// Its journal is thrown away, so there is nothing to shut down
+    /// gracefully.
+    pub async fn stop(mut self) {
+        if let Err(e) = self.child.kill().await {
+            tracing::warn!(error = %e, "could not kill the bench's master");
+        }
+        // `self.data_dir` is removed as `self` drops here.
+    }
+}
+
+/// Reads the master's stdout until its "listening" line; returns the
+/// address. Keeps draining stdout afterwards so the master never blocks
+/// on a full pipe.
+async fn listening_addr(stdout: ChildStdout) -> Result<String, String> {
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => {
+                if let Some(addr) = line.strip_prefix(LISTENING_PREFIX) {
+                    let addr = addr.trim().to_string();
+                    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                    return Ok(addr);
+                }
+            }
+            Ok(None) => return Err("it exited before listening (its stderr is above)".into()),
+            Err(e) => return Err(format!("cannot read its stdout: {e}")),
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! `tmctl bench`: how many no-op work units per second the real product
+//! leases and commits, and at what latency.
+//!
+//! Nothing is shortcut: a real master process (started from the
+//! `taskmaster` binary next to `tmctl`, on a temporary data dir, or an
+//! existing one), real gRPC over loopback, the real durable journal, and
+//! clients that take a worker's path: lease (up to `batch` units), renew
+//! (optionally), commit. At the end the bench checks with `GetStatus` that
+//! every unit was committed exactly once, and fails loudly otherwise.
+//!
+//! - [`local_master`]: the master process a run starts and removes.
+//! - [`load`]: submitting the units; the client tasks and what they time.
+//! - [`stats`]: latency percentiles.
+//! - [`report`]: the result, as JSON or as a readable report.
+
+pub mod load;
+pub mod local_master;
+pub mod report;
+pub mod stats;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use taskmaster_proto::v1::PipelineState;
+
+use crate::client::{Client, ClientError};
+use load::{BenchPipeline, ClientLog, LoadShape, Shared};
+use local_master::LocalMaster;
+pub use report::BenchReport;
+use stats::Summary;
+
+/// Most units one run may submit.
+pub const UNITS_MAX: u64 = 10_000_000;
+/// Most units per lease or commit call (the master's `BATCH_ITEMS_MAX`).
+pub const BATCH_MAX: u32 = 1000;
+/// Most concurrent clients.
+pub const CLIENTS_MAX: u32 = 1024;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// No-op units to lease and commit.
+    pub units: u64,
+    /// Units per lease call and per commit call.
+    pub batch: u32,
+    /// Concurrent client tasks, each with its own gRPC channel.
+    pub clients: u32,
+    /// Renew each lease once before committing it.
+    pub renew: bool,
+    /// Offered load in units per second over all clients; `None` runs
+    /// closed-loop, as fast as the master answers.
+    pub rate: Option<f64>,
+    /// An existing master to load instead of starting one. Its other
+    /// work is leased and given back, which skews the figures: use an
+    /// idle master.
+    pub master: Option<String>,
+    /// The `taskmaster` binary to start when `master` is `None`.
+    pub master_binary: Option<PathBuf>,
+}
+
+impl BenchOptions {
+    /// Checks the bounds (clap checks them too; the library may be called
+    /// directly).
+    pub fn validate(&self) -> Result<(), BenchError> {
+        let invalid = |what: String| Err(BenchError::Invalid(what));
+        if !(1..=UNITS_MAX).contains(&self.units) {
+            return invalid(format!("units must be 1 to {UNITS_MAX}"));
+        }
+        if !(1..=BATCH_MAX).contains(&self.batch) {
+            return invalid(format!("batch must be 1 to {BATCH_MAX}"));
+        }
+        if !(1..=CLIENTS_MAX).contains(&self.clients) {
+            return invalid(format!("clients must be 1 to {CLIENTS_MAX}"));
+        }
+        if self
+            .rate
+            .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
+        {
+            return invalid("rate must be a positive number of units per second".into());
+        }
+        Ok(())
+    }
+
+    /// Time between one client's lease calls at the offered rate: each
+    /// call asks for `batch` units and `clients` clients share the rate.
+    fn lease_period(&self) -> Option<Duration> {
+        self.rate.map(|rate| {
+            let period = f64::from(self.batch) * f64::from(self.clients) / rate;
+            Duration::from_secs_f64(period.max(1e-6))
+        })
+    }
+}
+
+/// Why a bench run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "no taskmaster binary at {path}: build it beside tmctl \
+         (cargo build --release --bin taskmaster --bin tmctl), or pass --master URL"
+    )]
+    MasterMissing { path: String },
+    #[error("could not start the bench's master: {what}")]
+    MasterStart { what: String },
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{call} failed: {message} ({code:?})")]
+    Rpc {
+        call: &'static str,
+        code: tonic::Code,
+        message: String,
+    },
+    #[error("{call} refused an item: {message}")]
+    Refused { call: &'static str, message: String },
+    #[error("stalled: {committed} of {units} units committed, none for {idle_s} s")]
+    Stalled {
+        committed: u64,
+        units: u64,
+        idle_s: u64,
+    },
+    #[error("verification failed, units were not committed exactly once: {0}")]
+    Verify(String),
+    #[error("a client task failed: {0}")]
+    Task(String),
+}
+
+impl BenchError {
+    fn rpc(call: &'static str, status: tonic::Status) -> BenchError {
+        BenchError::Rpc {
+            call,
+            code: status.code(),
+            message: status.message().to_string(),
+        }
+    }
+}
+
+/// Runs one bench: starts a master unless `options.master` names one,
+/// loads it, verifies, stops the master it started.
+pub async fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
+    options.validate()?;
+    let local = match &options.master {
+        Some(_) => None,
+        None => {
+            let binary = match &options.master_binary {
+                Some(binary) => binary.clone(),
+                None => LocalMaster::binary_beside_current_exe()?,
+            };
+            Some(LocalMaster::start(&binary).await?)
+        }
+    };
+    let (url, master_label) = match (&local, &options.master) {
+        (Some(local), _) => {
+            let pid = local.pid().map_or("?".into(), |p| p.to_string());
+            let label = format!("started for this run (pid {pid}) at {}", local.url());
+            (local.url().to_string(), label)
+        }
+        (None, Some(url)) => (url.clone(), format!("existing, at {url}")),
+        (None, None) => unreachable!("either a master is given or one was started"),
+    };
+    tracing::info!(master = %master_label, "bench master");
+    let result = measure(&url, options, master_label).await;
+    if let Some(local) = local {
+        local.stop().await;
+    }
+    result
+}
+
+/// Submits the units, runs the clients, reads the master's counters
+/// around them and verifies the outcome.
+async fn measure(
+    url: &str,
+    options: &BenchOptions,
+    master_label: String,
+) -> Result<BenchReport, BenchError> {
+    let admin = Client::connect(url).await?;
+    let pipelines = load::submit_units(&admin, options.units).await?;
+    let mut raws = Vec::with_capacity(options.clients as usize);
+    for _ in 0..options.clients {
+        raws.push(Client::connect(url).await?.raw());
+    }
+    let before = admin.master_status().await?;
+    let client_cpu_before = taskmaster_master::procstat::cpu_seconds();
+    let start = Instant::now();
+    let logs = run_clients(raws, options, &pipelines, start).await?;
+    let ran_for = start.elapsed();
+    let after = admin.master_status().await?;
+    let client_cpu_s = taskmaster_master::procstat::cpu_seconds() - client_cpu_before;
+    let log = merge(logs);
+    verify(&admin, &pipelines, options.units, &log).await?;
+    Ok(report::build(report::Inputs {
+        options,
+        pipelines: pipelines.len(),
+        log,
+        start,
+        ran_for,
+        before: &before,
+        after: &after,
+        client_cpu_s,
+        master: master_label,
+    }))
+}
+
+/// Spawns one task per client and waits for all; the first failure ends
+/// the run (the other tasks are aborted when the set drops).
+async fn run_clients(
+    raws: Vec<
+        taskmaster_proto::v1::task_master_client::TaskMasterClient<tonic::transport::Channel>,
+    >,
+    options: &BenchOptions,
+    pipelines: &[BenchPipeline],
+    start: Instant,
+) -> Result<Vec<ClientLog>, BenchError> {
+    let shared = Arc::new(Shared {
+        pipelines: pipelines.iter().map(|p| p.id.clone()).collect(),
+        committed: AtomicU64::new(0),
+        progress_ms: AtomicU64::new(0),
+        start,
+    });
+    let period = options.lease_period();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, raw) in raws.into_iter().enumerate() {
+        let shape = LoadShape {
+            units: options.units,
+            batch: options.batch,
+            renew: options.renew,
+            lease_period: period,
+            start_offset: period.map_or(Duration::ZERO, |p| p * i as u32 / options.clients),
+        };
+        let worker_id = format!("bench-{i}");
+        tasks.spawn(load::run_client(raw, worker_id, shape, Arc::clone(&shared)));
+    }
+    let mut logs = Vec::with_capacity(tasks.len());
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(log)) => logs.push(log),
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(BenchError::Task(e.to_string())),
+        }
+    }
+    Ok(logs)
+}
+
+/// All clients' measurements together.
+#[derive(Debug, Default)]
+pub struct MergedLog {
+    pub lease: Summary,
+    pub renew: Summary,
+    pub commit: Summary,
+    pub leased: u64,
+    pub committed: u64,
+    pub foreign_released: u64,
+    pub last_lease: Option<Instant>,
+    pub last_commit: Option<Instant>,
+}
+
+fn merge(logs: Vec<ClientLog>) -> MergedLog {
+    let mut lease_us = Vec::new();
+    let mut renew_us = Vec::new();
+    let mut commit_us = Vec::new();
+    let mut merged = MergedLog::default();
+    for log in logs {
+        lease_us.extend(log.lease_us);
+        renew_us.extend(log.renew_us);
+        commit_us.extend(log.commit_us);
+        merged.leased += log.leased;
+        merged.committed += log.committed;
+        merged.foreign_released += log.foreign_released;
+        merged.last_lease = merged.last_lease.max(log.last_lease);
+        merged.last_commit = merged.last_commit.max(log.last_commit);
+    }
+    merged.lease = Summary::of(lease_us);
+    merged.renew = Summary::of(renew_us);
+    merged.commit = Summary::of(commit_us);
+    merged
+}
+
+/// Every unit committed exactly once: the clients' acknowledged commits
+/// and the master's counts must both equal `units`, with nothing pending,
+/// leased or failed, and every bench pipeline succeeded.
+async fn verify(
+    admin: &Client,
+    pipelines: &[BenchPipeline],
+    units: u64,
+    log: &MergedLog,
+) -> Result<(), BenchError> {
+    if log.committed != units || log.leased != units {
+        return Err(BenchError::Verify(format!(
+            "the clients were granted {} leases and had {} commits acknowledged, for {units} units",
+            log.leased, log.committed
+        )));
+    }
+    let mut committed = 0;
+    for pipeline in pipelines {
+        let status = admin.status(&pipeline.id).await?;
+        let counts = status
+            .groups
+            .iter()
+            .map(|g| g.counts.unwrap_or_default())
+            .fold((0, 0), |(done, other), c| {
+                (done + c.committed, other + c.pending + c.leased + c.failed)
+            });
+        if counts != (pipeline.units, 0) || status.state() != PipelineState::Succeeded {
+            return Err(BenchError::Verify(format!(
+                "pipeline {} ({} units) is {:?} with {} committed and {} pending, leased or failed",
+                pipeline.id,
+                pipeline.units,
+                status.state(),
+                counts.0,
+                counts.1
+            )));
+        }
+        committed += counts.0;
+    }
+    if committed != units {
+        return Err(BenchError::Verify(format!(
+            "the master counts {committed} committed units, not {units}"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,303 @@
+//! A bench run's result: [`BenchReport`], printed as one JSON object
+//! (`--json`, stable keys for scripts) or as a readable report.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use taskmaster_proto::v1::MasterStatus;
+
+use super::{BenchOptions, MergedLog};
+
+/// What a run measured. Rates are over the wall time; the master's CPU
+/// and journal syncs are deltas over the run (not since it started).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Units committed (all of them, or the run failed).
+    pub units: u64,
+    pub batch: u32,
+    pub clients: u32,
+    /// Committed units per second.
+    pub units_per_s: f64,
+    /// Leased units per second, up to the last lease granted.
+    pub leased_units_per_s: f64,
+    /// From the clients' start to the last commit acknowledged.
+    pub wall_s: f64,
+    pub commit_p50_us: u32,
+    pub commit_p99_us: u32,
+    pub commit_max_us: u32,
+    pub commit_calls: usize,
+    pub lease_p50_us: u32,
+    pub lease_p99_us: u32,
+    pub lease_max_us: u32,
+    /// Lease calls that returned leases (empty long-polls are not timed).
+    pub lease_calls: usize,
+    /// Renew latencies, with `--renew` only.
+    pub renew_p50_us: Option<u32>,
+    pub renew_p99_us: Option<u32>,
+    /// The master process's peak resident memory.
+    pub master_rss_bytes: u64,
+    /// CPU seconds the master used during the run.
+    pub master_cpu_s: f64,
+    /// Journal syncs (fdatasync) the master issued during the run.
+    pub journal_syncs: u64,
+    pub journal_syncs_per_s: f64,
+    /// CPU seconds the bench's own process (the clients) used.
+    pub client_cpu_s: f64,
+    /// The `--rate` asked for, in units per second.
+    pub offered_rate: Option<f64>,
+    /// Pipelines the units were submitted as.
+    pub pipelines: usize,
+    /// Leases of other pipelines' units the clients released.
+    pub foreign_released: u64,
+    /// Which master was measured.
+    pub master: String,
+}
+
+/// What [`build`] computes the report from.
+pub struct Inputs<'a> {
+    pub options: &'a BenchOptions,
+    pub pipelines: usize,
+    pub log: MergedLog,
+    pub start: Instant,
+    /// From the start until every client had stopped.
+    pub ran_for: Duration,
+    pub before: &'a MasterStatus,
+    pub after: &'a MasterStatus,
+    pub client_cpu_s: f64,
+    pub master: String,
+}
+
+pub fn build(inputs: Inputs<'_>) -> BenchReport {
+    let Inputs {
+        options,
+        log,
+        start,
+        ran_for,
+        before,
+        after,
+        ..
+    } = inputs;
+    let since_start = |at: Option<Instant>| at.map_or(ran_for, |t| t - start).as_secs_f64();
+    let wall_s = since_start(log.last_commit);
+    let lease_s = since_start(log.last_lease);
+    let journal_syncs = after.journal_syncs.saturating_sub(before.journal_syncs);
+    let renewed = options.renew.then_some(log.renew);
+    BenchReport {
+        units: log.committed,
+        batch: options.batch,
+        clients: options.clients,
+        units_per_s: per_second(log.committed as f64, wall_s),
+        leased_units_per_s: per_second(log.leased as f64, lease_s),
+        wall_s,
+        commit_p50_us: log.commit.p50_us,
+        commit_p99_us: log.commit.p99_us,
+        commit_max_us: log.commit.max_us,
+        commit_calls: log.commit.count,
+        lease_p50_us: log.lease.p50_us,
+        lease_p99_us: log.lease.p99_us,
+        lease_max_us: log.lease.max_us,
+        lease_calls: log.lease.count,
+        renew_p50_us: renewed.map(|s| s.p50_us),
+        renew_p99_us: renewed.map(|s| s.p99_us),
+        master_rss_bytes: after.rss_peak_bytes,
+        master_cpu_s: (after.cpu_seconds - before.cpu_seconds).max(0.0),
+        journal_syncs,
+        journal_syncs_per_s: per_second(journal_syncs as f64, ran_for.as_secs_f64()),
+        client_cpu_s: inputs.client_cpu_s,
+        offered_rate: options.rate,
+        pipelines: inputs.pipelines,
+        foreign_released: log.foreign_released,
+        master: inputs.master,
+    }
+}
+
+fn per_second(count: f64, seconds: f64) -> f64 {
+    if seconds > 0.0 { count / seconds } else { 0.0 }
+}
+
+impl BenchReport {
+    /// The readable report, one figure per line.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let pace = match self.offered_rate {
+            Some(rate) => format!("offered {rate:.0} units/s"),
+            None => "closed loop, as fast as the master answers".into(),
+        };
+        let _ = writeln!(
+            out,
+            "bench: {} units, batch {}, {} clients, {pace}",
+            self.units, self.batch, self.clients
+        );
+        let _ = writeln!(out, "master: {}", self.master);
+        let _ = writeln!(
+            out,
+            "  throughput  {:.0} units/s committed, {:.0} units/s leased ({:.2} s)",
+            self.units_per_s, self.leased_units_per_s, self.wall_s
+        );
+        let _ = writeln!(
+            out,
+            "  commit      p50 {}  p99 {}  max {}  ({} calls)",
+            ms(self.commit_p50_us),
+            ms(self.commit_p99_us),
+            ms(self.commit_max_us),
+            self.commit_calls
+        );
+        let _ = writeln!(
+            out,
+            "  lease       p50 {}  p99 {}  max {}  ({} calls)",
+            ms(self.lease_p50_us),
+            ms(self.lease_p99_us),
+            ms(self.lease_max_us),
+            self.lease_calls
+        );
+        if let (Some(p50), Some(p99)) = (self.renew_p50_us, self.renew_p99_us) {
+            let _ = writeln!(out, "  renew       p50 {}  p99 {}", ms(p50), ms(p99));
+        }
+        let cores = |cpu_s: f64| per_second(cpu_s, self.wall_s);
+        let _ = writeln!(
+            out,
+            "  master      peak RSS {:.1} MiB, {:.2} CPU s during the run ({:.2} cores)",
+            self.master_rss_bytes as f64 / (1024.0 * 1024.0),
+            self.master_cpu_s,
+            cores(self.master_cpu_s)
+        );
+        let _ = writeln!(
+            out,
+            "  journal     {} syncs during the run ({:.0}/s, {:.1} units committed per sync)",
+            self.journal_syncs,
+            self.journal_syncs_per_s,
+            per_second(self.units as f64, self.journal_syncs as f64)
+        );
+        let _ = writeln!(
+            out,
+            "  clients     {:.2} CPU s ({:.2} cores) in this process",
+            self.client_cpu_s,
+            cores(self.client_cpu_s)
+        );
+        if self.foreign_released > 0 {
+            let _ = writeln!(
+                out,
+                "  warning     {} leases of other pipelines were given back: the figures include that work",
+                self.foreign_released
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  verified    {} units in {} pipeline{}, each committed exactly once",
+            self.units,
+            self.pipelines,
+            if self.pipelines == 1 { "" } else { "s" }
+        );
+        out
+    }
+}
+
+/// Microseconds as milliseconds with three decimals: `1.234 ms`.
+fn ms(us: u32) -> String {
+    format!("{:.3} ms", f64::from(us) / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::stats::Summary;
+
+    fn sample() -> BenchReport {
+        let options = BenchOptions {
+            units: 1000,
+            batch: 10,
+            clients: 4,
+            renew: false,
+            rate: None,
+            master: None,
+            master_binary: None,
+        };
+        let start = Instant::now();
+        let log = MergedLog {
+            lease: Summary {
+                count: 100,
+                p50_us: 300,
+                p99_us: 900,
+                max_us: 1200,
+            },
+            commit: Summary {
+                count: 100,
+                p50_us: 400,
+                p99_us: 1500,
+                max_us: 2000,
+            },
+            leased: 1000,
+            committed: 1000,
+            last_lease: Some(start + Duration::from_millis(400)),
+            last_commit: Some(start + Duration::from_millis(500)),
+            ..MergedLog::default()
+        };
+        let before = MasterStatus {
+            journal_syncs: 10,
+            cpu_seconds: 1.0,
+            ..MasterStatus::default()
+        };
+        let after = MasterStatus {
+            journal_syncs: 110,
+            cpu_seconds: 1.5,
+            rss_peak_bytes: 64 << 20,
+            ..MasterStatus::default()
+        };
+        build(Inputs {
+            options: &options,
+            pipelines: 1,
+            log,
+            start,
+            ran_for: Duration::from_millis(1000),
+            before: &before,
+            after: &after,
+            client_cpu_s: 0.25,
+            master: "test".into(),
+        })
+    }
+
+    #[test]
+    fn rates_are_over_the_time_to_the_last_answer() {
+        let report = sample();
+        assert_eq!(report.wall_s, 0.5);
+        assert_eq!(report.units_per_s, 2000.0);
+        assert_eq!(report.leased_units_per_s, 2500.0);
+        assert_eq!(report.journal_syncs, 100);
+        assert_eq!(report.journal_syncs_per_s, 100.0);
+        assert_eq!(report.master_cpu_s, 0.5);
+        assert_eq!(report.renew_p50_us, None);
+    }
+
+    #[test]
+    fn json_has_the_documented_keys() {
+        let json = serde_json::to_value(sample()).unwrap();
+        for key in [
+            "units_per_s",
+            "commit_p50_us",
+            "commit_p99_us",
+            "commit_max_us",
+            "lease_p50_us",
+            "lease_p99_us",
+            "master_rss_bytes",
+            "master_cpu_s",
+            "journal_syncs",
+            "units",
+            "batch",
+            "clients",
+            "wall_s",
+        ] {
+            assert!(json.get(key).is_some(), "missing {key} in {json}");
+        }
+    }
+
+    #[test]
+    fn text_shows_each_figure() {
+        let text = sample().text();
+        assert!(text.contains("2000 units/s committed"), "{text}");
+        assert!(text.contains("p99 1.500 ms"), "{text}");
+        assert!(text.contains("peak RSS 64.0 MiB"), "{text}");
+        assert!(text.contains("100 syncs"), "{text}");
+        assert!(!text.contains("renew"), "{text}");
+    }
+}

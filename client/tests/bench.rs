@@ -1,0 +1,188 @@
+//! Runs the real `tmctl bench`: it starts the real `taskmaster` binary
+//! (built next to tmctl by `cargo test --workspace`) and drives it over
+//! gRPC. When only this crate was built, the taskmaster binary may be
+//! missing; those tests then say so and pass without running.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest a small bench may take, even on a loaded debug build.
+const WAIT: Duration = Duration::from_secs(120);
+
+/// The keys `tmctl bench --json` promises.
+const KEYS: [&str; 13] = [
+    "units_per_s",
+    "commit_p50_us",
+    "commit_p99_us",
+    "commit_max_us",
+    "lease_p50_us",
+    "lease_p99_us",
+    "master_rss_bytes",
+    "master_cpu_s",
+    "journal_syncs",
+    "units",
+    "batch",
+    "clients",
+    "wall_s",
+];
+
+fn taskmaster_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tmctl")).with_file_name("taskmaster")
+}
+
+/// False (with a note on stderr) when there is no master binary to start.
+fn master_built() -> bool {
+    let path = taskmaster_binary();
+    if path.is_file() {
+        return true;
+    }
+    eprintln!(
+        "skipping: no taskmaster binary at {} (run `cargo test --workspace`, \
+         or `cargo build --bin taskmaster` first)",
+        path.display()
+    );
+    false
+}
+
+/// Runs tmctl with `args` (ignoring the caller's TASKMASTER_ADDR and
+/// RUST_LOG), killing it if it runs longer than [`WAIT`].
+fn tmctl(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tmctl"))
+        .args(args)
+        .env_remove("TASKMASTER_ADDR")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tmctl runs");
+    // Drain both pipes while waiting, so a chatty run cannot block.
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = out.read_to_end(&mut bytes);
+        bytes
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = err.read_to_end(&mut bytes);
+        bytes
+    });
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for tmctl") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tmctl {args:?} ran longer than {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_reader.join().expect("stdout reader"),
+        stderr: err_reader.join().expect("stderr reader"),
+    }
+}
+
+fn json_of(output: &Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "tmctl bench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not one JSON object ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+#[test]
+fn t10_bench_json_reports_every_key_for_all_units() {
+    if !master_built() {
+        return;
+    }
+    let output = tmctl(&[
+        "bench",
+        "--units",
+        "2000",
+        "--batch",
+        "10",
+        "--clients",
+        "4",
+        "--json",
+    ]);
+    let report = json_of(&output);
+    for key in KEYS {
+        assert!(report.get(key).is_some(), "no {key} in {report}");
+    }
+    assert_eq!(report["units"], 2000);
+    assert_eq!(report["batch"], 10);
+    assert_eq!(report["clients"], 4);
+    assert!(report["units_per_s"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["journal_syncs"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["master_rss_bytes"].as_u64().unwrap() > 0, "{report}");
+    let p50 = report["commit_p50_us"].as_u64().unwrap();
+    let p99 = report["commit_p99_us"].as_u64().unwrap();
+    let max = report["commit_max_us"].as_u64().unwrap();
+    assert!(p50 <= p99 && p99 <= max, "{report}");
+}
+
+#[test]
+fn t20_bench_renews_at_a_paced_rate_and_prints_a_report() {
+    if !master_built() {
+        return;
+    }
+    let output = tmctl(&[
+        "bench",
+        "--units",
+        "300",
+        "--batch",
+        "3",
+        "--clients",
+        "2",
+        "--renew",
+        "--rate",
+        "3000",
+    ]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in [
+        "units/s committed",
+        "commit",
+        "lease",
+        "renew",
+        "peak RSS",
+        "journal",
+    ] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+    assert!(
+        text.contains("300 units in 1 pipeline, each committed exactly once"),
+        "{text}"
+    );
+}
+
+#[test]
+fn t30_bench_against_an_unreachable_master_fails_clearly() {
+    let output = tmctl(&["bench", "--master", "http://127.0.0.1:1", "--units", "10"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot reach the master"), "{stderr}");
+}
+
+#[test]
+fn t31_bench_refuses_a_batch_above_the_limit() {
+    let output = tmctl(&["bench", "--batch", "1001"]);
+    assert_eq!(output.status.code(), Some(2));
+}

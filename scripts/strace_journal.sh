@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs a small pipeline against a master traced by strace and checks that
+# every write to the journal is followed by an fdatasync of it before the
+# next write, i.e. that the writer never leaves acknowledged data unsynced.
+# Needs strace (apt-get install -y strace) and the debug binaries
+# (cargo build --bins).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v strace >/dev/null || { echo "strace is missing: apt-get install -y strace" >&2; exit 2; }
+bin=target/debug
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+
+mkdir -p "$work/job/data"
+for i in 1 2 3 4 5 6; do echo "line $i" > "$work/job/data/$i.txt"; done
+cat > "$work/job/p.toml" <<'TOML'
+name = "strace"
+[[groups]]
+name = "copy"
+command = ["sh", "-c", "cat $TM_INPUTS > $TM_OUTPUT_DIR/out"]
+inputs = ["data/*.txt"]
+unit_bytes = 0
+TOML
+
+strace -f -yy -e trace=write,fdatasync,fsync -o "$work/trace" \
+  "$bin/taskmaster" serve --data-dir "$work/data" --listen 127.0.0.1:0 > "$work/master.out" 2>/dev/null &
+for _ in $(seq 100); do grep -q listening "$work/master.out" 2>/dev/null && break; sleep 0.1; done
+addr=http://$(awk '/listening on/ {print $4}' "$work/master.out")
+"$bin/taskmaster-worker" --master "$addr" --slots 2 2>/dev/null &
+"$bin/tmctl" --master "$addr" submit "$work/job/p.toml" --wait >/dev/null 2>&1
+kill %2; kill %1; wait %1 2>/dev/null || true
+
+python3 - "$work/trace" <<'PY'
+import re, sys
+writes = syncs = 0
+dirty = False
+for line in open(sys.argv[1]):
+    m = re.search(r'(write|fdatasync|fsync)\((\d+)<([^>]*)>', line)
+    if not m or not m.group(3).endswith('journal.log'):
+        continue
+    if m.group(1) == 'write':
+        writes += 1
+        dirty = True
+    elif m.group(1) in ('fdatasync', 'fsync'):
+        syncs += 1
+        dirty = False
+print(f"journal writes: {writes}, journal fdatasync/fsync: {syncs}")
+if dirty or writes == 0:
+    sys.exit("FAIL: a journal write was never synced" if dirty else "FAIL: no journal writes seen")
+print("OK: every journal write was followed by a sync")
+PY
