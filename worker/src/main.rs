@@ -81,6 +81,8 @@ impl Args {
 
 fn main() -> ExitCode {
     let config = Args::parse().into_config();
+    // Reads FAILPOINTS (fault-injection tests); a no-op without the feature.
+    let _failpoints = fail::FailScenario::setup();
     if let Err(err) = config.validate() {
         eprintln!("error: {err}\n\nFor more information, try '--help'.");
         return ExitCode::from(2);

@@ -92,6 +92,8 @@ async fn execute(
         let _entered = span.enter();
         prepare_output_dir(&unit.output_dir)?;
         task.run(&unit)?;
+        // Fault-injection tests kill the worker between output and commit.
+        fail::fail_point!("worker-before-commit", |_| std::process::abort());
         collect_outputs(&unit.output_dir)
     })
     .await;

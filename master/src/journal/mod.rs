@@ -226,7 +226,14 @@ fn write_loop(mut store: impl LogStore, shared: &Shared, durable: &watch::Sender
             (queue.appended, queue.compact_upto.take())
         };
         if !batch.is_empty() {
-            if let Err(e) = store.append(&batch).and_then(|()| store.sync()) {
+            // Fault-injection tests crash the master around the write and
+            // the sync (an abort is as abrupt as SIGKILL).
+            fail::fail_point!("journal-before-write", |_| std::process::abort());
+            let written = store.append(&batch).and_then(|()| {
+                fail::fail_point!("journal-before-sync", |_| std::process::abort());
+                store.sync()
+            });
+            if let Err(e) = written {
                 tracing::error!(error = %e, "journal write failed; nothing more will be acknowledged");
                 durable.send_modify(|d| d.failed = Some(e.to_string().into()));
                 shared.failed.store(true, Ordering::Release);
@@ -234,6 +241,7 @@ fn write_loop(mut store: impl LogStore, shared: &Shared, durable: &watch::Sender
                 return;
             }
             shared.syncs.fetch_add(1, Ordering::Relaxed);
+            fail::fail_point!("journal-after-sync", |_| std::process::abort());
             durable.send_modify(|d| d.upto = upto);
             shared.durable_upto.store(upto, Ordering::Release);
             drop(shared.queue.lock()); // a blocking waiter is either waiting or sees the store
