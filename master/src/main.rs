@@ -84,7 +84,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         async move {
             tokio::select! {
                 () = first_signal() => tracing::info!("shutting down (a second signal exits at once)"),
-                why = master.journal_failed() => tracing::error!(%why, "journal failed; stopping"),
+                why = master.fatal() => tracing::error!(%why, "journal failed; stopping"),
             }
             tokio::spawn(async {
                 first_signal().await;
@@ -94,7 +94,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     taskmaster_master::server::serve(listener, Arc::clone(&master), shutdown).await?;
     master.close();
-    if let Some(why) = master.journal_error() {
+    if let Some(why) = master.fatal_error() {
         anyhow::bail!("journal failed: {why}");
     }
     Ok(())

@@ -52,8 +52,10 @@ pub enum MasterError {
 }
 
 pub struct Master {
-    core: Mutex<Core>,
-    journal: Journal,
+    /// The one owner of the state, and the journal its changes go to (both
+    /// replaced together when the master rebuilds after a full disk).
+    state: Mutex<State>,
+    data_dir: PathBuf,
     journal_path: PathBuf,
     snapshots: SnapshotStore,
     /// Journal position of the newest snapshot (0: none yet).
@@ -65,8 +67,16 @@ pub struct Master {
     work_ready: Notify,
     /// Set when the master begins to shut down, to end long-polls.
     closing: watch::Sender<bool>,
+    /// Set when the journal fails for good (not a full disk): the process
+    /// must stop.
+    fatal: watch::Sender<Option<Arc<str>>>,
     /// Held for the process's life: one master per data dir.
     _lock: File,
+}
+
+struct State {
+    core: Core,
+    journal: Arc<Journal>,
 }
 
 impl Master {
@@ -97,8 +107,11 @@ impl Master {
         let snapshots = SnapshotStore::open(data_dir)?;
         let recovered = recovery::recover(data_dir, core_config, &snapshots, clock.now_ms())?;
         Ok(Master {
-            core: Mutex::new(recovered.core),
-            journal: Journal::start(recovered.log, recovered.appended),
+            state: Mutex::new(State {
+                core: recovered.core,
+                journal: Arc::new(Journal::start(recovered.log, recovered.appended)),
+            }),
+            data_dir: data_dir.clone(),
             journal_path: data_dir.join("journal.log"),
             snapshots,
             snapshot_position: AtomicU64::new(recovered.snapshot_position),
@@ -106,16 +119,21 @@ impl Master {
             clock,
             work_ready: Notify::new(),
             closing: watch::channel(false).0,
+            fatal: watch::channel(None).0,
             _lock: lock,
         })
     }
 
     pub fn lease_ms(&self) -> u64 {
-        self.core.lock().config().lease_ms
+        self.state.lock().core.config().lease_ms
     }
 
     pub fn server_token(&self) -> String {
-        self.core.lock().server_token().to_string()
+        self.state.lock().core.server_token().to_string()
+    }
+
+    fn journal(&self) -> Arc<Journal> {
+        Arc::clone(&self.state.lock().journal)
     }
 
     /// Runs `op` on the core, journals its records, waits until they are
@@ -124,18 +142,26 @@ impl Master {
         &self,
         op: impl FnOnce(&mut Core, u64) -> Result<(Vec<Record>, T), CoreError>,
     ) -> Result<T, MasterError> {
-        let (out, seq, wakes) = {
-            let mut core = self.core.lock();
-            let (records, out) = op(&mut core, self.clock.now_ms())?;
+        let (out, seq, wakes, journal) = {
+            let mut state = self.state.lock();
+            // A failed journal means the state may be ahead of the disk:
+            // change nothing until it is rebuilt.
+            state.journal.check()?;
+            let (records, out) = op(&mut state.core, self.clock.now_ms())?;
             let wakes = records
                 .iter()
                 .any(|r| !matches!(r.kind, Some(Kind::LeaseGranted(_))));
-            (out, self.journal.append(&records), wakes)
+            (
+                out,
+                state.journal.append(&records),
+                wakes,
+                Arc::clone(&state.journal),
+            )
         };
         if wakes {
             self.work_ready.notify_waiters();
         }
-        self.journal.wait_durable(seq).await?;
+        journal.wait_durable(seq).await?;
         Ok(out)
     }
 
@@ -144,11 +170,16 @@ impl Master {
         &self,
         view: impl FnOnce(&Core) -> Result<T, CoreError>,
     ) -> Result<T, MasterError> {
-        let (out, seq) = {
-            let core = self.core.lock();
-            (view(&core)?, self.journal.appended())
+        let (out, seq, journal) = {
+            let state = self.state.lock();
+            state.journal.check()?;
+            (
+                view(&state.core)?,
+                state.journal.appended(),
+                Arc::clone(&state.journal),
+            )
         };
-        self.journal.wait_durable(seq).await?;
+        journal.wait_durable(seq).await?;
         Ok(out)
     }
 
@@ -162,7 +193,7 @@ impl Master {
 
     /// Starts a new run of a finished pipeline; returns the new id.
     pub async fn rerun(&self, pipeline_id: &str) -> Result<String, MasterError> {
-        let name = self.core.lock().status(pipeline_id)?.name;
+        let name = self.state.lock().core.status(pipeline_id)?.name;
         self.with_new_id(&name, |core, id, unix_ms, now| {
             core.rerun(pipeline_id, id, unix_ms, now)
         })
@@ -253,7 +284,8 @@ impl Master {
 
     /// The master's own state, for `tmctl status` and operators.
     pub async fn master_status(&self) -> Result<MasterStatus, MasterError> {
-        let journal_syncs = self.journal.syncs();
+        let journal = self.journal();
+        let journal_syncs = journal.syncs();
         self.read(|core| {
             Ok(MasterStatus {
                 server_token: core.server_token().to_string(),
@@ -267,8 +299,9 @@ impl Master {
         .await
         .and_then(|mut status| {
             status.journal_bytes = std::fs::metadata(&self.journal_path).map_or(0, |m| m.len());
-            status.journal_records =
-                self.journal.appended() - self.snapshot_position.load(Ordering::Relaxed);
+            status.journal_records = journal
+                .appended()
+                .saturating_sub(self.snapshot_position.load(Ordering::Relaxed));
             let (snapshots, bytes) = self.snapshots.list()?;
             status.snapshots = snapshots.len() as u64;
             status.snapshot_bytes = bytes;
@@ -283,18 +316,23 @@ impl Master {
     /// the journal before it.
     pub async fn take_snapshot(&self, note: &str) -> Result<SnapshotInfo, MasterError> {
         let _one_at_a_time = self.snapshotting.lock().await;
-        let (mut snap, position) = {
-            let core = self.core.lock();
-            let position = self.journal.appended();
-            (core.to_snapshot(position), position)
+        let (mut snap, position, journal) = {
+            let state = self.state.lock();
+            state.journal.check()?;
+            let position = state.journal.appended();
+            (
+                state.core.to_snapshot(position),
+                position,
+                Arc::clone(&state.journal),
+            )
         };
         // The snapshot may only stand for records that are durable.
-        self.journal.wait_durable(position).await?;
+        journal.wait_durable(position).await?;
         snap.note = note.to_string();
         snap.taken_unix_ms = unix_ms();
         let info = self.snapshots.write(snap)?;
         self.snapshot_position.store(position, Ordering::Relaxed);
-        self.journal.compact(position);
+        journal.compact(position);
         Ok(info)
     }
 
@@ -308,24 +346,25 @@ impl Master {
     pub async fn rollback(&self, snapshot_id: &str) -> Result<u64, MasterError> {
         let _one_at_a_time = self.snapshotting.lock().await;
         let snap = self.snapshots.load(snapshot_id)?;
-        let config = self.core.lock().config().clone();
+        let config = self.state.lock().core.config().clone();
         let restored = Core::from_snapshot(config, &snap, self.clock.now_ms())?;
-        let (position, invalidated) = {
-            let mut core = self.core.lock();
-            let (rolled_back, invalidated) = core.rolled_back(restored, self.clock.now_ms());
-            let position = self.journal.appended();
+        let (position, invalidated, journal) = {
+            let mut state = self.state.lock();
+            state.journal.check()?;
+            let (rolled_back, invalidated) = state.core.rolled_back(restored, self.clock.now_ms());
+            let position = state.journal.appended();
             // The new snapshot stands for every record up to `position`, so
             // they must be on disk first; the writer never takes this lock.
-            self.journal.wait_durable_blocking(position)?;
+            state.journal.wait_durable_blocking(position)?;
             let mut new_snap = rolled_back.to_snapshot(position);
             new_snap.note = format!("state after rollback to {snapshot_id}");
             new_snap.taken_unix_ms = unix_ms();
             self.snapshots.write(new_snap)?;
-            *core = rolled_back;
-            (position, invalidated)
+            state.core = rolled_back;
+            (position, invalidated, Arc::clone(&state.journal))
         };
         self.snapshot_position.store(position, Ordering::Relaxed);
-        self.journal.compact(position);
+        journal.compact(position);
         self.work_ready.notify_waiters();
         Ok(invalidated)
     }
@@ -334,7 +373,7 @@ impl Master {
     /// `AUTO_SNAPSHOT_RECORDS` since the last one, bounding its size.
     async fn snapshot_if_grown(&self) {
         let since = self
-            .journal
+            .journal()
             .appended()
             .saturating_sub(self.snapshot_position.load(Ordering::Relaxed));
         if since < AUTO_SNAPSHOT_RECORDS {
@@ -431,7 +470,7 @@ impl Master {
     /// Expires leases as they run out, until shutdown. Ticks at a tenth of
     /// the lease time (10 ms to 1 s), so expiry is late by at most that.
     pub async fn run_reaper(self: Arc<Self>) {
-        let lease_ms = self.core.lock().config().lease_ms;
+        let lease_ms = self.lease_ms();
         let tick = Duration::from_millis((lease_ms / 10).clamp(10, 1000));
         let mut closing = self.closing.subscribe();
         loop {
@@ -445,6 +484,9 @@ impl Master {
                 Ok(n) => {
                     tracing::info!(expired = n, "leases expired; their units are pending again")
                 }
+                // A failed journal is the supervisor's business; expiry
+                // resumes once the state is rebuilt.
+                Err(MasterError::Journal(_)) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "lease reaper stopped");
                     return;
@@ -458,26 +500,100 @@ impl Master {
         self.closing.send_replace(true);
     }
 
-    /// Resolves if the journal fails: the node must then stop.
-    pub async fn journal_failed(&self) -> Arc<str> {
-        self.journal.failed().await
+    /// Resolves when the journal has failed for good: the node must stop.
+    pub async fn fatal(&self) -> Arc<str> {
+        let mut rx = self.fatal.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(why) => why.clone().unwrap_or_else(|| "unknown".into()),
+            Err(_) => "the master stopped".into(),
+        }
     }
 
-    /// The journal's failure, if it has failed.
-    pub fn journal_error(&self) -> Option<Arc<str>> {
-        self.journal.failure()
+    /// The fatal journal failure, if there was one.
+    pub fn fatal_error(&self) -> Option<Arc<str>> {
+        self.fatal.borrow().clone()
+    }
+
+    /// Watches the journal until shutdown. A full disk is survived: once a
+    /// probe write shows space again, the state is rebuilt from what is on
+    /// disk (so nothing unacknowledged survives) and a new journal starts.
+    /// Any other failure is fatal.
+    pub async fn run_journal_supervisor(self: Arc<Self>) {
+        let mut closing = self.closing.subscribe();
+        loop {
+            let journal = self.journal();
+            let failure = tokio::select! {
+                failure = journal.failed() => failure,
+                _ = closing.wait_for(|c| *c) => return,
+            };
+            if !matches!(failure, JournalError::DiskFull(_)) {
+                self.fatal.send_replace(Some(failure.to_string().into()));
+                return;
+            }
+            tracing::error!(error = %failure, "journal disk full: refusing changes until space returns");
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(DISK_FULL_PROBE_INTERVAL) => {}
+                    _ = closing.wait_for(|c| *c) => return,
+                }
+                if !space_available(&self.data_dir) {
+                    continue;
+                }
+                match self.rebuild() {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "rebuilding after a full disk failed; will retry")
+                    }
+                }
+            }
+            tracing::info!(
+                "journal disk has space again; state rebuilt from disk, accepting changes"
+            );
+            self.work_ready.notify_waiters();
+        }
+    }
+
+    /// Replaces the state with what the data dir holds, and the journal
+    /// with a fresh writer over it.
+    fn rebuild(&self) -> Result<(), MasterError> {
+        let mut state = self.state.lock();
+        state.journal.close();
+        let config = state.core.config().clone();
+        let recovered =
+            recovery::recover(&self.data_dir, config, &self.snapshots, self.clock.now_ms())?;
+        state.core = recovered.core;
+        state.journal = Arc::new(Journal::start(recovered.log, recovered.appended));
+        self.snapshot_position
+            .store(recovered.snapshot_position, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Syncs the journal issued so far.
     pub fn journal_syncs(&self) -> u64 {
-        self.journal.syncs()
+        self.journal().syncs()
     }
 
     /// Flushes and stops the journal writer.
     pub fn close(&self) {
         self.begin_shutdown();
-        self.journal.close();
+        self.journal().close();
     }
+}
+
+/// How often a master with a full journal disk checks for space.
+const DISK_FULL_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Whether a 1 MiB file can be written and synced in the data dir: room for
+/// the journal to make progress again.
+fn space_available(data_dir: &Path) -> bool {
+    let probe = data_dir.join("space-probe.tmp");
+    let written = std::fs::File::create(&probe).and_then(|mut file| {
+        use std::io::Write;
+        file.write_all(&vec![0u8; 1 << 20])?;
+        file.sync_all()
+    });
+    let _ = std::fs::remove_file(&probe);
+    written.is_ok()
 }
 
 /// Journal records after which a snapshot is taken automatically.

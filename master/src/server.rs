@@ -36,6 +36,7 @@ pub async fn serve(
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(MESSAGE_BYTES_MAX);
     let reaper = tokio::spawn(Arc::clone(&master).run_reaper());
+    let supervisor = tokio::spawn(Arc::clone(&master).run_journal_supervisor());
     let stopping = {
         let master = Arc::clone(&master);
         async move {
@@ -51,5 +52,6 @@ pub async fn serve(
         .await;
     master.begin_shutdown();
     let _ = reaper.await;
+    let _ = supervisor.await;
     Ok(result?)
 }

@@ -11,6 +11,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::core::limits::{BATCH_ITEMS_MAX, LEASE_WAIT_MS_MAX};
 use crate::core::ops::ItemResults;
 use crate::core::{CoreError, Refusal};
+use crate::journal::JournalError;
 use crate::runtime::{Master, MasterError};
 use crate::snapshots::SnapshotError;
 
@@ -36,6 +37,7 @@ fn status(error: MasterError) -> Status {
             CoreError::FailedPrecondition(_) => Status::failed_precondition(message),
             CoreError::Corrupt(_) => Status::internal(message),
         },
+        MasterError::Journal(JournalError::DiskFull(_)) => Status::resource_exhausted(message),
         MasterError::Journal(_) | MasterError::ShuttingDown => Status::unavailable(message),
         MasterError::DataDir { .. } => Status::internal(message),
         MasterError::Snapshot(SnapshotError::NotFound(_)) => Status::not_found(message),

@@ -168,13 +168,28 @@ conformance!(FileBackend, file_log);
 conformance!(MemBackend, mem_log);
 
 #[tokio::test]
-async fn a_failed_sync_acknowledges_nothing_and_reports_failure() {
+async fn a_full_disk_acknowledges_nothing_and_is_reported_as_such() {
     let (backend, store) = MemBackend::fresh(&init());
     let journal = Journal::start(store, 1);
     backend.0.disk.lock().fail_with = Some(std::io::ErrorKind::StorageFull);
     let seq = journal.append(&[numbered(1)]);
     let err = journal.wait_durable(seq).await.unwrap_err();
-    assert!(err.to_string().contains("injected"), "{err}");
-    assert!(journal.failed().await.contains("injected"));
+    assert!(matches!(err, JournalError::DiskFull(_)), "{err}");
+    assert!(matches!(journal.failed().await, JournalError::DiskFull(_)));
+    assert!(
+        backend.0.disk.lock().unsynced.is_empty(),
+        "the unsynced tail was cut"
+    );
     assert_eq!(backend.reopen().unwrap(), vec![init()]);
+}
+
+#[tokio::test]
+async fn an_io_error_is_fatal() {
+    let (backend, store) = MemBackend::fresh(&init());
+    let journal = Journal::start(store, 1);
+    backend.0.disk.lock().fail_with = Some(std::io::ErrorKind::Other);
+    let seq = journal.append(&[numbered(1)]);
+    let err = journal.wait_durable(seq).await.unwrap_err();
+    assert!(matches!(err, JournalError::Failed(_)), "{err}");
+    assert!(journal.check().is_err());
 }

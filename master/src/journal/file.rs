@@ -23,6 +23,9 @@ pub struct FileLog {
     path: PathBuf,
     /// Records before this file's first one (they live in a snapshot).
     base: u64,
+    /// File length after the last successful sync, and after the last write.
+    synced_len: u64,
+    written_len: u64,
 }
 
 /// A journal opened for recovery: its records, and what was cut off.
@@ -89,10 +92,13 @@ impl FileLog {
                 .map_err(io("truncate torn tail"))?;
             file.sync_all().map_err(io("sync after truncation"))?;
         }
+        let len = (HEADER_BYTES + scan.valid_len) as u64;
         let log = FileLog {
             file,
             path: path.to_path_buf(),
             base,
+            synced_len: len,
+            written_len: len,
         };
         Ok(Opened {
             log,
@@ -119,20 +125,33 @@ fn write_atomically(path: &Path, base: u64, frames: &[u8]) -> Result<FileLog, Jo
         .append(true)
         .open(path)
         .map_err(io("open"))?;
+    let len = (HEADER_BYTES + frames.len()) as u64;
     Ok(FileLog {
         file,
         path: path.to_path_buf(),
         base,
+        synced_len: len,
+        written_len: len,
     })
 }
 
 impl LogStore for FileLog {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.written_len += bytes.len() as u64;
         self.file.write_all(bytes)
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        self.file.sync_data()
+        self.file.sync_data()?;
+        self.synced_len = self.written_len;
+        Ok(())
+    }
+
+    fn discard_unsynced(&mut self) -> io::Result<()> {
+        // Shrinking needs no space, so this works on a full disk.
+        self.file.set_len(self.synced_len)?;
+        self.written_len = self.synced_len;
+        self.file.sync_all()
     }
 
     /// Rewrites the file without records up to `upto` (now in a snapshot).

@@ -70,6 +70,11 @@ impl LogStore for MemLog {
         Ok(())
     }
 
+    fn discard_unsynced(&mut self) -> io::Result<()> {
+        self.disk.lock().unsynced.clear();
+        Ok(())
+    }
+
     fn compact(&mut self, upto: u64) -> io::Result<()> {
         let mut disk = self.disk.lock();
         if upto <= disk.base {

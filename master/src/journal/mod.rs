@@ -29,6 +29,9 @@ pub trait LogStore: Send + 'static {
     /// Drops the records up to sequence number `upto` (a durable snapshot
     /// holds their effect), atomically: a crash leaves either version.
     fn compact(&mut self, upto: u64) -> io::Result<()>;
+    /// After a failed write or sync: cuts off everything since the last
+    /// successful sync, so nothing unacknowledged can reappear on recovery.
+    fn discard_unsynced(&mut self) -> io::Result<()>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +53,10 @@ pub enum JournalError {
     /// the in-memory state is ahead of the disk, so the node must stop.
     #[error("journal write failed, the master must restart: {0}")]
     Failed(Arc<str>),
+    /// The journal's disk is full: nothing after the last sync was made
+    /// durable or acknowledged; the master recovers once space returns.
+    #[error("the journal's disk is full ({0}); the change was not made, retry once space is freed")]
+    DiskFull(Arc<str>),
 }
 
 /// What the writer has made durable so far.
@@ -57,6 +64,8 @@ pub enum JournalError {
 struct Durable {
     upto: u64,
     failed: Option<Arc<str>>,
+    /// The failure was a full disk (recoverable), not an I/O error.
+    disk_full: bool,
 }
 
 struct Queue {
@@ -104,6 +113,7 @@ impl Journal {
         let (tx, durable) = watch::channel(Durable {
             upto: records_so_far,
             failed: None,
+            disk_full: false,
         });
         let writer_shared = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
@@ -144,8 +154,17 @@ impl Journal {
             .await
             .map_err(|_| JournalError::Failed("the journal writer stopped".into()))?;
         match &state.failed {
-            Some(why) if state.upto < seq => Err(JournalError::Failed(why.clone())),
+            Some(why) if state.upto < seq => Err(failure_error(why, state.disk_full)),
             _ => Ok(()),
+        }
+    }
+
+    /// The journal's failure as an error, if it has failed.
+    pub fn check(&self) -> Result<(), JournalError> {
+        let state = self.durable.borrow();
+        match &state.failed {
+            Some(why) => Err(failure_error(why, state.disk_full)),
+            None => Ok(()),
         }
     }
 
@@ -158,9 +177,7 @@ impl Journal {
                 return Ok(());
             }
             if self.shared.failed.load(Ordering::Acquire) {
-                return Err(JournalError::Failed(
-                    self.failure().unwrap_or_else(|| "unknown".into()),
-                ));
+                return self.check();
             }
             self.shared
                 .synced
@@ -168,18 +185,26 @@ impl Journal {
         }
     }
 
-    /// Resolves when the journal has failed (the node must stop).
-    pub async fn failed(&self) -> Arc<str> {
+    /// Resolves when the journal has failed, with the failure.
+    pub async fn failed(&self) -> JournalError {
         let mut rx = self.durable.clone();
         match rx.wait_for(|d| d.failed.is_some()).await {
-            Ok(state) => state.failed.clone().unwrap_or_else(|| "unknown".into()),
-            Err(_) => "the journal writer stopped".into(),
+            Ok(state) => failure_error(
+                state.failed.as_ref().expect("waited for it"),
+                state.disk_full,
+            ),
+            Err(_) => JournalError::Failed("the journal writer stopped".into()),
         }
     }
 
     /// Why the journal failed, if it has.
     pub fn failure(&self) -> Option<Arc<str>> {
         self.durable.borrow().failed.clone()
+    }
+
+    /// The journal failed on a full disk (recoverable once space returns).
+    pub fn is_disk_full(&self) -> bool {
+        self.durable.borrow().disk_full
     }
 
     /// How many syncs the writer has issued.
@@ -235,7 +260,13 @@ fn write_loop(mut store: impl LogStore, shared: &Shared, durable: &watch::Sender
             });
             if let Err(e) = written {
                 tracing::error!(error = %e, "journal write failed; nothing more will be acknowledged");
-                durable.send_modify(|d| d.failed = Some(e.to_string().into()));
+                if let Err(cut) = store.discard_unsynced() {
+                    tracing::error!(error = %cut, "could not cut the unsynced tail; recovery will");
+                }
+                durable.send_modify(|d| {
+                    d.failed = Some(e.to_string().into());
+                    d.disk_full = is_disk_full(&e);
+                });
                 shared.failed.store(true, Ordering::Release);
                 shared.synced.notify_all();
                 return;
@@ -258,6 +289,19 @@ fn write_loop(mut store: impl LogStore, shared: &Shared, durable: &watch::Sender
             }
         }
     }
+}
+
+fn failure_error(why: &Arc<str>, disk_full: bool) -> JournalError {
+    if disk_full {
+        JournalError::DiskFull(why.clone())
+    } else {
+        JournalError::Failed(why.clone())
+    }
+}
+
+/// ENOSPC or EDQUOT: space may come back, unlike an I/O error.
+fn is_disk_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::QuotaExceeded
 }
 
 /// Decodes checksum-valid payloads into records.
