@@ -90,7 +90,7 @@ impl Embedded {
     /// An error if the server or a worker has stopped on its own, which
     /// would otherwise leave the pipeline waiting forever.
     pub fn check_running(&self) -> Result<(), DemoError> {
-        if let Some(why) = self.master.journal_error() {
+        if let Some(why) = self.master.fatal_error() {
             return Err(DemoError::Stopped(format!(
                 "the master's journal failed: {why}"
             )));
@@ -139,7 +139,7 @@ impl Embedded {
             result = result.and(stopped);
         }
         self.master.close();
-        if let Some(why) = self.master.journal_error() {
+        if let Some(why) = self.master.fatal_error() {
             result = result.and(Err(format!("the master's journal failed: {why}")));
         }
         result.map_err(DemoError::Stopped)
