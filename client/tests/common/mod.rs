@@ -114,7 +114,7 @@ impl TestMaster {
             served.expect("the server ran and stopped without error");
         }
         self.master.close();
-        assert_eq!(self.master.journal_error(), None, "the journal failed");
+        assert_eq!(self.master.fatal_error(), None, "the journal failed");
     }
 }
 
