@@ -5,6 +5,7 @@
 //! - [`journal`]: the durable, checksummed, group-committed journal.
 //! - [`snapshots`]: snapshot files (whole state at a journal position).
 //! - [`recovery`]: newest snapshot plus the journal after it.
+//! - [`sweep`]: deletes outputs of attempts that can no longer commit.
 //! - [`runtime`]: owns the core behind one lock, journals every change and
 //!   answers only once it is durable; the lease reaper.
 //! - [`service`]: the thin gRPC layer (validate, convert, map errors).
@@ -21,3 +22,4 @@ pub mod runtime;
 pub mod server;
 pub mod service;
 pub mod snapshots;
+pub mod sweep;

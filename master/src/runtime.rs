@@ -25,6 +25,7 @@ use crate::journal::{Journal, JournalError};
 use crate::procstat;
 use crate::recovery;
 use crate::snapshots::{SnapshotError, SnapshotStore};
+use crate::sweep::{self, Swept};
 
 /// How the master is set up; see `taskmaster serve --help`.
 #[derive(Debug, Clone)]
@@ -566,6 +567,41 @@ impl Master {
         self.snapshot_position
             .store(recovered.snapshot_position, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Deletes the outputs of attempts that can no longer commit.
+    pub async fn sweep(self: &Arc<Self>) -> Swept {
+        let master = Arc::clone(self);
+        let swept = tokio::task::spawn_blocking(move || {
+            let root = PathBuf::from(master.state.lock().core.config().store_root.clone());
+            let found =
+                sweep::find_attempts(&root, |p, g| master.state.lock().core.knows_group(p, g));
+            let (dead, kept) = sweep::dead_attempts(&master.state.lock().core, found);
+            Swept {
+                attempts_deleted: sweep::delete_attempts(&root, &dead),
+                attempts_kept: kept,
+            }
+        })
+        .await;
+        swept.unwrap_or_default()
+    }
+
+    /// Sweeps every `interval` until shutdown.
+    pub async fn run_sweeper(self: Arc<Self>, interval: Duration) {
+        let mut closing = self.closing.subscribe();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = closing.wait_for(|c| *c) => return,
+            }
+            let swept = self.sweep().await;
+            if swept.attempts_deleted > 0 {
+                tracing::info!(
+                    deleted = swept.attempts_deleted,
+                    "swept outputs of attempts that can no longer commit"
+                );
+            }
+        }
     }
 
     /// Syncs the journal issued so far.

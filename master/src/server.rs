@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use taskmaster_proto::v1::task_master_server::TaskMasterServer;
 use tokio::net::TcpListener;
@@ -37,6 +38,9 @@ pub async fn serve(
         .max_encoding_message_size(MESSAGE_BYTES_MAX);
     let reaper = tokio::spawn(Arc::clone(&master).run_reaper());
     let supervisor = tokio::spawn(Arc::clone(&master).run_journal_supervisor());
+    // Attempts stop mattering a lease time after their last renewal at most.
+    let sweep_every = Duration::from_millis(master.lease_ms().clamp(1_000, 60_000));
+    let sweeper = tokio::spawn(Arc::clone(&master).run_sweeper(sweep_every));
     let stopping = {
         let master = Arc::clone(&master);
         async move {
@@ -53,5 +57,6 @@ pub async fn serve(
     master.begin_shutdown();
     let _ = reaper.await;
     let _ = supervisor.await;
+    let _ = sweeper.await;
     Ok(result?)
 }

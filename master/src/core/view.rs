@@ -92,6 +92,41 @@ impl Core {
         );
     }
 
+    /// Whether the output of attempt `lease_id` on a unit may still be
+    /// needed: it committed the unit, or still holds the unit's lease (it
+    /// may yet commit). Anything else can never become visible.
+    pub fn attempt_may_matter(
+        &self,
+        pipeline_id: &str,
+        group: &str,
+        unit: u32,
+        lease_id: u64,
+    ) -> bool {
+        let Some(&p) = self.pipeline_index.get(pipeline_id) else {
+            return true;
+        };
+        let pipeline = &self.pipelines[p as usize];
+        let Some(&g) = pipeline.group_index.get(group) else {
+            return true;
+        };
+        let Some(unit) = pipeline.groups[g as usize].units.get(unit as usize) else {
+            return lease_id >= self.next_lease_id; // not created yet: cannot be an old lease
+        };
+        match &unit.state {
+            UnitState::Leased { lease_id: held, .. }
+            | UnitState::Committed { lease_id: held, .. } => *held == lease_id,
+            _ => lease_id >= self.next_lease_id,
+        }
+    }
+
+    /// Whether the master knows this pipeline and group (the sweep only
+    /// looks inside those).
+    pub fn knows_group(&self, pipeline_id: &str, group: &str) -> bool {
+        self.pipeline_index
+            .get(pipeline_id)
+            .is_some_and(|&p| self.pipelines[p as usize].group_index.contains_key(group))
+    }
+
     pub fn leases_in_flight(&self) -> u64 {
         self.leases.len() as u64
     }
