@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-#[tokio::main(flavor = "current_thread")]
+// Multi-threaded: `tmctl demo` and `tmctl bench` run a master, workers or
+// many clients in this process, and one thread would serialize them.
+#[tokio::main]
 async fn main() -> ExitCode {
     let args = cli::Args::parse();
     init_tracing();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use taskmaster_proto::v1::task_master_server::TaskMasterServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::core::limits::MESSAGE_BYTES_MAX;
 use crate::runtime::Master;
@@ -48,11 +48,14 @@ pub async fn serve(
             master.begin_shutdown();
         }
     };
+    // Replies are small writes: without TCP_NODELAY, Nagle's algorithm and
+    // the peer's delayed ACK stall each exchange by up to 40 ms.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let result = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
+        .serve_with_incoming_shutdown(incoming, stopping)
         .await;
     master.begin_shutdown();
     let _ = reaper.await;
