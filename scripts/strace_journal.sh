@@ -27,7 +27,7 @@ strace -f -yy -e trace=write,fdatasync,fsync -o "$work/trace" \
 for _ in $(seq 100); do grep -q listening "$work/master.out" 2>/dev/null && break; sleep 0.1; done
 addr=http://$(awk '/listening on/ {print $4}' "$work/master.out")
 "$bin/taskmaster-worker" --master "$addr" --slots 2 2>/dev/null &
-"$bin/tmctl" --master "$addr" submit "$work/job/p.toml" --wait >/dev/null 2>&1
+timeout 120 "$bin/tmctl" --master "$addr" submit "$work/job/p.toml" --wait >/dev/null 2>&1 || { echo "FAIL: the pipeline did not finish" >&2; exit 1; }
 kill %2; kill %1; wait %1 2>/dev/null || true
 
 python3 - "$work/trace" <<'PY'

@@ -10,6 +10,7 @@
 //! task = "exec"                           # default "exec"
 //! command = ["python3", "extract.py"]     # runs in the pipeline file's folder
 //! inputs = ["data/*.csv"]                 # first groups: globs, sized into units
+//!                                         # (or objects: "s3://bucket/in/*.csv")
 //! unit_bytes = 67108864                   # optional: target bytes per unit (0: one unit per file)
 //! env = { LANG = "C" }                    # optional
 //! retries = 3                             # optional: max attempts per unit
@@ -26,17 +27,21 @@
 //!
 //! The loader resolves everything that depends on the client's machine
 //! (the folder the file is in, the files a glob matches) so the master and
-//! workers get absolute paths. Names, `after` references and cycles are
+//! workers get absolute paths (or object URLs, listed in their bucket: see
+//! [`remote`]). Names, `after` references and cycles are
 //! checked by the master, which is the one authority on what a valid
 //! pipeline is; only mistakes that are plainly local are caught here.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 use taskmaster_proto::v1::{GroupSpec, PipelineSpec};
+use taskmaster_worker::store::is_object_url;
 
 use crate::sizing::{UNIT_BYTES_DEFAULT, size_units};
+
+pub mod remote;
 
 /// The task a group runs when the file does not name one.
 pub const TASK_DEFAULT: &str = "exec";
@@ -65,8 +70,8 @@ pub enum PipelineFileError {
         glob: String,
         message: String,
     },
-    /// An `inputs` glob matches no regular file; submitting would create a
-    /// group with no units, which is almost always a mistake.
+    /// An `inputs` glob matches no regular file (or no object); submitting
+    /// would create a group with no units, which is almost always a mistake.
     #[error("{path}: group `{group}`: glob `{glob}` matches no file")]
     NoMatch {
         path: PathBuf,
@@ -274,17 +279,7 @@ fn group_spec(
         .map_err(invalid)?;
     let env = text_map(path, &format!("groups.{}.env", group.name), group.env)?;
     let config = text_map(path, &format!("groups.{}.config", group.name), group.config)?;
-    let mut inputs = BTreeSet::new();
-    for glob in &group.inputs {
-        inputs.extend(expand_glob(path, folder, &group.name, glob)?);
-    }
-    let mut sized = Vec::with_capacity(inputs.len());
-    for input in inputs {
-        let size = std::fs::metadata(&input)
-            .map_err(|e| invalid(format!("cannot read input {input}: {e}")))?
-            .len();
-        sized.push((input, size));
-    }
+    let sized = sized_inputs(path, folder, &group.name, &group.inputs)?;
     let unit_bytes = group.unit_bytes.unwrap_or(UNIT_BYTES_DEFAULT);
     Ok(GroupSpec {
         name: group.name,
@@ -302,6 +297,50 @@ fn group_spec(
         max_in_flight: group.max_in_flight,
         ..Default::default()
     })
+}
+
+/// Every file (or object) the `inputs` entries of group `group` match, with
+/// its size, sorted by name and de-duplicated.
+fn sized_inputs(
+    path: &Path,
+    folder: &Path,
+    group: &str,
+    globs: &[String],
+) -> Result<Vec<(String, u64)>, PipelineFileError> {
+    let invalid = |message: String| PipelineFileError::Invalid {
+        path: path.to_path_buf(),
+        message: format!("group `{group}`: {message}"),
+    };
+    let mut sized = BTreeMap::new();
+    for glob in globs {
+        if !is_object_url(glob) {
+            for input in expand_glob(path, folder, group, glob)? {
+                let size = std::fs::metadata(&input)
+                    .map_err(|e| invalid(format!("cannot read input {input}: {e}")))?
+                    .len();
+                sized.insert(input, size);
+            }
+            continue;
+        }
+        let objects = remote::list_objects(glob).map_err(|e| match e {
+            remote::ListError::BadPattern(message) => PipelineFileError::BadGlob {
+                path: path.to_path_buf(),
+                group: group.to_string(),
+                glob: glob.clone(),
+                message,
+            },
+            remote::ListError::Store(e) => invalid(format!("cannot list {glob}: {e}")),
+        })?;
+        if objects.is_empty() {
+            return Err(PipelineFileError::NoMatch {
+                path: path.to_path_buf(),
+                group: group.to_string(),
+                glob: glob.clone(),
+            });
+        }
+        sized.extend(objects);
+    }
+    Ok(sized.into_iter().collect())
 }
 
 /// Turns a table of scalar TOML values into text; arrays and tables have

@@ -42,9 +42,33 @@ struct ServeArgs {
     /// the systems tasks call from being overloaded.
     #[arg(long, env = "TASKMASTER_MAX_IN_FLIGHT", default_value_t = 0)]
     max_in_flight: u32,
-    /// Directory where workers write outputs [default: DATA_DIR/store].
+    /// Where workers write outputs: a directory (or file:///abs/path), or
+    /// s3://bucket/prefix for an S3-compatible store shared by many
+    /// machines (credentials, region and endpoint from the AWS_* variables;
+    /// AWS_ENDPOINT and AWS_ALLOW_HTTP=true for a server of your own)
+    /// [default: DATA_DIR/store].
     #[arg(long, env = "TASKMASTER_STORE")]
-    store: Option<PathBuf>,
+    store: Option<String>,
+}
+
+/// `--store` as a local directory or a remote store's URL.
+fn store_location(store: Option<String>) -> anyhow::Result<(Option<PathBuf>, Option<String>)> {
+    let Some(store) = store else {
+        return Ok((None, None));
+    };
+    if let Some(path) = store.strip_prefix("file://") {
+        anyhow::ensure!(
+            path.starts_with('/'),
+            "--store {store}: a file:// URL needs an absolute path (file:///abs/path)"
+        );
+        return Ok((Some(PathBuf::from(path)), None));
+    }
+    if store.contains("://") {
+        // Checked here too, so a typo stops the master before it starts.
+        taskmaster_master::sweep::split_s3_url(&store).map_err(anyhow::Error::msg)?;
+        return Ok((None, Some(store)));
+    }
+    Ok((Some(PathBuf::from(store)), None))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,9 +89,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (store_root, store_url) = store_location(args.store)?;
     let config = MasterConfig {
         data_dir: args.data_dir,
-        store_root: args.store,
+        store_root,
+        store_url,
         lease_ms: args.lease_ms,
         max_in_flight: args.max_in_flight,
     };
@@ -107,5 +133,29 @@ async fn first_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_is_a_directory_a_file_url_or_an_s3_url() {
+        let local = |dir: &str| (Some(PathBuf::from(dir)), None);
+        assert_eq!(store_location(None).unwrap(), (None, None));
+        assert_eq!(store_location(Some("st".into())).unwrap(), local("st"));
+        assert_eq!(
+            store_location(Some("file:///a/b".into())).unwrap(),
+            local("/a/b")
+        );
+        assert_eq!(
+            store_location(Some("s3://bkt/pfx".into())).unwrap(),
+            (None, Some("s3://bkt/pfx".into()))
+        );
+        let err = |arg: &str| store_location(Some(arg.into())).unwrap_err().to_string();
+        assert!(err("file://rel/dir").contains("absolute path"));
+        assert!(err("gs://bkt").contains("unsupported store URL"));
+        assert!(err("s3://").contains("no bucket"));
     }
 }

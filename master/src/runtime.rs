@@ -25,7 +25,7 @@ use crate::journal::{Journal, JournalError};
 use crate::procstat;
 use crate::recovery;
 use crate::snapshots::{SnapshotError, SnapshotStore};
-use crate::sweep::{self, Swept};
+use crate::sweep::{self, RemoteStore, Swept};
 
 /// How the master is set up; see `taskmaster serve --help`.
 #[derive(Debug, Clone)]
@@ -33,9 +33,26 @@ pub struct MasterConfig {
     pub data_dir: PathBuf,
     /// Where attempts write outputs; `<data_dir>/store` by default.
     pub store_root: Option<PathBuf>,
+    /// A remote store instead, `s3://bucket/prefix` (credentials, region
+    /// and endpoint from the `AWS_*` variables); excludes `store_root`.
+    pub store_url: Option<String>,
     pub lease_ms: u64,
     /// Leases out at once over all pipelines, at most (0: no limit).
     pub max_in_flight: u32,
+}
+
+impl MasterConfig {
+    /// The defaults of `taskmaster serve` for a data dir: a local store
+    /// inside it, 30 s leases, no in-flight limit.
+    pub fn new(data_dir: PathBuf) -> MasterConfig {
+        MasterConfig {
+            data_dir,
+            store_root: None,
+            store_url: None,
+            lease_ms: 30_000,
+            max_in_flight: 0,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +88,8 @@ pub struct Master {
     /// Set when the journal fails for good (not a full disk): the process
     /// must stop.
     fatal: watch::Sender<Option<Arc<str>>>,
+    /// The remote store the sweep cleans, when outputs go to one.
+    remote: Option<RemoteStore>,
     /// Held for the process's life: one master per data dir.
     _lock: File,
 }
@@ -91,17 +110,12 @@ impl Master {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| dir_error(format!("cannot create it: {e}")))?;
         let lock = lock_data_dir(data_dir).map_err(dir_error)?;
-        let store_root = match &config.store_root {
-            Some(root) => root.clone(),
-            None => data_dir.join("store"),
-        };
-        std::fs::create_dir_all(&store_root)
-            .map_err(|e| dir_error(format!("cannot create the store: {e}")))?;
-        let store_root = store_root
-            .canonicalize()
-            .map_err(|e| dir_error(format!("store: {e}")))?;
+        let (store_root, remote) = open_store(config).map_err(dir_error)?;
         let core_config = CoreConfig {
-            store_root: store_root.display().to_string(),
+            store_root,
+            store_url: remote
+                .as_ref()
+                .map_or_else(String::new, |r| r.url().to_string()),
             lease_ms: config.lease_ms,
             max_in_flight: config.max_in_flight,
         };
@@ -121,6 +135,7 @@ impl Master {
             work_ready: Notify::new(),
             closing: watch::channel(false).0,
             fatal: watch::channel(None).0,
+            remote,
             _lock: lock,
         })
     }
@@ -571,6 +586,9 @@ impl Master {
 
     /// Deletes the outputs of attempts that can no longer commit.
     pub async fn sweep(self: &Arc<Self>) -> Swept {
+        if let Some(remote) = &self.remote {
+            return self.sweep_remote(remote).await;
+        }
         let master = Arc::clone(self);
         let swept = tokio::task::spawn_blocking(move || {
             let root = PathBuf::from(master.state.lock().core.config().store_root.clone());
@@ -584,6 +602,27 @@ impl Master {
         })
         .await;
         swept.unwrap_or_default()
+    }
+
+    /// [`Master::sweep`] for a remote store: list, decide under the lock,
+    /// delete. A listing error is logged and the sweep tried again later.
+    async fn sweep_remote(&self, remote: &RemoteStore) -> Swept {
+        let found = remote
+            .find_attempts(|p, g| self.state.lock().core.knows_group(p, g))
+            .await;
+        let mut found = match found {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(store = remote.url(), error = %e, "sweep could not list the store");
+                return Swept::default();
+            }
+        };
+        let attempts = found.keys().cloned().collect();
+        let (dead, kept) = sweep::dead_attempts(&self.state.lock().core, attempts);
+        Swept {
+            attempts_deleted: remote.delete_attempts(&dead, &mut found).await,
+            attempts_kept: kept,
+        }
     }
 
     /// Sweeps every `interval` until shutdown.
@@ -630,6 +669,25 @@ fn space_available(data_dir: &Path) -> bool {
     });
     let _ = std::fs::remove_file(&probe);
     written.is_ok()
+}
+
+/// The store's local root (empty for a remote store) and the remote store,
+/// if `config` names one. A local root is created and made canonical.
+fn open_store(config: &MasterConfig) -> Result<(String, Option<RemoteStore>), String> {
+    if let Some(url) = &config.store_url {
+        if config.store_root.is_some() {
+            return Err("set a store directory or a store URL, not both".into());
+        }
+        let remote = RemoteStore::open(url).map_err(|e| format!("cannot open the store: {e}"))?;
+        return Ok((String::new(), Some(remote)));
+    }
+    let root = match &config.store_root {
+        Some(root) => root.clone(),
+        None => config.data_dir.join("store"),
+    };
+    std::fs::create_dir_all(&root).map_err(|e| format!("cannot create the store: {e}"))?;
+    let root = root.canonicalize().map_err(|e| format!("store: {e}"))?;
+    Ok((root.display().to_string(), None))
 }
 
 /// Journal records after which a snapshot is taken automatically.

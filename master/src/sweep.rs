@@ -6,9 +6,21 @@
 //! Store layout: `<store>/<pipeline>/<group>/<unit>/<lease id>/...`. Only
 //! directories of pipelines and groups the master knows are looked at, so a
 //! store shared with other data is safe.
+//!
+//! A local store is walked on the file system; a remote one
+//! ([`RemoteStore`], `s3://bucket/prefix`) is listed and deleted from
+//! through `object_store`, with the same layout under its key prefix and
+//! the same decision ([`dead_attempts`]).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
+use std::sync::Arc;
+
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
 
 use crate::core::Core;
 
@@ -20,7 +32,7 @@ pub struct Swept {
 }
 
 /// One attempt directory found in the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Attempt {
     pub pipeline_id: String,
     pub group: String,
@@ -109,4 +121,177 @@ fn dir_names(dir: &Path) -> Vec<String> {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .filter_map(|e| e.file_name().into_string().ok())
         .collect()
+}
+
+/// A remote store the master sweeps: an S3-compatible bucket and a key
+/// prefix, from `--store s3://bucket/prefix`.
+#[derive(Debug, Clone)]
+pub struct RemoteStore {
+    store: Arc<dyn ObjectStore>,
+    /// `s3://bucket/prefix` without a trailing `/`: what output names are
+    /// formatted with.
+    url: String,
+    /// Where the store layout starts in the bucket (empty: at its root).
+    prefix: ObjectPath,
+}
+
+/// Objects of one attempt, by attempt.
+pub type AttemptObjects = BTreeMap<Attempt, Vec<ObjectPath>>;
+
+impl RemoteStore {
+    /// Opens `s3://bucket[/prefix]`. Credentials, region and endpoint come
+    /// from the standard `AWS_*` variables (`AWS_ENDPOINT` and
+    /// `AWS_ALLOW_HTTP=true` for an S3-compatible server); nothing is
+    /// contacted yet.
+    pub fn open(url: &str) -> Result<RemoteStore, String> {
+        let (bucket, prefix) = split_s3_url(url)?;
+        let prefix = ObjectPath::parse(prefix).map_err(|e| format!("store URL {url:?}: {e}"))?;
+        let store = AmazonS3Builder::from_env()
+            .with_url(format!("s3://{bucket}"))
+            .build()
+            .map_err(|e| format!("store {url}: {e}"))?;
+        let url = match prefix.as_ref() {
+            "" => format!("s3://{bucket}"),
+            prefix => format!("s3://{bucket}/{prefix}"),
+        };
+        Ok(RemoteStore {
+            store: Arc::new(store),
+            url,
+            prefix,
+        })
+    }
+
+    /// The store's URL, normalized (no trailing `/`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Lists the attempts under the pipelines and groups `known` accepts,
+    /// with their objects.
+    pub async fn find_attempts(
+        &self,
+        known: impl Fn(&str, &str) -> bool,
+    ) -> Result<AttemptObjects, object_store::Error> {
+        let mut found = AttemptObjects::new();
+        for pipeline in self.child_names(&self.prefix).await? {
+            let pipeline_dir = self.prefix.clone().join(pipeline.as_str());
+            for group in self.child_names(&pipeline_dir).await? {
+                if !known(&pipeline, &group) {
+                    continue;
+                }
+                let group_dir = pipeline_dir.clone().join(group.as_str());
+                let mut objects = self.store.list(Some(&group_dir));
+                while let Some(meta) = objects.try_next().await? {
+                    let Some((unit, lease_id)) = unit_and_lease(&meta.location, &group_dir) else {
+                        continue;
+                    };
+                    let attempt = Attempt {
+                        pipeline_id: pipeline.clone(),
+                        group: group.clone(),
+                        unit,
+                        lease_id,
+                    };
+                    found.entry(attempt).or_default().push(meta.location);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Deletes the objects of `dead` attempts; returns how many attempts
+    /// lost all their objects. Failures are logged; the next sweep retries.
+    pub async fn delete_attempts(&self, dead: &[Attempt], found: &mut AttemptObjects) -> u64 {
+        let mut deleted = 0;
+        for attempt in dead {
+            let objects = found.remove(attempt).unwrap_or_default();
+            let objects = futures_util::stream::iter(objects.into_iter().map(Ok)).boxed();
+            let failed = self
+                .store
+                .delete_stream(objects)
+                .filter_map(|result| async move { result.err() })
+                .collect::<Vec<_>>()
+                .await;
+            match failed.first() {
+                None => deleted += 1,
+                Some(e) => tracing::warn!(
+                    ?attempt, error = %e, failures = failed.len(),
+                    "sweep could not delete an attempt's objects"
+                ),
+            }
+        }
+        deleted
+    }
+
+    /// Names of the "directories" (common prefixes) just under `dir`.
+    async fn child_names(&self, dir: &ObjectPath) -> Result<Vec<String>, object_store::Error> {
+        let dir = (!dir.as_ref().is_empty()).then_some(dir);
+        let listed = self.store.list_with_delimiter(dir).await?;
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect())
+    }
+}
+
+/// `s3://bucket/some/prefix/` into `("bucket", "some/prefix")`.
+pub fn split_s3_url(url: &str) -> Result<(&str, &str), String> {
+    let Some(rest) = url.strip_prefix("s3://") else {
+        return Err(format!(
+            "unsupported store URL {url:?}: expected s3://bucket[/prefix] (or a directory)"
+        ));
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(format!("store URL {url:?} names no bucket"));
+    }
+    Ok((bucket, prefix.trim_matches('/')))
+}
+
+/// The unit and lease id of an object `<group_dir>/<unit>/<lease id>/...`.
+fn unit_and_lease(location: &ObjectPath, group_dir: &ObjectPath) -> Option<(u32, u64)> {
+    let mut parts = location.prefix_match(group_dir)?;
+    let unit = parts.next()?.as_ref().parse().ok()?;
+    let lease_id = parts.next()?.as_ref().parse().ok()?;
+    // An object directly at `<unit>/<lease id>` is not an attempt's output.
+    parts.next()?;
+    Some((unit, lease_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_urls_split_into_bucket_and_prefix() {
+        assert_eq!(split_s3_url("s3://b/p/q/").unwrap(), ("b", "p/q"));
+        assert_eq!(split_s3_url("s3://b").unwrap(), ("b", ""));
+        assert_eq!(split_s3_url("s3://b/").unwrap(), ("b", ""));
+        assert!(split_s3_url("s3:///p").unwrap_err().contains("no bucket"));
+        assert!(
+            split_s3_url("gs://b/p")
+                .unwrap_err()
+                .contains("unsupported")
+        );
+    }
+
+    #[test]
+    fn objects_name_their_attempt() {
+        let group = ObjectPath::from("pfx/p-1/g");
+        let attempt = |key: &str| unit_and_lease(&ObjectPath::from(key), &group);
+        assert_eq!(attempt("pfx/p-1/g/3/17/out/part-00000"), Some((3, 17)));
+        assert_eq!(attempt("pfx/p-1/g/3/17"), None);
+        assert_eq!(attempt("pfx/p-1/g/x/17/out"), None);
+        assert_eq!(attempt("pfx/p-1/gg/3/17/out"), None);
+    }
+
+    #[test]
+    fn open_normalizes_the_url() {
+        let store = RemoteStore::open("s3://bucket/pfx/").unwrap();
+        assert_eq!(store.url(), "s3://bucket/pfx");
+        assert_eq!(
+            RemoteStore::open("s3://bucket").unwrap().url(),
+            "s3://bucket"
+        );
+    }
 }

@@ -12,6 +12,7 @@ fn config(dir: &std::path::Path) -> MasterConfig {
     MasterConfig {
         data_dir: dir.join("data"),
         store_root: None,
+        store_url: None,
         lease_ms: 30_000,
         max_in_flight: 0,
     }

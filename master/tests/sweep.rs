@@ -38,6 +38,7 @@ async fn only_attempts_that_can_no_longer_commit_are_deleted() {
     let config = MasterConfig {
         data_dir: dir.path().join("data"),
         store_root: None,
+        store_url: None,
         lease_ms: 1_000,
         max_in_flight: 0,
     };

@@ -1,6 +1,18 @@
 //! Helpers for end-to-end tests that run the real binaries: start a master
 //! on 127.0.0.1, start workers, run tmctl. Every process is killed when its
 //! handle drops, so a failing test leaves nothing running.
+//!
+//! - [`proxy`]: a fault-injecting TCP proxy (dropped connections, delayed
+//!   chunks, lost replies) between workers and the master.
+//! - [`faults`]: the fault-injection harness behind `t90_faults`: real
+//!   processes, a seeded schedule of kills, pauses and master crashes, and
+//!   the exactly-once invariants checked after each run.
+//! - [`fuzzing`]: the functions the fuzz targets in `fuzz/` call, shared
+//!   with the regression test that replays `fuzz/regressions/`.
+
+pub mod faults;
+pub mod fuzzing;
+pub mod proxy;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -220,7 +232,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn wait_for_line(
+/// Reads `stdout` on a thread until a line starts with `prefix`; returns
+/// the rest of that line, or None after `timeout` or when `stdout` closes.
+pub fn wait_for_line(
     stdout: impl std::io::Read + Send + 'static,
     prefix: &str,
     timeout: Duration,
@@ -249,4 +263,159 @@ fn unique() -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// Writes `bytes` to `path`, creating its parent folders.
+pub fn write_file(path: &Path, bytes: impl AsRef<[u8]>) {
+    std::fs::create_dir_all(path.parent().expect("a parent folder")).expect("create folders");
+    std::fs::write(path, bytes).expect("write file");
+}
+
+/// Runs `tmctl --master URL ARGS...` to completion, like [`tmctl`], but
+/// kills it and panics (with what it printed so far) after `timeout`, so a
+/// `submit --wait` on a pipeline that never ends cannot hang a test.
+pub fn tmctl_within(master_url: &str, args: &[&str], timeout: Duration) -> Output {
+    let mut child = Command::new(bin("tmctl"))
+        .arg("--master")
+        .arg(master_url)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tmctl");
+    // Drained on threads: a full pipe would stall tmctl and so the wait.
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut pipe, &mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for tmctl") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = stderr.join().unwrap_or_default();
+            panic!(
+                "tmctl {args:?} did not finish within {timeout:?}; stderr:\n{}",
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout thread"),
+        stderr: stderr.join().expect("stderr thread"),
+    }
+}
+
+/// `tmctl submit FILE --wait` bounded by `timeout`: returns the pipeline
+/// id (the last line of stdout) and tmctl's exit code (0 succeeded, 1
+/// failed or cancelled).
+pub fn submit_wait(master_url: &str, file: &Path, timeout: Duration) -> (String, Option<i32>) {
+    let file = file.to_str().expect("UTF-8 path");
+    let out = tmctl_within(
+        master_url,
+        &["submit", file, "--wait", "--poll-ms", "50"],
+        timeout,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let id = stdout.lines().last().unwrap_or_default().trim().to_string();
+    assert!(
+        !id.is_empty(),
+        "tmctl submit {file} printed no id: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (id, out.status.code())
+}
+
+/// `tmctl outputs ID --group GROUP`: the group's committed output paths,
+/// in unit order.
+pub fn committed_outputs(master_url: &str, pipeline_id: &str, group: &str) -> Vec<String> {
+    tmctl_ok(master_url, &["outputs", pipeline_id, "--group", group])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The group named `name` in a `tmctl status --json` object.
+pub fn group_in<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["groups"]
+        .as_array()
+        .and_then(|groups| groups.iter().find(|g| g["name"] == name))
+        .unwrap_or_else(|| panic!("no group {name:?} in {status}"))
+}
+
+impl MasterProcess {
+    /// [`MasterProcess::start_with`] with extra environment variables, e.g.
+    /// the `AWS_*` settings of a remote store.
+    pub fn start_env(
+        data_dir: &Path,
+        listen: &str,
+        lease_ms: u64,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> MasterProcess {
+        let log = data_dir.with_extension(format!("master-{}.log", unique()));
+        let mut child = Command::new(bin("taskmaster"))
+            .args(["serve", "--listen", listen])
+            .args(["--lease-ms", &lease_ms.to_string()])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra_args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("master log"))
+            .spawn()
+            .expect("spawn taskmaster");
+        let stdout = child.stdout.take().expect("stdout");
+        let addr = wait_for_line(stdout, "taskmaster listening on ", Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("master did not start; log:\n{}", read(&log)));
+        MasterProcess {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            log,
+        }
+    }
+}
+
+impl WorkerProcess {
+    /// [`WorkerProcess::start`] with extra environment variables.
+    pub fn start_env(
+        master_url: &str,
+        slots: u32,
+        log_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> WorkerProcess {
+        let log = log_dir.join(format!("worker-{}.log", unique()));
+        let child = Command::new(bin("taskmaster-worker"))
+            .args(["--master", master_url, "--slots", &slots.to_string()])
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("worker log"))
+            .spawn()
+            .expect("spawn taskmaster-worker");
+        WorkerProcess { child, log }
+    }
+}
+
+/// [`tmctl`] with extra environment variables (`tmctl submit` lists
+/// `s3://` inputs with the `AWS_*` settings).
+pub fn tmctl_env(master_url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(bin("tmctl"))
+        .arg("--master")
+        .arg(master_url)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run tmctl")
 }

@@ -21,6 +21,11 @@
 //! [`crate::lines`]) in a scratch directory outside the output directory
 //! ([`crate::scratch`]); it is removed when the command has ended.
 //!
+//! Inputs in a remote store (`s3://...`) arrive here already downloaded,
+//! and with a remote store `TM_OUTPUT_DIR` is a local directory uploaded
+//! after the command succeeds ([`crate::store`]): the program only ever
+//! sees local files.
+//!
 //! Exit status 0 is success. Any other exit, or death by a signal, fails the
 //! attempt with the status and the last lines of stderr (at most 20 lines,
 //! 4 KiB). stdout and stderr are logged at debug level.

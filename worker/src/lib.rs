@@ -32,6 +32,8 @@
 //!   directory (spilled runs, copied slices).
 //! - [`outputs`]: preparing the attempt's output directory and listing
 //!   its files.
+//! - [`store`]: remote stores (`s3://`): downloading URL inputs and
+//!   uploading outputs around the task, one client per bucket.
 //! - `held` and `renew`: the table of held leases, the renewal loop, and
 //!   releasing leases at shutdown.
 //! - `rpc`: the lazily connected client, deadlines, which failures are
@@ -52,6 +54,7 @@ mod rpc;
 mod runner;
 pub mod scratch;
 pub mod stats;
+pub mod store;
 pub mod task;
 mod unit;
 

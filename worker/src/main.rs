@@ -31,6 +31,12 @@ const EXIT_WAIT_MS: u64 = 1_000;
 /// (NAME uppercased, characters other than letters and digits as _). Exit 0
 /// commits the outputs; anything else fails the attempt.
 ///
+/// When the master's store is S3-compatible (s3://bucket/prefix), inputs
+/// named by s3:// URLs are downloaded and outputs uploaded around each
+/// task, with credentials, region and endpoint from the standard AWS_*
+/// variables (AWS_ENDPOINT and AWS_ALLOW_HTTP=true for a server of your
+/// own).
+///
 /// Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug, which also shows
 /// the commands' output) to change the level from info.
 #[derive(Debug, Parser)]

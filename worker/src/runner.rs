@@ -25,6 +25,7 @@ use crate::held::HeldLeases;
 use crate::renew::{release_all, renew_loop};
 use crate::rpc::{self, Client, FailureLog, Show};
 use crate::stats::{Counters, WorkerStats};
+use crate::store::Stores;
 use crate::task::{CancelReason, CancelToken, TaskRegistry};
 use crate::unit::run_unit;
 
@@ -53,6 +54,8 @@ pub(crate) struct Shared {
     pub stats: Counters,
     /// One permit per slot; a running unit holds one.
     pub slots: Arc<Semaphore>,
+    /// Clients of the remote stores units have used, one per bucket.
+    pub stores: Stores,
 }
 
 /// Runs a worker until `shutdown` resolves, then lets in-flight units
@@ -86,6 +89,7 @@ pub async fn run_worker_until(
         slots: Arc::new(Semaphore::new(config.slots as usize)),
         held: HeldLeases::default(),
         stats: Counters::default(),
+        stores: Stores::default(),
         tasks,
         config,
     });

@@ -2,6 +2,7 @@
 //! the blocking pool, list its outputs, commit the result (retrying a lost
 //! reply), and record the outcome.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,8 @@ use crate::outputs::{attempt_output_dir, collect_outputs, prepare_output_dir};
 use crate::rpc::{self, FailureLog, Show, describe_item, is_transient, item_ok};
 use crate::runner::Shared;
 use crate::stats::Counters;
-use crate::task::{CancelReason, CancelToken, InputSlice, TaskError, UnitContext};
+use crate::store::Staging;
+use crate::task::{CancelReason, CancelToken, InputSlice, Task, TaskError, UnitContext};
 
 /// Longest error text sent with a failed attempt.
 pub const ERROR_TEXT_BYTES_MAX: usize = 4 * 1024;
@@ -72,7 +74,8 @@ fn unit_span(lease: &Lease) -> tracing::Span {
     )
 }
 
-/// Runs the unit's task on the blocking pool and lists its outputs.
+/// Runs the unit's task and lists its outputs; with URL inputs or a
+/// remote store, downloads before and uploads after (see [`crate::store`]).
 async fn execute(
     worker: &Shared,
     lease: &Lease,
@@ -85,9 +88,39 @@ async fn execute(
             worker.tasks.names().join(", ")
         )));
     };
-    let unit = unit_context(lease, cancel)?;
-    let span = tracing::Span::current();
     let started = Instant::now();
+    let mut unit = unit_context(lease, cancel.clone())?;
+    let result = match Staging::prepare(&worker.stores, lease, &mut unit).await {
+        Ok(staging) => {
+            let output_dir = unit.output_dir.clone();
+            let result = match run_blocking(task, unit).await {
+                Ok(files) => staging
+                    .upload(&output_dir, &files, &cancel)
+                    .await
+                    .map(|()| files),
+                Err(err) => Err(err),
+            };
+            // Removing local copies can take a while: not on the async threads.
+            let _ = tokio::task::spawn_blocking(move || drop(staging)).await;
+            result
+        }
+        Err(err) => Err(err),
+    };
+    let took_ms = started.elapsed().as_millis() as u64;
+    match &result {
+        Ok(files) => tracing::info!(took_ms, files = files.len(), "task succeeded"),
+        Err(err) => tracing::info!(took_ms, "task failed: {err}"),
+    }
+    result
+}
+
+/// Runs `task` on the blocking pool in a fresh output directory and lists
+/// what it wrote there.
+async fn run_blocking(
+    task: Arc<dyn Task>,
+    unit: UnitContext,
+) -> Result<Vec<OutputFile>, TaskError> {
+    let span = tracing::Span::current();
     let joined = tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
         prepare_output_dir(&unit.output_dir)?;
@@ -97,16 +130,8 @@ async fn execute(
         collect_outputs(&unit.output_dir)
     })
     .await;
-    let took_ms = started.elapsed().as_millis() as u64;
     match joined {
-        Ok(Ok(files)) => {
-            tracing::info!(took_ms, files = files.len(), "task succeeded");
-            Ok(files)
-        }
-        Ok(Err(err)) => {
-            tracing::info!(took_ms, "task failed: {err}");
-            Err(err)
-        }
+        Ok(result) => result,
         // A panicking task is a bug in that task; report it as a failed
         // attempt rather than take the whole worker down.
         Err(join_error) => Err(TaskError::new(format!("the task panicked: {join_error}"))),
@@ -123,7 +148,7 @@ fn unit_context(lease: &Lease, cancel: CancelToken) -> Result<UnitContext, TaskE
         lease_id: lease.lease_id,
         attempt: lease.attempt,
         inputs: lease.inputs.iter().map(Into::into).collect(),
-        output_dir: attempt_output_dir(&lease.store_root, &lease.output_prefix)?,
+        output_dir: output_dir(lease)?,
         command: lease.command.clone(),
         workdir: lease.workdir.clone().into(),
         env: lease.env.clone().into_iter().collect(),
@@ -133,6 +158,18 @@ fn unit_context(lease: &Lease, cancel: CancelToken) -> Result<UnitContext, TaskE
         config: lease.config.clone().into_iter().collect(),
         cancel,
     })
+}
+
+/// Where the task writes: in place in a local store; for a remote store,
+/// a local directory that [`Staging::prepare`] sets, after the prefix is
+/// checked the same way (it becomes part of object keys).
+fn output_dir(lease: &Lease) -> Result<PathBuf, TaskError> {
+    if lease.store_url.is_empty() {
+        attempt_output_dir(&lease.store_root, &lease.output_prefix)
+    } else {
+        attempt_output_dir("/", &lease.output_prefix)?;
+        Ok(PathBuf::new())
+    }
 }
 
 /// The worker's view of a lease's input slice. A range with `start > end`

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use taskmaster_client::Client;
 
-/// Prints every committed output path of the group, one per line.
+/// Prints every committed output of the group, one per line: absolute
+/// paths for a local store, `s3://bucket/...` URLs for a remote one.
 pub async fn run(client: &Client, id: &str, group: &str) -> anyhow::Result<ExitCode> {
     let paths = client.output_paths(id, group).await?;
     let mut text = String::new();

@@ -56,6 +56,7 @@ impl Embedded {
         let config = MasterConfig {
             data_dir: data_dir.to_path_buf(),
             store_root: None,
+            store_url: None,
             lease_ms: LEASE_MS,
             max_in_flight: 0,
         };

@@ -64,6 +64,7 @@ impl TestMaster {
         let config = MasterConfig {
             data_dir: data.path().join("data"),
             store_root: None,
+            store_url: None,
             lease_ms: LEASE_MS,
             max_in_flight: 0,
         };

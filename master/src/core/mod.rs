@@ -35,8 +35,13 @@ use spec::Feed;
 /// Settings the core needs that are not part of the journaled state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoreConfig {
-    /// Absolute directory of the local store; output prefixes are relative to it.
+    /// Absolute directory of the local store; output prefixes are relative to
+    /// it. Empty when the store is remote (`store_url`).
     pub store_root: String,
+    /// URL of a remote store (`s3://bucket/prefix`, no trailing `/`), or
+    /// empty for a local one. The core only formats names with it: committed
+    /// outputs are then `<store_url>/<output prefix><name>`.
+    pub store_url: String,
     /// How long a lease lasts without renewal.
     pub lease_ms: u64,
     /// Leases out at once over all pipelines, at most (0: no limit).

@@ -422,6 +422,7 @@ impl Core {
             server_token: self.server_token.clone(),
             output_prefix: output_prefix(&pipeline.id, &spec.name, pos.unit, lease_id),
             store_root: self.config.store_root.clone(),
+            store_url: self.config.store_url.clone(),
             task: spec.task.clone(),
             command: spec.command.clone(),
             workdir: spec.workdir.clone(),
@@ -483,7 +484,8 @@ impl Core {
         }
     }
 
-    /// Full paths of a committed unit's output files (empty otherwise).
+    /// Full paths of a committed unit's output files (empty otherwise):
+    /// absolute paths in a local store, URLs in a remote one.
     /// `only`: just the file of that name (a shuffle's partition).
     pub(super) fn committed_paths(&self, pos: Pos, only: Option<&str>) -> Vec<String> {
         let UnitState::Committed { lease_id, files } = &self.unit(pos).state else {
@@ -492,7 +494,11 @@ impl Core {
         let pipeline = &self.pipelines[pos.pipeline as usize];
         let group = &pipeline.spec.groups[pos.group as usize].name;
         let prefix = output_prefix(&pipeline.id, group, pos.unit, *lease_id);
-        let root = self.config.store_root.trim_end_matches('/');
+        let root = if self.config.store_url.is_empty() {
+            self.config.store_root.trim_end_matches('/')
+        } else {
+            self.config.store_url.trim_end_matches('/')
+        };
         files
             .iter()
             .filter(|f| only.is_none_or(|name| f.name == name))

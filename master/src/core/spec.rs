@@ -240,10 +240,19 @@ fn check_input_units(group: &GroupSpec) -> Result<(), String> {
     files.try_for_each(|path| check_input_path(name, path))
 }
 
+/// An input is an absolute path on the workers' file system, or the URL of
+/// an object in an S3-compatible store (`s3://bucket/key`), which workers
+/// download first.
 fn check_input_path(group: &str, path: &str) -> Result<(), String> {
-    if !path.starts_with('/') || path.len() > TEXT_BYTES_MAX || path.contains('\0') {
+    let object_url = path
+        .strip_prefix("s3://")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(bucket, key)| !bucket.is_empty() && !key.is_empty());
+    let located = path.starts_with('/') || object_url;
+    if !located || path.len() > TEXT_BYTES_MAX || path.contains('\0') {
         return Err(format!(
-            "group {group:?}: input {:?} must be an absolute path of at most {TEXT_BYTES_MAX} bytes",
+            "group {group:?}: input {:?} must be an absolute path or an s3://bucket/key URL \
+             of at most {TEXT_BYTES_MAX} bytes",
             super::names::truncate(path, 80)
         ));
     }
@@ -401,5 +410,9 @@ mod tests {
         let mut relative = spec(vec![group("a", &[])]);
         relative.groups[0].inputs = vec!["data/x.csv".into()];
         assert!(validate(&relative).unwrap_err().contains("absolute path"));
+        relative.groups[0].inputs = vec!["s3://bucket/".into()];
+        assert!(validate(&relative).unwrap_err().contains("s3://bucket/key"));
+        relative.groups[0].inputs = vec!["s3://bucket/in/x.csv".into()];
+        assert!(validate(&relative).is_ok());
     }
 }

@@ -12,6 +12,7 @@ pub const LEASE_MS: u64 = 1000;
 pub fn core() -> Core {
     let config = CoreConfig {
         store_root: "/store".into(),
+        store_url: String::new(),
         lease_ms: LEASE_MS,
         max_in_flight: 0,
     };
@@ -466,5 +467,30 @@ fn a_gather_join_runs_once_after_both_branches() {
         core.status("p-1").unwrap().state(),
         PipelineState::Succeeded
     );
+    core.check_invariants().unwrap();
+}
+
+#[test]
+fn a_remote_store_names_outputs_by_url() {
+    let config = CoreConfig {
+        store_root: String::new(),
+        store_url: "s3://bucket/pfx".into(),
+        lease_ms: LEASE_MS,
+        max_in_flight: 0,
+    };
+    let mut core = Core::recover(config, [Core::init_record("tok", 1)], 0).unwrap();
+    core.submit("p-1", two_groups(1), 5, 0).unwrap();
+    let (_, leases) = core.lease("w1", 1, 0).unwrap();
+    assert_eq!(leases[0].store_url, "s3://bucket/pfx");
+    assert!(leases[0].store_root.is_empty());
+    core.commit("tok", &[done(&leases[0], &["sub/out.txt"])], 1)
+        .unwrap();
+    let url = "s3://bucket/pfx/p-1/a/0/1/sub/out.txt".to_string();
+    assert_eq!(
+        core.outputs("p-1", "a").unwrap()[0].paths,
+        vec![url.clone()]
+    );
+    let (_, down) = core.lease("w1", 1, 1).unwrap();
+    assert_eq!(down[0].inputs, vec![url]);
     core.check_invariants().unwrap();
 }

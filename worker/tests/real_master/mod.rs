@@ -45,6 +45,7 @@ pub fn open_master(data_dir: &Path, lease_ms: u64) -> Arc<Master> {
     let config = MasterConfig {
         data_dir: data_dir.to_path_buf(),
         store_root: None,
+        store_url: None,
         lease_ms,
         max_in_flight: 0,
     };

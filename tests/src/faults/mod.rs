@@ -1,0 +1,814 @@
+//! The fault-injection harness: a real master and several real workers on
+//! 127.0.0.1, the workers talking to the master through a
+//! [`FaultProxy`](crate::proxy::FaultProxy), and faults injected at moments
+//! drawn from one recorded seed:
+//!
+//! - workers SIGKILLed, and workers running with the fail point
+//!   `worker-before-commit` (they abort between writing output and
+//!   committing it);
+//! - zombie workers: SIGSTOP for 1.5–3 lease times, then SIGCONT;
+//! - the master SIGKILLed, or restarted with one of the journal fail points
+//!   armed (it aborts around a journal write, sync or reply) and restarted
+//!   again on the same data dir and port;
+//! - dropped connections, delayed chunks and lost replies in the proxy.
+//!
+//! While it runs it reads what the master has committed, and checks that
+//! nothing it saw acknowledged ever goes away; at the end
+//! [`check::verify`] checks the exactly-once invariants. The seed is
+//! printed; `TM_FAULT_SEED=N` replays the same schedule (the processes'
+//! timing still differs between runs).
+
+pub mod check;
+pub mod procs;
+pub mod workload;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use taskmaster_client::Client;
+use taskmaster_proto::v1::PipelineState;
+
+use crate::proxy::{FaultProxy, ProxyCounts, ProxySettings};
+use crate::{free_port, tmctl};
+use check::{Acked, Verified};
+use procs::{FailPoint, Master, MasterSpec, Proc, aborted, start_worker};
+use workload::{GROUPS, Workload};
+
+/// Chance that a `worker-before-commit` worker aborts at a commit.
+const WORKER_FAILPOINT: &str = "worker-before-commit=10%return";
+/// How often the harness reads what the master has committed.
+const REFRESH_EVERY: Duration = Duration::from_millis(1000);
+/// An armed master that has not aborted by then is SIGKILLed.
+const ARMED_WAIT_MAX: Duration = Duration::from_secs(20);
+/// Pause between turns of the harness loop.
+const TICK: Duration = Duration::from_millis(20);
+
+/// How big a run is and how hard it is hit.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: String,
+    pub seed: u64,
+    /// Units (over every group of every pipeline) to run at least.
+    pub units_min: u64,
+    /// `gen` units per pipeline (each pipeline has twice that plus one).
+    pub units_per_batch: u32,
+    /// Pipelines kept running at once.
+    pub pipelines_in_flight: usize,
+    pub workers: usize,
+    /// Of `workers`, how many run with `worker-before-commit` armed.
+    pub failpoint_workers: usize,
+    pub slots: u32,
+    pub lease_ms: u64,
+    pub worker_kills: u32,
+    pub zombie_pauses: u32,
+    /// Master kill events: a SIGKILL, or a SIGKILL and a restart with a
+    /// journal fail point armed (which then aborts the master by itself).
+    pub master_kills: u32,
+    /// Lost replies to reach at least (the run goes on until then).
+    pub lost_replies_min: u64,
+    /// Mean time between fault events.
+    pub fault_gap_ms: u64,
+    pub proxy: ProxySettings,
+    /// The whole run must end by then.
+    pub deadline: Duration,
+}
+
+impl Profile {
+    /// The profile `cargo test` runs: well under two minutes on 2 cores.
+    pub fn short(seed: u64) -> Profile {
+        Profile {
+            name: "short".into(),
+            seed,
+            units_min: 400,
+            units_per_batch: 100,
+            pipelines_in_flight: 2,
+            workers: 4,
+            failpoint_workers: 1,
+            slots: 3,
+            lease_ms: 800,
+            worker_kills: 5,
+            zombie_pauses: 5,
+            master_kills: 4,
+            lost_replies_min: 10,
+            fault_gap_ms: 900,
+            proxy: ProxySettings {
+                drop_ppm: 3_000,
+                delay_ppm: 30_000,
+                delay_ms_max: 200,
+                lost_reply_ppm: 20_000,
+            },
+            deadline: Duration::from_secs(110),
+        }
+    }
+
+    /// The long profile, sized by TM_FAULT_* environment variables.
+    pub fn long(seed: u64) -> Profile {
+        let env = |name: &str, default: u64| -> u64 {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        Profile {
+            name: "long".into(),
+            seed,
+            units_min: env("TM_FAULT_UNITS", 10_000),
+            units_per_batch: env("TM_FAULT_UNITS_PER_PIPELINE", 500) as u32,
+            pipelines_in_flight: env("TM_FAULT_PIPELINES_IN_FLIGHT", 3) as usize,
+            workers: env("TM_FAULT_WORKERS", 6) as usize,
+            failpoint_workers: env("TM_FAULT_FAILPOINT_WORKERS", 1) as usize,
+            slots: env("TM_FAULT_SLOTS", 3) as u32,
+            lease_ms: env("TM_FAULT_LEASE_MS", 800),
+            worker_kills: env("TM_FAULT_WORKER_KILLS", 200) as u32,
+            zombie_pauses: env("TM_FAULT_ZOMBIES", 500) as u32,
+            master_kills: env("TM_FAULT_MASTER_KILLS", 20) as u32,
+            lost_replies_min: env("TM_FAULT_LOST_REPLIES", 1_000),
+            fault_gap_ms: env("TM_FAULT_GAP_MS", 700),
+            proxy: ProxySettings {
+                drop_ppm: env("TM_FAULT_DROP_PPM", 3_000) as u32,
+                delay_ppm: env("TM_FAULT_DELAY_PPM", 30_000) as u32,
+                delay_ms_max: env("TM_FAULT_DELAY_MS_MAX", 200) as u32,
+                lost_reply_ppm: env("TM_FAULT_LOST_REPLY_PPM", 25_000) as u32,
+            },
+            deadline: Duration::from_secs(env("TM_FAULT_DEADLINE_S", 3_600)),
+        }
+    }
+}
+
+/// The seed: TM_FAULT_SEED, or a fresh one. Printed either way.
+pub fn seed_from_env() -> u64 {
+    let seed = std::env::var("TM_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    eprintln!("fault seed: {seed} (replay with TM_FAULT_SEED={seed})");
+    seed
+}
+
+/// One scheduled fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    WorkerKill,
+    Zombie,
+    /// SIGKILL the master; restart it with this fail point armed, if any.
+    MasterKill(Option<FailPoint>),
+}
+
+/// Faults injected and what came of them.
+#[derive(Debug, Default, Clone)]
+pub struct Counts {
+    pub worker_sigkills: u64,
+    pub worker_failpoint_aborts: u64,
+    pub zombie_pauses: u64,
+    pub master_sigkills: u64,
+    /// Master aborts per journal fail point.
+    pub master_failpoint_aborts: BTreeMap<FailPoint, u64>,
+    /// Armed masters that had not aborted after ARMED_WAIT_MAX.
+    pub armed_timeouts: u64,
+    pub submissions_acked: u64,
+    pub submissions_failed: u64,
+    /// Pipelines the master has that no `tmctl submit` reported (its reply
+    /// was lost to a master crash); checked like the others.
+    pub orphan_pipelines: u64,
+    pub refreshes: u64,
+}
+
+impl Counts {
+    pub fn master_deaths(&self) -> u64 {
+        self.master_sigkills + self.master_failpoint_aborts.values().sum::<u64>()
+    }
+}
+
+/// Everything a run did and found.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub profile: String,
+    pub seed: u64,
+    pub elapsed: Duration,
+    pub counts: Counts,
+    pub proxy: ProxyCounts,
+    pub verified: Verified,
+    /// Problems seen while running (before the final check).
+    pub violations: Vec<String>,
+    /// Where the logs were kept, when the run failed.
+    pub kept_dir: Option<PathBuf>,
+}
+
+impl Report {
+    pub fn is_clean(&self) -> bool {
+        self.violations.is_empty() && self.verified.violations.is_empty()
+    }
+
+    /// Panics, naming the seed and the violations, unless the run is clean.
+    pub fn assert_clean(&self) {
+        if self.is_clean() {
+            return;
+        }
+        let all: Vec<&String> = self
+            .violations
+            .iter()
+            .chain(&self.verified.violations)
+            .collect();
+        let shown: Vec<String> = all.iter().take(30).map(|v| format!("  - {v}")).collect();
+        panic!(
+            "fault run {} (seed {}, replay with TM_FAULT_SEED={}) broke {} invariant(s); logs in {:?}:\n{}\n{self}",
+            self.profile,
+            self.seed,
+            self.seed,
+            all.len(),
+            self.kept_dir,
+            shown.join("\n")
+        );
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counts;
+        let v = &self.verified;
+        let p = &self.proxy;
+        writeln!(
+            f,
+            "fault run `{}`, seed {}, {:.1} s",
+            self.profile,
+            self.seed,
+            self.elapsed.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  work:     {} pipelines ({} orphan), {} units, {} executions ({:.2} per unit)",
+            v.pipelines,
+            c.orphan_pipelines,
+            v.units,
+            v.executions,
+            v.executions as f64 / v.units.max(1) as f64
+        )?;
+        writeln!(
+            f,
+            "  workers:  {} SIGKILL, {} aborted at worker-before-commit, {} zombie pauses",
+            c.worker_sigkills, c.worker_failpoint_aborts, c.zombie_pauses
+        )?;
+        let fps: Vec<String> = FailPoint::ALL
+            .iter()
+            .map(|fp| {
+                format!(
+                    "{} {}",
+                    c.master_failpoint_aborts.get(fp).copied().unwrap_or(0),
+                    fp.name()
+                )
+            })
+            .collect();
+        writeln!(
+            f,
+            "  master:   {} deaths: {} SIGKILL, {} ({} armed masters timed out)",
+            c.master_deaths(),
+            c.master_sigkills,
+            fps.join(", "),
+            c.armed_timeouts
+        )?;
+        writeln!(
+            f,
+            "  network:  {} connections, {} dropped mid-stream, {} lost replies ({} forwarded), {} delayed chunks, {} refused while the master was down",
+            p.connections,
+            p.dropped_connections,
+            p.lost_replies,
+            p.replies_forwarded,
+            p.delayed_chunks,
+            p.upstream_refused
+        )?;
+        writeln!(
+            f,
+            "  workers saw: {} commits acknowledged, {} refused, {} leases lost mid-run, {} commits abandoned",
+            v.worker_acked_commits,
+            v.worker_refused_commits,
+            v.worker_lost_leases,
+            v.worker_abandoned_commits
+        )?;
+        writeln!(
+            f,
+            "  submissions: {} acknowledged, {} failed (retried)",
+            c.submissions_acked, c.submissions_failed
+        )?;
+        writeln!(
+            f,
+            "  invariants: {} lost, {} duplicated, {} stale commits accepted, {} uncommitted attempt dirs left unswept (never listed), {} violations",
+            v.lost,
+            v.duplicated,
+            v.stale_commits,
+            v.uncommitted_attempt_dirs,
+            self.violations.len() + v.violations.len()
+        )
+    }
+}
+
+/// One worker slot: a process, replaced when it dies.
+struct Slot {
+    index: usize,
+    proc: Proc,
+    id: String,
+    failpoint: bool,
+    incarnation: u32,
+    paused_until: Option<Instant>,
+}
+
+/// What the harness knows of one pipeline.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    finished: bool,
+}
+
+struct Run<'a> {
+    p: &'a Profile,
+    rng: StdRng,
+    tmp: tempfile::TempDir,
+    logs: PathBuf,
+    spec: MasterSpec,
+    master: Master,
+    master_starts: u32,
+    proxy: FaultProxy,
+    slots: Vec<Slot>,
+    worker_logs: Vec<PathBuf>,
+    workload: Workload,
+    rt: tokio::runtime::Runtime,
+    client: Option<Client>,
+    acked: Acked,
+    pipelines: BTreeMap<String, Known>,
+    /// Set after a master restart: the next refresh reads every pipeline.
+    recheck_all: bool,
+    last_refresh: Instant,
+    plan: VecDeque<(Instant, Fault)>,
+    counts: Counts,
+    violations: Vec<String>,
+    started: Instant,
+}
+
+/// Runs a profile to the end and checks the invariants.
+pub fn run(profile: &Profile) -> Report {
+    let mut run = Run::setup(profile);
+    while !run.done() {
+        if run.started.elapsed() > profile.deadline {
+            run.violations.push(format!(
+                "the run did not finish within {:?}: {}",
+                profile.deadline,
+                run.progress()
+            ));
+            break;
+        }
+        run.turn();
+        std::thread::sleep(TICK);
+    }
+    run.finish()
+}
+
+impl<'a> Run<'a> {
+    fn setup(p: &'a Profile) -> Run<'a> {
+        let mut rng = StdRng::seed_from_u64(p.seed);
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let logs = tmp.path().join("logs");
+        std::fs::create_dir_all(&logs).expect("log dir");
+        let spec = MasterSpec {
+            data_dir: tmp.path().join("data"),
+            listen: format!("127.0.0.1:{}", free_port()),
+            lease_ms: p.lease_ms,
+            store: None,
+            wrapper: Vec::new(),
+            log_dir: logs.clone(),
+        };
+        let master = spec.start(None, 0).expect("first master start");
+        let upstream = master.addr.parse().expect("master address");
+        let proxy = FaultProxy::start(upstream, rng.random(), p.proxy);
+        let workload = Workload::new(&tmp.path().join("job"), p.units_per_batch);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let plan = plan(p, &mut rng);
+        let mut run = Run {
+            p,
+            rng,
+            tmp,
+            logs,
+            spec,
+            master,
+            master_starts: 1,
+            proxy,
+            slots: Vec::new(),
+            worker_logs: Vec::new(),
+            workload,
+            rt,
+            client: None,
+            acked: Acked::default(),
+            pipelines: BTreeMap::new(),
+            recheck_all: false,
+            last_refresh: Instant::now(),
+            plan,
+            counts: Counts::default(),
+            violations: Vec::new(),
+            started: Instant::now(),
+        };
+        for index in 0..p.workers {
+            let slot = run.spawn_worker(index, 0);
+            run.slots.push(slot);
+        }
+        run
+    }
+
+    /// One turn of the loop: notice deaths, resume zombies, inject the next
+    /// fault when due, read the master's state, keep work flowing.
+    fn turn(&mut self) {
+        self.watch_master();
+        self.watch_workers();
+        self.resume_zombies();
+        self.fire_due_fault();
+        if self.last_refresh.elapsed() >= REFRESH_EVERY {
+            self.refresh();
+        }
+        self.submit_if_needed();
+    }
+
+    fn progress(&self) -> String {
+        let unfinished: Vec<&String> = self
+            .pipelines
+            .iter()
+            .filter(|(_, k)| !k.finished)
+            .map(|(id, _)| id)
+            .collect();
+        format!(
+            "{} faults left, unfinished pipelines {unfinished:?}, {} lost replies, counts {:?}",
+            self.plan.len(),
+            self.proxy.counts().lost_replies,
+            self.counts
+        )
+    }
+
+    fn units_submitted(&self) -> u64 {
+        let per_batch = 2 * u64::from(self.p.units_per_batch) + 1;
+        self.pipelines.len() as u64 * per_batch
+    }
+
+    /// Work keeps coming while faults remain to be injected (an armed
+    /// master only aborts while it writes its journal).
+    fn needs_more_work(&self) -> bool {
+        !self.plan.is_empty()
+            || self.master.armed.is_some()
+            || self.units_submitted() < self.p.units_min
+            || self.proxy.counts().lost_replies < self.p.lost_replies_min
+    }
+
+    fn done(&self) -> bool {
+        !self.needs_more_work()
+            && self.master.armed.is_none()
+            && self.slots.iter().all(|s| s.paused_until.is_none())
+            && !self.pipelines.is_empty()
+            && self.pipelines.values().all(|k| k.finished)
+    }
+
+    fn spawn_worker(&mut self, index: usize, incarnation: u32) -> Slot {
+        let failpoint = index < self.p.failpoint_workers;
+        let id = format!("w{index}-{incarnation}");
+        let log = self.logs.join(format!("worker-{id}.log"));
+        self.worker_logs.push(log.clone());
+        let fp = failpoint.then_some(WORKER_FAILPOINT);
+        let proc = start_worker(&self.proxy.url(), self.p.slots, &id, fp, &log);
+        Slot {
+            index,
+            proc,
+            id,
+            failpoint,
+            incarnation,
+            paused_until: None,
+        }
+    }
+
+    fn respawn(&mut self, i: usize) {
+        let (index, incarnation) = (self.slots[i].index, self.slots[i].incarnation + 1);
+        self.slots[i] = self.spawn_worker(index, incarnation);
+    }
+
+    fn watch_workers(&mut self) {
+        for i in 0..self.slots.len() {
+            let Some(status) = self.slots[i].proc.exited() else {
+                continue;
+            };
+            if self.slots[i].failpoint && aborted(status) {
+                self.counts.worker_failpoint_aborts += 1;
+            } else {
+                let slot = &self.slots[i];
+                self.violations.push(format!(
+                    "worker {} exited on its own ({status}): {}",
+                    slot.id,
+                    slot.proc.log_tail(5)
+                ));
+            }
+            self.respawn(i);
+        }
+    }
+
+    fn resume_zombies(&mut self) {
+        let now = Instant::now();
+        for slot in &mut self.slots {
+            if slot.paused_until.is_some_and(|t| t <= now) {
+                slot.proc.signal(libc::SIGCONT);
+                slot.paused_until = None;
+            }
+        }
+    }
+
+    /// Injects the next fault if it is due and can be injected now (else
+    /// it waits for a later turn).
+    fn fire_due_fault(&mut self) {
+        let Some(&(at, fault)) = self.plan.front() else {
+            return;
+        };
+        if Instant::now() < at {
+            return;
+        }
+        let fired = match fault {
+            Fault::WorkerKill => self.kill_worker(),
+            Fault::Zombie => self.pause_worker(),
+            Fault::MasterKill(armed) => self.kill_master(armed),
+        };
+        if fired {
+            self.plan.pop_front();
+        }
+    }
+
+    fn kill_worker(&mut self) -> bool {
+        let i = self.rng.random_range(0..self.slots.len());
+        self.slots[i].proc.kill();
+        self.counts.worker_sigkills += 1;
+        self.respawn(i);
+        true
+    }
+
+    fn pause_worker(&mut self) -> bool {
+        let running: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].paused_until.is_none())
+            .collect();
+        if running.len() < 2 {
+            return false; // keep one worker running, so work goes on
+        }
+        let i = running[self.rng.random_range(0..running.len())];
+        let pause_ms = (self.p.lease_ms as f64 * self.rng.random_range(1.5..3.0)) as u64;
+        if self.slots[i].proc.signal(libc::SIGSTOP) {
+            self.slots[i].paused_until = Some(Instant::now() + Duration::from_millis(pause_ms));
+            self.counts.zombie_pauses += 1;
+        }
+        true
+    }
+
+    /// SIGKILLs the master (after reading what it acknowledged) and
+    /// restarts it, with `armed` as its fail point. Waits while an armed
+    /// master is still alive: its own abort comes first.
+    fn kill_master(&mut self, armed: Option<FailPoint>) -> bool {
+        if self.master.armed.is_some() {
+            return false;
+        }
+        self.refresh();
+        self.master.proc.kill();
+        self.counts.master_sigkills += 1;
+        let armed = armed.map(|fp| (fp, self.rng.random_range(1..=5)));
+        self.restart_master(armed);
+        true
+    }
+
+    /// Notices a master that died by itself (an armed fail point), and
+    /// SIGKILLs an armed one that has not fired for too long.
+    fn watch_master(&mut self) {
+        let armed = self.master.armed;
+        if let Some(status) = self.master.proc.exited() {
+            match armed {
+                Some((fp, _)) if aborted(status) => {
+                    *self.counts.master_failpoint_aborts.entry(fp).or_default() += 1;
+                }
+                _ => self.violations.push(format!(
+                    "the master exited on its own ({status}): {}",
+                    self.master.proc.log_tail(10)
+                )),
+            }
+            // Restart without the fail point, or (one time in four) with it again.
+            let again = armed.filter(|_| self.rng.random_range(0..4) == 0);
+            self.restart_master(again);
+        } else if armed.is_some() && self.master.started.elapsed() > ARMED_WAIT_MAX {
+            self.refresh();
+            self.master.proc.kill();
+            self.counts.master_sigkills += 1;
+            self.counts.armed_timeouts += 1;
+            self.restart_master(None);
+        }
+    }
+
+    fn restart_master(&mut self, armed: Option<(FailPoint, u32)>) {
+        self.client = None;
+        self.recheck_all = true;
+        let mut last_error = String::new();
+        for _ in 0..10 {
+            self.master_starts += 1;
+            match self.spec.start(armed, self.master_starts) {
+                Ok(master) => {
+                    self.master = master;
+                    return;
+                }
+                Err(e) => last_error = e.to_string(),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "seed {}: the master does not restart: {last_error}",
+            self.p.seed
+        );
+    }
+
+    fn connect(&mut self) -> Option<Client> {
+        if self.client.is_none() {
+            let url = self.master.url();
+            self.client = self.rt.block_on(Client::connect(&url)).ok();
+        }
+        self.client.clone()
+    }
+
+    /// Reads pipelines and committed outputs from the master; checks that
+    /// every acknowledged submission and commit is still there, unchanged.
+    fn refresh(&mut self) {
+        self.last_refresh = Instant::now();
+        let Some(client) = self.connect() else {
+            return;
+        };
+        let Ok(list) = self.rt.block_on(client.list()) else {
+            self.client = None;
+            return;
+        };
+        self.counts.refreshes += 1;
+        let listed: BTreeSet<String> = list.iter().map(|s| s.pipeline_id.clone()).collect();
+        for id in &self.acked.submissions {
+            if !listed.contains(id) {
+                self.violations
+                    .push(format!("acknowledged submission {id} is gone"));
+            }
+        }
+        let all = std::mem::take(&mut self.recheck_all);
+        for status in list {
+            let id = status.pipeline_id.clone();
+            let finished = !matches!(
+                status.state(),
+                PipelineState::Running | PipelineState::Pending
+            );
+            let known = *self.pipelines.entry(id.clone()).or_insert_with(|| {
+                // A submission whose reply was lost to a master crash.
+                self.counts.orphan_pipelines += 1;
+                Known { finished: false }
+            });
+            if !all && known.finished {
+                continue;
+            }
+            if !self.read_commits(&client, &id) {
+                self.recheck_all |= all;
+                return;
+            }
+            // Finished only once its outputs were read after it finished.
+            self.pipelines.insert(id, Known { finished });
+        }
+    }
+
+    /// Merges one pipeline's committed outputs into the acknowledged set,
+    /// checking nothing acknowledged before is missing or changed.
+    fn read_commits(&mut self, client: &Client, id: &str) -> bool {
+        for group in GROUPS {
+            let Ok(units) = self.rt.block_on(client.outputs(id, group)) else {
+                self.client = None;
+                return false;
+            };
+            let now: BTreeMap<u32, u64> = units.iter().map(|u| (u.unit, u.lease_id)).collect();
+            let key = |unit| (id.to_string(), group.to_string(), unit);
+            let before = self.acked.commits.range(key(0)..=key(u32::MAX));
+            for ((_, _, unit), lease) in before {
+                if now.get(unit) != Some(lease) {
+                    self.violations.push(format!(
+                        "{id} {group} unit {unit}: commit by lease {lease} was acknowledged, now {:?}",
+                        now.get(unit)
+                    ));
+                }
+            }
+            for (unit, lease) in now {
+                self.acked.commits.insert(key(unit), lease);
+            }
+        }
+        true
+    }
+
+    /// Keeps `pipelines_in_flight` pipelines running while there is work
+    /// to do; one submission per turn.
+    fn submit_if_needed(&mut self) {
+        let unfinished = self.pipelines.values().filter(|k| !k.finished).count();
+        if unfinished >= self.p.pipelines_in_flight || !self.needs_more_work() {
+            return;
+        }
+        if self.master.proc.exited().is_some() {
+            return;
+        }
+        let batch = self.workload.add_batch(&mut self.rng);
+        let file = batch.pipeline_file.display().to_string();
+        let out = tmctl(&self.master.url(), &["submit", &file]);
+        let id = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .map(str::trim)
+            .map(str::to_string);
+        match id.filter(|_| out.status.success()) {
+            Some(id) => {
+                self.counts.submissions_acked += 1;
+                self.acked.submissions.insert(id.clone());
+                self.pipelines.insert(id, Known { finished: false });
+            }
+            // The master may have taken it before it died: a later refresh
+            // finds it as an orphan. The batch is retried as a new one.
+            None => self.counts.submissions_failed += 1,
+        }
+    }
+
+    /// Stops the faults, crashes the master one last time, and checks.
+    fn finish(mut self) -> Report {
+        for slot in &mut self.slots {
+            slot.proc.kill();
+        }
+        self.refresh();
+        self.master.proc.kill();
+        self.counts.master_sigkills += 1;
+        self.restart_master(None);
+        self.refresh_until_complete();
+        let store = self
+            .spec
+            .data_dir
+            .join("store")
+            .canonicalize()
+            .expect("store");
+        let verified = check::verify(
+            &self.master.url(),
+            &store,
+            &self.workload,
+            &self.acked,
+            &self.worker_logs,
+        );
+        let mut report = Report {
+            profile: self.p.name.clone(),
+            seed: self.p.seed,
+            elapsed: self.started.elapsed(),
+            counts: self.counts.clone(),
+            proxy: self.proxy.counts(),
+            verified,
+            violations: std::mem::take(&mut self.violations),
+            kept_dir: None,
+        };
+        if !report.is_clean() || std::env::var_os("TM_FAULT_KEEP").is_some() {
+            report.kept_dir = Some(self.tmp.keep());
+        }
+        report
+    }
+
+    /// After the last restart: one refresh that read every pipeline.
+    fn refresh_until_complete(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        self.recheck_all = true;
+        while Instant::now() < deadline {
+            self.refresh();
+            if !self.recheck_all {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.violations
+            .push("could not read the master's state after the last restart".into());
+    }
+}
+
+/// The seeded schedule: every fault of the profile, shuffled, at gaps of
+/// 0.5–1.5 times the mean gap. The first master kills cover each journal
+/// fail point once.
+fn plan(p: &Profile, rng: &mut StdRng) -> VecDeque<(Instant, Fault)> {
+    let mut faults = Vec::new();
+    faults.extend((0..p.worker_kills).map(|_| Fault::WorkerKill));
+    faults.extend((0..p.zombie_pauses).map(|_| Fault::Zombie));
+    for i in 0..p.master_kills as usize {
+        let armed = match i {
+            0..=2 => Some(FailPoint::ALL[i]),
+            3 => None,
+            _ => [None, Some(FailPoint::ALL[rng.random_range(0..3)])][rng.random_range(0..2)],
+        };
+        faults.push(Fault::MasterKill(armed));
+    }
+    faults.shuffle(rng);
+    let mut at = Instant::now() + Duration::from_millis(p.fault_gap_ms);
+    faults
+        .into_iter()
+        .map(|fault| {
+            let gap = (p.fault_gap_ms as f64 * rng.random_range(0.5..1.5)) as u64;
+            at += Duration::from_millis(gap);
+            (at, fault)
+        })
+        .collect()
+}
