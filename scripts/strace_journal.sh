@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 command -v strace >/dev/null || { echo "strace is missing: apt-get install -y strace" >&2; exit 2; }
 bin=target/debug
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+tracer=""; worker=""
 
 mkdir -p "$work/job/data"
 for i in 1 2 3 4 5 6; do echo "line $i" > "$work/job/data/$i.txt"; done
@@ -24,11 +25,16 @@ TOML
 
 strace -f -yy -e trace=write,fdatasync,fsync -o "$work/trace" \
   "$bin/taskmaster" serve --data-dir "$work/data" --listen 127.0.0.1:0 > "$work/master.out" 2>/dev/null &
+tracer=$!
 for _ in $(seq 100); do grep -q listening "$work/master.out" 2>/dev/null && break; sleep 0.1; done
 addr=http://$(awk '/listening on/ {print $4}' "$work/master.out")
 "$bin/taskmaster-worker" --master "$addr" --slots 2 2>/dev/null &
+worker=$!
 timeout 120 "$bin/tmctl" --master "$addr" submit "$work/job/p.toml" --wait >/dev/null 2>&1 || { echo "FAIL: the pipeline did not finish" >&2; exit 1; }
-kill %2; kill %1; wait %1 2>/dev/null || true
+kill "$worker"
+# Stop the master itself (strace exits with its tracee).
+kill "$(pgrep -P "$tracer")"
+wait "$tracer" 2>/dev/null || true
 
 python3 - "$work/trace" <<'PY'
 import re, sys
