@@ -233,7 +233,12 @@ impl Core {
                 created,
             };
             if group.wiring.feed == Feed::Inputs {
-                group.units = first_units(&pipeline.spec.groups[g]);
+                // The units now hold the inputs; keeping them in the spec
+                // too would double the memory of a large first group.
+                let spec = &mut pipeline.spec.groups[g];
+                group.units = first_units(spec);
+                spec.inputs = Vec::new();
+                spec.input_units = Vec::new();
                 group.counts.pending = group.units.len() as u64;
                 for u in 0..group.units.len() as u32 {
                     self.ready.push_back(Pos {

@@ -50,8 +50,25 @@ impl Core {
                 "pipeline {pipeline_id} is still running; cancel it or wait before a re-run"
             )));
         }
-        let spec = self.pipelines[p as usize].spec.clone();
+        let spec = self.spec_with_inputs(p);
         self.submit_checked(new_id, spec, unix_ms, pipeline_id.to_string(), now_ms)
+    }
+
+    /// A pipeline's spec with its first groups' inputs put back from their
+    /// live units (the stored spec drops them once the units hold them).
+    fn spec_with_inputs(&self, p: u32) -> PipelineSpec {
+        let pipeline = &self.pipelines[p as usize];
+        let mut spec = pipeline.spec.clone();
+        for (group, group_spec) in pipeline.groups.iter().zip(&mut spec.groups) {
+            for unit in &group.units {
+                if let (UnitSource::Given(given), false) =
+                    (&unit.source, unit.state == UnitState::Dropped)
+                {
+                    group_spec.input_units.push(given.clone());
+                }
+            }
+        }
+        spec
     }
 
     fn submit_checked(
