@@ -1,5 +1,6 @@
 //! `taskmaster-worker`: the stock worker. Leases units from a master and
-//! runs them with the built-in tasks (`exec`). See `--help`.
+//! runs them with the built-in tasks (`exec`, `split`, `wordcount.map`,
+//! `sum.reduce`, `sort`, `merge`). See `--help`.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -18,7 +19,8 @@ const EXIT_WAIT_MS: u64 = 1_000;
 
 /// Runs taskmaster work units: leases them from the master, runs each with
 /// its group's task (this worker has `exec`, which runs the group's
-/// command), and commits the outputs.
+/// command, and the built-in split, wordcount.map, sum.reduce, sort and
+/// merge), and commits the outputs.
 ///
 /// SIGTERM or SIGINT stops leasing and lets running units finish and commit
 /// for up to --grace-ms, then cancels the rest and releases their leases. A

@@ -68,9 +68,12 @@ const PIPELINE_FILE_HELP: &str = r#"Pipeline file:
   ds = "2026-11-21"
   [[groups]]
   name = "extract"
-  task = "exec"                         # default "exec": runs `command`
+  task = "exec"                         # default "exec": runs `command`; or split,
+                                        # wordcount.map, sum.reduce, sort, merge
   command = ["python3", "extract.py"]   # runs in the pipeline file's folder
-  inputs = ["data/*.csv"]               # first groups: one unit per matching file
+  inputs = ["data/*.csv"]               # first groups: local globs or s3:// URLs
+  unit_bytes = 67108864                 # optional: pack/cut inputs into ~64 MiB units (0: one per file)
+  config = { chunk_bytes = "16MiB" }    # optional: settings of a built-in task
   env = { LANG = "C" }                  # optional extra environment
   retries = 3                           # optional: max attempts per unit
   retry_delay = "90s"                   # optional: delay before a retry (ms, s, m, h; default 2m)
@@ -78,7 +81,9 @@ const PIPELINE_FILE_HELP: &str = r#"Pipeline file:
   [[groups]]
   name = "aggregate"
   command = ["python3", "agg.py"]
-  after = ["extract"]                   # one unit per committed upstream unit"#;
+  after = ["extract"]                   # one unit per committed upstream unit, or:
+  # partitions = 8                      # shuffle: unit r reads part-0000r of every upstream output
+  # gather = true                       # merge: one unit reads every upstream output"#;
 
 #[derive(Debug, Subcommand)]
 enum Command {
