@@ -96,7 +96,7 @@ fn feed_of(group: &GroupSpec) -> Result<Feed, String> {
         (true, 0, false) => Feed::Inputs,
         (true, _, _) => {
             return Err(format!(
-                "group {name:?} shuffles or gathers but has no after"
+                "group {name:?} sets partitions or gather but has no after: only a group reading upstream outputs can shuffle or gather them"
             ));
         }
         (false, 0, false) => Feed::PerUnit,
