@@ -10,9 +10,12 @@ use taskmaster_master::journal::frame;
 use taskmaster_proto::journal::Record;
 use taskmaster_proto::v1::PipelineSpec;
 
+/// A fuzz target: takes any bytes, must not panic.
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets, by name (as in `fuzz/fuzz_targets/` and
 /// `fuzz/regressions/<name>/`).
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+pub const TARGETS: [(&str, Target); 4] = [
     ("journal_frames", journal_frames),
     ("journal_records", journal_records),
     ("pipeline_toml", pipeline_toml),

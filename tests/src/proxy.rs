@@ -302,7 +302,7 @@ impl Conn {
                         .dropped_connections
                         .fetch_add(1, Ordering::Relaxed);
                     return End::Dropped {
-                        reset: rolls[3] % 2 == 0,
+                        reset: rolls[3].is_multiple_of(2),
                     };
                 }
                 if reply && rolls[1] < self.faults.lost_reply_ppm.load(Ordering::Relaxed) {

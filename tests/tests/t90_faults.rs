@@ -227,6 +227,10 @@ fn t90_disk_full_refuses_changes_and_recovers_without_a_restart() {
         }
     }
     let refused = refused.expect("a change is refused once the disk is full");
+    eprintln!(
+        "filled {filled} bytes; {} submissions still fit, then: {refused}",
+        acked_ids.len() - 1
+    );
     assert_eq!(refused.code(), Some(Code::ResourceExhausted), "{refused}");
     // Every kind of change is refused while full, and none shows.
     let b = rt.block_on(client.submit(pipeline("b", inputs(1))));

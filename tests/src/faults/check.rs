@@ -263,6 +263,17 @@ fn check_executions(workload: &Workload, committed: &BTreeMap<UnitKey, u64>, v: 
     }
 }
 
+/// No process panicked (a panic in a thread that does not end the process
+/// would go unseen otherwise).
+pub fn check_panics(log_dir: &Path, v: &mut Verified) {
+    for entry in std::fs::read_dir(log_dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("panicked")) {
+            v.violation(format!("{}: {line}", entry.path().display()));
+        }
+    }
+}
+
 /// Commits the workers were told succeeded must be the committed ones.
 fn check_worker_logs(logs: &[PathBuf], committed: &BTreeMap<UnitKey, u64>, v: &mut Verified) {
     for log in logs {

@@ -302,7 +302,11 @@ impl fmt::Display for Report {
             v.stale_commits,
             v.uncommitted_attempt_dirs,
             self.violations.len() + v.violations.len()
-        )
+        )?;
+        match &self.kept_dir {
+            Some(dir) => writeln!(f, "  kept:     {}", dir.display()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -325,7 +329,6 @@ struct Known {
 struct Run<'a> {
     p: &'a Profile,
     rng: StdRng,
-    tmp: tempfile::TempDir,
     logs: PathBuf,
     spec: MasterSpec,
     master: Master,
@@ -345,6 +348,8 @@ struct Run<'a> {
     counts: Counts,
     violations: Vec<String>,
     started: Instant,
+    /// Last, so every process above is killed before it is removed.
+    tmp: tempfile::TempDir,
 }
 
 /// Runs a profile to the end and checks the invariants.
@@ -379,7 +384,7 @@ impl<'a> Run<'a> {
             wrapper: Vec::new(),
             log_dir: logs.clone(),
         };
-        let master = spec.start(None, 0).expect("first master start");
+        let master = spec.start(None, 0).unwrap_or_else(|e| panic!("{e}"));
         let upstream = master.addr.parse().expect("master address");
         let proxy = FaultProxy::start(upstream, rng.random(), p.proxy);
         let workload = Workload::new(&tmp.path().join("job"), p.units_per_batch);
@@ -391,7 +396,6 @@ impl<'a> Run<'a> {
         let mut run = Run {
             p,
             rng,
-            tmp,
             logs,
             spec,
             master,
@@ -410,6 +414,7 @@ impl<'a> Run<'a> {
             counts: Counts::default(),
             violations: Vec::new(),
             started: Instant::now(),
+            tmp,
         };
         for index in 0..p.workers {
             let slot = run.spawn_worker(index, 0);
@@ -747,13 +752,14 @@ impl<'a> Run<'a> {
             .join("store")
             .canonicalize()
             .expect("store");
-        let verified = check::verify(
+        let mut verified = check::verify(
             &self.master.url(),
             &store,
             &self.workload,
             &self.acked,
             &self.worker_logs,
         );
+        check::check_panics(&self.logs, &mut verified);
         let mut report = Report {
             profile: self.p.name.clone(),
             seed: self.p.seed,
