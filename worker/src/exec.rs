@@ -7,7 +7,8 @@
 //!
 //! | variable | value |
 //! | --- | --- |
-//! | `TM_INPUTS` | the unit's absolute input paths, one per line: its whole files, then one file per input slice (see below) |
+//! | `TM_INPUTS` | the unit's absolute input paths, one per line: its whole files, then one file per input slice (see below); empty when the list is over 100 KiB |
+//! | `TM_INPUTS_FILE` | a file holding the same list (always set; use it when a unit may have thousands of inputs) |
 //! | `TM_PARTITIONS` | when above 0, write outputs only as `part-00000` ... `part-<TM_PARTITIONS-1>` (a downstream shuffle reads them); `0` otherwise |
 //! | `TM_OUTPUT_DIR` | the empty directory this attempt writes its outputs to |
 //! | `TM_PIPELINE` | the pipeline id |
@@ -63,7 +64,9 @@ impl Task for ExecTask {
         // Dropped when `run` returns, after the command has been reaped.
         let mut scratch = Scratch::new(unit);
         let slice_files = materialize_slices(unit, &mut scratch)?;
+        let inputs_file = write_inputs_list(unit, &slice_files, &mut scratch)?;
         let mut command = build_command(unit, &slice_files)?;
+        command.env("TM_INPUTS_FILE", &inputs_file);
         let program = unit.command[0].as_str();
         let mut child = GroupChild::spawn(&mut command).map_err(|err| spawn_error(program, err))?;
         let drains = Drains::start(&mut child).map_err(|err| {
@@ -104,6 +107,41 @@ pub fn param_env_name(name: &str) -> String {
         })
         .collect();
     format!("TM_PARAM_{suffix}")
+}
+
+/// Longest `TM_INPUTS` passed in the environment: Linux refuses a single
+/// environment string over 128 KiB, so a gather over thousands of inputs
+/// could not start. Past this, `TM_INPUTS` is empty and programs read
+/// `TM_INPUTS_FILE` (always set: the same list, one path per line).
+pub const TM_INPUTS_BYTES_MAX: usize = 100 * 1024;
+
+/// Writes the input list to a scratch file for `TM_INPUTS_FILE`.
+fn write_inputs_list(
+    unit: &UnitContext,
+    slice_files: &[PathBuf],
+    scratch: &mut Scratch,
+) -> Result<PathBuf, TaskError> {
+    let path = scratch.next_file("inputs")?;
+    let list = input_list(unit, slice_files);
+    std::fs::write(&path, list.as_encoded_bytes()).map_err(|err| {
+        TaskError::new(format!(
+            "cannot write the input list {}: {err}",
+            path.display()
+        ))
+    })?;
+    Ok(path)
+}
+
+/// The unit's input paths, one per line: whole files, then slice copies.
+fn input_list(unit: &UnitContext, slice_files: &[PathBuf]) -> OsString {
+    let mut inputs = OsString::new();
+    for (i, input) in unit.inputs.iter().chain(slice_files).enumerate() {
+        if i > 0 {
+            inputs.push("\n");
+        }
+        inputs.push(input);
+    }
+    inputs
 }
 
 /// Copies each input slice's lines to its own scratch file; returns the
@@ -184,12 +222,9 @@ fn build_command(unit: &UnitContext, slice_files: &[PathBuf]) -> Result<Command,
 
 /// The `TM_*` variables (see the module docs).
 fn tm_env(unit: &UnitContext, slice_files: &[PathBuf]) -> Vec<(String, OsString)> {
-    let mut inputs = OsString::new();
-    for (i, input) in unit.inputs.iter().chain(slice_files).enumerate() {
-        if i > 0 {
-            inputs.push("\n");
-        }
-        inputs.push(input);
+    let mut inputs = input_list(unit, slice_files);
+    if inputs.len() > TM_INPUTS_BYTES_MAX {
+        inputs = OsString::new(); // too long for the environment: see TM_INPUTS_FILE
     }
     let mut vars = vec![
         ("TM_INPUTS".to_string(), inputs),
@@ -277,6 +312,27 @@ mod tests {
             command: vec!["sh".into(), "-c".into(), script.into()],
             ..UnitContext::default()
         }
+    }
+
+    #[test]
+    fn thousands_of_inputs_go_through_a_file_not_the_environment() {
+        let out = tempfile::tempdir().unwrap();
+        let mut unit = sh(
+            r#"printf '%s' "$TM_INPUTS" > "$TM_OUTPUT_DIR/env"; wc -l < "$TM_INPUTS_FILE" | tr -d ' ' > "$TM_OUTPUT_DIR/count""#,
+            out.path(),
+        );
+        unit.inputs = (0..3000)
+            .map(|i| PathBuf::from(format!("/store/p-1/gen/{i}/{i}/part-00000-long-name")))
+            .collect();
+        ExecTask.run(&unit).unwrap();
+        assert_eq!(std::fs::read_to_string(out.path().join("env")).unwrap(), "");
+        // 3000 paths, newline-separated without a final newline: wc counts 2999.
+        assert_eq!(
+            std::fs::read_to_string(out.path().join("count"))
+                .unwrap()
+                .trim(),
+            "2999"
+        );
     }
 
     #[test]
