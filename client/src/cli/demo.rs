@@ -138,22 +138,8 @@ async fn interrupted() {
 /// `4194304`, `4MiB`, `512 KiB`, `1GiB`: a size in bytes within the
 /// demo's limits.
 fn parse_unit_bytes(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    let scale: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => return Err("expected bytes, optionally with KiB, MiB or GiB (e.g. 4MiB)".into()),
-    };
-    let bytes = number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
+    // The same size syntax as the built-in tasks' settings.
+    let bytes = taskmaster_worker::builtin::parse_bytes(text.trim())
         .ok_or("expected bytes, optionally with KiB, MiB or GiB (e.g. 4MiB)")?;
     if !(UNIT_BYTES_MIN..=UNIT_BYTES_MAX).contains(&bytes) {
         return Err(format!(

@@ -70,6 +70,8 @@ mod record;
 mod reduce;
 mod runs;
 mod settings;
+
+pub use settings::parse_bytes;
 mod sort;
 mod split;
 mod wordcount;

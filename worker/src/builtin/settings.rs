@@ -118,7 +118,7 @@ impl<'a> Settings<'a> {
 
 /// `123`, `123B`, `16KiB`, `16MiB`, `2GiB` (a space before the suffix is
 /// fine) as bytes; `None` when it is not a size or overflows.
-fn parse_bytes(text: &str) -> Option<u64> {
+pub fn parse_bytes(text: &str) -> Option<u64> {
     let digits_end = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
