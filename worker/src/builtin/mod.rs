@@ -70,11 +70,11 @@ mod record;
 mod reduce;
 mod runs;
 mod settings;
-
-pub use settings::parse_bytes;
 mod sort;
 mod split;
 mod wordcount;
+
+pub use settings::parse_bytes;
 
 #[cfg(test)]
 mod chain_tests;
