@@ -87,7 +87,10 @@ max_wal_size = 4GB
 checkpoint_timeout = 30min
 max_connections = 300
 CONF
-as_db "$bin/pg_ctl" -D "$data" -l "$work/server.log" -w start >/dev/null
+if ! as_db "$bin/pg_ctl" -D "$data" -l "$work/server.log" -w start >/dev/null; then
+    cat "$work/server.log" >&2
+    exit 1
+fi
 
 psql() { as_db "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U bench "$@" postgres; }
 

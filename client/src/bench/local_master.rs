@@ -34,8 +34,8 @@ pub struct LocalMaster {
     child: Child,
     /// `http://127.0.0.1:<port>`.
     url: String,
-    /// Removed on drop, after the process is gone.
-    data_dir: tempfile::TempDir,
+    /// Held only to be removed on drop, after the process is gone.
+    _data_dir: tempfile::TempDir,
 }
 
 impl LocalMaster {
@@ -98,7 +98,7 @@ impl LocalMaster {
         Ok(LocalMaster {
             child,
             url: format!("http://{addr}"),
-            data_dir,
+            _data_dir: data_dir,
         })
     }
 
@@ -111,10 +111,6 @@ impl LocalMaster {
         self.child.id()
     }
 
-    pub fn data_dir(&self) -> &Path {
-        self.data_dir.path()
-    }
-
     /// Kills the master, waits for it to exit, then removes its data dir.
     /// Its journal is thrown away, so there is nothing to shut down
     /// gracefully.
@@ -122,7 +118,7 @@ impl LocalMaster {
         if let Err(e) = self.child.kill().await {
             tracing::warn!(error = %e, "could not kill the bench's master");
         }
-        // `self.data_dir` is removed as `self` drops here.
+        // `self._data_dir` is removed as `self` drops here.
     }
 }
 
