@@ -11,9 +11,18 @@ const USER_HZ: f64 = 100.0;
 
 /// Peak resident set size of this process in bytes (0 if unknown).
 pub fn rss_peak_bytes() -> u64 {
+    status_kb_field("VmHWM:")
+}
+
+/// Resident set size of this process now, in bytes (0 if unknown).
+pub fn rss_bytes() -> u64 {
+    status_kb_field("VmRSS:")
+}
+
+fn status_kb_field(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|text| parse_vm_hwm_bytes(&text))
+        .and_then(|text| parse_kb_field(&text, field))
         .unwrap_or(0)
 }
 
@@ -25,10 +34,10 @@ pub fn cpu_seconds() -> f64 {
         .map_or(0.0, |ticks| ticks as f64 / USER_HZ)
 }
 
-/// The `VmHWM:   1636 kB` line of `/proc/<pid>/status`, in bytes.
-fn parse_vm_hwm_bytes(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let mut words = line["VmHWM:".len()..].split_whitespace();
+/// A line such as `VmHWM:   1636 kB` of `/proc/<pid>/status`, in bytes.
+fn parse_kb_field(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let mut words = line[field.len()..].split_whitespace();
     let amount: u64 = words.next()?.parse().ok()?;
     match words.next()? {
         "kB" => amount.checked_mul(1024),
@@ -56,15 +65,17 @@ mod tests {
     fn vm_hwm_is_read_in_bytes() {
         let status =
             "Name:\ttaskmaster\nVmPeak:\t  123456 kB\nVmHWM:\t    1636 kB\nVmRSS:\t    1500 kB\n";
-        assert_eq!(parse_vm_hwm_bytes(status), Some(1636 * 1024));
+        assert_eq!(parse_kb_field(status, "VmHWM:"), Some(1636 * 1024));
+        assert_eq!(parse_kb_field(status, "VmRSS:"), Some(1500 * 1024));
     }
 
     #[test]
     fn vm_hwm_missing_or_odd_is_none() {
-        assert_eq!(parse_vm_hwm_bytes("Name:\tx\nVmRSS:\t 1 kB\n"), None);
-        assert_eq!(parse_vm_hwm_bytes("VmHWM:\t 12 MB\n"), None);
-        assert_eq!(parse_vm_hwm_bytes("VmHWM:\n"), None);
-        assert_eq!(parse_vm_hwm_bytes("VmHWM:\t lots kB\n"), None);
+        let hwm = |status| parse_kb_field(status, "VmHWM:");
+        assert_eq!(hwm("Name:\tx\nVmRSS:\t 1 kB\n"), None);
+        assert_eq!(hwm("VmHWM:\t 12 MB\n"), None);
+        assert_eq!(hwm("VmHWM:\n"), None);
+        assert_eq!(hwm("VmHWM:\t lots kB\n"), None);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::core::{Core, CoreConfig, CoreError};
 use crate::journal::{Journal, JournalError};
 use crate::procstat;
 use crate::recovery;
-use crate::snapshots::{SnapshotError, SnapshotStore};
+use crate::snapshots::{SnapshotError, SnapshotKind, SnapshotStore};
 use crate::sweep::{self, RemoteStore, Swept};
 
 /// How the master is set up; see `taskmaster serve --help`.
@@ -318,11 +318,13 @@ impl Master {
             status.journal_records = journal
                 .appended()
                 .saturating_sub(self.snapshot_position.load(Ordering::Relaxed));
-            let (snapshots, bytes) = self.snapshots.list()?;
-            status.snapshots = snapshots.len() as u64;
-            status.snapshot_bytes = bytes;
+            let snapshots = self.snapshots.disk_usage()?;
+            status.snapshots = snapshots.count;
+            status.snapshot_bytes = snapshots.total_bytes;
+            status.newest_snapshot_bytes = snapshots.newest_bytes;
             // Read outside the core lock: these are file reads.
             status.rss_peak_bytes = procstat::rss_peak_bytes();
+            status.rss_bytes = procstat::rss_bytes();
             status.cpu_seconds = procstat::cpu_seconds();
             Ok(status)
         })
@@ -331,6 +333,10 @@ impl Master {
     /// Records the whole state at the current journal position, then drops
     /// the journal before it.
     pub async fn take_snapshot(&self, note: &str) -> Result<SnapshotInfo, MasterError> {
+        self.snapshot(note, SnapshotKind::Kept).await
+    }
+
+    async fn snapshot(&self, note: &str, kind: SnapshotKind) -> Result<SnapshotInfo, MasterError> {
         let _one_at_a_time = self.snapshotting.lock().await;
         let (mut snap, position, journal) = {
             let state = self.state.lock();
@@ -346,7 +352,7 @@ impl Master {
         journal.wait_durable(position).await?;
         snap.note = note.to_string();
         snap.taken_unix_ms = unix_ms();
-        let info = self.snapshots.write(snap)?;
+        let info = self.snapshots.write(snap, kind)?;
         self.snapshot_position.store(position, Ordering::Relaxed);
         journal.compact(position);
         Ok(info)
@@ -375,7 +381,7 @@ impl Master {
             let mut new_snap = rolled_back.to_snapshot(position);
             new_snap.note = format!("state after rollback to {snapshot_id}");
             new_snap.taken_unix_ms = unix_ms();
-            self.snapshots.write(new_snap)?;
+            self.snapshots.write(new_snap, SnapshotKind::Kept)?;
             state.core = rolled_back;
             (position, invalidated, Arc::clone(&state.journal))
         };
@@ -385,17 +391,30 @@ impl Master {
         Ok(invalidated)
     }
 
-    /// Takes a snapshot when the journal has grown by
-    /// `AUTO_SNAPSHOT_RECORDS` since the last one, bounding its size.
+    /// Takes a snapshot once the journal since the last one is as large as
+    /// the last snapshot (at least `AUTO_SNAPSHOT_MIN_BYTES`): the work of
+    /// writing the state is then paid for by as many bytes of journal, and
+    /// the disk holds at most about twice the state (one automatic snapshot
+    /// is kept, plus a journal no larger than it).
     async fn snapshot_if_grown(&self) {
         let since = self
             .journal()
             .appended()
             .saturating_sub(self.snapshot_position.load(Ordering::Relaxed));
-        if since < AUTO_SNAPSHOT_RECORDS {
+        if since < AUTO_SNAPSHOT_MIN_RECORDS {
             return;
         }
-        match self.take_snapshot("automatic").await {
+        // Read only now: a stat per reaper tick while the journal is short
+        // would be waste.
+        let journal_bytes = std::fs::metadata(&self.journal_path).map_or(0, |m| m.len());
+        let state_bytes = self
+            .snapshots
+            .disk_usage()
+            .map_or(0, |usage| usage.newest_bytes);
+        if journal_bytes < state_bytes.max(AUTO_SNAPSHOT_MIN_BYTES) {
+            return;
+        }
+        match self.snapshot("automatic", SnapshotKind::Automatic).await {
             Ok(info) => tracing::info!(snapshot_id = info.snapshot_id, "automatic snapshot"),
             Err(e) => tracing::warn!(error = %e, "automatic snapshot failed"),
         }
@@ -691,7 +710,10 @@ fn open_store(config: &MasterConfig) -> Result<(String, Option<RemoteStore>), St
 }
 
 /// Journal records after which a snapshot is taken automatically.
-pub const AUTO_SNAPSHOT_RECORDS: u64 = 200_000;
+/// The journal is not compacted before it holds this many records and
+/// bytes since the last snapshot (small states are not worth a snapshot).
+pub const AUTO_SNAPSHOT_MIN_RECORDS: u64 = 10_000;
+pub const AUTO_SNAPSHOT_MIN_BYTES: u64 = 16 * 1024 * 1024;
 
 fn unix_ms() -> u64 {
     SystemTime::now()

@@ -1,7 +1,14 @@
 //! Snapshot files: `<data_dir>/snapshots/snap-NNNNNN.bin`, each one framed
 //! and checksummed like a journal record, written to a temporary name,
 //! synced, renamed and the directory synced, so a snapshot is either whole
-//! or absent. The newest ones are kept; older ones are deleted.
+//! or absent.
+//!
+//! Retention: automatic snapshots (taken to compact the journal) are named
+//! `snap-NNNNNN.auto.bin` and only the newest of them is kept, so in a long
+//! run the disk holds one copy of the state plus the journal since it. The
+//! ones an operator takes (and the states written by rollbacks) are kept up
+//! to [`SNAPSHOTS_KEPT`]. The newest snapshot of any kind is never deleted:
+//! recovery starts from it.
 
 use std::fs;
 use std::io;
@@ -14,8 +21,44 @@ use taskmaster_proto::v1::SnapshotInfo;
 use crate::journal::file::sync_dir;
 use crate::journal::frame;
 
-/// Snapshots kept on disk; rollback can reach any of them.
+/// Operator snapshots kept on disk; rollback can reach any of them.
 pub const SNAPSHOTS_KEPT: usize = 10;
+
+/// See [`SnapshotStore::disk_usage`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    pub count: u64,
+    pub total_bytes: u64,
+    pub newest_bytes: u64,
+}
+
+/// Whether a snapshot was taken by the master itself, to compact the
+/// journal, or asked for (an operator's snapshot, a rollback's result).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotKind {
+    Automatic,
+    Kept,
+}
+
+/// One snapshot file present on disk.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    number: u64,
+    kind: SnapshotKind,
+}
+
+impl Entry {
+    fn id(self) -> String {
+        format!("snap-{:06}", self.number)
+    }
+
+    fn file_name(self) -> String {
+        match self.kind {
+            SnapshotKind::Automatic => format!("{}.auto.bin", self.id()),
+            SnapshotKind::Kept => format!("{}.bin", self.id()),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -43,13 +86,18 @@ impl SnapshotStore {
     }
 
     /// Writes `snap` durably under the next free id; returns its info.
-    pub fn write(&self, mut snap: Snapshot) -> Result<SnapshotInfo, SnapshotError> {
-        let number = self.numbers()?.last().map_or(1, |n| n + 1);
-        snap.snapshot_id = format!("snap-{number:06}");
-        let path = self.path(&snap.snapshot_id);
+    pub fn write(
+        &self,
+        mut snap: Snapshot,
+        kind: SnapshotKind,
+    ) -> Result<SnapshotInfo, SnapshotError> {
+        let number = self.entries()?.last().map_or(1, |e| e.number + 1);
+        let entry = Entry { number, kind };
+        snap.snapshot_id = entry.id();
+        let path = self.dir.join(entry.file_name());
         let mut bytes = Vec::new();
         frame::encode(&snap.encode_to_vec(), &mut bytes);
-        let tmp = path.with_extension("tmp");
+        let tmp = self.dir.join(format!("{}.tmp", entry.id()));
         fs::write(&tmp, &bytes).map_err(io_error(&tmp, "write"))?;
         fs::File::open(&tmp)
             .and_then(|f| f.sync_all())
@@ -62,21 +110,23 @@ impl SnapshotStore {
 
     /// Reads one snapshot by id.
     pub fn load(&self, snapshot_id: &str) -> Result<Snapshot, SnapshotError> {
-        let valid_id = snapshot_id
+        let number = snapshot_id
             .strip_prefix("snap-")
-            .is_some_and(|n| n.len() == 6 && n.bytes().all(|b| b.is_ascii_digit()));
-        let path = self.path(snapshot_id);
-        if !valid_id || !path.exists() {
-            return Err(SnapshotError::NotFound(snapshot_id.to_string()));
-        }
-        read(&path)
+            .filter(|n| n.len() == 6 && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<u64>().ok());
+        let entry = self
+            .entries()?
+            .into_iter()
+            .find(|e| Some(e.number) == number)
+            .ok_or_else(|| SnapshotError::NotFound(snapshot_id.to_string()))?;
+        read(&self.dir.join(entry.file_name()))
     }
 
     /// The newest snapshot that reads back whole, skipping damaged ones
     /// (each is logged): recovery starts from it.
     pub fn latest(&self) -> Result<Option<Snapshot>, SnapshotError> {
-        for number in self.numbers()?.into_iter().rev() {
-            match read(&self.path(&format!("snap-{number:06}"))) {
+        for entry in self.entries()?.into_iter().rev() {
+            match read(&self.dir.join(entry.file_name())) {
                 Ok(snap) => return Ok(Some(snap)),
                 Err(e) => tracing::error!(error = %e, "skipping a damaged snapshot"),
             }
@@ -88,8 +138,8 @@ impl SnapshotStore {
     pub fn list(&self) -> Result<(Vec<SnapshotInfo>, u64), SnapshotError> {
         let mut out = Vec::new();
         let mut bytes = 0;
-        for number in self.numbers()? {
-            let path = self.path(&format!("snap-{number:06}"));
+        for entry in self.entries()? {
+            let path = self.dir.join(entry.file_name());
             let size = fs::metadata(&path).map_err(io_error(&path, "stat"))?.len();
             bytes += size;
             if let Ok(snap) = read(&path) {
@@ -99,35 +149,64 @@ impl SnapshotStore {
         Ok((out, bytes))
     }
 
+    /// How many snapshot files there are, their total size and the size of
+    /// the newest (about the size of the live state when it was taken),
+    /// from file sizes alone: cheap enough for every status call.
+    pub fn disk_usage(&self) -> Result<DiskUsage, SnapshotError> {
+        let mut usage = DiskUsage::default();
+        for entry in self.entries()? {
+            let path = self.dir.join(entry.file_name());
+            let size = fs::metadata(&path).map_err(io_error(&path, "stat"))?.len();
+            usage.count += 1;
+            usage.total_bytes += size;
+            usage.newest_bytes = size;
+        }
+        Ok(usage)
+    }
+
+    /// Deletes every automatic snapshot but the newest, and operator
+    /// snapshots beyond the newest [`SNAPSHOTS_KEPT`]; never the newest
+    /// snapshot of all.
     fn prune(&self) -> Result<(), SnapshotError> {
-        let numbers = self.numbers()?;
-        for number in &numbers[..numbers.len().saturating_sub(SNAPSHOTS_KEPT)] {
-            let path = self.path(&format!("snap-{number:06}"));
-            fs::remove_file(&path).map_err(io_error(&path, "remove old snapshot"))?;
+        let (mut autos, mut kept) = (0, 0);
+        for (age, entry) in self.entries()?.into_iter().rev().enumerate() {
+            let (seen, limit) = match entry.kind {
+                SnapshotKind::Automatic => (&mut autos, 1),
+                SnapshotKind::Kept => (&mut kept, SNAPSHOTS_KEPT),
+            };
+            *seen += 1;
+            if age > 0 && *seen > limit {
+                let path = self.dir.join(entry.file_name());
+                fs::remove_file(&path).map_err(io_error(&path, "remove old snapshot"))?;
+            }
         }
         Ok(())
     }
 
-    /// Numbers of the snapshot files present, ascending.
-    fn numbers(&self) -> Result<Vec<u64>, SnapshotError> {
-        let mut numbers = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(io_error(&self.dir, "list"))? {
-            let name = entry.map_err(io_error(&self.dir, "list"))?.file_name();
-            let name = name.to_string_lossy();
-            let number = name
-                .strip_prefix("snap-")
-                .and_then(|n| n.strip_suffix(".bin"));
-            if let Some(n) = number.and_then(|n| n.parse().ok()) {
-                numbers.push(n);
+    /// The snapshot files present, oldest first.
+    fn entries(&self) -> Result<Vec<Entry>, SnapshotError> {
+        let mut entries = Vec::new();
+        for dir_entry in fs::read_dir(&self.dir).map_err(io_error(&self.dir, "list"))? {
+            let name = dir_entry.map_err(io_error(&self.dir, "list"))?.file_name();
+            if let Some(entry) = parse_file_name(&name.to_string_lossy()) {
+                entries.push(entry);
             }
         }
-        numbers.sort_unstable();
-        Ok(numbers)
+        entries.sort_unstable_by_key(|e| e.number);
+        Ok(entries)
     }
+}
 
-    fn path(&self, snapshot_id: &str) -> PathBuf {
-        self.dir.join(format!("{snapshot_id}.bin"))
-    }
+/// `snap-NNNNNN.bin` or `snap-NNNNNN.auto.bin`; anything else is not ours.
+fn parse_file_name(name: &str) -> Option<Entry> {
+    let rest = name.strip_prefix("snap-")?;
+    let (digits, kind) = if let Some(d) = rest.strip_suffix(".auto.bin") {
+        (d, SnapshotKind::Automatic)
+    } else {
+        (rest.strip_suffix(".bin")?, SnapshotKind::Kept)
+    };
+    let number = digits.parse().ok()?;
+    Some(Entry { number, kind })
 }
 
 fn read(path: &Path) -> Result<Snapshot, SnapshotError> {
@@ -161,5 +240,64 @@ fn io_error(path: &Path, context: &'static str) -> impl FnOnce(io::Error) -> Sna
         path,
         context,
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(store: &SnapshotStore) -> Vec<String> {
+        store
+            .list()
+            .unwrap()
+            .0
+            .into_iter()
+            .map(|i| i.snapshot_id)
+            .collect()
+    }
+
+    #[test]
+    fn only_the_newest_automatic_snapshot_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path()).unwrap();
+        store
+            .write(Snapshot::default(), SnapshotKind::Kept)
+            .unwrap();
+        for _ in 0..3 {
+            store
+                .write(Snapshot::default(), SnapshotKind::Automatic)
+                .unwrap();
+        }
+        assert_eq!(ids(&store), ["snap-000001", "snap-000004"]);
+        // A newer operator snapshot does not remove the automatic one
+        // before it: that is still the newest automatic snapshot.
+        store
+            .write(Snapshot::default(), SnapshotKind::Kept)
+            .unwrap();
+        assert_eq!(ids(&store), ["snap-000001", "snap-000004", "snap-000005"]);
+        assert!(store.load("snap-000004").is_ok());
+        assert!(matches!(
+            store.load("snap-000002"),
+            Err(SnapshotError::NotFound(_))
+        ));
+        let usage = store.disk_usage().unwrap();
+        assert_eq!(usage.count, 3);
+        assert!(usage.newest_bytes > 0 && usage.total_bytes > usage.newest_bytes);
+    }
+
+    #[test]
+    fn operator_snapshots_are_kept_up_to_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path()).unwrap();
+        for _ in 0..SNAPSHOTS_KEPT + 2 {
+            store
+                .write(Snapshot::default(), SnapshotKind::Kept)
+                .unwrap();
+        }
+        let kept = ids(&store);
+        assert_eq!(kept.len(), SNAPSHOTS_KEPT);
+        assert_eq!(kept[0], "snap-000003");
+        assert_eq!(store.latest().unwrap().unwrap().snapshot_id, "snap-000012");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
@@ -12,8 +12,9 @@ use tokio::process::{Child, ChildStdout, Command};
 use super::BenchError;
 
 /// How long the master may take to start listening (recovery of an empty
-/// data dir takes milliseconds; a loaded machine may be slow).
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// data dir takes milliseconds, of millions of units seconds; a loaded
+/// machine may be slow).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The line the master prints on stdout once it accepts connections.
 const LISTENING_PREFIX: &str = "taskmaster listening on ";
@@ -34,8 +35,10 @@ pub struct LocalMaster {
     child: Child,
     /// `http://127.0.0.1:<port>`.
     url: String,
-    /// Held only to be removed on drop, after the process is gone.
-    _data_dir: tempfile::TempDir,
+    /// To start it again on the same data dir.
+    binary: PathBuf,
+    /// Removed on drop, after the process is gone.
+    data_dir: tempfile::TempDir,
 }
 
 impl LocalMaster {
@@ -62,44 +65,37 @@ impl LocalMaster {
             .map_err(|e| BenchError::MasterStart {
                 what: format!("cannot create a temporary data dir: {e}"),
             })?;
-        let mut command = Command::new(binary);
-        command
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .args(["--listen", "127.0.0.1:0"])
-            // Info lines per pipeline would only clutter the report.
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        for name in MASTER_ENV {
-            command.env_remove(name);
-        }
-        let mut child = command.spawn().map_err(|e| BenchError::MasterStart {
-            what: format!("cannot run {}: {e}", binary.display()),
-        })?;
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let waited = tokio::time::timeout(START_TIMEOUT, listening_addr(stdout)).await;
-        let addr = match waited {
-            Ok(Ok(addr)) => addr,
-            Ok(Err(what)) => {
-                let _ = child.kill().await;
-                return Err(BenchError::MasterStart { what });
-            }
-            Err(_) => {
-                let _ = child.kill().await;
-                return Err(BenchError::MasterStart {
-                    what: format!("it did not listen within {} s", START_TIMEOUT.as_secs()),
-                });
-            }
-        };
+        let (child, addr) = spawn(binary, data_dir.path()).await?;
         Ok(LocalMaster {
             child,
+            binary: binary.to_path_buf(),
             url: format!("http://{addr}"),
-            _data_dir: data_dir,
+            data_dir,
         })
+    }
+
+    /// Kills the master (SIGKILL: no clean shutdown, as in a crash) and
+    /// starts it again on the same data dir; returns how long the new
+    /// process took from its start until it listened, which is the time
+    /// it spent recovering the state. The URL changes (a new port).
+    pub async fn crash_and_restart(&mut self) -> Result<Duration, BenchError> {
+        self.child
+            .kill()
+            .await
+            .map_err(|e| BenchError::MasterStart {
+                what: format!("cannot kill the master to restart it: {e}"),
+            })?;
+        let started = Instant::now();
+        let (child, addr) = spawn(&self.binary, self.data_dir.path()).await?;
+        let took = started.elapsed();
+        self.child = child;
+        self.url = format!("http://{addr}");
+        Ok(took)
+    }
+
+    /// Bytes under the data dir (journal, snapshots, the local store).
+    pub fn data_dir_bytes(&self) -> u64 {
+        dir_bytes(self.data_dir.path())
     }
 
     pub fn url(&self) -> &str {
@@ -118,8 +114,55 @@ impl LocalMaster {
         if let Err(e) = self.child.kill().await {
             tracing::warn!(error = %e, "could not kill the bench's master");
         }
-        // `self._data_dir` is removed as `self` drops here.
+        // `self.data_dir` is removed as `self` drops here.
     }
+}
+
+/// Spawns `binary serve` on `data_dir` and port 0; returns the process
+/// once it says it is listening, and its address.
+async fn spawn(binary: &Path, data_dir: &Path) -> Result<(Child, String), BenchError> {
+    let mut command = Command::new(binary);
+    command
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", "127.0.0.1:0"])
+        // Info lines per pipeline would only clutter the report.
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for name in MASTER_ENV {
+        command.env_remove(name);
+    }
+    let mut child = command.spawn().map_err(|e| BenchError::MasterStart {
+        what: format!("cannot run {}: {e}", binary.display()),
+    })?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let waited = tokio::time::timeout(START_TIMEOUT, listening_addr(stdout)).await;
+    let failed = match waited {
+        Ok(Ok(addr)) => return Ok((child, addr)),
+        Ok(Err(what)) => what,
+        Err(_) => format!("it did not listen within {} s", START_TIMEOUT.as_secs()),
+    };
+    let _ = child.kill().await;
+    Err(BenchError::MasterStart { what: failed })
+}
+
+/// Total size of the files under `dir` (0 for what cannot be read).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&entry.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// Reads the master's stdout until its "listening" line; returns the

@@ -11,8 +11,10 @@
 //! - [`local_master`]: the master process a run starts and removes.
 //! - [`load`]: submitting the units; the client tasks and what they time.
 //! - [`stats`]: latency percentiles.
+//! - [`disk`]: the master's journal and snapshots on disk, sampled.
 //! - [`report`]: the result, as JSON or as a readable report.
 
+pub mod disk;
 pub mod load;
 pub mod local_master;
 pub mod report;
@@ -58,6 +60,13 @@ pub struct BenchOptions {
     pub master: Option<String>,
     /// The `taskmaster` binary to start when `master` is `None`.
     pub master_binary: Option<PathBuf>,
+    /// Only submit the units and measure the master's memory with all of
+    /// them pending; lease none.
+    pub pending_only: bool,
+    /// At the end, kill the master (SIGKILL) and time its recovery from
+    /// the journal and snapshots, then verify the state again. Needs a
+    /// master started by the bench.
+    pub restart: bool,
 }
 
 impl BenchOptions {
@@ -73,6 +82,9 @@ impl BenchOptions {
         }
         if !(1..=CLIENTS_MAX).contains(&self.clients) {
             return invalid(format!("clients must be 1 to {CLIENTS_MAX}"));
+        }
+        if self.restart && self.master.is_some() {
+            return invalid("--restart needs a master started by the bench, not --master".into());
         }
         if self
             .rate
@@ -161,11 +173,40 @@ pub async fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError
         (None, None) => unreachable!("either a master is given or one was started"),
     };
     tracing::info!(master = %master_label, "bench master");
-    let result = measure(&url, options, master_label).await;
+    let mut local = local;
+    let mut result = measure(&url, options, master_label).await;
+    if let (Ok((report, pipelines)), Some(local), true) = (&mut result, &mut local, options.restart)
+    {
+        match recover_and_verify(local, options, pipelines).await {
+            Ok(recovery) => report.recovery = Some(recovery),
+            Err(e) => result = Err(e),
+        }
+    }
     if let Some(local) = local {
         local.stop().await;
     }
-    result
+    result.map(|(report, _)| report)
+}
+
+/// Crashes the bench's master, times its restart, and checks that the
+/// recovered state still has every unit exactly where the run left it.
+async fn recover_and_verify(
+    local: &mut LocalMaster,
+    options: &BenchOptions,
+    pipelines: &[BenchPipeline],
+) -> Result<report::Recovery, BenchError> {
+    let data_dir_bytes = local.data_dir_bytes();
+    let took = local.crash_and_restart().await?;
+    let admin = Client::connect(local.url()).await?;
+    let status = admin.master_status().await?;
+    verify_counts(&admin, pipelines, options.units, !options.pending_only).await?;
+    Ok(report::Recovery {
+        recovery_ms: took.as_secs_f64() * 1000.0,
+        data_dir_bytes,
+        journal_records: status.journal_records,
+        snapshot_bytes: status.newest_snapshot_bytes,
+        rss_bytes: status.rss_bytes,
+    })
 }
 
 /// Submits the units, runs the clients, reads the master's counters
@@ -174,9 +215,16 @@ async fn measure(
     url: &str,
     options: &BenchOptions,
     master_label: String,
-) -> Result<BenchReport, BenchError> {
+) -> Result<(BenchReport, Vec<BenchPipeline>), BenchError> {
     let admin = Client::connect(url).await?;
+    let empty = admin.master_status().await?;
+    let submit_start = Instant::now();
     let pipelines = load::submit_units(&admin, options.units).await?;
+    let submitted = report::Submitted {
+        submit_s: submit_start.elapsed().as_secs_f64(),
+        rss_before_bytes: empty.rss_bytes,
+        rss_after_bytes: admin.master_status().await?.rss_bytes,
+    };
     let mut raws = Vec::with_capacity(options.clients as usize);
     for _ in 0..options.clients {
         raws.push(Client::connect(url).await?.raw());
@@ -184,13 +232,19 @@ async fn measure(
     let before = admin.master_status().await?;
     let client_cpu_before = taskmaster_master::procstat::cpu_seconds();
     let start = Instant::now();
-    let logs = run_clients(raws, options, &pipelines, start).await?;
+    let disk = disk::Sampler::start(admin.clone());
+    let logs = if options.pending_only {
+        Vec::new()
+    } else {
+        run_clients(raws, options, &pipelines, start).await?
+    };
     let ran_for = start.elapsed();
+    let disk = disk.stop().await;
     let after = admin.master_status().await?;
     let client_cpu_s = taskmaster_master::procstat::cpu_seconds() - client_cpu_before;
     let log = merge(logs);
-    verify(&admin, &pipelines, options.units, &log).await?;
-    Ok(report::build(report::Inputs {
+    verify(&admin, &pipelines, options, &log).await?;
+    let report = report::build(report::Inputs {
         options,
         pipelines: pipelines.len(),
         log,
@@ -200,7 +254,10 @@ async fn measure(
         after: &after,
         client_cpu_s,
         master: master_label,
-    }))
+        submitted,
+        disk,
+    });
+    Ok((report, pipelines))
 }
 
 /// Spawns one task per client and waits for all; the first failure ends
@@ -279,44 +336,69 @@ fn merge(logs: Vec<ClientLog>) -> MergedLog {
 
 /// Every unit committed exactly once: the clients' acknowledged commits
 /// and the master's counts must both equal `units`, with nothing pending,
-/// leased or failed, and every bench pipeline succeeded.
+/// leased or failed, and every bench pipeline succeeded. With
+/// `--pending-only`, every unit must still be pending.
 async fn verify(
     admin: &Client,
     pipelines: &[BenchPipeline],
-    units: u64,
+    options: &BenchOptions,
     log: &MergedLog,
 ) -> Result<(), BenchError> {
-    if log.committed != units || log.leased != units {
+    let units = options.units;
+    let expected = if options.pending_only { 0 } else { units };
+    if log.committed != expected || log.leased != expected {
         return Err(BenchError::Verify(format!(
-            "the clients were granted {} leases and had {} commits acknowledged, for {units} units",
+            "the clients were granted {} leases and had {} commits acknowledged, for {expected} units",
             log.leased, log.committed
         )));
     }
-    let mut committed = 0;
+    verify_counts(admin, pipelines, units, !options.pending_only).await
+}
+
+/// The master's counts: every unit committed (and every pipeline
+/// succeeded), or every unit pending.
+async fn verify_counts(
+    admin: &Client,
+    pipelines: &[BenchPipeline],
+    units: u64,
+    all_committed: bool,
+) -> Result<(), BenchError> {
+    let mut total = 0;
     for pipeline in pipelines {
         let status = admin.status(&pipeline.id).await?;
-        let counts = status
-            .groups
-            .iter()
-            .map(|g| g.counts.unwrap_or_default())
-            .fold((0, 0), |(done, other), c| {
-                (done + c.committed, other + c.pending + c.leased + c.failed)
-            });
-        if counts != (pipeline.units, 0) || status.state() != PipelineState::Succeeded {
+        let (mut committed, mut pending, mut other) = (0, 0, 0);
+        for c in status.groups.iter().map(|g| g.counts.unwrap_or_default()) {
+            committed += c.committed;
+            pending += c.pending;
+            other += c.leased + c.failed;
+        }
+        let (done, expected_state) = if all_committed {
+            (committed, PipelineState::Succeeded)
+        } else {
+            (pending, PipelineState::Pending)
+        };
+        if done != pipeline.units
+            || committed + pending + other != pipeline.units
+            || status.state() != expected_state
+        {
             return Err(BenchError::Verify(format!(
-                "pipeline {} ({} units) is {:?} with {} committed and {} pending, leased or failed",
+                "pipeline {} ({} units) is {:?} with {committed} committed, {pending} pending \
+                 and {other} leased or failed",
                 pipeline.id,
                 pipeline.units,
                 status.state(),
-                counts.0,
-                counts.1
             )));
         }
-        committed += counts.0;
+        total += done;
     }
-    if committed != units {
+    if total != units {
         return Err(BenchError::Verify(format!(
-            "the master counts {committed} committed units, not {units}"
+            "the master counts {total} units {}, not {units}",
+            if all_committed {
+                "committed"
+            } else {
+                "pending"
+            }
         )));
     }
     Ok(())

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use taskmaster_proto::v1::MasterStatus;
 
+use super::disk::DiskPeak;
 use super::{BenchOptions, MergedLog};
 
 /// What a run measured. Rates are over the wall time; the master's CPU
@@ -52,6 +53,46 @@ pub struct BenchReport {
     pub foreign_released: u64,
     /// Which master was measured.
     pub master: String,
+    /// Units submitted: all of them are committed unless `--pending-only`.
+    pub units_submitted: u64,
+    /// Seconds the submit calls took, and the units they submitted per second.
+    pub submit_s: f64,
+    pub submitted_units_per_s: f64,
+    /// The master's resident memory just before the submit and just after
+    /// it (every unit pending), and the growth per unit.
+    pub rss_before_submit_bytes: u64,
+    pub rss_pending_bytes: u64,
+    pub bytes_per_pending_unit: f64,
+    /// Largest journal plus snapshots on disk during the run, and its
+    /// largest ratio to the newest snapshot (the state's size); `None`
+    /// when no snapshot was taken during the run.
+    pub disk_peak_bytes: u64,
+    pub disk_peak_per_state: Option<f64>,
+    /// With `--restart`: the recovery after a crash at the end.
+    pub recovery: Option<Recovery>,
+}
+
+/// The submit's cost, for [`Inputs`].
+#[derive(Debug, Clone, Copy)]
+pub struct Submitted {
+    pub submit_s: f64,
+    pub rss_before_bytes: u64,
+    pub rss_after_bytes: u64,
+}
+
+/// A crash and restart of the master after the run (`--restart`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovery {
+    /// From starting the new process until it listened.
+    pub recovery_ms: f64,
+    /// The data dir at the crash: journal, snapshots and store.
+    pub data_dir_bytes: u64,
+    /// Journal records replayed on top of the newest snapshot.
+    pub journal_records: u64,
+    /// Size of the snapshot recovery started from (0: none).
+    pub snapshot_bytes: u64,
+    /// Resident memory of the recovered master.
+    pub rss_bytes: u64,
 }
 
 /// What [`build`] computes the report from.
@@ -66,6 +107,8 @@ pub struct Inputs<'a> {
     pub after: &'a MasterStatus,
     pub client_cpu_s: f64,
     pub master: String,
+    pub submitted: Submitted,
+    pub disk: DiskPeak,
 }
 
 pub fn build(inputs: Inputs<'_>) -> BenchReport {
@@ -109,6 +152,20 @@ pub fn build(inputs: Inputs<'_>) -> BenchReport {
         pipelines: inputs.pipelines,
         foreign_released: log.foreign_released,
         master: inputs.master,
+        units_submitted: options.units,
+        submit_s: inputs.submitted.submit_s,
+        submitted_units_per_s: per_second(options.units as f64, inputs.submitted.submit_s),
+        rss_before_submit_bytes: inputs.submitted.rss_before_bytes,
+        rss_pending_bytes: inputs.submitted.rss_after_bytes,
+        bytes_per_pending_unit: inputs
+            .submitted
+            .rss_after_bytes
+            .saturating_sub(inputs.submitted.rss_before_bytes)
+            as f64
+            / options.units as f64,
+        disk_peak_bytes: inputs.disk.peak_bytes,
+        disk_peak_per_state: inputs.disk.peak_per_state,
+        recovery: None,
     }
 }
 
@@ -124,12 +181,88 @@ impl BenchReport {
             Some(rate) => format!("offered {rate:.0} units/s"),
             None => "closed loop, as fast as the master answers".into(),
         };
+        let _ = if self.units > 0 {
+            writeln!(
+                out,
+                "bench: {} units, batch {}, {} clients, {pace}",
+                self.units, self.batch, self.clients
+            )
+        } else {
+            writeln!(
+                out,
+                "bench: {} units submitted and left pending",
+                self.units_submitted
+            )
+        };
+        let _ = writeln!(out, "master: {}", self.master);
         let _ = writeln!(
             out,
-            "bench: {} units, batch {}, {} clients, {pace}",
-            self.units, self.batch, self.clients
+            "  submit      {} units in {:.2} s ({:.0} units/s); master RSS {:.1} MiB before, {:.1} MiB with them pending: {:.0} B per pending unit",
+            self.units_submitted,
+            self.submit_s,
+            self.submitted_units_per_s,
+            mib(self.rss_before_submit_bytes),
+            mib(self.rss_pending_bytes),
+            self.bytes_per_pending_unit
         );
-        let _ = writeln!(out, "master: {}", self.master);
+        if self.units > 0 {
+            self.text_run(&mut out);
+        }
+        match self.disk_peak_per_state {
+            Some(ratio) => {
+                let _ = writeln!(
+                    out,
+                    "  disk        journal + snapshots at most {:.1} MiB, {ratio:.2}x the newest snapshot",
+                    mib(self.disk_peak_bytes)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "  disk        journal + snapshots at most {:.1} MiB (no snapshot taken)",
+                    mib(self.disk_peak_bytes)
+                );
+            }
+        }
+        if let Some(r) = &self.recovery {
+            let _ = writeln!(
+                out,
+                "  recovery    {:.0} ms after SIGKILL: snapshot {:.1} MiB + {} journal records (data dir {:.1} MiB); RSS {:.1} MiB after",
+                r.recovery_ms,
+                mib(r.snapshot_bytes),
+                r.journal_records,
+                mib(r.data_dir_bytes),
+                mib(r.rss_bytes)
+            );
+        }
+        let _ = if self.units > 0 {
+            writeln!(
+                out,
+                "  verified    {} units in {} pipeline{}, each committed exactly once{}",
+                self.units,
+                self.pipelines,
+                plural(self.pipelines),
+                self.recovery
+                    .as_ref()
+                    .map_or("", |_| ", before and after the restart")
+            )
+        } else {
+            writeln!(
+                out,
+                "  verified    {} units in {} pipeline{}, all pending{}",
+                self.units_submitted,
+                self.pipelines,
+                plural(self.pipelines),
+                self.recovery
+                    .as_ref()
+                    .map_or("", |_| ", before and after the restart")
+            )
+        };
+        out
+    }
+
+    /// The lease/commit part of the report.
+    fn text_run(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "  throughput  {:.0} units/s committed, {:.0} units/s leased ({:.2} s)",
@@ -182,15 +315,15 @@ impl BenchReport {
                 self.foreign_released
             );
         }
-        let _ = writeln!(
-            out,
-            "  verified    {} units in {} pipeline{}, each committed exactly once",
-            self.units,
-            self.pipelines,
-            if self.pipelines == 1 { "" } else { "s" }
-        );
-        out
     }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// Microseconds as milliseconds with three decimals: `1.234 ms`.
@@ -212,6 +345,8 @@ mod tests {
             rate: None,
             master: None,
             master_binary: None,
+            pending_only: false,
+            restart: false,
         };
         let start = Instant::now();
         let log = MergedLog {
@@ -254,6 +389,16 @@ mod tests {
             after: &after,
             client_cpu_s: 0.25,
             master: "test".into(),
+            submitted: Submitted {
+                submit_s: 0.1,
+                rss_before_bytes: 10_000_000,
+                rss_after_bytes: 10_200_000,
+            },
+            disk: DiskPeak {
+                peak_bytes: 3 << 20,
+                peak_per_state: Some(2.5),
+                snapshots: 1,
+            },
         })
     }
 
@@ -267,6 +412,8 @@ mod tests {
         assert_eq!(report.journal_syncs_per_s, 100.0);
         assert_eq!(report.master_cpu_s, 0.5);
         assert_eq!(report.renew_p50_us, None);
+        assert_eq!(report.bytes_per_pending_unit, 200.0);
+        assert_eq!(report.submitted_units_per_s, 10_000.0);
     }
 
     #[test]
@@ -299,5 +446,7 @@ mod tests {
         assert!(text.contains("peak RSS 64.0 MiB"), "{text}");
         assert!(text.contains("100 syncs"), "{text}");
         assert!(!text.contains("renew"), "{text}");
+        assert!(text.contains("200 B per pending unit"), "{text}");
+        assert!(text.contains("2.50x the newest snapshot"), "{text}");
     }
 }

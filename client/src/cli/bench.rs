@@ -16,7 +16,9 @@ use taskmaster_client::bench::{BATCH_MAX, BenchOptions, CLIENTS_MAX, UNITS_MAX, 
 /// and commit them, over gRPC and through the master's durable journal,
 /// as a worker would. Verifies that every unit was committed exactly
 /// once, then reports units/s, commit and lease latency (p50/p99/max), and
-/// the master's peak memory, CPU seconds and journal syncs during the run.
+/// the master's peak memory, CPU seconds and journal syncs during the run,
+/// its memory per pending unit after the submit, and its journal plus
+/// snapshots on disk (largest seen, and as a multiple of the state).
 /// Exits 0 on success, 2 on any failure or refused call. With --master,
 /// use an idle master: the bench leases (and gives back) other work too.
 #[derive(Debug, clap::Args)]
@@ -24,6 +26,8 @@ use taskmaster_client::bench::{BATCH_MAX, BenchOptions, CLIENTS_MAX, UNITS_MAX, 
     tmctl bench --batch 1 --clients 64\n  \
     tmctl bench --batch 100 --clients 8 --json\n  \
     tmctl bench --rate 5000 --clients 64\n  \
+    tmctl bench --units 10000000 --pending-only\n  \
+    tmctl bench --batch 100 --clients 8 --units 1000000 --restart\n  \
     tmctl bench --master http://127.0.0.1:7070 --units 10000")]
 pub struct BenchArgs {
     /// No-op work units to lease and commit (1 to 10000000).
@@ -46,6 +50,14 @@ pub struct BenchArgs {
     /// latency below the peak.
     #[arg(long, value_name = "R", value_parser = parse_rate)]
     rate: Option<f64>,
+    /// Only submit the units and report the master's memory with all of
+    /// them pending (bytes per pending unit); lease none.
+    #[arg(long)]
+    pending_only: bool,
+    /// At the end, kill the master with SIGKILL, time its recovery from
+    /// its journal and snapshots, and verify the recovered state.
+    #[arg(long, conflicts_with = "master")]
+    restart: bool,
     /// Print one JSON object instead of the report.
     #[arg(long)]
     json: bool,
@@ -62,6 +74,8 @@ pub async fn run(args: BenchArgs, master: &str) -> anyhow::Result<ExitCode> {
         rate: args.rate,
         master: master_given_on_command_line().then(|| master.to_string()),
         master_binary: None,
+        pending_only: args.pending_only,
+        restart: args.restart,
     };
     let report = run_bench(&options).await?;
     let text = if args.json {
