@@ -392,17 +392,23 @@ impl Master {
     }
 
     /// Takes a snapshot once the journal since the last one is as large as
-    /// the last snapshot (at least `AUTO_SNAPSHOT_MIN_BYTES`): the work of
-    /// writing the state is then paid for by as many bytes of journal, and
-    /// the disk holds at most about twice the state (one automatic snapshot
-    /// is kept, plus a journal no larger than it).
-    async fn snapshot_if_grown(&self) {
+    /// the last snapshot (and at least `min_records` and `min_bytes`): the
+    /// work of writing the state is then paid for by as many bytes of
+    /// journal, and the disk holds at most about twice the state (one
+    /// automatic snapshot is kept, plus a journal no larger than it). The
+    /// reaper calls it with `AUTO_SNAPSHOT_MIN_*`. Returns the snapshot
+    /// taken, if any.
+    pub async fn snapshot_if_grown(
+        &self,
+        min_records: u64,
+        min_bytes: u64,
+    ) -> Option<SnapshotInfo> {
         let since = self
             .journal()
             .appended()
             .saturating_sub(self.snapshot_position.load(Ordering::Relaxed));
-        if since < AUTO_SNAPSHOT_MIN_RECORDS {
-            return;
+        if since < min_records {
+            return None;
         }
         // Read only now: a stat per reaper tick while the journal is short
         // would be waste.
@@ -411,12 +417,15 @@ impl Master {
             .snapshots
             .disk_usage()
             .map_or(0, |usage| usage.newest_bytes);
-        if journal_bytes < state_bytes.max(AUTO_SNAPSHOT_MIN_BYTES) {
-            return;
+        if journal_bytes < state_bytes.max(min_bytes) {
+            return None;
         }
         match self.snapshot("automatic", SnapshotKind::Automatic).await {
-            Ok(info) => tracing::info!(snapshot_id = info.snapshot_id, "automatic snapshot"),
-            Err(e) => tracing::warn!(error = %e, "automatic snapshot failed"),
+            Ok(info) => {
+                tracing::info!(snapshot_id = info.snapshot_id, "automatic snapshot");
+                Some(info)
+            }
+            Err(e) => None,
         }
     }
 
@@ -513,7 +522,8 @@ impl Master {
                 () = tokio::time::sleep(tick) => {}
                 _ = closing.wait_for(|c| *c) => return,
             }
-            self.snapshot_if_grown().await;
+            self.snapshot_if_grown(AUTO_SNAPSHOT_MIN_RECORDS, AUTO_SNAPSHOT_MIN_BYTES)
+                .await;
             match self.reap().await {
                 Ok(0) => {}
                 Ok(n) => {

@@ -132,3 +132,64 @@ async fn a_rollback_is_durable_and_old_leases_stay_refused_after_restart() {
     assert!(missing.to_string().contains("no snapshot"), "{missing}");
     master.close();
 }
+
+#[tokio::test]
+async fn automatic_snapshots_follow_the_journal_growth_and_only_the_newest_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = open(dir.path());
+    let id = master.submit(spec(400)).await.unwrap();
+    assert_eq!(
+        master.snapshot_if_grown(10, 1).await,
+        None,
+        "journal too short"
+    );
+    for _ in 0..20 {
+        commit_one(&master).await;
+    }
+    let first = master
+        .snapshot_if_grown(10, 1)
+        .await
+        .expect("20 commits are 40 records");
+    let kept = master.take_snapshot("by hand").await.unwrap();
+    // The state (400 units) is far larger than 20 commits of journal: no
+    // snapshot until the journal has grown as large as the last one.
+    for _ in 0..20 {
+        commit_one(&master).await;
+    }
+    assert_eq!(
+        master.snapshot_if_grown(10, 1).await,
+        None,
+        "journal smaller than the state"
+    );
+    let mut second = None;
+    for _ in 0..360 {
+        commit_one(&master).await;
+        if let Some(taken) = master.snapshot_if_grown(10, 1).await {
+            second = Some(taken); // the newest automatic one
+        }
+    }
+    let status = master.master_status().await.unwrap();
+    let second = second
+        .unwrap_or_else(|| panic!("a journal as large as the state is compacted: {status:?}"));
+    let ids: Vec<String> = master
+        .snapshots()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.snapshot_id)
+        .collect();
+    assert!(ids.contains(&kept.snapshot_id), "{ids:?}");
+    assert!(ids.contains(&second.snapshot_id), "{ids:?}");
+    assert!(
+        !ids.contains(&first.snapshot_id),
+        "an older automatic one is kept: {ids:?}"
+    );
+    let before = master.status(&id).await.unwrap();
+    master.close();
+    drop(master);
+
+    let master = open(dir.path());
+    assert_eq!(master.status(&id).await.unwrap(), before);
+    assert_eq!(before.state(), PipelineState::Succeeded);
+    master.close();
+}
