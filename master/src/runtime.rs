@@ -425,7 +425,10 @@ impl Master {
                 tracing::info!(snapshot_id = info.snapshot_id, "automatic snapshot");
                 Some(info)
             }
-            Err(e) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "automatic snapshot failed");
+                None
+            }
         }
     }
 

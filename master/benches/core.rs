@@ -1,0 +1,192 @@
+//! Benchmarks of the pure core's transitions (issue 6): lease + commit per
+//! unit and in batches of 100, submit of a 100,000-unit pipeline, and the
+//! replay (`Core::recover`) of the journal of 100,000 committed units.
+//!
+//! `cargo bench -p taskmaster-master --bench core`
+//!
+//! Every pipeline is two groups, `a` (one unit per input file) and `b` (one
+//! unit per `a` unit), so a commit also creates the downstream unit, as in
+//! a real pipeline.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use taskmaster_master::core::{Core, CoreConfig};
+use taskmaster_proto::journal::Record;
+use taskmaster_proto::v1::{
+    CommitItem, GroupSpec, Lease, LeaseRef, OutputFile, Outputs, PipelineSpec, commit_item,
+};
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+const WORKER: &str = "worker-01";
+/// Long enough that no lease runs out while a bench holds it (time stays 0).
+const LEASE_MS: u64 = 60_000;
+/// The most units a first group may have (`limits::INPUTS_PER_GROUP_MAX`).
+const PIPELINE_UNITS: u64 = 100_000;
+/// The most leases one lease call may ask for (`limits::BATCH_ITEMS_MAX`).
+const BATCH_MAX: usize = 1000;
+
+fn config() -> CoreConfig {
+    CoreConfig {
+        store_root: "/var/lib/taskmaster/store".into(),
+        store_url: String::new(),
+        lease_ms: LEASE_MS,
+        max_in_flight: 0,
+    }
+}
+
+/// An empty core after its journal's Init record.
+fn empty_core() -> Core {
+    Core::recover(config(), [Core::init_record(TOKEN, 1)], 0).unwrap()
+}
+
+/// Group `a` with one unit per input file, group `b` one unit per `a` unit.
+fn spec(units: u64) -> PipelineSpec {
+    let group = |name: &str| GroupSpec {
+        name: name.into(),
+        task: "exec".into(),
+        command: vec!["python3".into(), "step.py".into()],
+        max_attempts: 3,
+        retry_delay_ms: Some(0),
+        ..Default::default()
+    };
+    let mut a = group("a");
+    a.inputs = (0..units)
+        .map(|i| format!("/data/in/2026-11-21/part-{i:06}.csv"))
+        .collect();
+    let mut b = group("b");
+    b.after = vec!["a".into()];
+    PipelineSpec {
+        name: "bench".into(),
+        groups: vec![a, b],
+        ..Default::default()
+    }
+}
+
+/// A successful commit of `lease` with one output file.
+fn done(lease: &Lease) -> CommitItem {
+    CommitItem {
+        lease: Some(LeaseRef {
+            unit: lease.unit.clone(),
+            lease_id: lease.lease_id,
+            config_version: lease.config_version,
+        }),
+        result: Some(commit_item::Result::Outputs(Outputs {
+            files: vec![OutputFile {
+                name: "out.csv".into(),
+                size_bytes: 64 << 20,
+            }],
+        })),
+    }
+}
+
+/// A core with at least `units` pending `a` units, in pipelines of at most
+/// `PIPELINE_UNITS`, all queued ahead of any `b` unit a commit creates.
+fn core_with_pending(units: u64) -> Core {
+    let mut core = empty_core();
+    let mut left = units.max(1);
+    let mut n = 0;
+    while left > 0 {
+        let size = left.min(PIPELINE_UNITS);
+        core.submit(&format!("bench-{n:08x}"), spec(size), 5, 0)
+            .unwrap();
+        left -= size;
+        n += 1;
+    }
+    core
+}
+
+/// Leases `batch` units and commits them all, as a worker with `batch`
+/// slots would; returns the records to journal.
+fn lease_and_commit(core: &mut Core, batch: usize) -> (Vec<Record>, Vec<Record>) {
+    let (granted, leases) = core.lease(WORKER, batch, 0).unwrap();
+    debug_assert_eq!(leases.len(), batch);
+    let items: Vec<CommitItem> = leases.iter().map(done).collect();
+    let (committed, results) = core.commit(TOKEN, &items, 0).unwrap();
+    debug_assert!(results.iter().all(Result::is_ok));
+    (granted, committed)
+}
+
+/// (a) and (b). A lease consumes a pending unit, so each sample gets a
+/// fresh core holding exactly the units it will lease (built untimed, by
+/// `iter_custom`): the timed loop is only the lease and commit calls.
+fn lease_commit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("core");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for batch in [1usize, 100] {
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_function(format!("lease_commit/{batch}"), |b| {
+            b.iter_custom(|iters| {
+                let mut core = core_with_pending(iters * batch as u64);
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(lease_and_commit(&mut core, batch));
+                }
+                let elapsed = start.elapsed();
+                drop(core); // untimed
+                elapsed
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The records of one 100,000-unit pipeline submitted, every `a` unit
+/// leased and committed (in calls of 1000), after the Init record.
+fn journal_of_committed_units() -> Vec<Record> {
+    let mut core = empty_core();
+    let mut records = vec![Core::init_record(TOKEN, 1)];
+    records.extend(core.submit("bench-0", spec(PIPELINE_UNITS), 5, 0).unwrap());
+    for _ in 0..PIPELINE_UNITS as usize / BATCH_MAX {
+        let (granted, committed) = lease_and_commit(&mut core, BATCH_MAX);
+        records.extend(granted);
+        records.extend(committed);
+    }
+    assert_eq!(records.len(), 2 + 2 * PIPELINE_UNITS as usize);
+    records
+}
+
+/// (c) and (d): one run takes tens of milliseconds, so flat sampling with
+/// few samples; state is fresh for every run (`iter_batched`, one per batch).
+fn large(c: &mut Criterion) {
+    let mut group = c.benchmark_group("core");
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .throughput(Throughput::Elements(PIPELINE_UNITS));
+
+    let submitted = spec(PIPELINE_UNITS);
+    group.bench_function(format!("submit/{PIPELINE_UNITS}_units"), |b| {
+        b.iter_batched(
+            || (empty_core(), submitted.clone()),
+            |(mut core, spec)| {
+                let records = core.submit("bench-0", spec, 5, 0).unwrap();
+                (core, records) // dropped untimed
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    let journal = journal_of_committed_units();
+    let id = format!(
+        "recover/{PIPELINE_UNITS}_units_committed_{}_records",
+        journal.len()
+    );
+    group.bench_function(id, |b| {
+        b.iter_batched(
+            || journal.clone(),
+            |records| Core::recover(config(), records, 0).unwrap(),
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, lease_commit, large);
+criterion_main!(benches);
