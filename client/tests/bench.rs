@@ -186,3 +186,82 @@ fn t31_bench_refuses_a_batch_above_the_limit() {
     let output = tmctl(&["bench", "--batch", "1001"]);
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn t40_bench_over_work_streams_commits_every_unit_once() {
+    if !master_built() {
+        return;
+    }
+    let output = tmctl(&[
+        "bench",
+        "--units",
+        "1000",
+        "--batch",
+        "1",
+        "--clients",
+        "8",
+        "--stream",
+        "--json",
+    ]);
+    let report = json_of(&output);
+    assert_eq!(report["stream"], true);
+    assert_eq!(report["units"], 1000);
+    assert_eq!(report["commit_calls"], 1000, "{report}");
+}
+
+#[test]
+fn t50_pending_only_reports_memory_per_unit_and_restart_recovers_them() {
+    if !master_built() {
+        return;
+    }
+    let output = tmctl(&[
+        "bench",
+        "--units",
+        "20000",
+        "--pending-only",
+        "--restart",
+        "--json",
+    ]);
+    let report = json_of(&output);
+    assert_eq!(report["units"], 0, "nothing is committed: {report}");
+    assert_eq!(report["units_submitted"], 20000);
+    let per_unit = report["bytes_per_pending_unit"].as_f64().unwrap();
+    assert!(per_unit > 0.0, "{report}");
+    let recovery = &report["recovery"];
+    assert!(recovery["recovery_ms"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(recovery["data_dir_bytes"].as_u64().unwrap() > 0, "{report}");
+}
+
+#[test]
+fn t51_restart_after_a_run_verifies_the_recovered_commits() {
+    if !master_built() {
+        return;
+    }
+    let output = tmctl(&[
+        "bench",
+        "--units",
+        "2000",
+        "--batch",
+        "50",
+        "--clients",
+        "2",
+        "--restart",
+    ]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("recovery"), "{text}");
+    assert!(
+        text.contains("each committed exactly once, before and after the restart"),
+        "{text}"
+    );
+}
+
+#[test]
+fn t52_restart_needs_a_master_the_bench_started() {
+    let output = tmctl(&["bench", "--master", "http://127.0.0.1:1", "--restart"]);
+    assert_eq!(output.status.code(), Some(2));
+}

@@ -9,6 +9,7 @@
 //! - [`runtime`]: owns the core behind one lock, journals every change and
 //!   answers only once it is durable; the lease reaper.
 //! - [`service`]: the thin gRPC layer (validate, convert, map errors).
+//! - [`work_stream`]: the worker calls over one bidirectional stream.
 //! - [`procstat`]: the master's peak memory and CPU time, from `/proc`.
 //! - [`server`]: builds the gRPC server (with health and reflection) and
 //!   runs it until a shutdown future resolves.
@@ -23,3 +24,4 @@ pub mod server;
 pub mod service;
 pub mod snapshots;
 pub mod sweep;
+pub mod work_stream;

@@ -543,6 +543,12 @@ impl Master {
         }
     }
 
+    /// Resolves once the master begins to shut down (at once if it has).
+    pub async fn shutting_down(&self) {
+        let mut closing = self.closing.subscribe();
+        let _ = closing.wait_for(|c| *c).await;
+    }
+
     /// Ends long-polls and the reaper; in-flight changes still complete.
     pub fn begin_shutdown(&self) {
         self.closing.send_replace(true);

@@ -14,6 +14,7 @@ use crate::core::{CoreError, Refusal};
 use crate::journal::JournalError;
 use crate::runtime::{Master, MasterError};
 use crate::snapshots::SnapshotError;
+use crate::work_stream;
 
 pub struct Service {
     master: Arc<Master>,
@@ -62,6 +63,69 @@ fn item_status(result: Result<(), Refusal>) -> ItemStatus {
 
 fn item_statuses(results: ItemResults) -> Vec<ItemStatus> {
     results.into_iter().map(item_status).collect()
+}
+
+/// The worker calls, shared by their unary handlers and the `Work` stream.
+pub(crate) async fn lease_call(
+    master: &Master,
+    req: LeaseRequest,
+) -> Result<LeaseResponse, Status> {
+    if req.max_units == 0 || req.max_units as usize > BATCH_ITEMS_MAX {
+        return Err(Status::invalid_argument(format!(
+            "max_units must be 1 to {BATCH_ITEMS_MAX}"
+        )));
+    }
+    if req.wait_ms > LEASE_WAIT_MS_MAX {
+        return Err(Status::invalid_argument(format!(
+            "wait_ms must be at most {LEASE_WAIT_MS_MAX}"
+        )));
+    }
+    let wait = Duration::from_millis(req.wait_ms.into());
+    let leases = master
+        .lease(&req.worker_id, req.max_units as usize, wait)
+        .await
+        .map_err(status)?;
+    Ok(LeaseResponse { leases })
+}
+
+pub(crate) async fn renew_call(
+    master: &Master,
+    req: RenewRequest,
+) -> Result<RenewResponse, Status> {
+    let results = master
+        .renew(&req.server_token, &req.leases)
+        .await
+        .map_err(status)?;
+    Ok(RenewResponse {
+        results: item_statuses(results),
+        lease_ms: master.lease_ms(),
+    })
+}
+
+pub(crate) async fn commit_call(
+    master: &Master,
+    req: CommitRequest,
+) -> Result<CommitResponse, Status> {
+    let results = master
+        .commit(&req.server_token, &req.items)
+        .await
+        .map_err(status)?;
+    Ok(CommitResponse {
+        results: item_statuses(results),
+    })
+}
+
+pub(crate) async fn release_call(
+    master: &Master,
+    req: ReleaseRequest,
+) -> Result<ReleaseResponse, Status> {
+    let results = master
+        .release(&req.server_token, &req.leases)
+        .await
+        .map_err(status)?;
+    Ok(ReleaseResponse {
+        results: item_statuses(results),
+    })
 }
 
 #[tonic::async_trait]
@@ -114,72 +178,50 @@ impl TaskMaster for Service {
         &self,
         request: Request<LeaseRequest>,
     ) -> Result<Response<LeaseResponse>, Status> {
-        let req = request.into_inner();
-        if req.max_units == 0 || req.max_units as usize > BATCH_ITEMS_MAX {
-            return Err(Status::invalid_argument(format!(
-                "max_units must be 1 to {BATCH_ITEMS_MAX}"
-            )));
-        }
-        if req.wait_ms > LEASE_WAIT_MS_MAX {
-            return Err(Status::invalid_argument(format!(
-                "wait_ms must be at most {LEASE_WAIT_MS_MAX}"
-            )));
-        }
-        let wait = Duration::from_millis(req.wait_ms.into());
-        let leases = self
-            .master
-            .lease(&req.worker_id, req.max_units as usize, wait)
+        lease_call(&self.master, request.into_inner())
             .await
-            .map_err(status)?;
-        Ok(Response::new(LeaseResponse { leases }))
+            .map(Response::new)
     }
 
     async fn renew(
         &self,
         request: Request<RenewRequest>,
     ) -> Result<Response<RenewResponse>, Status> {
-        let req = request.into_inner();
-        let results = self
-            .master
-            .renew(&req.server_token, &req.leases)
+        renew_call(&self.master, request.into_inner())
             .await
-            .map_err(status)?;
-        let lease_ms = self.master.lease_ms();
-        Ok(Response::new(RenewResponse {
-            results: item_statuses(results),
-            lease_ms,
-        }))
+            .map(Response::new)
     }
 
     async fn commit(
         &self,
         request: Request<CommitRequest>,
     ) -> Result<Response<CommitResponse>, Status> {
-        let req = request.into_inner();
-        let results = self
-            .master
-            .commit(&req.server_token, &req.items)
+        commit_call(&self.master, request.into_inner())
             .await
-            .map_err(status)?;
-        Ok(Response::new(CommitResponse {
-            results: item_statuses(results),
-        }))
+            .map(Response::new)
     }
 
     async fn release(
         &self,
         request: Request<ReleaseRequest>,
     ) -> Result<Response<ReleaseResponse>, Status> {
-        let req = request.into_inner();
-        let results = self
-            .master
-            .release(&req.server_token, &req.leases)
+        release_call(&self.master, request.into_inner())
             .await
-            .map_err(status)?;
-        Ok(Response::new(ReleaseResponse {
-            results: item_statuses(results),
-        }))
+            .map(Response::new)
     }
+
+    type WorkStream = work_stream::Replies;
+
+    async fn work(
+        &self,
+        request: Request<tonic::Streaming<WorkRequest>>,
+    ) -> Result<Response<Self::WorkStream>, Status> {
+        Ok(Response::new(work_stream::serve(
+            Arc::clone(&self.master),
+            request.into_inner(),
+        )))
+    }
+
     async fn cancel(
         &self,
         request: Request<CancelRequest>,

@@ -9,15 +9,18 @@ use std::time::{Duration, Instant};
 
 use taskmaster_proto::v1::task_master_client::TaskMasterClient;
 use taskmaster_proto::v1::{
-    CommitItem, CommitRequest, GroupSpec, ItemStatus, Lease, LeaseRef, LeaseRequest, Outputs,
-    PipelineSpec, ReleaseRequest, RenewRequest, commit_item,
+    CommitItem, CommitRequest, CommitResponse, GroupSpec, ItemStatus, Lease, LeaseRef,
+    LeaseRequest, LeaseResponse, Outputs, PipelineSpec, ReleaseRequest, ReleaseResponse,
+    RenewRequest, RenewResponse, commit_item,
 };
 use tokio::time::MissedTickBehavior;
+use tonic::Status;
 use tonic::transport::Channel;
 
 use super::BenchError;
 use super::stats::micros;
 use crate::Client;
+use crate::work_stream::WorkStream;
 
 /// Units per submitted pipeline: the master's limit on a first group's
 /// inputs (`INPUTS_PER_GROUP_MAX`). More units go into more pipelines.
@@ -117,7 +120,7 @@ pub struct ClientLog {
 
 /// One client: leases, renews and commits until every unit is committed.
 pub async fn run_client(
-    mut raw: TaskMasterClient<Channel>,
+    mut calls: Calls,
     worker_id: String,
     shape: LoadShape,
     shared: Arc<Shared>,
@@ -135,8 +138,8 @@ pub async fn run_client(
         if let Some(pacer) = &mut pacer {
             pacer.tick().await;
         }
-        let leases = lease(&mut raw, &worker_id, shape.batch, &mut log).await?;
-        let leases = give_back_foreign(&mut raw, leases, &shared, &mut log).await?;
+        let leases = lease(&mut calls, &worker_id, shape.batch, &mut log).await?;
+        let leases = give_back_foreign(&mut calls, leases, &shared, &mut log).await?;
         if leases.is_empty() {
             check_stall(&shared, shape.units)?;
             continue;
@@ -144,9 +147,9 @@ pub async fn run_client(
         let token = leases[0].server_token.clone();
         let refs: Vec<LeaseRef> = leases.iter().map(lease_ref).collect();
         if shape.renew {
-            renew(&mut raw, &token, &refs, &mut log).await?;
+            renew(&mut calls, &token, &refs, &mut log).await?;
         }
-        commit(&mut raw, &token, refs, &mut log).await?;
+        commit(&mut calls, &token, refs, &mut log).await?;
         let n = leases.len() as u64;
         shared.committed.fetch_add(n, Ordering::Relaxed);
         let since_start = shared.start.elapsed().as_millis() as u64;
@@ -156,7 +159,7 @@ pub async fn run_client(
 }
 
 async fn lease(
-    raw: &mut TaskMasterClient<Channel>,
+    calls: &mut Calls,
     worker_id: &str,
     batch: u32,
     log: &mut ClientLog,
@@ -167,11 +170,10 @@ async fn lease(
         wait_ms: LEASE_WAIT_MS,
     };
     let began = Instant::now();
-    let leases = raw
-        .lease(with_deadline(request))
+    let leases = calls
+        .lease(request)
         .await
         .map_err(|status| BenchError::rpc("Lease", status))?
-        .into_inner()
         .leases;
     if !leases.is_empty() {
         let answered = Instant::now();
@@ -184,7 +186,7 @@ async fn lease(
 /// Releases leases of units that are not the bench's (a `--master` that
 /// has other work); returns the bench's own.
 async fn give_back_foreign(
-    raw: &mut TaskMasterClient<Channel>,
+    calls: &mut Calls,
     leases: Vec<Lease>,
     shared: &Shared,
     log: &mut ClientLog,
@@ -202,11 +204,10 @@ async fn give_back_foreign(
             server_token: first.server_token.clone(),
             leases: foreign.iter().map(lease_ref).collect(),
         };
-        let results = raw
-            .release(with_deadline(request))
+        let results = calls
+            .release(request)
             .await
             .map_err(|status| BenchError::rpc("Release", status))?
-            .into_inner()
             .results;
         check_items("Release", &results, foreign.len())?;
         log.foreign_released += foreign.len() as u64;
@@ -215,7 +216,7 @@ async fn give_back_foreign(
 }
 
 async fn renew(
-    raw: &mut TaskMasterClient<Channel>,
+    calls: &mut Calls,
     token: &str,
     refs: &[LeaseRef],
     log: &mut ClientLog,
@@ -225,11 +226,10 @@ async fn renew(
         leases: refs.to_vec(),
     };
     let began = Instant::now();
-    let results = raw
-        .renew(with_deadline(request))
+    let results = calls
+        .renew(request)
         .await
         .map_err(|status| BenchError::rpc("Renew", status))?
-        .into_inner()
         .results;
     log.renew_us.push(micros(began.elapsed()));
     check_items("Renew", &results, refs.len())
@@ -237,7 +237,7 @@ async fn renew(
 
 /// Commits every lease with empty outputs (a no-op unit writes nothing).
 async fn commit(
-    raw: &mut TaskMasterClient<Channel>,
+    calls: &mut Calls,
     token: &str,
     refs: Vec<LeaseRef>,
     log: &mut ClientLog,
@@ -255,11 +255,10 @@ async fn commit(
         items,
     };
     let began = Instant::now();
-    let results = raw
-        .commit(with_deadline(request))
+    let results = calls
+        .commit(request)
         .await
         .map_err(|status| BenchError::rpc("Commit", status))?
-        .into_inner()
         .results;
     let answered = Instant::now();
     log.commit_us.push(micros(answered - began));
@@ -312,6 +311,39 @@ fn with_deadline<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(CALL_TIMEOUT);
     request
+}
+
+/// How a client makes its calls: one unary call each, or messages on one
+/// `Work` stream (`--stream`).
+pub enum Calls {
+    Unary(TaskMasterClient<Channel>),
+    Stream(WorkStream),
+}
+
+/// One worker call through [`Calls`], with the bench's deadline either way.
+macro_rules! call {
+    ($name:ident, $request:ty, $response:ty) => {
+        pub async fn $name(&mut self, request: $request) -> Result<$response, Status> {
+            match self {
+                Calls::Unary(raw) => raw
+                    .$name(with_deadline(request))
+                    .await
+                    .map(tonic::Response::into_inner),
+                Calls::Stream(stream) => tokio::time::timeout(CALL_TIMEOUT, stream.$name(request))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Status::deadline_exceeded("no reply on the Work stream"))
+                    }),
+            }
+        }
+    };
+}
+
+impl Calls {
+    call!(lease, LeaseRequest, LeaseResponse);
+    call!(renew, RenewRequest, RenewResponse);
+    call!(commit, CommitRequest, CommitResponse);
+    call!(release, ReleaseRequest, ReleaseResponse);
 }
 
 #[cfg(test)]

@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 use taskmaster_proto::v1::PipelineState;
 
 use crate::client::{Client, ClientError};
-use load::{BenchPipeline, ClientLog, LoadShape, Shared};
+use crate::work_stream::WorkStream;
+use load::{BenchPipeline, Calls, ClientLog, LoadShape, Shared};
 use local_master::LocalMaster;
 pub use report::BenchReport;
 use stats::Summary;
@@ -60,6 +61,9 @@ pub struct BenchOptions {
     pub master: Option<String>,
     /// The `taskmaster` binary to start when `master` is `None`.
     pub master_binary: Option<PathBuf>,
+    /// Make the worker calls as messages on one `Work` stream per client
+    /// instead of one unary call each.
+    pub stream: bool,
     /// Only submit the units and measure the master's memory with all of
     /// them pending; lease none.
     pub pending_only: bool,
@@ -225,9 +229,17 @@ async fn measure(
         rss_before_bytes: empty.rss_bytes,
         rss_after_bytes: admin.master_status().await?.rss_bytes,
     };
-    let mut raws = Vec::with_capacity(options.clients as usize);
+    let mut calls = Vec::with_capacity(options.clients as usize);
     for _ in 0..options.clients {
-        raws.push(Client::connect(url).await?.raw());
+        let raw = Client::connect(url).await?.raw();
+        calls.push(if options.stream {
+            let stream = WorkStream::open(raw)
+                .await
+                .map_err(|status| BenchError::rpc("Work", status))?;
+            Calls::Stream(stream)
+        } else {
+            Calls::Unary(raw)
+        });
     }
     let before = admin.master_status().await?;
     let client_cpu_before = taskmaster_master::procstat::cpu_seconds();
@@ -236,7 +248,7 @@ async fn measure(
     let logs = if options.pending_only {
         Vec::new()
     } else {
-        run_clients(raws, options, &pipelines, start).await?
+        run_clients(calls, options, &pipelines, start).await?
     };
     let ran_for = start.elapsed();
     let disk = disk.stop().await;
@@ -263,9 +275,7 @@ async fn measure(
 /// Spawns one task per client and waits for all; the first failure ends
 /// the run (the other tasks are aborted when the set drops).
 async fn run_clients(
-    raws: Vec<
-        taskmaster_proto::v1::task_master_client::TaskMasterClient<tonic::transport::Channel>,
-    >,
+    calls: Vec<Calls>,
     options: &BenchOptions,
     pipelines: &[BenchPipeline],
     start: Instant,
@@ -278,7 +288,7 @@ async fn run_clients(
     });
     let period = options.lease_period();
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, raw) in raws.into_iter().enumerate() {
+    for (i, calls) in calls.into_iter().enumerate() {
         let shape = LoadShape {
             units: options.units,
             batch: options.batch,
@@ -287,7 +297,12 @@ async fn run_clients(
             start_offset: period.map_or(Duration::ZERO, |p| p * i as u32 / options.clients),
         };
         let worker_id = format!("bench-{i}");
-        tasks.spawn(load::run_client(raw, worker_id, shape, Arc::clone(&shared)));
+        tasks.spawn(load::run_client(
+            calls,
+            worker_id,
+            shape,
+            Arc::clone(&shared),
+        ));
     }
     let mut logs = Vec::with_capacity(tasks.len());
     while let Some(joined) = tasks.join_next().await {

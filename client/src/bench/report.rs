@@ -18,6 +18,8 @@ pub struct BenchReport {
     pub units: u64,
     pub batch: u32,
     pub clients: u32,
+    /// The worker calls went over `Work` streams, not unary calls.
+    pub stream: bool,
     /// Committed units per second.
     pub units_per_s: f64,
     /// Leased units per second, up to the last lease granted.
@@ -130,6 +132,7 @@ pub fn build(inputs: Inputs<'_>) -> BenchReport {
         units: log.committed,
         batch: options.batch,
         clients: options.clients,
+        stream: options.stream,
         units_per_s: per_second(log.committed as f64, wall_s),
         leased_units_per_s: per_second(log.leased as f64, lease_s),
         wall_s,
@@ -184,8 +187,11 @@ impl BenchReport {
         let _ = if self.units > 0 {
             writeln!(
                 out,
-                "bench: {} units, batch {}, {} clients, {pace}",
-                self.units, self.batch, self.clients
+                "bench: {} units, batch {}, {} clients{}, {pace}",
+                self.units,
+                self.batch,
+                self.clients,
+                if self.stream { " on Work streams" } else { "" }
             )
         } else {
             writeln!(
@@ -347,6 +353,7 @@ mod tests {
             master_binary: None,
             pending_only: false,
             restart: false,
+            stream: false,
         };
         let start = Instant::now();
         let log = MergedLog {

@@ -26,6 +26,7 @@ use taskmaster_client::bench::{BATCH_MAX, BenchOptions, CLIENTS_MAX, UNITS_MAX, 
     tmctl bench --batch 1 --clients 64\n  \
     tmctl bench --batch 100 --clients 8 --json\n  \
     tmctl bench --rate 5000 --clients 64\n  \
+    tmctl bench --batch 1 --clients 64 --stream\n  \
     tmctl bench --units 10000000 --pending-only\n  \
     tmctl bench --batch 100 --clients 8 --units 1000000 --restart\n  \
     tmctl bench --master http://127.0.0.1:7070 --units 10000")]
@@ -50,6 +51,10 @@ pub struct BenchArgs {
     /// latency below the peak.
     #[arg(long, value_name = "R", value_parser = parse_rate)]
     rate: Option<f64>,
+    /// Make the worker calls as messages on one bidirectional `Work`
+    /// stream per client instead of one unary gRPC call each.
+    #[arg(long)]
+    stream: bool,
     /// Only submit the units and report the master's memory with all of
     /// them pending (bytes per pending unit); lease none.
     #[arg(long)]
@@ -75,6 +80,7 @@ pub async fn run(args: BenchArgs, master: &str) -> anyhow::Result<ExitCode> {
         master: master_given_on_command_line().then(|| master.to_string()),
         master_binary: None,
         pending_only: args.pending_only,
+        stream: args.stream,
         restart: args.restart,
     };
     let report = run_bench(&options).await?;

@@ -428,6 +428,14 @@ impl TaskMaster for FaultLayer {
     ) -> Result<Response<RollbackResponse>, Status> {
         self.0.home.rollback(request).await
     }
+    /// Passed through without faults: the stock worker makes unary calls.
+    type WorkStream = <Service as TaskMaster>::WorkStream;
+    async fn work(
+        &self,
+        request: Request<tonic::Streaming<WorkRequest>>,
+    ) -> Result<Response<Self::WorkStream>, Status> {
+        self.0.home.work(request).await
+    }
 }
 
 /// A real master on its own store, served (behind the fault layer) on
