@@ -25,6 +25,10 @@ pub mod view;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
+// Fx hashing for the maps every lease and commit looks up: their keys are
+// ids the master made (pipeline ids, lease numbers), not attacker-chosen,
+// and SipHash was a visible part of a batched commit's cost.
+use rustc_hash::FxHashMap;
 use taskmaster_proto::journal::{self, Record, UnitAddr, record::Kind};
 use taskmaster_proto::v1::{GroupSpec, InputUnit};
 
@@ -56,12 +60,12 @@ pub struct Core {
     /// Lease ids only grow, so an id is never reused.
     next_lease_id: u64,
     pipelines: Vec<Pipeline>,
-    pipeline_index: HashMap<String, u32>,
+    pipeline_index: FxHashMap<String, u32>,
     /// Units that may be leased, oldest first. Entries are checked when
     /// popped, so a unit that left Pending needs no removal here.
     ready: VecDeque<Pos>,
     /// Current leases by id, and their expiries in time order for the reaper.
-    leases: HashMap<u64, LeaseClock>,
+    leases: FxHashMap<u64, LeaseClock>,
     expiries: BTreeSet<(u64, u64)>,
     /// Failed units waiting out their retry delay, by when they are due.
     delayed: BTreeSet<(u64, Pos)>,
@@ -86,9 +90,9 @@ impl Core {
             server_token: String::new(),
             next_lease_id: 1,
             pipelines: Vec::new(),
-            pipeline_index: HashMap::new(),
+            pipeline_index: FxHashMap::default(),
             ready: VecDeque::new(),
-            leases: HashMap::new(),
+            leases: FxHashMap::default(),
             expiries: BTreeSet::new(),
             delayed: BTreeSet::new(),
             blocked: false,

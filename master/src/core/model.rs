@@ -1,6 +1,6 @@
 //! The in-memory state: pipelines, their groups and work units.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use taskmaster_proto::v1::{InputUnit, OutputFile, PipelineSpec};
 
@@ -113,7 +113,7 @@ pub struct Pipeline {
     pub id: String,
     pub spec: PipelineSpec,
     pub groups: Vec<Group>,
-    pub group_index: HashMap<String, u32>,
+    pub group_index: FxHashMap<String, u32>,
     pub submitted_unix_ms: u64,
     /// Leases ever granted for this pipeline (0 means still pending).
     pub grants: u64,

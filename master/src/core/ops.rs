@@ -250,7 +250,7 @@ impl Core {
         if self.finished_by(pos, lease_ref.lease_id, success) {
             return Ok(None); // a repeat after a lost reply
         }
-        self.check_lease(lease_ref, now_ms)?;
+        self.check_lease_at(pos, lease_ref, now_ms)?;
         let unit = Some(self.addr(pos));
         let lease_id = lease_ref.lease_id;
         let failed = |error: String| {
@@ -359,6 +359,11 @@ impl Core {
     /// lease is the unit's current one and has not run out.
     fn check_lease(&self, lease_ref: &LeaseRef, now_ms: u64) -> Result<Pos, Refusal> {
         let pos = self.find_unit(lease_ref.unit.as_ref())?;
+        self.check_lease_at(pos, lease_ref, now_ms)
+    }
+
+    /// [`Core::check_lease`] for a unit already found at `pos`.
+    fn check_lease_at(&self, pos: Pos, lease_ref: &LeaseRef, now_ms: u64) -> Result<Pos, Refusal> {
         let pipeline = &self.pipelines[pos.pipeline as usize];
         if pipeline.cancelled {
             return Err(Refusal::LeaseLost(format!(

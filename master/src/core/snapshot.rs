@@ -4,7 +4,7 @@
 //! units, the lease counter and blocks. Derived indices (counts, ready
 //! queue, lease clocks) are rebuilt on load, as replay rebuilds them.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use taskmaster_proto::journal::{
     Snapshot, SnapshotGroup, SnapshotPipeline, SnapshotUnit, UnitAddr, UnitStateCode,
@@ -204,7 +204,7 @@ fn pipeline_from_snapshot(sp: &SnapshotPipeline) -> Result<Pipeline, CoreError> 
             created: sg.created,
         });
     }
-    let group_index: HashMap<String, u32> = spec
+    let group_index: FxHashMap<String, u32> = spec
         .groups
         .iter()
         .enumerate()

@@ -19,6 +19,25 @@ pub fn encode(payload: &[u8], buf: &mut Vec<u8>) {
     buf.extend_from_slice(payload);
 }
 
+/// Appends one frame holding `message` encoded, encoding it in place: the
+/// journal's hot path, with no buffer per record.
+pub fn encode_message(message: &impl prost::Message, buf: &mut Vec<u8>) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; HEADER_BYTES]);
+    message
+        .encode(buf)
+        .expect("a Vec grows as needed, so encoding cannot run out of room");
+    let payload = &buf[start + HEADER_BYTES..];
+    assert!(
+        !payload.is_empty() && payload.len() <= PAYLOAD_BYTES_MAX,
+        "frame payload size"
+    );
+    let len = (payload.len() as u32).to_le_bytes();
+    let crc = crc32fast::hash(payload).to_le_bytes();
+    buf[start..start + 4].copy_from_slice(&len);
+    buf[start + 4..start + HEADER_BYTES].copy_from_slice(&crc);
+}
+
 /// What a scan found after the last valid frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tail {
@@ -102,6 +121,24 @@ mod tests {
             encode(p, &mut buf);
         }
         buf
+    }
+
+    #[test]
+    fn a_message_encoded_in_place_frames_like_its_bytes() {
+        use prost::Message as _;
+        let message = taskmaster_proto::v1::UnitRef {
+            pipeline_id: "p-1".into(),
+            group: "g".into(),
+            unit: 7,
+        };
+        let mut in_place = vec![1, 2, 3];
+        encode_message(&message, &mut in_place);
+        let mut copied = vec![1, 2, 3];
+        encode(&message.encode_to_vec(), &mut copied);
+        assert_eq!(in_place, copied);
+        let scan = scan(&in_place[3..]);
+        assert_eq!(scan.tail, Tail::Clean);
+        assert_eq!(scan.payloads[0].1, message.encode_to_vec());
     }
 
     #[test]

@@ -132,7 +132,7 @@ impl Journal {
     pub fn append(&self, records: &[Record]) -> u64 {
         let mut queue = self.shared.queue.lock();
         for rec in records {
-            frame::encode(&rec.encode_to_vec(), &mut queue.frames);
+            frame::encode_message(rec, &mut queue.frames);
             queue.appended += 1;
         }
         if !records.is_empty() {
