@@ -338,21 +338,33 @@ impl Master {
 
     async fn snapshot(&self, note: &str, kind: SnapshotKind) -> Result<SnapshotInfo, MasterError> {
         let _one_at_a_time = self.snapshotting.lock().await;
-        let (mut snap, position, journal) = {
+        // Under the lock only a cheap copy (units are shared copy-on-write);
+        // encoding and writing millions of units happens after it.
+        let (source, position, journal) = {
             let state = self.state.lock();
             state.journal.check()?;
             let position = state.journal.appended();
             (
-                state.core.to_snapshot(position),
+                state.core.snapshot_source(),
                 position,
                 Arc::clone(&state.journal),
             )
         };
         // The snapshot may only stand for records that are durable.
         journal.wait_durable(position).await?;
-        snap.note = note.to_string();
-        snap.taken_unix_ms = unix_ms();
-        let info = self.snapshots.write(snap, kind)?;
+        let store = self.snapshots.clone();
+        let note = note.to_string();
+        let info = tokio::task::spawn_blocking(move || {
+            let mut snap = source.to_snapshot(position);
+            snap.note = note;
+            snap.taken_unix_ms = unix_ms();
+            store.write(snap, kind)
+        })
+        .await
+        .map_err(|e| MasterError::DataDir {
+            path: self.data_dir.display().to_string(),
+            what: format!("the snapshot writer stopped: {e}"),
+        })??;
         self.snapshot_position.store(position, Ordering::Relaxed);
         journal.compact(position);
         Ok(info)

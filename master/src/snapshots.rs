@@ -74,6 +74,7 @@ pub enum SnapshotError {
     NotFound(String),
 }
 
+#[derive(Debug, Clone)]
 pub struct SnapshotStore {
     dir: PathBuf,
 }

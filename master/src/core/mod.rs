@@ -232,7 +232,7 @@ impl Core {
             let mut group = Group {
                 wiring,
                 config_version: 1,
-                units: Vec::new(),
+                units: Units::default(),
                 counts: Counts::default(),
                 created,
             };
@@ -532,7 +532,7 @@ pub(crate) fn group_complete(pipeline: &Pipeline, group: u32) -> bool {
 
 /// A first group's units: one per sized input unit, one per input file, or
 /// one reading nothing.
-fn first_units(spec: &GroupSpec) -> Vec<Unit> {
+fn first_units(spec: &GroupSpec) -> Units {
     if !spec.input_units.is_empty() {
         return spec
             .input_units
@@ -541,7 +541,7 @@ fn first_units(spec: &GroupSpec) -> Vec<Unit> {
             .collect();
     }
     if spec.inputs.is_empty() {
-        return vec![Unit::new(UnitSource::Nothing)];
+        return std::iter::once(Unit::new(UnitSource::Nothing)).collect();
     }
     let given = |path: &String| InputUnit {
         files: vec![path.clone()],

@@ -1,5 +1,8 @@
 //! The in-memory state: pipelines, their groups and work units.
 
+use std::ops::{Index, IndexMut};
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 
 use taskmaster_proto::v1::{InputUnit, OutputFile, PipelineSpec};
@@ -101,7 +104,7 @@ pub struct Group {
     pub wiring: GroupWiring,
     /// Bumped by config changes; commits under an older version are refused.
     pub config_version: u64,
-    pub units: Vec<Unit>,
+    pub units: Units,
     pub counts: Counts,
     /// False for a barrier group until its upstream groups complete and its
     /// units are created; a group is never complete before.
@@ -140,4 +143,143 @@ pub struct Pos {
 pub struct LeaseClock {
     pub pos: Pos,
     pub expiry_ms: u64,
+}
+
+/// Units per chunk of [`Units`]: small enough that copying one chunk while a
+/// snapshot holds it costs microseconds, large enough that cloning the
+/// chunk pointers of ten million units is quick.
+const CHUNK_UNITS: usize = 1024;
+
+/// A group's units, in chunks shared copy-on-write. Cloning copies chunk
+/// pointers, not units, so a snapshot takes a consistent copy of the whole
+/// state under the state lock in about a millisecond for millions of units
+/// and encodes it after the lock is released; a unit changed meanwhile
+/// copies its chunk once (`Arc::make_mut`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Units {
+    chunks: Vec<Arc<Vec<Unit>>>,
+    len: usize,
+}
+
+impl Units {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn get(&self, index: usize) -> Option<&Unit> {
+        if index >= self.len {
+            return None;
+        }
+        self.chunks[index / CHUNK_UNITS].get(index % CHUNK_UNITS)
+    }
+
+    pub fn get_mut(&mut self, index: usize) -> Option<&mut Unit> {
+        if index >= self.len {
+            return None;
+        }
+        Arc::make_mut(&mut self.chunks[index / CHUNK_UNITS]).get_mut(index % CHUNK_UNITS)
+    }
+
+    pub fn push(&mut self, unit: Unit) {
+        if self.len.is_multiple_of(CHUNK_UNITS) {
+            self.chunks.push(Arc::new(Vec::new()));
+        }
+        let last = self
+            .chunks
+            .last_mut()
+            .expect("a chunk with room was just ensured");
+        Arc::make_mut(last).push(unit);
+        self.len += 1;
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Unit> + '_ {
+        self.chunks.iter().flat_map(|chunk| chunk.iter())
+    }
+}
+
+impl Index<usize> for Units {
+    type Output = Unit;
+
+    fn index(&self, index: usize) -> &Unit {
+        self.get(index).expect("unit index in range")
+    }
+}
+
+impl IndexMut<usize> for Units {
+    fn index_mut(&mut self, index: usize) -> &mut Unit {
+        self.get_mut(index).expect("unit index in range")
+    }
+}
+
+impl FromIterator<Unit> for Units {
+    fn from_iter<I: IntoIterator<Item = Unit>>(iter: I) -> Units {
+        let mut units = Units::default();
+        let mut iter = iter.into_iter().peekable();
+        while iter.peek().is_some() {
+            let chunk: Vec<Unit> = iter.by_ref().take(CHUNK_UNITS).collect();
+            units.len += chunk.len();
+            units.chunks.push(Arc::new(chunk));
+        }
+        units
+    }
+}
+
+impl<'a> IntoIterator for &'a Units {
+    type Item = &'a Unit;
+    type IntoIter = Box<dyn Iterator<Item = &'a Unit> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(n: u32) -> Unit {
+        let mut unit = Unit::new(UnitSource::Partition(n));
+        unit.grants = n;
+        unit
+    }
+
+    #[test]
+    fn units_index_push_and_iterate_across_chunks() {
+        let mut units: Units = (0..CHUNK_UNITS as u32 + 5).map(unit).collect();
+        assert_eq!(units.len(), CHUNK_UNITS + 5);
+        units.push(unit(9999));
+        assert_eq!(units[CHUNK_UNITS + 5].grants, 9999);
+        assert_eq!(units.get(CHUNK_UNITS + 6), None);
+        let grants: Vec<u32> = units.iter().map(|u| u.grants).collect();
+        assert_eq!(grants.len(), CHUNK_UNITS + 6);
+        assert_eq!(grants[CHUNK_UNITS], CHUNK_UNITS as u32);
+        let mut filled = Units::default();
+        for n in 0..3 * CHUNK_UNITS as u32 {
+            filled.push(unit(n));
+        }
+        assert!(
+            filled
+                .iter()
+                .map(|u| u.grants)
+                .eq(0..3 * CHUNK_UNITS as u32)
+        );
+    }
+
+    #[test]
+    fn a_clone_is_a_snapshot_that_later_changes_do_not_touch() {
+        let mut units: Units = (0..3 * CHUNK_UNITS as u32).map(unit).collect();
+        let frozen = units.clone();
+        units[5].grants = 100;
+        units.push(unit(7));
+        assert_eq!(frozen[5].grants, 5);
+        assert_eq!(frozen.len(), 3 * CHUNK_UNITS);
+        assert_eq!(units[5].grants, 100);
+        // Only the changed chunk was copied; the others are still shared.
+        assert!(Arc::ptr_eq(&units.chunks[1], &frozen.chunks[1]));
+        assert!(!Arc::ptr_eq(&units.chunks[0], &frozen.chunks[0]));
+    }
 }

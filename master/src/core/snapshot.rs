@@ -14,8 +14,20 @@ use taskmaster_proto::journal::{
 use super::model::{Counts, Group, LeaseClock, Pipeline, Pos, Unit, UnitSource, UnitState};
 use super::{Core, CoreConfig, CoreError, spec};
 
-impl Core {
-    /// The whole state, to be stored at journal position `position`.
+/// What a snapshot records, copied out of the core quickly (units are
+/// shared copy-on-write, see `Units`) so that the slow part, encoding every
+/// unit, runs after the state lock is released.
+#[derive(Debug, Clone)]
+pub struct SnapshotSource {
+    server_token: String,
+    next_lease_id: u64,
+    blocked: bool,
+    pipelines: Vec<Pipeline>,
+}
+
+impl SnapshotSource {
+    /// The state as it was copied, to be stored at journal position
+    /// `position`.
     pub fn to_snapshot(&self, position: u64) -> Snapshot {
         Snapshot {
             journal_position: position,
@@ -24,6 +36,24 @@ impl Core {
             blocked: self.blocked,
             pipelines: self.pipelines.iter().map(pipeline_to_snapshot).collect(),
             ..Snapshot::default()
+        }
+    }
+}
+
+impl Core {
+    /// The whole state, to be stored at journal position `position`.
+    pub fn to_snapshot(&self, position: u64) -> Snapshot {
+        self.snapshot_source().to_snapshot(position)
+    }
+
+    /// A copy of what a snapshot records: O(pipelines + unit chunks), not
+    /// O(units).
+    pub fn snapshot_source(&self) -> SnapshotSource {
+        SnapshotSource {
+            server_token: self.server_token.clone(),
+            next_lease_id: self.next_lease_id,
+            blocked: self.blocked,
+            pipelines: self.pipelines.clone(),
         }
     }
 
