@@ -56,7 +56,7 @@ impl Backend for MemBackend {
         let mut log = MemLog::default();
         let mut bytes = Vec::new();
         frame::encode(&init.encode_to_vec(), &mut bytes);
-        log.append(&bytes).unwrap();
+        log.append(&bytes, 1).unwrap();
         log.sync().unwrap();
         (MemBackend(log.clone()), log)
     }

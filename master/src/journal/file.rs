@@ -26,7 +26,18 @@ pub struct FileLog {
     /// File length after the last successful sync, and after the last write.
     synced_len: u64,
     written_len: u64,
+    /// Where records end in the file: (sequence number of the last record
+    /// before `offset`, `offset`), ascending, at least [`MARK_EVERY_BYTES`]
+    /// apart. Compaction reads the file from the mark before its position
+    /// instead of from the start, so it costs the kept tail, not the whole
+    /// journal (it runs on the writer thread, between syncs).
+    marks: Vec<(u64, u64)>,
 }
+
+/// Bytes between two marks at least: compaction scans at most this much
+/// besides the tail it keeps, and a journal never compacted keeps one mark
+/// per this many bytes.
+const MARK_EVERY_BYTES: u64 = 256 * 1024;
 
 /// A journal opened for recovery: its records, and what was cut off.
 pub struct Opened {
@@ -46,7 +57,7 @@ impl FileLog {
         for rec in records {
             frame::encode(&rec.encode_to_vec(), &mut frames);
         }
-        write_atomically(path, base, &frames)
+        write_atomically(path, base, &frames, records.len() as u64)
     }
 
     /// Opens an existing journal, reading every record. A torn tail is
@@ -97,6 +108,10 @@ impl FileLog {
             file,
             path: path.to_path_buf(),
             base,
+            marks: vec![
+                (base, HEADER_BYTES as u64),
+                (base + records.len() as u64, len),
+            ],
             synced_len: len,
             written_len: len,
         };
@@ -111,7 +126,12 @@ impl FileLog {
 
 /// Writes a whole journal file (header and frames) under a temporary name,
 /// syncs it and renames it over `path`, then opens it for appending.
-fn write_atomically(path: &Path, base: u64, frames: &[u8]) -> Result<FileLog, JournalError> {
+fn write_atomically(
+    path: &Path,
+    base: u64,
+    frames: &[u8],
+    records: u64,
+) -> Result<FileLog, JournalError> {
     let io = |context| move |source| io_error(path, context, source);
     let tmp = path.with_extension("tmp");
     let mut file = File::create(&tmp).map_err(io("create"))?;
@@ -130,15 +150,21 @@ fn write_atomically(path: &Path, base: u64, frames: &[u8]) -> Result<FileLog, Jo
         file,
         path: path.to_path_buf(),
         base,
+        marks: vec![(base, HEADER_BYTES as u64), (base + records, len)],
         synced_len: len,
         written_len: len,
     })
 }
 
 impl LogStore for FileLog {
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn append(&mut self, bytes: &[u8], last_seq: u64) -> io::Result<()> {
         self.written_len += bytes.len() as u64;
-        self.file.write_all(bytes)
+        self.file.write_all(bytes)?;
+        let &(_, last_offset) = self.marks.last().expect("marks start with the header");
+        if self.written_len - last_offset >= MARK_EVERY_BYTES {
+            self.marks.push((last_seq, self.written_len));
+        }
+        Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {
@@ -151,23 +177,36 @@ impl LogStore for FileLog {
         // Shrinking needs no space, so this works on a full disk.
         self.file.set_len(self.synced_len)?;
         self.written_len = self.synced_len;
+        self.marks.retain(|&(_, offset)| offset <= self.synced_len);
         self.file.sync_all()
     }
 
-    /// Rewrites the file without records up to `upto` (now in a snapshot).
+    /// Rewrites the file without records up to `upto` (now in a snapshot),
+    /// reading it only from the last mark at or before `upto`.
     fn compact(&mut self, upto: u64) -> io::Result<()> {
         if upto <= self.base {
             return Ok(());
         }
-        let bytes = std::fs::read(&self.path)?;
-        let scan = frame::scan(&bytes[HEADER_BYTES.min(bytes.len())..]);
-        let skip = (upto - self.base) as usize;
+        let &(mark_seq, mark_offset) = self
+            .marks
+            .iter()
+            .rev()
+            .find(|&&(seq, _)| seq <= upto)
+            .expect("the first mark is the file's base, below upto");
+        let mut file = File::open(&self.path)?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(mark_offset))?;
+        let mut bytes = Vec::new();
+        file.take(self.written_len - mark_offset)
+            .read_to_end(&mut bytes)?;
+        let scan = frame::scan(&bytes);
+        let skip = (upto - mark_seq) as usize;
         let keep_from = match scan.payloads.get(skip) {
             Some(&(offset, _)) => offset,
             None => scan.valid_len, // every record is in the snapshot
         };
-        let frames = &bytes[HEADER_BYTES + keep_from..HEADER_BYTES + scan.valid_len];
-        *self = write_atomically(&self.path, upto, frames).map_err(io::Error::other)?;
+        let kept = scan.payloads.len().saturating_sub(skip) as u64;
+        let frames = &bytes[keep_from..scan.valid_len];
+        *self = write_atomically(&self.path, upto, frames, kept).map_err(io::Error::other)?;
         Ok(())
     }
 }
@@ -187,4 +226,65 @@ pub fn sync_dir(path: &Path) -> io::Result<()> {
         _ => PathBuf::from("."),
     };
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use taskmaster_proto::journal::{Init, record::Kind};
+
+    fn numbered(i: u64) -> Record {
+        Record {
+            kind: Some(Kind::Init(Init {
+                server_token: format!("record-{i:08}-{}", "x".repeat(200)),
+                created_unix_ms: i,
+            })),
+        }
+    }
+
+    fn tokens(records: &[Record]) -> Vec<u64> {
+        records
+            .iter()
+            .map(|r| match &r.kind {
+                Some(Kind::Init(init)) => init.created_unix_ms,
+                _ => panic!("not a numbered record"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn compaction_from_a_mark_keeps_exactly_the_records_after_its_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.log");
+        let mut log = FileLog::create(&path, 0, &[]).unwrap();
+        // 30 batches of 100 records of ~230 bytes: several marks.
+        let mut seq = 0;
+        for _ in 0..30 {
+            let mut frames = Vec::new();
+            for _ in 0..100 {
+                seq += 1;
+                frame::encode_message(&numbered(seq), &mut frames);
+            }
+            log.append(&frames, seq).unwrap();
+            log.sync().unwrap();
+        }
+        assert!(log.marks.len() > 3, "{:?}", log.marks);
+        // Between marks, then again from the new file's own marks.
+        for upto in [1234, 2001, 2999] {
+            log.compact(upto).unwrap();
+            let opened = FileLog::open(&path).unwrap();
+            assert_eq!(opened.base, upto);
+            assert_eq!(
+                tokens(&opened.records),
+                (upto + 1..=3000).collect::<Vec<_>>()
+            );
+        }
+        // Appends after a compaction continue the sequence.
+        let mut frames = Vec::new();
+        frame::encode_message(&numbered(3001), &mut frames);
+        log.append(&frames, 3001).unwrap();
+        log.sync().unwrap();
+        log.compact(3000).unwrap();
+        assert_eq!(tokens(&FileLog::open(&path).unwrap().records), vec![3001]);
+    }
 }

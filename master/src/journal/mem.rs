@@ -50,7 +50,7 @@ impl MemLog {
 }
 
 impl LogStore for MemLog {
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn append(&mut self, bytes: &[u8], _last_seq: u64) -> io::Result<()> {
         let mut disk = self.disk.lock();
         if let Some(kind) = disk.fail_with {
             return Err(io::Error::new(kind, "injected append failure"));

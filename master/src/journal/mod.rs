@@ -24,7 +24,9 @@ use tokio::sync::watch;
 
 /// Where journal bytes go. Appends need not be durable until `sync`.
 pub trait LogStore: Send + 'static {
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Appends whole frames; `last_seq` is the sequence number of the last
+    /// record among them (stores may index by it, to compact cheaply).
+    fn append(&mut self, bytes: &[u8], last_seq: u64) -> io::Result<()>;
     fn sync(&mut self) -> io::Result<()>;
     /// Drops the records up to sequence number `upto` (a durable snapshot
     /// holds their effect), atomically: a crash leaves either version.
@@ -254,7 +256,7 @@ fn write_loop(mut store: impl LogStore, shared: &Shared, durable: &watch::Sender
             // Fault-injection tests crash the master around the write and
             // the sync (an abort is as abrupt as SIGKILL).
             fail::fail_point!("journal-before-write", |_| std::process::abort());
-            let written = store.append(&batch).and_then(|()| {
+            let written = store.append(&batch, upto).and_then(|()| {
                 fail::fail_point!("journal-before-sync", |_| std::process::abort());
                 store.sync()
             });
