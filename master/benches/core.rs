@@ -12,6 +12,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use prost::Message as _;
 use taskmaster_master::core::{Core, CoreConfig};
 use taskmaster_proto::journal::Record;
 use taskmaster_proto::v1::{
@@ -185,6 +186,25 @@ fn large(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+
+    // A snapshot of 100,000 units, half of them committed: the copy taken
+    // under the state lock, then the encoding done after it.
+    let mut core = core_with_pending(PIPELINE_UNITS);
+    for _ in 0..PIPELINE_UNITS as usize / 2 / BATCH_MAX {
+        lease_and_commit(&mut core, BATCH_MAX);
+    }
+    group.bench_function(format!("snapshot_copy/{PIPELINE_UNITS}_units"), |b| {
+        b.iter(|| core.snapshot_source())
+    });
+    let source = core.snapshot_source();
+    group.bench_function(format!("snapshot_encode/{PIPELINE_UNITS}_units"), |b| {
+        b.iter(|| source.encode_with_head(&source.head(1)))
+    });
+    // The same bytes through prost's derived encoding, for comparison.
+    group.bench_function(
+        format!("snapshot_encode_via_structs/{PIPELINE_UNITS}_units"),
+        |b| b.iter(|| source.to_snapshot(1).encode_to_vec()),
+    );
     group.finish();
 }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
-use taskmaster_proto::journal::{Record, record::Kind};
+use taskmaster_proto::journal::{Record, Snapshot, record::Kind};
 use taskmaster_proto::v1::{
     CommitItem, GroupConfigChange, Lease, LeaseRef, MasterStatus, PipelineSpec, PipelineStatus,
     SnapshotInfo, UnitOutputs, WorkerInfo,
@@ -355,10 +355,12 @@ impl Master {
         let store = self.snapshots.clone();
         let note = note.to_string();
         let info = tokio::task::spawn_blocking(move || {
-            let mut snap = source.to_snapshot(position);
-            snap.note = note;
-            snap.taken_unix_ms = unix_ms();
-            store.write(snap, kind)
+            let head = Snapshot {
+                note,
+                taken_unix_ms: unix_ms(),
+                ..source.head(position)
+            };
+            store.write_with(head, kind, |head| source.encode_with_head(head))
         })
         .await
         .map_err(|e| MasterError::DataDir {

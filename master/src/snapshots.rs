@@ -87,17 +87,25 @@ impl SnapshotStore {
     }
 
     /// Writes `snap` durably under the next free id; returns its info.
-    pub fn write(
+    pub fn write(&self, snap: Snapshot, kind: SnapshotKind) -> Result<SnapshotInfo, SnapshotError> {
+        self.write_with(snap, kind, Message::encode_to_vec)
+    }
+
+    /// Writes a snapshot whose bytes `encode` makes from `head` once its
+    /// id is set (the master encodes the units itself, see
+    /// `SnapshotSource::encode_with_head`); returns its info.
+    pub fn write_with(
         &self,
         mut snap: Snapshot,
         kind: SnapshotKind,
+        encode: impl FnOnce(&Snapshot) -> Vec<u8>,
     ) -> Result<SnapshotInfo, SnapshotError> {
         let number = self.entries()?.last().map_or(1, |e| e.number + 1);
         let entry = Entry { number, kind };
         snap.snapshot_id = entry.id();
         let path = self.dir.join(entry.file_name());
         let mut bytes = Vec::new();
-        frame::encode(&snap.encode_to_vec(), &mut bytes);
+        frame::encode(&encode(&snap), &mut bytes);
         let tmp = self.dir.join(format!("{}.tmp", entry.id()));
         fs::write(&tmp, &bytes).map_err(io_error(&tmp, "write"))?;
         fs::File::open(&tmp)

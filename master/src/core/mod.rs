@@ -20,6 +20,7 @@ pub mod names;
 pub mod operate;
 pub mod ops;
 pub mod snapshot;
+mod snapshot_encode;
 pub mod spec;
 pub mod view;
 

@@ -4,7 +4,7 @@
 use taskmaster_proto::journal::{self, Record, record::Kind};
 use taskmaster_proto::v1::*;
 
-use super::tests::{LEASE_MS, core, done, lease_ref, two_groups};
+use super::tests::{LEASE_MS, assert_snapshot_encodes, core, done, lease_ref, two_groups};
 use super::{Core, CoreError, Refusal};
 
 fn rec(kind: Kind) -> Record {
@@ -239,6 +239,7 @@ fn scale_splits_pending_units_by_their_inputs() {
     core.submit("p-1", spec, 0, 0).unwrap();
     let (_, changed) = core.scale("p-1", "a", 2, 0).unwrap();
     assert_eq!((changed.units_dropped, changed.units_added), (1, 2));
+    assert_snapshot_encodes(&core); // given input units, dropped units
     let leases = core.lease("w", 5, 0).unwrap().1;
     let mut inputs: Vec<Vec<String>> = leases.iter().map(|l| l.inputs.clone()).collect();
     inputs.sort();

@@ -26,15 +26,26 @@ pub struct SnapshotSource {
 }
 
 impl SnapshotSource {
+    pub(super) fn pipelines(&self) -> &[Pipeline] {
+        &self.pipelines
+    }
+
     /// The state as it was copied, to be stored at journal position
     /// `position`.
     pub fn to_snapshot(&self, position: u64) -> Snapshot {
+        Snapshot {
+            pipelines: self.pipelines.iter().map(pipeline_to_snapshot).collect(),
+            ..self.head(position)
+        }
+    }
+
+    /// The snapshot without its pipelines, for `encode_with_head`.
+    pub fn head(&self, position: u64) -> Snapshot {
         Snapshot {
             journal_position: position,
             server_token: self.server_token.clone(),
             next_lease_id: self.next_lease_id,
             blocked: self.blocked,
-            pipelines: self.pipelines.iter().map(pipeline_to_snapshot).collect(),
             ..Snapshot::default()
         }
     }

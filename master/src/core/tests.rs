@@ -40,6 +40,19 @@ pub fn two_groups(inputs: usize) -> PipelineSpec {
     }
 }
 
+/// The bottom-up snapshot encoder the master writes with decodes to
+/// exactly what `to_snapshot` builds.
+pub fn assert_snapshot_encodes(core: &Core) {
+    use prost::Message as _;
+    let snap = core.to_snapshot(9);
+    let head = journal::Snapshot {
+        pipelines: Vec::new(),
+        ..snap.clone()
+    };
+    let bytes = core.snapshot_source().encode_with_head(&head);
+    assert_eq!(journal::Snapshot::decode(bytes.as_slice()).unwrap(), snap);
+}
+
 pub fn lease_ref(lease: &Lease) -> LeaseRef {
     LeaseRef {
         unit: lease.unit.clone(),
@@ -410,6 +423,7 @@ fn a_shuffle_waits_for_its_upstream_then_reads_one_partition_each() {
             format!("{}part-00001", prefix(1, 2))
         ]
     );
+    assert_snapshot_encodes(&core); // partition sources, committed files
 }
 
 #[test]
@@ -461,6 +475,7 @@ fn a_gather_join_runs_once_after_both_branches() {
     let join = lease_all(&mut core, 2);
     assert_eq!(join.len(), 1);
     assert_eq!(join[0].inputs.len(), 2);
+    assert_snapshot_encodes(&core); // a gather source, leased
     core.commit("tok", &[done(&join[0], &["joined"])], 3)
         .unwrap();
     assert_eq!(
