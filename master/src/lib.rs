@@ -7,7 +7,8 @@
 //! - [`recovery`]: newest snapshot plus the journal after it.
 //! - [`sweep`]: deletes outputs of attempts that can no longer commit.
 //! - [`runtime`]: owns the core behind one lock, journals every change and
-//!   answers only once it is durable; the lease reaper.
+//!   answers only once it is durable; the lease reaper and the compactor
+//!   (automatic snapshots).
 //! - [`service`]: the thin gRPC layer (validate, convert, map errors).
 //! - [`work_stream`]: the worker calls over one bidirectional stream.
 //! - [`procstat`]: the master's peak memory and CPU time, from `/proc`.

@@ -37,6 +37,7 @@ pub async fn serve(
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(MESSAGE_BYTES_MAX);
     let reaper = tokio::spawn(Arc::clone(&master).run_reaper());
+    let compactor = tokio::spawn(Arc::clone(&master).run_compactor());
     let supervisor = tokio::spawn(Arc::clone(&master).run_journal_supervisor());
     // Attempts stop mattering a lease time after their last renewal at most.
     let sweep_every = Duration::from_millis(master.lease_ms().clamp(1_000, 60_000));
@@ -59,6 +60,7 @@ pub async fn serve(
         .await;
     master.begin_shutdown();
     let _ = reaper.await;
+    let _ = compactor.await;
     let _ = supervisor.await;
     let _ = sweeper.await;
     Ok(result?)
