@@ -416,34 +416,24 @@ impl Master {
         &self,
         min_records: u64,
         min_bytes: u64,
-    ) -> Option<SnapshotInfo> {
+    ) -> Result<Option<SnapshotInfo>, MasterError> {
         let since = self
             .journal()
             .appended()
             .saturating_sub(self.snapshot_position.load(Ordering::Relaxed));
         if since < min_records {
-            return None;
+            return Ok(None);
         }
-        // Read only now: a stat per reaper tick while the journal is short
-        // would be waste.
+        // Read only now: a stat per check while the journal is short would
+        // be waste.
         let journal_bytes = std::fs::metadata(&self.journal_path).map_or(0, |m| m.len());
-        let state_bytes = self
-            .snapshots
-            .disk_usage()
-            .map_or(0, |usage| usage.newest_bytes);
+        let state_bytes = self.snapshots.disk_usage()?.newest_bytes;
         if journal_bytes < state_bytes.max(min_bytes) {
-            return None;
+            return Ok(None);
         }
-        match self.snapshot("automatic", SnapshotKind::Automatic).await {
-            Ok(info) => {
-                tracing::info!(snapshot_id = info.snapshot_id, "automatic snapshot");
-                Some(info)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "automatic snapshot failed");
-                None
-            }
-        }
+        let info = self.snapshot("automatic", SnapshotKind::Automatic).await?;
+        tracing::info!(snapshot_id = info.snapshot_id, "automatic snapshot");
+        Ok(Some(info))
     }
 
     /// Grants up to `max_units` leases, waiting up to `wait` for work.
@@ -567,8 +557,18 @@ impl Master {
                 () = tokio::time::sleep(SNAPSHOT_CHECK_EVERY) => {}
                 _ = closing.wait_for(|c| *c) => return,
             }
-            self.snapshot_if_grown(AUTO_SNAPSHOT_MIN_RECORDS, AUTO_SNAPSHOT_MIN_BYTES)
+            let taken = self
+                .snapshot_if_grown(AUTO_SNAPSHOT_MIN_RECORDS, AUTO_SNAPSHOT_MIN_BYTES)
                 .await;
+            if let Err(e) = taken {
+                // Encoding a large state costs seconds of CPU: do not retry
+                // a failure at once and keep failing in a loop.
+                tracing::warn!(error = %e, "automatic snapshot failed; retrying in a minute");
+                tokio::select! {
+                    () = tokio::time::sleep(SNAPSHOT_RETRY_AFTER) => {}
+                    _ = closing.wait_for(|c| *c) => return,
+                }
+            }
         }
     }
 
@@ -764,6 +764,8 @@ pub const AUTO_SNAPSHOT_MIN_RECORDS: u64 = 10_000;
 pub const AUTO_SNAPSHOT_MIN_BYTES: u64 = 16 * 1024 * 1024;
 /// How often the compactor looks at the journal's size.
 const SNAPSHOT_CHECK_EVERY: Duration = Duration::from_millis(100);
+/// How long the compactor waits after a failed automatic snapshot.
+const SNAPSHOT_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 fn unix_ms() -> u64 {
     SystemTime::now()

@@ -11,7 +11,7 @@
 //! recovery starts from it.
 
 use std::fs;
-use std::io;
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use prost::Message;
@@ -72,6 +72,8 @@ pub enum SnapshotError {
     Damaged { path: String, what: String },
     #[error("no snapshot {0:?} (tmctl snapshots lists them)")]
     NotFound(String),
+    #[error("the state encodes to {bytes} bytes, more than a snapshot file holds (4 GiB)")]
+    TooLarge { bytes: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -104,17 +106,21 @@ impl SnapshotStore {
         let entry = Entry { number, kind };
         snap.snapshot_id = entry.id();
         let path = self.dir.join(entry.file_name());
-        let mut bytes = Vec::new();
-        frame::encode(&encode(&snap), &mut bytes);
+        let payload = encode(&snap);
+        let header = file_header(&payload).ok_or(SnapshotError::TooLarge {
+            bytes: payload.len() as u64,
+        })?;
         let tmp = self.dir.join(format!("{}.tmp", entry.id()));
-        fs::write(&tmp, &bytes).map_err(io_error(&tmp, "write"))?;
-        fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io_error(&tmp, "sync"))?;
+        let written = fs::File::create(&tmp).and_then(|mut file| {
+            file.write_all(&header)?;
+            file.write_all(&payload)?;
+            file.sync_all()
+        });
+        written.map_err(io_error(&tmp, "write"))?;
         fs::rename(&tmp, &path).map_err(io_error(&path, "rename"))?;
         sync_dir(&path).map_err(io_error(&path, "sync directory"))?;
         self.prune()?;
-        Ok(info(&snap, bytes.len() as u64))
+        Ok(info(&snap, (header.len() + payload.len()) as u64))
     }
 
     /// Reads one snapshot by id.
@@ -220,17 +226,36 @@ fn parse_file_name(name: &str) -> Option<Entry> {
 
 fn read(path: &Path) -> Result<Snapshot, SnapshotError> {
     let bytes = fs::read(path).map_err(io_error(path, "read"))?;
-    let damaged = |what: String| SnapshotError::Damaged {
+    let damaged = |what: &str| SnapshotError::Damaged {
         path: path.display().to_string(),
-        what,
+        what: what.to_string(),
     };
-    let scan = frame::scan(&bytes);
-    match scan.payloads.as_slice() {
-        [(0, payload)] if scan.tail == frame::Tail::Clean => {
-            Snapshot::decode(*payload).map_err(|e| damaged(e.to_string()))
-        }
-        _ => Err(damaged(format!("{:?}", scan.tail))),
+    let (header, payload) = bytes
+        .split_at_checked(frame::HEADER_BYTES)
+        .ok_or_else(|| damaged("shorter than its header"))?;
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    if len != payload.len() {
+        return Err(damaged(
+            "its length does not match its header (a torn write?)",
+        ));
     }
+    if crc32fast::hash(payload) != crc {
+        return Err(damaged("checksum mismatch"));
+    }
+    Snapshot::decode(payload).map_err(|e| damaged(&e.to_string()))
+}
+
+/// A snapshot file is one frame laid out like a journal record's (`[u32
+/// length][u32 crc32][payload]`), without the journal's 64 MiB record
+/// limit: a state of ten million units is a few hundred MB. None when the
+/// payload does not fit a u32 length.
+fn file_header(payload: &[u8]) -> Option<[u8; frame::HEADER_BYTES]> {
+    let len = u32::try_from(payload.len()).ok()?;
+    let mut header = [0; frame::HEADER_BYTES];
+    header[..4].copy_from_slice(&len.to_le_bytes());
+    header[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    Some(header)
 }
 
 fn info(snap: &Snapshot, size_bytes: u64) -> SnapshotInfo {
@@ -293,6 +318,48 @@ mod tests {
         let usage = store.disk_usage().unwrap();
         assert_eq!(usage.count, 3);
         assert!(usage.newest_bytes > 0 && usage.total_bytes > usage.newest_bytes);
+    }
+
+    #[test]
+    fn a_snapshot_larger_than_a_journal_record_writes_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path()).unwrap();
+        let big = Snapshot {
+            note: "n".repeat(frame::PAYLOAD_BYTES_MAX + 1),
+            ..Snapshot::default()
+        };
+        let info = store.write(big.clone(), SnapshotKind::Automatic).unwrap();
+        let back = store.load(&info.snapshot_id).unwrap();
+        assert_eq!(back.note.len(), big.note.len());
+    }
+
+    #[test]
+    fn damaged_or_torn_snapshots_are_refused_and_recovery_skips_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path()).unwrap();
+        let good = Snapshot {
+            server_token: "t".into(),
+            ..Snapshot::default()
+        };
+        store.write(good.clone(), SnapshotKind::Kept).unwrap();
+        let newer = store.write(good, SnapshotKind::Kept).unwrap();
+        let path = dir.path().join("snapshots/snap-000002.bin");
+        let bytes = fs::read(&path).unwrap();
+        let mut flipped = bytes.clone();
+        *flipped.last_mut().unwrap() ^= 0xff;
+        for (damage, why) in [
+            (flipped, "checksum"),
+            (bytes[..bytes.len() - 1].to_vec(), "length"),
+        ] {
+            fs::write(&path, damage).unwrap();
+            let error = store.load(&newer.snapshot_id).unwrap_err();
+            assert!(error.to_string().contains(why), "{error}");
+            let latest = store.latest().unwrap().unwrap();
+            assert_eq!(
+                latest.snapshot_id, "snap-000001",
+                "the damaged one is skipped"
+            );
+        }
     }
 
     #[test]

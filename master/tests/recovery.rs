@@ -139,7 +139,7 @@ async fn automatic_snapshots_follow_the_journal_growth_and_only_the_newest_is_ke
     let master = open(dir.path());
     let id = master.submit(spec(400)).await.unwrap();
     assert_eq!(
-        master.snapshot_if_grown(10, 1).await,
+        master.snapshot_if_grown(10, 1).await.unwrap(),
         None,
         "journal too short"
     );
@@ -149,6 +149,7 @@ async fn automatic_snapshots_follow_the_journal_growth_and_only_the_newest_is_ke
     let first = master
         .snapshot_if_grown(10, 1)
         .await
+        .unwrap()
         .expect("20 commits are 40 records");
     let kept = master.take_snapshot("by hand").await.unwrap();
     // The state (400 units) is far larger than 20 commits of journal: no
@@ -157,14 +158,14 @@ async fn automatic_snapshots_follow_the_journal_growth_and_only_the_newest_is_ke
         commit_one(&master).await;
     }
     assert_eq!(
-        master.snapshot_if_grown(10, 1).await,
+        master.snapshot_if_grown(10, 1).await.unwrap(),
         None,
         "journal smaller than the state"
     );
     let mut second = None;
     for _ in 0..360 {
         commit_one(&master).await;
-        if let Some(taken) = master.snapshot_if_grown(10, 1).await {
+        if let Some(taken) = master.snapshot_if_grown(10, 1).await.unwrap() {
             second = Some(taken); // the newest automatic one
         }
     }
