@@ -155,7 +155,8 @@ impl Core {
     }
 }
 
-fn pipeline_to_snapshot(p: &Pipeline) -> SnapshotPipeline {
+/// A pipeline's snapshot fields without its groups.
+pub(super) fn pipeline_head(p: &Pipeline) -> SnapshotPipeline {
     SnapshotPipeline {
         pipeline_id: p.id.clone(),
         spec: Some(p.spec.clone()),
@@ -165,6 +166,12 @@ fn pipeline_to_snapshot(p: &Pipeline) -> SnapshotPipeline {
         cancelled: p.cancelled,
         blocked: p.blocked,
         rerun_of: p.rerun_of.clone(),
+        groups: Vec::new(),
+    }
+}
+
+fn pipeline_to_snapshot(p: &Pipeline) -> SnapshotPipeline {
+    SnapshotPipeline {
         groups: p
             .groups
             .iter()
@@ -174,6 +181,7 @@ fn pipeline_to_snapshot(p: &Pipeline) -> SnapshotPipeline {
                 units: g.units.iter().map(unit_to_snapshot).collect(),
             })
             .collect(),
+        ..pipeline_head(p)
     }
 }
 

@@ -11,12 +11,10 @@
 
 use prost::Message;
 use prost::encoding::{self, WireType, encode_key, encode_varint};
-use taskmaster_proto::journal::{
-    Snapshot, SnapshotGroup, SnapshotPipeline, UnitAddr, UnitStateCode,
-};
+use taskmaster_proto::journal::{Snapshot, SnapshotGroup, UnitAddr, UnitStateCode};
 
 use super::model::{Group, Pipeline, Unit, UnitSource, UnitState};
-use super::snapshot::SnapshotSource;
+use super::snapshot::{SnapshotSource, pipeline_head};
 
 // Field numbers, from journal.proto.
 const SNAPSHOT_PIPELINES: u32 = 8;
@@ -51,19 +49,9 @@ struct Scratch {
 }
 
 fn encode_pipeline(p: &Pipeline, scratch: &mut Scratch) {
-    SnapshotPipeline {
-        pipeline_id: p.id.clone(),
-        spec: Some(p.spec.clone()),
-        submitted_unix_ms: p.submitted_unix_ms,
-        grants: p.grants,
-        retries: p.retries,
-        cancelled: p.cancelled,
-        blocked: p.blocked,
-        rerun_of: p.rerun_of.clone(),
-        groups: Vec::new(),
-    }
-    .encode(&mut scratch.pipeline)
-    .expect("a Vec grows as needed");
+    pipeline_head(p)
+        .encode(&mut scratch.pipeline)
+        .expect("a Vec grows as needed");
     for group in &p.groups {
         scratch.group.clear();
         encode_group(group, &mut scratch.group, &mut scratch.unit);
