@@ -218,13 +218,18 @@ impl IndexMut<usize> for Units {
 impl FromIterator<Unit> for Units {
     fn from_iter<I: IntoIterator<Item = Unit>>(iter: I) -> Units {
         let mut units = Units::default();
-        let mut iter = iter.into_iter().peekable();
-        while iter.peek().is_some() {
-            let chunk: Vec<Unit> = iter.by_ref().take(CHUNK_UNITS).collect();
+        let mut iter = iter.into_iter();
+        loop {
+            // Sized from the iterator's hint, so collecting a first group
+            // of 100,000 units does not grow each chunk by doubling.
+            let mut chunk = Vec::with_capacity(iter.size_hint().0.clamp(1, CHUNK_UNITS));
+            chunk.extend(iter.by_ref().take(CHUNK_UNITS));
+            if chunk.is_empty() {
+                return units;
+            }
             units.len += chunk.len();
             units.chunks.push(Arc::new(chunk));
         }
-        units
     }
 }
 
