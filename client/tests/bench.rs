@@ -265,3 +265,34 @@ fn t52_restart_needs_a_master_the_bench_started() {
     let output = tmctl(&["bench", "--master", "http://127.0.0.1:1", "--restart"]);
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn t53_restart_ignores_a_master_address_from_the_environment() {
+    if !master_built() {
+        return;
+    }
+    // Operators often export TASKMASTER_ADDR; the bench never loads that
+    // master, so --restart (which needs its own master) must still run.
+    let output = Command::new(env!("CARGO_BIN_EXE_tmctl"))
+        .args([
+            "bench",
+            "--units",
+            "500",
+            "--batch",
+            "50",
+            "--clients",
+            "2",
+            "--restart",
+        ])
+        .env("TASKMASTER_ADDR", "http://127.0.0.1:9")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("tmctl runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("before and after the restart"), "{text}");
+}
