@@ -20,6 +20,7 @@ use tokio::sync::{Notify, watch};
 use crate::clock::Clock;
 use crate::core::operate::Changed;
 use crate::core::ops::ItemResults;
+use crate::core::snapshot::SnapshotSource;
 use crate::core::{Core, CoreConfig, CoreError};
 use crate::journal::{Journal, JournalError};
 use crate::procstat;
@@ -76,8 +77,10 @@ pub struct Master {
     data_dir: PathBuf,
     journal_path: PathBuf,
     snapshots: SnapshotStore,
-    /// Journal position of the newest snapshot (0: none yet).
+    /// Journal position of the newest snapshot (0: none yet), and its
+    /// size: the compactor compares the journal's growth with it.
     snapshot_position: AtomicU64,
+    snapshot_bytes: AtomicU64,
     /// One snapshot or rollback at a time.
     snapshotting: tokio::sync::Mutex<()>,
     clock: Arc<dyn Clock>,
@@ -121,6 +124,7 @@ impl Master {
         };
         let snapshots = SnapshotStore::open(data_dir)?;
         let recovered = recovery::recover(data_dir, core_config, &snapshots, clock.now_ms())?;
+        let snapshot_bytes = snapshots.disk_usage()?.newest_bytes;
         Ok(Master {
             state: Mutex::new(State {
                 core: recovered.core,
@@ -130,6 +134,7 @@ impl Master {
             journal_path: data_dir.join("journal.log"),
             snapshots,
             snapshot_position: AtomicU64::new(recovered.snapshot_position),
+            snapshot_bytes: AtomicU64::new(snapshot_bytes),
             snapshotting: tokio::sync::Mutex::new(()),
             clock,
             work_ready: Notify::new(),
@@ -355,21 +360,23 @@ impl Master {
         let store = self.snapshots.clone();
         let note = note.to_string();
         let info = tokio::task::spawn_blocking(move || {
-            let head = Snapshot {
-                note,
-                taken_unix_ms: unix_ms(),
-                ..source.head(position)
-            };
-            store.write_with(head, kind, |head| source.encode_with_head(head))
+            write_snapshot(&store, &source, position, note, kind)
         })
         .await
         .map_err(|e| MasterError::DataDir {
             path: self.data_dir.display().to_string(),
             what: format!("the snapshot writer stopped: {e}"),
         })??;
-        self.snapshot_position.store(position, Ordering::Relaxed);
+        self.snapshot_written(position, &info);
         journal.compact(position);
         Ok(info)
+    }
+
+    /// Records that the newest snapshot now stands for `position`.
+    fn snapshot_written(&self, position: u64, info: &SnapshotInfo) {
+        self.snapshot_position.store(position, Ordering::Relaxed);
+        self.snapshot_bytes
+            .store(info.size_bytes, Ordering::Relaxed);
     }
 
     pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>, MasterError> {
@@ -384,7 +391,7 @@ impl Master {
         let snap = self.snapshots.load(snapshot_id)?;
         let config = self.state.lock().core.config().clone();
         let restored = Core::from_snapshot(config, &snap, self.clock.now_ms())?;
-        let (position, invalidated, journal) = {
+        let (position, invalidated, journal, info) = {
             let mut state = self.state.lock();
             state.journal.check()?;
             let (rolled_back, invalidated) = state.core.rolled_back(restored, self.clock.now_ms());
@@ -392,14 +399,17 @@ impl Master {
             // The new snapshot stands for every record up to `position`, so
             // they must be on disk first; the writer never takes this lock.
             state.journal.wait_durable_blocking(position)?;
-            let mut new_snap = rolled_back.to_snapshot(position);
-            new_snap.note = format!("state after rollback to {snapshot_id}");
-            new_snap.taken_unix_ms = unix_ms();
-            self.snapshots.write(new_snap, SnapshotKind::Kept)?;
+            let info = write_snapshot(
+                &self.snapshots,
+                &rolled_back.snapshot_source(),
+                position,
+                format!("state after rollback to {snapshot_id}"),
+                SnapshotKind::Kept,
+            )?;
             state.core = rolled_back;
-            (position, invalidated, Arc::clone(&state.journal))
+            (position, invalidated, Arc::clone(&state.journal), info)
         };
-        self.snapshot_position.store(position, Ordering::Relaxed);
+        self.snapshot_written(position, &info);
         journal.compact(position);
         self.work_ready.notify_waiters();
         Ok(invalidated)
@@ -429,7 +439,7 @@ impl Master {
         // Read only now: a stat per check while the journal is short would
         // be waste.
         let journal_bytes = std::fs::metadata(&self.journal_path).map_or(0, |m| m.len());
-        let state_bytes = self.snapshots.disk_usage()?.newest_bytes;
+        let state_bytes = self.snapshot_bytes.load(Ordering::Relaxed);
         if journal_bytes < (state_bytes / 4 * 3).max(min_bytes) {
             return Ok(None);
         }
@@ -650,6 +660,8 @@ impl Master {
         state.journal = Arc::new(Journal::start(recovered.log, recovered.appended));
         self.snapshot_position
             .store(recovered.snapshot_position, Ordering::Relaxed);
+        self.snapshot_bytes
+            .store(self.snapshots.disk_usage()?.newest_bytes, Ordering::Relaxed);
         Ok(())
     }
 
@@ -759,7 +771,6 @@ fn open_store(config: &MasterConfig) -> Result<(String, Option<RemoteStore>), St
     Ok((root.display().to_string(), None))
 }
 
-/// Journal records after which a snapshot is taken automatically.
 /// The journal is not compacted before it holds this many records and
 /// bytes since the last snapshot (small states are not worth a snapshot).
 pub const AUTO_SNAPSHOT_MIN_RECORDS: u64 = 10_000;
@@ -768,6 +779,23 @@ pub const AUTO_SNAPSHOT_MIN_BYTES: u64 = 16 * 1024 * 1024;
 const SNAPSHOT_CHECK_EVERY: Duration = Duration::from_millis(100);
 /// How long the compactor waits after a failed automatic snapshot.
 const SNAPSHOT_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Writes `source` as a snapshot standing for journal position `position`,
+/// with the bottom-up encoder.
+fn write_snapshot(
+    store: &SnapshotStore,
+    source: &SnapshotSource,
+    position: u64,
+    note: String,
+    kind: SnapshotKind,
+) -> Result<SnapshotInfo, SnapshotError> {
+    let head = Snapshot {
+        note,
+        taken_unix_ms: unix_ms(),
+        ..source.head(position)
+    };
+    store.write_with(head, kind, |head| source.encode_with_head(head))
+}
 
 fn unix_ms() -> u64 {
     SystemTime::now()

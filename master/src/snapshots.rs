@@ -89,6 +89,8 @@ impl SnapshotStore {
     }
 
     /// Writes `snap` durably under the next free id; returns its info.
+    /// (The master writes through `write_with` and its own encoder.)
+    #[cfg(test)]
     pub fn write(&self, snap: Snapshot, kind: SnapshotKind) -> Result<SnapshotInfo, SnapshotError> {
         self.write_with(snap, kind, Message::encode_to_vec)
     }
