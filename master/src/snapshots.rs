@@ -109,7 +109,10 @@ impl SnapshotStore {
         snap.snapshot_id = entry.id();
         let path = self.dir.join(entry.file_name());
         let payload = encode(&snap);
-        let header = file_header(&payload).ok_or(SnapshotError::TooLarge {
+        // One frame laid out like a journal record's, without the journal's
+        // 64 MiB record bound: a state of ten million units is a few
+        // hundred MB.
+        let header = frame::header(&payload).ok_or(SnapshotError::TooLarge {
             bytes: payload.len() as u64,
         })?;
         let tmp = self.dir.join(format!("{}.tmp", entry.id()));
@@ -235,8 +238,7 @@ fn read(path: &Path) -> Result<Snapshot, SnapshotError> {
     let (header, payload) = bytes
         .split_at_checked(frame::HEADER_BYTES)
         .ok_or_else(|| damaged("shorter than its header"))?;
-    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    let (len, crc) = frame::read_header(header.try_into().expect("split at the header's size"));
     if len != payload.len() {
         return Err(damaged(
             "its length does not match its header (a torn write?)",
@@ -246,18 +248,6 @@ fn read(path: &Path) -> Result<Snapshot, SnapshotError> {
         return Err(damaged("checksum mismatch"));
     }
     Snapshot::decode(payload).map_err(|e| damaged(&e.to_string()))
-}
-
-/// A snapshot file is one frame laid out like a journal record's (`[u32
-/// length][u32 crc32][payload]`), without the journal's 64 MiB record
-/// limit: a state of ten million units is a few hundred MB. None when the
-/// payload does not fit a u32 length.
-fn file_header(payload: &[u8]) -> Option<[u8; frame::HEADER_BYTES]> {
-    let len = u32::try_from(payload.len()).ok()?;
-    let mut header = [0; frame::HEADER_BYTES];
-    header[..4].copy_from_slice(&len.to_le_bytes());
-    header[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    Some(header)
 }
 
 fn info(snap: &Snapshot, size_bytes: u64) -> SnapshotInfo {

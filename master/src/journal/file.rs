@@ -10,7 +10,6 @@ use taskmaster_proto::journal::Record;
 
 use super::frame::{self, Tail};
 use super::{JournalError, LogStore, decode_all};
-use prost::Message;
 
 const MAGIC: &[u8; 8] = b"TMJRNL01";
 /// Magic, then the sequence number of the record before the file's first
@@ -55,7 +54,7 @@ impl FileLog {
     pub fn create(path: &Path, base: u64, records: &[Record]) -> Result<FileLog, JournalError> {
         let mut frames = Vec::new();
         for rec in records {
-            frame::encode(&rec.encode_to_vec(), &mut frames);
+            frame::encode_message(rec, &mut frames);
         }
         write_atomically(path, base, &frames, records.len() as u64)
     }

@@ -8,14 +8,38 @@ pub const HEADER_BYTES: usize = 8;
 /// Largest payload a frame may carry; a larger length is corruption.
 pub const PAYLOAD_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-/// Appends one frame holding `payload` to `buf`.
-pub fn encode(payload: &[u8], buf: &mut Vec<u8>) {
+/// The header of a frame holding `payload`: its length and checksum. None
+/// when the length does not fit the u32 field. Journal records are further
+/// bounded by [`PAYLOAD_BYTES_MAX`]; snapshot files use the same layout
+/// with only the u32 bound.
+pub fn header(payload: &[u8]) -> Option<[u8; HEADER_BYTES]> {
+    let len = u32::try_from(payload.len()).ok()?;
+    let mut header = [0; HEADER_BYTES];
+    header[..4].copy_from_slice(&len.to_le_bytes());
+    header[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    Some(header)
+}
+
+/// A header's payload length and checksum.
+pub fn read_header(header: &[u8; HEADER_BYTES]) -> (usize, u32) {
+    let [l0, l1, l2, l3, c0, c1, c2, c3] = *header;
+    (
+        u32::from_le_bytes([l0, l1, l2, l3]) as usize,
+        u32::from_le_bytes([c0, c1, c2, c3]),
+    )
+}
+
+fn journal_header(payload: &[u8]) -> [u8; HEADER_BYTES] {
     assert!(
         !payload.is_empty() && payload.len() <= PAYLOAD_BYTES_MAX,
         "frame payload size"
     );
-    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    header(payload).expect("PAYLOAD_BYTES_MAX fits a u32")
+}
+
+/// Appends one frame holding `payload` to `buf`.
+pub fn encode(payload: &[u8], buf: &mut Vec<u8>) {
+    buf.extend_from_slice(&journal_header(payload));
     buf.extend_from_slice(payload);
 }
 
@@ -27,15 +51,8 @@ pub fn encode_message(message: &impl prost::Message, buf: &mut Vec<u8>) {
     message
         .encode(buf)
         .expect("a Vec grows as needed, so encoding cannot run out of room");
-    let payload = &buf[start + HEADER_BYTES..];
-    assert!(
-        !payload.is_empty() && payload.len() <= PAYLOAD_BYTES_MAX,
-        "frame payload size"
-    );
-    let len = (payload.len() as u32).to_le_bytes();
-    let crc = crc32fast::hash(payload).to_le_bytes();
-    buf[start..start + 4].copy_from_slice(&len);
-    buf[start + 4..start + HEADER_BYTES].copy_from_slice(&crc);
+    let header = journal_header(&buf[start + HEADER_BYTES..]);
+    buf[start..start + HEADER_BYTES].copy_from_slice(&header);
 }
 
 /// What a scan found after the last valid frame.
@@ -94,9 +111,8 @@ pub fn scan(bytes: &[u8]) -> Scan<'_> {
 
 /// The payload of a whole, checksum-valid frame at `pos`, if there is one.
 fn frame_at(bytes: &[u8], pos: usize) -> Option<&[u8]> {
-    let header = bytes.get(pos..pos + HEADER_BYTES)?;
-    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
+    let header = bytes.get(pos..pos + HEADER_BYTES)?.try_into().ok()?;
+    let (len, crc) = read_header(header);
     if len == 0 || len > PAYLOAD_BYTES_MAX {
         return None;
     }
