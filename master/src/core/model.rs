@@ -196,8 +196,8 @@ impl Units {
         self.len += 1;
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Unit> + '_ {
-        self.chunks.iter().flat_map(|chunk| chunk.iter())
+    pub fn iter(&self) -> UnitsIter<'_> {
+        self.chunks.iter().flat_map(chunk_iter)
     }
 }
 
@@ -233,12 +233,24 @@ impl FromIterator<Unit> for Units {
     }
 }
 
+/// The units of [`Units`], in order (a nameable type, so `for u in
+/// &units` needs no boxing).
+pub type UnitsIter<'a> = std::iter::FlatMap<
+    std::slice::Iter<'a, Arc<Vec<Unit>>>,
+    std::slice::Iter<'a, Unit>,
+    fn(&'a Arc<Vec<Unit>>) -> std::slice::Iter<'a, Unit>,
+>;
+
+fn chunk_iter(chunk: &Arc<Vec<Unit>>) -> std::slice::Iter<'_, Unit> {
+    chunk.iter()
+}
+
 impl<'a> IntoIterator for &'a Units {
     type Item = &'a Unit;
-    type IntoIter = Box<dyn Iterator<Item = &'a Unit> + 'a>;
+    type IntoIter = UnitsIter<'a>;
 
-    fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
+    fn into_iter(self) -> UnitsIter<'a> {
+        self.iter()
     }
 }
 
