@@ -157,7 +157,7 @@ impl BenchError {
 /// loads it, verifies, stops the master it started.
 pub async fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     options.validate()?;
-    let local = match &options.master {
+    let mut local = match &options.master {
         Some(_) => None,
         None => {
             let binary = match &options.master_binary {
@@ -177,7 +177,6 @@ pub async fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError
         (None, None) => unreachable!("either a master is given or one was started"),
     };
     tracing::info!(master = %master_label, "bench master");
-    let mut local = local;
     let mut result = measure(&url, options, master_label).await;
     if let (Ok((report, pipelines)), Some(local), true) = (&mut result, &mut local, options.restart)
     {
@@ -230,7 +229,13 @@ async fn measure(
         rss_after_bytes: admin.master_status().await?.rss_bytes,
     };
     let mut calls = Vec::with_capacity(options.clients as usize);
-    for _ in 0..options.clients {
+    // With --pending-only no client leases anything: open no connections.
+    let clients = if options.pending_only {
+        0
+    } else {
+        options.clients
+    };
+    for _ in 0..clients {
         let raw = Client::connect(url).await?.raw();
         calls.push(if options.stream {
             let stream = WorkStream::open(raw)
