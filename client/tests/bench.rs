@@ -49,9 +49,18 @@ fn master_built() -> bool {
 /// Runs tmctl with `args` (ignoring the caller's TASKMASTER_ADDR and
 /// RUST_LOG), killing it if it runs longer than [`WAIT`].
 fn tmctl(args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tmctl"))
+    tmctl_with_addr(args, None)
+}
+
+/// [`tmctl`] with TASKMASTER_ADDR set to `addr` when given.
+fn tmctl_with_addr(args: &[&str], addr: Option<&str>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tmctl"));
+    match addr {
+        Some(addr) => command.env("TASKMASTER_ADDR", addr),
+        None => command.env_remove("TASKMASTER_ADDR"),
+    };
+    let mut child = command
         .args(args)
-        .env_remove("TASKMASTER_ADDR")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -89,18 +98,19 @@ fn tmctl(args: &[&str]) -> Output {
     }
 }
 
-fn json_of(output: &Output) -> serde_json::Value {
+/// The stdout of a run that must have succeeded.
+fn text_of(output: &Output) -> String {
     assert!(
         output.status.success(),
         "tmctl bench failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not one JSON object ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn json_of(output: &Output) -> serde_json::Value {
+    let text = text_of(output);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not one JSON object ({e}): {text}"))
 }
 
 #[test]
@@ -151,12 +161,7 @@ fn t20_bench_renews_at_a_paced_rate_and_prints_a_report() {
         "--rate",
         "3000",
     ]);
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = text_of(&output);
     for line in [
         "units/s committed",
         "commit",
@@ -247,12 +252,7 @@ fn t51_restart_after_a_run_verifies_the_recovered_commits() {
         "2",
         "--restart",
     ]);
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = text_of(&output);
     assert!(text.contains("recovery"), "{text}");
     assert!(
         text.contains("each committed exactly once, before and after the restart"),
@@ -273,8 +273,8 @@ fn t53_restart_ignores_a_master_address_from_the_environment() {
     }
     // Operators often export TASKMASTER_ADDR; the bench never loads that
     // master, so --restart (which needs its own master) must still run.
-    let output = Command::new(env!("CARGO_BIN_EXE_tmctl"))
-        .args([
+    let output = tmctl_with_addr(
+        &[
             "bench",
             "--units",
             "500",
@@ -283,16 +283,9 @@ fn t53_restart_ignores_a_master_address_from_the_environment() {
             "--clients",
             "2",
             "--restart",
-        ])
-        .env("TASKMASTER_ADDR", "http://127.0.0.1:9")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("tmctl runs");
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
+        Some("http://127.0.0.1:9"),
     );
+    let text = text_of(&output);
     assert!(text.contains("before and after the restart"), "{text}");
 }
