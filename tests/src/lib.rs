@@ -112,6 +112,14 @@ impl Drop for MasterProcess {
     }
 }
 
+/// `<dir>/worker-tmp`, created: the TMPDIR of the workers tests start, so
+/// what a killed worker leaves goes away with the test's directory.
+pub fn worker_tmpdir(dir: &Path) -> PathBuf {
+    let tmp = dir.join("worker-tmp");
+    std::fs::create_dir_all(&tmp).expect("worker TMPDIR");
+    tmp
+}
+
 /// A real `taskmaster-worker` process.
 pub struct WorkerProcess {
     child: Child,
@@ -120,14 +128,7 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     pub fn start(master_url: &str, slots: u32, log_dir: &Path) -> WorkerProcess {
-        let log = log_dir.join(format!("worker-{}.log", unique()));
-        let child = Command::new(bin("taskmaster-worker"))
-            .args(["--master", master_url, "--slots", &slots.to_string()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("worker log"))
-            .spawn()
-            .expect("spawn taskmaster-worker");
-        WorkerProcess { child, log }
+        WorkerProcess::start_env(master_url, slots, log_dir, &[])
     }
 
     pub fn pid(&self) -> u32 {
@@ -399,6 +400,9 @@ impl WorkerProcess {
         let log = log_dir.join(format!("worker-{}.log", unique()));
         let child = Command::new(bin("taskmaster-worker"))
             .args(["--master", master_url, "--slots", &slots.to_string()])
+            // A worker killed mid-attempt leaves its scratch dir behind:
+            // keep it in the test's directory, not the machine's /tmp.
+            .env("TMPDIR", worker_tmpdir(log_dir))
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("worker log"))

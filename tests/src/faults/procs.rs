@@ -236,6 +236,12 @@ pub fn start_worker(
     command
         .args(["--master", master_url, "--slots", &slots.to_string()])
         .args(["--worker-id", id])
+        // Killed workers leave their scratch dirs behind: keep them in the
+        // run's own directory, not the machine's /tmp.
+        .env(
+            "TMPDIR",
+            crate::worker_tmpdir(log.parent().expect("a log file's dir")),
+        )
         .env("FAULT_WORKER", id)
         .env_remove("FAILPOINTS")
         .stdout(Stdio::null());
