@@ -215,6 +215,33 @@ fn t40_bench_over_work_streams_commits_every_unit_once() {
 }
 
 #[test]
+fn t41_lease_on_commit_makes_one_call_per_unit_unary_and_streamed() {
+    if !master_built() {
+        return;
+    }
+    for transport in [None, Some("--stream")] {
+        let mut args = vec![
+            "bench",
+            "--units",
+            "1000",
+            "--batch",
+            "1",
+            "--clients",
+            "8",
+            "--lease-on-commit",
+            "--json",
+        ];
+        args.extend(transport);
+        let report = json_of(&tmctl(&args));
+        assert_eq!(report["lease_on_commit"], true);
+        assert_eq!(report["units"], 1000, "{report}");
+        assert_eq!(report["commit_calls"], 1000, "{report}");
+        // Each client's first lease; every later unit came with a commit.
+        assert_eq!(report["lease_calls"], 8, "{report}");
+    }
+}
+
+#[test]
 fn t50_pending_only_reports_memory_per_unit_and_restart_recovers_them() {
     if !master_built() {
         return;

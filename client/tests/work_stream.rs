@@ -41,6 +41,7 @@ fn commit_request(token: &str, leases: &[Lease]) -> CommitRequest {
                 result: Some(commit_item::Result::Outputs(Outputs::default())),
             })
             .collect(),
+        lease_next: None,
     }
 }
 

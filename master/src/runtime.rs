@@ -12,14 +12,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use taskmaster_proto::journal::{Record, Snapshot, record::Kind};
 use taskmaster_proto::v1::{
-    CommitItem, GroupConfigChange, Lease, LeaseRef, MasterStatus, PipelineSpec, PipelineStatus,
-    SnapshotInfo, UnitOutputs, WorkerInfo,
+    CommitItem, GroupConfigChange, Lease, LeaseNext, LeaseRef, MasterStatus, PipelineSpec,
+    PipelineStatus, SnapshotInfo, UnitOutputs, WorkerInfo,
 };
 use tokio::sync::{Notify, watch};
 
 use crate::clock::Clock;
 use crate::core::operate::Changed;
-use crate::core::ops::ItemResults;
+use crate::core::ops::{CommittedAndLeased, ItemResults};
 use crate::core::snapshot::SnapshotSource;
 use crate::core::{Core, CoreConfig, CoreError};
 use crate::journal::{Journal, JournalError};
@@ -481,12 +481,15 @@ impl Master {
             .await
     }
 
+    /// Commits `items` and, with `next`, leases more units in the same
+    /// journal append (see [`Core::commit_and_lease`]).
     pub async fn commit(
         &self,
         token: &str,
         items: &[CommitItem],
-    ) -> Result<ItemResults, MasterError> {
-        self.mutate(|core, now| core.commit(token, items, now))
+        next: Option<&LeaseNext>,
+    ) -> Result<CommittedAndLeased, MasterError> {
+        self.mutate(|core, now| core.commit_and_lease(token, items, next, now))
             .await
     }
 

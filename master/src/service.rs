@@ -70,11 +70,7 @@ pub(crate) async fn lease_call(
     master: &Master,
     req: LeaseRequest,
 ) -> Result<LeaseResponse, Status> {
-    if req.max_units == 0 || req.max_units as usize > BATCH_ITEMS_MAX {
-        return Err(Status::invalid_argument(format!(
-            "max_units must be 1 to {BATCH_ITEMS_MAX}"
-        )));
-    }
+    check_max_units(req.max_units)?;
     if req.wait_ms > LEASE_WAIT_MS_MAX {
         return Err(Status::invalid_argument(format!(
             "wait_ms must be at most {LEASE_WAIT_MS_MAX}"
@@ -86,6 +82,15 @@ pub(crate) async fn lease_call(
         .await
         .map_err(status)?;
     Ok(LeaseResponse { leases })
+}
+
+fn check_max_units(max_units: u32) -> Result<(), Status> {
+    if max_units == 0 || max_units as usize > BATCH_ITEMS_MAX {
+        return Err(Status::invalid_argument(format!(
+            "max_units must be 1 to {BATCH_ITEMS_MAX}"
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) async fn renew_call(
@@ -106,12 +111,16 @@ pub(crate) async fn commit_call(
     master: &Master,
     req: CommitRequest,
 ) -> Result<CommitResponse, Status> {
-    let results = master
-        .commit(&req.server_token, &req.items)
+    if let Some(next) = &req.lease_next {
+        check_max_units(next.max_units)?;
+    }
+    let (results, leases) = master
+        .commit(&req.server_token, &req.items, req.lease_next.as_ref())
         .await
         .map_err(status)?;
     Ok(CommitResponse {
         results: item_statuses(results),
+        leases,
     })
 }
 

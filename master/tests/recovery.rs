@@ -55,7 +55,10 @@ async fn commit_one(master: &Master) -> Lease {
         }),
         result: Some(commit_item::Result::Outputs(Outputs { files })),
     };
-    let results = master.commit(&lease.server_token, &[item]).await.unwrap();
+    let (results, _) = master
+        .commit(&lease.server_token, &[item], None)
+        .await
+        .unwrap();
     assert_eq!(results, vec![Ok(())]);
     lease
 }
@@ -123,7 +126,10 @@ async fn a_rollback_is_durable_and_old_leases_stay_refused_after_restart() {
         }),
         result: Some(commit_item::Result::Outputs(Outputs::default())),
     };
-    let results = master.commit(&held.server_token, &[item]).await.unwrap();
+    let (results, _) = master
+        .commit(&held.server_token, &[item], None)
+        .await
+        .unwrap();
     assert!(
         results[0].is_err(),
         "a lease from before the rollback commits: {results:?}"

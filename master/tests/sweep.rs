@@ -60,7 +60,7 @@ async fn only_attempts_that_can_no_longer_commit_are_deleted() {
     let leases = master.lease("w", 3, Duration::ZERO).await.unwrap();
     let dirs: Vec<_> = leases.iter().map(write_output).collect();
     master
-        .commit(&leases[0].server_token, &[commit_item(&leases[0])])
+        .commit(&leases[0].server_token, &[commit_item(&leases[0])], None)
         .await
         .unwrap();
     // Unit 1's lease expires; unit 2's is renewed and stays in flight.
@@ -79,8 +79,8 @@ async fn only_attempts_that_can_no_longer_commit_are_deleted() {
     assert!(dirs[0].exists(), "committed output kept");
     assert!(!dirs[1].exists(), "expired attempt's output deleted");
     assert!(dirs[2].exists(), "in-flight attempt kept");
-    let late = master
-        .commit(&leases[1].server_token, &[commit_item(&leases[1])])
+    let (late, _) = master
+        .commit(&leases[1].server_token, &[commit_item(&leases[1])], None)
         .await
         .unwrap();
     assert!(

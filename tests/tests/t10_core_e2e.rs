@@ -1,6 +1,7 @@
 //! End to end with the real binaries on 127.0.0.1: a two-group exec
-//! pipeline, the commit checks seen from a worker's side, a repeated commit
-//! after a lost reply, and a master killed with SIGKILL mid-run.
+//! pipeline, the commit checks seen from a worker's side, a commit that
+//! leases the next units, a repeated commit after a lost reply, and a
+//! master killed with SIGKILL mid-run.
 
 use std::path::Path;
 use std::time::Duration;
@@ -146,6 +147,7 @@ async fn commit(
     let request = CommitRequest {
         server_token: token.into(),
         items: vec![item],
+        lease_next: None,
     };
     Ok(client
         .raw()
@@ -214,6 +216,91 @@ fn t20_refused_commits_never_show_their_output() {
         listed[0].contains(&format!("/{}/words", retry.lease_id)),
         "{listed:?}"
     );
+}
+
+async fn commit_and_lease(
+    client: &Client,
+    token: &str,
+    item: CommitItem,
+    max_units: u32,
+) -> Result<CommitResponse, tonic::Status> {
+    let request = CommitRequest {
+        server_token: token.into(),
+        items: vec![item],
+        lease_next: Some(LeaseNext {
+            worker_id: "hand".into(),
+            max_units,
+        }),
+    };
+    Ok(client.raw().commit(request).await?.into_inner())
+}
+
+#[test]
+fn t25_a_commit_leases_the_next_units_durably() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = word_pipeline(&tmp.path().join("job"), &["one", "two two"]);
+    let data_dir = tmp.path().join("data");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut master = MasterProcess::start(&data_dir, &listen, 30_000);
+    let url = master.url();
+    let id = submit(&url, &pipeline, &[]);
+    let rt = runtime();
+    let client = rt.block_on(Client::connect(&url)).unwrap();
+    let first = rt.block_on(lease_one(&client, "hand"));
+    let item = write_output(&first, "words");
+
+    let bad = rt
+        .block_on(commit_and_lease(
+            &client,
+            &first.server_token,
+            item.clone(),
+            0,
+        ))
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    assert!(bad.message().contains("max_units"), "{bad:?}");
+    assert_eq!(
+        status_json(&url, &id)["groups"][0]["committed"],
+        0,
+        "a bad lease request commits nothing"
+    );
+
+    let reply = rt
+        .block_on(commit_and_lease(&client, &first.server_token, item, 10))
+        .unwrap();
+    assert_eq!(reply.results.len(), 1);
+    assert_eq!(reply.results[0].code, 0, "{:?}", reply.results[0]);
+    // The other `count` unit, and the `label` unit the commit just made.
+    let mut leased: Vec<_> = reply
+        .leases
+        .iter()
+        .map(|l| l.unit.as_ref().unwrap().group.clone())
+        .collect();
+    leased.sort();
+    assert_eq!(leased, ["count", "label"]);
+
+    // The leases were journaled before the reply: after SIGKILL they are
+    // still held and still commit.
+    master.kill();
+    let _master = MasterProcess::start(&data_dir, &listen, 30_000);
+    let status = status_json(&url, &id);
+    assert_eq!(status["groups"][0]["leased"], 1, "{status}");
+    assert_eq!(status["groups"][1]["leased"], 1, "{status}");
+    let second = reply
+        .leases
+        .iter()
+        .find(|l| l.unit.as_ref().unwrap().group == "count")
+        .unwrap();
+    let client = rt.block_on(Client::connect(&url)).unwrap();
+    let done = rt
+        .block_on(commit(
+            &client,
+            &second.server_token,
+            write_output(second, "words"),
+        ))
+        .unwrap();
+    assert_eq!(done.code, 0, "{done:?}");
+    assert_eq!(outputs(&url, &id, "count").len(), 2);
 }
 
 #[test]

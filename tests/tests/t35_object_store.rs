@@ -363,6 +363,7 @@ async fn abandon_an_attempt(url: &str, s3: &Arc<dyn ObjectStore>) -> ObjectPath 
             lease: Some(lease_ref),
             result: Some(commit_item::Result::Outputs(Outputs { files })),
         }],
+        lease_next: None,
     };
     let result = client
         .raw()

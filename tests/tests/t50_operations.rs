@@ -129,6 +129,7 @@ async fn commit(client: &Client, lease: &Lease, text: &str) -> ItemStatus {
     let request = CommitRequest {
         server_token: lease.server_token.clone(),
         items: vec![item],
+        lease_next: None,
     };
     let mut results = client
         .raw()

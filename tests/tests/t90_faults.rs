@@ -123,6 +123,7 @@ async fn commit(
     let request = CommitRequest {
         server_token: lease.server_token.clone(),
         items: vec![item],
+        lease_next: None,
     };
     Ok(client
         .raw()

@@ -228,6 +228,7 @@ async fn commit(worker: &Shared, key: &LeaseKey, item: CommitItem) -> CommitOutc
     let request = CommitRequest {
         server_token: key.server_token.clone(),
         items: vec![item],
+        lease_next: None,
     };
     let timeout = Duration::from_millis(rpc::RPC_TIMEOUT_MS);
     let mut backoff = Backoff::rpc();

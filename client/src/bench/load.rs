@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use taskmaster_proto::v1::task_master_client::TaskMasterClient;
 use taskmaster_proto::v1::{
-    CommitItem, CommitRequest, CommitResponse, GroupSpec, ItemStatus, Lease, LeaseRef,
+    CommitItem, CommitRequest, CommitResponse, GroupSpec, ItemStatus, Lease, LeaseNext, LeaseRef,
     LeaseRequest, LeaseResponse, Outputs, PipelineSpec, ReleaseRequest, ReleaseResponse,
     RenewRequest, RenewResponse, commit_item,
 };
@@ -81,6 +81,9 @@ pub struct LoadShape {
     pub batch: u32,
     /// Renew every lease once before committing it.
     pub renew: bool,
+    /// Each commit call also asks for the next batch (`lease_next`), so
+    /// after the first lease a unit costs one call, not two.
+    pub lease_on_commit: bool,
     /// Time between one client's lease calls, when pacing to a rate.
     pub lease_period: Option<Duration>,
     /// Offset of this client's first paced call, spreading clients out.
@@ -134,11 +137,21 @@ pub async fn run_client(
         interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
         interval
     });
+    let next = shape.lease_on_commit.then(|| LeaseNext {
+        worker_id: worker_id.clone(),
+        max_units: shape.batch,
+    });
+    // Leases the last commit call brought back (with `lease_on_commit`).
+    let mut carried = Vec::new();
     while shared.committed.load(Ordering::Relaxed) < shape.units {
         if let Some(pacer) = &mut pacer {
             pacer.tick().await;
         }
-        let leases = lease(&mut calls, &worker_id, shape.batch, &mut log).await?;
+        let leases = if carried.is_empty() {
+            lease(&mut calls, &worker_id, shape.batch, &mut log).await?
+        } else {
+            std::mem::take(&mut carried)
+        };
         let leases = give_back_foreign(&mut calls, leases, &shared, &mut log).await?;
         if leases.is_empty() {
             check_stall(&shared, shape.units)?;
@@ -149,12 +162,14 @@ pub async fn run_client(
         if shape.renew {
             renew(&mut calls, &token, &refs, &mut log).await?;
         }
-        commit(&mut calls, &token, refs, &mut log).await?;
+        carried = commit(&mut calls, &token, refs, next.clone(), &mut log).await?;
         let n = leases.len() as u64;
         shared.committed.fetch_add(n, Ordering::Relaxed);
         let since_start = shared.start.elapsed().as_millis() as u64;
         shared.progress_ms.fetch_max(since_start, Ordering::Relaxed);
     }
+    // Every bench unit is committed, so only other work can be left here.
+    give_back_foreign(&mut calls, carried, &shared, &mut log).await?;
     Ok(log)
 }
 
@@ -235,13 +250,15 @@ async fn renew(
     check_items("Renew", &results, refs.len())
 }
 
-/// Commits every lease with empty outputs (a no-op unit writes nothing).
+/// Commits every lease with empty outputs (a no-op unit writes nothing);
+/// returns the leases `next` asked for.
 async fn commit(
     calls: &mut Calls,
     token: &str,
     refs: Vec<LeaseRef>,
+    next: Option<LeaseNext>,
     log: &mut ClientLog,
-) -> Result<(), BenchError> {
+) -> Result<Vec<Lease>, BenchError> {
     let n = refs.len();
     let items = refs
         .into_iter()
@@ -253,19 +270,22 @@ async fn commit(
     let request = CommitRequest {
         server_token: token.to_string(),
         items,
+        lease_next: next,
     };
     let began = Instant::now();
-    let results = calls
+    let reply = calls
         .commit(request)
         .await
-        .map_err(|status| BenchError::rpc("Commit", status))?
-        .results;
+        .map_err(|status| BenchError::rpc("Commit", status))?;
     let answered = Instant::now();
     log.commit_us.push(micros(answered - began));
     log.last_commit = Some(answered);
-    check_items("Commit", &results, n)?;
+    check_items("Commit", &reply.results, n)?;
     log.committed += n as u64;
-    Ok(())
+    if !reply.leases.is_empty() {
+        log.last_lease = Some(answered);
+    }
+    Ok(reply.leases)
 }
 
 /// Every item of a batch answer must be OK: a refused commit means a unit

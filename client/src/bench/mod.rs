@@ -52,6 +52,8 @@ pub struct BenchOptions {
     pub clients: u32,
     /// Renew each lease once before committing it.
     pub renew: bool,
+    /// Each commit call also leases the next batch (`lease_next`).
+    pub lease_on_commit: bool,
     /// Offered load in units per second over all clients; `None` runs
     /// closed-loop, as fast as the master answers.
     pub rate: Option<f64>,
@@ -298,6 +300,7 @@ async fn run_clients(
             units: options.units,
             batch: options.batch,
             renew: options.renew,
+            lease_on_commit: options.lease_on_commit,
             lease_period: period,
             start_offset: period.map_or(Duration::ZERO, |p| p * i as u32 / options.clients),
         };

@@ -20,6 +20,8 @@ pub struct BenchReport {
     pub clients: u32,
     /// The worker calls went over `Work` streams, not unary calls.
     pub stream: bool,
+    /// Each commit call also leased the next batch.
+    pub lease_on_commit: bool,
     /// Committed units per second.
     pub units_per_s: f64,
     /// Leased units per second, up to the last lease granted.
@@ -133,6 +135,7 @@ pub fn build(inputs: Inputs<'_>) -> BenchReport {
         batch: options.batch,
         clients: options.clients,
         stream: options.stream,
+        lease_on_commit: options.lease_on_commit,
         units_per_s: per_second(log.committed as f64, wall_s),
         leased_units_per_s: per_second(log.leased as f64, lease_s),
         wall_s,
@@ -187,11 +190,16 @@ impl BenchReport {
         let _ = if self.units > 0 {
             writeln!(
                 out,
-                "bench: {} units, batch {}, {} clients{}, {pace}",
+                "bench: {} units, batch {}, {} clients{}{}, {pace}",
                 self.units,
                 self.batch,
                 self.clients,
-                if self.stream { " on Work streams" } else { "" }
+                if self.stream { " on Work streams" } else { "" },
+                if self.lease_on_commit {
+                    ", each commit leasing the next"
+                } else {
+                    ""
+                }
             )
         } else {
             writeln!(
@@ -354,6 +362,7 @@ mod tests {
             pending_only: false,
             restart: false,
             stream: false,
+            lease_on_commit: false,
         };
         let start = Instant::now();
         let log = MergedLog {

@@ -27,6 +27,7 @@ use taskmaster_client::bench::{BATCH_MAX, BenchOptions, CLIENTS_MAX, UNITS_MAX, 
     tmctl bench --batch 100 --clients 8 --json\n  \
     tmctl bench --rate 5000 --clients 64\n  \
     tmctl bench --batch 1 --clients 64 --stream\n  \
+    tmctl bench --batch 1 --clients 64 --lease-on-commit\n  \
     tmctl bench --units 10000000 --pending-only\n  \
     tmctl bench --batch 100 --clients 8 --units 1000000 --restart\n  \
     tmctl bench --master http://127.0.0.1:7070 --units 10000")]
@@ -55,6 +56,11 @@ pub struct BenchArgs {
     /// stream per client instead of one unary gRPC call each.
     #[arg(long)]
     stream: bool,
+    /// Each commit call also leases the next batch (the commit's
+    /// `lease_next`), so after its first lease a client makes one call
+    /// per batch instead of two.
+    #[arg(long)]
+    lease_on_commit: bool,
     /// Only submit the units and report the master's memory with all of
     /// them pending (bytes per pending unit); lease none.
     #[arg(long)]
@@ -85,6 +91,7 @@ pub async fn run(args: BenchArgs, master: &str) -> anyhow::Result<ExitCode> {
         master_binary: None,
         pending_only: args.pending_only,
         stream: args.stream,
+        lease_on_commit: args.lease_on_commit,
         restart: args.restart,
     };
     let report = run_bench(&options).await?;

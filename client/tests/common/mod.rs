@@ -255,6 +255,7 @@ impl HandWorker {
                 }),
                 result: Some(result),
             }],
+            lease_next: None,
         };
         let results = self
             .raw

@@ -4,7 +4,7 @@
 
 use taskmaster_proto::journal::{self, Record, record::Kind};
 use taskmaster_proto::v1::{
-    CommitItem, InputSlice, Lease, LeaseRef, PipelineSpec, UnitRef, commit_item,
+    CommitItem, InputSlice, Lease, LeaseNext, LeaseRef, PipelineSpec, UnitRef, commit_item,
 };
 
 use super::limits::*;
@@ -20,6 +20,10 @@ enum Leasable {
 
 /// Per-item outcomes of a batch call, in request order.
 pub type ItemResults = Vec<Result<(), Refusal>>;
+
+/// What a commit call answers: per-item outcomes, and the leases its
+/// `lease_next` took.
+pub type CommittedAndLeased = (ItemResults, Vec<Lease>);
 
 impl Core {
     /// Accepts a pipeline under `pipeline_id` (chosen by the caller, who
@@ -103,12 +107,7 @@ impl Core {
         max_units: usize,
         now_ms: u64,
     ) -> Result<(Vec<Record>, Vec<Lease>), CoreError> {
-        check_name("worker id", worker_id).map_err(CoreError::Invalid)?;
-        if max_units > BATCH_ITEMS_MAX {
-            return Err(CoreError::Invalid(format!(
-                "max_units above the limit of {BATCH_ITEMS_MAX}"
-            )));
-        }
+        check_lease_request(worker_id, max_units)?;
         self.note_worker(worker_id, max_units as u32, now_ms);
         self.promote_due(now_ms);
         let mut records = Vec::new();
@@ -238,6 +237,29 @@ impl Core {
             results.push(result);
         }
         Ok((records, results))
+    }
+
+    /// Commits `items`, then leases up to `next.max_units` more units to
+    /// `next.worker_id`: one change, so one journal append and one wait
+    /// for the caller. A bad lease request fails the call before anything
+    /// is committed; refused items do not stop the lease.
+    pub fn commit_and_lease(
+        &mut self,
+        token: &str,
+        items: &[CommitItem],
+        next: Option<&LeaseNext>,
+        now_ms: u64,
+    ) -> Result<(Vec<Record>, CommittedAndLeased), CoreError> {
+        if let Some(next) = next {
+            check_lease_request(&next.worker_id, next.max_units as usize)?;
+        }
+        let (mut records, results) = self.commit(token, items, now_ms)?;
+        let Some(next) = next else {
+            return Ok((records, (results, Vec::new())));
+        };
+        let (granted, leases) = self.lease(&next.worker_id, next.max_units as usize, now_ms)?;
+        records.extend(granted);
+        Ok((records, (results, leases)))
     }
 
     fn commit_one(&self, item: &CommitItem, now_ms: u64) -> Result<Option<Record>, Rejected> {
@@ -601,6 +623,16 @@ fn check_outputs(files: &[taskmaster_proto::v1::OutputFile]) -> Result<(), Refus
         return Err(Refusal::Invalid(format!(
             "output name {:?} appears twice",
             pair[0]
+        )));
+    }
+    Ok(())
+}
+
+fn check_lease_request(worker_id: &str, max_units: usize) -> Result<(), CoreError> {
+    check_name("worker id", worker_id).map_err(CoreError::Invalid)?;
+    if max_units > BATCH_ITEMS_MAX {
+        return Err(CoreError::Invalid(format!(
+            "max_units above the limit of {BATCH_ITEMS_MAX}"
         )));
     }
     Ok(())

@@ -244,6 +244,88 @@ fn the_four_checks_refuse_and_change_nothing() {
     core.check_invariants().unwrap();
 }
 
+fn next(worker_id: &str, max_units: u32) -> LeaseNext {
+    LeaseNext {
+        worker_id: worker_id.into(),
+        max_units,
+    }
+}
+
+#[test]
+fn commit_and_lease_commits_then_leases_in_one_change() {
+    let (mut core, lease) = leased();
+    let (records, (results, leases)) = core
+        .commit_and_lease("tok", &[done(&lease, &["x"])], Some(&next("w1", 5)), 10)
+        .unwrap();
+    assert_eq!(results, vec![Ok(())]);
+    // a/1 was pending before; b/0 was made by this very commit. Both are
+    // leased, journaled after the commit.
+    let units: Vec<_> = leases
+        .iter()
+        .map(|l| {
+            let unit = l.unit.as_ref().unwrap();
+            (unit.group.as_str(), unit.unit)
+        })
+        .collect();
+    assert_eq!(units, [("a", 1), ("b", 0)]);
+    let kinds: Vec<_> = records
+        .iter()
+        .map(|r| match r.kind {
+            Some(Kind::UnitCommitted(_)) => "committed",
+            Some(Kind::LeaseGranted(_)) => "granted",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["committed", "granted", "granted"]);
+    let replayed = Core::recover(core.config().clone(), replay_of(&core, records), 0);
+    core.check_invariants().unwrap();
+    assert_eq!(replayed.unwrap().list(), core.list());
+
+    // Without `next` it is a plain commit.
+    let (_, (results, leases)) = core
+        .commit_and_lease("tok", &[done(&leases[0], &["x"])], None, 11)
+        .unwrap();
+    assert_eq!((results, leases.len()), (vec![Ok(())], 0));
+}
+
+#[test]
+fn commit_and_lease_leases_even_when_an_item_is_refused() {
+    let (mut core, lease) = leased();
+    let mut stale = done(&lease, &["x"]);
+    stale.lease.as_mut().unwrap().config_version = 2;
+    let (_, (results, leases)) = core
+        .commit_and_lease("tok", &[stale], Some(&next("w1", 5)), 10)
+        .unwrap();
+    assert!(matches!(results[0], Err(Refusal::StaleConfig { .. })));
+    assert_eq!(leases.len(), 1, "the worker is still free for a/1");
+}
+
+#[test]
+fn commit_and_lease_with_a_bad_lease_request_commits_nothing() {
+    for bad in [next("", 1), next("w 1", 1), next("w1", 100_000)] {
+        let (mut core, lease) = leased();
+        let before = core.list();
+        let err = core
+            .commit_and_lease("tok", &[done(&lease, &["x"])], Some(&bad), 10)
+            .unwrap_err();
+        assert!(matches!(err, CoreError::Invalid(_)), "{bad:?}: {err:?}");
+        assert_eq!(core.list(), before, "{bad:?}");
+        core.check_invariants().unwrap();
+    }
+}
+
+/// The journal that rebuilds `core` when `tail` were its latest records:
+/// everything `leased()` did, then `tail`.
+fn replay_of(core: &Core, tail: Vec<Record>) -> Vec<Record> {
+    let mut fresh = super::tests::core();
+    let mut journal = vec![Core::init_record("tok", 1)];
+    journal.extend(fresh.submit("p-1", two_groups(2), 5, 0).unwrap());
+    journal.extend(fresh.lease("w1", 1, 0).unwrap().0);
+    assert_eq!(fresh.config(), core.config());
+    journal.extend(tail);
+    journal
+}
+
 #[test]
 fn expiry_returns_the_unit_and_the_old_lease_cannot_commit() {
     let (mut core, lease) = leased();
