@@ -193,3 +193,45 @@ async fn an_io_error_is_fatal() {
     assert!(matches!(err, JournalError::Failed(_)), "{err}");
     assert!(journal.check().is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_waiter_learns_of_a_failure_and_none_hangs() {
+    let (backend, store) = MemBackend::fresh(&init());
+    let journal = Arc::new(Journal::start(store, 1));
+    let seq = journal.append(&[numbered(0)]);
+    journal.wait_durable(seq).await.unwrap();
+    backend.0.disk.lock().fail_with = Some(std::io::ErrorKind::Other);
+    let waiters: Vec<_> = (1..=50)
+        .map(|i| {
+            let journal = Arc::clone(&journal);
+            tokio::spawn(async move {
+                let seq = journal.append(&[numbered(i)]);
+                journal.wait_durable(seq).await
+            })
+        })
+        .collect();
+    for waiter in waiters {
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+            .await
+            .expect("a waiter hung after the failure")
+            .unwrap();
+        assert!(matches!(answer, Err(JournalError::Failed(_))), "{answer:?}");
+    }
+    // What was durable before the failure still answers OK.
+    journal.wait_durable(seq).await.unwrap();
+}
+
+#[tokio::test]
+async fn waiting_after_close_is_an_error_not_a_hang() {
+    let (_backend, store) = MemBackend::fresh(&init());
+    let journal = Journal::start(store, 1);
+    journal.close();
+    let seq = journal.append(&[numbered(1)]);
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        journal.wait_durable(seq),
+    )
+    .await
+    .expect("waiting on a closed journal hung");
+    assert!(answer.is_err());
+}

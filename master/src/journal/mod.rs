@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use parking_lot::{Condvar, Mutex};
 use prost::Message;
 use taskmaster_proto::journal::Record;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 /// Where journal bytes go. Appends need not be durable until `sync`.
 pub trait LogStore: Send + 'static {
@@ -61,10 +61,9 @@ pub enum JournalError {
     DiskFull(Arc<str>),
 }
 
-/// What the writer has made durable so far.
+/// Whether the writer has failed (its progress is `Shared::durable_upto`).
 #[derive(Debug, Clone, Default)]
 struct Durable {
-    upto: u64,
     failed: Option<Arc<str>>,
     /// The failure was a full disk (recoverable), not an I/O error.
     disk_full: bool,
@@ -87,6 +86,18 @@ struct Shared {
     durable_upto: AtomicU64,
     failed: std::sync::atomic::AtomicBool,
     synced: Condvar,
+    /// Tasks waiting for a sequence number to become durable. The writer
+    /// wakes only those its sync covered: waking every waiter on every
+    /// sync (a watch channel) cost more CPU than the commits themselves
+    /// when many calls wait at once.
+    waiters: Mutex<Waiters>,
+}
+
+#[derive(Default)]
+struct Waiters {
+    waiting: Vec<(u64, oneshot::Sender<()>)>,
+    /// The writer has stopped (closed or failed): nothing more becomes durable.
+    writer_gone: bool,
 }
 
 pub struct Journal {
@@ -111,16 +122,19 @@ impl Journal {
             durable_upto: AtomicU64::new(records_so_far),
             failed: std::sync::atomic::AtomicBool::new(false),
             synced: Condvar::new(),
+            waiters: Mutex::new(Waiters::default()),
         });
         let (tx, durable) = watch::channel(Durable {
-            upto: records_so_far,
             failed: None,
             disk_full: false,
         });
         let writer_shared = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || write_loop(store, &writer_shared, &tx))
+            .spawn(move || {
+                write_loop(store, &writer_shared, &tx);
+                writer_shared.writer_gone();
+            })
             .expect("spawning the journal writer thread");
         Journal {
             shared,
@@ -150,15 +164,38 @@ impl Journal {
 
     /// Waits until record `seq` (and so every record before it) is durable.
     pub async fn wait_durable(&self, seq: u64) -> Result<(), JournalError> {
-        let mut rx = self.durable.clone();
-        let state = rx
-            .wait_for(|d| d.upto >= seq || d.failed.is_some())
-            .await
-            .map_err(|_| JournalError::Failed("the journal writer stopped".into()))?;
-        match &state.failed {
-            Some(why) if state.upto < seq => Err(failure_error(why, state.disk_full)),
-            _ => Ok(()),
+        let durable = || self.shared.durable_upto.load(Ordering::Acquire) >= seq;
+        if durable() {
+            return Ok(());
         }
+        let woken = {
+            let mut waiters = self.shared.waiters.lock();
+            // Checked again under the lock the writer takes to wake
+            // waiters after it advanced `durable_upto`: no wake-up is lost.
+            if durable() {
+                return Ok(());
+            }
+            if waiters.writer_gone {
+                return Err(self.stopped_error());
+            }
+            let (tx, rx) = oneshot::channel();
+            waiters.waiting.push((seq, tx));
+            rx
+        };
+        // Sent when a sync covered `seq`; dropped when the writer stopped.
+        let _ = woken.await;
+        if durable() {
+            Ok(())
+        } else {
+            Err(self.stopped_error())
+        }
+    }
+
+    /// Why the writer stopped: its failure, or a close.
+    fn stopped_error(&self) -> JournalError {
+        self.check()
+            .err()
+            .unwrap_or_else(|| JournalError::Failed("the journal writer stopped".into()))
     }
 
     /// The journal's failure as an error, if it has failed.
@@ -238,6 +275,32 @@ impl Drop for Journal {
     }
 }
 
+impl Shared {
+    /// Wakes the waiters whose records are now durable.
+    fn wake_durable(&self, upto: u64) {
+        let ready: Vec<_> = self
+            .waiters
+            .lock()
+            .waiting
+            .extract_if(.., |(seq, _)| *seq <= upto)
+            .collect();
+        for (_, tx) in ready {
+            let _ = tx.send(());
+        }
+    }
+
+    /// After the writer's last sync: the remaining waiters can never be
+    /// satisfied, so they are woken to see the failure (or the close).
+    fn writer_gone(&self) {
+        let waiting = {
+            let mut waiters = self.waiters.lock();
+            waiters.writer_gone = true;
+            std::mem::take(&mut waiters.waiting)
+        };
+        drop(waiting);
+    }
+}
+
 fn write_loop(mut store: impl LogStore, shared: &Shared, durable: &watch::Sender<Durable>) {
     let mut batch = Vec::new();
     loop {
@@ -271,12 +334,12 @@ fn write_loop(mut store: impl LogStore, shared: &Shared, durable: &watch::Sender
                 });
                 shared.failed.store(true, Ordering::Release);
                 shared.synced.notify_all();
-                return;
+                return; // the thread then marks the writer gone, failing every waiter
             }
             shared.syncs.fetch_add(1, Ordering::Relaxed);
             fail::fail_point!("journal-after-sync", |_| std::process::abort());
-            durable.send_modify(|d| d.upto = upto);
             shared.durable_upto.store(upto, Ordering::Release);
+            shared.wake_durable(upto);
             drop(shared.queue.lock()); // a blocking waiter is either waiting or sees the store
             shared.synced.notify_all();
             batch.clear();
