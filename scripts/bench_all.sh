@@ -7,16 +7,18 @@
 # Environment (all optional):
 #   RUNS=3                  runs per shape
 #   OUT=target/bench-all.jsonl
-#   SHAPES="a a_stream b b_stream c c_stream memory long"  which shapes
+#   SHAPES="a a_chain a_stream b b_chain b_stream c c_chain c_stream memory long"
 #
-# The half-peak rate of (c) is half the median of (a) (and of (a_stream)
-# for (c_stream)), so (a) must run before (c) in the same invocation.
+# The half-peak rate of (c) is half the median of (a) (of (a_chain) for
+# (c_chain), of (a_stream) for (c_stream)), so (a) must run before (c) in
+# the same invocation. "chain" and "stream" shapes use --lease-on-commit:
+# each commit also leases the next batch.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 OUT=${OUT:-target/bench-all.jsonl}
-SHAPES=${SHAPES:-"a a_stream b b_stream c c_stream memory long"}
+SHAPES=${SHAPES:-"a a_chain a_stream b b_chain b_stream c c_chain c_stream memory long"}
 
 cargo build --release --bin tmctl --bin taskmaster >&2
 tmctl=target/release/tmctl
@@ -60,13 +62,16 @@ half_of_median() { # half the median units/s of SHAPE, rounded down to 100
 for shape in $SHAPES; do
     case $shape in
         a) run a --batch 1 --clients 64 ;;
-        a_stream) run a_stream --batch 1 --clients 64 --stream ;;
+        a_chain) run a_chain --batch 1 --clients 64 --lease-on-commit ;;
+        a_stream) run a_stream --batch 1 --clients 64 --stream --lease-on-commit ;;
         b) run b --batch 100 --clients 8 --units 1000000 --restart ;;
-        b_stream) run b_stream --batch 100 --clients 8 --units 1000000 --stream ;;
+        b_chain) run b_chain --batch 100 --clients 8 --units 1000000 --lease-on-commit ;;
+        b_stream) run b_stream --batch 100 --clients 8 --units 1000000 --stream --lease-on-commit ;;
         c) run c --batch 1 --clients 64 --rate "$(half_of_median a)" ;;
-        c_stream) run c_stream --batch 1 --clients 64 --stream --rate "$(half_of_median a_stream)" ;;
+        c_chain) run c_chain --batch 1 --clients 64 --lease-on-commit --rate "$(half_of_median a_chain)" ;;
+        c_stream) run c_stream --batch 1 --clients 64 --stream --lease-on-commit --rate "$(half_of_median a_stream)" ;;
         memory) run memory --units 10000000 --pending-only --restart ;;
-        long) run long --batch 100 --clients 8 --units 10000000 ;;
+        long) run long --batch 100 --clients 8 --units 10000000 --lease-on-commit ;;
         *) echo "unknown shape $shape" >&2; exit 2 ;;
     esac
 done
