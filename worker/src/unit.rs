@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use taskmaster_proto::v1::commit_item::Result as ItemResult;
 use taskmaster_proto::v1::{
-    CommitItem, CommitRequest, ItemStatus, Lease, LeaseRef, OutputFile, Outputs,
+    CommitItem, CommitRequest, ItemStatus, Lease, LeaseNext, LeaseRef, OutputFile, Outputs,
 };
 use tokio::time::Instant;
 use tonic::Status;
@@ -18,7 +18,7 @@ use crate::backoff::Backoff;
 use crate::held::LeaseKey;
 use crate::outputs::{attempt_output_dir, collect_outputs, prepare_output_dir};
 use crate::rpc::{self, FailureLog, Show, describe_item, is_transient, item_ok};
-use crate::runner::Shared;
+use crate::runner::{Shared, release_one};
 use crate::stats::Counters;
 use crate::store::Staging;
 use crate::task::{CancelReason, CancelToken, InputSlice, Task, TaskError, UnitContext};
@@ -27,13 +27,14 @@ use crate::task::{CancelReason, CancelToken, InputSlice, Task, TaskError, UnitCo
 pub const ERROR_TEXT_BYTES_MAX: usize = 4 * 1024;
 
 /// Runs one unit whose lease is already in the held table under `key`.
-/// Never fails: every outcome is logged and counted.
+/// Never fails: every outcome is logged and counted. Returns the next
+/// unit's lease when the commit brought one (see [`commit`]).
 pub(crate) async fn run_unit(
     worker: Arc<Shared>,
     lease: Lease,
     key: LeaseKey,
     cancel: CancelToken,
-) {
+) -> Option<Lease> {
     let span = unit_span(&lease);
     async move {
         tracing::info!(task = %lease.task, attempt = lease.attempt, "unit started");
@@ -43,24 +44,37 @@ pub(crate) async fn run_unit(
                 // Another attempt may own the unit now; committing would be refused.
                 tracing::info!("lease lost: dropping the unit's result");
                 worker.held.remove(&key);
-                return;
+                return None;
             }
             (Some(CancelReason::Shutdown), Err(err)) => {
                 // Most likely failed *because* it was cancelled: not a real
                 // attempt. The runner releases the lease.
                 tracing::info!("stopped for shutdown: {err}");
-                return;
+                return None;
             }
             _ => {}
         }
         let succeeded = result.is_ok();
         let item = commit_item(&lease, result);
-        let outcome = commit(&worker, &key, item).await;
+        let (outcome, leased) = commit(&worker, &key, item).await;
         worker.held.remove(&key);
         record(&worker, outcome, succeeded);
+        keep_one(&worker, leased).await
     }
     .instrument(span)
     .await
+}
+
+/// The lease to run next out of those a commit brought: one, unless the
+/// worker is shutting down. The rest (the master sent more than asked)
+/// are given back.
+async fn keep_one(worker: &Shared, leased: Vec<Lease>) -> Option<Lease> {
+    let mut leased = leased.into_iter().filter(|lease| lease.unit.is_some());
+    let next = leased.next().filter(|_| !worker.stopping());
+    for extra in leased {
+        release_one(worker, extra).await;
+    }
+    next
 }
 
 fn unit_span(lease: &Lease) -> tracing::Span {
@@ -224,11 +238,19 @@ enum CommitOutcome {
 
 /// Sends the commit, retrying while its reply may have been lost. Retrying
 /// is safe: a repeated commit under the same lease answers OK.
-async fn commit(worker: &Shared, key: &LeaseKey, item: CommitItem) -> CommitOutcome {
-    let request = CommitRequest {
+///
+/// Unless the worker is shutting down, the first try also asks for the
+/// next unit, which comes back with the answer. Retries do not: the
+/// leases of a lost reply are lost anyway (they expire on the master),
+/// and asking again would only strand more.
+async fn commit(worker: &Shared, key: &LeaseKey, item: CommitItem) -> (CommitOutcome, Vec<Lease>) {
+    let mut request = CommitRequest {
         server_token: key.server_token.clone(),
         items: vec![item],
-        lease_next: None,
+        lease_next: (!worker.stopping()).then(|| LeaseNext {
+            worker_id: worker.config.worker_id.clone(),
+            max_units: 1,
+        }),
     };
     let timeout = Duration::from_millis(rpc::RPC_TIMEOUT_MS);
     let mut backoff = Backoff::rpc();
@@ -246,9 +268,12 @@ async fn commit(worker: &Shared, key: &LeaseKey, item: CommitItem) -> CommitOutc
         .max(retry_until);
     loop {
         let mut client = worker.client.clone();
-        let status = match rpc::call(request.clone(), timeout, |req| client.commit(req)).await {
+        let sent = request.clone();
+        request.lease_next = None;
+        let status = match rpc::call(sent, timeout, |req| client.commit(req)).await {
             Ok(mut reply) if reply.results.len() == 1 => {
-                return CommitOutcome::Answered(reply.results.remove(0));
+                let item = reply.results.remove(0);
+                return (CommitOutcome::Answered(item), reply.leases);
             }
             Ok(reply) => Status::internal(format!(
                 "commit answered {} results for 1 item",
@@ -257,12 +282,12 @@ async fn commit(worker: &Shared, key: &LeaseKey, item: CommitItem) -> CommitOutc
             Err(status) => status,
         };
         if !is_transient(&status) {
-            return CommitOutcome::Refused(status);
+            return (CommitOutcome::Refused(status), Vec::new());
         }
         let delay = backoff.next_delay();
         expiry = worker.held.expiry(key).unwrap_or(expiry).max(retry_until);
         if Instant::now() + delay >= expiry {
-            return CommitOutcome::Abandoned(status);
+            return (CommitOutcome::Abandoned(status), Vec::new());
         }
         failures.failed(&Show(&status), delay);
         tokio::time::sleep(delay).await;
