@@ -193,33 +193,16 @@ fn t31_bench_refuses_a_batch_above_the_limit() {
 }
 
 #[test]
-fn t40_bench_over_work_streams_commits_every_unit_once() {
+fn t40_streamed_and_chained_runs_commit_every_unit_once() {
     if !master_built() {
         return;
     }
-    let output = tmctl(&[
-        "bench",
-        "--units",
-        "1000",
-        "--batch",
-        "1",
-        "--clients",
-        "8",
-        "--stream",
-        "--json",
-    ]);
-    let report = json_of(&output);
-    assert_eq!(report["stream"], true);
-    assert_eq!(report["units"], 1000);
-    assert_eq!(report["commit_calls"], 1000, "{report}");
-}
-
-#[test]
-fn t41_lease_on_commit_makes_one_call_per_unit_unary_and_streamed() {
-    if !master_built() {
-        return;
-    }
-    for transport in [None, Some("--stream")] {
+    let variants: [&[&str]; 3] = [
+        &["--stream"],
+        &["--lease-on-commit"],
+        &["--stream", "--lease-on-commit"],
+    ];
+    for variant in variants {
         let mut args = vec![
             "bench",
             "--units",
@@ -228,16 +211,22 @@ fn t41_lease_on_commit_makes_one_call_per_unit_unary_and_streamed() {
             "1",
             "--clients",
             "8",
-            "--lease-on-commit",
             "--json",
         ];
-        args.extend(transport);
+        args.extend_from_slice(variant);
         let report = json_of(&tmctl(&args));
-        assert_eq!(report["lease_on_commit"], true);
+        let chained = variant.contains(&"--lease-on-commit");
+        assert_eq!(
+            report["stream"],
+            variant.contains(&"--stream"),
+            "{variant:?}"
+        );
+        assert_eq!(report["lease_on_commit"], chained, "{variant:?}");
         assert_eq!(report["units"], 1000, "{report}");
         assert_eq!(report["commit_calls"], 1000, "{report}");
-        // Each client's first lease; every later unit came with a commit.
-        assert_eq!(report["lease_calls"], 8, "{report}");
+        // Chained, a client leases once; every later unit comes with a commit.
+        let lease_calls = if chained { 8 } else { 1000 };
+        assert_eq!(report["lease_calls"], lease_calls, "{report}");
     }
 }
 

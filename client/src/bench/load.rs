@@ -158,12 +158,13 @@ pub async fn run_client(
             continue;
         }
         let token = leases[0].server_token.clone();
-        let refs: Vec<LeaseRef> = leases.iter().map(lease_ref).collect();
+        let n = leases.len() as u64;
+        // By value: a worker is done with the lease once it commits.
+        let refs: Vec<LeaseRef> = leases.into_iter().map(into_lease_ref).collect();
         if shape.renew {
             renew(&mut calls, &token, &refs, &mut log).await?;
         }
         carried = commit(&mut calls, &token, refs, next.clone(), &mut log).await?;
-        let n = leases.len() as u64;
         shared.committed.fetch_add(n, Ordering::Relaxed);
         let since_start = shared.start.elapsed().as_millis() as u64;
         shared.progress_ms.fetch_max(since_start, Ordering::Relaxed);
@@ -317,6 +318,14 @@ fn check_stall(shared: &Shared, units: u64) -> Result<(), BenchError> {
         });
     }
     Ok(())
+}
+
+fn into_lease_ref(lease: Lease) -> LeaseRef {
+    LeaseRef {
+        unit: lease.unit,
+        lease_id: lease.lease_id,
+        config_version: lease.config_version,
+    }
 }
 
 fn lease_ref(lease: &Lease) -> LeaseRef {

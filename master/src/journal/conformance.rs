@@ -94,15 +94,7 @@ async fn appended_records_survive_reopen<B: Backend>() {
 async fn concurrent_appends_share_syncs<B: Backend>() {
     let (backend, store) = B::fresh(&init());
     let journal = Arc::new(Journal::start(store, 1));
-    let tasks: Vec<_> = (0..200)
-        .map(|i| {
-            let journal = Arc::clone(&journal);
-            tokio::spawn(async move {
-                let seq = journal.append(&[numbered(i)]);
-                journal.wait_durable(seq).await
-            })
-        })
-        .collect();
+    let tasks = append_concurrently(&journal, 0..200);
     for task in tasks {
         task.await.unwrap().unwrap();
     }
@@ -113,6 +105,23 @@ async fn concurrent_appends_share_syncs<B: Backend>() {
     );
     journal.close();
     assert_eq!(backend.reopen().unwrap().len(), 201);
+}
+
+/// One task per record of `numbers`: each appends its record and waits
+/// until it is durable.
+fn append_concurrently(
+    journal: &Arc<Journal>,
+    numbers: std::ops::Range<u64>,
+) -> Vec<tokio::task::JoinHandle<Result<(), JournalError>>> {
+    numbers
+        .map(|i| {
+            let journal = Arc::clone(journal);
+            tokio::spawn(async move {
+                let seq = journal.append(&[numbered(i)]);
+                journal.wait_durable(seq).await
+            })
+        })
+        .collect()
 }
 
 async fn torn_tail_is_dropped_and_damage_in_the_middle_refused<B: Backend>() {
@@ -201,15 +210,7 @@ async fn every_waiter_learns_of_a_failure_and_none_hangs() {
     let seq = journal.append(&[numbered(0)]);
     journal.wait_durable(seq).await.unwrap();
     backend.0.disk.lock().fail_with = Some(std::io::ErrorKind::Other);
-    let waiters: Vec<_> = (1..=50)
-        .map(|i| {
-            let journal = Arc::clone(&journal);
-            tokio::spawn(async move {
-                let seq = journal.append(&[numbered(i)]);
-                journal.wait_durable(seq).await
-            })
-        })
-        .collect();
+    let waiters = append_concurrently(&journal, 1..51);
     for waiter in waiters {
         let answer = tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
             .await
