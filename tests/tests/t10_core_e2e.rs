@@ -1,7 +1,7 @@
 //! End to end with the real binaries on 127.0.0.1: a two-group exec
 //! pipeline, the commit checks seen from a worker's side, a commit that
-//! leases the next units, a repeated commit after a lost reply, and a
-//! master killed with SIGKILL mid-run.
+//! leases the next units, a repeated commit after a lost reply, a worker
+//! killed mid-command, and a master killed with SIGKILL mid-run.
 
 use std::path::Path;
 use std::time::Duration;
@@ -327,6 +327,47 @@ fn t30_a_commit_repeated_after_a_lost_reply_succeeds_once() {
         "one downstream unit, not three"
     );
     assert_eq!(outputs(&url, &id, "count").len(), 1);
+}
+
+/// True while `pid` runs (a zombie no longer counts).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn t35_a_killed_worker_leaves_no_command_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pid_file = tmp.path().join("command.pid");
+    let pipeline = tmp.path().join("job/pipeline.toml");
+    write(
+        &pipeline,
+        &format!(
+            r#"
+name = "spin"
+[[groups]]
+name = "spin"
+command = ["sh", "-c", "echo $$ > {}; while true; do sleep 0.05; done"]
+"#,
+            pid_file.display()
+        ),
+    );
+    let master = MasterProcess::start(&tmp.path().join("data"), "127.0.0.1:0", 30_000);
+    submit(&master.url(), &pipeline, &[]);
+    let worker = WorkerProcess::start(&master.url(), 1, tmp.path());
+    let pid: u32 = wait_until("the command to start", MINUTE, || {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    });
+    assert!(running(pid));
+    worker.signal("KILL");
+    wait_until("the command to die with its worker", MINUTE, || {
+        (!running(pid)).then_some(())
+    });
 }
 
 #[test]

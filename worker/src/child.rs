@@ -35,8 +35,28 @@ pub struct GroupChild {
 }
 
 impl GroupChild {
-    /// Spawns `command` as the leader of a new process group.
+    /// Spawns `command` as the leader of a new process group. The leader
+    /// is killed if the thread that spawned it dies first (the worker was
+    /// SIGKILLed): a shell loop must not run on with nobody to reap it.
     pub fn spawn(command: &mut Command) -> io::Result<Self> {
+        // SAFETY: getpid is async-signal-safe; it runs before the fork.
+        let parent = unsafe { libc::getpid() };
+        // SAFETY: only async-signal-safe calls (prctl, getppid) between
+        // fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent may have died before the prctl took effect.
+                if libc::getppid() != parent {
+                    return Err(io::Error::other(
+                        "the worker exited while starting the command",
+                    ));
+                }
+                Ok(())
+            });
+        }
         let child = command.process_group(0).spawn()?;
         let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
         Ok(Self {
