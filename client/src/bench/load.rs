@@ -159,8 +159,7 @@ pub async fn run_client(
         }
         let token = leases[0].server_token.clone();
         let n = leases.len() as u64;
-        // By value: a worker is done with the lease once it commits.
-        let refs: Vec<LeaseRef> = leases.into_iter().map(into_lease_ref).collect();
+        let refs: Vec<LeaseRef> = leases.into_iter().map(lease_ref).collect();
         if shape.renew {
             renew(&mut calls, &token, &refs, &mut log).await?;
         }
@@ -216,17 +215,18 @@ async fn give_back_foreign(
         if log.foreign_released == 0 {
             tracing::warn!("the master has other work; the bench gives its leases back");
         }
+        let n = foreign.len();
         let request = ReleaseRequest {
             server_token: first.server_token.clone(),
-            leases: foreign.iter().map(lease_ref).collect(),
+            leases: foreign.into_iter().map(lease_ref).collect(),
         };
         let results = calls
             .release(request)
             .await
             .map_err(|status| BenchError::rpc("Release", status))?
             .results;
-        check_items("Release", &results, foreign.len())?;
-        log.foreign_released += foreign.len() as u64;
+        check_items("Release", &results, n)?;
+        log.foreign_released += n as u64;
     }
     Ok(ours)
 }
@@ -320,17 +320,11 @@ fn check_stall(shared: &Shared, units: u64) -> Result<(), BenchError> {
     Ok(())
 }
 
-fn into_lease_ref(lease: Lease) -> LeaseRef {
+/// The reference that commits or releases `lease` (by value: a worker
+/// is done with the lease once it commits or gives it back).
+fn lease_ref(lease: Lease) -> LeaseRef {
     LeaseRef {
         unit: lease.unit,
-        lease_id: lease.lease_id,
-        config_version: lease.config_version,
-    }
-}
-
-fn lease_ref(lease: &Lease) -> LeaseRef {
-    LeaseRef {
-        unit: lease.unit.clone(),
         lease_id: lease.lease_id,
         config_version: lease.config_version,
     }
