@@ -12,6 +12,8 @@
 //! - [`service`]: the thin gRPC layer (validate, convert, map errors).
 //! - [`work_stream`]: the worker calls over one bidirectional stream.
 //! - [`procstat`]: the master's peak memory and CPU time, from `/proc`.
+//! - [`writeback`]: large files (snapshots) written with paced write-back,
+//!   so their sync does not stall the journal's.
 //! - [`server`]: builds the gRPC server (with health and reflection) and
 //!   runs it until a shutdown future resolves.
 
@@ -26,3 +28,4 @@ pub mod service;
 pub mod snapshots;
 pub mod sweep;
 pub mod work_stream;
+pub mod writeback;

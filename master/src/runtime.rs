@@ -27,6 +27,7 @@ use crate::procstat;
 use crate::recovery;
 use crate::snapshots::{SnapshotError, SnapshotKind, SnapshotStore};
 use crate::sweep::{self, RemoteStore, Swept};
+use crate::writeback::Pacing;
 
 /// How the master is set up; see `taskmaster serve --help`.
 #[derive(Debug, Clone)]
@@ -360,7 +361,7 @@ impl Master {
         let store = self.snapshots.clone();
         let note = note.to_string();
         let info = tokio::task::spawn_blocking(move || {
-            write_snapshot(&store, &source, position, note, kind)
+            write_snapshot(&store, &source, position, note, kind, Pacing::Background)
         })
         .await
         .map_err(|e| MasterError::DataDir {
@@ -405,6 +406,7 @@ impl Master {
                 position,
                 format!("state after rollback to {snapshot_id}"),
                 SnapshotKind::Kept,
+                Pacing::AtOnce,
             )?;
             state.core = rolled_back;
             (position, invalidated, Arc::clone(&state.journal), info)
@@ -791,13 +793,14 @@ fn write_snapshot(
     position: u64,
     note: String,
     kind: SnapshotKind,
+    pacing: Pacing,
 ) -> Result<SnapshotInfo, SnapshotError> {
     let head = Snapshot {
         note,
         taken_unix_ms: unix_ms(),
         ..source.head(position)
     };
-    store.write_with(head, kind, |head| source.encode_with_head(head))
+    store.write_with(head, kind, pacing, |head| source.encode_with_head(head))
 }
 
 fn unix_ms() -> u64 {

@@ -11,7 +11,7 @@
 //! recovery starts from it.
 
 use std::fs;
-use std::io::{self, Write as _};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
@@ -20,6 +20,7 @@ use taskmaster_proto::v1::SnapshotInfo;
 
 use crate::journal::file::sync_dir;
 use crate::journal::frame;
+use crate::writeback::{self, Pacing};
 
 /// Operator snapshots kept on disk; rollback can reach any of them.
 pub const SNAPSHOTS_KEPT: usize = 10;
@@ -92,16 +93,18 @@ impl SnapshotStore {
     /// (The master writes through `write_with` and its own encoder.)
     #[cfg(test)]
     pub fn write(&self, snap: Snapshot, kind: SnapshotKind) -> Result<SnapshotInfo, SnapshotError> {
-        self.write_with(snap, kind, Message::encode_to_vec)
+        self.write_with(snap, kind, Pacing::Background, Message::encode_to_vec)
     }
 
     /// Writes a snapshot whose bytes `encode` makes from `head` once its
     /// id is set (the master encodes the units itself, see
-    /// `SnapshotSource::encode_with_head`); returns its info.
+    /// `SnapshotSource::encode_with_head`), written as `pacing` says;
+    /// returns its info.
     pub fn write_with(
         &self,
         mut snap: Snapshot,
         kind: SnapshotKind,
+        pacing: Pacing,
         encode: impl FnOnce(&Snapshot) -> Vec<u8>,
     ) -> Result<SnapshotInfo, SnapshotError> {
         let number = self.entries()?.last().map_or(1, |e| e.number + 1);
@@ -117,8 +120,7 @@ impl SnapshotStore {
         })?;
         let tmp = self.dir.join(format!("{}.tmp", entry.id()));
         let written = fs::File::create(&tmp).and_then(|mut file| {
-            file.write_all(&header)?;
-            file.write_all(&payload)?;
+            writeback::write(&mut file, &[&header, &payload], pacing)?;
             file.sync_all()
         });
         written.map_err(io_error(&tmp, "write"))?;
