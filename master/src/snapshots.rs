@@ -199,7 +199,15 @@ impl SnapshotStore {
             *seen += 1;
             if age > 0 && *seen > limit {
                 let path = self.dir.join(entry.file_name());
+                // Held open while its name goes, then freed in steps: a
+                // snapshot freed at once stalls the journal's next sync
+                // (see writeback::release).
+                let file = fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_error(&path, "open old snapshot"))?;
                 fs::remove_file(&path).map_err(io_error(&path, "remove old snapshot"))?;
+                writeback::release(file);
             }
         }
         Ok(())

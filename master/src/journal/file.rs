@@ -1,21 +1,34 @@
 //! The journal as one append-only file: an 8-byte magic, then frames.
 //! `sync` is `fdatasync`, so an acknowledged record survives power loss
-//! (sled 0.34's flush uses `sync_file_range`, which does not).
+//! (sled 0.34's flush uses `sync_file_range`, which does not). Compaction
+//! copies the file in the background ([`compaction`]).
+
+mod compaction;
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use taskmaster_proto::journal::Record;
 
 use super::frame::{self, Tail};
 use super::{JournalError, LogStore, decode_all};
+use crate::writeback;
+use compaction::Compaction;
 
 const MAGIC: &[u8; 8] = b"TMJRNL01";
 /// Magic, then the sequence number of the record before the file's first
 /// (0 for a journal that starts at the beginning; a snapshot's position
 /// after compaction).
 const HEADER_BYTES: usize = 16;
+
+/// The file header of a journal whose first record follows `base`.
+fn file_header(base: u64) -> [u8; HEADER_BYTES] {
+    let mut header = [0; HEADER_BYTES];
+    header[..MAGIC.len()].copy_from_slice(MAGIC);
+    header[MAGIC.len()..].copy_from_slice(&base.to_le_bytes());
+    header
+}
 
 pub struct FileLog {
     file: File,
@@ -31,6 +44,10 @@ pub struct FileLog {
     /// instead of from the start, so it costs the kept tail, not the whole
     /// journal (it runs on the writer thread, between syncs).
     marks: Vec<(u64, u64)>,
+    /// Sequence number of the last record in the file.
+    last_seq: u64,
+    /// A compaction whose copy is running (see [`compaction`]).
+    compacting: Option<Compaction>,
 }
 
 /// Bytes between two marks at least: compaction scans at most this much
@@ -64,6 +81,9 @@ impl FileLog {
     /// is refused.
     pub fn open(path: &Path) -> Result<Opened, JournalError> {
         let io = |context| move |source| io_error(path, context, source);
+        // A compaction's new file left by a crash: the journal is whole
+        // without it (it only ever replaces the journal by a rename).
+        let _ = std::fs::remove_file(compaction::tmp_path(path));
         let mut bytes = Vec::new();
         File::open(path)
             .map_err(io("open"))?
@@ -113,6 +133,8 @@ impl FileLog {
             ],
             synced_len: len,
             written_len: len,
+            last_seq: base + records.len() as u64,
+            compacting: None,
         };
         Ok(Opened {
             log,
@@ -134,8 +156,7 @@ fn write_atomically(
     let io = |context| move |source| io_error(path, context, source);
     let tmp = path.with_extension("tmp");
     let mut file = File::create(&tmp).map_err(io("create"))?;
-    file.write_all(MAGIC).map_err(io("write"))?;
-    file.write_all(&base.to_le_bytes()).map_err(io("write"))?;
+    file.write_all(&file_header(base)).map_err(io("write"))?;
     file.write_all(frames).map_err(io("write"))?;
     file.sync_all().map_err(io("sync"))?;
     std::fs::rename(&tmp, path).map_err(io("rename"))?;
@@ -152,6 +173,8 @@ fn write_atomically(
         marks: vec![(base, HEADER_BYTES as u64), (base + records, len)],
         synced_len: len,
         written_len: len,
+        last_seq: base + records,
+        compacting: None,
     })
 }
 
@@ -159,6 +182,10 @@ impl LogStore for FileLog {
     fn append(&mut self, bytes: &[u8], last_seq: u64) -> io::Result<()> {
         self.written_len += bytes.len() as u64;
         self.file.write_all(bytes)?;
+        self.last_seq = last_seq;
+        if let Some(compaction) = &mut self.compacting {
+            compaction.appended(bytes);
+        }
         let &(_, last_offset) = self.marks.last().expect("marks start with the header");
         if self.written_len - last_offset >= MARK_EVERY_BYTES {
             self.marks.push((last_seq, self.written_len));
@@ -173,40 +200,99 @@ impl LogStore for FileLog {
     }
 
     fn discard_unsynced(&mut self) -> io::Result<()> {
+        // What a compaction kept of the appends includes the discarded ones.
+        if let Some(compaction) = self.compacting.take() {
+            compaction.abandon();
+        }
         // Shrinking needs no space, so this works on a full disk.
         self.file.set_len(self.synced_len)?;
+        // A file renamed in by a compaction is not in append mode.
+        self.file.seek(SeekFrom::Start(self.synced_len))?;
         self.written_len = self.synced_len;
         self.marks.retain(|&(_, offset)| offset <= self.synced_len);
         self.file.sync_all()
     }
 
-    /// Rewrites the file without records up to `upto` (now in a snapshot),
-    /// reading it only from the last mark at or before `upto`.
+    /// Starts rewriting the file without records up to `upto` (now in a
+    /// snapshot), copying from the last mark at or before `upto` on a
+    /// thread of its own; [`FileLog::finish_compaction`] ends it. Called
+    /// between batches, when everything written is synced.
     fn compact(&mut self, upto: u64) -> io::Result<()> {
+        if self.compacting.is_some() {
+            self.finish_compaction()?;
+        }
         if upto <= self.base {
             return Ok(());
         }
-        let &(mark_seq, mark_offset) = self
+        if self.written_len != self.synced_len {
+            return Err(io::Error::other(
+                "compaction asked for with unsynced bytes; the journal keeps growing",
+            ));
+        }
+        let &mark = self
             .marks
             .iter()
             .rev()
             .find(|&&(seq, _)| seq <= upto)
             .expect("the first mark is the file's base, below upto");
-        let mut file = File::open(&self.path)?;
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(mark_offset))?;
-        let mut bytes = Vec::new();
-        file.take(self.written_len - mark_offset)
-            .read_to_end(&mut bytes)?;
-        let scan = frame::scan(&bytes);
-        let skip = (upto - mark_seq) as usize;
-        let keep_from = match scan.payloads.get(skip) {
-            Some(&(offset, _)) => offset,
-            None => scan.valid_len, // every record is in the snapshot
-        };
-        let kept = scan.payloads.len().saturating_sub(skip) as u64;
-        let frames = &bytes[keep_from..scan.valid_len];
-        *self = write_atomically(&self.path, upto, frames, kept).map_err(io::Error::other)?;
+        self.compacting = Some(Compaction::start(&self.path, mark, self.synced_len, upto)?);
         Ok(())
+    }
+
+    fn compacting(&self) -> bool {
+        self.compacting.is_some()
+    }
+
+    fn poll_compaction(&mut self) -> io::Result<()> {
+        match &self.compacting {
+            Some(compaction) if compaction.ready() => self.finish_compaction(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Ends a compaction in progress, waiting for its copy: adds what was
+    /// appended meanwhile, then renames the new file over the journal.
+    /// Only an error after the rename is returned (the journal then cannot
+    /// be trusted to be the file it writes); before it, the compaction is
+    /// given up, logged, and the old file goes on.
+    fn finish_compaction(&mut self) -> io::Result<()> {
+        let Some(compaction) = self.compacting.take() else {
+            return Ok(());
+        };
+        let tmp = compaction::tmp_path(&self.path);
+        let copied = match compaction.complete() {
+            Ok(copied) => copied,
+            Err(e) => {
+                tracing::warn!(error = %e, "journal compaction failed; the journal keeps growing");
+                return Ok(());
+            }
+        };
+        if let Err(e) = std::fs::rename(&tmp, &self.path) {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(error = %e, "journal compaction failed; the journal keeps growing");
+            return Ok(());
+        }
+        // The path names the new file now: the journal goes on in it.
+        // The old file, unlinked by the rename, is freed in the background:
+        // its last close would stall the writer (see writeback::release).
+        writeback::release(std::mem::replace(&mut self.file, copied.file));
+        self.base = copied.upto;
+        self.synced_len = copied.len;
+        self.written_len = copied.len;
+        self.marks = vec![
+            (copied.upto, HEADER_BYTES as u64),
+            (self.last_seq, copied.len),
+        ];
+        tracing::info!(upto = copied.upto, "journal compacted");
+        sync_dir(&self.path)
+    }
+}
+
+impl Drop for FileLog {
+    fn drop(&mut self) {
+        if let Some(compaction) = self.compacting.take() {
+            compaction.abandon();
+        }
     }
 }
 
@@ -271,6 +357,7 @@ mod tests {
         // Between marks, then again from the new file's own marks.
         for upto in [1234, 2001, 2999] {
             log.compact(upto).unwrap();
+            log.finish_compaction().unwrap();
             let opened = FileLog::open(&path).unwrap();
             assert_eq!(opened.base, upto);
             assert_eq!(
@@ -284,6 +371,115 @@ mod tests {
         log.append(&frames, 3001).unwrap();
         log.sync().unwrap();
         log.compact(3000).unwrap();
+        log.finish_compaction().unwrap();
         assert_eq!(tokens(&FileLog::open(&path).unwrap().records), vec![3001]);
+    }
+
+    /// Appends `from..=to` as one synced batch.
+    fn append_synced(log: &mut FileLog, from: u64, to: u64) {
+        let mut frames = Vec::new();
+        for seq in from..=to {
+            frame::encode_message(&numbered(seq), &mut frames);
+        }
+        log.append(&frames, to).unwrap();
+        log.sync().unwrap();
+    }
+
+    #[test]
+    fn records_appended_while_the_copy_runs_are_in_the_compacted_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.log");
+        let mut log = FileLog::create(&path, 0, &[]).unwrap();
+        append_synced(&mut log, 1, 2000);
+        log.compact(1500).unwrap();
+        assert!(log.compacting());
+        // The journal goes on while the copy runs; the old file has it all.
+        for batch in 0..20 {
+            let first = 2001 + batch * 10;
+            append_synced(&mut log, first, first + 9);
+            log.poll_compaction().unwrap();
+        }
+        log.finish_compaction().unwrap();
+        assert!(!log.compacting());
+        assert!(!compaction::tmp_path(&path).exists());
+        // And after the swap, appends go to the new file.
+        append_synced(&mut log, 2201, 2210);
+        let opened = FileLog::open(&path).unwrap();
+        assert_eq!(opened.base, 1500);
+        assert_eq!(tokens(&opened.records), (1501..=2210).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_compaction_given_up_leaves_the_old_file_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.log");
+        let mut log = FileLog::create(&path, 0, &[]).unwrap();
+        append_synced(&mut log, 1, 1000);
+        // Dropped mid-compaction (the writer stopping), as a crash would.
+        log.compact(900).unwrap();
+        append_synced(&mut log, 1001, 1010);
+        drop(log);
+        assert!(!compaction::tmp_path(&path).exists());
+        // A crash instead leaves the new file behind; opening removes it.
+        std::fs::write(compaction::tmp_path(&path), b"half a copy").unwrap();
+        let mut opened = FileLog::open(&path).unwrap();
+        assert!(!compaction::tmp_path(&path).exists());
+        assert_eq!(opened.base, 0);
+        assert_eq!(tokens(&opened.records), (1..=1010).collect::<Vec<_>>());
+        // A failed write during a compaction gives it up too; what was
+        // synced stays, the unsynced tail goes.
+        let log = &mut opened.log;
+        log.compact(1005).unwrap();
+        let mut frames = Vec::new();
+        frame::encode_message(&numbered(1011), &mut frames);
+        log.append(&frames, 1011).unwrap();
+        log.discard_unsynced().unwrap();
+        assert!(!log.compacting());
+        append_synced(log, 1011, 1012);
+        let reopened = FileLog::open(&path).unwrap();
+        assert_eq!(tokens(&reopened.records), (1..=1012).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_idle_journal_finishes_its_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.log");
+        let mut log = FileLog::create(&path, 0, &[]).unwrap();
+        append_synced(&mut log, 1, 1000);
+        let journal = crate::journal::Journal::start(log, 1000);
+        journal.compact(900);
+        // No more appends: the writer polls the copy by itself. (The file
+        // is only looked at: opening it is recovery's, and would remove
+        // the copy in progress. A read that opened the old file just
+        // before the swap may see it being freed, shorter than a header.)
+        let base = || {
+            let bytes = std::fs::read(&path).unwrap();
+            let base = bytes.get(MAGIC.len()..HEADER_BYTES)?;
+            Some(u64::from_le_bytes(base.try_into().unwrap()))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while base() != Some(900) {
+            assert!(std::time::Instant::now() < deadline, "never compacted");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!compaction::tmp_path(&path).exists());
+        journal.close();
+        let opened = FileLog::open(&path).unwrap();
+        assert_eq!(tokens(&opened.records), (901..=1000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_second_compaction_finishes_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.log");
+        let mut log = FileLog::create(&path, 0, &[]).unwrap();
+        append_synced(&mut log, 1, 100);
+        log.compact(50).unwrap();
+        append_synced(&mut log, 101, 110);
+        log.compact(105).unwrap();
+        log.finish_compaction().unwrap();
+        let opened = FileLog::open(&path).unwrap();
+        assert_eq!(opened.base, 105);
+        assert_eq!(tokens(&opened.records), (106..=110).collect::<Vec<_>>());
     }
 }

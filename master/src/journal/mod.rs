@@ -30,7 +30,24 @@ pub trait LogStore: Send + 'static {
     fn sync(&mut self) -> io::Result<()>;
     /// Drops the records up to sequence number `upto` (a durable snapshot
     /// holds their effect), atomically: a crash leaves either version.
+    /// Called between batches, when all that was appended is synced. A
+    /// store may finish it later, in `poll_compaction` or
+    /// `finish_compaction`; until then the records stay.
     fn compact(&mut self, upto: u64) -> io::Result<()>;
+    /// Called after each successful sync: finishes a compaction whose
+    /// work in the background is done. An error means the store can no
+    /// longer be trusted, as after a failed sync.
+    fn poll_compaction(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    /// Finishes a compaction in progress, waiting for it (when closing).
+    fn finish_compaction(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    /// A compaction is in progress: the writer polls it even when idle.
+    fn compacting(&self) -> bool {
+        false
+    }
     /// After a failed write or sync: cuts off everything since the last
     /// successful sync, so nothing unacknowledged can reappear on recovery.
     fn discard_unsynced(&mut self) -> io::Result<()>;
@@ -303,17 +320,41 @@ impl Shared {
 
 fn write_loop(mut store: impl LogStore, shared: &Shared, durable: &watch::Sender<Durable>) {
     let mut batch = Vec::new();
+    let idle =
+        |queue: &Queue| queue.frames.is_empty() && queue.compact_upto.is_none() && !queue.closing;
     loop {
-        let (upto, compact) = {
+        let next = {
             let mut queue = shared.queue.lock();
-            while queue.frames.is_empty() && queue.compact_upto.is_none() && !queue.closing {
-                shared.wake.wait(&mut queue);
+            while idle(&queue) {
+                if !store.compacting() {
+                    shared.wake.wait(&mut queue);
+                } else if shared
+                    .wake
+                    .wait_for(&mut queue, COMPACTION_POLL)
+                    .timed_out()
+                {
+                    break;
+                }
             }
-            if queue.frames.is_empty() && queue.compact_upto.is_none() {
-                return; // closing, and everything is written
+            if idle(&queue) {
+                None // nothing to write, a compaction to look at
+            } else if queue.frames.is_empty() && queue.compact_upto.is_none() {
+                // Closing, and everything is written.
+                drop(queue);
+                if let Err(e) = store.finish_compaction() {
+                    tracing::error!(error = %e, "journal compaction failed while closing");
+                }
+                return;
+            } else {
+                std::mem::swap(&mut batch, &mut queue.frames);
+                Some((queue.appended, queue.compact_upto.take()))
             }
-            std::mem::swap(&mut batch, &mut queue.frames);
-            (queue.appended, queue.compact_upto.take())
+        };
+        let Some((upto, compact)) = next else {
+            if !poll_compaction(&mut store, shared, durable) {
+                return;
+            }
+            continue;
         };
         if !batch.is_empty() {
             // Fault-injection tests crash the master around the write and
@@ -328,12 +369,7 @@ fn write_loop(mut store: impl LogStore, shared: &Shared, durable: &watch::Sender
                 if let Err(cut) = store.discard_unsynced() {
                     tracing::error!(error = %cut, "could not cut the unsynced tail; recovery will");
                 }
-                durable.send_modify(|d| {
-                    d.failed = Some(e.to_string().into());
-                    d.disk_full = is_disk_full(&e);
-                });
-                shared.failed.store(true, Ordering::Release);
-                shared.synced.notify_all();
+                fail_writer(shared, durable, &e);
                 return; // the thread then marks the writer gone, failing every waiter
             }
             shared.syncs.fetch_add(1, Ordering::Relaxed);
@@ -343,17 +379,49 @@ fn write_loop(mut store: impl LogStore, shared: &Shared, durable: &watch::Sender
             drop(shared.queue.lock()); // a blocking waiter is either waiting or sees the store
             shared.synced.notify_all();
             batch.clear();
+            // After the waiters are woken: a compaction finishing here
+            // delays the next batch, not this one.
+            if !poll_compaction(&mut store, shared, durable) {
+                return;
+            }
         }
         if let Some(upto) = compact {
             // A failed compaction leaves the old file whole: only space is lost.
-            match store.compact(upto) {
-                Ok(()) => tracing::info!(upto, "journal compacted"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "journal compaction failed; the journal keeps growing")
-                }
+            if let Err(e) = store.compact(upto) {
+                tracing::warn!(error = %e, "journal compaction failed; the journal keeps growing")
             }
         }
     }
+}
+
+/// How often an idle writer looks whether a compaction's copy is done.
+const COMPACTION_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Lets the store finish a compaction whose copy is done; false when that
+/// failed the journal.
+fn poll_compaction(
+    store: &mut impl LogStore,
+    shared: &Shared,
+    durable: &watch::Sender<Durable>,
+) -> bool {
+    match store.poll_compaction() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "journal compaction failed after replacing the file; nothing more will be acknowledged");
+            fail_writer(shared, durable, &e);
+            false
+        }
+    }
+}
+
+/// Marks the journal failed: nothing after the last sync is acknowledged.
+fn fail_writer(shared: &Shared, durable: &watch::Sender<Durable>, e: &io::Error) {
+    durable.send_modify(|d| {
+        d.failed = Some(e.to_string().into());
+        d.disk_full = is_disk_full(e);
+    });
+    shared.failed.store(true, Ordering::Release);
+    shared.synced.notify_all();
 }
 
 fn failure_error(why: &Arc<str>, disk_full: bool) -> JournalError {

@@ -1,0 +1,148 @@
+//! Compaction without stopping the journal.
+//!
+//! Compacting rewrites the journal without the records a snapshot now
+//! holds. Done on the writer thread, every commit waited for the whole
+//! rewrite: the kept tail written and synced, the rename and the directory
+//! sync, 27 to 48 ms after each automatic snapshot of a 1 M-unit run. So
+//! the bulk of it runs on a thread of its own: it copies the kept records,
+//! as far as they were synced when it began, to a new file and syncs it,
+//! while the writer goes on appending to the old file and keeps a copy of
+//! what it appends. Once the copy is done, the writer adds that copy to the
+//! new file, syncs it, renames it over the journal and syncs the directory
+//! (`FileLog::finish_compaction`): a crash at any point leaves one whole
+//! file holding every acknowledged record, the old one until the rename.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use super::{file_header, frame};
+use crate::writeback::{self, Pacing};
+
+/// Appended bytes kept for a compaction in progress beyond which the
+/// writer waits for its copy instead of holding more in memory.
+const APPENDED_MAX: usize = 64 * 1024 * 1024;
+
+/// A new journal file, synced, holding the records after `upto`.
+pub(super) struct Copied {
+    pub file: File,
+    pub len: u64,
+    pub upto: u64,
+}
+
+pub(super) struct Compaction {
+    upto: u64,
+    tmp: PathBuf,
+    copy: JoinHandle<io::Result<Copied>>,
+    /// Bytes appended to the old file since the copy began.
+    appended: Vec<u8>,
+}
+
+/// Where the new file is written before it is renamed over the journal
+/// (not the `.tmp` that a journal created whole is written under).
+pub(super) fn tmp_path(path: &Path) -> PathBuf {
+    path.with_extension("compacting")
+}
+
+impl Compaction {
+    /// Starts copying the records after `upto` from the journal at `path`,
+    /// reading from `mark` (sequence number, offset: a frame boundary at or
+    /// before `upto`) to `synced_end`, where the file is synced and ends.
+    pub(super) fn start(
+        path: &Path,
+        mark: (u64, u64),
+        synced_end: u64,
+        upto: u64,
+    ) -> io::Result<Compaction> {
+        let tmp = tmp_path(path);
+        let (from, to) = (path.to_path_buf(), tmp.clone());
+        let copy = std::thread::Builder::new()
+            .name("journal-compaction".into())
+            .spawn(move || copy_kept(&from, &to, mark, synced_end, upto))?;
+        Ok(Compaction {
+            upto,
+            tmp,
+            copy,
+            appended: Vec::new(),
+        })
+    }
+
+    /// Keeps a copy of bytes appended to the old file meanwhile.
+    pub(super) fn appended(&mut self, bytes: &[u8]) {
+        self.appended.extend_from_slice(bytes);
+    }
+
+    /// Whether the writer should finish now: the copy is done, or what it
+    /// keeps for the copy has grown too large to keep waiting.
+    pub(super) fn ready(&self) -> bool {
+        self.copy.is_finished() || self.appended.len() > APPENDED_MAX
+    }
+
+    /// Waits for the copy, adds what was appended meanwhile and syncs. On
+    /// an error the new file is removed: the old one is whole, only the
+    /// space is not freed yet.
+    pub(super) fn complete(self) -> io::Result<Copied> {
+        let copied = self
+            .copy
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the compaction thread panicked")))
+            .and_then(|mut copied| {
+                copied.file.write_all(&self.appended)?;
+                copied.file.sync_data()?;
+                copied.len += self.appended.len() as u64;
+                Ok(copied)
+            });
+        if copied.is_err() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+        debug_assert!(copied.as_ref().map_or(true, |c| c.upto == self.upto));
+        copied
+    }
+
+    /// Gives the compaction up (the old file stays as it is).
+    pub(super) fn abandon(self) {
+        let _ = self.copy.join();
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+/// The copying thread: the records after `upto` among those in
+/// `[mark.1, synced_end)` of `from`, written to `to` behind a header whose
+/// base is `upto`, and synced.
+fn copy_kept(
+    from: &Path,
+    to: &Path,
+    (mark_seq, mark_offset): (u64, u64),
+    synced_end: u64,
+    upto: u64,
+) -> io::Result<Copied> {
+    let mut file = File::open(from)?;
+    file.seek(SeekFrom::Start(mark_offset))?;
+    let mut bytes = Vec::new();
+    file.take(synced_end - mark_offset)
+        .read_to_end(&mut bytes)?;
+    let scan = frame::scan(&bytes);
+    // Everything up to `synced_end` was synced whole: anything else means
+    // the file is not what the writer wrote, and nothing may be dropped.
+    if scan.tail != frame::Tail::Clean || bytes.len() as u64 != synced_end - mark_offset {
+        return Err(io::Error::other(format!(
+            "journal bytes {mark_offset}..{synced_end} do not read back as whole frames"
+        )));
+    }
+    let skip = usize::try_from(upto - mark_seq).map_err(io::Error::other)?;
+    let keep_from = scan
+        .payloads
+        .get(skip)
+        .map_or(scan.valid_len, |&(offset, _)| offset);
+    let kept = &bytes[keep_from..];
+    let header = file_header(upto);
+    let mut out = File::create(to)?;
+    writeback::write(&mut out, &[&header, kept], Pacing::Background)?;
+    out.sync_all()?;
+    Ok(Copied {
+        file: out,
+        len: (header.len() + kept.len()) as u64,
+        upto,
+    })
+}
