@@ -7,18 +7,19 @@
 # Environment (all optional):
 #   RUNS=3                  runs per shape
 #   OUT=target/bench-all.jsonl
-#   SHAPES="a a_chain a_stream b b_chain b_stream c c_chain c_stream memory long"
+#   SHAPES="a a_chain a_stream b b_chain b_stream c c_chain c_stream cb_chain cb_stream memory long"
 #
 # The half-peak rate of (c) is half the median of (a) (of (a_chain) for
-# (c_chain), of (a_stream) for (c_stream)), so (a) must run before (c) in
-# the same invocation. "chain" and "stream" shapes use --lease-on-commit:
+# (c_chain), of (a_stream) for (c_stream), of (b_chain) and (b_stream)
+# for the batched (cb_chain) and (cb_stream)), so the peak shape must run
+# before its half-peak one in the same invocation. "chain" and "stream" shapes use --lease-on-commit:
 # each commit also leases the next batch.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 OUT=${OUT:-target/bench-all.jsonl}
-SHAPES=${SHAPES:-"a a_chain a_stream b b_chain b_stream c c_chain c_stream memory long"}
+SHAPES=${SHAPES:-"a a_chain a_stream b b_chain b_stream c c_chain c_stream cb_chain cb_stream memory long"}
 
 cargo build --release --bin tmctl --bin taskmaster >&2
 tmctl=target/release/tmctl
@@ -70,6 +71,8 @@ for shape in $SHAPES; do
         c) run c --batch 1 --clients 64 --rate "$(half_of_median a)" ;;
         c_chain) run c_chain --batch 1 --clients 64 --lease-on-commit --rate "$(half_of_median a_chain)" ;;
         c_stream) run c_stream --batch 1 --clients 64 --stream --lease-on-commit --rate "$(half_of_median a_stream)" ;;
+        cb_chain) run cb_chain --batch 100 --clients 8 --units 1000000 --lease-on-commit --rate "$(half_of_median b_chain)" ;;
+        cb_stream) run cb_stream --batch 100 --clients 8 --units 1000000 --stream --lease-on-commit --rate "$(half_of_median b_stream)" ;;
         memory) run memory --units 10000000 --pending-only --restart ;;
         long) run long --batch 100 --clients 8 --units 10000000 --lease-on-commit ;;
         *) echo "unknown shape $shape" >&2; exit 2 ;;
