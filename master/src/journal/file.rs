@@ -42,7 +42,7 @@ pub struct FileLog {
     /// before `offset`, `offset`), ascending, at least [`MARK_EVERY_BYTES`]
     /// apart. Compaction reads the file from the mark before its position
     /// instead of from the start, so it costs the kept tail, not the whole
-    /// journal (it runs on the writer thread, between syncs).
+    /// journal.
     marks: Vec<(u64, u64)>,
     /// Sequence number of the last record in the file.
     last_seq: u64,
@@ -466,6 +466,25 @@ mod tests {
         journal.close();
         let opened = FileLog::open(&path).unwrap();
         assert_eq!(tokens(&opened.records), (901..=1000).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn the_writer_takes_compactions_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.log");
+        let mut log = FileLog::create(&path, 0, &[]).unwrap();
+        append_synced(&mut log, 1, 1000);
+        let journal = crate::journal::Journal::start(log, 1000);
+        journal.compact(500);
+        let seq = journal.append(&[numbered(1001)]);
+        journal.wait_durable(seq).await.unwrap();
+        journal.compact(1000);
+        let seq = journal.append(&[numbered(1002)]);
+        journal.wait_durable(seq).await.unwrap();
+        journal.close();
+        let opened = FileLog::open(&path).unwrap();
+        assert_eq!(opened.base, 1000);
+        assert_eq!(tokens(&opened.records), vec![1001, 1002]);
     }
 
     #[test]

@@ -351,7 +351,7 @@ fn write_loop(mut store: impl LogStore, shared: &Shared, durable: &watch::Sender
             }
         };
         let Some((upto, compact)) = next else {
-            if !poll_compaction(&mut store, shared, durable) {
+            if !end_compaction(&mut store, shared, durable, Wait::No) {
                 return;
             }
             continue;
@@ -381,11 +381,15 @@ fn write_loop(mut store: impl LogStore, shared: &Shared, durable: &watch::Sender
             batch.clear();
             // After the waiters are woken: a compaction finishing here
             // delays the next batch, not this one.
-            if !poll_compaction(&mut store, shared, durable) {
+            if !end_compaction(&mut store, shared, durable, Wait::No) {
                 return;
             }
         }
         if let Some(upto) = compact {
+            // One compaction at a time: the one in progress ends first.
+            if store.compacting() && !end_compaction(&mut store, shared, durable, Wait::Yes) {
+                return;
+            }
             // A failed compaction leaves the old file whole: only space is lost.
             if let Err(e) = store.compact(upto) {
                 tracing::warn!(error = %e, "journal compaction failed; the journal keeps growing")
@@ -397,14 +401,26 @@ fn write_loop(mut store: impl LogStore, shared: &Shared, durable: &watch::Sender
 /// How often an idle writer looks whether a compaction's copy is done.
 const COMPACTION_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// Lets the store finish a compaction whose copy is done; false when that
-/// failed the journal.
-fn poll_compaction(
+/// Whether ending a compaction may wait for its copy.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Yes,
+    No,
+}
+
+/// Lets the store finish a compaction (only one whose copy is done, with
+/// `Wait::No`); false when that failed the journal.
+fn end_compaction(
     store: &mut impl LogStore,
     shared: &Shared,
     durable: &watch::Sender<Durable>,
+    wait: Wait,
 ) -> bool {
-    match store.poll_compaction() {
+    let ended = match wait {
+        Wait::Yes => store.finish_compaction(),
+        Wait::No => store.poll_compaction(),
+    };
+    match ended {
         Ok(()) => true,
         Err(e) => {
             tracing::error!(error = %e, "journal compaction failed after replacing the file; nothing more will be acknowledged");
