@@ -375,6 +375,15 @@ mod tests {
         assert_eq!(tokens(&FileLog::open(&path).unwrap().records), vec![3001]);
     }
 
+    /// A journal file in a new temporary dir holding records `1..=records`.
+    fn journal_of(records: u64) -> (tempfile::TempDir, PathBuf, FileLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.log");
+        let mut log = FileLog::create(&path, 0, &[]).unwrap();
+        append_synced(&mut log, 1, records);
+        (dir, path, log)
+    }
+
     /// Appends `from..=to` as one synced batch.
     fn append_synced(log: &mut FileLog, from: u64, to: u64) {
         let mut frames = Vec::new();
@@ -387,10 +396,7 @@ mod tests {
 
     #[test]
     fn records_appended_while_the_copy_runs_are_in_the_compacted_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("journal.log");
-        let mut log = FileLog::create(&path, 0, &[]).unwrap();
-        append_synced(&mut log, 1, 2000);
+        let (_dir, path, mut log) = journal_of(2000);
         log.compact(1500).unwrap();
         assert!(log.compacting());
         // The journal goes on while the copy runs; the old file has it all.
@@ -411,10 +417,7 @@ mod tests {
 
     #[test]
     fn a_compaction_given_up_leaves_the_old_file_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("journal.log");
-        let mut log = FileLog::create(&path, 0, &[]).unwrap();
-        append_synced(&mut log, 1, 1000);
+        let (_dir, path, mut log) = journal_of(1000);
         // Dropped mid-compaction (the writer stopping), as a crash would.
         log.compact(900).unwrap();
         append_synced(&mut log, 1001, 1010);
@@ -442,10 +445,7 @@ mod tests {
 
     #[test]
     fn an_idle_journal_finishes_its_compaction() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("journal.log");
-        let mut log = FileLog::create(&path, 0, &[]).unwrap();
-        append_synced(&mut log, 1, 1000);
+        let (_dir, path, log) = journal_of(1000);
         let journal = crate::journal::Journal::start(log, 1000);
         journal.compact(900);
         // No more appends: the writer polls the copy by itself. (The file
@@ -470,10 +470,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_writer_takes_compactions_one_at_a_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("journal.log");
-        let mut log = FileLog::create(&path, 0, &[]).unwrap();
-        append_synced(&mut log, 1, 1000);
+        let (_dir, path, log) = journal_of(1000);
         let journal = crate::journal::Journal::start(log, 1000);
         journal.compact(500);
         let seq = journal.append(&[numbered(1001)]);
@@ -489,10 +486,7 @@ mod tests {
 
     #[test]
     fn a_second_compaction_finishes_the_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("journal.log");
-        let mut log = FileLog::create(&path, 0, &[]).unwrap();
-        append_synced(&mut log, 1, 100);
+        let (_dir, path, mut log) = journal_of(100);
         log.compact(50).unwrap();
         append_synced(&mut log, 101, 110);
         log.compact(105).unwrap();
