@@ -1,0 +1,163 @@
+//! The two floors under a commit's latency on this machine, each paced at
+//! `--rate` as `tmctl bench --rate` paces its clients:
+//! - the disk: appending a journal-sized record and `fdatasync`ing it, in
+//!   the temporary dir where the bench's master keeps its journal;
+//! - the RPC: `Lease` calls (one unit, no wait) to an empty master, which
+//!   take a worker call's gRPC path and the state lock but find nothing to
+//!   lease, so write and sync nothing.
+//!
+//! A durable commit pays at least both; BENCHMARKS.md compares them with
+//! `tmctl bench` at the same rates.
+//!
+//! ```sh
+//! cargo build --release --bin taskmaster --example latency_floor
+//! target/release/examples/latency_floor --rate 3700 --seconds 10
+//! ```
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use taskmaster_client::Client;
+use taskmaster_client::bench::local_master::LocalMaster;
+use taskmaster_client::bench::stats::{micros, percentile};
+use taskmaster_proto::v1::LeaseRequest;
+use tokio::time::MissedTickBehavior;
+
+#[derive(Parser)]
+struct Args {
+    /// Calls per second over all clients.
+    #[arg(long, value_parser = positive)]
+    rate: f64,
+    /// How long to call for.
+    #[arg(long, default_value_t = 10.0, value_parser = positive)]
+    seconds: f64,
+    /// Concurrent clients, each on its own connection (as `tmctl bench`).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    clients: u32,
+    /// An existing (idle) master; by default one is started from the
+    /// `taskmaster` binary of the same build, on a temporary data dir.
+    #[arg(long)]
+    master: Option<String>,
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let local = match &args.master {
+        Some(_) => None,
+        None => Some(LocalMaster::start(&master_binary()?).await?),
+    };
+    let url = match (&args.master, &local) {
+        (Some(url), _) => url.clone(),
+        (None, Some(local)) => local.url().to_string(),
+        (None, None) => unreachable!("a master is given or started"),
+    };
+    let disk = tokio::task::spawn_blocking({
+        let (rate, seconds) = (args.rate, args.seconds);
+        move || sync_paced(rate, seconds)
+    });
+    print_line("disk: append 200 B + fdatasync", disk.await??, args.rate);
+    let rpc = call_paced(&url, &args).await;
+    if let Some(local) = local {
+        local.stop().await;
+    }
+    let what = format!("rpc: Lease on an empty master, {} clients", args.clients);
+    print_line(&what, rpc?, args.rate);
+    Ok(())
+}
+
+fn print_line(what: &str, (mut samples, took): (Vec<u32>, Duration), rate: f64) {
+    samples.sort_unstable();
+    let at = |p| percentile(&samples, p).unwrap_or(0);
+    println!(
+        "{what}: {:.0}/s (offered {rate:.0}/s): p50 {} us, p90 {} us, p99 {} us, max {} us",
+        samples.len() as f64 / took.as_secs_f64(),
+        at(50.0),
+        at(90.0),
+        at(99.0),
+        samples.last().copied().unwrap_or(0),
+    );
+}
+
+/// One writer appending a record the size of a one-unit commit's journal
+/// batch and syncing it, once a period; returns each append + sync.
+fn sync_paced(rate: f64, seconds: f64) -> std::io::Result<(Vec<u32>, Duration)> {
+    let dir = tempfile::Builder::new()
+        .prefix("taskmaster-floor-")
+        .tempdir()?;
+    let mut file = std::fs::File::create(dir.path().join("journal.log"))?;
+    let record = [0x5a_u8; 200];
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    let mut next = start;
+    while next < start + Duration::from_secs_f64(seconds) {
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let began = Instant::now();
+        file.write_all(&record)?;
+        file.sync_data()?;
+        samples.push(micros(began.elapsed()));
+        next += period;
+        // Behind schedule: skip the missed slots, as the bench does.
+        while next < Instant::now() {
+            next += period;
+        }
+    }
+    Ok((samples, start.elapsed()))
+}
+
+/// `target/release/taskmaster` for `target/release/examples/latency_floor`.
+fn master_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(|examples| examples.parent())
+        .ok_or_else(|| anyhow::anyhow!("cannot place {}", exe.display()))?;
+    Ok(profile_dir.join("taskmaster"))
+}
+
+/// Every client calls once a period, the clients spread over it, as
+/// `tmctl bench --rate` paces them; returns every call's latency.
+async fn call_paced(url: &str, args: &Args) -> anyhow::Result<(Vec<u32>, Duration)> {
+    let period = Duration::from_secs_f64(f64::from(args.clients) / args.rate);
+    let start = Instant::now() + Duration::from_millis(200);
+    let until = start + Duration::from_secs_f64(args.seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..args.clients {
+        let mut raw = Client::connect(url).await?.raw();
+        let first = start + period * i / args.clients;
+        tasks.spawn(async move {
+            let mut pacer = tokio::time::interval_at(first.into(), period);
+            pacer.set_missed_tick_behavior(MissedTickBehavior::Skip);
+            let mut samples = Vec::new();
+            while Instant::now() < until {
+                pacer.tick().await;
+                let request = LeaseRequest {
+                    worker_id: format!("floor-{i}"),
+                    max_units: 1,
+                    wait_ms: 0,
+                };
+                let began = Instant::now();
+                raw.lease(request).await?;
+                samples.push(micros(began.elapsed()));
+            }
+            Ok::<_, tonic::Status>(samples)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        all.extend(joined??);
+    }
+    Ok((all, start.elapsed()))
+}
