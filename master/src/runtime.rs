@@ -320,7 +320,7 @@ impl Master {
         })
         .await
         .and_then(|mut status| {
-            status.journal_bytes = std::fs::metadata(&self.journal_path).map_or(0, |m| m.len());
+            status.journal_bytes = crate::journal::file::disk_bytes(&self.journal_path);
             status.journal_records = journal
                 .appended()
                 .saturating_sub(self.snapshot_position.load(Ordering::Relaxed));

@@ -296,6 +296,13 @@ impl Drop for FileLog {
     }
 }
 
+/// The bytes the journal at `path` takes on disk now: the file, plus the
+/// new file of a compaction in progress (for a moment both exist whole).
+pub fn disk_bytes(path: &Path) -> u64 {
+    let len = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
+    len(path) + len(&compaction::tmp_path(path))
+}
+
 fn io_error(path: &Path, context: &'static str, source: io::Error) -> JournalError {
     JournalError::Io {
         path: path.display().to_string(),
@@ -392,6 +399,16 @@ mod tests {
         }
         log.append(&frames, to).unwrap();
         log.sync().unwrap();
+    }
+
+    #[test]
+    fn disk_bytes_count_a_compaction_copy_beside_the_journal() {
+        let (_dir, path, _log) = journal_of(100);
+        let journal_len = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(disk_bytes(&path), journal_len);
+        std::fs::write(compaction::tmp_path(&path), [0u8; 1000]).unwrap();
+        assert_eq!(disk_bytes(&path), journal_len + 1000);
+        assert_eq!(disk_bytes(&path.with_file_name("absent.log")), 0);
     }
 
     #[test]
