@@ -420,6 +420,71 @@ fn t90_torn_journal_tail_keeps_the_acknowledged_prefix_and_corruption_is_refused
     }
 }
 
+/// A master that dies during the compaction after a snapshot (its new
+/// file written, before or after the rename) recovers every acknowledged
+/// commit, removes a leftover copy, and goes on to finish the work.
+#[test]
+fn t90_a_master_killed_mid_compaction_recovers_what_it_acknowledged() {
+    use taskmaster_tests::faults::procs::{FailPoint, aborted};
+    let rt = runtime();
+    for (n, point) in (0..).zip(FailPoint::COMPACTION) {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let spec = master_spec(tmp.path(), data.clone(), 60_000);
+        let mut master = spec
+            .start(Some((point, 100)), 10 * n)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let client = rt.block_on(Client::connect(&master.url())).unwrap();
+        let id = rt
+            .block_on(client.submit(pipeline("compacted", inputs(6))))
+            .unwrap();
+        let first = rt.block_on(lease(&client, 3)).unwrap();
+        for l in &first {
+            let ok = rt.block_on(commit(&client, l, output(l, "out"))).unwrap();
+            assert_eq!(ok.code, 0);
+        }
+        let acknowledged = visible_state(&master.url(), &id);
+        // The snapshot itself is durable before its compaction starts, so
+        // its reply may come back or be lost to the abort.
+        let _ = rt.block_on(client.snapshot("then a crash"));
+        let status = master
+            .proc
+            .wait_exit(Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("{} never fired", point.name()));
+        assert!(aborted(status), "{}: exit status {status}", point.name());
+
+        let master = spec
+            .start(None, 10 * n + 1)
+            .unwrap_or_else(|e| panic!("after {}: {e}", point.name()));
+        assert_eq!(
+            visible_state(&master.url(), &id),
+            acknowledged,
+            "after {}",
+            point.name()
+        );
+        assert!(
+            !data.join("journal.compacting").exists(),
+            "after {}: a leftover compaction copy",
+            point.name()
+        );
+        let client = rt.block_on(Client::connect(&master.url())).unwrap();
+        let rest = rt.block_on(lease(&client, 6)).unwrap();
+        assert_eq!(rest.len(), 3, "after {}", point.name());
+        for l in &rest {
+            let ok = rt.block_on(commit(&client, l, output(l, "out"))).unwrap();
+            assert_eq!(ok.code, 0, "after {}: {}", point.name(), ok.message);
+        }
+        let status = rt.block_on(client.status(&id)).unwrap();
+        assert_eq!(
+            status.state(),
+            PipelineState::Succeeded,
+            "after {}",
+            point.name()
+        );
+        assert_eq!(rt.block_on(committed(&client, &id)).len(), 6);
+    }
+}
+
 fn spec_named(name: &str) -> PipelineSpec {
     pipeline(name, inputs(3))
 }

@@ -267,6 +267,8 @@ impl LogStore for FileLog {
                 return Ok(());
             }
         };
+        fail::fail_point!("journal-compaction-before-rename", |_| std::process::abort(
+        ));
         if let Err(e) = std::fs::rename(&tmp, &self.path) {
             let _ = std::fs::remove_file(&tmp);
             tracing::warn!(error = %e, "journal compaction failed; the journal keeps growing");
@@ -284,6 +286,7 @@ impl LogStore for FileLog {
             (self.last_seq, copied.len),
         ];
         tracing::info!(upto = copied.upto, "journal compacted");
+        fail::fail_point!("journal-compaction-after-rename", |_| std::process::abort());
         sync_dir(&self.path)
     }
 }

@@ -104,19 +104,33 @@ pub fn aborted(status: ExitStatus) -> bool {
     status.signal() == Some(libc::SIGABRT)
 }
 
-/// The master's fail points around the journal write (master/src/journal).
+/// The master's fail points around the journal write and its compaction
+/// (master/src/journal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FailPoint {
     BeforeWrite,
     BeforeSync,
     AfterSync,
+    /// The compaction's new file written, not yet synced.
+    CompactionCopied,
+    CompactionBeforeRename,
+    /// Renamed over the journal, the directory not yet synced.
+    CompactionAfterRename,
 }
 
 impl FailPoint {
+    /// Around every journal write: the random schedule arms these.
     pub const ALL: [FailPoint; 3] = [
         FailPoint::BeforeWrite,
         FailPoint::BeforeSync,
         FailPoint::AfterSync,
+    ];
+
+    /// Fire only while a snapshot's compaction runs.
+    pub const COMPACTION: [FailPoint; 3] = [
+        FailPoint::CompactionCopied,
+        FailPoint::CompactionBeforeRename,
+        FailPoint::CompactionAfterRename,
     ];
 
     pub fn name(self) -> &'static str {
@@ -124,6 +138,9 @@ impl FailPoint {
             FailPoint::BeforeWrite => "journal-before-write",
             FailPoint::BeforeSync => "journal-before-sync",
             FailPoint::AfterSync => "journal-after-sync",
+            FailPoint::CompactionCopied => "journal-compaction-copied",
+            FailPoint::CompactionBeforeRename => "journal-compaction-before-rename",
+            FailPoint::CompactionAfterRename => "journal-compaction-after-rename",
         }
     }
 }
