@@ -194,9 +194,9 @@ fn large(c: &mut Criterion) {
         lease_and_commit(&mut core, BATCH_MAX);
     }
     group.bench_function(format!("snapshot_copy/{PIPELINE_UNITS}_units"), |b| {
-        b.iter(|| core.snapshot_source())
+        b.iter(|| core.snapshot_source(0))
     });
-    let source = core.snapshot_source();
+    let source = core.snapshot_source(0);
     group.bench_function(format!("snapshot_encode/{PIPELINE_UNITS}_units"), |b| {
         b.iter(|| source.encode_with_head(&source.head(1)))
     });

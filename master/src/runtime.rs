@@ -351,7 +351,7 @@ impl Master {
             state.journal.check()?;
             let position = state.journal.appended();
             (
-                state.core.snapshot_source(),
+                state.core.snapshot_source(self.clock.now_ms()),
                 position,
                 Arc::clone(&state.journal),
             )
@@ -395,14 +395,15 @@ impl Master {
         let (position, invalidated, journal, info) = {
             let mut state = self.state.lock();
             state.journal.check()?;
-            let (rolled_back, invalidated) = state.core.rolled_back(restored, self.clock.now_ms());
+            let now_ms = self.clock.now_ms();
+            let (rolled_back, invalidated) = state.core.rolled_back(restored, now_ms);
             let position = state.journal.appended();
             // The new snapshot stands for every record up to `position`, so
             // they must be on disk first; the writer never takes this lock.
             state.journal.wait_durable_blocking(position)?;
             let info = write_snapshot(
                 &self.snapshots,
-                &rolled_back.snapshot_source(),
+                &rolled_back.snapshot_source(now_ms),
                 position,
                 format!("state after rollback to {snapshot_id}"),
                 SnapshotKind::Kept,

@@ -83,7 +83,7 @@ pub fn replay(records: Vec<Record>) -> bool {
         return false;
     }
     let _ = core.list();
-    let _ = core.to_snapshot(1);
+    let _ = core.to_snapshot(1, 0);
     let _ = core.lease("fuzz", 10, 1);
     let _ = core.expire(u64::MAX / 4);
     let _ = core.lease("fuzz", 10, u64::MAX / 4);

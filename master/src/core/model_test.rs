@@ -323,14 +323,14 @@ impl Run {
 
     /// State written as a snapshot and read back behaves like a restart.
     fn snapshot_round_trip(&mut self) {
-        let snap = self.core.to_snapshot(self.journal.len() as u64);
+        let snap = self.core.to_snapshot(self.journal.len() as u64, self.now);
         // The bottom-up encoder the master writes snapshots with decodes
         // to exactly this snapshot, whatever state the steps left.
         let head = Snapshot {
             pipelines: Vec::new(),
             ..snap.clone()
         };
-        let bytes = self.core.snapshot_source().encode_with_head(&head);
+        let bytes = self.core.snapshot_source(self.now).encode_with_head(&head);
         assert_eq!(Snapshot::decode(bytes.as_slice()).unwrap(), snap);
         self.core = Core::from_snapshot(self.core.config().clone(), &snap, self.now).unwrap();
         for (state, _) in self.model.units.values_mut() {

@@ -1,7 +1,7 @@
 //! Operator actions and snapshots: exact records, state before and after,
 //! and the commit checks across each action.
 
-use taskmaster_proto::journal::{self, Record, record::Kind};
+use taskmaster_proto::journal::{self, DelayedRetry, Record, record::Kind};
 use taskmaster_proto::v1::*;
 
 use super::tests::{LEASE_MS, assert_snapshot_encodes, core, done, lease_ref, two_groups};
@@ -302,19 +302,66 @@ fn a_failed_attempt_waits_out_the_default_retry_delay() {
 }
 
 #[test]
+fn a_retry_delay_survives_a_snapshot_with_what_was_left_of_it() {
+    let mut core = core();
+    let mut spec = two_groups(1);
+    spec.groups[0].retry_delay_ms = Some(100_000);
+    core.submit("p-1", spec, 0, 0).unwrap();
+    let lease = core.lease("w", 1, 0).unwrap().1.remove(0);
+    let item = CommitItem {
+        lease: Some(lease_ref(&lease)),
+        result: Some(commit_item::Result::Error("e".into())),
+    };
+    core.commit("tok", &[item], 0).unwrap();
+    // 80 to 120 s of delay; taken at 50 s, at least 30 s are left.
+    let snap = core.to_snapshot(9, 50_000);
+    assert_eq!(snap.delayed_retries.len(), 1);
+    let left = snap.delayed_retries[0].wait_ms;
+    assert!((30_000..=70_000).contains(&left), "{left}");
+    // Loaded at 1 s (a new process's clock): still waiting until 1 s + left.
+    let mut restored = Core::from_snapshot(core.config().clone(), &snap, 1_000).unwrap();
+    restored.check_invariants().unwrap();
+    assert!(
+        restored
+            .lease("w", 1, 1_000 + left - 1)
+            .unwrap()
+            .1
+            .is_empty()
+    );
+    assert_eq!(restored.lease("w", 1, 1_000 + left).unwrap().1.len(), 1);
+}
+
+#[test]
+fn a_snapshot_delaying_a_unit_that_is_not_pending_is_refused() {
+    let mut core = submitted(1);
+    core.lease("w", 1, 0).unwrap();
+    let mut snap = core.to_snapshot(9, 0);
+    snap.delayed_retries.push(DelayedRetry {
+        pipeline_id: "p-1".into(),
+        group: 0,
+        unit: 0,
+        wait_ms: 5,
+    });
+    let err = Core::from_snapshot(core.config().clone(), &snap, 0).unwrap_err();
+    assert!(err.to_string().contains("not a pending unit"), "{err}");
+    snap.delayed_retries[0].unit = 99;
+    assert!(Core::from_snapshot(core.config().clone(), &snap, 0).is_err());
+}
+
+#[test]
 fn a_snapshot_rebuilds_the_same_state() {
     let mut core = submitted(3);
     let leases = core.lease("w", 2, 0).unwrap().1;
     core.commit("tok", &[done(&leases[0], &["o"])], 0).unwrap();
     core.block("p-1", true, 0).unwrap();
-    let snap = core.to_snapshot(42);
+    let snap = core.to_snapshot(42, 0);
     let restored = Core::from_snapshot(core.config().clone(), &snap, 0).unwrap();
     assert_eq!(restored.list(), core.list());
     assert_eq!(
         restored.outputs("p-1", "a").unwrap(),
         core.outputs("p-1", "a").unwrap()
     );
-    assert_eq!(restored.to_snapshot(42), snap);
+    assert_eq!(restored.to_snapshot(42, 0), snap);
     let (_, results) = core.commit("tok", &[done(&leases[1], &["o"])], 1).unwrap();
     assert_eq!(
         results,
@@ -328,7 +375,7 @@ fn rollback_invalidates_every_lease_and_reopens_what_was_committed_since() {
     let mut core = submitted(3);
     let first = core.lease("w", 1, 0).unwrap().1.remove(0);
     core.commit("tok", &[done(&first, &["o"])], 0).unwrap();
-    let snapshot = Core::from_snapshot(core.config().clone(), &core.to_snapshot(1), 0).unwrap();
+    let snapshot = Core::from_snapshot(core.config().clone(), &core.to_snapshot(1, 0), 0).unwrap();
     let leases = core.lease("w", 2, 0).unwrap().1;
     core.commit("tok", &[done(&leases[0], &["o"])], 0).unwrap();
     let (mut rolled, invalidated) = core.rolled_back(snapshot, 1);

@@ -1,13 +1,14 @@
 //! The state as a [`Snapshot`] and back, and the rollback transform.
 //!
 //! A snapshot holds what the journal would rebuild: pipelines, groups,
-//! units, the lease counter and blocks. Derived indices (counts, ready
-//! queue, lease clocks) are rebuilt on load, as replay rebuilds them.
+//! units, the lease counter and blocks, and which pending units still wait
+//! out a retry delay, with what was left of it. Derived indices (counts,
+//! ready queue, lease clocks) are rebuilt on load, as replay rebuilds them.
 
 use rustc_hash::FxHashMap;
 
 use taskmaster_proto::journal::{
-    Snapshot, SnapshotGroup, SnapshotPipeline, SnapshotUnit, UnitAddr, UnitStateCode,
+    DelayedRetry, Snapshot, SnapshotGroup, SnapshotPipeline, SnapshotUnit, UnitAddr, UnitStateCode,
     snapshot_unit::Source,
 };
 
@@ -23,6 +24,7 @@ pub struct SnapshotSource {
     next_lease_id: u64,
     blocked: bool,
     pipelines: Vec<Pipeline>,
+    delayed_retries: Vec<DelayedRetry>,
 }
 
 impl SnapshotSource {
@@ -46,30 +48,44 @@ impl SnapshotSource {
             server_token: self.server_token.clone(),
             next_lease_id: self.next_lease_id,
             blocked: self.blocked,
+            delayed_retries: self.delayed_retries.clone(),
             ..Snapshot::default()
         }
     }
 }
 
 impl Core {
-    /// The whole state, to be stored at journal position `position`.
-    pub fn to_snapshot(&self, position: u64) -> Snapshot {
-        self.snapshot_source().to_snapshot(position)
+    /// The whole state at `now_ms`, to be stored at journal position
+    /// `position`.
+    pub fn to_snapshot(&self, position: u64, now_ms: u64) -> Snapshot {
+        self.snapshot_source(now_ms).to_snapshot(position)
     }
 
-    /// A copy of what a snapshot records: O(pipelines + unit chunks), not
-    /// O(units).
-    pub fn snapshot_source(&self) -> SnapshotSource {
+    /// A copy of what a snapshot records at `now_ms`: O(pipelines + unit
+    /// chunks + delayed retries), not O(units).
+    pub fn snapshot_source(&self, now_ms: u64) -> SnapshotSource {
+        let delayed_retries = self
+            .delayed
+            .iter()
+            .map(|&(due_ms, pos)| DelayedRetry {
+                pipeline_id: self.pipelines[pos.pipeline as usize].id.clone(),
+                group: pos.group,
+                unit: pos.unit,
+                wait_ms: due_ms.saturating_sub(now_ms),
+            })
+            .collect();
         SnapshotSource {
             server_token: self.server_token.clone(),
             next_lease_id: self.next_lease_id,
             blocked: self.blocked,
             pipelines: self.pipelines.clone(),
+            delayed_retries,
         }
     }
 
     /// Rebuilds a core from a snapshot. Held leases get a full lease time
-    /// from `now_ms`, as after a journal replay.
+    /// from `now_ms`, as after a journal replay; retries still waiting
+    /// wait what was left of their delay, from `now_ms`.
     pub fn from_snapshot(
         config: CoreConfig,
         snap: &Snapshot,
@@ -88,8 +104,43 @@ impl Core {
                 .insert(pipeline.id.clone(), core.pipelines.len() as u32);
             core.pipelines.push(pipeline);
         }
-        core.rebuild_indices(now_ms)?;
+        let delayed = core.delayed_positions(&snap.delayed_retries)?;
+        core.rebuild_indices(now_ms, &delayed)?;
         Ok(core)
+    }
+
+    /// Where each delayed retry of a snapshot is, and how long it waits.
+    fn delayed_positions(
+        &self,
+        retries: &[DelayedRetry],
+    ) -> Result<FxHashMap<Pos, u64>, CoreError> {
+        let mut delayed = FxHashMap::default();
+        for retry in retries {
+            let pos = self
+                .pipeline_index
+                .get(&retry.pipeline_id)
+                .map(|&pipeline| Pos {
+                    pipeline,
+                    group: retry.group,
+                    unit: retry.unit,
+                })
+                .filter(|&pos| {
+                    let groups = &self.pipelines[pos.pipeline as usize].groups;
+                    groups.get(pos.group as usize).is_some_and(|g| {
+                        g.units
+                            .get(pos.unit as usize)
+                            .is_some_and(|u| u.state == UnitState::Pending)
+                    })
+                })
+                .ok_or_else(|| {
+                    CoreError::Corrupt(format!(
+                        "snapshot delays a retry of {}/{}/{}, which is not a pending unit",
+                        retry.pipeline_id, retry.group, retry.unit
+                    ))
+                })?;
+            delayed.insert(pos, retry.wait_ms);
+        }
+        Ok(delayed)
     }
 
     /// Rolling back to `snapshot`: its state, except that every lease out
@@ -118,8 +169,13 @@ impl Core {
         (snapshot, invalidated)
     }
 
-    /// Counts, the ready queue and lease clocks, from the units.
-    fn rebuild_indices(&mut self, now_ms: u64) -> Result<(), CoreError> {
+    /// Counts, the ready and delayed queues and lease clocks, from the
+    /// units; `delayed` are the pending units still waiting, and how long.
+    fn rebuild_indices(
+        &mut self,
+        now_ms: u64,
+        delayed: &FxHashMap<Pos, u64>,
+    ) -> Result<(), CoreError> {
         for p in 0..self.pipelines.len() as u32 {
             for g in 0..self.pipelines[p as usize].groups.len() as u32 {
                 let group = &mut self.pipelines[p as usize].groups[g as usize];
@@ -134,7 +190,12 @@ impl Core {
                         unit: u,
                     };
                     match self.pipelines[p as usize].groups[g as usize].units[u as usize].state {
-                        UnitState::Pending => self.ready.push_back(pos),
+                        UnitState::Pending => match delayed.get(&pos) {
+                            Some(&wait_ms) => {
+                                self.delayed.insert((now_ms.saturating_add(wait_ms), pos));
+                            }
+                            None => self.ready.push_back(pos),
+                        },
                         UnitState::Leased { lease_id, .. } => {
                             if lease_id >= self.next_lease_id || self.leases.contains_key(&lease_id)
                             {

@@ -44,12 +44,12 @@ pub fn two_groups(inputs: usize) -> PipelineSpec {
 /// exactly what `to_snapshot` builds.
 pub fn assert_snapshot_encodes(core: &Core) {
     use prost::Message as _;
-    let snap = core.to_snapshot(9);
+    let snap = core.to_snapshot(9, 0);
     let head = journal::Snapshot {
         pipelines: Vec::new(),
         ..snap.clone()
     };
-    let bytes = core.snapshot_source().encode_with_head(&head);
+    let bytes = core.snapshot_source(0).encode_with_head(&head);
     assert_eq!(journal::Snapshot::decode(bytes.as_slice()).unwrap(), snap);
 }
 
