@@ -9,6 +9,13 @@ use clap::{Parser, Subcommand};
 use taskmaster_master::clock::MonotonicClock;
 use taskmaster_master::runtime::{Master, MasterConfig};
 
+/// Every request allocates and frees its messages, strings and buffers,
+/// often on different threads; glibc's malloc spent a quarter of the
+/// master's CPU on that in a batched run (perf: `_int_malloc`,
+/// `malloc_consolidate`, `free`). BENCHMARKS.md has the A/B.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "taskmaster",
