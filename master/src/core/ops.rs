@@ -110,8 +110,11 @@ impl Core {
         check_lease_request(worker_id, max_units)?;
         self.note_worker(worker_id, max_units as u32, now_ms);
         self.promote_due(now_ms);
-        let mut records = Vec::new();
-        let mut leases = Vec::new();
+        // Sized once: growing them by doubling was a visible share of a
+        // batched lease's time (perf: memmove under RawVec::grow_one).
+        let most = max_units.min(self.ready.len());
+        let mut records = Vec::with_capacity(most);
+        let mut leases = Vec::with_capacity(most);
         let mut held_back = Vec::new();
         // One pass over the queue at most, so a fully blocked queue costs
         // one scan, not a loop.
@@ -222,7 +225,7 @@ impl Core {
         now_ms: u64,
     ) -> Result<(Vec<Record>, ItemResults), CoreError> {
         self.check_batch(token, items.len())?;
-        let mut records = Vec::new();
+        let mut records = Vec::with_capacity(items.len());
         let mut results = Vec::with_capacity(items.len());
         for item in items {
             let (rec, result) = match self.commit_one(item, now_ms) {
