@@ -278,11 +278,12 @@ fn in_flight_limits_hold_units_back() {
     );
 }
 
-#[test]
-fn a_failed_attempt_waits_out_the_default_retry_delay() {
+/// A core whose one first-group unit failed its first attempt at 0 ms,
+/// under the group's `retry_delay_ms`.
+fn failed_once(retry_delay_ms: Option<u64>) -> Core {
     let mut core = core();
     let mut spec = two_groups(1);
-    spec.groups[0].retry_delay_ms = None;
+    spec.groups[0].retry_delay_ms = retry_delay_ms;
     core.submit("p-1", spec, 0, 0).unwrap();
     let lease = core.lease("w", 1, 0).unwrap().1.remove(0);
     let item = CommitItem {
@@ -290,6 +291,12 @@ fn a_failed_attempt_waits_out_the_default_retry_delay() {
         result: Some(commit_item::Result::Error("e".into())),
     };
     core.commit("tok", &[item], 0).unwrap();
+    core
+}
+
+#[test]
+fn a_failed_attempt_waits_out_the_default_retry_delay() {
+    let mut core = failed_once(None);
     assert!(
         core.lease("w", 1, 60_000).unwrap().1.is_empty(),
         "under a minute: still waiting"
@@ -303,16 +310,7 @@ fn a_failed_attempt_waits_out_the_default_retry_delay() {
 
 #[test]
 fn a_retry_delay_survives_a_snapshot_with_what_was_left_of_it() {
-    let mut core = core();
-    let mut spec = two_groups(1);
-    spec.groups[0].retry_delay_ms = Some(100_000);
-    core.submit("p-1", spec, 0, 0).unwrap();
-    let lease = core.lease("w", 1, 0).unwrap().1.remove(0);
-    let item = CommitItem {
-        lease: Some(lease_ref(&lease)),
-        result: Some(commit_item::Result::Error("e".into())),
-    };
-    core.commit("tok", &[item], 0).unwrap();
+    let core = failed_once(Some(100_000));
     // 80 to 120 s of delay; taken at 50 s, at least 30 s are left.
     let snap = core.to_snapshot(9, 50_000);
     assert_eq!(snap.delayed_retries.len(), 1);
