@@ -278,11 +278,15 @@ fn in_flight_limits_hold_units_back() {
     );
 }
 
-/// A core whose one first-group unit failed its first attempt at 0 ms,
-/// under the group's `retry_delay_ms`.
+/// A core whose one first-group unit (two input files, so it can be
+/// split) failed its first attempt at 0 ms, under `retry_delay_ms`.
 fn failed_once(retry_delay_ms: Option<u64>) -> Core {
     let mut core = core();
-    let mut spec = two_groups(1);
+    let mut spec = two_groups(0);
+    spec.groups[0].input_units = vec![InputUnit {
+        files: vec!["/in/a".into(), "/in/b".into()],
+        slices: vec![],
+    }];
     spec.groups[0].retry_delay_ms = retry_delay_ms;
     core.submit("p-1", spec, 0, 0).unwrap();
     let lease = core.lease("w", 1, 0).unwrap().1.remove(0);
@@ -330,20 +334,38 @@ fn a_retry_delay_survives_a_snapshot_with_what_was_left_of_it() {
 }
 
 #[test]
-fn a_snapshot_delaying_a_unit_that_is_not_pending_is_refused() {
-    let mut core = submitted(1);
-    core.lease("w", 1, 0).unwrap();
+fn a_delayed_unit_dropped_by_scaling_is_no_retry_in_the_snapshot() {
+    let mut core = failed_once(Some(100_000));
+    core.scale("p-1", "a", 2, 0).unwrap();
+    let snap = core.to_snapshot(9, 0);
+    assert!(
+        snap.delayed_retries.is_empty(),
+        "{:?}",
+        snap.delayed_retries
+    );
+    Core::from_snapshot(core.config().clone(), &snap, 0).unwrap();
+}
+
+#[test]
+fn a_snapshot_delaying_no_pending_unit_loads_without_that_delay() {
+    let mut core = submitted(2);
+    let leased = core.lease("w", 1, 0).unwrap().1.remove(0);
     let mut snap = core.to_snapshot(9, 0);
-    snap.delayed_retries.push(DelayedRetry {
-        pipeline_id: "p-1".into(),
+    let delay = |pipeline_id: &str, unit| DelayedRetry {
+        pipeline_id: pipeline_id.into(),
         group: 0,
-        unit: 0,
-        wait_ms: 5,
-    });
-    let err = Core::from_snapshot(core.config().clone(), &snap, 0).unwrap_err();
-    assert!(err.to_string().contains("not a pending unit"), "{err}");
-    snap.delayed_retries[0].unit = 99;
-    assert!(Core::from_snapshot(core.config().clone(), &snap, 0).is_err());
+        unit,
+        wait_ms: 50_000,
+    };
+    let held = leased.unit.as_ref().unwrap().unit;
+    snap.delayed_retries = vec![delay("p-1", held), delay("p-1", 99), delay("p-9", 0)];
+    let mut restored = Core::from_snapshot(core.config().clone(), &snap, 0).unwrap();
+    restored.check_invariants().unwrap();
+    assert_eq!(
+        restored.lease("w", 5, 0).unwrap().1.len(),
+        1,
+        "the other unit, at once"
+    );
 }
 
 #[test]

@@ -64,9 +64,12 @@ impl Core {
     /// A copy of what a snapshot records at `now_ms`: O(pipelines + unit
     /// chunks + delayed retries), not O(units).
     pub fn snapshot_source(&self, now_ms: u64) -> SnapshotSource {
+        // The delay queue may keep entries of units no longer pending
+        // (scaling drops units where they are): those are not retries.
         let delayed_retries = self
             .delayed
             .iter()
+            .filter(|&&(_, pos)| self.unit(pos).state == UnitState::Pending)
             .map(|&(due_ms, pos)| DelayedRetry {
                 pipeline_id: self.pipelines[pos.pipeline as usize].id.clone(),
                 group: pos.group,
@@ -104,43 +107,36 @@ impl Core {
                 .insert(pipeline.id.clone(), core.pipelines.len() as u32);
             core.pipelines.push(pipeline);
         }
-        let delayed = core.delayed_positions(&snap.delayed_retries)?;
+        let delayed = core.delayed_positions(&snap.delayed_retries);
         core.rebuild_indices(now_ms, &delayed)?;
         Ok(core)
     }
 
     /// Where each delayed retry of a snapshot is, and how long it waits.
-    fn delayed_positions(
-        &self,
-        retries: &[DelayedRetry],
-    ) -> Result<FxHashMap<Pos, u64>, CoreError> {
-        let mut delayed = FxHashMap::default();
-        for retry in retries {
-            let pos = self
-                .pipeline_index
-                .get(&retry.pipeline_id)
-                .map(|&pipeline| Pos {
+    /// An entry that names no pending unit is passed over rather than
+    /// refused: the worst it can do is let a unit retry early, while
+    /// refusing would stop a master from starting on its own snapshot.
+    fn delayed_positions(&self, retries: &[DelayedRetry]) -> FxHashMap<Pos, u64> {
+        let pending = |pos: Pos| {
+            let groups = &self.pipelines[pos.pipeline as usize].groups;
+            groups.get(pos.group as usize).is_some_and(|g| {
+                g.units
+                    .get(pos.unit as usize)
+                    .is_some_and(|u| u.state == UnitState::Pending)
+            })
+        };
+        retries
+            .iter()
+            .filter_map(|retry| {
+                let &pipeline = self.pipeline_index.get(&retry.pipeline_id)?;
+                let pos = Pos {
                     pipeline,
                     group: retry.group,
                     unit: retry.unit,
-                })
-                .filter(|&pos| {
-                    let groups = &self.pipelines[pos.pipeline as usize].groups;
-                    groups.get(pos.group as usize).is_some_and(|g| {
-                        g.units
-                            .get(pos.unit as usize)
-                            .is_some_and(|u| u.state == UnitState::Pending)
-                    })
-                })
-                .ok_or_else(|| {
-                    CoreError::Corrupt(format!(
-                        "snapshot delays a retry of {}/{}/{}, which is not a pending unit",
-                        retry.pipeline_id, retry.group, retry.unit
-                    ))
-                })?;
-            delayed.insert(pos, retry.wait_ms);
-        }
-        Ok(delayed)
+                };
+                pending(pos).then_some((pos, retry.wait_ms))
+            })
+            .collect()
     }
 
     /// Rolling back to `snapshot`: its state, except that every lease out
