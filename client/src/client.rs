@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use taskmaster_proto::v1::task_master_client::TaskMasterClient;
 use taskmaster_proto::v1::{
     BlockRequest, CancelRequest, ChangeConfigRequest, ChangeConfigResponse, ClearRequest,
-    ClearResponse, GetMasterStatusRequest, GetStatusRequest, GroupConfigChange, ListOutputsRequest,
-    ListPipelinesRequest, ListSnapshotsRequest, ListWorkersRequest, MasterStatus, PipelineSpec,
-    PipelineState, PipelineStatus, RerunRequest, RetryRequest, RollbackRequest, ScaleRequest,
-    ScaleResponse, SnapshotInfo, SubmitRequest, TakeSnapshotRequest, UnitOutputs, WorkerInfo,
+    ClearResponse, DeletePipelinesRequest, GetMasterStatusRequest, GetStatusRequest,
+    GroupConfigChange, ListOutputsRequest, ListPipelinesRequest, ListSnapshotsRequest,
+    ListWorkersRequest, MasterStatus, PipelineSpec, PipelineState, PipelineStatus, RerunRequest,
+    RetryRequest, RollbackRequest, ScaleRequest, ScaleResponse, SnapshotInfo, SubmitRequest,
+    TakeSnapshotRequest, UnitOutputs, WorkerInfo,
 };
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
@@ -253,6 +254,19 @@ impl Client {
         });
         let reply = self.inner.clone().cancel(request).await;
         self.answer(reply).map(drop)
+    }
+
+    /// Makes the master forget finished pipelines (all or none): their
+    /// status, outputs list and place in memory and snapshots. Their
+    /// committed outputs stay in the store; outputs of attempts that never
+    /// committed are deleted first. Returns how many such attempts were
+    /// swept. Refused (FAILED_PRECONDITION) while one has not finished.
+    pub async fn delete_pipelines(&self, pipeline_ids: &[String]) -> Result<u64, ClientError> {
+        let request = with_timeout(DeletePipelinesRequest {
+            pipeline_ids: pipeline_ids.to_vec(),
+        });
+        let reply = self.inner.clone().delete_pipelines(request).await;
+        self.answer(reply).map(|r| r.attempts_swept)
     }
 
     /// Stops (`blocked`) or resumes handing out leases, for one pipeline or

@@ -6,6 +6,7 @@
 //! - [`snapshots`]: snapshot files (whole state at a journal position).
 //! - [`recovery`]: newest snapshot plus the journal after it.
 //! - [`sweep`]: deletes outputs of attempts that can no longer commit.
+//! - [`retention`]: which finished pipelines are due for deletion.
 //! - [`runtime`]: owns the core behind one lock, journals every change and
 //!   answers only once it is durable; the lease reaper and the compactor
 //!   (automatic snapshots).
@@ -22,6 +23,7 @@ pub mod core;
 pub mod journal;
 pub mod procstat;
 pub mod recovery;
+pub mod retention;
 pub mod runtime;
 pub mod server;
 pub mod service;

@@ -56,6 +56,13 @@ struct ServeArgs {
     /// [default: DATA_DIR/store].
     #[arg(long, env = "TASKMASTER_STORE")]
     store: Option<String>,
+    /// Delete finished pipelines this long after they finish (90s, 30m,
+    /// 12h, 7d): the master forgets their status, and its memory and
+    /// snapshots stop growing with history; their committed outputs stay
+    /// in the store [default: keep them until `tmctl delete`].
+    #[arg(long, env = "TASKMASTER_RETAIN_FINISHED",
+          value_parser = taskmaster_master::retention::parse_duration)]
+    retain_finished: Option<std::time::Duration>,
 }
 
 /// `--store` as a local directory or a remote store's URL.
@@ -103,6 +110,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         store_url,
         lease_ms: args.lease_ms,
         max_in_flight: args.max_in_flight,
+        retain_finished: args.retain_finished,
     };
     let master = Arc::new(Master::open(&config, Arc::new(MonotonicClock::default()))?);
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -3,6 +3,7 @@
 //! Reads also wait until everything they could have seen is durable, so no
 //! client ever observes a change that a crash could undo.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::core::{Core, CoreConfig, CoreError};
 use crate::journal::{Journal, JournalError};
 use crate::procstat;
 use crate::recovery;
+use crate::retention;
 use crate::snapshots::{SnapshotError, SnapshotKind, SnapshotStore};
 use crate::sweep::{self, RemoteStore, Swept};
 use crate::writeback::Pacing;
@@ -41,6 +43,9 @@ pub struct MasterConfig {
     pub lease_ms: u64,
     /// Leases out at once over all pipelines, at most (0: no limit).
     pub max_in_flight: u32,
+    /// Finished pipelines are deleted this long after they finish (None:
+    /// kept until an operator deletes them).
+    pub retain_finished: Option<Duration>,
 }
 
 impl MasterConfig {
@@ -53,6 +58,7 @@ impl MasterConfig {
             store_url: None,
             lease_ms: 30_000,
             max_in_flight: 0,
+            retain_finished: None,
         }
     }
 }
@@ -94,6 +100,7 @@ pub struct Master {
     fatal: watch::Sender<Option<Arc<str>>>,
     /// The remote store the sweep cleans, when outputs go to one.
     remote: Option<RemoteStore>,
+    retain_finished: Option<Duration>,
     /// Held for the process's life: one master per data dir.
     _lock: File,
 }
@@ -142,12 +149,18 @@ impl Master {
             closing: watch::channel(false).0,
             fatal: watch::channel(None).0,
             remote,
+            retain_finished: config.retain_finished,
             _lock: lock,
         })
     }
 
     pub fn lease_ms(&self) -> u64 {
         self.state.lock().core.config().lease_ms
+    }
+
+    /// How long finished pipelines are kept (None: until deleted).
+    pub fn retain_finished(&self) -> Option<Duration> {
+        self.retain_finished
     }
 
     pub fn server_token(&self) -> String {
@@ -673,14 +686,25 @@ impl Master {
 
     /// Deletes the outputs of attempts that can no longer commit.
     pub async fn sweep(self: &Arc<Self>) -> Swept {
+        self.sweep_pipelines(|_| true).await
+    }
+
+    /// [`Master::sweep`] under the pipelines `chosen` accepts only.
+    async fn sweep_pipelines(
+        self: &Arc<Self>,
+        chosen: impl Fn(&str) -> bool + Send + 'static,
+    ) -> Swept {
+        let known = {
+            let master = Arc::clone(self);
+            move |p: &str, g: &str| chosen(p) && master.state.lock().core.knows_group(p, g)
+        };
         if let Some(remote) = &self.remote {
-            return self.sweep_remote(remote).await;
+            return self.sweep_remote(remote, known).await;
         }
         let master = Arc::clone(self);
         let swept = tokio::task::spawn_blocking(move || {
             let root = PathBuf::from(master.state.lock().core.config().store_root.clone());
-            let found =
-                sweep::find_attempts(&root, |p, g| master.state.lock().core.knows_group(p, g));
+            let found = sweep::find_attempts(&root, known);
             let (dead, kept) = sweep::dead_attempts(&master.state.lock().core, found);
             Swept {
                 attempts_deleted: sweep::delete_attempts(&root, &dead),
@@ -693,10 +717,12 @@ impl Master {
 
     /// [`Master::sweep`] for a remote store: list, decide under the lock,
     /// delete. A listing error is logged and the sweep tried again later.
-    async fn sweep_remote(&self, remote: &RemoteStore) -> Swept {
-        let found = remote
-            .find_attempts(|p, g| self.state.lock().core.knows_group(p, g))
-            .await;
+    async fn sweep_remote(
+        &self,
+        remote: &RemoteStore,
+        known: impl Fn(&str, &str) -> bool,
+    ) -> Swept {
+        let found = remote.find_attempts(known).await;
         let mut found = match found {
             Ok(found) => found,
             Err(e) => {
@@ -709,6 +735,61 @@ impl Master {
         Swept {
             attempts_deleted: remote.delete_attempts(&dead, &mut found).await,
             attempts_kept: kept,
+        }
+    }
+
+    /// Deletes finished pipelines (all or none): first the outputs of their
+    /// attempts that never committed (the sweep would never look there
+    /// again), then the master forgets them. Returns what was swept.
+    pub async fn delete_pipelines(
+        self: &Arc<Self>,
+        ids: Vec<String>,
+    ) -> Result<Swept, MasterError> {
+        self.read(|core| core.check_deletable(&ids)).await?;
+        let chosen: std::collections::HashSet<String> = ids.iter().cloned().collect();
+        let swept = self.sweep_pipelines(move |p| chosen.contains(p)).await;
+        self.mutate(|core, now| Ok((core.delete_pipelines(&ids, now)?, ())))
+            .await?;
+        Ok(swept)
+    }
+
+    /// Deletes pipelines once they have been finished for `retain`, until
+    /// shutdown. When each finished is not journaled: it is when this
+    /// process first saw it finished, so a restart keeps pipelines longer,
+    /// never shorter.
+    pub async fn run_retention(self: Arc<Self>, retain: Duration) {
+        let tick = (retain / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let retain_ms = retain.as_millis() as u64;
+        let mut finished_since: HashMap<String, u64> = HashMap::new();
+        let mut closing = self.closing.subscribe();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(tick) => {}
+                _ = closing.wait_for(|c| *c) => return,
+            }
+            let (finished, now) = {
+                let state = self.state.lock();
+                (state.core.finished_pipelines(), self.clock.now_ms())
+            };
+            let due = retention::due(&mut finished_since, finished, now, retain_ms);
+            if due.is_empty() {
+                continue;
+            }
+            match self.delete_pipelines(due.clone()).await {
+                Ok(swept) => {
+                    tracing::info!(
+                        deleted = due.len(),
+                        swept = swept.attempts_deleted,
+                        "deleted pipelines finished longer than the retention"
+                    );
+                    for id in &due {
+                        finished_since.remove(id);
+                    }
+                }
+                // One may have been retried meanwhile; the next pass
+                // sees it again.
+                Err(e) => tracing::warn!(error = %e, "retention could not delete pipelines"),
+            }
         }
     }
 

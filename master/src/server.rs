@@ -22,7 +22,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves `master` on `listener` (with its reaper) until `shutdown` resolves.
+/// Serves `master` on `listener` (with its reaper, compactor, sweeper and
+/// retention) until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     master: Arc<Master>,
@@ -42,6 +43,9 @@ pub async fn serve(
     // Attempts stop mattering a lease time after their last renewal at most.
     let sweep_every = Duration::from_millis(master.lease_ms().clamp(1_000, 60_000));
     let sweeper = tokio::spawn(Arc::clone(&master).run_sweeper(sweep_every));
+    let retention = master
+        .retain_finished()
+        .map(|retain| tokio::spawn(Arc::clone(&master).run_retention(retain)));
     let stopping = {
         let master = Arc::clone(&master);
         async move {
@@ -63,5 +67,8 @@ pub async fn serve(
     let _ = compactor.await;
     let _ = supervisor.await;
     let _ = sweeper.await;
+    if let Some(retention) = retention {
+        let _ = retention.await;
+    }
     Ok(result?)
 }

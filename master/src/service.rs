@@ -241,6 +241,22 @@ impl TaskMaster for Service {
         Ok(Response::new(CancelResponse {}))
     }
 
+    async fn delete_pipelines(
+        &self,
+        request: Request<DeletePipelinesRequest>,
+    ) -> Result<Response<DeletePipelinesResponse>, Status> {
+        let ids = request.into_inner().pipeline_ids;
+        let swept = self
+            .master
+            .delete_pipelines(ids.clone())
+            .await
+            .map_err(status)?;
+        tracing::info!(pipelines = ?ids, swept = swept.attempts_deleted, "pipelines deleted");
+        Ok(Response::new(DeletePipelinesResponse {
+            attempts_swept: swept.attempts_deleted,
+        }))
+    }
+
     async fn block(
         &self,
         request: Request<BlockRequest>,

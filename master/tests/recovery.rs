@@ -15,6 +15,7 @@ fn config(dir: &std::path::Path) -> MasterConfig {
         store_url: None,
         lease_ms: 30_000,
         max_in_flight: 0,
+        retain_finished: None,
     }
 }
 

@@ -1,5 +1,5 @@
 //! Operator actions end to end with the real binaries: retry, rerun,
-//! clear, cancel, block, config changes, snapshots and rollback, scaling,
+//! clear, cancel, delete and retention, block, config changes, snapshots and rollback, scaling,
 //! in-flight limits and the workers list. Each test shows the state before
 //! and after the action through `tmctl`, and that the commit checks still
 //! hold across it: a lease granted before the action commits only when the
@@ -837,4 +837,144 @@ unit_bytes = 0
         units[0].lease_id, lease_id,
         "committed under the listed lease"
     );
+}
+
+/// The ids `tmctl status --json` lists.
+fn listed_ids(url: &str) -> Vec<String> {
+    let all: Value = serde_json::from_str(&tmctl_ok(url, &["status", "--json"])).unwrap();
+    all.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn t60_delete_forgets_a_finished_pipeline_and_keeps_its_committed_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = pipeline(
+        &tmp.path().join("job"),
+        &format!(
+            "name = \"del\"\n[[groups]]\nname = \"g\"\ncommand = {COPY}\n\
+             inputs = [\"data/*.txt\"]\nunit_bytes = 0\n"
+        ),
+        &[("a.txt", "alpha"), ("b.txt", "beta")],
+    );
+    let data = tmp.path().join("data");
+    let mut master = MasterProcess::start(&data, "127.0.0.1:0", LEASE_MS_LONG);
+    let url = master.url();
+    let id = submit(&url, &file);
+    let rt = runtime();
+    let client = rt.block_on(Client::connect(&url)).unwrap();
+    let held = rt.block_on(lease(&client, 2, 0));
+    assert_ok(&rt.block_on(commit(&client, &held[0], "alpha")));
+    // An attempt that wrote its output, then gave its unit back.
+    let given_back = Path::new(&held[1].store_root).join(&held[1].output_prefix);
+    write(&given_back.join("out"), "half done");
+    let release = ReleaseRequest {
+        server_token: held[1].server_token.clone(),
+        leases: vec![LeaseRef {
+            unit: held[1].unit.clone(),
+            lease_id: held[1].lease_id,
+            config_version: held[1].config_version,
+        }],
+    };
+    rt.block_on(client.raw().release(release)).unwrap();
+    let stderr = tmctl_err(&url, &["delete", &id]);
+    assert_refusal(&stderr, "FAILED_PRECONDITION", "has not finished");
+    assert_eq!(status_json(&url, &id)["state"], "running");
+
+    let again = rt.block_on(lease(&client, 1, 0));
+    assert_ok(&rt.block_on(commit(&client, &again[0], "beta")));
+    wait_state(&url, &id, "succeeded");
+    let committed = outputs(&url, &id, "g");
+    assert_eq!(contents(&committed), ["alpha", "beta"]);
+    assert_eq!(listed_ids(&url), std::slice::from_ref(&id));
+
+    let out = tmctl_ok(&url, &["delete", &id]);
+    assert_eq!(
+        out,
+        format!(
+            "deleted {id}; swept 1 output dir of attempts that never committed; \
+             committed outputs stay in the store\n"
+        )
+    );
+    assert!(
+        !given_back.exists(),
+        "the given-back attempt's output is swept"
+    );
+    assert_eq!(contents(&committed), ["alpha", "beta"], "outputs stay");
+    assert_refusal(&tmctl_err(&url, &["status", &id]), "NOT_FOUND", &id);
+    assert_refusal(
+        &tmctl_err(&url, &["outputs", &id, "--group", "g"]),
+        "NOT_FOUND",
+        &id,
+    );
+    assert!(listed_ids(&url).is_empty());
+    assert_refusal(&tmctl_err(&url, &["delete", &id]), "NOT_FOUND", &id);
+
+    // Journaled: a restart does not bring it back.
+    master.kill();
+    let master = MasterProcess::start(&data, "127.0.0.1:0", LEASE_MS_LONG);
+    assert_refusal(
+        &tmctl_err(&master.url(), &["status", &id]),
+        "NOT_FOUND",
+        &id,
+    );
+    assert!(listed_ids(&master.url()).is_empty());
+}
+
+#[test]
+fn t61_retain_finished_deletes_pipelines_once_finished_that_long() {
+    let tmp = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "name = \"kept\"\n[[groups]]\nname = \"g\"\ncommand = {COPY}\n\
+         inputs = [\"data/*.txt\"]\nunit_bytes = 0\n"
+    );
+    let file = pipeline(&tmp.path().join("job"), &toml, &[("a.txt", "alpha")]);
+    let data = tmp.path().join("data");
+    let master = MasterProcess::start_with(
+        &data,
+        "127.0.0.1:0",
+        LEASE_MS_LONG,
+        &["--retain-finished", "2s"],
+    );
+    let url = master.url();
+    let done_id = submit(&url, &file);
+    let running_id = submit(&url, &file);
+    let rt = runtime();
+    let client = rt.block_on(Client::connect(&url)).unwrap();
+    let held = rt.block_on(lease(&client, 2, 0));
+    assert_eq!(held.len(), 2);
+    let finishing = held
+        .iter()
+        .find(|l| l.unit.as_ref().unwrap().pipeline_id == done_id)
+        .unwrap();
+    assert_ok(&rt.block_on(commit(&client, finishing, "alpha")));
+    let finished_at = Instant::now();
+    wait_state(&url, &done_id, "succeeded");
+    wait_until("the finished pipeline to be deleted", WAIT, || {
+        (listed_ids(&url) == [running_id.clone()]).then_some(())
+    });
+    assert!(
+        finished_at.elapsed() >= Duration::from_secs(2),
+        "deleted before the retention ran out"
+    );
+    assert!(
+        master
+            .log_text()
+            .contains("deleted pipelines finished longer than the retention"),
+        "{}",
+        master.log_text()
+    );
+    assert_eq!(status_json(&url, &running_id)["state"], "running");
+
+    let bad = std::process::Command::new(bin("taskmaster"))
+        .args(["serve", "--retain-finished", "7w", "--data-dir"])
+        .arg(tmp.path().join("other"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("not a duration like 90s"), "{stderr}");
 }

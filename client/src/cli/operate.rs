@@ -1,4 +1,4 @@
-//! The operator commands: `retry`, `rerun`, `clear`, `cancel`, `block`,
+//! The operator commands: `retry`, `rerun`, `clear`, `cancel`, `delete`, `block`,
 //! `unblock`, `config`, `scale`, `workers`, `snapshot`, `snapshots` and
 //! `rollback`. Each makes one call to the master (journaled there before
 //! it answers) and prints what changed; a refusal is the master's message
@@ -57,6 +57,18 @@ pub enum Operate {
     Cancel {
         /// The pipeline id.
         id: String,
+    },
+    /// Make the master forget finished pipelines: status, outputs list,
+    /// memory, snapshots.
+    ///
+    /// Their committed outputs stay in the store (outputs of attempts that
+    /// never committed are deleted). Refused, deleting none, while one of
+    /// them has not finished. `taskmaster serve --retain-finished` does
+    /// this by itself.
+    Delete {
+        /// The pipeline ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
     },
     /// Stop handing out leases, for the whole master or one pipeline.
     ///
@@ -154,6 +166,14 @@ pub async fn run(master_url: &str, command: Operate) -> anyhow::Result<ExitCode>
         Operate::Cancel { id } => {
             client.cancel(&id).await?;
             format!("cancelled {id}\n")
+        }
+        Operate::Delete { ids } => {
+            let swept = client.delete_pipelines(&ids).await?;
+            format!(
+                "deleted {}; swept {} of attempts that never committed; committed outputs stay in the store\n",
+                ids.join(", "),
+                count(swept, "output dir"),
+            )
         }
         Operate::Block { pipeline } => block(&client, pipeline.as_deref(), true).await?,
         Operate::Unblock { pipeline } => block(&client, pipeline.as_deref(), false).await?,

@@ -59,6 +59,7 @@ impl Embedded {
             store_url: None,
             lease_ms: LEASE_MS,
             max_in_flight: 0,
+            retain_finished: None,
         };
         let master = Arc::new(Master::open(&config, Arc::new(MonotonicClock::default()))?);
         let listener = TcpListener::bind("127.0.0.1:0")

@@ -67,6 +67,7 @@ impl TestMaster {
             store_url: None,
             lease_ms: LEASE_MS,
             max_in_flight: 0,
+            retain_finished: None,
         };
         let clock = Arc::new(MonotonicClock::default());
         let master = Arc::new(Master::open(&config, clock).expect("master opens"));

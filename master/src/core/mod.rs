@@ -12,6 +12,7 @@
 //! - [`view`]: status and outputs for clients
 //! - [`invariants`]: `check_invariants`, run after every transition in tests
 
+pub mod delete;
 pub mod error;
 mod invariants;
 pub mod limits;
@@ -196,6 +197,7 @@ impl Core {
             Kind::GroupCleared(c) => self.apply_cleared(c)?,
             Kind::ConfigChanged(c) => self.apply_config(c)?,
             Kind::GroupScaled(c) => self.apply_scaled(c)?,
+            Kind::PipelinesDeleted(d) => self.apply_deleted(d)?,
         }
         Ok(())
     }
@@ -227,6 +229,7 @@ impl Core {
             cancelled: false,
             blocked: false,
             rerun_of: sub.rerun_of.clone(),
+            lease_floor: self.next_lease_id,
         };
         for (g, wiring) in wiring.into_iter().enumerate() {
             let created = wiring.feed == Feed::Inputs || wiring.feed == Feed::PerUnit;
@@ -558,6 +561,8 @@ fn record(kind: Kind) -> Record {
     Record { kind: Some(kind) }
 }
 
+#[cfg(test)]
+mod delete_tests;
 #[cfg(test)]
 mod model_test;
 #[cfg(test)]

@@ -127,6 +127,9 @@ pub struct Pipeline {
     pub cancelled: bool,
     pub blocked: bool,
     pub rerun_of: String,
+    /// The next lease id when the pipeline was submitted: lower lease ids
+    /// under its id are an older, deleted pipeline's that had the same id.
+    pub lease_floor: u64,
 }
 
 /// A unit's position: pipeline, group and unit indices.

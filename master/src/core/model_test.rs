@@ -142,7 +142,8 @@ impl Run {
             67..75 => self.renew(),
             75..88 => self.now += self.rng.random_range(0..LEASE_MS / 2),
             88..95 => self.expire(),
-            95..97 => self.toggle_block(),
+            95 => self.toggle_block(),
+            96 => self.delete_finished(),
             97 => self.snapshot_round_trip(),
             _ => self.restart(),
         }
@@ -338,6 +339,32 @@ impl Run {
                 *expiry_ms = self.now + LEASE_MS;
             }
         }
+    }
+
+    /// Deletes a random finished pipeline; the model forgets its units
+    /// (none may be pending or leased) and the leases ever granted for it.
+    fn delete_finished(&mut self) {
+        let finished = self.core.finished_pipelines();
+        if finished.is_empty() {
+            return;
+        }
+        let id = finished[self.rng.random_range(0..finished.len())].clone();
+        self.journal.extend(
+            self.core
+                .delete_pipelines(std::slice::from_ref(&id), self.now)
+                .unwrap(),
+        );
+        self.model.units.retain(|(p, _, _), (state, _)| {
+            let gone = *p == id;
+            assert!(
+                !gone || matches!(state, Want::Committed { .. } | Want::Failed),
+                "deleted {id} with a unit {state:?}"
+            );
+            !gone
+        });
+        self.leases
+            .retain(|l| l.unit.as_ref().is_some_and(|u| u.pipeline_id != id));
+        assert!(self.core.status(&id).is_err());
     }
 
     fn restart(&mut self) {

@@ -426,7 +426,7 @@ impl Core {
         })
     }
 
-    fn pipeline_for_record(&self, pipeline_id: &str) -> Result<u32, CoreError> {
+    pub(super) fn pipeline_for_record(&self, pipeline_id: &str) -> Result<u32, CoreError> {
         self.pipeline_index
             .get(pipeline_id)
             .copied()

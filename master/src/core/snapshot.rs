@@ -224,6 +224,7 @@ pub(super) fn pipeline_head(p: &Pipeline) -> SnapshotPipeline {
         blocked: p.blocked,
         rerun_of: p.rerun_of.clone(),
         groups: Vec::new(),
+        lease_floor: p.lease_floor,
     }
 }
 
@@ -328,6 +329,7 @@ fn pipeline_from_snapshot(sp: &SnapshotPipeline) -> Result<Pipeline, CoreError> 
         cancelled: sp.cancelled,
         blocked: sp.blocked,
         rerun_of: sp.rerun_of.clone(),
+        lease_floor: sp.lease_floor,
     })
 }
 

@@ -106,6 +106,9 @@ impl Core {
             return true;
         };
         let pipeline = &self.pipelines[p as usize];
+        if lease_id < pipeline.lease_floor {
+            return true; // a deleted pipeline's that had the same id
+        }
         let Some(&g) = pipeline.group_index.get(group) else {
             return true;
         };

@@ -48,6 +48,7 @@ pub fn open_master(data_dir: &Path, lease_ms: u64) -> Arc<Master> {
         store_url: None,
         lease_ms,
         max_in_flight: 0,
+        retain_finished: None,
     };
     let master = Master::open(&config, Arc::new(MonotonicClock::default()))
         .expect("open a master on a new data dir");
@@ -361,6 +362,12 @@ impl TaskMaster for FaultLayer {
         request: Request<CancelRequest>,
     ) -> Result<Response<CancelResponse>, Status> {
         self.0.home.cancel(request).await
+    }
+    async fn delete_pipelines(
+        &self,
+        request: Request<DeletePipelinesRequest>,
+    ) -> Result<Response<DeletePipelinesResponse>, Status> {
+        self.0.home.delete_pipelines(request).await
     }
     async fn block(
         &self,
