@@ -1,6 +1,7 @@
 //! Benchmarks of the pure core's transitions (issue 6): lease + commit per
 //! unit and in batches of 100, submit of a 100,000-unit pipeline, and the
-//! replay (`Core::recover`) of the journal of 100,000 committed units.
+//! replay (`Core::recover`) of the journal of 100,000 committed units, and
+//! deleting a finished pipeline ahead of 1,000,000 pending units.
 //!
 //! `cargo bench -p taskmaster-master --bench core`
 //!
@@ -208,5 +209,48 @@ fn large(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, lease_commit, large);
+/// Deleting one finished pipeline that was submitted before 1,000,000
+/// pending units: the pass over the ready queue that renumbers them, paid
+/// under the state lock once per `tmctl delete` or retention pass.
+fn delete(c: &mut Criterion) {
+    const PENDING: u64 = 1_000_000;
+    let mut group = c.benchmark_group("core");
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    let mut core = empty_core();
+    core.submit("finished", spec(1), 5, 0).unwrap();
+    while let (_, leases) = core.lease(WORKER, BATCH_MAX, 0).unwrap()
+        && !leases.is_empty()
+    {
+        let items: Vec<CommitItem> = leases.iter().map(done).collect();
+        core.commit(TOKEN, &items, 0).unwrap();
+    }
+    let mut left = PENDING;
+    for n in 0.. {
+        let size = left.min(PIPELINE_UNITS);
+        core.submit(&format!("bench-{n:08x}"), spec(size), 5, 0)
+            .unwrap();
+        left -= size;
+        if left == 0 {
+            break;
+        }
+    }
+    let ids = vec!["finished".to_string()];
+    group.bench_function(format!("delete/1_pipeline_before_{PENDING}_pending"), |b| {
+        b.iter_batched(
+            || core.clone(),
+            |mut core| {
+                core.delete_pipelines(&ids, 0).unwrap();
+                core // dropped untimed
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, lease_commit, large, delete);
 criterion_main!(benches);
