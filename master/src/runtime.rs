@@ -690,21 +690,15 @@ impl Master {
     }
 
     /// [`Master::sweep`] under the pipelines `chosen` accepts only.
-    async fn sweep_pipelines(
-        self: &Arc<Self>,
-        chosen: impl Fn(&str) -> bool + Send + 'static,
-    ) -> Swept {
-        let known = {
-            let master = Arc::clone(self);
-            move |p: &str, g: &str| chosen(p) && master.state.lock().core.knows_group(p, g)
-        };
+    async fn sweep_pipelines(self: &Arc<Self>, chosen: impl Fn(&str) -> bool) -> Swept {
+        let known = self.state.lock().core.group_names(chosen);
         if let Some(remote) = &self.remote {
-            return self.sweep_remote(remote, known).await;
+            return self.sweep_remote(remote, &known).await;
         }
         let master = Arc::clone(self);
         let swept = tokio::task::spawn_blocking(move || {
             let root = PathBuf::from(master.state.lock().core.config().store_root.clone());
-            let found = sweep::find_attempts(&root, known);
+            let found = sweep::find_attempts(&root, &known);
             let (dead, kept) = sweep::dead_attempts(&master.state.lock().core, found);
             Swept {
                 attempts_deleted: sweep::delete_attempts(&root, &dead),
@@ -717,11 +711,7 @@ impl Master {
 
     /// [`Master::sweep`] for a remote store: list, decide under the lock,
     /// delete. A listing error is logged and the sweep tried again later.
-    async fn sweep_remote(
-        &self,
-        remote: &RemoteStore,
-        known: impl Fn(&str, &str) -> bool,
-    ) -> Swept {
+    async fn sweep_remote(&self, remote: &RemoteStore, known: &sweep::Known) -> Swept {
         let found = remote.find_attempts(known).await;
         let mut found = match found {
             Ok(found) => found,
@@ -746,8 +736,8 @@ impl Master {
         ids: Vec<String>,
     ) -> Result<Swept, MasterError> {
         self.read(|core| core.check_deletable(&ids)).await?;
-        let chosen: std::collections::HashSet<String> = ids.iter().cloned().collect();
-        let swept = self.sweep_pipelines(move |p| chosen.contains(p)).await;
+        let chosen: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let swept = self.sweep_pipelines(|p| chosen.contains(p)).await;
         self.mutate(|core, now| Ok((core.delete_pipelines(&ids, now)?, ())))
             .await?;
         Ok(swept)

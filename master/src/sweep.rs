@@ -12,7 +12,7 @@
 //! through `object_store`, with the same layout under its key prefix and
 //! the same decision ([`dead_attempts`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
@@ -40,13 +40,22 @@ pub struct Attempt {
     pub lease_id: u64,
 }
 
+/// The groups a sweep may look inside, by pipeline id: copied from the core
+/// once per sweep, so the walk holds no lock. A pipeline's directory is
+/// not even listed unless it is here, so what deleted pipelines left in
+/// the store costs a sweep nothing but one name each.
+pub type Known = HashMap<String, HashSet<String>>;
+
 /// Lists the attempt directories under `store_root` for the pipelines and
-/// groups `known` accepts (file system only; no state lock held).
-pub fn find_attempts(store_root: &Path, known: impl Fn(&str, &str) -> bool) -> Vec<Attempt> {
+/// groups in `known` (file system only; no state lock held).
+pub fn find_attempts(store_root: &Path, known: &Known) -> Vec<Attempt> {
     let mut out = Vec::new();
     for pipeline in dir_names(store_root) {
+        let Some(groups) = known.get(&pipeline) else {
+            continue;
+        };
         for group in dir_names(&store_root.join(&pipeline)) {
-            if !known(&pipeline, &group) {
+            if !groups.contains(&group) {
                 continue;
             }
             let group_dir = store_root.join(&pipeline).join(&group);
@@ -170,13 +179,16 @@ impl RemoteStore {
     /// with their objects.
     pub async fn find_attempts(
         &self,
-        known: impl Fn(&str, &str) -> bool,
+        known: &Known,
     ) -> Result<AttemptObjects, object_store::Error> {
         let mut found = AttemptObjects::new();
         for pipeline in self.child_names(&self.prefix).await? {
+            let Some(groups) = known.get(&pipeline) else {
+                continue;
+            };
             let pipeline_dir = self.prefix.clone().join(pipeline.as_str());
             for group in self.child_names(&pipeline_dir).await? {
-                if !known(&pipeline, &group) {
+                if !groups.contains(&group) {
                     continue;
                 }
                 let group_dir = pipeline_dir.clone().join(group.as_str());
@@ -261,6 +273,30 @@ fn unit_and_lease(location: &ObjectPath, group_dir: &ObjectPath) -> Option<(u32,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_known_pipelines_and_groups_are_walked() {
+        let root = tempfile::tempdir().unwrap();
+        for dir in [
+            "p-1/a/0/7",
+            "p-1/a/1/9",
+            "p-1/x/0/8",
+            "gone/a/0/3",
+            "p-1/a/notaunit/4",
+        ] {
+            fs::create_dir_all(root.path().join(dir)).unwrap();
+        }
+        let known: Known = [("p-1".to_string(), ["a".to_string()].into())].into();
+        let mut found = find_attempts(root.path(), &known);
+        found.sort();
+        let attempt = |unit, lease_id| Attempt {
+            pipeline_id: "p-1".into(),
+            group: "a".into(),
+            unit,
+            lease_id,
+        };
+        assert_eq!(found, [attempt(0, 7), attempt(1, 9)]);
+    }
 
     #[test]
     fn s3_urls_split_into_bucket_and_prefix() {

@@ -122,12 +122,17 @@ impl Core {
         }
     }
 
-    /// Whether the master knows this pipeline and group (the sweep only
-    /// looks inside those).
-    pub fn knows_group(&self, pipeline_id: &str, group: &str) -> bool {
-        self.pipeline_index
-            .get(pipeline_id)
-            .is_some_and(|&p| self.pipelines[p as usize].group_index.contains_key(group))
+    /// The group names of each pipeline `chosen` accepts: where the sweep
+    /// may look.
+    pub fn group_names(
+        &self,
+        chosen: impl Fn(&str) -> bool,
+    ) -> HashMap<String, std::collections::HashSet<String>> {
+        self.pipelines
+            .iter()
+            .filter(|p| chosen(&p.id))
+            .map(|p| (p.id.clone(), p.group_index.keys().cloned().collect()))
+            .collect()
     }
 
     pub fn leases_in_flight(&self) -> u64 {
