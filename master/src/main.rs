@@ -16,6 +16,15 @@ use taskmaster_master::runtime::{Master, MasterConfig};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options (its C `malloc_conf` string; the crate's build
+/// prefixes the symbol). Without a background thread it gives freed pages
+/// back only while the process allocates, so an idle master kept the
+/// memory of deleted or finished work: after a 1 M unit run and deleting
+/// every pipeline, 178 MB resident 18 s later, 33 MB with the thread
+/// (BENCHMARKS.md). `_RJEM_MALLOC_CONF` in the environment still overrides.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static JEMALLOC_OPTIONS: &u8 = &b"background_thread:true\0"[0];
+
 #[derive(Parser)]
 #[command(
     name = "taskmaster",
