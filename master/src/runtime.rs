@@ -785,13 +785,16 @@ impl Master {
 
     /// Sweeps every `interval` until shutdown.
     pub async fn run_sweeper(self: Arc<Self>, interval: Duration) {
+        let mut rounds = sweep::Rounds::new(FULL_SWEEP_EVERY_ROUNDS);
         let mut closing = self.closing.subscribe();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
                 _ = closing.wait_for(|c| *c) => return,
             }
-            let swept = self.sweep().await;
+            let finished = self.state.lock().core.finished_pipelines();
+            let skip = rounds.next(finished);
+            let swept = self.sweep_pipelines(|p| !skip.contains(p)).await;
             if swept.attempts_deleted > 0 {
                 tracing::info!(
                     deleted = swept.attempts_deleted,
@@ -852,6 +855,10 @@ fn open_store(config: &MasterConfig) -> Result<(String, Option<RemoteStore>), St
 /// bytes since the last snapshot (small states are not worth a snapshot).
 pub const AUTO_SNAPSHOT_MIN_RECORDS: u64 = 10_000;
 pub const AUTO_SNAPSHOT_MIN_BYTES: u64 = 16 * 1024 * 1024;
+/// Every this many sweeps, pipelines finished and already walked are
+/// walked again, for what zombie attempts wrote late (an hour at most with
+/// the sweep's 60 s ceiling); the other sweeps skip them.
+const FULL_SWEEP_EVERY_ROUNDS: u64 = 60;
 /// How often the compactor looks at the journal's size.
 const SNAPSHOT_CHECK_EVERY: Duration = Duration::from_millis(100);
 /// How long the compactor waits after a failed automatic snapshot.

@@ -46,6 +46,47 @@ pub struct Attempt {
 /// the store costs a sweep nothing but one name each.
 pub type Known = HashMap<String, HashSet<String>>;
 
+/// Which pipelines each periodic sweep walks. A finished pipeline holds no
+/// lease, so once a sweep that began after it finished has walked it, only
+/// an attempt that lost its lease and kept writing (a zombie) can leave
+/// anything new there: those pipelines are walked again only every
+/// `full_every`-th round, not every round, since a finished pipeline of a
+/// million units is a million directories to list (or objects, on S3).
+#[derive(Debug)]
+pub struct Rounds {
+    full_every: u64,
+    round: u64,
+    /// Finished when a completed sweep began, so walked since finishing.
+    walked_finished: HashSet<String>,
+}
+
+impl Rounds {
+    pub fn new(full_every: u64) -> Rounds {
+        Rounds {
+            full_every: full_every.max(1),
+            round: 0,
+            walked_finished: HashSet::new(),
+        }
+    }
+
+    /// The pipelines this round may skip (none on a full round), given the
+    /// ids finished now; the round then counts as walked for those.
+    pub fn next(&mut self, finished_now: Vec<String>) -> HashSet<String> {
+        let finished_now: HashSet<String> = finished_now.into_iter().collect();
+        // One retried since is running again: walk it when it finishes anew.
+        self.walked_finished.retain(|id| finished_now.contains(id));
+        let full = self.round.is_multiple_of(self.full_every);
+        self.round += 1;
+        let skip = if full {
+            HashSet::new()
+        } else {
+            self.walked_finished.clone()
+        };
+        self.walked_finished.extend(finished_now);
+        skip
+    }
+}
+
 /// Lists the attempt directories under `store_root` for the pipelines and
 /// groups in `known` (file system only; no state lock held).
 pub fn find_attempts(store_root: &Path, known: &Known) -> Vec<Attempt> {
@@ -273,6 +314,22 @@ fn unit_and_lease(location: &ObjectPath, group_dir: &ObjectPath) -> Option<(u32,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_finished_pipeline_is_walked_once_then_on_full_rounds_only() {
+        let ids = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let set = |names: &[&str]| ids(names).into_iter().collect::<HashSet<_>>();
+        let mut rounds = Rounds::new(3);
+        assert_eq!(rounds.next(ids(&["a"])), set(&[]), "round 0 is full");
+        assert_eq!(rounds.next(ids(&["a", "b"])), set(&["a"]), "b walked once");
+        assert_eq!(rounds.next(ids(&["a", "b"])), set(&["a", "b"]));
+        assert_eq!(rounds.next(ids(&["a", "b"])), set(&[]), "round 3 is full");
+        // b was retried and runs; when it finishes again it is walked again.
+        assert_eq!(rounds.next(ids(&["a"])), set(&["a"]));
+        assert_eq!(rounds.next(ids(&["a", "b"])), set(&["a"]));
+        assert_eq!(rounds.next(ids(&["a", "b"])), set(&[]));
+        assert_eq!(rounds.next(ids(&["a", "b"])), set(&["a", "b"]));
+    }
 
     #[test]
     fn only_known_pipelines_and_groups_are_walked() {
