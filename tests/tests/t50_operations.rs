@@ -950,8 +950,9 @@ fn t61_retain_finished_deletes_pipelines_once_finished_that_long() {
         .iter()
         .find(|l| l.unit.as_ref().unwrap().pipeline_id == done_id)
         .unwrap();
-    assert_ok(&rt.block_on(commit(&client, finishing, "alpha")));
+    // Before the commit: the master cannot see it finished any earlier.
     let finished_at = Instant::now();
+    assert_ok(&rt.block_on(commit(&client, finishing, "alpha")));
     wait_state(&url, &done_id, "succeeded");
     wait_until("the finished pipeline to be deleted", WAIT, || {
         (listed_ids(&url) == [running_id.clone()]).then_some(())
