@@ -882,6 +882,10 @@ fn t60_delete_forgets_a_finished_pipeline_and_keeps_its_committed_outputs() {
     rt.block_on(client.raw().release(release)).unwrap();
     let stderr = tmctl_err(&url, &["delete", &id]);
     assert_refusal(&stderr, "FAILED_PRECONDITION", "has not finished");
+    assert_eq!(
+        tmctl_ok(&url, &["delete", "--all-finished"]),
+        "no finished pipeline to delete\n"
+    );
     assert_eq!(status_json(&url, &id)["state"], "running");
 
     let again = rt.block_on(lease(&client, 1, 0));
@@ -916,12 +920,17 @@ fn t60_delete_forgets_a_finished_pipeline_and_keeps_its_committed_outputs() {
     // Journaled: a restart does not bring it back.
     master.kill();
     let master = MasterProcess::start(&data, "127.0.0.1:0", LEASE_MS_LONG);
-    assert_refusal(
-        &tmctl_err(&master.url(), &["status", &id]),
-        "NOT_FOUND",
-        &id,
-    );
-    assert!(listed_ids(&master.url()).is_empty());
+    let url = master.url();
+    assert_refusal(&tmctl_err(&url, &["status", &id]), "NOT_FOUND", &id);
+    assert!(listed_ids(&url).is_empty());
+
+    // --all-finished: whatever has finished, here a cancelled pipeline.
+    let cancelled = submit(&url, &file);
+    let running = submit(&url, &file);
+    tmctl_ok(&url, &["cancel", &cancelled]);
+    let out = tmctl_ok(&url, &["delete", "--all-finished"]);
+    assert!(out.starts_with(&format!("deleted {cancelled}; ")), "{out}");
+    assert_eq!(listed_ids(&url), [running]);
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use taskmaster_client::Client;
 use taskmaster_client::text::{self, count};
+use taskmaster_proto::v1::PipelineState;
 
 use super::config_change::{self, KEYS_HELP};
 
@@ -67,8 +68,15 @@ pub enum Operate {
     /// this by itself.
     Delete {
         /// The pipeline ids.
-        #[arg(required = true)]
+        #[arg(
+            required_unless_present = "all_finished",
+            conflicts_with = "all_finished"
+        )]
         ids: Vec<String>,
+        /// Every pipeline that has finished (succeeded, failed or
+        /// cancelled) when the command runs.
+        #[arg(long)]
+        all_finished: bool,
     },
     /// Stop handing out leases, for the whole master or one pipeline.
     ///
@@ -167,14 +175,7 @@ pub async fn run(master_url: &str, command: Operate) -> anyhow::Result<ExitCode>
             client.cancel(&id).await?;
             format!("cancelled {id}\n")
         }
-        Operate::Delete { ids } => {
-            let swept = client.delete_pipelines(&ids).await?;
-            format!(
-                "deleted {}; swept {} of attempts that never committed; committed outputs stay in the store\n",
-                ids.join(", "),
-                count(swept, "output dir"),
-            )
-        }
+        Operate::Delete { ids, all_finished } => delete(&client, ids, all_finished).await?,
         Operate::Block { pipeline } => block(&client, pipeline.as_deref(), true).await?,
         Operate::Unblock { pipeline } => block(&client, pipeline.as_deref(), false).await?,
         Operate::Config { id, group, .. } => {
@@ -222,6 +223,35 @@ pub async fn run(master_url: &str, command: Operate) -> anyhow::Result<ExitCode>
     };
     super::out(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn delete(client: &Client, ids: Vec<String>, all_finished: bool) -> anyhow::Result<String> {
+    let ids = if all_finished {
+        let finished: Vec<String> = client
+            .list()
+            .await?
+            .into_iter()
+            .filter(|p| {
+                matches!(
+                    p.state(),
+                    PipelineState::Succeeded | PipelineState::Failed | PipelineState::Cancelled
+                )
+            })
+            .map(|p| p.pipeline_id)
+            .collect();
+        if finished.is_empty() {
+            return Ok("no finished pipeline to delete\n".into());
+        }
+        finished
+    } else {
+        ids
+    };
+    let swept = client.delete_pipelines(&ids).await?;
+    Ok(format!(
+        "deleted {}; swept {} of attempts that never committed; committed outputs stay in the store\n",
+        ids.join(", "),
+        count(swept, "output dir"),
+    ))
 }
 
 async fn block(client: &Client, pipeline: Option<&str>, blocked: bool) -> anyhow::Result<String> {
