@@ -50,7 +50,19 @@ pub fn pipeline_detail(status: &StatusView) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "pipeline  {}", pipeline.id);
     let _ = writeln!(out, "name      {}", pipeline.name);
-    let _ = writeln!(out, "state     {}", pipeline.state);
+    match status.finished_unix_ms {
+        Some(ms) => {
+            let _ = writeln!(
+                out,
+                "state     {} (finished {})",
+                pipeline.state,
+                utc_time(ms)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "state     {}", pipeline.state);
+        }
+    }
     if status.blocked {
         let _ = writeln!(
             out,
@@ -379,9 +391,12 @@ mod tests {
         assert!(text.contains("rerun of  p-0\n"), "{text}");
         let plain = pipeline_detail(&status());
         assert!(
-            !plain.contains("blocked") && !plain.contains("rerun"),
+            !plain.contains("blocked") && !plain.contains("rerun") && !plain.contains("finished"),
             "{plain}"
         );
+        pipeline.finished_unix_ms = Some(951_782_400_000);
+        let text = pipeline_detail(&pipeline);
+        assert!(text.contains("(finished 2000-02-29T00:00:00Z)\n"), "{text}");
     }
 
     #[test]

@@ -25,8 +25,8 @@ pub struct PipelineView {
 }
 
 /// A pipeline's progress ([`PipelineView`]) and its operator state: the
-/// object `tmctl status --json` prints, with `blocked` and `rerun_of`
-/// after the progress keys.
+/// object `tmctl status --json` prints, with `blocked`, `rerun_of` and
+/// `finished_unix_ms` after the progress keys.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StatusView {
     #[serde(flatten)]
@@ -37,6 +37,9 @@ pub struct StatusView {
     pub blocked: bool,
     /// The pipeline this one re-runs (`tmctl rerun`); null otherwise.
     pub rerun_of: Option<String>,
+    /// When the master saw it finished (unix ms, within about a second);
+    /// null while it runs. `--retain-finished` counts from here.
+    pub finished_unix_ms: Option<u64>,
 }
 
 /// One task group's progress.
@@ -112,10 +115,12 @@ impl From<PipelineStatus> for StatusView {
     fn from(mut status: PipelineStatus) -> Self {
         let blocked = status.blocked;
         let rerun_of = Some(std::mem::take(&mut status.rerun_of)).filter(|id| !id.is_empty());
+        let finished_unix_ms = Some(status.finished_unix_ms).filter(|&ms| ms > 0);
         StatusView {
             pipeline: PipelineView::from(status),
             blocked,
             rerun_of,
+            finished_unix_ms,
         }
     }
 }
@@ -187,6 +192,7 @@ mod tests {
             retries: 5,
             blocked: true,
             rerun_of: "p-0".into(),
+            finished_unix_ms: 0,
         }
     }
 
@@ -251,7 +257,9 @@ mod tests {
         assert_eq!(json, expected);
         let text = serde_json::to_string(&view).unwrap();
         assert!(
-            text.ends_with(r#""retries":5,"blocked":true,"rerun_of":"p-0"}"#),
+            text.ends_with(
+                r#""retries":5,"blocked":true,"rerun_of":"p-0","finished_unix_ms":null}"#
+            ),
             "operator state comes last: {text}"
         );
     }
@@ -264,5 +272,13 @@ mod tests {
         let json = serde_json::to_value(StatusView::from(first_run)).unwrap();
         assert_eq!(json["rerun_of"], serde_json::Value::Null);
         assert_eq!(json["blocked"], false);
+    }
+
+    #[test]
+    fn a_finish_time_is_a_number_once_recorded() {
+        let mut done = status(PipelineState::Succeeded);
+        done.finished_unix_ms = 1_764_633_600_000;
+        let json = serde_json::to_value(StatusView::from(done)).unwrap();
+        assert_eq!(json["finished_unix_ms"], 1_764_633_600_000u64);
     }
 }

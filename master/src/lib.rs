@@ -6,7 +6,7 @@
 //! - [`snapshots`]: snapshot files (whole state at a journal position).
 //! - [`recovery`]: newest snapshot plus the journal after it.
 //! - [`sweep`]: deletes outputs of attempts that can no longer commit.
-//! - [`retention`]: which finished pipelines are due for deletion.
+//! - [`retention`]: the `--retain-finished` duration.
 //! - [`runtime`]: owns the core behind one lock, journals every change and
 //!   answers only once it is durable; the lease reaper and the compactor
 //!   (automatic snapshots).

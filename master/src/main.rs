@@ -66,9 +66,10 @@ struct ServeArgs {
     #[arg(long, env = "TASKMASTER_STORE")]
     store: Option<String>,
     /// Delete finished pipelines this long after they finish (90s, 30m,
-    /// 12h, 7d): the master forgets their status, and its memory and
-    /// snapshots stop growing with history; their committed outputs stay
-    /// in the store [default: keep them until `tmctl delete`].
+    /// 12h, 7d; counted from the journaled finish time, wall clock): the
+    /// master forgets their status, and its memory and snapshots stop
+    /// growing with history; their committed outputs stay in the store
+    /// [default: keep them until `tmctl delete`].
     #[arg(long, env = "TASKMASTER_RETAIN_FINISHED",
           value_parser = taskmaster_master::retention::parse_duration)]
     retain_finished: Option<std::time::Duration>,

@@ -3,7 +3,6 @@
 //! Reads also wait until everything they could have seen is durable, so no
 //! client ever observes a change that a crash could undo.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,7 +25,6 @@ use crate::core::{Core, CoreConfig, CoreError};
 use crate::journal::{Journal, JournalError};
 use crate::procstat;
 use crate::recovery;
-use crate::retention;
 use crate::snapshots::{SnapshotError, SnapshotKind, SnapshotStore};
 use crate::sweep::{self, RemoteStore, Swept};
 use crate::writeback::Pacing;
@@ -743,41 +741,45 @@ impl Master {
         Ok(swept)
     }
 
-    /// Deletes pipelines once they have been finished for `retain`, until
-    /// shutdown. When each finished is not journaled: it is when this
-    /// process first saw it finished, so a restart keeps pipelines longer,
-    /// never shorter.
-    pub async fn run_retention(self: Arc<Self>, retain: Duration) {
-        let tick = (retain / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
-        let retain_ms = retain.as_millis() as u64;
-        let mut finished_since: HashMap<String, u64> = HashMap::new();
+    /// Records when pipelines finish (journaled, so `tmctl status` shows it
+    /// and the retention survives restarts), and with `retain` deletes each
+    /// that long after; until shutdown. Ticks every second, so a finish
+    /// time is late by about that.
+    pub async fn run_finished_pipelines(self: Arc<Self>, retain: Option<Duration>) {
         let mut closing = self.closing.subscribe();
         loop {
             tokio::select! {
-                () = tokio::time::sleep(tick) => {}
+                () = tokio::time::sleep(FINISH_CHECK_EVERY) => {}
                 _ = closing.wait_for(|c| *c) => return,
             }
-            let (finished, now) = {
-                let state = self.state.lock();
-                (state.core.finished_pipelines(), self.clock.now_ms())
-            };
-            let due = retention::due(&mut finished_since, finished, now, retain_ms);
+            let recorded = self
+                .mutate(|core, now| {
+                    let unrecorded = core.finished_unrecorded();
+                    if unrecorded.is_empty() {
+                        return Ok((Vec::new(), ()));
+                    }
+                    Ok((core.record_finished(&unrecorded, unix_ms(), now)?, ()))
+                })
+                .await;
+            if let Err(e) = recorded {
+                // A failed journal is the supervisor's business.
+                tracing::debug!(error = %e, "could not record finished pipelines");
+                continue;
+            }
+            let Some(retain) = retain else { continue };
+            let cutoff = unix_ms().saturating_sub(retain.as_millis() as u64);
+            let due = self.state.lock().core.finished_before(cutoff);
             if due.is_empty() {
                 continue;
             }
             match self.delete_pipelines(due.clone()).await {
-                Ok(swept) => {
-                    tracing::info!(
-                        deleted = due.len(),
-                        swept = swept.attempts_deleted,
-                        "deleted pipelines finished longer than the retention"
-                    );
-                    for id in &due {
-                        finished_since.remove(id);
-                    }
-                }
+                Ok(swept) => tracing::info!(
+                    deleted = due.len(),
+                    swept = swept.attempts_deleted,
+                    "deleted pipelines finished longer than the retention"
+                ),
                 // One may have been retried meanwhile; the next pass
-                // sees it again.
+                // looks again.
                 Err(e) => tracing::warn!(error = %e, "retention could not delete pipelines"),
             }
         }
@@ -855,6 +857,9 @@ fn open_store(config: &MasterConfig) -> Result<(String, Option<RemoteStore>), St
 /// bytes since the last snapshot (small states are not worth a snapshot).
 pub const AUTO_SNAPSHOT_MIN_RECORDS: u64 = 10_000;
 pub const AUTO_SNAPSHOT_MIN_BYTES: u64 = 16 * 1024 * 1024;
+/// How often finished pipelines are looked for (their finish time is late
+/// by up to this) and the retention applied.
+const FINISH_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Every this many sweeps, pipelines finished and already walked are
 /// walked again, for what zombie attempts wrote late (an hour at most with
 /// the sweep's 60 s ceiling); the other sweeps skip them.

@@ -23,7 +23,7 @@ pub enum ServeError {
 }
 
 /// Serves `master` on `listener` (with its reaper, compactor, sweeper and
-/// retention) until `shutdown` resolves.
+/// the recorder and retention of finished pipelines) until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     master: Arc<Master>,
@@ -43,9 +43,8 @@ pub async fn serve(
     // Attempts stop mattering a lease time after their last renewal at most.
     let sweep_every = Duration::from_millis(master.lease_ms().clamp(1_000, 60_000));
     let sweeper = tokio::spawn(Arc::clone(&master).run_sweeper(sweep_every));
-    let retention = master
-        .retain_finished()
-        .map(|retain| tokio::spawn(Arc::clone(&master).run_retention(retain)));
+    let finished =
+        tokio::spawn(Arc::clone(&master).run_finished_pipelines(master.retain_finished()));
     let stopping = {
         let master = Arc::clone(&master);
         async move {
@@ -67,8 +66,6 @@ pub async fn serve(
     let _ = compactor.await;
     let _ = supervisor.await;
     let _ = sweeper.await;
-    if let Some(retention) = retention {
-        let _ = retention.await;
-    }
+    let _ = finished.await;
     Ok(result?)
 }

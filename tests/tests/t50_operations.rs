@@ -935,6 +935,7 @@ fn t60_delete_forgets_a_finished_pipeline_and_keeps_its_committed_outputs() {
 
 #[test]
 fn t61_retain_finished_deletes_pipelines_once_finished_that_long() {
+    const RETAIN: Duration = Duration::from_secs(5);
     let tmp = tempfile::tempdir().unwrap();
     let toml = format!(
         "name = \"kept\"\n[[groups]]\nname = \"g\"\ncommand = {COPY}\n\
@@ -942,12 +943,8 @@ fn t61_retain_finished_deletes_pipelines_once_finished_that_long() {
     );
     let file = pipeline(&tmp.path().join("job"), &toml, &[("a.txt", "alpha")]);
     let data = tmp.path().join("data");
-    let master = MasterProcess::start_with(
-        &data,
-        "127.0.0.1:0",
-        LEASE_MS_LONG,
-        &["--retain-finished", "2s"],
-    );
+    let args = ["--retain-finished", "5s"];
+    let mut master = MasterProcess::start_with(&data, "127.0.0.1:0", LEASE_MS_LONG, &args);
     let url = master.url();
     let done_id = submit(&url, &file);
     let running_id = submit(&url, &file);
@@ -960,16 +957,37 @@ fn t61_retain_finished_deletes_pipelines_once_finished_that_long() {
         .find(|l| l.unit.as_ref().unwrap().pipeline_id == done_id)
         .unwrap();
     // Before the commit: the master cannot see it finished any earlier.
-    let finished_at = Instant::now();
+    let committed_at = Instant::now();
     assert_ok(&rt.block_on(commit(&client, finishing, "alpha")));
-    wait_state(&url, &done_id, "succeeded");
+    let finished_ms = wait_until("the finish time to be recorded", WAIT, || {
+        status_json(&url, &done_id)["finished_unix_ms"].as_u64()
+    });
+    assert!(status_json(&url, &running_id)["finished_unix_ms"].is_null());
+    assert!(
+        tmctl_ok(&url, &["status", &done_id]).contains("state     succeeded (finished 20"),
+        "the detail shows when"
+    );
+
+    // The finish time is journaled: a master that was down when the
+    // retention ran out deletes at its first pass, not a retention later.
+    master.kill();
+    std::thread::sleep(RETAIN.saturating_sub(committed_at.elapsed()) + Duration::from_millis(500));
+    let master = MasterProcess::start_with(&data, "127.0.0.1:0", LEASE_MS_LONG, &args);
+    let url = master.url();
+    let restarted_at = Instant::now();
     wait_until("the finished pipeline to be deleted", WAIT, || {
         (listed_ids(&url) == [running_id.clone()]).then_some(())
     });
     assert!(
-        finished_at.elapsed() >= Duration::from_secs(2),
+        restarted_at.elapsed() < Duration::from_secs(4),
+        "deleted {:?} after the restart: the retention started again",
+        restarted_at.elapsed()
+    );
+    assert!(
+        committed_at.elapsed() >= RETAIN,
         "deleted before the retention ran out"
     );
+    assert!(finished_ms > 0);
     assert!(
         master
             .log_text()

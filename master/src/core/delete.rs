@@ -1,7 +1,8 @@
-//! Deleting finished pipelines: the master forgets them (their status,
-//! outputs list, memory and place in snapshots), so a long-lived master
-//! does not grow with its history. What they committed stays in the store;
-//! the sweep no longer looks under their ids.
+//! Finished pipelines: when each finished (journaled, for retention), and
+//! deleting them: the master forgets them (their status, outputs list,
+//! memory and place in snapshots), so a long-lived master does not grow
+//! with its history. What they committed stays in the store; the sweep no
+//! longer looks under their ids.
 
 use std::collections::HashSet;
 
@@ -21,6 +22,79 @@ impl Core {
             .filter(|&p| self.finished_state(p).is_some())
             .map(|p| self.pipelines[p as usize].id.clone())
             .collect()
+    }
+
+    /// Finished pipelines whose finish time is not recorded yet.
+    pub fn finished_unrecorded(&self) -> Vec<String> {
+        (0..self.pipelines.len() as u32)
+            .filter(|&p| self.pipelines[p as usize].finished_unix_ms == 0)
+            .filter(|&p| self.finished_state(p).is_some())
+            .map(|p| self.pipelines[p as usize].id.clone())
+            .collect()
+    }
+
+    /// Finished pipelines recorded as finished at `cutoff_unix_ms` or
+    /// earlier: the ones a retention ending then deletes.
+    pub fn finished_before(&self, cutoff_unix_ms: u64) -> Vec<String> {
+        (0..self.pipelines.len() as u32)
+            .filter(|&p| {
+                let at = self.pipelines[p as usize].finished_unix_ms;
+                at > 0 && at <= cutoff_unix_ms && self.finished_state(p).is_some()
+            })
+            .map(|p| self.pipelines[p as usize].id.clone())
+            .collect()
+    }
+
+    /// Records `unix_ms` as when these pipelines (finished, without a
+    /// recorded time) finished.
+    pub fn record_finished(
+        &mut self,
+        pipeline_ids: &[String],
+        unix_ms: u64,
+        now_ms: u64,
+    ) -> Result<Vec<Record>, CoreError> {
+        for id in pipeline_ids {
+            let p = self.pipeline_named(id)?;
+            if self.finished_state(p).is_none() || self.pipelines[p as usize].finished_unix_ms > 0 {
+                return Err(CoreError::FailedPrecondition(format!(
+                    "pipeline {id} is running or has a finish time already"
+                )));
+            }
+        }
+        let rec = record(Kind::PipelinesFinished(journal::PipelinesFinished {
+            pipeline_ids: pipeline_ids.to_vec(),
+            unix_ms: unix_ms.max(1), // 0 means "not recorded"
+        }));
+        self.apply(&rec, now_ms)?;
+        Ok(vec![rec])
+    }
+
+    pub(super) fn apply_finished(
+        &mut self,
+        f: &journal::PipelinesFinished,
+    ) -> Result<(), CoreError> {
+        let mut finished = Vec::with_capacity(f.pipeline_ids.len());
+        for id in &f.pipeline_ids {
+            let p = self.pipeline_for_record(id)?;
+            if self.finished_state(p).is_none() {
+                return Err(CoreError::Corrupt(format!(
+                    "pipeline {id} recorded as finished while it can still run"
+                )));
+            }
+            finished.push(p);
+        }
+        for p in finished {
+            self.pipelines[p as usize].finished_unix_ms = f.unix_ms;
+        }
+        Ok(())
+    }
+
+    /// After an action that may run the pipeline again: its finish time is
+    /// recorded anew when it finishes again.
+    pub(super) fn forget_finish_time(&mut self, pipeline_id: &str) {
+        if let Some(&p) = self.pipeline_index.get(pipeline_id) {
+            self.pipelines[p as usize].finished_unix_ms = 0;
+        }
     }
 
     /// Refuses, naming the first offender, unless every id names a

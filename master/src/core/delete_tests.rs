@@ -203,3 +203,53 @@ fn the_sweep_leaves_a_deleted_pipelines_attempts_under_a_reused_id() {
     let loaded = Core::from_snapshot(core.config().clone(), &snap, 0).unwrap();
     assert!(loaded.attempt_may_matter("p-1", "a", unit, old.lease_id));
 }
+
+fn fail(lease: &Lease) -> CommitItem {
+    CommitItem {
+        lease: done(lease, &[]).lease,
+        result: Some(commit_item::Result::Error("boom".into())),
+    }
+}
+
+#[test]
+fn a_finish_time_is_journaled_once_and_a_retry_forgets_it() {
+    let mut core = core();
+    let mut journal = vec![Core::init_record("tok", 1)];
+    journal.extend(core.submit("p-1", two_groups(1), 0, 0).unwrap());
+    for _ in 0..2 {
+        // two_groups allows two attempts: the unit fails for good.
+        let (granted, leases) = core.lease("w", 1, 0).unwrap();
+        journal.extend(granted);
+        journal.extend(core.commit("tok", &[fail(&leases[0])], 0).unwrap().0);
+    }
+    journal.extend(core.submit("p-2", two_groups(1), 0, 0).unwrap());
+    assert_eq!(core.status("p-1").unwrap().state(), PipelineState::Failed);
+    assert_eq!(core.finished_unrecorded(), ids(&["p-1"]));
+    assert!(matches!(
+        core.record_finished(&ids(&["p-2"]), 5_000, 0),
+        Err(CoreError::FailedPrecondition(_))
+    ));
+    journal.extend(core.record_finished(&ids(&["p-1"]), 5_000, 0).unwrap());
+    assert_eq!(core.status("p-1").unwrap().finished_unix_ms, 5_000);
+    assert!(core.finished_unrecorded().is_empty());
+    assert!(core.finished_before(4_999).is_empty());
+    assert_eq!(core.finished_before(5_000), ids(&["p-1"]));
+    assert!(matches!(
+        core.record_finished(&ids(&["p-1"]), 6_000, 0),
+        Err(CoreError::FailedPrecondition(_))
+    ));
+
+    let replayed = Core::recover(core.config().clone(), journal.clone(), 0).unwrap();
+    assert_eq!(replayed.status("p-1").unwrap().finished_unix_ms, 5_000);
+    let snap = core.to_snapshot(9, 0);
+    let loaded = Core::from_snapshot(core.config().clone(), &snap, 0).unwrap();
+    assert_eq!(loaded.finished_before(5_000), ids(&["p-1"]));
+
+    // A retry runs it again: no finish time until it finishes anew.
+    journal.extend(core.retry("p-1", None, None, 0).unwrap().0);
+    assert_eq!(core.status("p-1").unwrap().finished_unix_ms, 0);
+    assert!(core.finished_before(u64::MAX).is_empty());
+    assert!(core.finished_unrecorded().is_empty());
+    let replayed = Core::recover(core.config().clone(), journal, 0).unwrap();
+    assert_eq!(replayed.status("p-1").unwrap().finished_unix_ms, 0);
+}

@@ -193,11 +193,24 @@ impl Core {
             }
             Kind::PipelineCancelled(c) => self.apply_cancelled(c)?,
             Kind::BlockSet(b) => self.apply_block(b)?,
-            Kind::UnitsRetried(r) => self.apply_retried(r)?,
-            Kind::GroupCleared(c) => self.apply_cleared(c)?,
-            Kind::ConfigChanged(c) => self.apply_config(c)?,
-            Kind::GroupScaled(c) => self.apply_scaled(c)?,
+            Kind::UnitsRetried(r) => {
+                self.apply_retried(r)?;
+                self.forget_finish_time(&r.pipeline_id);
+            }
+            Kind::GroupCleared(c) => {
+                self.apply_cleared(c)?;
+                self.forget_finish_time(&c.pipeline_id);
+            }
+            Kind::ConfigChanged(c) => {
+                self.apply_config(c)?;
+                self.forget_finish_time(&c.pipeline_id);
+            }
+            Kind::GroupScaled(c) => {
+                self.apply_scaled(c)?;
+                self.forget_finish_time(&c.pipeline_id);
+            }
             Kind::PipelinesDeleted(d) => self.apply_deleted(d)?,
+            Kind::PipelinesFinished(f) => self.apply_finished(f)?,
         }
         Ok(())
     }
@@ -230,6 +243,7 @@ impl Core {
             blocked: false,
             rerun_of: sub.rerun_of.clone(),
             lease_floor: self.next_lease_id,
+            finished_unix_ms: 0,
         };
         for (g, wiring) in wiring.into_iter().enumerate() {
             let created = wiring.feed == Feed::Inputs || wiring.feed == Feed::PerUnit;

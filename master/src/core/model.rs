@@ -130,6 +130,8 @@ pub struct Pipeline {
     /// The next lease id when the pipeline was submitted: lower lease ids
     /// under its id are an older, deleted pipeline's that had the same id.
     pub lease_floor: u64,
+    /// When the master first saw it finished (unix ms, journaled), or 0.
+    pub finished_unix_ms: u64,
 }
 
 /// A unit's position: pipeline, group and unit indices.

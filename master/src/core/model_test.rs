@@ -341,9 +341,16 @@ impl Run {
         }
     }
 
-    /// Deletes a random finished pipeline; the model forgets its units
-    /// (none may be pending or leased) and the leases ever granted for it.
+    /// Records finish times, then deletes a random finished pipeline; the
+    /// model forgets its units (none may be pending or leased) and the
+    /// leases ever granted for it.
     fn delete_finished(&mut self) {
+        // As the master does every second: journal when they finished.
+        let unrecorded = self.core.finished_unrecorded();
+        if !unrecorded.is_empty() {
+            let records = self.core.record_finished(&unrecorded, 1_000, self.now);
+            self.journal.extend(records.unwrap());
+        }
         let finished = self.core.finished_pipelines();
         if finished.is_empty() {
             return;

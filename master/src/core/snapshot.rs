@@ -225,6 +225,7 @@ pub(super) fn pipeline_head(p: &Pipeline) -> SnapshotPipeline {
         rerun_of: p.rerun_of.clone(),
         groups: Vec::new(),
         lease_floor: p.lease_floor,
+        finished_unix_ms: p.finished_unix_ms,
     }
 }
 
@@ -330,6 +331,7 @@ fn pipeline_from_snapshot(sp: &SnapshotPipeline) -> Result<Pipeline, CoreError> 
         blocked: sp.blocked,
         rerun_of: sp.rerun_of.clone(),
         lease_floor: sp.lease_floor,
+        finished_unix_ms: sp.finished_unix_ms,
     })
 }
 

@@ -211,6 +211,7 @@ fn pipeline_status(p: &Pipeline) -> PipelineStatus {
         retries: p.retries,
         blocked: p.blocked,
         rerun_of: p.rerun_of.clone(),
+        finished_unix_ms: p.finished_unix_ms,
     }
 }
 
