@@ -253,6 +253,7 @@ mod tests {
             "retries": 5,
             "blocked": true,
             "rerun_of": "p-0",
+            "finished_unix_ms": null,
         });
         assert_eq!(json, expected);
         let text = serde_json::to_string(&view).unwrap();
