@@ -9,11 +9,14 @@
 //! - [`spec`]: validation of submitted pipelines, the DAG wiring
 //! - [`model`]: pipelines, groups, units
 //! - [`ops`]: submit, lease, renew, commit, release, expire
+//! - [`operate`]: operator actions (cancel, block, retry, clear, config,
+//!   scaling)
+//! - [`finished`]: finish times of pipelines, and deleting finished ones
 //! - [`view`]: status and outputs for clients
 //! - [`invariants`]: `check_invariants`, run after every transition in tests
 
-pub mod delete;
 pub mod error;
+pub mod finished;
 mod invariants;
 pub mod limits;
 pub mod model;
@@ -576,7 +579,7 @@ fn record(kind: Kind) -> Record {
 }
 
 #[cfg(test)]
-mod delete_tests;
+mod finished_tests;
 #[cfg(test)]
 mod model_test;
 #[cfg(test)]

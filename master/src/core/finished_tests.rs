@@ -1,5 +1,6 @@
-//! Deleting finished pipelines: the record, what is refused, and that the
-//! pipelines left keep every lease, queue place and retry delay.
+//! Finished pipelines: their finish times, and deleting them (the record,
+//! what is refused, and that the pipelines left keep every lease, queue
+//! place and retry delay).
 
 use taskmaster_proto::journal::{self, Record, record::Kind};
 use taskmaster_proto::v1::*;
