@@ -213,26 +213,10 @@ pub fn parse_param(arg: &str) -> Result<(String, String), PipelineFileError> {
 /// whole number followed by `ms`, `s`, `m` or `h` (`500ms`, `90s`, `2m`),
 /// or a bare `0`. Returns milliseconds.
 pub fn parse_duration_ms(text: &str) -> Result<u64, DurationError> {
-    let error = || DurationError {
+    use taskmaster_master::duration::{UP_TO_HOURS, parse_ms};
+    parse_ms(text, UP_TO_HOURS).ok_or_else(|| DurationError {
         text: text.to_string(),
-    };
-    let trimmed = text.trim();
-    if trimmed == "0" {
-        return Ok(0);
-    }
-    let digits_end = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(error)?;
-    let (number, unit) = trimmed.split_at(digits_end);
-    let number: u64 = number.parse().map_err(|_| error())?;
-    let unit_ms: u64 = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(error()),
-    };
-    number.checked_mul(unit_ms).ok_or_else(error)
+    })
 }
 
 /// A group's `retry_delay` value in milliseconds: a duration text, or

@@ -6,7 +6,7 @@
 //! - [`snapshots`]: snapshot files (whole state at a journal position).
 //! - [`recovery`]: newest snapshot plus the journal after it.
 //! - [`sweep`]: deletes outputs of attempts that can no longer commit.
-//! - [`retention`]: the `--retain-finished` duration.
+//! - [`duration`]: durations as written in pipeline files and flags (`90s`, `7d`).
 //! - [`runtime`]: owns the core behind one lock, journals every change and
 //!   answers only once it is durable; the lease reaper and the compactor
 //!   (automatic snapshots).
@@ -20,10 +20,10 @@
 
 pub mod clock;
 pub mod core;
+pub mod duration;
 pub mod journal;
 pub mod procstat;
 pub mod recovery;
-pub mod retention;
 pub mod runtime;
 pub mod server;
 pub mod service;

@@ -71,8 +71,20 @@ struct ServeArgs {
     /// growing with history; their committed outputs stay in the store
     /// [default: keep them until `tmctl delete`].
     #[arg(long, env = "TASKMASTER_RETAIN_FINISHED",
-          value_parser = taskmaster_master::retention::parse_duration)]
+          value_parser = retention)]
     retain_finished: Option<std::time::Duration>,
+}
+
+/// `--retain-finished`: a duration of at least a second.
+fn retention(text: &str) -> Result<std::time::Duration, String> {
+    use taskmaster_master::duration::{UP_TO_DAYS, parse_ms};
+    match parse_ms(text, UP_TO_DAYS) {
+        None => Err(format!(
+            "{text:?} is not a duration like 90s, 30m, 12h or 7d"
+        )),
+        Some(ms) if ms < 1_000 => Err(format!("{text:?}: the retention must be at least 1s")),
+        Some(ms) => Ok(std::time::Duration::from_millis(ms)),
+    }
 }
 
 /// `--store` as a local directory or a remote store's URL.
@@ -164,6 +176,20 @@ async fn first_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retention_is_a_duration_of_a_second_or_more() {
+        use std::time::Duration;
+        assert_eq!(retention("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(retention("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(
+            retention("7w")
+                .unwrap_err()
+                .contains("not a duration like 90s")
+        );
+        assert!(retention("0s").unwrap_err().contains("at least 1s"));
+        assert!(retention("500ms").unwrap_err().contains("at least 1s"));
+    }
 
     #[test]
     fn store_is_a_directory_a_file_url_or_an_s3_url() {
