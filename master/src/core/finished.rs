@@ -18,29 +18,26 @@ impl Core {
     /// Ids of the pipelines that have finished (succeeded, failed or been
     /// cancelled): the ones [`Core::delete_pipelines`] accepts.
     pub fn finished_pipelines(&self) -> Vec<String> {
-        (0..self.pipelines.len() as u32)
-            .filter(|&p| self.finished_state(p).is_some())
-            .map(|p| self.pipelines[p as usize].id.clone())
-            .collect()
+        self.finished_where(|_| true)
     }
 
     /// Finished pipelines whose finish time is not recorded yet.
     pub fn finished_unrecorded(&self) -> Vec<String> {
-        (0..self.pipelines.len() as u32)
-            .filter(|&p| self.pipelines[p as usize].finished_unix_ms == 0)
-            .filter(|&p| self.finished_state(p).is_some())
-            .map(|p| self.pipelines[p as usize].id.clone())
-            .collect()
+        self.finished_where(|at| at == 0)
     }
 
     /// Finished pipelines recorded as finished at `cutoff_unix_ms` or
     /// earlier: the ones a retention ending then deletes.
     pub fn finished_before(&self, cutoff_unix_ms: u64) -> Vec<String> {
+        self.finished_where(|at| at > 0 && at <= cutoff_unix_ms)
+    }
+
+    /// Ids of the finished pipelines whose recorded finish time (0: none)
+    /// `time_fits`.
+    fn finished_where(&self, time_fits: impl Fn(u64) -> bool) -> Vec<String> {
         (0..self.pipelines.len() as u32)
-            .filter(|&p| {
-                let at = self.pipelines[p as usize].finished_unix_ms;
-                at > 0 && at <= cutoff_unix_ms && self.finished_state(p).is_some()
-            })
+            .filter(|&p| time_fits(self.pipelines[p as usize].finished_unix_ms))
+            .filter(|&p| self.finished_state(p).is_some())
             .map(|p| self.pipelines[p as usize].id.clone())
             .collect()
     }
@@ -89,8 +86,8 @@ impl Core {
         Ok(())
     }
 
-    /// After an action that may run the pipeline again: its finish time is
-    /// recorded anew when it finishes again.
+    /// After an action that may run the pipeline again ([`may_run_again`]):
+    /// its finish time is recorded anew when it finishes again.
     pub(super) fn forget_finish_time(&mut self, pipeline_id: &str) {
         if let Some(&p) = self.pipeline_index.get(pipeline_id) {
             self.pipelines[p as usize].finished_unix_ms = 0;
@@ -203,5 +200,17 @@ impl Core {
             .enumerate()
             .map(|(p, pipeline)| (pipeline.id.clone(), p as u32))
             .collect();
+    }
+}
+
+/// The pipeline a record's operator action may run again (retry, clear,
+/// config change, scaling), so its finish time no longer holds.
+pub(super) fn may_run_again(rec: &Record) -> Option<&str> {
+    match rec.kind.as_ref()? {
+        Kind::UnitsRetried(r) => Some(&r.pipeline_id),
+        Kind::GroupCleared(c) => Some(&c.pipeline_id),
+        Kind::ConfigChanged(c) => Some(&c.pipeline_id),
+        Kind::GroupScaled(s) => Some(&s.pipeline_id),
+        _ => None,
     }
 }

@@ -196,24 +196,15 @@ impl Core {
             }
             Kind::PipelineCancelled(c) => self.apply_cancelled(c)?,
             Kind::BlockSet(b) => self.apply_block(b)?,
-            Kind::UnitsRetried(r) => {
-                self.apply_retried(r)?;
-                self.forget_finish_time(&r.pipeline_id);
-            }
-            Kind::GroupCleared(c) => {
-                self.apply_cleared(c)?;
-                self.forget_finish_time(&c.pipeline_id);
-            }
-            Kind::ConfigChanged(c) => {
-                self.apply_config(c)?;
-                self.forget_finish_time(&c.pipeline_id);
-            }
-            Kind::GroupScaled(c) => {
-                self.apply_scaled(c)?;
-                self.forget_finish_time(&c.pipeline_id);
-            }
+            Kind::UnitsRetried(r) => self.apply_retried(r)?,
+            Kind::GroupCleared(c) => self.apply_cleared(c)?,
+            Kind::ConfigChanged(c) => self.apply_config(c)?,
+            Kind::GroupScaled(c) => self.apply_scaled(c)?,
             Kind::PipelinesDeleted(d) => self.apply_deleted(d)?,
             Kind::PipelinesFinished(f) => self.apply_finished(f)?,
+        }
+        if let Some(pipeline_id) = finished::may_run_again(rec) {
+            self.forget_finish_time(pipeline_id);
         }
         Ok(())
     }
