@@ -1,6 +1,8 @@
 //! The gRPC contract of taskmaster (`taskmaster.v1`) and the journal record
 //! format (`taskmaster.journal.v1`), generated from `proto/` at build time.
 
+pub mod codec;
+
 /// Generated code, nested as the protobuf packages are (cross-package
 /// references in the generated code rely on it).
 pub mod taskmaster {

@@ -107,14 +107,25 @@ impl Core {
         max_units: usize,
         now_ms: u64,
     ) -> Result<(Vec<Record>, Vec<Lease>), CoreError> {
+        // Sized once: growing them by doubling was a visible share of a
+        // batched lease's time (perf: memmove under RawVec::grow_one).
+        let mut records = Vec::with_capacity(max_units.min(self.ready.len()));
+        let leases = self.lease_onto(&mut records, worker_id, max_units, now_ms)?;
+        Ok((records, leases))
+    }
+
+    /// [`Core::lease`], appending its records to `records`.
+    fn lease_onto(
+        &mut self,
+        records: &mut Vec<Record>,
+        worker_id: &str,
+        max_units: usize,
+        now_ms: u64,
+    ) -> Result<Vec<Lease>, CoreError> {
         check_lease_request(worker_id, max_units)?;
         self.note_worker(worker_id, max_units as u32, now_ms);
         self.promote_due(now_ms);
-        // Sized once: growing them by doubling was a visible share of a
-        // batched lease's time (perf: memmove under RawVec::grow_one).
-        let most = max_units.min(self.ready.len());
-        let mut records = Vec::with_capacity(most);
-        let mut leases = Vec::with_capacity(most);
+        let mut leases = Vec::with_capacity(max_units.min(self.ready.len()));
         let mut held_back = Vec::new();
         // One pass over the queue at most, so a fully blocked queue costs
         // one scan, not a loop.
@@ -147,7 +158,7 @@ impl Core {
         for pos in held_back.into_iter().rev() {
             self.ready.push_front(pos);
         }
-        Ok((records, leases))
+        Ok(leases)
     }
 
     fn at_global_limit(&self) -> bool {
@@ -224,8 +235,20 @@ impl Core {
         items: &[CommitItem],
         now_ms: u64,
     ) -> Result<(Vec<Record>, ItemResults), CoreError> {
-        self.check_batch(token, items.len())?;
         let mut records = Vec::with_capacity(items.len());
+        let results = self.commit_onto(&mut records, token, items, now_ms)?;
+        Ok((records, results))
+    }
+
+    /// [`Core::commit`], appending its records to `records`.
+    fn commit_onto(
+        &mut self,
+        records: &mut Vec<Record>,
+        token: &str,
+        items: &[CommitItem],
+        now_ms: u64,
+    ) -> Result<ItemResults, CoreError> {
+        self.check_batch(token, items.len())?;
         let mut results = Vec::with_capacity(items.len());
         for item in items {
             let (rec, result) = match self.commit_one(item, now_ms) {
@@ -239,7 +262,7 @@ impl Core {
             }
             results.push(result);
         }
-        Ok((records, results))
+        Ok(results)
     }
 
     /// Commits `items`, then leases up to `next.max_units` more units to
@@ -256,12 +279,16 @@ impl Core {
         if let Some(next) = next {
             check_lease_request(&next.worker_id, next.max_units as usize)?;
         }
-        let (mut records, results) = self.commit(token, items, now_ms)?;
         let Some(next) = next else {
+            let (records, results) = self.commit(token, items, now_ms)?;
             return Ok((records, (results, Vec::new())));
         };
-        let (granted, leases) = self.lease(&next.worker_id, next.max_units as usize, now_ms)?;
-        records.extend(granted);
+        // One vector for both: appending the grants to the commits' own
+        // vector copied it whole in every batched call.
+        let most = next.max_units as usize;
+        let mut records = Vec::with_capacity(items.len() + most.min(self.ready.len()));
+        let results = self.commit_onto(&mut records, token, items, now_ms)?;
+        let leases = self.lease_onto(&mut records, &next.worker_id, most, now_ms)?;
         Ok((records, (results, leases)))
     }
 
@@ -562,7 +589,32 @@ pub fn partition_name(r: u32) -> String {
 }
 
 pub fn output_prefix(pipeline_id: &str, group: &str, unit: u32, lease_id: u64) -> String {
-    format!("{pipeline_id}/{group}/{unit}/{lease_id}/")
+    // Built by hand: `format!` grew the string several times and cost a
+    // tenth of the master's instructions in a batched run (BENCHMARKS.md).
+    let mut prefix = String::with_capacity(pipeline_id.len() + group.len() + 34);
+    for part in [pipeline_id, "/", group, "/"] {
+        prefix.push_str(part);
+    }
+    push_decimal(&mut prefix, unit.into());
+    prefix.push('/');
+    push_decimal(&mut prefix, lease_id);
+    prefix.push('/');
+    prefix
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20]; // u64::MAX has 20
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[start..]).expect("ASCII digits"));
 }
 
 /// Why a commit item was not accepted: refused outright, or recorded as a

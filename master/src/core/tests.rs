@@ -591,3 +591,13 @@ fn a_remote_store_names_outputs_by_url() {
     assert_eq!(down[0].inputs, vec![url]);
     core.check_invariants().unwrap();
 }
+
+#[test]
+fn output_prefixes_spell_every_number_in_full() {
+    assert_eq!(output_prefix("p-1", "a", 0, 0), "p-1/a/0/0/");
+    assert_eq!(output_prefix("p", "g", 10, 909), "p/g/10/909/");
+    assert_eq!(
+        output_prefix("wc-0badcafe", "map", u32::MAX, u64::MAX),
+        format!("wc-0badcafe/map/{}/{}/", u32::MAX, u64::MAX)
+    );
+}

@@ -48,9 +48,9 @@ pub fn encode(payload: &[u8], buf: &mut Vec<u8>) {
 pub fn encode_message(message: &impl prost::Message, buf: &mut Vec<u8>) {
     let start = buf.len();
     buf.extend_from_slice(&[0; HEADER_BYTES]);
-    message
-        .encode(buf)
-        .expect("a Vec grows as needed, so encoding cannot run out of room");
+    // `encode_raw`, not `encode`: a Vec grows as needed, so the length
+    // check `encode` makes first (a whole `encoded_len` pass) buys nothing.
+    message.encode_raw(buf);
     let header = journal_header(&buf[start + HEADER_BYTES..]);
     buf[start..start + HEADER_BYTES].copy_from_slice(&header);
 }
