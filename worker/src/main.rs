@@ -14,6 +14,12 @@ use taskmaster_worker::{TaskRegistry, WorkerConfig, run_worker_until};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
 
+/// jemalloc, as in the master and tmctl: decoding a batch of leases
+/// allocates a string per field, and glibc's malloc was the largest cost
+/// of the bench client doing the same (callgrind, BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// How long exiting waits for task threads that ignore cancellation.
 const EXIT_WAIT_MS: u64 = 1_000;
 
