@@ -86,7 +86,7 @@ fn encode_via<'a>(scratch: &'a mut Vec<u8>, item: &impl Message) -> &'a [u8] {
     scratch.clear();
     // No `reserve(item.encoded_len())`: that is a whole pass over the
     // message (prost computes each nested message's length again while
-    // encoding), dearer than the few doublings of a growing Vec.
+    // encoding), and the thread's buffer keeps its room, so it rarely grows.
     item.encode_raw(scratch);
     scratch
 }
