@@ -3,6 +3,7 @@
 //! Reads also wait until everything they could have seen is durable, so no
 //! client ever observes a change that a crash could undo.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -794,8 +795,18 @@ impl Master {
                 () = tokio::time::sleep(interval) => {}
                 _ = closing.wait_for(|c| *c) => return,
             }
-            let finished = self.state.lock().core.finished_pipelines();
-            let skip = rounds.next(finished);
+            // Finished (and recorded) before the previous round began:
+            // walked by it. A retried pipeline has no finish time until it
+            // finishes again, so it is walked while it runs and after.
+            let skip: HashSet<String> = match rounds.begin(unix_ms()) {
+                Some(walked_before) => {
+                    let core = &self.state.lock().core;
+                    core.finished_before(walked_before.saturating_sub(1))
+                        .into_iter()
+                        .collect()
+                }
+                None => HashSet::new(),
+            };
             let swept = self.sweep_pipelines(|p| !skip.contains(p)).await;
             if swept.attempts_deleted > 0 {
                 tracing::info!(

@@ -52,12 +52,14 @@ pub type Known = HashMap<String, HashSet<String>>;
 /// anything new there: those pipelines are walked again only every
 /// `full_every`-th round, not every round, since a finished pipeline of a
 /// million units is a million directories to list (or objects, on S3).
+/// Which ones were walked follows from their journaled finish times, so
+/// the rounds keep only when the last one began.
 #[derive(Debug)]
 pub struct Rounds {
     full_every: u64,
     round: u64,
-    /// Finished when a completed sweep began, so walked since finishing.
-    walked_finished: HashSet<String>,
+    /// When the previous round began (unix ms; 0 before the first).
+    previous_began_unix_ms: u64,
 }
 
 impl Rounds {
@@ -65,25 +67,19 @@ impl Rounds {
         Rounds {
             full_every: full_every.max(1),
             round: 0,
-            walked_finished: HashSet::new(),
+            previous_began_unix_ms: 0,
         }
     }
 
-    /// The pipelines this round may skip (none on a full round), given the
-    /// ids finished now; the round then counts as walked for those.
-    pub fn next(&mut self, finished_now: Vec<String>) -> HashSet<String> {
-        let finished_now: HashSet<String> = finished_now.into_iter().collect();
-        // One retried since is running again: walk it when it finishes anew.
-        self.walked_finished.retain(|id| finished_now.contains(id));
+    /// Begins a round at `now_unix_ms`: pipelines recorded as finished
+    /// before the returned time were walked by the previous round and may
+    /// be skipped; None on a full round (walk them all). Rounds run one
+    /// after another, so the previous one has completed.
+    pub fn begin(&mut self, now_unix_ms: u64) -> Option<u64> {
         let full = self.round.is_multiple_of(self.full_every);
         self.round += 1;
-        let skip = if full {
-            HashSet::new()
-        } else {
-            self.walked_finished.clone()
-        };
-        self.walked_finished.extend(finished_now);
-        skip
+        let previous = std::mem::replace(&mut self.previous_began_unix_ms, now_unix_ms);
+        (!full && previous > 0).then_some(previous)
     }
 }
 
@@ -317,18 +313,13 @@ mod tests {
 
     #[test]
     fn a_finished_pipeline_is_walked_once_then_on_full_rounds_only() {
-        let ids = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let set = |names: &[&str]| ids(names).into_iter().collect::<HashSet<_>>();
         let mut rounds = Rounds::new(3);
-        assert_eq!(rounds.next(ids(&["a"])), set(&[]), "round 0 is full");
-        assert_eq!(rounds.next(ids(&["a", "b"])), set(&["a"]), "b walked once");
-        assert_eq!(rounds.next(ids(&["a", "b"])), set(&["a", "b"]));
-        assert_eq!(rounds.next(ids(&["a", "b"])), set(&[]), "round 3 is full");
-        // b was retried and runs; when it finishes again it is walked again.
-        assert_eq!(rounds.next(ids(&["a"])), set(&["a"]));
-        assert_eq!(rounds.next(ids(&["a", "b"])), set(&["a"]));
-        assert_eq!(rounds.next(ids(&["a", "b"])), set(&[]));
-        assert_eq!(rounds.next(ids(&["a", "b"])), set(&["a", "b"]));
+        assert_eq!(rounds.begin(1_000), None, "round 0 is full");
+        // What finished before round 0 began was walked by it.
+        assert_eq!(rounds.begin(2_000), Some(1_000));
+        assert_eq!(rounds.begin(3_000), Some(2_000));
+        assert_eq!(rounds.begin(4_000), None, "round 3 is full");
+        assert_eq!(rounds.begin(5_000), Some(4_000));
     }
 
     #[test]
