@@ -21,6 +21,7 @@
 pub mod clock;
 pub mod core;
 pub mod duration;
+pub mod idle_thread;
 pub mod journal;
 pub mod procstat;
 pub mod recovery;

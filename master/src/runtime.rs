@@ -23,6 +23,7 @@ use crate::core::operate::Changed;
 use crate::core::ops::{CommittedAndLeased, ItemResults};
 use crate::core::snapshot::SnapshotSource;
 use crate::core::{Core, CoreConfig, CoreError};
+use crate::idle_thread;
 use crate::journal::{Journal, JournalError};
 use crate::procstat;
 use crate::recovery;
@@ -372,7 +373,8 @@ impl Master {
         journal.wait_durable(position).await?;
         let store = self.snapshots.clone();
         let note = note.to_string();
-        let info = tokio::task::spawn_blocking(move || {
+        // Encoded at idle priority: beside live traffic, see `idle_thread`.
+        let info = idle_thread::run("snapshot", move || {
             write_snapshot(&store, &source, position, note, kind, Pacing::Background)
         })
         .await
