@@ -374,14 +374,20 @@ impl Master {
         let store = self.snapshots.clone();
         let note = note.to_string();
         // Encoded at idle priority: beside live traffic, see `idle_thread`.
-        let info = idle_thread::run("snapshot", move || {
-            write_snapshot(&store, &source, position, note, kind, Pacing::Background)
+        let (written, source) = idle_thread::run("snapshot", move || {
+            let written = write_snapshot(&store, &source, position, note, kind, Pacing::Background);
+            (written, source)
         })
         .await
         .map_err(|e| MasterError::DataDir {
             path: self.data_dir.display().to_string(),
             what: format!("the snapshot writer stopped: {e}"),
-        })??;
+        })?;
+        // Not dropped at idle priority: freeing the units that commits
+        // copied meanwhile takes the allocator's locks of the threads that
+        // allocated them, and a preempted holder would stall those threads.
+        tokio::task::spawn_blocking(move || drop(source));
+        let info = written?;
         self.snapshot_written(position, &info);
         journal.compact(position);
         Ok(info)
