@@ -8,8 +8,8 @@
 //! 10.8 ms, against 1.0 to 1.1 and 2.8 to 4.3 ms at other times. At
 //! `SCHED_IDLE` the encoder runs only on a core no other thread wants, and
 //! is preempted at once when one does: p50 1.0 to 1.3 and p99 2.4 to 4.7
-//! ms while encoding, which took 1.4x longer (a nice value of 10 gave no
-//! such gain: a nice thread still holds its core until its slice ends).
+//! ms while encoding, which took 1.4x longer (a nice value of 10, tried
+//! before, gave no gain beyond the runs' spread).
 //!
 //! The thread is one of its own, not one of tokio's blocking pool: an
 //! unprivileged thread may lower its priority but not raise it again, so
