@@ -34,6 +34,19 @@ pub fn cpu_seconds() -> f64 {
         .map_or(0.0, |ticks| ticks as f64 / USER_HZ)
 }
 
+/// CPU time the calling thread has used (zero if unknown).
+pub fn thread_cpu() -> std::time::Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill in.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
 /// A line such as `VmHWM:   1636 kB` of `/proc/<pid>/status`, in bytes.
 fn parse_kb_field(status: &str, field: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(field))?;
@@ -60,6 +73,21 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn thread_cpu_counts_this_threads_work_only() {
+        let began = thread_cpu();
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(30) {
+            std::hint::black_box(0u64.wrapping_add(1));
+        }
+        let spent = thread_cpu() - began;
+        assert!(spent >= std::time::Duration::from_millis(5), "{spent:?}");
+        // Another thread's own clock starts near zero, not at ours.
+        let other = std::thread::spawn(thread_cpu).join().unwrap();
+        assert!(other < spent, "{other:?} against {spent:?}");
+    }
 
     #[test]
     fn vm_hwm_is_read_in_bytes() {

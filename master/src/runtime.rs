@@ -938,7 +938,22 @@ fn write_snapshot(
         taken_unix_ms: unix_ms(),
         ..source.head(position)
     };
-    store.write_with(head, kind, pacing, |head| source.encode_with_head(head))
+    // The encoding's CPU, not its wall time: at idle priority the thread
+    // waits for whatever else runs.
+    let mut encode_cpu_ms = 0;
+    let info = store.write_with(head, kind, pacing, |head| {
+        let began = procstat::thread_cpu();
+        let bytes = source.encode_with_head(head);
+        encode_cpu_ms = procstat::thread_cpu().saturating_sub(began).as_millis();
+        bytes
+    })?;
+    tracing::debug!(
+        snapshot_id = info.snapshot_id,
+        bytes = info.size_bytes,
+        encode_cpu_ms,
+        "snapshot written"
+    );
+    Ok(info)
 }
 
 fn unix_ms() -> u64 {
