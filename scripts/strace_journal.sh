@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs a small pipeline against a master traced by strace and checks that
-# every write to the journal is followed by an fdatasync of it before the
-# next write, i.e. that the writer never leaves acknowledged data unsynced.
+# every write to the journal (the writer's batches, and the zeros written
+# ahead of them) is followed by an fdatasync of it, i.e. that nothing is
+# left unsynced.
 # Needs strace (apt-get install -y strace) and the debug binaries
 # (cargo build --bins).
 set -euo pipefail
@@ -23,7 +24,7 @@ inputs = ["data/*.txt"]
 unit_bytes = 0
 TOML
 
-strace -f -yy -e trace=write,fdatasync,fsync -o "$work/trace" \
+strace -f -yy -e trace=write,pwrite64,fdatasync,fsync -o "$work/trace" \
   "$bin/taskmaster" serve --data-dir "$work/data" --listen 127.0.0.1:0 > "$work/master.out" 2>/dev/null &
 tracer=$!
 for _ in $(seq 100); do grep -q listening "$work/master.out" 2>/dev/null && break; sleep 0.1; done
@@ -41,10 +42,10 @@ import re, sys
 writes = syncs = 0
 dirty = False
 for line in open(sys.argv[1]):
-    m = re.search(r'(write|fdatasync|fsync)\((\d+)<([^>]*)>', line)
+    m = re.search(r'(pwrite64|write|fdatasync|fsync)\((\d+)<([^>]*)>', line)
     if not m or not m.group(3).endswith('journal.log'):
         continue
-    if m.group(1) == 'write':
+    if m.group(1) in ('write', 'pwrite64'):
         writes += 1
         dirty = True
     elif m.group(1) in ('fdatasync', 'fsync'):

@@ -31,9 +31,12 @@ fn config() -> CoreConfig {
     }
 }
 
-/// Journal bytes after the file header, as recovery reads them: frame
-/// scan, prost decode of each checksum-valid payload, then replay.
+/// Journal bytes after the file header, as recovery reads them (format 1
+/// frames, format 2 batches): scan, prost decode of each checksum-valid
+/// payload, then replay.
 pub fn journal_frames(data: &[u8]) {
+    let batches = frame::scan_batches(data);
+    assert!(batches.valid_len <= data.len());
     let scan = frame::scan(data);
     assert!(scan.valid_len <= data.len());
     let records: Vec<Record> = scan

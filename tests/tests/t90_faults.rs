@@ -296,12 +296,13 @@ fn t90_disk_full_refuses_changes_and_recovers_without_a_restart() {
 // ---------------------------------------------------------------------------
 // A journal torn or corrupted after a crash.
 
-/// The journal's bytes and each frame's [start, end) in the file.
+/// The journal's bytes and each record's frame [start, end) in the file.
 fn journal_frames(path: &Path) -> (Vec<u8>, Vec<(usize, usize)>) {
     /// Magic and base sequence number before the first frame (journal/file.rs).
     const FILE_HEADER_BYTES: usize = 16;
     let bytes = std::fs::read(path).unwrap();
-    let scan = frame::scan(&bytes[FILE_HEADER_BYTES..]);
+    // Batches of frames, then zeros written ahead.
+    let scan = frame::scan_batches(&bytes[FILE_HEADER_BYTES..]);
     assert_eq!(scan.tail, frame::Tail::Clean);
     let frames = scan
         .payloads

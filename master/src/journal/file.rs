@@ -1,12 +1,19 @@
-//! The journal as one append-only file: an 8-byte magic, then frames.
+//! The journal as one file: a 16-byte header (magic, base sequence
+//! number), then what each write appended. Format 2 (`TMJRNL02`, every
+//! new journal) writes each append as a batch (`frame::batch_header`, then
+//! the frames) into zeros written ahead ([`room`]); format 1 (`TMJRNL01`,
+//! frames only, the file growing with each append) is still read and
+//! appended to until its next compaction rewrites it as format 2.
 //! `sync` is `fdatasync`, so an acknowledged record survives power loss
 //! (sled 0.34's flush uses `sync_file_range`, which does not). Compaction
 //! copies the file in the background ([`compaction`]).
 
 mod compaction;
+mod room;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use taskmaster_proto::journal::Record;
@@ -15,14 +22,27 @@ use super::frame::{self, Tail};
 use super::{JournalError, LogStore, decode_all};
 use crate::writeback;
 use compaction::Compaction;
+use room::Room;
 
-const MAGIC: &[u8; 8] = b"TMJRNL01";
+/// Format 1: frames appended, the file growing with each.
+const MAGIC_V1: &[u8; 8] = b"TMJRNL01";
+/// Format 2: batches, written into zeros written ahead.
+const MAGIC: &[u8; 8] = b"TMJRNL02";
 /// Magic, then the sequence number of the record before the file's first
 /// (0 for a journal that starts at the beginning; a snapshot's position
 /// after compaction).
 const HEADER_BYTES: usize = 16;
 
-/// The file header of a journal whose first record follows `base`.
+/// How a journal file lays out its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// Frames appended one after another (older journals).
+    V1,
+    /// Batches of frames, each with its length and checksum.
+    V2,
+}
+
+/// The file header of a (format 2) journal whose first record follows `base`.
 fn file_header(base: u64) -> [u8; HEADER_BYTES] {
     let mut header = [0; HEADER_BYTES];
     header[..MAGIC.len()].copy_from_slice(MAGIC);
@@ -30,8 +50,26 @@ fn file_header(base: u64) -> [u8; HEADER_BYTES] {
     header
 }
 
+/// Frames as one format 2 batch (nothing for no frames).
+fn batch_of(frames: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    if frames.is_empty() {
+        return Ok(());
+    }
+    let header = frame::batch_header(frames)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a journal write over 4 GiB"))?;
+    out.extend_from_slice(&header);
+    out.extend_from_slice(frames);
+    Ok(())
+}
+
 pub struct FileLog {
     file: File,
+    format: Format,
+    /// Zeros written ahead of a format 2 journal's end (None where no
+    /// thread could be started for it, and for format 1).
+    room: Option<Room>,
+    /// The batch being written, reused.
+    batch: Vec<u8>,
     path: PathBuf,
     /// Records before this file's first one (they live in a snapshot).
     base: u64,
@@ -90,10 +128,20 @@ impl FileLog {
             .read_to_end(&mut bytes)
             .map_err(io("read"))?;
         let shown = path.display().to_string();
-        if bytes.len() < HEADER_BYTES || &bytes[..MAGIC.len()] != MAGIC {
+        let format = match bytes.get(..MAGIC.len()) {
+            Some(magic) if magic == MAGIC => Format::V2,
+            Some(magic) if magic == MAGIC_V1 => Format::V1,
+            _ => {
+                return Err(JournalError::Invalid {
+                    path: shown,
+                    what: "not a taskmaster journal (bad magic)".into(),
+                });
+            }
+        };
+        if bytes.len() < HEADER_BYTES {
             return Err(JournalError::Invalid {
                 path: shown,
-                what: "not a taskmaster journal (bad magic)".into(),
+                what: "not a taskmaster journal (shorter than its header)".into(),
             });
         }
         let base = u64::from_le_bytes(
@@ -101,7 +149,11 @@ impl FileLog {
                 .try_into()
                 .expect("8 bytes"),
         );
-        let scan = frame::scan(&bytes[HEADER_BYTES..]);
+        let body = &bytes[HEADER_BYTES..];
+        let scan = match format {
+            Format::V1 => frame::scan(body),
+            Format::V2 => frame::scan_batches(body),
+        };
         let torn_bytes = match scan.tail {
             Tail::Clean => 0,
             Tail::Torn { bytes, .. } => bytes,
@@ -113,17 +165,26 @@ impl FileLog {
             }
         };
         let records = decode_all(&shown, &scan.payloads, HEADER_BYTES)?;
-        let file = OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(io("open for append"))?;
+        let file = match format {
+            Format::V1 => OpenOptions::new().append(true).open(path),
+            Format::V2 => OpenOptions::new().write(true).open(path),
+        }
+        .map_err(io("open for append"))?;
+        let len = (HEADER_BYTES + scan.valid_len) as u64;
         if torn_bytes > 0 {
-            file.set_len((HEADER_BYTES + scan.valid_len) as u64)
-                .map_err(io("truncate torn tail"))?;
+            file.set_len(len).map_err(io("truncate torn tail"))?;
             file.sync_all().map_err(io("sync after truncation"))?;
         }
-        let len = (HEADER_BYTES + scan.valid_len) as u64;
-        let log = FileLog {
+        // Zeros after the records (a clean format 2 tail) are room.
+        let file_len = if torn_bytes > 0 {
+            len
+        } else {
+            bytes.len() as u64
+        };
+        let mut log = FileLog {
+            room: None,
+            batch: Vec::new(),
+            format,
             file,
             path: path.to_path_buf(),
             base,
@@ -136,6 +197,7 @@ impl FileLog {
             last_seq: base + records.len() as u64,
             compacting: None,
         };
+        log.keep_room(file_len);
         Ok(Opened {
             log,
             base,
@@ -143,10 +205,32 @@ impl FileLog {
             torn_bytes,
         })
     }
+
+    /// Starts keeping room ahead of a format 2 journal of `file_len` bytes
+    /// (its records end at `written_len`). Without it, appends only grow
+    /// the file, as in format 1.
+    fn keep_room(&mut self, file_len: u64) {
+        if self.format != Format::V2 {
+            return;
+        }
+        match &self.room {
+            Some(room) => {
+                if let Err(e) = room.replace(&self.file, self.written_len) {
+                    tracing::warn!(error = %e, "no room kept ahead of the journal");
+                    self.room = None;
+                }
+            }
+            None => match Room::start(&self.file, file_len, self.written_len) {
+                Ok(room) => self.room = Some(room),
+                Err(e) => tracing::warn!(error = %e, "no room kept ahead of the journal"),
+            },
+        }
+    }
 }
 
-/// Writes a whole journal file (header and frames) under a temporary name,
-/// syncs it and renames it over `path`, then opens it for appending.
+/// Writes a whole journal file (header and frames, as one batch) under a
+/// temporary name, syncs it and renames it over `path`, then opens it for
+/// appending.
 fn write_atomically(
     path: &Path,
     base: u64,
@@ -155,19 +239,23 @@ fn write_atomically(
 ) -> Result<FileLog, JournalError> {
     let io = |context| move |source| io_error(path, context, source);
     let tmp = path.with_extension("tmp");
+    let mut contents = file_header(base).to_vec();
+    batch_of(frames, &mut contents).map_err(io("write"))?;
     let mut file = File::create(&tmp).map_err(io("create"))?;
-    file.write_all(&file_header(base)).map_err(io("write"))?;
-    file.write_all(frames).map_err(io("write"))?;
+    file.write_all(&contents).map_err(io("write"))?;
     file.sync_all().map_err(io("sync"))?;
     std::fs::rename(&tmp, path).map_err(io("rename"))?;
     sync_dir(path).map_err(io("sync directory"))?;
     let file = OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(path)
         .map_err(io("open"))?;
-    let len = (HEADER_BYTES + frames.len()) as u64;
-    Ok(FileLog {
+    let len = contents.len() as u64;
+    let mut log = FileLog {
         file,
+        format: Format::V2,
+        room: None,
+        batch: Vec::new(),
         path: path.to_path_buf(),
         base,
         marks: vec![(base, HEADER_BYTES as u64), (base + records, len)],
@@ -175,22 +263,42 @@ fn write_atomically(
         written_len: len,
         last_seq: base + records,
         compacting: None,
-    })
+    };
+    log.keep_room(len);
+    Ok(log)
 }
 
 impl LogStore for FileLog {
     fn append(&mut self, bytes: &[u8], last_seq: u64) -> io::Result<()> {
-        self.written_len += bytes.len() as u64;
-        self.file.write_all(bytes)?;
+        let at = self.written_len;
+        match self.format {
+            Format::V1 => {
+                self.written_len += bytes.len() as u64;
+                self.file.write_all(bytes)?;
+            }
+            Format::V2 => {
+                self.batch.clear();
+                batch_of(bytes, &mut self.batch)?;
+                if let Some(room) = &self.room {
+                    room.claim(at, self.batch.len() as u64);
+                }
+                self.written_len += self.batch.len() as u64;
+                self.file.write_all_at(&self.batch, at)?;
+            }
+        }
         self.last_seq = last_seq;
         if let Some(compaction) = &mut self.compacting {
-            compaction.appended(bytes);
+            compaction.appended(bytes)?;
         }
         let &(_, last_offset) = self.marks.last().expect("marks start with the header");
         if self.written_len - last_offset >= MARK_EVERY_BYTES {
             self.marks.push((last_seq, self.written_len));
         }
         Ok(())
+    }
+
+    fn records_bytes(&self) -> u64 {
+        self.written_len
     }
 
     fn sync(&mut self) -> io::Result<()> {
@@ -204,9 +312,13 @@ impl LogStore for FileLog {
         if let Some(compaction) = self.compacting.take() {
             compaction.abandon();
         }
+        if let Some(room) = &self.room {
+            room.cut(self.synced_len);
+        }
         // Shrinking needs no space, so this works on a full disk.
         self.file.set_len(self.synced_len)?;
-        // A file renamed in by a compaction is not in append mode.
+        // Format 1 writes at the file's position (a file renamed in by a
+        // compaction is not in append mode); format 2 at offsets.
         self.file.seek(SeekFrom::Start(self.synced_len))?;
         self.written_len = self.synced_len;
         self.marks.retain(|&(_, offset)| offset <= self.synced_len);
@@ -235,7 +347,13 @@ impl LogStore for FileLog {
             .rev()
             .find(|&&(seq, _)| seq <= upto)
             .expect("the first mark is the file's base, below upto");
-        self.compacting = Some(Compaction::start(&self.path, mark, self.synced_len, upto)?);
+        self.compacting = Some(Compaction::start(
+            &self.path,
+            self.format,
+            mark,
+            self.synced_len,
+            upto,
+        )?);
         Ok(())
     }
 
@@ -278,6 +396,7 @@ impl LogStore for FileLog {
         // The old file, unlinked by the rename, is freed in the background:
         // its last close would stall the writer (see writeback::release).
         writeback::release(std::mem::replace(&mut self.file, copied.file));
+        self.format = Format::V2;
         self.base = copied.upto;
         self.synced_len = copied.len;
         self.written_len = copied.len;
@@ -285,6 +404,7 @@ impl LogStore for FileLog {
             (copied.upto, HEADER_BYTES as u64),
             (self.last_seq, copied.len),
         ];
+        self.keep_room(copied.len);
         tracing::info!(upto = copied.upto, "journal compacted");
         fail::fail_point!("journal-compaction-after-rename", |_| std::process::abort());
         sync_dir(&self.path)
@@ -405,8 +525,69 @@ mod tests {
     }
 
     #[test]
+    fn a_format_1_journal_is_read_appended_to_and_rewritten_as_format_2_by_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.log");
+        let mut v1 = MAGIC_V1.to_vec();
+        v1.extend_from_slice(&0u64.to_le_bytes());
+        for seq in 1..=500 {
+            frame::encode_message(&numbered(seq), &mut v1);
+        }
+        std::fs::write(&path, &v1).unwrap();
+        let mut opened = FileLog::open(&path).unwrap();
+        assert_eq!(opened.log.format, Format::V1);
+        assert_eq!(tokens(&opened.records), (1..=500).collect::<Vec<_>>());
+        append_synced(&mut opened.log, 501, 600);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], MAGIC_V1, "still format 1, grown in place");
+        assert_eq!(
+            tokens(&FileLog::open(&path).unwrap().records),
+            (1..=600).collect::<Vec<_>>()
+        );
+        let log = &mut opened.log;
+        log.compact(550).unwrap();
+        append_synced(log, 601, 610); // during the copy: format 1 appends
+        log.finish_compaction().unwrap();
+        assert_eq!(log.format, Format::V2);
+        append_synced(log, 611, 620);
+        assert_eq!(&std::fs::read(&path).unwrap()[..8], MAGIC);
+        let reopened = FileLog::open(&path).unwrap();
+        assert_eq!(reopened.base, 550);
+        assert_eq!(tokens(&reopened.records), (551..=620).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn records_go_into_room_written_ahead_and_read_back_before_it() {
+        let (_dir, path, mut log) = journal_of(10);
+        let len = || std::fs::metadata(&path).unwrap().len();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while len() < log.written_len + 1024 * 1024 {
+            assert!(std::time::Instant::now() < deadline, "no room written");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        append_synced(&mut log, 11, 3000);
+        assert!(len() > log.written_len, "the records went into the room");
+        drop(log);
+        let opened = FileLog::open(&path).unwrap();
+        assert_eq!(opened.torn_bytes, 0, "zeros after the records are room");
+        assert_eq!(tokens(&opened.records), (1..=3000).collect::<Vec<_>>());
+        // A crash tore the next write: its bytes, then zeros. Cut off.
+        let end = opened.log.written_len;
+        drop(opened);
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        let mut torn = Vec::new();
+        batch_of(&[7u8; 5000], &mut torn).unwrap();
+        file.write_all_at(&torn[..3000], end).unwrap();
+        let reopened = FileLog::open(&path).unwrap();
+        assert!(reopened.torn_bytes > 0);
+        assert_eq!(reopened.records.len(), 3000);
+        assert_eq!(len(), end, "cut at the last whole batch");
+    }
+
+    #[test]
     fn disk_bytes_count_a_compaction_copy_beside_the_journal() {
-        let (_dir, path, _log) = journal_of(100);
+        let (_dir, path, log) = journal_of(100);
+        drop(log); // and the room written ahead with it
         let journal_len = std::fs::metadata(&path).unwrap().len();
         assert_eq!(disk_bytes(&path), journal_len);
         std::fs::write(compaction::tmp_path(&path), [0u8; 1000]).unwrap();

@@ -127,6 +127,91 @@ fn any_frame_after(bytes: &[u8], from: usize) -> bool {
     (from..bytes.len().saturating_sub(HEADER_BYTES)).any(|pos| frame_at(bytes, pos).is_some())
 }
 
+/// Bytes of a batch header (journal format 2): a tag, the length of the
+/// frames that follow and their crc32.
+pub const BATCH_HEADER_BYTES: usize = 12;
+const BATCH_TAG: [u8; 4] = *b"TMB2";
+
+/// The header of a batch holding `frames`; None when they exceed the u32
+/// length field (4 GiB).
+pub fn batch_header(frames: &[u8]) -> Option<[u8; BATCH_HEADER_BYTES]> {
+    let len = u32::try_from(frames.len()).ok()?;
+    let mut header = [0; BATCH_HEADER_BYTES];
+    header[..4].copy_from_slice(&BATCH_TAG);
+    header[4..8].copy_from_slice(&len.to_le_bytes());
+    header[8..].copy_from_slice(&crc32fast::hash(frames).to_le_bytes());
+    Some(header)
+}
+
+/// The frames of a whole, checksum-valid batch at `pos`, if there is one.
+fn batch_at(bytes: &[u8], pos: usize) -> Option<&[u8]> {
+    let header = bytes.get(pos..pos + BATCH_HEADER_BYTES)?;
+    if header[..4] != BATCH_TAG {
+        return None;
+    }
+    let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[8..].try_into().expect("4 bytes"));
+    let start = pos + BATCH_HEADER_BYTES;
+    let frames = bytes.get(start..start.checked_add(len)?)?;
+    (len > 0 && crc32fast::hash(frames) == crc).then_some(frames)
+}
+
+/// Reads the batches of a format 2 journal (offsets are relative to the
+/// start of `bytes`). The journal writes one batch per write and syncs it
+/// before writing the next, so only the last batch can be torn by a crash,
+/// and with the file's room written ahead any of its pages may be the ones
+/// missing: a bad batch with no valid batch after it is a torn tail, one
+/// followed by a valid batch is damage to acknowledged records. Zeros
+/// after the last batch are room written ahead, not a tail.
+pub fn scan_batches(bytes: &[u8]) -> Scan<'_> {
+    let mut payloads = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let Some(frames) = batch_at(bytes, pos) else {
+            let tail = if bytes[pos..].iter().all(|&b| b == 0) {
+                Tail::Clean
+            } else if any_batch_after(bytes, pos + 1) {
+                Tail::CorruptMiddle { offset: pos }
+            } else {
+                Tail::Torn {
+                    offset: pos,
+                    bytes: bytes.len() - pos,
+                }
+            };
+            return Scan {
+                payloads,
+                valid_len: pos,
+                tail,
+            };
+        };
+        let start = pos + BATCH_HEADER_BYTES;
+        let inner = scan(frames);
+        if inner.tail != Tail::Clean {
+            // The batch's checksum holds, so these are the bytes written:
+            // not a torn write but a batch that was never well formed.
+            return Scan {
+                payloads,
+                valid_len: pos,
+                tail: Tail::CorruptMiddle { offset: pos },
+            };
+        }
+        payloads.extend(inner.payloads.into_iter().map(|(at, p)| (start + at, p)));
+        pos = start + frames.len();
+    }
+    Scan {
+        payloads,
+        valid_len: pos,
+        tail: Tail::Clean,
+    }
+}
+
+/// Whether a valid batch starts anywhere at or after `from` (recovery
+/// after damage only).
+fn any_batch_after(bytes: &[u8], from: usize) -> bool {
+    (from..bytes.len().saturating_sub(BATCH_HEADER_BYTES))
+        .any(|pos| bytes[pos..pos + 4] == BATCH_TAG && batch_at(bytes, pos).is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +297,78 @@ mod tests {
                 bytes: 11
             }
         );
+    }
+
+    fn batches(batches: &[&[&[u8]]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for payloads in batches {
+            let inner = frames(payloads);
+            out.extend_from_slice(&batch_header(&inner).unwrap());
+            out.extend_from_slice(&inner);
+        }
+        out
+    }
+
+    fn payloads<'a>(scan: &Scan<'a>) -> Vec<&'a [u8]> {
+        scan.payloads.iter().map(|p| p.1).collect()
+    }
+
+    #[test]
+    fn batches_read_back_and_zeros_after_them_are_room() {
+        let mut buf = batches(&[&[b"one", b"two"], &[b"three"]]);
+        let end = buf.len();
+        let clean = scan_batches(&buf);
+        assert_eq!((clean.tail.clone(), clean.valid_len), (Tail::Clean, end));
+        assert_eq!(payloads(&clean), [&b"one"[..], b"two", b"three"]);
+        buf.extend_from_slice(&[0; 5000]);
+        let roomy = scan_batches(&buf);
+        assert_eq!((roomy.tail.clone(), roomy.valid_len), (Tail::Clean, end));
+        assert_eq!(payloads(&roomy).len(), 3);
+        assert_eq!(scan_batches(&[0; 100]).payloads.len(), 0);
+    }
+
+    #[test]
+    fn a_torn_last_batch_is_cut_whole_whichever_of_its_pages_are_missing() {
+        let first = batches(&[&[b"one"]]);
+        let last: &[&[u8]] = &[&[7; 3000], &[8; 3000], &[9; 3000]];
+        let whole = [first.clone(), batches(&[last]), vec![0; 8192]].concat();
+        let torn = |damage: &dyn Fn(&mut Vec<u8>)| {
+            let mut buf = whole.clone();
+            damage(&mut buf);
+            let scan = scan_batches(&buf);
+            assert!(matches!(scan.tail, Tail::Torn { offset, .. } if offset == first.len()));
+            assert_eq!(payloads(&scan), [&b"one"[..]]);
+        };
+        // Cut anywhere inside the batch; its first page lost, later ones
+        // kept; its last page lost.
+        for cut in (first.len() + 1..first.len() + 9000).step_by(997) {
+            torn(&|buf| buf.truncate(cut));
+        }
+        torn(&|buf| buf[first.len()..first.len() + 4096].fill(0));
+        torn(&|buf| buf[first.len() + 4096..first.len() + 8192].fill(0));
+    }
+
+    #[test]
+    fn damage_before_a_valid_batch_is_corruption() {
+        let mut buf = batches(&[&[b"one"], &[b"two"], &[b"three"]]);
+        let second = BATCH_HEADER_BYTES + HEADER_BYTES + 3;
+        buf[second + BATCH_HEADER_BYTES + HEADER_BYTES] ^= 0x20; // in "two"
+        let scan = scan_batches(&buf);
+        assert_eq!(scan.tail, Tail::CorruptMiddle { offset: second });
+        assert_eq!(payloads(&scan), [&b"one"[..]]);
+        // Its header lost instead: the same.
+        let mut buf = batches(&[&[b"one"], &[b"two"], &[b"three"]]);
+        buf[second..second + 4].fill(0);
+        assert_eq!(
+            scan_batches(&buf).tail,
+            Tail::CorruptMiddle { offset: second }
+        );
+    }
+
+    #[test]
+    fn a_batch_whose_checksum_holds_but_whose_frames_do_not_is_corruption() {
+        let inner = [frames(&[b"one"]), vec![1, 2, 3]].concat();
+        let buf = [batch_header(&inner).unwrap().to_vec(), inner].concat();
+        assert_eq!(scan_batches(&buf).tail, Tail::CorruptMiddle { offset: 0 });
     }
 }

@@ -59,6 +59,11 @@ impl LogStore for MemLog {
         Ok(())
     }
 
+    fn records_bytes(&self) -> u64 {
+        let disk = self.disk.lock();
+        (disk.synced.len() + disk.unsynced.len()) as u64
+    }
+
     fn sync(&mut self) -> io::Result<()> {
         let mut disk = self.disk.lock();
         if let Some(kind) = disk.fail_with {

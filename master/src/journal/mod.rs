@@ -28,6 +28,9 @@ pub trait LogStore: Send + 'static {
     /// record among them (stores may index by it, to compact cheaply).
     fn append(&mut self, bytes: &[u8], last_seq: u64) -> io::Result<()>;
     fn sync(&mut self) -> io::Result<()>;
+    /// Bytes the store's records take (what was appended, less what a
+    /// compaction dropped; not room kept ahead).
+    fn records_bytes(&self) -> u64;
     /// Drops the records up to sequence number `upto` (a durable snapshot
     /// holds their effect), atomically: a crash leaves either version.
     /// Called between batches, when all that was appended is synced. A
@@ -98,6 +101,8 @@ struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     syncs: AtomicU64,
+    /// The store's `len` after the writer's last batch or compaction.
+    store_bytes: AtomicU64,
     /// For waiters that cannot await (they hold a lock): the durable
     /// sequence number, a failure flag, and a condvar signalled per sync.
     durable_upto: AtomicU64,
@@ -136,6 +141,7 @@ impl Journal {
             }),
             wake: Condvar::new(),
             syncs: AtomicU64::new(0),
+            store_bytes: AtomicU64::new(store.records_bytes()),
             durable_upto: AtomicU64::new(records_so_far),
             failed: std::sync::atomic::AtomicBool::new(false),
             synced: Condvar::new(),
@@ -268,6 +274,12 @@ impl Journal {
         self.shared.syncs.load(Ordering::Relaxed)
     }
 
+    /// Bytes the journal's records take in its store (as of the writer's
+    /// last batch or compaction; a file may also hold room written ahead).
+    pub fn bytes(&self) -> u64 {
+        self.shared.store_bytes.load(Ordering::Relaxed)
+    }
+
     /// Asks the writer to drop records up to `upto` from the store once
     /// what is queued is written. Only call after a snapshot holding their
     /// effect is durable.
@@ -373,6 +385,9 @@ fn write_loop(mut store: impl LogStore, shared: &Shared, durable: &watch::Sender
                 return; // the thread then marks the writer gone, failing every waiter
             }
             shared.syncs.fetch_add(1, Ordering::Relaxed);
+            shared
+                .store_bytes
+                .store(store.records_bytes(), Ordering::Relaxed);
             fail::fail_point!("journal-after-sync", |_| std::process::abort());
             shared.durable_upto.store(upto, Ordering::Release);
             shared.wake_durable(upto);
@@ -420,6 +435,9 @@ fn end_compaction(
         Wait::Yes => store.finish_compaction(),
         Wait::No => store.poll_compaction(),
     };
+    shared
+        .store_bytes
+        .store(store.records_bytes(), Ordering::Relaxed);
     match ended {
         Ok(()) => true,
         Err(e) => {

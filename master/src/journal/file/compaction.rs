@@ -17,7 +17,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
-use super::{file_header, frame};
+use super::{Format, batch_of, file_header, frame};
 use crate::writeback::{self, Pacing};
 
 /// Appended bytes kept for a compaction in progress beyond which the
@@ -50,6 +50,7 @@ impl Compaction {
     /// before `upto`) to `synced_end`, where the file is synced and ends.
     pub(super) fn start(
         path: &Path,
+        format: Format,
         mark: (u64, u64),
         synced_end: u64,
         upto: u64,
@@ -58,7 +59,7 @@ impl Compaction {
         let (from, to) = (path.to_path_buf(), tmp.clone());
         let copy = std::thread::Builder::new()
             .name("journal-compaction".into())
-            .spawn(move || copy_kept(&from, &to, mark, synced_end, upto))?;
+            .spawn(move || copy_kept(&from, &to, format, mark, synced_end, upto))?;
         Ok(Compaction {
             tmp,
             copy,
@@ -66,9 +67,10 @@ impl Compaction {
         })
     }
 
-    /// Keeps a copy of bytes appended to the old file meanwhile.
-    pub(super) fn appended(&mut self, bytes: &[u8]) {
-        self.appended.extend_from_slice(bytes);
+    /// Keeps a copy of the frames appended to the old file meanwhile, as
+    /// the batch the new file will hold them in.
+    pub(super) fn appended(&mut self, frames: &[u8]) -> io::Result<()> {
+        batch_of(frames, &mut self.appended)
     }
 
     /// Whether the writer should finish now: the copy is done, or what it
@@ -105,11 +107,13 @@ impl Compaction {
 }
 
 /// The copying thread: the records after `upto` among those in
-/// `[mark.1, synced_end)` of `from`, written to `to` behind a header whose
-/// base is `upto`, and synced.
+/// `[mark.1, synced_end)` of `from` (laid out as `format` says), written
+/// to `to` as one batch behind a (format 2) header whose base is `upto`,
+/// and synced.
 fn copy_kept(
     from: &Path,
     to: &Path,
+    format: Format,
     (mark_seq, mark_offset): (u64, u64),
     synced_end: u64,
     upto: u64,
@@ -119,7 +123,10 @@ fn copy_kept(
     let mut bytes = Vec::new();
     file.take(synced_end - mark_offset)
         .read_to_end(&mut bytes)?;
-    let scan = frame::scan(&bytes);
+    let scan = match format {
+        Format::V1 => frame::scan(&bytes),
+        Format::V2 => frame::scan_batches(&bytes),
+    };
     // Everything up to `synced_end` was synced whole: anything else means
     // the file is not what the writer wrote, and nothing may be dropped.
     if scan.tail != frame::Tail::Clean || bytes.len() as u64 != synced_end - mark_offset {
@@ -128,21 +135,21 @@ fn copy_kept(
         )));
     }
     let skip = usize::try_from(upto - mark_seq).map_err(io::Error::other)?;
-    let keep_from = scan
-        .payloads
-        .get(skip)
-        .map_or(scan.valid_len, |&(offset, _)| offset);
-    let kept = &bytes[keep_from..];
-    let header = file_header(upto);
+    let mut kept = Vec::new();
+    for &(_, payload) in scan.payloads.iter().skip(skip) {
+        frame::encode(payload, &mut kept);
+    }
+    let mut contents = file_header(upto).to_vec();
+    batch_of(&kept, &mut contents)?;
     let mut out = File::create(to)?;
-    writeback::write(&mut out, &[&header, kept], Pacing::Background)?;
+    writeback::write(&mut out, &[&contents], Pacing::Background)?;
     // Fault-injection tests crash the master mid-copy, around the rename
     // and before the directory sync (file.rs), and check what it recovers.
     fail::fail_point!("journal-compaction-copied", |_| std::process::abort());
     out.sync_all()?;
     Ok(Copied {
         file: out,
-        len: (header.len() + kept.len()) as u64,
+        len: contents.len() as u64,
         upto,
     })
 }
