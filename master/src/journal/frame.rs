@@ -86,18 +86,10 @@ pub fn scan(bytes: &[u8]) -> Scan<'_> {
                 pos += HEADER_BYTES + payload.len();
             }
             None => {
-                let tail = if any_frame_after(bytes, pos + 1) {
-                    Tail::CorruptMiddle { offset: pos }
-                } else {
-                    Tail::Torn {
-                        offset: pos,
-                        bytes: bytes.len() - pos,
-                    }
-                };
                 return Scan {
                     payloads,
                     valid_len: pos,
-                    tail,
+                    tail: damage_at(bytes, pos, any_frame_after),
                 };
             }
         }
@@ -106,6 +98,20 @@ pub fn scan(bytes: &[u8]) -> Scan<'_> {
         payloads,
         valid_len: pos,
         tail: Tail::Clean,
+    }
+}
+
+/// What bytes that do not read at `pos` are: damage to acknowledged
+/// records when something valid follows them (`valid_after`), else the
+/// torn tail of a write that never completed.
+fn damage_at(bytes: &[u8], pos: usize, valid_after: fn(&[u8], usize) -> bool) -> Tail {
+    if valid_after(bytes, pos + 1) {
+        Tail::CorruptMiddle { offset: pos }
+    } else {
+        Tail::Torn {
+            offset: pos,
+            bytes: bytes.len() - pos,
+        }
     }
 }
 
@@ -170,13 +176,8 @@ pub fn scan_batches(bytes: &[u8]) -> Scan<'_> {
         let Some(frames) = batch_at(bytes, pos) else {
             let tail = if bytes[pos..].iter().all(|&b| b == 0) {
                 Tail::Clean
-            } else if any_batch_after(bytes, pos + 1) {
-                Tail::CorruptMiddle { offset: pos }
             } else {
-                Tail::Torn {
-                    offset: pos,
-                    bytes: bytes.len() - pos,
-                }
+                damage_at(bytes, pos, any_batch_after)
             };
             return Scan {
                 payloads,
