@@ -206,24 +206,18 @@ impl FileLog {
         })
     }
 
-    /// Starts keeping room ahead of a format 2 journal of `file_len` bytes
-    /// (its records end at `written_len`). Without it, appends only grow
-    /// the file, as in format 1.
+    /// Keeps room ahead of a format 2 journal of `file_len` bytes (its
+    /// records end at `written_len`), by a new thread: the one for a file
+    /// this log no longer writes to stops first. Without room, appends
+    /// grow the file, as in format 1.
     fn keep_room(&mut self, file_len: u64) {
+        self.room = None;
         if self.format != Format::V2 {
             return;
         }
-        match &self.room {
-            Some(room) => {
-                if let Err(e) = room.replace(&self.file, self.written_len) {
-                    tracing::warn!(error = %e, "no room kept ahead of the journal");
-                    self.room = None;
-                }
-            }
-            None => match Room::start(&self.file, file_len, self.written_len) {
-                Ok(room) => self.room = Some(room),
-                Err(e) => tracing::warn!(error = %e, "no room kept ahead of the journal"),
-            },
+        match Room::start(&self.file, file_len, self.written_len) {
+            Ok(room) => self.room = Some(room),
+            Err(e) => tracing::warn!(error = %e, "no room kept ahead of the journal"),
         }
     }
 }
@@ -312,9 +306,8 @@ impl LogStore for FileLog {
         if let Some(compaction) = self.compacting.take() {
             compaction.abandon();
         }
-        if let Some(room) = &self.room {
-            room.cut(self.synced_len);
-        }
+        // No zeros written past the cut meanwhile: the room's thread stops.
+        self.room = None;
         // Shrinking needs no space, so this works on a full disk.
         self.file.set_len(self.synced_len)?;
         // Format 1 writes at the file's position (a file renamed in by a

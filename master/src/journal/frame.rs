@@ -135,7 +135,7 @@ fn any_frame_after(bytes: &[u8], from: usize) -> bool {
 
 /// Bytes of a batch header (journal format 2): a tag, the length of the
 /// frames that follow and their crc32.
-pub const BATCH_HEADER_BYTES: usize = 12;
+const BATCH_HEADER_BYTES: usize = 12;
 const BATCH_TAG: [u8; 4] = *b"TMB2";
 
 /// The header of a batch holding `frames`; None when they exceed the u32

@@ -101,7 +101,7 @@ struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     syncs: AtomicU64,
-    /// The store's `len` after the writer's last batch or compaction.
+    /// The store's `records_bytes` after the writer's last batch or compaction.
     store_bytes: AtomicU64,
     /// For waiters that cannot await (they hold a lock): the durable
     /// sequence number, a failure flag, and a condvar signalled per sync.

@@ -135,9 +135,10 @@ fn copy_kept(
         )));
     }
     let skip = usize::try_from(upto - mark_seq).map_err(io::Error::other)?;
+    // The kept frames as they are, without the batch headers between them.
     let mut kept = Vec::new();
-    for &(_, payload) in scan.payloads.iter().skip(skip) {
-        frame::encode(payload, &mut kept);
+    for &(offset, payload) in scan.payloads.iter().skip(skip) {
+        kept.extend_from_slice(&bytes[offset..offset + frame::HEADER_BYTES + payload.len()]);
     }
     let mut contents = file_header(upto).to_vec();
     batch_of(&kept, &mut contents)?;

@@ -43,8 +43,6 @@ struct Shared {
 }
 
 struct State {
-    /// The journal file (its own descriptor; writes are positioned).
-    file: Arc<File>,
     /// Below this offset the file is written (records, or zeros): the
     /// writer writes there without waiting.
     ready: u64,
@@ -61,9 +59,10 @@ impl Room {
     /// Keeps room after the records of `file`, which end at `end`; the
     /// file is `len` bytes long, zeros after `end`.
     pub(super) fn start(file: &File, len: u64, end: u64) -> io::Result<Room> {
+        // The thread's own descriptor: writes are positioned.
+        let file = file.try_clone()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                file: Arc::new(file.try_clone()?),
                 ready: len.max(end),
                 zeroing: false,
                 end,
@@ -75,7 +74,7 @@ impl Room {
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("journal-room".into())
-            .spawn(move || write_ahead(&thread_shared))?;
+            .spawn(move || write_ahead(&thread_shared, &file))?;
         Ok(Room {
             shared,
             thread: Some(thread),
@@ -100,31 +99,6 @@ impl Room {
             self.shared.changed.notify_all();
         }
     }
-
-    /// The journal is now `file`, its records `len` bytes (a compaction
-    /// renamed it in).
-    pub(super) fn replace(&self, file: &File, len: u64) -> io::Result<()> {
-        let file = Arc::new(file.try_clone()?);
-        let mut state = self.shared.state.lock();
-        while state.zeroing {
-            self.shared.changed.wait(&mut state);
-        }
-        state.file = file;
-        state.ready = len;
-        state.end = len;
-        self.shared.changed.notify_all();
-        Ok(())
-    }
-
-    /// The records end at `len` and the file is about to be cut there.
-    pub(super) fn cut(&self, len: u64) {
-        let mut state = self.shared.state.lock();
-        while state.zeroing {
-            self.shared.changed.wait(&mut state);
-        }
-        state.ready = len;
-        state.end = len;
-    }
 }
 
 impl Drop for Room {
@@ -138,10 +112,10 @@ impl Drop for Room {
 }
 
 /// The thread: a step of zeros whenever the room is short.
-fn write_ahead(shared: &Shared) {
+fn write_ahead(shared: &Shared, file: &File) {
     let zeros = vec![0u8; STEP_BYTES];
     loop {
-        let (file, at) = {
+        let at = {
             let mut state = shared.state.lock();
             loop {
                 if state.stop {
@@ -149,7 +123,7 @@ fn write_ahead(shared: &Shared) {
                 }
                 let resting = state.idle_until.is_some_and(|until| Instant::now() < until);
                 if !resting && state.ready - state.end < ROOM_BYTES {
-                    if free_bytes(&state.file).is_some_and(|free| free >= MIN_FREE_BYTES) {
+                    if free_bytes(file).is_some_and(|free| free >= MIN_FREE_BYTES) {
                         break;
                     }
                     state.idle_until = Some(Instant::now() + BACK_OFF);
@@ -162,18 +136,16 @@ fn write_ahead(shared: &Shared) {
                 }
             }
             state.zeroing = true;
-            (Arc::clone(&state.file), state.ready)
+            state.ready
         };
         let written = file
             .write_all_at(&zeros, at)
             .and_then(|()| file.sync_data());
         let mut state = shared.state.lock();
         state.zeroing = false;
+        // `ready` stayed at `at`: a claim past it waited for this step.
         match written {
-            Ok(()) if Arc::ptr_eq(&state.file, &file) && state.ready == at => {
-                state.ready = at + STEP_BYTES as u64;
-            }
-            Ok(()) => {}
+            Ok(()) => state.ready = at + STEP_BYTES as u64,
             Err(e) => {
                 tracing::warn!(error = %e, "could not write room ahead of the journal");
                 state.idle_until = Some(Instant::now() + BACK_OFF);
