@@ -16,12 +16,11 @@ use taskmaster_proto::v1::{
     CommitItem, GroupConfigChange, Lease, LeaseNext, LeaseRef, MasterStatus, PipelineSpec,
     PipelineStatus, SnapshotInfo, UnitOutputs, WorkerInfo,
 };
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 use crate::clock::Clock;
 use crate::core::operate::Changed;
 use crate::core::ops::{CommittedAndLeased, ItemResults};
-use crate::core::snapshot::SnapshotSource;
 use crate::core::{Core, CoreConfig, CoreError};
 use crate::idle_thread;
 use crate::journal::{Journal, JournalError};
@@ -377,21 +376,30 @@ impl Master {
         let journal_bytes_before = self.journal_bytes();
         let store = self.snapshots.clone();
         let note = note.to_string();
+        // The source comes back as soon as it is encoded, before the
+        // (paced) write: while it lives, every chunk of units a commit
+        // changes is copied first (copy-on-write), under the state lock.
+        let (encoded_tx, encoded_rx) = oneshot::channel();
         // Encoded at idle priority: beside live traffic, see `idle_thread`.
-        let (written, source) = idle_thread::run("snapshot", move || {
-            let written = write_snapshot(&store, &source, position, note, kind, Pacing::Background);
-            (written, source)
-        })
-        .await
-        .map_err(|e| MasterError::DataDir {
+        let head = source.head(position);
+        let writing = idle_thread::run("snapshot", move || {
+            let encode = move |head: &Snapshot| {
+                let bytes = source.encode_with_head(head);
+                let _ = encoded_tx.send(source);
+                bytes
+            };
+            write_snapshot(&store, head, note, kind, Pacing::Background, encode)
+        });
+        if let Ok(source) = encoded_rx.await {
+            // Not dropped at idle priority: freeing the units that commits
+            // copied meanwhile takes the allocator's locks of the threads
+            // that allocated them, and a preempted holder would stall them.
+            tokio::task::spawn_blocking(move || drop(source));
+        }
+        let info = writing.await.map_err(|e| MasterError::DataDir {
             path: self.data_dir.display().to_string(),
             what: format!("the snapshot writer stopped: {e}"),
-        })?;
-        // Not dropped at idle priority: freeing the units that commits
-        // copied meanwhile takes the allocator's locks of the threads that
-        // allocated them, and a preempted holder would stall those threads.
-        tokio::task::spawn_blocking(move || drop(source));
-        let info = written?;
+        })??;
         let growth = self.journal_bytes().saturating_sub(journal_bytes_before);
         self.snapshot_written(position, &info, growth);
         journal.compact(position);
@@ -434,13 +442,14 @@ impl Master {
             // The new snapshot stands for every record up to `position`, so
             // they must be on disk first; the writer never takes this lock.
             state.journal.wait_durable_blocking(position)?;
+            let source = rolled_back.snapshot_source(now_ms);
             let info = write_snapshot(
                 &self.snapshots,
-                &rolled_back.snapshot_source(now_ms),
-                position,
+                source.head(position),
                 format!("state after rollback to {snapshot_id}"),
                 SnapshotKind::Kept,
                 Pacing::AtOnce,
+                |head| source.encode_with_head(head),
             )?;
             state.core = rolled_back;
             (position, invalidated, Arc::clone(&state.journal), info)
@@ -922,25 +931,26 @@ const SNAPSHOT_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Writes `source` as a snapshot standing for journal position `position`,
 /// with the bottom-up encoder.
+/// Writes a snapshot of `head` and the units `encode` adds to it.
 fn write_snapshot(
     store: &SnapshotStore,
-    source: &SnapshotSource,
-    position: u64,
+    head: Snapshot,
     note: String,
     kind: SnapshotKind,
     pacing: Pacing,
+    encode: impl FnOnce(&Snapshot) -> Vec<u8>,
 ) -> Result<SnapshotInfo, SnapshotError> {
     let head = Snapshot {
         note,
         taken_unix_ms: unix_ms(),
-        ..source.head(position)
+        ..head
     };
     // The encoding's CPU, not its wall time: at idle priority the thread
     // waits for whatever else runs.
     let mut encode_cpu_ms = 0;
     let info = store.write_with(head, kind, pacing, |head| {
         let began = procstat::thread_cpu();
-        let bytes = source.encode_with_head(head);
+        let bytes = encode(head);
         encode_cpu_ms = procstat::thread_cpu().saturating_sub(began).as_millis();
         bytes
     })?;
