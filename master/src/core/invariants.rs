@@ -22,9 +22,7 @@ impl Core {
                     match &unit.state {
                         UnitState::Leased { lease_id, .. } => {
                             let clock = self.leases.get(lease_id);
-                            if clock
-                                .is_none_or(|c| !self.expiries.contains(&(c.expiry_ms, *lease_id)))
-                            {
+                            if clock.is_none_or(|c| !self.expiries.listed(c.expiry_ms, *lease_id)) {
                                 return fail(format!("lease {lease_id} has no clock"));
                             }
                             if *lease_id >= self.next_lease_id || !leased_ids.insert(*lease_id) {

@@ -16,6 +16,7 @@
 //! - [`invariants`]: `check_invariants`, run after every transition in tests
 
 pub mod error;
+mod expiries;
 pub mod finished;
 mod invariants;
 pub mod limits;
@@ -38,6 +39,7 @@ use taskmaster_proto::journal::{self, Record, UnitAddr, record::Kind};
 use taskmaster_proto::v1::{GroupSpec, InputUnit};
 
 pub use error::{CoreError, Refusal};
+use expiries::Expiries;
 use model::*;
 use spec::Feed;
 
@@ -71,7 +73,7 @@ pub struct Core {
     ready: VecDeque<Pos>,
     /// Current leases by id, and their expiries in time order for the reaper.
     leases: FxHashMap<u64, LeaseClock>,
-    expiries: BTreeSet<(u64, u64)>,
+    expiries: Expiries,
     /// Failed units waiting out their retry delay, by when they are due.
     delayed: BTreeSet<(u64, Pos)>,
     /// No leases at all while set (an operator's global block).
@@ -98,7 +100,7 @@ impl Core {
             pipeline_index: FxHashMap::default(),
             ready: VecDeque::new(),
             leases: FxHashMap::default(),
-            expiries: BTreeSet::new(),
+            expiries: Expiries::default(),
             delayed: BTreeSet::new(),
             blocked: false,
             workers: HashMap::new(),
@@ -300,7 +302,7 @@ impl Core {
         let expiry_ms = now_ms.saturating_add(g.lease_ms);
         self.leases
             .insert(g.lease_id, LeaseClock { pos, expiry_ms });
-        self.expiries.insert((expiry_ms, g.lease_id));
+        self.expiries.insert(expiry_ms, g.lease_id);
         Ok(())
     }
 
@@ -321,7 +323,7 @@ impl Core {
             }
         }
         if let Some(clock) = self.leases.remove(&lease_id) {
-            self.expiries.remove(&(clock.expiry_ms, lease_id));
+            self.expiries.remove(clock.expiry_ms);
         }
         Ok(pos)
     }

@@ -393,7 +393,7 @@ impl Core {
             };
             if let UnitState::Leased { lease_id, .. } = self.unit(pos).state {
                 if let Some(clock) = self.leases.remove(&lease_id) {
-                    self.expiries.remove(&(clock.expiry_ms, lease_id));
+                    self.expiries.remove(clock.expiry_ms);
                 }
                 self.set_state(pos, UnitState::Pending);
                 self.ready.push_back(pos);

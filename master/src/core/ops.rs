@@ -206,9 +206,9 @@ impl Core {
                     .leases
                     .get_mut(&lease_id)
                     .expect("checked lease has a clock");
-                self.expiries.remove(&(clock.expiry_ms, lease_id));
+                self.expiries.remove(clock.expiry_ms);
                 clock.expiry_ms = now_ms.saturating_add(self.config.lease_ms);
-                self.expiries.insert((clock.expiry_ms, lease_id));
+                self.expiries.insert(clock.expiry_ms, lease_id);
             }
             results.push(checked.map(|_| ()));
         }
@@ -371,25 +371,30 @@ impl Core {
     /// late expiry can never undo a commit.
     pub fn expire(&mut self, now_ms: u64) -> Vec<Record> {
         let mut records = Vec::new();
-        while let Some(&(expiry_ms, lease_id)) = self.expiries.first() {
-            if expiry_ms > now_ms {
-                break;
+        while let Some((expiry_ms, lease_ids)) = self.expiries.pop_due(now_ms) {
+            for lease_id in lease_ids {
+                // Skips leases committed, released or renewed since.
+                let Some(clock) = self.leases.get(&lease_id) else {
+                    continue;
+                };
+                if clock.expiry_ms != expiry_ms {
+                    continue;
+                }
+                let rec = record(Kind::LeaseExpired(journal::LeaseExpired {
+                    unit: Some(self.addr(clock.pos)),
+                    lease_id,
+                }));
+                self.apply(&rec, now_ms)
+                    .expect("an indexed lease is current");
+                records.push(rec);
             }
-            let pos = self.leases[&lease_id].pos;
-            let rec = record(Kind::LeaseExpired(journal::LeaseExpired {
-                unit: Some(self.addr(pos)),
-                lease_id,
-            }));
-            self.apply(&rec, now_ms)
-                .expect("an indexed lease is current");
-            records.push(rec);
         }
         records
     }
 
     /// When the earliest lease runs out, for the reaper's timer.
     pub fn next_expiry_ms(&self) -> Option<u64> {
-        self.expiries.first().map(|&(expiry_ms, _)| expiry_ms)
+        self.expiries.first()
     }
 
     fn check_batch(&self, token: &str, items: usize) -> Result<(), CoreError> {

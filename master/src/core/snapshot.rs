@@ -201,7 +201,7 @@ impl Core {
                             }
                             let expiry_ms = now_ms.saturating_add(self.config.lease_ms);
                             self.leases.insert(lease_id, LeaseClock { pos, expiry_ms });
-                            self.expiries.insert((expiry_ms, lease_id));
+                            self.expiries.insert(expiry_ms, lease_id);
                         }
                         _ => {}
                     }
