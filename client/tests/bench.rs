@@ -3,6 +3,8 @@
 //! gRPC. When only this crate was built, the taskmaster binary may be
 //! missing; those tests then say so and pass without running.
 
+mod common;
+
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -304,4 +306,47 @@ fn t53_restart_ignores_a_master_address_from_the_environment() {
     );
     let text = text_of(&output);
     assert!(text.contains("before and after the restart"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t60_bench_gives_back_leases_of_other_pipelines_and_leaves_them_pending() {
+    if !master_built() {
+        return;
+    }
+    let master = common::TestMaster::start().await;
+    let client = master.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Submitted first, so the bench's first leases are of this pipeline.
+    let other = client
+        .submit(common::spec(dir.path(), "other", 30, 0))
+        .await
+        .unwrap();
+    let url = master.url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        tmctl(&[
+            "bench",
+            "--master",
+            &url,
+            "--units",
+            "300",
+            "--batch",
+            "20",
+            "--clients",
+            "2",
+            "--json",
+        ])
+    })
+    .await
+    .unwrap();
+    let json = json_of(&output);
+    assert_eq!(json["units"], 300, "{json}");
+    assert!(json["foreign_released"].as_u64() >= Some(30), "{json}");
+    let status = client.status(&other).await.unwrap();
+    let counts = status.groups[0].counts.unwrap_or_default();
+    assert_eq!(
+        (counts.pending, counts.leased, counts.committed),
+        (30, 0, 0),
+        "{status:?}"
+    );
+    master.stop().await;
 }

@@ -202,14 +202,30 @@ async fn lease(
 /// has other work); returns the bench's own.
 async fn give_back_foreign(
     calls: &mut Calls,
-    leases: Vec<Lease>,
+    mut leases: Vec<Lease>,
     shared: &Shared,
     log: &mut ClientLog,
 ) -> Result<Vec<Lease>, BenchError> {
-    let (ours, foreign): (Vec<Lease>, Vec<Lease>) = leases.into_iter().partition(|lease| {
-        let pipeline = lease.unit.as_ref().map(|u| u.pipeline_id.as_str());
-        pipeline.is_some_and(|id| shared.pipelines.contains(id))
-    });
+    // Ours stay where they are, and a batch's leases mostly share one
+    // pipeline, looked up once: splitting each batch into two new vectors
+    // with a lookup a lease was a tenth of the bench client's instructions.
+    let mut last_ours: Option<String> = None;
+    let foreign: Vec<Lease> = leases
+        .extract_if(.., |lease| {
+            let Some(id) = lease.unit.as_ref().map(|u| u.pipeline_id.as_str()) else {
+                return true;
+            };
+            if last_ours.as_deref() == Some(id) {
+                return false;
+            }
+            let ours = shared.pipelines.contains(id);
+            if ours {
+                last_ours = Some(id.to_string());
+            }
+            !ours
+        })
+        .collect();
+    let ours = leases;
     log.leased += ours.len() as u64;
     if let Some(first) = foreign.first() {
         if log.foreign_released == 0 {
