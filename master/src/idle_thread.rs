@@ -19,24 +19,30 @@ use std::io;
 
 use tokio::sync::oneshot;
 
-/// Runs `job` on a new thread named `name` at idle CPU priority (where the
-/// system has one; at normal priority elsewhere) and resolves to its
-/// result. An error means no thread could be started, or the job panicked.
-pub async fn run<T, F>(name: &str, job: F) -> io::Result<T>
+/// Starts `job` on a new thread named `name` at idle CPU priority (where
+/// the system has one; at normal priority elsewhere) and returns a future
+/// of its result. The thread starts at this call, not when the future is
+/// first polled, so the caller may wait on something the job sends first.
+/// An error means no thread could be started, or the job panicked.
+pub fn run<T, F>(name: &str, job: F) -> impl Future<Output = io::Result<T>> + use<T, F>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
     let (done, result) = oneshot::channel();
-    std::thread::Builder::new()
+    let started = std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || {
             lower_own_priority();
             let _ = done.send(job());
-        })?;
-    result
-        .await
-        .map_err(|_| io::Error::other(format!("the {name} thread stopped without a result")))
+        });
+    let name = name.to_string();
+    async move {
+        started?;
+        result
+            .await
+            .map_err(|_| io::Error::other(format!("the {name} thread stopped without a result")))
+    }
 }
 
 /// Moves the calling thread to `SCHED_IDLE`. A refusal only costs the
@@ -63,6 +69,21 @@ mod tests {
     async fn returns_the_jobs_result() {
         let got = run("test-job", || 6 * 7).await.unwrap();
         assert_eq!(got, 42);
+    }
+
+    #[tokio::test]
+    async fn the_job_starts_before_its_result_is_awaited() {
+        let (sent, received) = oneshot::channel();
+        let result = run("test-eager", move || sent.send(7).is_ok());
+        // Awaited first: a thread started lazily would never send.
+        let first = tokio::time::timeout(std::time::Duration::from_secs(30), received).await;
+        assert_eq!(
+            first
+                .expect("the job ran before its result was awaited")
+                .unwrap(),
+            7
+        );
+        assert!(result.await.unwrap());
     }
 
     #[tokio::test]
