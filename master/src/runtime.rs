@@ -187,7 +187,7 @@ impl Master {
             let (records, out) = op(&mut state.core, self.clock.now_ms())?;
             let wakes = records
                 .iter()
-                .any(|r| !matches!(r.kind, Some(Kind::LeaseGranted(_))));
+                .any(|r| !matches!(r.kind, Some(Kind::LeaseGranted(_) | Kind::LeasesGranted(_))));
             (
                 out,
                 state.journal.append(&records),

@@ -36,7 +36,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 // and SipHash was a visible part of a batched commit's cost.
 use rustc_hash::FxHashMap;
 use taskmaster_proto::journal::{self, Record, UnitAddr, record::Kind};
-use taskmaster_proto::v1::{GroupSpec, InputUnit};
+use taskmaster_proto::v1::{GroupSpec, InputUnit, OutputFile};
 
 pub use error::{CoreError, Refusal};
 use expiries::Expiries;
@@ -167,16 +167,12 @@ impl Core {
             }
             Kind::PipelineSubmitted(sub) => self.apply_submitted(sub)?,
             Kind::LeaseGranted(g) => self.apply_granted(g, now_ms)?,
+            Kind::LeasesGranted(g) => self.apply_leases_granted(g, now_ms)?,
             Kind::UnitCommitted(c) => {
                 let pos = self.take_lease(&c.unit, c.lease_id)?;
-                let state = UnitState::Committed {
-                    lease_id: c.lease_id,
-                    files: c.files.clone(),
-                };
-                self.set_state(pos, state);
-                self.spawn_downstream(pos);
-                self.open_barriers(pos);
+                self.commit_at(pos, c.lease_id, c.files.clone());
             }
+            Kind::UnitsCommitted(c) => self.apply_units_committed(c)?,
             Kind::AttemptFailed(f) => {
                 let pos = self.take_lease(&f.unit, f.lease_id)?;
                 self.unit_mut(pos).failed_lease = f.lease_id;
@@ -279,31 +275,87 @@ impl Core {
             .as_ref()
             .ok_or_else(|| CoreError::Corrupt("grant without a unit".into()))?;
         let pos = self.resolve_addr(addr)?;
+        self.grant(pos, g.lease_id, &g.worker_id, g.lease_ms, now_ms)
+    }
+
+    /// A [`journal::LeasesGranted`]: each unit's grant in order, as if
+    /// each were a `LeaseGranted` of its own.
+    fn apply_leases_granted(
+        &mut self,
+        g: &journal::LeasesGranted,
+        now_ms: u64,
+    ) -> Result<(), CoreError> {
+        let pipeline = self.resolve_group(&g.pipeline_id, g.group)?;
+        for (i, &unit) in g.units.iter().enumerate() {
+            let lease_id = g
+                .first_lease_id
+                .checked_add(i as u64)
+                .ok_or_else(|| CoreError::Corrupt("lease ids past the last".into()))?;
+            let pos = self.resolve_unit(pipeline, g.group, unit, &g.pipeline_id)?;
+            self.grant(pos, lease_id, &g.worker_id, g.lease_ms, now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Leases the pending unit at `pos` to `worker_id` as `lease_id`.
+    fn grant(
+        &mut self,
+        pos: Pos,
+        lease_id: u64,
+        worker_id: &str,
+        lease_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), CoreError> {
         if self.unit(pos).state != UnitState::Pending {
             return Err(CoreError::Corrupt(format!(
-                "lease {} granted for a unit that is not pending",
-                g.lease_id
+                "lease {lease_id} granted for a unit that is not pending"
             )));
         }
-        if g.lease_id < self.next_lease_id {
-            return Err(CoreError::Corrupt(format!(
-                "lease id {} reused",
-                g.lease_id
-            )));
+        if lease_id < self.next_lease_id || lease_id == u64::MAX {
+            return Err(CoreError::Corrupt(format!("lease id {lease_id} reused")));
         }
-        self.next_lease_id = g.lease_id + 1;
+        self.next_lease_id = lease_id + 1;
         let state = UnitState::Leased {
-            lease_id: g.lease_id,
-            worker_id: g.worker_id.clone(),
+            lease_id,
+            worker_id: worker_id.to_string(),
         };
         self.set_state(pos, state);
         self.unit_mut(pos).grants += 1;
         self.pipelines[pos.pipeline as usize].grants += 1;
-        let expiry_ms = now_ms.saturating_add(g.lease_ms);
-        self.leases
-            .insert(g.lease_id, LeaseClock { pos, expiry_ms });
-        self.expiries.insert(expiry_ms, g.lease_id);
+        let expiry_ms = now_ms.saturating_add(lease_ms);
+        self.leases.insert(lease_id, LeaseClock { pos, expiry_ms });
+        self.expiries.insert(expiry_ms, lease_id);
         Ok(())
+    }
+
+    /// A [`journal::UnitsCommitted`]: each unit's commit in order, as if
+    /// each were a `UnitCommitted` of its own.
+    fn apply_units_committed(&mut self, c: &journal::UnitsCommitted) -> Result<(), CoreError> {
+        let n = c.units.len();
+        let files_named: u64 = c.file_counts.iter().map(|&k| u64::from(k)).sum();
+        if c.lease_ids.len() != n || c.file_counts.len() != n || files_named != c.files.len() as u64
+        {
+            return Err(CoreError::Corrupt(format!(
+                "commits of {}/{} whose lists disagree in length",
+                c.pipeline_id, c.group
+            )));
+        }
+        let pipeline = self.resolve_group(&c.pipeline_id, c.group)?;
+        let mut files = c.files.iter();
+        for ((&unit, &lease_id), &count) in c.units.iter().zip(&c.lease_ids).zip(&c.file_counts) {
+            let pos = self.resolve_unit(pipeline, c.group, unit, &c.pipeline_id)?;
+            self.take_lease_at(pos, lease_id)?;
+            let unit_files = files.by_ref().take(count as usize).cloned().collect();
+            self.commit_at(pos, lease_id, unit_files);
+        }
+        Ok(())
+    }
+
+    /// Marks the unit at `pos`, whose lease was just taken, committed.
+    fn commit_at(&mut self, pos: Pos, lease_id: u64, files: Vec<OutputFile>) {
+        self.set_state(pos, UnitState::Committed { lease_id, files });
+        self.spawn_downstream(pos);
+        self.open_barriers(pos);
     }
 
     /// Ends the unit's current lease, which must be `lease_id`.
@@ -312,6 +364,12 @@ impl Core {
             .as_ref()
             .ok_or_else(|| CoreError::Corrupt("record without a unit".into()))?;
         let pos = self.resolve_addr(addr)?;
+        self.take_lease_at(pos, lease_id)?;
+        Ok(pos)
+    }
+
+    /// Ends the current lease of the unit at `pos`, which must be `lease_id`.
+    fn take_lease_at(&mut self, pos: Pos, lease_id: u64) -> Result<(), CoreError> {
         match &self.unit(pos).state {
             UnitState::Leased {
                 lease_id: current, ..
@@ -325,7 +383,7 @@ impl Core {
         if let Some(clock) = self.leases.remove(&lease_id) {
             self.expiries.remove(clock.expiry_ms);
         }
-        Ok(pos)
+        Ok(())
     }
 
     fn leased_worker(&self, pos: Pos) -> String {
@@ -467,25 +525,44 @@ impl Core {
     }
 
     fn resolve_addr(&self, addr: &UnitAddr) -> Result<Pos, CoreError> {
-        let not_found = || {
-            CoreError::Corrupt(format!(
-                "no unit {}/{}/{}",
-                addr.pipeline_id, addr.group, addr.unit
-            ))
-        };
+        let pipeline = self.resolve_group(&addr.pipeline_id, addr.group)?;
+        self.resolve_unit(pipeline, addr.group, addr.unit, &addr.pipeline_id)
+    }
+
+    /// The index of pipeline `pipeline_id`, which must have group `group`.
+    fn resolve_group(&self, pipeline_id: &str, group: u32) -> Result<u32, CoreError> {
         let &pipeline = self
             .pipeline_index
-            .get(&addr.pipeline_id)
-            .ok_or_else(not_found)?;
-        let groups = &self.pipelines[pipeline as usize].groups;
-        let group = groups.get(addr.group as usize).ok_or_else(not_found)?;
-        if addr.unit as usize >= group.units.len() {
-            return Err(not_found());
+            .get(pipeline_id)
+            .ok_or_else(|| CoreError::Corrupt(format!("no pipeline {pipeline_id}")))?;
+        if group as usize >= self.pipelines[pipeline as usize].groups.len() {
+            return Err(CoreError::Corrupt(format!(
+                "no group {pipeline_id}/{group}"
+            )));
+        }
+        Ok(pipeline)
+    }
+
+    /// The position of unit `unit` of a group [`Core::resolve_group`] found.
+    fn resolve_unit(
+        &self,
+        pipeline: u32,
+        group: u32,
+        unit: u32,
+        pipeline_id: &str,
+    ) -> Result<Pos, CoreError> {
+        let units = self.pipelines[pipeline as usize].groups[group as usize]
+            .units
+            .len();
+        if unit as usize >= units {
+            return Err(CoreError::Corrupt(format!(
+                "no unit {pipeline_id}/{group}/{unit}"
+            )));
         }
         Ok(Pos {
             pipeline,
-            group: addr.group,
-            unit: addr.unit,
+            group,
+            unit,
         })
     }
 

@@ -144,15 +144,16 @@ fn lease_journals_the_grant_and_hands_out_a_unique_prefix() {
     let mut core = core();
     core.submit("p-1", two_groups(2), 5, 0).unwrap();
     let (records, leases) = core.lease("w1", 5, 0).unwrap();
-    let grant = |unit, lease_id| {
-        rec(Kind::LeaseGranted(journal::LeaseGranted {
-            unit: addr(0, unit),
-            lease_id,
-            worker_id: "w1".into(),
-            lease_ms: LEASE_MS,
-        }))
-    };
-    assert_eq!(records, vec![grant(0, 1), grant(1, 2)]);
+    // One record for the call's grants in a row in one group.
+    let grants = rec(Kind::LeasesGranted(journal::LeasesGranted {
+        pipeline_id: "p-1".into(),
+        group: 0,
+        units: vec![0, 1],
+        first_lease_id: 1,
+        worker_id: "w1".into(),
+        lease_ms: LEASE_MS,
+    }));
+    assert_eq!(records, vec![grants]);
     assert_eq!(leases[1].output_prefix, "p-1/a/1/2/");
     assert_eq!(leases[1].inputs, vec!["/in/1.txt".to_string()]);
     assert_eq!((leases[1].attempt, leases[1].config_version), (1, 1));
@@ -171,9 +172,12 @@ fn commit_journals_outputs_and_feeds_downstream() {
         .commit("tok", &[done(&lease, &["out.txt"])], 10)
         .unwrap();
     assert_eq!(results, vec![Ok(())]);
-    let want = rec(Kind::UnitCommitted(journal::UnitCommitted {
-        unit: addr(0, 0),
-        lease_id: 1,
+    let want = rec(Kind::UnitsCommitted(journal::UnitsCommitted {
+        pipeline_id: "p-1".into(),
+        group: 0,
+        units: vec![0],
+        lease_ids: vec![1],
+        file_counts: vec![1],
         files: vec![OutputFile {
             name: "out.txt".into(),
             size_bytes: 1,
@@ -271,11 +275,12 @@ fn commit_and_lease_commits_then_leases_in_one_change() {
     let kinds: Vec<_> = records
         .iter()
         .map(|r| match r.kind {
-            Some(Kind::UnitCommitted(_)) => "committed",
-            Some(Kind::LeaseGranted(_)) => "granted",
+            Some(Kind::UnitsCommitted(_)) => "committed",
+            Some(Kind::LeasesGranted(_)) => "granted",
             _ => "other",
         })
         .collect();
+    // The grants are in two groups: two records.
     assert_eq!(kinds, ["committed", "granted", "granted"]);
     let replayed = Core::recover(core.config().clone(), replay_of(&core, records), 0);
     core.check_invariants().unwrap();
@@ -316,6 +321,148 @@ fn commit_and_lease_with_a_bad_lease_request_commits_nothing() {
 
 /// The journal that rebuilds `core` when `tail` were its latest records:
 /// everything `leased()` did, then `tail`.
+#[test]
+fn commits_in_a_row_are_one_record_and_a_failure_between_them_splits_it() {
+    let mut core = core();
+    core.submit("p-1", two_groups(4), 5, 0).unwrap();
+    let (mut journal, leases) = core.lease("w1", 4, 0).unwrap();
+    let items = [
+        done(&leases[0], &["x"]),
+        done(&leases[1], &["y", "z"]),
+        failed(&leases[2], "boom"),
+        done(&leases[3], &["w"]),
+    ];
+    let (records, results) = core.commit("tok", &items, 10).unwrap();
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    let file = |name: &str| OutputFile {
+        name: name.into(),
+        size_bytes: 1,
+    };
+    let commits = |units: Vec<u32>, lease_ids, file_counts, files| {
+        rec(Kind::UnitsCommitted(journal::UnitsCommitted {
+            pipeline_id: "p-1".into(),
+            group: 0,
+            units,
+            lease_ids,
+            file_counts,
+            files,
+        }))
+    };
+    let want = vec![
+        commits(
+            vec![0, 1],
+            vec![1, 2],
+            vec![1, 2],
+            vec![file("x"), file("y"), file("z")],
+        ),
+        rec(Kind::AttemptFailed(journal::AttemptFailed {
+            unit: addr(0, 2),
+            lease_id: 3,
+            error: "boom".into(),
+        })),
+        commits(vec![3], vec![4], vec![1], vec![file("w")]),
+    ];
+    assert_eq!(records, want);
+    core.check_invariants().unwrap();
+
+    let mut fresh = super::tests::core();
+    let mut all = vec![Core::init_record("tok", 1)];
+    all.extend(fresh.submit("p-1", two_groups(4), 5, 0).unwrap());
+    all.append(&mut journal);
+    all.extend(records);
+    let replayed = Core::recover(core.config().clone(), all, 10).unwrap();
+    replayed.check_invariants().unwrap();
+    assert_eq!(replayed.list(), core.list());
+    assert_eq!(
+        replayed.outputs("p-1", "a").unwrap(),
+        core.outputs("p-1", "a").unwrap()
+    );
+}
+
+#[test]
+fn journals_of_one_record_a_unit_still_replay() {
+    let mut core = core();
+    core.submit("p-1", two_groups(2), 5, 0).unwrap();
+    let (_, leases) = core.lease("w1", 1, 0).unwrap();
+    core.commit("tok", &[done(&leases[0], &["out"])], 10)
+        .unwrap();
+
+    let mut fresh = super::tests::core();
+    let mut old = vec![Core::init_record("tok", 1)];
+    old.extend(fresh.submit("p-1", two_groups(2), 5, 0).unwrap());
+    old.push(rec(Kind::LeaseGranted(journal::LeaseGranted {
+        unit: addr(0, 0),
+        lease_id: 1,
+        worker_id: "w1".into(),
+        lease_ms: LEASE_MS,
+    })));
+    old.push(rec(Kind::UnitCommitted(journal::UnitCommitted {
+        unit: addr(0, 0),
+        lease_id: 1,
+        files: vec![OutputFile {
+            name: "out".into(),
+            size_bytes: 1,
+        }],
+    })));
+    let replayed = Core::recover(core.config().clone(), old, 10).unwrap();
+    assert_eq!(replayed.list(), core.list());
+    assert_eq!(
+        replayed.outputs("p-1", "a").unwrap(),
+        core.outputs("p-1", "a").unwrap()
+    );
+}
+
+#[test]
+fn malformed_runs_of_grants_or_commits_are_refused_as_corrupt() {
+    let base = || {
+        let mut fresh = super::tests::core();
+        let mut records = vec![Core::init_record("tok", 1)];
+        records.extend(fresh.submit("p-1", two_groups(2), 5, 0).unwrap());
+        records
+    };
+    let grants = |first_lease_id, units: Vec<u32>| {
+        rec(Kind::LeasesGranted(journal::LeasesGranted {
+            pipeline_id: "p-1".into(),
+            group: 0,
+            units,
+            first_lease_id,
+            worker_id: "w1".into(),
+            lease_ms: LEASE_MS,
+        }))
+    };
+    let bad = [
+        // Lease ids that would run past the last one.
+        vec![grants(u64::MAX, vec![0, 1])],
+        // A unit the group does not have, and a unit leased twice.
+        vec![grants(1, vec![0, 7])],
+        vec![grants(1, vec![0, 0])],
+        // Lists of different lengths.
+        vec![
+            grants(1, vec![0]),
+            rec(Kind::UnitsCommitted(journal::UnitsCommitted {
+                pipeline_id: "p-1".into(),
+                group: 0,
+                units: vec![0],
+                lease_ids: vec![1],
+                file_counts: vec![2],
+                files: vec![],
+            })),
+        ],
+        // A group the pipeline does not have.
+        vec![rec(Kind::UnitsCommitted(journal::UnitsCommitted {
+            pipeline_id: "p-1".into(),
+            group: 9,
+            ..Default::default()
+        }))],
+    ];
+    for tail in bad {
+        let mut records = base();
+        records.extend(tail.clone());
+        let err = Core::recover(core().config().clone(), records, 0).unwrap_err();
+        assert!(matches!(err, CoreError::Corrupt(_)), "{tail:?}: {err}");
+    }
+}
+
 fn replay_of(core: &Core, tail: Vec<Record>) -> Vec<Record> {
     let mut fresh = super::tests::core();
     let mut journal = vec![Core::init_record("tok", 1)];
