@@ -154,8 +154,10 @@ impl Core {
         &self.config
     }
 
-    /// Applies one journaled change. Fails, changing nothing, if the record
-    /// does not fit the state (a corrupt or foreign journal).
+    /// Applies one journaled change. Fails if the record does not fit the
+    /// state (a corrupt or foreign journal, which recovery then refuses):
+    /// a single unit's record changes nothing then; a run of grants or
+    /// commits may stop after the units before the one that does not fit.
     pub fn apply(&mut self, rec: &Record, now_ms: u64) -> Result<(), CoreError> {
         let corrupt = |what: &str| CoreError::Corrupt(what.to_string());
         match rec.kind.as_ref().ok_or_else(|| corrupt("empty record"))? {

@@ -1,6 +1,9 @@
 //! Operations: check a request against the state, build its journal
 //! records, apply them, and return them for the caller to make durable
-//! before it answers. A refused request changes nothing.
+//! before it answers. A refused request changes nothing. Grants and
+//! commits apply each unit's change as they go and gather a run of them
+//! into one record, which replay applies unit by unit through the same
+//! functions (`Core::grant`, `Core::commit_at`).
 
 use taskmaster_proto::journal::{self, Record, record::Kind};
 use taskmaster_proto::v1::{
