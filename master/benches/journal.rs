@@ -1,8 +1,10 @@
 //! Benchmarks of the journal's encoder and decoder (issue 6): typical
 //! records (LeaseGranted, UnitCommitted with one output file) encoded with
 //! prost and framed by `journal::frame::encode` into a reused buffer, in
-//! batches of 1 and 100; and `frame::scan` (with and without the prost
-//! decode recovery does) over 100,000 frames.
+//! batches of 1 and 100; the records the master writes for a call's run of
+//! 100 grants or commits instead (LeasesGranted, UnitsCommitted); and
+//! `frame::scan` (with and without the prost decode recovery does) over
+//! 100,000 frames.
 //!
 //! `cargo bench -p taskmaster-master --bench journal`
 
@@ -12,7 +14,9 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use prost::Message;
 use taskmaster_master::journal::frame;
-use taskmaster_proto::journal::{LeaseGranted, Record, UnitAddr, UnitCommitted, record::Kind};
+use taskmaster_proto::journal::{
+    LeaseGranted, LeasesGranted, Record, UnitAddr, UnitCommitted, UnitsCommitted, record::Kind,
+};
 use taskmaster_proto::v1::OutputFile;
 
 const FRAMES: usize = 100_000;
@@ -48,6 +52,39 @@ fn unit_committed(unit: u32) -> Record {
                 name: "part-00000".into(),
                 size_bytes: 64 << 20,
             }],
+        })),
+    }
+}
+
+/// The one record for grants of units `0..n` in a row.
+fn leases_granted(n: u32) -> Record {
+    Record {
+        kind: Some(Kind::LeasesGranted(LeasesGranted {
+            pipeline_id: "wordcount-1a2b3c4d".into(),
+            group: 1,
+            units: (0..n).collect(),
+            first_lease_id: 1_000_000,
+            worker_id: "worker-01".into(),
+            lease_ms: 60_000,
+        })),
+    }
+}
+
+/// The one record for commits of units `0..n` in a row, a file each.
+fn units_committed(n: u32) -> Record {
+    Record {
+        kind: Some(Kind::UnitsCommitted(UnitsCommitted {
+            pipeline_id: "wordcount-1a2b3c4d".into(),
+            group: 1,
+            units: (0..n).collect(),
+            lease_ids: (0..n).map(|u| 1_000_000 + u64::from(u)).collect(),
+            file_counts: vec![1; n as usize],
+            files: (0..n)
+                .map(|_| OutputFile {
+                    name: "part-00000".into(),
+                    size_bytes: 64 << 20,
+                })
+                .collect(),
         })),
     }
 }
@@ -106,6 +143,26 @@ fn encode(c: &mut Criterion) {
                 })
             });
         }
+    }
+    let runs: [(&str, MakeRecord); 2] = [
+        ("leases_granted", leases_granted),
+        ("units_committed", units_committed),
+    ];
+    for (name, make) in runs {
+        let record = make(100);
+        let mut buf = Vec::new();
+        let bytes = frames(std::slice::from_ref(&record)).len() as u64;
+        group.throughput(Throughput::ElementsAndBytes {
+            elements: 100,
+            bytes,
+        });
+        group.bench_function(format!("{name}/100_units_one_record"), |b| {
+            b.iter(|| {
+                buf.clear();
+                frame::encode(&black_box(&record).encode_to_vec(), &mut buf);
+                black_box(buf.len())
+            })
+        });
     }
     group.finish();
 }
