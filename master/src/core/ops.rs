@@ -111,14 +111,15 @@ impl Core {
         max_units: usize,
         now_ms: u64,
     ) -> Result<(Vec<Record>, Vec<Lease>), CoreError> {
-        // Sized once: growing them by doubling was a visible share of a
-        // batched lease's time (perf: memmove under RawVec::grow_one).
-        let mut records = Vec::with_capacity(max_units.min(self.ready.len()));
+        check_lease_request(worker_id, max_units)?;
+        // Grants in a row in one group are one record: usually one.
+        let mut records = Vec::with_capacity(1);
         let leases = self.lease_onto(&mut records, worker_id, max_units, now_ms)?;
         Ok((records, leases))
     }
 
-    /// [`Core::lease`], appending its records to `records`.
+    /// [`Core::lease`] of a checked request, appending its records to
+    /// `records`.
     fn lease_onto(
         &mut self,
         records: &mut Vec<Record>,
@@ -126,7 +127,6 @@ impl Core {
         max_units: usize,
         now_ms: u64,
     ) -> Result<Vec<Lease>, CoreError> {
-        check_lease_request(worker_id, max_units)?;
         self.note_worker(worker_id, max_units as u32, now_ms);
         self.promote_due(now_ms);
         let mut leases = Vec::with_capacity(max_units.min(self.ready.len()));
@@ -301,7 +301,8 @@ impl Core {
         items: &[CommitItem],
         now_ms: u64,
     ) -> Result<(Vec<Record>, ItemResults), CoreError> {
-        let mut records = Vec::with_capacity(items.len());
+        // Commits in a row in one group are one record: usually one.
+        let mut records = Vec::with_capacity(1);
         let results = self.commit_onto(&mut records, token, items, now_ms)?;
         Ok((records, results))
     }
@@ -361,10 +362,10 @@ impl Core {
             let (records, results) = self.commit(token, items, now_ms)?;
             return Ok((records, (results, Vec::new())));
         };
-        // One vector for both: appending the grants to the commits' own
-        // vector copied it whole in every batched call.
+        // One vector for both, usually a record of commits and one of
+        // grants (a run each).
         let most = next.max_units as usize;
-        let mut records = Vec::with_capacity(items.len() + most.min(self.ready.len()));
+        let mut records = Vec::with_capacity(2);
         let results = self.commit_onto(&mut records, token, items, now_ms)?;
         let leases = self.lease_onto(&mut records, &next.worker_id, most, now_ms)?;
         Ok((records, (results, leases)))

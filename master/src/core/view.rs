@@ -73,7 +73,16 @@ impl Core {
     /// Remembers a worker's lease call, forgetting the least recently seen
     /// when too many are remembered.
     pub(super) fn note_worker(&mut self, worker_id: &str, slots: u32, now_ms: u64) {
-        if !self.workers.contains_key(worker_id) && self.workers.len() >= WORKERS_REMEMBERED_MAX {
+        let seen = WorkerSeen {
+            slots,
+            last_seen_ms: now_ms,
+        };
+        // A known worker (nearly every call): one lookup, no new key.
+        if let Some(known) = self.workers.get_mut(worker_id) {
+            *known = seen;
+            return;
+        }
+        if self.workers.len() >= WORKERS_REMEMBERED_MAX {
             let oldest = self
                 .workers
                 .iter()
@@ -83,13 +92,7 @@ impl Core {
                 self.workers.remove(&oldest);
             }
         }
-        self.workers.insert(
-            worker_id.to_string(),
-            WorkerSeen {
-                slots,
-                last_seen_ms: now_ms,
-            },
-        );
+        self.workers.insert(worker_id.to_string(), seen);
     }
 
     /// Whether the output of attempt `lease_id` on a unit may still be
