@@ -929,9 +929,8 @@ const SNAPSHOT_CHECK_EVERY: Duration = Duration::from_millis(100);
 /// How long the compactor waits after a failed automatic snapshot.
 const SNAPSHOT_RETRY_AFTER: Duration = Duration::from_secs(60);
 
-/// Writes `source` as a snapshot standing for journal position `position`,
-/// with the bottom-up encoder.
-/// Writes a snapshot of `head` and the units `encode` adds to it.
+/// Writes a snapshot of `head` (which names its journal position) and the
+/// units `encode` adds to it (`SnapshotSource::encode_with_head`).
 fn write_snapshot(
     store: &SnapshotStore,
     head: Snapshot,

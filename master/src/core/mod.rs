@@ -313,8 +313,11 @@ impl Core {
                 "lease {lease_id} granted for a unit that is not pending"
             )));
         }
-        if lease_id < self.next_lease_id || lease_id == u64::MAX {
+        if lease_id < self.next_lease_id {
             return Err(CoreError::Corrupt(format!("lease id {lease_id} reused")));
+        }
+        if lease_id == u64::MAX {
+            return Err(CoreError::Corrupt("lease ids past the last".into()));
         }
         self.next_lease_id = lease_id + 1;
         let state = UnitState::Leased {
