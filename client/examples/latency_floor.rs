@@ -147,6 +147,7 @@ async fn call_paced(url: &str, args: &Args) -> anyhow::Result<(Vec<u32>, Duratio
                     worker_id: format!("floor-{i}"),
                     max_units: 1,
                     wait_ms: 0,
+                    compact: true,
                 };
                 let began = Instant::now();
                 raw.lease(request).await?;

@@ -203,6 +203,7 @@ async fn raw_client_shares_the_connection() {
         worker_id: "raw".into(),
         max_units: 10,
         wait_ms: 0,
+        compact: false,
     };
     let leases = client
         .raw()

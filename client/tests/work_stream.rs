@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use common::{TestMaster, WAIT, spec};
 use taskmaster_client::work_stream::WorkStream;
+use taskmaster_proto::compact::expand;
 use taskmaster_proto::v1::{
-    CommitItem, CommitRequest, Lease, LeaseRef, LeaseRequest, Outputs, PipelineState,
+    CommitItem, CommitRequest, Lease, LeaseNext, LeaseRef, LeaseRequest, Outputs, PipelineState,
     ReleaseRequest, RenewRequest, WorkRequest, commit_item, work_reply,
 };
 use tonic::Code;
@@ -20,6 +21,7 @@ fn lease_request(max_units: u32, wait_ms: u32) -> LeaseRequest {
         worker_id: "stream-worker".into(),
         max_units,
         wait_ms,
+        compact: false,
     }
 }
 
@@ -43,6 +45,74 @@ fn commit_request(token: &str, leases: &[Lease]) -> CommitRequest {
             .collect(),
         lease_next: None,
     }
+}
+
+/// Compact leases, as the stock worker asks for them, through the stream's
+/// lease and a commit's `lease_next`: each group's settings come once, and
+/// the expanded leases commit like full ones.
+#[tokio::test]
+async fn compact_leases_expand_and_commit_over_a_stream() {
+    let master = TestMaster::start().await;
+    let client = master.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let id = client
+        .submit(spec(dir.path(), "compact", 4, 0))
+        .await
+        .unwrap();
+    let stream = WorkStream::open(client.raw()).await.unwrap();
+
+    let reply = stream
+        .lease(LeaseRequest {
+            compact: true,
+            ..lease_request(2, 0)
+        })
+        .await
+        .unwrap();
+    assert_eq!((reply.leases.len(), reply.lease_groups.len()), (2, 1));
+    let group = &reply.lease_groups[0];
+    assert_eq!(
+        (group.pipeline_id.as_str(), group.group.as_str()),
+        (id.as_str(), "extract")
+    );
+    assert!(
+        reply
+            .leases
+            .iter()
+            .all(|l| l.server_token.is_empty() && l.lease_group == 1)
+    );
+    let leases = expand(reply.leases, &reply.lease_groups).unwrap();
+    for lease in &leases {
+        let unit = lease.unit.as_ref().unwrap();
+        assert_eq!(unit.pipeline_id, id);
+        assert_eq!(lease.task, "exec");
+        assert_eq!(lease.params["ds"], "2026-11-21");
+        assert_eq!(
+            lease.output_prefix,
+            format!("{id}/extract/{}/{}/", unit.unit, lease.lease_id)
+        );
+    }
+
+    let token = leases[0].server_token.clone();
+    let mut request = commit_request(&token, &leases);
+    request.lease_next = Some(LeaseNext {
+        worker_id: "stream-worker".into(),
+        max_units: 5,
+        compact: true,
+    });
+    let committed = stream.commit(request).await.unwrap();
+    assert!(
+        committed.results.iter().all(|r| r.code == 0),
+        "{committed:?}"
+    );
+    let rest = expand(committed.leases, &committed.lease_groups).unwrap();
+    assert_eq!(rest.len(), 2);
+    let committed = stream.commit(commit_request(&token, &rest)).await.unwrap();
+    assert!(
+        committed.results.iter().all(|r| r.code == 0),
+        "{committed:?}"
+    );
+    let status = client.status(&id).await.unwrap();
+    assert_eq!(status.groups[0].counts.unwrap().committed, 4);
 }
 
 #[tokio::test]

@@ -102,9 +102,9 @@ fn core_with_pending(units: u64) -> Core {
 /// Leases `batch` units and commits them all, as a worker with `batch`
 /// slots would; returns the records to journal.
 fn lease_and_commit(core: &mut Core, batch: usize) -> (Vec<Record>, Vec<Record>) {
-    let (granted, leases) = core.lease(WORKER, batch, 0).unwrap();
+    let (granted, leases) = core.lease(WORKER, batch, false, 0).unwrap();
     debug_assert_eq!(leases.len(), batch);
-    let items: Vec<CommitItem> = leases.iter().map(done).collect();
+    let items: Vec<CommitItem> = leases.leases.iter().map(done).collect();
     let (committed, results) = core.commit(TOKEN, &items, 0).unwrap();
     debug_assert!(results.iter().all(Result::is_ok));
     (granted, committed)
@@ -223,10 +223,10 @@ fn delete(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(5));
     let mut core = empty_core();
     core.submit("finished", spec(1), 5, 0).unwrap();
-    while let (_, leases) = core.lease(WORKER, BATCH_MAX, 0).unwrap()
+    while let (_, leases) = core.lease(WORKER, BATCH_MAX, false, 0).unwrap()
         && !leases.is_empty()
     {
-        let items: Vec<CommitItem> = leases.iter().map(done).collect();
+        let items: Vec<CommitItem> = leases.leases.iter().map(done).collect();
         core.commit(TOKEN, &items, 0).unwrap();
     }
     let mut left = PENDING;

@@ -13,12 +13,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use taskmaster_proto::journal::{Record, Snapshot, record::Kind};
 use taskmaster_proto::v1::{
-    CommitItem, GroupConfigChange, Lease, LeaseNext, LeaseRef, MasterStatus, PipelineSpec,
-    PipelineStatus, SnapshotInfo, UnitOutputs, WorkerInfo,
+    CommitItem, GroupConfigChange, LeaseNext, LeaseRef, MasterStatus, PipelineSpec, PipelineStatus,
+    SnapshotInfo, UnitOutputs, WorkerInfo,
 };
 use tokio::sync::{Notify, oneshot, watch};
 
 use crate::clock::Clock;
+use crate::core::lease_view::Leases;
 use crate::core::operate::Changed;
 use crate::core::ops::{CommittedAndLeased, ItemResults};
 use crate::core::{Core, CoreConfig, CoreError};
@@ -490,13 +491,15 @@ impl Master {
         Ok(Some(info))
     }
 
-    /// Grants up to `max_units` leases, waiting up to `wait` for work.
+    /// Grants up to `max_units` leases, waiting up to `wait` for work;
+    /// in the compact form with `compact`.
     pub async fn lease(
         &self,
         worker_id: &str,
         max_units: usize,
+        compact: bool,
         wait: Duration,
-    ) -> Result<Vec<Lease>, MasterError> {
+    ) -> Result<Leases, MasterError> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut closing = self.closing.subscribe();
         loop {
@@ -505,14 +508,14 @@ impl Master {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let leases = self
-                .mutate(|core, now| core.lease(worker_id, max_units, now))
+                .mutate(|core, now| core.lease(worker_id, max_units, compact, now))
                 .await?;
             if !leases.is_empty() || wait.is_zero() {
                 return Ok(leases);
             }
             tokio::select! {
                 () = &mut notified => {}
-                () = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
+                () = tokio::time::sleep_until(deadline) => return Ok(Leases::default()),
                 _ = closing.wait_for(|c| *c) => return Err(MasterError::ShuttingDown),
             }
         }

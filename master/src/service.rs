@@ -77,11 +77,14 @@ pub(crate) async fn lease_call(
         )));
     }
     let wait = Duration::from_millis(req.wait_ms.into());
-    let leases = master
-        .lease(&req.worker_id, req.max_units as usize, wait)
+    let leased = master
+        .lease(&req.worker_id, req.max_units as usize, req.compact, wait)
         .await
         .map_err(status)?;
-    Ok(LeaseResponse { leases })
+    Ok(LeaseResponse {
+        leases: leased.leases,
+        lease_groups: leased.groups,
+    })
 }
 
 fn check_max_units(max_units: u32) -> Result<(), Status> {
@@ -114,13 +117,14 @@ pub(crate) async fn commit_call(
     if let Some(next) = &req.lease_next {
         check_max_units(next.max_units)?;
     }
-    let (results, leases) = master
+    let (results, leased) = master
         .commit(&req.server_token, &req.items, req.lease_next.as_ref())
         .await
         .map_err(status)?;
     Ok(CommitResponse {
         results: item_statuses(results),
-        leases,
+        leases: leased.leases,
+        lease_groups: leased.groups,
     })
 }
 

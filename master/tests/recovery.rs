@@ -40,9 +40,10 @@ fn spec(units: usize) -> PipelineSpec {
 
 async fn commit_one(master: &Master) -> Lease {
     let lease = master
-        .lease("w", 1, Duration::ZERO)
+        .lease("w", 1, false, Duration::ZERO)
         .await
         .unwrap()
+        .leases
         .remove(0);
     let files = vec![OutputFile {
         name: "out".into(),
@@ -107,9 +108,10 @@ async fn a_rollback_is_durable_and_old_leases_stay_refused_after_restart() {
     let snap = master.take_snapshot("").await.unwrap();
     commit_one(&master).await;
     let held = master
-        .lease("w", 1, Duration::ZERO)
+        .lease("w", 1, false, Duration::ZERO)
         .await
         .unwrap()
+        .leases
         .remove(0);
     assert_eq!(master.rollback(&snap.snapshot_id).await.unwrap(), 1);
     let after = master.status(&id).await.unwrap();

@@ -58,7 +58,11 @@ async fn only_attempts_that_can_no_longer_commit_are_deleted() {
         ..Default::default()
     };
     master.submit(spec).await.unwrap();
-    let leases = master.lease("w", 3, Duration::ZERO).await.unwrap();
+    let leases = master
+        .lease("w", 3, false, Duration::ZERO)
+        .await
+        .unwrap()
+        .leases;
     let dirs: Vec<_> = leases.iter().map(write_output).collect();
     master
         .commit(&leases[0].server_token, &[commit_item(&leases[0])], None)

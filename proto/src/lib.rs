@@ -2,6 +2,7 @@
 //! format (`taskmaster.journal.v1`), generated from `proto/` at build time.
 
 pub mod codec;
+pub mod compact;
 
 /// Generated code, nested as the protobuf packages are (cross-package
 /// references in the generated code rely on it).

@@ -87,9 +87,9 @@ pub fn replay(records: Vec<Record>) -> bool {
     }
     let _ = core.list();
     let _ = core.to_snapshot(1, 0);
-    let _ = core.lease("fuzz", 10, 1);
+    let _ = core.lease("fuzz", 10, false, 1);
     let _ = core.expire(u64::MAX / 4);
-    let _ = core.lease("fuzz", 10, u64::MAX / 4);
+    let _ = core.lease("fuzz", 10, true, u64::MAX / 4);
     core.check_invariants()
         .unwrap_or_else(|e| panic!("invariants broken by operations after a replay: {e}"));
     true
@@ -126,7 +126,7 @@ pub fn spec_validate(data: &[u8]) {
     let mut core = Core::recover(config(), [Core::init_record("fuzz-token", 0)], 0)
         .expect("a core from an Init record");
     if core.submit("fuzz-1", spec, 0, 0).is_ok() {
-        let _ = core.lease("fuzz", 100, 0);
+        let _ = core.lease("fuzz", 100, false, 0);
         let _ = core.list();
         core.check_invariants()
             .unwrap_or_else(|e| panic!("invariants broken after a valid submit: {e}"));
@@ -242,7 +242,7 @@ fn seed_records() -> Vec<Record> {
     spec.groups[0].inputs = vec!["/in/0".into(), "/in/1".into(), "/in/2".into()];
     let mut records = vec![init];
     records.extend(core.submit("seed-1", spec, 0, 0).expect("submit"));
-    let (granted, leases) = core.lease("w1", 3, 0).expect("lease");
+    let (granted, leases) = core.lease("w1", 3, false, 0).expect("lease");
     records.extend(granted);
     let item = |i: usize, result| CommitItem {
         lease: Some(LeaseRef {

@@ -103,6 +103,7 @@ async fn lease_one(client: &Client, worker: &str) -> Lease {
         worker_id: worker.into(),
         max_units: 1,
         wait_ms: 10_000,
+        compact: false,
     };
     let mut leases = client
         .raw()
@@ -230,6 +231,7 @@ async fn commit_and_lease(
         lease_next: Some(LeaseNext {
             worker_id: "hand".into(),
             max_units,
+            compact: false,
         }),
     };
     Ok(client.raw().commit(request).await?.into_inner())

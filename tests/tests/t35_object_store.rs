@@ -312,6 +312,7 @@ async fn abandon_an_attempt(url: &str, s3: &Arc<dyn ObjectStore>) -> ObjectPath 
         worker_id: "abandoner".into(),
         max_units: 1,
         wait_ms: 10_000,
+        compact: false,
     };
     let lease = client
         .raw()

@@ -86,6 +86,7 @@ async fn lease(client: &Client, max_units: u32, wait_ms: u32) -> Vec<Lease> {
         worker_id: "hand".into(),
         max_units,
         wait_ms,
+        compact: false,
     };
     let mut leases = client
         .raw()
@@ -461,6 +462,7 @@ fn t54_block_and_unblock_the_master_and_one_pipeline() {
                 worker_id: "long-poll".into(),
                 max_units: 1,
                 wait_ms: 20_000,
+                compact: false,
             };
             let started = Instant::now();
             let leases = rt

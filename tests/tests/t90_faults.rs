@@ -87,8 +87,12 @@ async fn lease(client: &Client, max_units: u32) -> Result<Vec<Lease>, tonic::Sta
         worker_id: "hand".into(),
         max_units,
         wait_ms: 0,
+        // The compact form, as the stock worker asks for it.
+        compact: true,
     };
-    Ok(client.raw().lease(request).await?.into_inner().leases)
+    let reply = client.raw().lease(request).await?.into_inner();
+    taskmaster_proto::compact::expand(reply.leases, &reply.lease_groups)
+        .map_err(|e| tonic::Status::internal(e.to_string()))
 }
 
 /// Writes `name` under the lease's attempt prefix (when it is a plain

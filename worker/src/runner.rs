@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use taskmaster_proto::compact;
 use taskmaster_proto::v1::{Lease, LeaseRequest};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -189,11 +190,13 @@ async fn lease_call(worker: &Shared, max_units: usize) -> Result<Vec<Lease>, Sta
         worker_id: config.worker_id.clone(),
         max_units: u32::try_from(max_units).expect("slots fit u32"),
         wait_ms: config.lease_wait_ms,
+        compact: true,
     };
     let timeout = Duration::from_millis(u64::from(config.lease_wait_ms) + rpc::LEASE_RPC_SLACK_MS);
     let mut client = worker.client.clone();
     let reply = rpc::call(request, timeout, |req| client.lease(req)).await?;
-    Ok(reply.leases)
+    compact::expand(reply.leases, &reply.lease_groups)
+        .map_err(|e| Status::internal(format!("the master's lease reply: {e}")))
 }
 
 /// Starts a unit task per lease, each holding one permit. Leases beyond

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use taskmaster_proto::compact;
 use taskmaster_proto::v1::commit_item::Result as ItemResult;
 use taskmaster_proto::v1::{
     CommitItem, CommitRequest, ItemStatus, Lease, LeaseNext, LeaseRef, OutputFile, Outputs,
@@ -250,6 +251,7 @@ async fn commit(worker: &Shared, key: &LeaseKey, item: CommitItem) -> (CommitOut
         lease_next: (!worker.stopping()).then(|| LeaseNext {
             worker_id: worker.config.worker_id.clone(),
             max_units: 1,
+            compact: true,
         }),
     };
     let timeout = Duration::from_millis(rpc::RPC_TIMEOUT_MS);
@@ -273,7 +275,11 @@ async fn commit(worker: &Shared, key: &LeaseKey, item: CommitItem) -> (CommitOut
         let status = match rpc::call(sent, timeout, |req| client.commit(req)).await {
             Ok(mut reply) if reply.results.len() == 1 => {
                 let item = reply.results.remove(0);
-                return (CommitOutcome::Answered(item), reply.leases);
+                // Malformed leases cannot be run; they expire on the master.
+                let next = compact::expand(reply.leases, &reply.lease_groups)
+                    .inspect_err(|e| tracing::warn!("ignoring the leases of a commit reply: {e}"))
+                    .unwrap_or_default();
+                return (CommitOutcome::Answered(item), next);
             }
             Ok(reply) => Status::internal(format!(
                 "commit answered {} results for 1 item",

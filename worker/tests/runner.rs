@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use real_master::{Admin, Call, EVENT_TIMEOUT, TestMaster, counts, is, open_master};
 use taskmaster_master::server;
+use taskmaster_proto::compact::expand;
 use taskmaster_proto::v1::commit_item::Result as ItemResult;
 use taskmaster_proto::v1::{
     CommitRequest, CommitResponse, GroupSpec, ItemStatus, Lease, LeaseRequest, OutputFile, Outputs,
@@ -166,9 +167,10 @@ fn lease_calls(calls: &[Call]) -> Vec<(LeaseRequest, Vec<Lease>)> {
         .filter_map(|call| match call {
             Call::Lease { request, answer } => Some((
                 request.clone(),
+                // The worker asks for compact leases: as it runs them.
                 answer
                     .as_ref()
-                    .map(|r| r.leases.clone())
+                    .map(|r| expand(r.leases.clone(), &r.lease_groups).expect("a compact reply"))
                     .unwrap_or_default(),
             )),
             _ => None,

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use taskmaster_proto::v1::task_master_client::TaskMasterClient;
 use taskmaster_proto::v1::{
-    CommitItem, CommitRequest, CommitResponse, GroupSpec, ItemStatus, Lease, LeaseNext, LeaseRef,
-    LeaseRequest, LeaseResponse, Outputs, PipelineSpec, ReleaseRequest, ReleaseResponse,
-    RenewRequest, RenewResponse, commit_item,
+    CommitItem, CommitRequest, CommitResponse, GroupSpec, ItemStatus, Lease, LeaseGroup, LeaseNext,
+    LeaseRef, LeaseRequest, LeaseResponse, Outputs, PipelineSpec, ReleaseRequest, ReleaseResponse,
+    RenewRequest, RenewResponse, UnitRef, commit_item,
 };
 use tokio::time::MissedTickBehavior;
 use tonic::Status;
@@ -84,6 +84,8 @@ pub struct LoadShape {
     /// Each commit call also asks for the next batch (`lease_next`), so
     /// after the first lease a unit costs one call, not two.
     pub lease_on_commit: bool,
+    /// Ask for leases in the compact form (`taskmaster_proto::compact`).
+    pub compact: bool,
     /// Time between one client's lease calls, when pacing to a rate.
     pub lease_period: Option<Duration>,
     /// Offset of this client's first paced call, spreading clients out.
@@ -140,26 +142,25 @@ pub async fn run_client(
     let next = shape.lease_on_commit.then(|| LeaseNext {
         worker_id: worker_id.clone(),
         max_units: shape.batch,
+        compact: shape.compact,
     });
     // Leases the last commit call brought back (with `lease_on_commit`).
-    let mut carried = Vec::new();
+    let mut carried = Held::default();
     while shared.committed.load(Ordering::Relaxed) < shape.units {
         if let Some(pacer) = &mut pacer {
             pacer.tick().await;
         }
-        let leases = if carried.is_empty() {
-            lease(&mut calls, &worker_id, shape.batch, &mut log).await?
+        let held = if carried.refs.is_empty() {
+            lease(&mut calls, &worker_id, &shape, &mut log).await?
         } else {
             std::mem::take(&mut carried)
         };
-        let leases = give_back_foreign(&mut calls, leases, &shared, &mut log).await?;
-        if leases.is_empty() {
+        let Held { token, refs } = give_back_foreign(&mut calls, held, &shared, &mut log).await?;
+        if refs.is_empty() {
             check_stall(&shared, shape.units)?;
             continue;
         }
-        let token = leases[0].server_token.clone();
-        let n = leases.len() as u64;
-        let refs: Vec<LeaseRef> = leases.into_iter().map(lease_ref).collect();
+        let n = refs.len() as u64;
         if shape.renew {
             renew(&mut calls, &token, &refs, &mut log).await?;
         }
@@ -173,44 +174,99 @@ pub async fn run_client(
     Ok(log)
 }
 
+/// Leases a client holds: what commits or releases them, and the server
+/// token they were granted under.
+#[derive(Debug, Default)]
+pub struct Held {
+    pub token: String,
+    pub refs: Vec<LeaseRef>,
+}
+
+impl Held {
+    /// The references to a reply's leases, full or compact. A compact
+    /// lease gets its unit's names and config version from its group: a
+    /// worker needs no more to commit it, so the bench builds no more.
+    pub fn from_reply(leases: Vec<Lease>, groups: &[LeaseGroup]) -> Result<Held, BenchError> {
+        let mut held = Held {
+            token: String::new(),
+            refs: Vec::with_capacity(leases.len()),
+        };
+        for lease in leases {
+            if lease.lease_group == 0 {
+                if held.token.is_empty() {
+                    held.token.clone_from(&lease.server_token);
+                }
+                held.refs.push(lease_ref(lease));
+                continue;
+            }
+            let group = (lease.lease_group as usize)
+                .checked_sub(1)
+                .and_then(|i| groups.get(i))
+                .ok_or_else(|| BenchError::Refused {
+                    call: "Lease",
+                    message: format!(
+                        "lease {} names lease group {} of {}",
+                        lease.lease_id,
+                        lease.lease_group,
+                        groups.len()
+                    ),
+                })?;
+            if held.token.is_empty() {
+                held.token.clone_from(&group.server_token);
+            }
+            held.refs.push(LeaseRef {
+                unit: Some(UnitRef {
+                    pipeline_id: group.pipeline_id.clone(),
+                    group: group.group.clone(),
+                    unit: lease.unit.map_or(0, |u| u.unit),
+                }),
+                lease_id: lease.lease_id,
+                config_version: group.config_version,
+            });
+        }
+        Ok(held)
+    }
+}
+
 async fn lease(
     calls: &mut Calls,
     worker_id: &str,
-    batch: u32,
+    shape: &LoadShape,
     log: &mut ClientLog,
-) -> Result<Vec<Lease>, BenchError> {
+) -> Result<Held, BenchError> {
     let request = LeaseRequest {
         worker_id: worker_id.to_string(),
-        max_units: batch,
+        max_units: shape.batch,
         wait_ms: LEASE_WAIT_MS,
+        compact: shape.compact,
     };
     let began = Instant::now();
-    let leases = calls
+    let reply = calls
         .lease(request)
         .await
-        .map_err(|status| BenchError::rpc("Lease", status))?
-        .leases;
-    if !leases.is_empty() {
+        .map_err(|status| BenchError::rpc("Lease", status))?;
+    if !reply.leases.is_empty() {
         let answered = Instant::now();
         log.lease_us.push(micros(answered - began));
         log.last_lease = Some(answered);
     }
-    Ok(leases)
+    Held::from_reply(reply.leases, &reply.lease_groups)
 }
 
 /// Releases leases of units that are not the bench's (a `--master` that
 /// has other work); returns the bench's own.
 async fn give_back_foreign(
     calls: &mut Calls,
-    mut leases: Vec<Lease>,
+    mut held: Held,
     shared: &Shared,
     log: &mut ClientLog,
-) -> Result<Vec<Lease>, BenchError> {
+) -> Result<Held, BenchError> {
     // Ours stay where they are, and a batch's leases mostly share one
     // pipeline, looked up once: splitting each batch into two new vectors
     // with a lookup a lease was a tenth of the bench client's instructions.
     let mut last_ours: Option<String> = None;
-    let foreign: Vec<Lease> = leases
+    let foreign: Vec<LeaseRef> = held
+        .refs
         .extract_if(.., |lease| {
             let Some(id) = lease.unit.as_ref().map(|u| u.pipeline_id.as_str()) else {
                 return true;
@@ -225,16 +281,15 @@ async fn give_back_foreign(
             !ours
         })
         .collect();
-    let ours = leases;
-    log.leased += ours.len() as u64;
-    if let Some(first) = foreign.first() {
+    log.leased += held.refs.len() as u64;
+    if !foreign.is_empty() {
         if log.foreign_released == 0 {
             tracing::warn!("the master has other work; the bench gives its leases back");
         }
         let n = foreign.len();
         let request = ReleaseRequest {
-            server_token: first.server_token.clone(),
-            leases: foreign.into_iter().map(lease_ref).collect(),
+            server_token: held.token.clone(),
+            leases: foreign,
         };
         let results = calls
             .release(request)
@@ -244,7 +299,7 @@ async fn give_back_foreign(
         check_items("Release", &results, n)?;
         log.foreign_released += n as u64;
     }
-    Ok(ours)
+    Ok(held)
 }
 
 async fn renew(
@@ -275,7 +330,7 @@ async fn commit(
     refs: Vec<LeaseRef>,
     next: Option<LeaseNext>,
     log: &mut ClientLog,
-) -> Result<Vec<Lease>, BenchError> {
+) -> Result<Held, BenchError> {
     let n = refs.len();
     let items = refs
         .into_iter()
@@ -302,7 +357,7 @@ async fn commit(
     if !reply.leases.is_empty() {
         log.last_lease = Some(answered);
     }
-    Ok(reply.leases)
+    Held::from_reply(reply.leases, &reply.lease_groups)
 }
 
 /// Every item of a batch answer must be OK: a refused commit means a unit

@@ -54,6 +54,8 @@ pub struct BenchOptions {
     pub renew: bool,
     /// Each commit call also leases the next batch (`lease_next`).
     pub lease_on_commit: bool,
+    /// Ask for full leases instead of the compact form.
+    pub full_leases: bool,
     /// Offered load in units per second over all clients; `None` runs
     /// closed-loop, as fast as the master answers.
     pub rate: Option<f64>,
@@ -301,6 +303,7 @@ async fn run_clients(
             batch: options.batch,
             renew: options.renew,
             lease_on_commit: options.lease_on_commit,
+            compact: !options.full_leases,
             lease_period: period,
             start_offset: period.map_or(Duration::ZERO, |p| p * i as u32 / options.clients),
         };

@@ -22,6 +22,8 @@ pub struct BenchReport {
     pub stream: bool,
     /// Each commit call also leased the next batch.
     pub lease_on_commit: bool,
+    /// Leases came in the compact form.
+    pub compact_leases: bool,
     /// Committed units per second.
     pub units_per_s: f64,
     /// Leased units per second, up to the last lease granted.
@@ -136,6 +138,7 @@ pub fn build(inputs: Inputs<'_>) -> BenchReport {
         clients: options.clients,
         stream: options.stream,
         lease_on_commit: options.lease_on_commit,
+        compact_leases: !options.full_leases,
         units_per_s: per_second(log.committed as f64, wall_s),
         leased_units_per_s: per_second(log.leased as f64, lease_s),
         wall_s,
@@ -190,7 +193,7 @@ impl BenchReport {
         let _ = if self.units > 0 {
             writeln!(
                 out,
-                "bench: {} units, batch {}, {} clients{}{}, {pace}",
+                "bench: {} units, batch {}, {} clients{}{}{}, {pace}",
                 self.units,
                 self.batch,
                 self.clients,
@@ -199,6 +202,11 @@ impl BenchReport {
                     ", each commit leasing the next"
                 } else {
                     ""
+                },
+                if self.compact_leases {
+                    ""
+                } else {
+                    ", full leases"
                 }
             )
         } else {
@@ -361,6 +369,7 @@ mod tests {
             master_binary: None,
             pending_only: false,
             restart: false,
+            full_leases: false,
             stream: false,
             lease_on_commit: false,
         };

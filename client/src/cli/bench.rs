@@ -61,6 +61,11 @@ pub struct BenchArgs {
     /// per batch instead of two.
     #[arg(long)]
     lease_on_commit: bool,
+    /// Ask for full leases, each repeating its group's settings, instead
+    /// of the compact form (`LeaseRequest.compact`), where a reply sends
+    /// them once per group.
+    #[arg(long)]
+    full_leases: bool,
     /// Only submit the units and report the master's memory with all of
     /// them pending (bytes per pending unit); lease none.
     #[arg(long)]
@@ -92,6 +97,7 @@ pub async fn run(args: BenchArgs, master: &str) -> anyhow::Result<ExitCode> {
         pending_only: args.pending_only,
         stream: args.stream,
         lease_on_commit: args.lease_on_commit,
+        full_leases: args.full_leases,
         restart: args.restart,
     };
     let report = run_bench(&options).await?;

@@ -204,15 +204,18 @@ impl HandWorker {
             worker_id: "hand".into(),
             max_units: count,
             wait_ms: 0,
+            // As the stock worker asks: the tests then check the expansion.
+            compact: true,
         };
-        let mut leases = self
+        let reply = self
             .raw
             .clone()
             .lease(request)
             .await
             .expect("lease call")
-            .into_inner()
-            .leases;
+            .into_inner();
+        let mut leases = taskmaster_proto::compact::expand(reply.leases, &reply.lease_groups)
+            .expect("a well-formed compact reply");
         assert_eq!(leases.len(), count as usize, "leases granted: {leases:?}");
         leases.sort_by_key(unit_of);
         leases

@@ -14,7 +14,7 @@ fn ids(names: &[&str]) -> Vec<String> {
 
 /// Leases and commits until nothing is left to lease.
 fn run_to_end(core: &mut Core, now: u64) {
-    while let (_, leases) = core.lease("w", 10, now).unwrap()
+    while let (_, leases) = core.lease("w", 10, false, now).unwrap()
         && !leases.is_empty()
     {
         let items: Vec<_> = leases.iter().map(|l| done(l, &["o"])).collect();
@@ -32,7 +32,7 @@ fn one_finished_one_running() -> (Core, Lease) {
     core.submit("p-1", two_groups(2), 0, 0).unwrap();
     run_to_end(&mut core, 1);
     core.submit("p-2", two_groups(3), 0, 1).unwrap();
-    let lease = core.lease("w", 1, 1).unwrap().1.remove(0);
+    let lease = core.lease("w", 1, false, 1).unwrap().1.leases.remove(0);
     (core, lease)
 }
 
@@ -117,7 +117,7 @@ fn a_cancelled_pipeline_is_deleted_with_its_queued_units() {
     core.cancel("p-1", 0).unwrap();
     core.delete_pipelines(&ids(&["p-1"]), 0).unwrap();
     core.check_invariants().unwrap();
-    let leases = core.lease("w", 10, 0).unwrap().1;
+    let leases = core.lease("w", 10, false, 0).unwrap().1;
     assert_eq!(leases.len(), 1, "only p-2's unit is left to lease");
     assert_eq!(leases[0].unit.as_ref().unwrap().pipeline_id, "p-2");
 }
@@ -130,7 +130,7 @@ fn a_retry_delay_of_a_pipeline_left_keeps_its_unit_and_time() {
     let mut spec = two_groups(2);
     spec.groups[0].retry_delay_ms = Some(60_000);
     core.submit("p-2", spec, 0, 0).unwrap();
-    let leases = core.lease("w", 2, 0).unwrap().1;
+    let leases = core.lease("w", 2, false, 0).unwrap().1;
     let failed = CommitItem {
         lease: done(&leases[1], &[]).lease,
         result: Some(commit_item::Result::Error("boom".into())),
@@ -145,7 +145,7 @@ fn a_retry_delay_of_a_pipeline_left_keeps_its_unit_and_time() {
     let due_ms = 600 + retries[0].wait_ms; // the delay is jittered
     assert_eq!(core.promote_due(due_ms - 1), 0);
     assert_eq!(core.promote_due(due_ms), 1);
-    let again = core.lease("w", 5, due_ms).unwrap().1;
+    let again = core.lease("w", 5, false, due_ms).unwrap().1;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].unit, leases[1].unit);
 }
@@ -155,7 +155,7 @@ fn replay_and_snapshots_agree_with_the_live_deletion() {
     let mut core = core();
     let mut journal = vec![Core::init_record("tok", 1)];
     journal.extend(core.submit("p-1", two_groups(2), 0, 0).unwrap());
-    while let (records, leases) = core.lease("w", 10, 1).unwrap()
+    while let (records, leases) = core.lease("w", 10, false, 1).unwrap()
         && !leases.is_empty()
     {
         journal.extend(records);
@@ -188,12 +188,12 @@ fn replay_and_snapshots_agree_with_the_live_deletion() {
 fn the_sweep_leaves_a_deleted_pipelines_attempts_under_a_reused_id() {
     let mut core = core();
     core.submit("p-1", two_groups(1), 0, 0).unwrap();
-    let old = core.lease("w", 1, 0).unwrap().1.remove(0);
+    let old = core.lease("w", 1, false, 0).unwrap().1.leases.remove(0);
     core.commit("tok", &[done(&old, &["o"])], 0).unwrap();
     run_to_end(&mut core, 0);
     core.delete_pipelines(&ids(&["p-1"]), 0).unwrap();
     core.submit("p-1", two_groups(1), 0, 0).unwrap(); // the same id again
-    let new = core.lease("w", 1, 0).unwrap().1.remove(0);
+    let new = core.lease("w", 1, false, 0).unwrap().1.leases.remove(0);
     let unit = new.unit.as_ref().unwrap().unit;
     assert!(core.attempt_may_matter("p-1", "a", unit, old.lease_id));
     assert!(core.attempt_may_matter("p-1", "a", unit, new.lease_id));
@@ -219,7 +219,7 @@ fn a_finish_time_is_journaled_once_and_a_retry_forgets_it() {
     journal.extend(core.submit("p-1", two_groups(1), 0, 0).unwrap());
     for _ in 0..2 {
         // two_groups allows two attempts: the unit fails for good.
-        let (granted, leases) = core.lease("w", 1, 0).unwrap();
+        let (granted, leases) = core.lease("w", 1, false, 0).unwrap();
         journal.extend(granted);
         journal.extend(core.commit("tok", &[fail(&leases[0])], 0).unwrap().0);
     }

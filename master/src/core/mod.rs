@@ -19,6 +19,7 @@ pub mod error;
 mod expiries;
 pub mod finished;
 mod invariants;
+pub mod lease_view;
 pub mod limits;
 pub mod model;
 pub mod names;

@@ -177,7 +177,7 @@ impl Run {
                 .filter(|(s, _)| *s == Want::Pending)
                 .count(),
         );
-        let (records, leases) = self.core.lease("w", max, self.now).unwrap();
+        let (records, leases) = self.core.lease("w", max, false, self.now).unwrap();
         assert_eq!(leases.len(), max.min(pending), "grants");
         for lease in &leases {
             let entry = self

@@ -32,7 +32,7 @@ fn block_stops_leasing_without_losing_work_and_unblock_resumes() {
             blocked: true
         }))]
     );
-    assert!(core.lease("w", 5, 0).unwrap().1.is_empty());
+    assert!(core.lease("w", 5, false, 0).unwrap().1.is_empty());
     let again = core.block("", true, 0).unwrap_err();
     assert_eq!(
         again,
@@ -40,7 +40,7 @@ fn block_stops_leasing_without_losing_work_and_unblock_resumes() {
     );
     core.block("", false, 0).unwrap();
     assert_eq!(
-        core.lease("w", 5, 0).unwrap().1.len(),
+        core.lease("w", 5, false, 0).unwrap().1.len(),
         2,
         "nothing was lost while blocked"
     );
@@ -57,13 +57,13 @@ fn a_pipeline_block_holds_only_that_pipeline() {
     let mut core = submitted(1);
     core.submit("p-2", two_groups(1), 0, 0).unwrap();
     core.block("p-1", true, 0).unwrap();
-    let leases = core.lease("w", 5, 0).unwrap().1;
+    let leases = core.lease("w", 5, false, 0).unwrap().1;
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].unit.as_ref().unwrap().pipeline_id, "p-2");
     assert!(core.status("p-1").unwrap().blocked);
     core.block("p-1", false, 0).unwrap();
     assert_eq!(
-        core.lease("w", 5, 0).unwrap().1.len(),
+        core.lease("w", 5, false, 0).unwrap().1.len(),
         1,
         "p-1's unit kept its place"
     );
@@ -72,7 +72,7 @@ fn a_pipeline_block_holds_only_that_pipeline() {
 #[test]
 fn cancel_refuses_in_flight_commits_and_stops_leasing() {
     let mut core = submitted(2);
-    let lease = core.lease("w", 1, 0).unwrap().1.remove(0);
+    let lease = core.lease("w", 1, false, 0).unwrap().1.leases.remove(0);
     let records = core.cancel("p-1", 1).unwrap();
     assert_eq!(
         records,
@@ -83,7 +83,7 @@ fn cancel_refuses_in_flight_commits_and_stops_leasing() {
     let (records, results) = core.commit("tok", &[done(&lease, &["x"])], 2).unwrap();
     assert!(records.is_empty());
     assert!(matches!(&results[0], Err(Refusal::LeaseLost(why)) if why.contains("cancelled")));
-    assert!(core.lease("w", 5, 2).unwrap().1.is_empty());
+    assert!(core.lease("w", 5, false, 2).unwrap().1.is_empty());
     assert_eq!(
         core.status("p-1").unwrap().state(),
         PipelineState::Cancelled
@@ -103,7 +103,7 @@ fn cancel_refuses_in_flight_commits_and_stops_leasing() {
 fn retry_gives_failed_units_fresh_attempts() {
     let mut core = submitted(1);
     for _ in 0..2 {
-        let lease = core.lease("w", 1, 0).unwrap().1.remove(0);
+        let lease = core.lease("w", 1, false, 0).unwrap().1.leases.remove(0);
         let item = CommitItem {
             lease: Some(lease_ref(&lease)),
             result: Some(commit_item::Result::Error("boom".into())),
@@ -119,7 +119,7 @@ fn retry_gives_failed_units_fresh_attempts() {
     };
     assert_eq!(records, vec![rec(Kind::UnitsRetried(want))]);
     assert_eq!(changed.units_reset, 1);
-    let lease = core.lease("w", 1, 1).unwrap().1.remove(0);
+    let lease = core.lease("w", 1, false, 1).unwrap().1.leases.remove(0);
     assert_eq!(lease.inputs, vec!["/in/0.txt".to_string()], "same inputs");
     assert_eq!(lease.attempt, 3);
     assert!(matches!(
@@ -150,7 +150,7 @@ fn rerun_copies_a_finished_pipeline() {
 
 /// Runs every unit to completion.
 fn finish_all(core: &mut Core, now: u64) {
-    while let (_, leases) = core.lease("w", 100, now).unwrap()
+    while let (_, leases) = core.lease("w", 100, false, now).unwrap()
         && !leases.is_empty()
     {
         let items: Vec<_> = leases.iter().map(|l| done(l, &["o"])).collect();
@@ -193,7 +193,7 @@ fn clear_with_downstream_reruns_the_group_and_re_derives_what_follows() {
 #[test]
 fn a_config_change_bumps_the_version_and_requeues_leased_units() {
     let mut core = submitted(1);
-    let old = core.lease("w", 1, 0).unwrap().1.remove(0);
+    let old = core.lease("w", 1, false, 0).unwrap().1.leases.remove(0);
     let change = GroupConfigChange {
         command: vec!["echo".into(), "v2".into()],
         set_command: true,
@@ -209,7 +209,7 @@ fn a_config_change_bumps_the_version_and_requeues_leased_units() {
             current: 2
         })]
     );
-    let new = core.lease("w", 1, 2).unwrap().1.remove(0);
+    let new = core.lease("w", 1, false, 2).unwrap().1.leases.remove(0);
     assert_eq!(
         (new.command.clone(), new.config_version),
         (vec!["echo".to_string(), "v2".to_string()], 2)
@@ -240,7 +240,7 @@ fn scale_splits_pending_units_by_their_inputs() {
     let (_, changed) = core.scale("p-1", "a", 2, 0).unwrap();
     assert_eq!((changed.units_dropped, changed.units_added), (1, 2));
     assert_snapshot_encodes(&core); // given input units, dropped units
-    let leases = core.lease("w", 5, 0).unwrap().1;
+    let leases = core.lease("w", 5, false, 0).unwrap().1;
     let mut inputs: Vec<Vec<String>> = leases.iter().map(|l| l.inputs.clone()).collect();
     inputs.sort();
     assert_eq!(
@@ -266,10 +266,10 @@ fn in_flight_limits_hold_units_back() {
     let mut spec = two_groups(3);
     spec.groups[0].max_in_flight = 1;
     core.submit("p-1", spec, 0, 0).unwrap();
-    let first = core.lease("w", 3, 0).unwrap().1;
+    let first = core.lease("w", 3, false, 0).unwrap().1;
     assert_eq!(first.len(), 1);
     core.commit("tok", &[done(&first[0], &["o"])], 0).unwrap();
-    let next = core.lease("w", 3, 0).unwrap().1;
+    let next = core.lease("w", 3, false, 0).unwrap().1;
     assert_eq!(
         next.iter()
             .filter(|l| l.unit.as_ref().unwrap().group == "a")
@@ -289,7 +289,7 @@ fn failed_once(retry_delay_ms: Option<u64>) -> Core {
     }];
     spec.groups[0].retry_delay_ms = retry_delay_ms;
     core.submit("p-1", spec, 0, 0).unwrap();
-    let lease = core.lease("w", 1, 0).unwrap().1.remove(0);
+    let lease = core.lease("w", 1, false, 0).unwrap().1.leases.remove(0);
     let item = CommitItem {
         lease: Some(lease_ref(&lease)),
         result: Some(commit_item::Result::Error("e".into())),
@@ -302,11 +302,11 @@ fn failed_once(retry_delay_ms: Option<u64>) -> Core {
 fn a_failed_attempt_waits_out_the_default_retry_delay() {
     let mut core = failed_once(None);
     assert!(
-        core.lease("w", 1, 60_000).unwrap().1.is_empty(),
+        core.lease("w", 1, false, 60_000).unwrap().1.is_empty(),
         "under a minute: still waiting"
     );
     assert_eq!(
-        core.lease("w", 1, 200_000).unwrap().1.len(),
+        core.lease("w", 1, false, 200_000).unwrap().1.len(),
         1,
         "two minutes +-20% later: ready"
     );
@@ -325,12 +325,15 @@ fn a_retry_delay_survives_a_snapshot_with_what_was_left_of_it() {
     restored.check_invariants().unwrap();
     assert!(
         restored
-            .lease("w", 1, 1_000 + left - 1)
+            .lease("w", 1, false, 1_000 + left - 1)
             .unwrap()
             .1
             .is_empty()
     );
-    assert_eq!(restored.lease("w", 1, 1_000 + left).unwrap().1.len(), 1);
+    assert_eq!(
+        restored.lease("w", 1, false, 1_000 + left).unwrap().1.len(),
+        1
+    );
 }
 
 #[test]
@@ -349,7 +352,7 @@ fn a_delayed_unit_dropped_by_scaling_is_no_retry_in_the_snapshot() {
 #[test]
 fn a_snapshot_delaying_no_pending_unit_loads_without_that_delay() {
     let mut core = submitted(2);
-    let leased = core.lease("w", 1, 0).unwrap().1.remove(0);
+    let leased = core.lease("w", 1, false, 0).unwrap().1.leases.remove(0);
     let mut snap = core.to_snapshot(9, 0);
     let delay = |pipeline_id: &str, unit| DelayedRetry {
         pipeline_id: pipeline_id.into(),
@@ -362,7 +365,7 @@ fn a_snapshot_delaying_no_pending_unit_loads_without_that_delay() {
     let mut restored = Core::from_snapshot(core.config().clone(), &snap, 0).unwrap();
     restored.check_invariants().unwrap();
     assert_eq!(
-        restored.lease("w", 5, 0).unwrap().1.len(),
+        restored.lease("w", 5, false, 0).unwrap().1.len(),
         1,
         "the other unit, at once"
     );
@@ -371,7 +374,7 @@ fn a_snapshot_delaying_no_pending_unit_loads_without_that_delay() {
 #[test]
 fn a_snapshot_rebuilds_the_same_state() {
     let mut core = submitted(3);
-    let leases = core.lease("w", 2, 0).unwrap().1;
+    let leases = core.lease("w", 2, false, 0).unwrap().1;
     core.commit("tok", &[done(&leases[0], &["o"])], 0).unwrap();
     core.block("p-1", true, 0).unwrap();
     let snap = core.to_snapshot(42, 0);
@@ -393,10 +396,10 @@ fn a_snapshot_rebuilds_the_same_state() {
 #[test]
 fn rollback_invalidates_every_lease_and_reopens_what_was_committed_since() {
     let mut core = submitted(3);
-    let first = core.lease("w", 1, 0).unwrap().1.remove(0);
+    let first = core.lease("w", 1, false, 0).unwrap().1.leases.remove(0);
     core.commit("tok", &[done(&first, &["o"])], 0).unwrap();
     let snapshot = Core::from_snapshot(core.config().clone(), &core.to_snapshot(1, 0), 0).unwrap();
-    let leases = core.lease("w", 2, 0).unwrap().1;
+    let leases = core.lease("w", 2, false, 0).unwrap().1;
     core.commit("tok", &[done(&leases[0], &["o"])], 0).unwrap();
     let (mut rolled, invalidated) = core.rolled_back(snapshot, 1);
     assert_eq!(invalidated, 1, "one lease was out");
@@ -419,7 +422,7 @@ fn rollback_invalidates_every_lease_and_reopens_what_was_committed_since() {
         .commit("tok", &[done(&leases[1], &["o"])], 2)
         .unwrap();
     assert!(matches!(results[0], Err(Refusal::StaleConfig { .. })));
-    let next = rolled.lease("w", 1, 2).unwrap().1.remove(0);
+    let next = rolled.lease("w", 1, false, 2).unwrap().1.leases.remove(0);
     assert!(
         next.lease_id > leases[1].lease_id,
         "lease ids never go back"

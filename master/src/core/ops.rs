@@ -7,10 +7,10 @@
 
 use taskmaster_proto::journal::{self, Record, record::Kind};
 use taskmaster_proto::v1::{
-    CommitItem, InputSlice, Lease, LeaseNext, LeaseRef, OutputFile, PipelineSpec, UnitRef,
-    commit_item,
+    CommitItem, LeaseNext, LeaseRef, OutputFile, PipelineSpec, UnitRef, commit_item,
 };
 
+use super::lease_view::Leases;
 use super::limits::*;
 use super::model::{Pos, UnitSource, UnitState};
 use super::names::{check_name, check_relative_path, truncate};
@@ -27,7 +27,7 @@ pub type ItemResults = Vec<Result<(), Refusal>>;
 
 /// What a commit call answers: per-item outcomes, and the leases its
 /// `lease_next` took.
-pub type CommittedAndLeased = (ItemResults, Vec<Lease>);
+pub type CommittedAndLeased = (ItemResults, Leases);
 
 impl Core {
     /// Accepts a pipeline under `pipeline_id` (chosen by the caller, who
@@ -104,17 +104,18 @@ impl Core {
 
     /// Grants up to `max_units` leases to `worker_id`, oldest ready first,
     /// skipping (and keeping in place) units held back by a block or an
-    /// in-flight limit.
+    /// in-flight limit. `compact`: answer in the compact form.
     pub fn lease(
         &mut self,
         worker_id: &str,
         max_units: usize,
+        compact: bool,
         now_ms: u64,
-    ) -> Result<(Vec<Record>, Vec<Lease>), CoreError> {
+    ) -> Result<(Vec<Record>, Leases), CoreError> {
         check_lease_request(worker_id, max_units)?;
         // Grants in a row in one group are one record: usually one.
         let mut records = Vec::with_capacity(1);
-        let leases = self.lease_onto(&mut records, worker_id, max_units, now_ms)?;
+        let leases = self.lease_onto(&mut records, worker_id, max_units, compact, now_ms)?;
         Ok((records, leases))
     }
 
@@ -125,11 +126,12 @@ impl Core {
         records: &mut Vec<Record>,
         worker_id: &str,
         max_units: usize,
+        compact: bool,
         now_ms: u64,
-    ) -> Result<Vec<Lease>, CoreError> {
+    ) -> Result<Leases, CoreError> {
         self.note_worker(worker_id, max_units as u32, now_ms);
         self.promote_due(now_ms);
-        let mut leases = Vec::with_capacity(max_units.min(self.ready.len()));
+        let mut leases = Leases::new(compact, max_units.min(self.ready.len()));
         let mut held_back = Vec::new();
         // One pass over the queue at most, so a fully blocked queue costs
         // one scan, not a loop.
@@ -152,7 +154,7 @@ impl Core {
             let lease_ms = self.config.lease_ms;
             self.grant(pos, lease_id, worker_id, lease_ms, now_ms)?;
             self.journal_grant(records, pos, lease_id, worker_id, lease_ms);
-            leases.push(self.lease_view(pos, lease_id));
+            self.push_lease(&mut leases, pos, lease_id);
         }
         for pos in held_back.into_iter().rev() {
             self.ready.push_front(pos);
@@ -360,14 +362,14 @@ impl Core {
         }
         let Some(next) = next else {
             let (records, results) = self.commit(token, items, now_ms)?;
-            return Ok((records, (results, Vec::new())));
+            return Ok((records, (results, Leases::default())));
         };
         // One vector for both, usually a record of commits and one of
         // grants (a run each).
         let most = next.max_units as usize;
         let mut records = Vec::with_capacity(2);
         let results = self.commit_onto(&mut records, token, items, now_ms)?;
-        let leases = self.lease_onto(&mut records, &next.worker_id, most, now_ms)?;
+        let leases = self.lease_onto(&mut records, &next.worker_id, most, next.compact, now_ms)?;
         Ok((records, (results, leases)))
     }
 
@@ -561,144 +563,6 @@ impl Core {
             unit: unit.unit,
         })
     }
-
-    /// Everything a worker needs to run a leased unit.
-    fn lease_view(&self, pos: Pos, lease_id: u64) -> Lease {
-        let pipeline = &self.pipelines[pos.pipeline as usize];
-        let spec = &pipeline.spec.groups[pos.group as usize];
-        let unit = self.unit(pos);
-        let (inputs, input_slices) = self.inputs_of(pos.pipeline, pos.group, &unit.source);
-        Lease {
-            unit: Some(UnitRef {
-                pipeline_id: pipeline.id.clone(),
-                group: spec.name.clone(),
-                unit: pos.unit,
-            }),
-            lease_id,
-            lease_ms: self.config.lease_ms,
-            config_version: self.group(pos).config_version,
-            server_token: self.server_token.clone(),
-            output_prefix: output_prefix(&pipeline.id, &spec.name, pos.unit, lease_id),
-            store_root: self.config.store_root.clone(),
-            store_url: self.config.store_url.clone(),
-            task: spec.task.clone(),
-            command: spec.command.clone(),
-            workdir: spec.workdir.clone(),
-            env: spec.env.clone(),
-            params: pipeline.spec.params.clone(),
-            inputs,
-            input_slices,
-            attempt: unit.grants,
-            partitions: self.group(pos).wiring.write_partitions,
-            config: spec.config.clone(),
-        }
-    }
-
-    /// A unit's whole input files and byte ranges, as absolute paths.
-    fn inputs_of(
-        &self,
-        pipeline: u32,
-        group: u32,
-        source: &UnitSource,
-    ) -> (Vec<String>, Vec<InputSlice>) {
-        let upstream = &self.pipelines[pipeline as usize].groups[group as usize]
-            .wiring
-            .upstream;
-        let committed = || {
-            upstream.iter().flat_map(move |&up| {
-                let units = self.pipelines[pipeline as usize].groups[up as usize]
-                    .units
-                    .len() as u32;
-                (0..units).map(move |unit| Pos {
-                    pipeline,
-                    group: up,
-                    unit,
-                })
-            })
-        };
-        match source {
-            UnitSource::Given(given) => (given.files.clone(), given.slices.clone()),
-            UnitSource::Nothing => (Vec::new(), Vec::new()),
-            &UnitSource::Upstream { group, unit } => (
-                self.committed_paths(
-                    Pos {
-                        pipeline,
-                        group,
-                        unit,
-                    },
-                    None,
-                ),
-                Vec::new(),
-            ),
-            &UnitSource::Partition(r) => {
-                let part = partition_name(r);
-                let paths = committed().flat_map(|pos| self.committed_paths(pos, Some(&part)));
-                (paths.collect(), Vec::new())
-            }
-            UnitSource::Gather => {
-                let paths = committed().flat_map(|pos| self.committed_paths(pos, None));
-                (paths.collect(), Vec::new())
-            }
-        }
-    }
-
-    /// Full paths of a committed unit's output files (empty otherwise):
-    /// absolute paths in a local store, URLs in a remote one.
-    /// `only`: just the file of that name (a shuffle's partition).
-    pub(super) fn committed_paths(&self, pos: Pos, only: Option<&str>) -> Vec<String> {
-        let UnitState::Committed { lease_id, files } = &self.unit(pos).state else {
-            return Vec::new();
-        };
-        let pipeline = &self.pipelines[pos.pipeline as usize];
-        let group = &pipeline.spec.groups[pos.group as usize].name;
-        let prefix = output_prefix(&pipeline.id, group, pos.unit, *lease_id);
-        let root = if self.config.store_url.is_empty() {
-            self.config.store_root.trim_end_matches('/')
-        } else {
-            self.config.store_url.trim_end_matches('/')
-        };
-        files
-            .iter()
-            .filter(|f| only.is_none_or(|name| f.name == name))
-            .map(|f| format!("{root}/{prefix}{}", f.name))
-            .collect()
-    }
-}
-
-/// Check 4: an attempt writes only under its own prefix, which holds the
-/// lease id, so names relative to it can never collide with another attempt.
-/// The file a shuffle's unit r reads from every upstream unit.
-pub fn partition_name(r: u32) -> String {
-    format!("part-{r:05}")
-}
-
-pub fn output_prefix(pipeline_id: &str, group: &str, unit: u32, lease_id: u64) -> String {
-    // Built by hand: `format!` grew the string several times and cost a
-    // tenth of the master's instructions in a batched run (BENCHMARKS.md).
-    let mut prefix = String::with_capacity(pipeline_id.len() + group.len() + 34);
-    for part in [pipeline_id, "/", group, "/"] {
-        prefix.push_str(part);
-    }
-    push_decimal(&mut prefix, unit.into());
-    prefix.push('/');
-    push_decimal(&mut prefix, lease_id);
-    prefix.push('/');
-    prefix
-}
-
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20]; // u64::MAX has 20
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.push_str(std::str::from_utf8(&digits[start..]).expect("ASCII digits"));
 }
 
 /// What an accepted commit item changes.

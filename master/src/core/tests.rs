@@ -4,7 +4,9 @@
 use taskmaster_proto::journal::{self, Record, UnitAddr, record::Kind};
 use taskmaster_proto::v1::*;
 
-use super::ops::output_prefix;
+use taskmaster_proto::compact::expand;
+
+use super::lease_view::output_prefix;
 use super::{Core, CoreConfig, CoreError, Refusal};
 
 pub const LEASE_MS: u64 = 1000;
@@ -98,9 +100,9 @@ fn rec(kind: Kind) -> Record {
 fn leased() -> (Core, Lease) {
     let mut core = core();
     core.submit("p-1", two_groups(2), 5, 0).unwrap();
-    let (_, mut leases) = core.lease("w1", 1, 0).unwrap();
+    let (_, mut leases) = core.lease("w1", 1, false, 0).unwrap();
     core.check_invariants().unwrap();
-    (core, leases.remove(0))
+    (core, leases.leases.remove(0))
 }
 
 fn counts(core: &Core, group: usize) -> UnitCounts {
@@ -143,7 +145,7 @@ fn bad_submit_changes_nothing() {
 fn lease_journals_the_grant_and_hands_out_a_unique_prefix() {
     let mut core = core();
     core.submit("p-1", two_groups(2), 5, 0).unwrap();
-    let (records, leases) = core.lease("w1", 5, 0).unwrap();
+    let (records, leases) = core.lease("w1", 5, false, 0).unwrap();
     // One record for the call's grants in a row in one group.
     let grants = rec(Kind::LeasesGranted(journal::LeasesGranted {
         pipeline_id: "p-1".into(),
@@ -159,7 +161,7 @@ fn lease_journals_the_grant_and_hands_out_a_unique_prefix() {
     assert_eq!((leases[1].attempt, leases[1].config_version), (1, 1));
     assert_eq!(leases[1].server_token, "tok");
     assert!(
-        core.lease("w1", 5, 0).unwrap().0.is_empty(),
+        core.lease("w1", 5, false, 0).unwrap().0.is_empty(),
         "nothing left to lease"
     );
     core.check_invariants().unwrap();
@@ -185,7 +187,7 @@ fn commit_journals_outputs_and_feeds_downstream() {
     }));
     assert_eq!(records, vec![want]);
     assert_eq!(counts(&core, 1).pending, 1);
-    let (_, down) = core.lease("w2", 5, 10).unwrap();
+    let (_, down) = core.lease("w2", 5, false, 10).unwrap();
     let b = down
         .iter()
         .find(|l| l.unit.as_ref().unwrap().group == "b")
@@ -252,6 +254,7 @@ fn next(worker_id: &str, max_units: u32) -> LeaseNext {
     LeaseNext {
         worker_id: worker_id.into(),
         max_units,
+        compact: false,
     }
 }
 
@@ -293,6 +296,64 @@ fn commit_and_lease_commits_then_leases_in_one_change() {
     assert_eq!((results, leases.len()), (vec![Ok(())], 0));
 }
 
+/// A compact reply's leases of one group share one `LeaseGroup`, carry
+/// none of its fields themselves, and expand to exactly the full leases;
+/// the form changes neither the records nor the state.
+#[test]
+fn compact_leases_expand_to_the_full_leases() {
+    let mut core = core();
+    let mut spec = two_groups(3);
+    spec.params = [("day".to_string(), "2026-12-03".to_string())].into();
+    spec.groups[0].env = [("LANG".to_string(), "C".to_string())].into();
+    spec.groups[0].config = [("k".to_string(), "v".to_string())].into();
+    core.submit("p-1", spec, 5, 0).unwrap();
+    core.submit("p-2", two_groups(2), 5, 0).unwrap();
+
+    let mut full = core.clone();
+    let (full_records, full_leases) = full.lease("w", 4, false, 1).unwrap();
+    let (records, compact) = core.lease("w", 4, true, 1).unwrap();
+    assert_eq!(records, full_records);
+    assert_eq!(full.to_snapshot(1, 0), core.to_snapshot(1, 0));
+    assert!(full_leases.groups.is_empty());
+    // Three units of p-1 and one of p-2: two groups.
+    let pipelines: Vec<_> = compact
+        .groups
+        .iter()
+        .map(|g| g.pipeline_id.as_str())
+        .collect();
+    assert_eq!(pipelines, ["p-1", "p-2"]);
+    let refs: Vec<_> = compact.iter().map(|l| l.lease_group).collect();
+    assert_eq!(refs, [1, 1, 1, 2]);
+    assert!(
+        compact
+            .iter()
+            .all(|l| l.server_token.is_empty() && l.output_prefix.is_empty() && l.task.is_empty()),
+        "{compact:?}"
+    );
+    let expanded = expand(compact.leases.clone(), &compact.groups).unwrap();
+    assert_eq!(expanded, full_leases.leases);
+
+    // The same through a commit's `lease_next`.
+    let items: Vec<_> = expanded.iter().map(|l| done(l, &["x"])).collect();
+    let compact_next = LeaseNext {
+        compact: true,
+        ..next("w", 10)
+    };
+    let (full_records, (full_results, full_leases)) = full
+        .commit_and_lease("tok", &items, Some(&next("w", 10)), 2)
+        .unwrap();
+    let (records, (results, compact)) = core
+        .commit_and_lease("tok", &items, Some(&compact_next), 2)
+        .unwrap();
+    assert_eq!((records, results), (full_records, full_results));
+    assert!(!compact.is_empty());
+    assert_eq!(
+        expand(compact.leases, &compact.groups).unwrap(),
+        full_leases.leases
+    );
+    core.check_invariants().unwrap();
+}
+
 #[test]
 fn commit_and_lease_leases_even_when_an_item_is_refused() {
     let (mut core, lease) = leased();
@@ -325,7 +386,7 @@ fn commit_and_lease_with_a_bad_lease_request_commits_nothing() {
 fn commits_in_a_row_are_one_record_and_a_failure_between_them_splits_it() {
     let mut core = core();
     core.submit("p-1", two_groups(4), 5, 0).unwrap();
-    let (mut journal, leases) = core.lease("w1", 4, 0).unwrap();
+    let (mut journal, leases) = core.lease("w1", 4, false, 0).unwrap();
     let items = [
         done(&leases[0], &["x"]),
         done(&leases[1], &["y", "z"]),
@@ -383,7 +444,7 @@ fn commits_in_a_row_are_one_record_and_a_failure_between_them_splits_it() {
 fn journals_of_one_record_a_unit_still_replay() {
     let mut core = core();
     core.submit("p-1", two_groups(2), 5, 0).unwrap();
-    let (_, leases) = core.lease("w1", 1, 0).unwrap();
+    let (_, leases) = core.lease("w1", 1, false, 0).unwrap();
     core.commit("tok", &[done(&leases[0], &["out"])], 10)
         .unwrap();
 
@@ -467,7 +528,7 @@ fn replay_of(core: &Core, tail: Vec<Record>) -> Vec<Record> {
     let mut fresh = super::tests::core();
     let mut journal = vec![Core::init_record("tok", 1)];
     journal.extend(fresh.submit("p-1", two_groups(2), 5, 0).unwrap());
-    journal.extend(fresh.lease("w1", 1, 0).unwrap().0);
+    journal.extend(fresh.lease("w1", 1, false, 0).unwrap().0);
     assert_eq!(fresh.config(), core.config());
     journal.extend(tail);
     journal
@@ -486,7 +547,7 @@ fn expiry_returns_the_unit_and_the_old_lease_cannot_commit() {
         }))]
     );
     assert_eq!(counts(&core, 0).pending, 2);
-    let (_, again) = core.lease("w2", 2, LEASE_MS).unwrap();
+    let (_, again) = core.lease("w2", 2, false, LEASE_MS).unwrap();
     assert_eq!(
         again[1].unit.as_ref().unwrap().unit,
         0,
@@ -519,7 +580,7 @@ fn failures_retry_then_fail_the_unit_and_the_pipeline() {
     let mut core = core();
     core.submit("p-1", two_groups(1), 5, 0).unwrap();
     for attempt in 1..=2 {
-        let (_, leases) = core.lease("w1", 1, 0).unwrap();
+        let (_, leases) = core.lease("w1", 1, false, 0).unwrap();
         let (records, _) = core
             .commit("tok", &[failed(&leases[0], "boom")], 0)
             .unwrap();
@@ -557,7 +618,7 @@ fn release_does_not_count_an_attempt() {
 fn pipeline_succeeds_when_every_group_is_complete() {
     let (mut core, lease) = leased();
     core.commit("tok", &[done(&lease, &["o"])], 1).unwrap();
-    while let (_, leases) = core.lease("w", 10, 1).unwrap()
+    while let (_, leases) = core.lease("w", 10, false, 1).unwrap()
         && !leases.is_empty()
     {
         let items: Vec<_> = leases.iter().map(|l| done(l, &["o"])).collect();
@@ -574,7 +635,7 @@ fn replay_rebuilds_the_same_state() {
     let mut core = core();
     let mut journal = vec![Core::init_record("tok", 1)];
     journal.extend(core.submit("p-1", two_groups(3), 5, 0).unwrap());
-    let (records, leases) = core.lease("w", 3, 0).unwrap();
+    let (records, leases) = core.lease("w", 3, false, 0).unwrap();
     journal.extend(records);
     journal.extend(
         core.commit("tok", &[done(&leases[0], &["o"])], 1)
@@ -603,7 +664,7 @@ fn group(name: &str, after: &[&str]) -> GroupSpec {
 }
 
 fn lease_all(core: &mut Core, now: u64) -> Vec<Lease> {
-    core.lease("w", 100, now).unwrap().1
+    core.lease("w", 100, false, now).unwrap().1.leases
 }
 
 fn in_group<'a>(leases: &'a [Lease], name: &str) -> Vec<&'a Lease> {
@@ -724,7 +785,7 @@ fn a_remote_store_names_outputs_by_url() {
     };
     let mut core = Core::recover(config, [Core::init_record("tok", 1)], 0).unwrap();
     core.submit("p-1", two_groups(1), 5, 0).unwrap();
-    let (_, leases) = core.lease("w1", 1, 0).unwrap();
+    let (_, leases) = core.lease("w1", 1, false, 0).unwrap();
     assert_eq!(leases[0].store_url, "s3://bucket/pfx");
     assert!(leases[0].store_root.is_empty());
     core.commit("tok", &[done(&leases[0], &["sub/out.txt"])], 1)
@@ -734,17 +795,7 @@ fn a_remote_store_names_outputs_by_url() {
         core.outputs("p-1", "a").unwrap()[0].paths,
         vec![url.clone()]
     );
-    let (_, down) = core.lease("w1", 1, 1).unwrap();
+    let (_, down) = core.lease("w1", 1, false, 1).unwrap();
     assert_eq!(down[0].inputs, vec![url]);
     core.check_invariants().unwrap();
-}
-
-#[test]
-fn output_prefixes_spell_every_number_in_full() {
-    assert_eq!(output_prefix("p-1", "a", 0, 0), "p-1/a/0/0/");
-    assert_eq!(output_prefix("p", "g", 10, 909), "p/g/10/909/");
-    assert_eq!(
-        output_prefix("wc-0badcafe", "map", u32::MAX, u64::MAX),
-        format!("wc-0badcafe/map/{}/{}/", u32::MAX, u64::MAX)
-    );
 }

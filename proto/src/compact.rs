@@ -1,0 +1,211 @@
+//! The compact form of leases (`LeaseRequest.compact`, `LeaseNext.compact`):
+//! what the leases of one group share comes once per reply, as a
+//! [`LeaseGroup`], and [`expand`] rebuilds the full [`Lease`]s from it.
+//!
+//! A full lease repeats about six strings of its group (pipeline and group
+//! names, server token, store root, task, output prefix); building,
+//! encoding, decoding and freeing them was about a fifth of the master's
+//! instructions in a batched run (BENCHMARKS.md, twelfth pass).
+
+use thiserror::Error;
+
+use crate::v1::{Lease, LeaseGroup, UnitRef};
+
+/// A compact reply that does not hold together.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CompactError {
+    #[error("lease {lease_id} names lease group {index}, but the reply has {groups}")]
+    NoSuchGroup {
+        lease_id: u64,
+        index: u32,
+        groups: usize,
+    },
+}
+
+/// The store-relative prefix an attempt writes under:
+/// `<pipeline_id>/<group>/<unit>/<lease_id>/`. It holds the lease id, so
+/// names under it can never collide with another attempt's.
+pub fn output_prefix(pipeline_id: &str, group: &str, unit: u32, lease_id: u64) -> String {
+    // Built by hand: `format!` grew the string several times and cost a
+    // tenth of the master's instructions in a batched run (BENCHMARKS.md).
+    let mut prefix = String::with_capacity(pipeline_id.len() + group.len() + 34);
+    for part in [pipeline_id, "/", group, "/"] {
+        prefix.push_str(part);
+    }
+    push_decimal(&mut prefix, unit.into());
+    prefix.push('/');
+    push_decimal(&mut prefix, lease_id);
+    prefix.push('/');
+    prefix
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20]; // u64::MAX has 20
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[start..]).expect("ASCII digits"));
+}
+
+/// Full leases from a reply's `leases` and `lease_groups`. Leases that are
+/// already full (`lease_group` 0) pass unchanged, so a client may call it
+/// on any reply.
+pub fn expand(leases: Vec<Lease>, groups: &[LeaseGroup]) -> Result<Vec<Lease>, CompactError> {
+    leases
+        .into_iter()
+        .map(|lease| expand_one(lease, groups))
+        .collect()
+}
+
+fn expand_one(mut lease: Lease, groups: &[LeaseGroup]) -> Result<Lease, CompactError> {
+    if lease.lease_group == 0 {
+        return Ok(lease);
+    }
+    let group = (lease.lease_group as usize)
+        .checked_sub(1)
+        .and_then(|i| groups.get(i))
+        .ok_or(CompactError::NoSuchGroup {
+            lease_id: lease.lease_id,
+            index: lease.lease_group,
+            groups: groups.len(),
+        })?;
+    let unit = lease.unit.as_ref().map_or(0, |u| u.unit);
+    lease.unit = Some(UnitRef {
+        pipeline_id: group.pipeline_id.clone(),
+        group: group.group.clone(),
+        unit,
+    });
+    lease.output_prefix = output_prefix(&group.pipeline_id, &group.group, unit, lease.lease_id);
+    lease.lease_ms = group.lease_ms;
+    lease.config_version = group.config_version;
+    lease.server_token = group.server_token.clone();
+    lease.store_root = group.store_root.clone();
+    lease.store_url = group.store_url.clone();
+    lease.task = group.task.clone();
+    lease.command = group.command.clone();
+    lease.workdir = group.workdir.clone();
+    lease.env = group.env.clone();
+    lease.params = group.params.clone();
+    lease.partitions = group.partitions;
+    lease.config = group.config.clone();
+    lease.lease_group = 0;
+    Ok(lease)
+}
+
+/// The part of a full lease its group shares: what [`expand`] puts back.
+/// The master builds each reply's groups with it.
+pub fn group_of(lease: &Lease) -> LeaseGroup {
+    let unit = lease.unit.as_ref();
+    LeaseGroup {
+        pipeline_id: unit.map(|u| u.pipeline_id.clone()).unwrap_or_default(),
+        group: unit.map(|u| u.group.clone()).unwrap_or_default(),
+        lease_ms: lease.lease_ms,
+        config_version: lease.config_version,
+        server_token: lease.server_token.clone(),
+        store_root: lease.store_root.clone(),
+        store_url: lease.store_url.clone(),
+        task: lease.task.clone(),
+        command: lease.command.clone(),
+        workdir: lease.workdir.clone(),
+        env: lease.env.clone(),
+        params: lease.params.clone(),
+        partitions: lease.partitions,
+        config: lease.config.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_prefixes_spell_every_number_in_full() {
+        assert_eq!(output_prefix("p-1", "a", 0, 0), "p-1/a/0/0/");
+        assert_eq!(output_prefix("p", "g", 10, 909), "p/g/10/909/");
+        assert_eq!(
+            output_prefix("wc-0badcafe", "map", u32::MAX, u64::MAX),
+            "wc-0badcafe/map/4294967295/18446744073709551615/"
+        );
+    }
+
+    fn full_lease(unit: u32, lease_id: u64) -> Lease {
+        Lease {
+            unit: Some(UnitRef {
+                pipeline_id: "p-1".into(),
+                group: "map".into(),
+                unit,
+            }),
+            lease_id,
+            lease_ms: 30_000,
+            config_version: 3,
+            server_token: "token".into(),
+            output_prefix: output_prefix("p-1", "map", unit, lease_id),
+            store_root: "/store".into(),
+            store_url: String::new(),
+            task: "wordcount".into(),
+            command: vec!["run".into(), "--fast".into()],
+            workdir: "/work".into(),
+            env: [("A".to_string(), "1".to_string())].into(),
+            params: [("day".to_string(), "2026-12-03".to_string())].into(),
+            inputs: vec![format!("/in/{unit}")],
+            input_slices: Vec::new(),
+            attempt: 2,
+            partitions: 4,
+            config: [("k".to_string(), "v".to_string())].into(),
+            lease_group: 0,
+        }
+    }
+
+    /// The compact form of `lease`: only its own fields, and a group.
+    fn compact(lease: &Lease, lease_group: u32) -> Lease {
+        Lease {
+            unit: Some(UnitRef {
+                unit: lease.unit.as_ref().unwrap().unit,
+                ..UnitRef::default()
+            }),
+            lease_id: lease.lease_id,
+            inputs: lease.inputs.clone(),
+            input_slices: lease.input_slices.clone(),
+            attempt: lease.attempt,
+            lease_group,
+            ..Lease::default()
+        }
+    }
+
+    #[test]
+    fn expanding_gives_back_the_full_leases() {
+        let full = vec![full_lease(0, 7), full_lease(5, 8)];
+        let groups = vec![group_of(&full[0])];
+        let compacted = full.iter().map(|l| compact(l, 1)).collect();
+        assert_eq!(expand(compacted, &groups).unwrap(), full);
+    }
+
+    #[test]
+    fn full_leases_pass_unchanged() {
+        let full = vec![full_lease(1, 9)];
+        assert_eq!(expand(full.clone(), &[]).unwrap(), full);
+    }
+
+    #[test]
+    fn a_group_index_past_the_reply_is_refused() {
+        let lease = compact(&full_lease(0, 7), 2);
+        let groups = vec![group_of(&full_lease(0, 7))];
+        let err = expand(vec![lease], &groups).unwrap_err();
+        assert_eq!(
+            err,
+            CompactError::NoSuchGroup {
+                lease_id: 7,
+                index: 2,
+                groups: 1
+            }
+        );
+        assert!(err.to_string().contains("lease group 2"), "{err}");
+    }
+}
