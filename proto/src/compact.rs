@@ -55,8 +55,9 @@ fn push_decimal(out: &mut String, mut n: u64) {
 }
 
 /// Full leases from a reply's `leases` and `lease_groups`. Leases that are
-/// already full (`lease_group` 0) pass unchanged, so a client may call it
-/// on any reply.
+/// already full (`lease_group` 0; the master sends a lone lease so even
+/// when asked for the compact form) pass unchanged, so a client may call
+/// it on any reply.
 pub fn expand(leases: Vec<Lease>, groups: &[LeaseGroup]) -> Result<Vec<Lease>, CompactError> {
     leases
         .into_iter()

@@ -15,18 +15,23 @@ pub struct Leases {
     pub leases: Vec<Lease>,
     /// What the compact leases share (empty for full leases).
     pub groups: Vec<LeaseGroup>,
-    /// The (pipeline, group) of each entry of `groups`.
-    group_keys: Vec<(u32, u32)>,
     compact: bool,
+    /// The (pipeline, group) of the last lease and its index in `groups`.
+    last_group: Option<((u32, u32), usize)>,
 }
 
 impl Leases {
-    /// An empty answer that will hold compact leases when `compact`.
-    pub fn new(compact: bool, capacity: usize) -> Leases {
+    /// An empty answer of up to `most` leases, compact when `compact`
+    /// and `most` is more than one: a single lease shares nothing with
+    /// another, and its group would cost more than it saves (callgrind,
+    /// BENCHMARKS.md, twelfth pass). [`taskmaster_proto::compact::expand`]
+    /// passes full leases unchanged.
+    pub fn new(compact: bool, most: usize) -> Leases {
         Leases {
-            leases: Vec::with_capacity(capacity),
-            compact,
-            ..Leases::default()
+            leases: Vec::with_capacity(most),
+            groups: Vec::new(),
+            compact: compact && most > 1,
+            last_group: None,
         }
     }
 }
@@ -67,15 +72,23 @@ impl Core {
             return;
         }
         let key = (pos.pipeline, pos.group);
-        // A reply's leases mostly come from one group: try the last first.
-        let index = match out.group_keys.iter().rposition(|&k| k == key) {
-            Some(i) => i,
-            None => {
-                out.groups.push(self.lease_group_view(pos));
-                out.group_keys.push(key);
-                out.group_keys.len() - 1
+        // A reply's leases mostly come from one group: the last one's.
+        let index = match out.last_group {
+            Some((last, index)) if last == key => index,
+            _ => {
+                let pipeline = &self.pipelines[pos.pipeline as usize];
+                let name = &pipeline.spec.groups[pos.group as usize].name;
+                let seen = out
+                    .groups
+                    .iter()
+                    .position(|g| g.group == *name && g.pipeline_id == pipeline.id);
+                seen.unwrap_or_else(|| {
+                    out.groups.push(self.lease_group_view(pos));
+                    out.groups.len() - 1
+                })
             }
         };
+        out.last_group = Some((key, index));
         let unit = self.unit(pos);
         let (inputs, input_slices) = self.inputs_of(pos.pipeline, pos.group, &unit.source);
         out.leases.push(Lease {

@@ -351,6 +351,12 @@ fn compact_leases_expand_to_the_full_leases() {
         expand(compact.leases, &compact.groups).unwrap(),
         full_leases.leases
     );
+
+    // A lone lease comes full: a group of its own would save nothing.
+    let (_, full_one) = full.lease("w", 1, false, 3).unwrap();
+    let (_, one) = core.lease("w", 1, true, 3).unwrap();
+    assert!(one.groups.is_empty());
+    assert_eq!(one.leases, full_one.leases);
     core.check_invariants().unwrap();
 }
 
