@@ -65,18 +65,31 @@ pub fn expand(leases: Vec<Lease>, groups: &[LeaseGroup]) -> Result<Vec<Lease>, C
         .collect()
 }
 
-fn expand_one(mut lease: Lease, groups: &[LeaseGroup]) -> Result<Lease, CompactError> {
+/// The group a compact lease names in its reply's `groups`; `None` for a
+/// full lease. For a client that needs only part of a lease (say, what a
+/// commit names) and so does not [`expand`] it.
+pub fn group_in<'a>(
+    lease: &Lease,
+    groups: &'a [LeaseGroup],
+) -> Result<Option<&'a LeaseGroup>, CompactError> {
     if lease.lease_group == 0 {
-        return Ok(lease);
+        return Ok(None);
     }
-    let group = (lease.lease_group as usize)
+    (lease.lease_group as usize)
         .checked_sub(1)
         .and_then(|i| groups.get(i))
+        .map(Some)
         .ok_or(CompactError::NoSuchGroup {
             lease_id: lease.lease_id,
             index: lease.lease_group,
             groups: groups.len(),
-        })?;
+        })
+}
+
+fn expand_one(mut lease: Lease, groups: &[LeaseGroup]) -> Result<Lease, CompactError> {
+    let Some(group) = group_in(&lease, groups)? else {
+        return Ok(lease);
+    };
     let unit = lease.unit.as_ref().map_or(0, |u| u.unit);
     lease.unit = Some(UnitRef {
         pipeline_id: group.pipeline_id.clone(),
@@ -100,28 +113,6 @@ fn expand_one(mut lease: Lease, groups: &[LeaseGroup]) -> Result<Lease, CompactE
     Ok(lease)
 }
 
-/// The part of a full lease its group shares: what [`expand`] puts back.
-/// The master builds each reply's groups with it.
-pub fn group_of(lease: &Lease) -> LeaseGroup {
-    let unit = lease.unit.as_ref();
-    LeaseGroup {
-        pipeline_id: unit.map(|u| u.pipeline_id.clone()).unwrap_or_default(),
-        group: unit.map(|u| u.group.clone()).unwrap_or_default(),
-        lease_ms: lease.lease_ms,
-        config_version: lease.config_version,
-        server_token: lease.server_token.clone(),
-        store_root: lease.store_root.clone(),
-        store_url: lease.store_url.clone(),
-        task: lease.task.clone(),
-        command: lease.command.clone(),
-        workdir: lease.workdir.clone(),
-        env: lease.env.clone(),
-        params: lease.params.clone(),
-        partitions: lease.partitions,
-        config: lease.config.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +125,27 @@ mod tests {
             output_prefix("wc-0badcafe", "map", u32::MAX, u64::MAX),
             "wc-0badcafe/map/4294967295/18446744073709551615/"
         );
+    }
+
+    /// The part of a full lease its group shares: what [`expand`] puts back.
+    fn group_of(lease: &Lease) -> LeaseGroup {
+        let unit = lease.unit.as_ref();
+        LeaseGroup {
+            pipeline_id: unit.map(|u| u.pipeline_id.clone()).unwrap_or_default(),
+            group: unit.map(|u| u.group.clone()).unwrap_or_default(),
+            lease_ms: lease.lease_ms,
+            config_version: lease.config_version,
+            server_token: lease.server_token.clone(),
+            store_root: lease.store_root.clone(),
+            store_url: lease.store_url.clone(),
+            task: lease.task.clone(),
+            command: lease.command.clone(),
+            workdir: lease.workdir.clone(),
+            env: lease.env.clone(),
+            params: lease.params.clone(),
+            partitions: lease.partitions,
+            config: lease.config.clone(),
+        }
     }
 
     fn full_lease(unit: u32, lease_id: u64) -> Lease {

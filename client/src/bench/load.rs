@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use taskmaster_proto::compact;
 use taskmaster_proto::v1::task_master_client::TaskMasterClient;
 use taskmaster_proto::v1::{
     CommitItem, CommitRequest, CommitResponse, GroupSpec, ItemStatus, Lease, LeaseGroup, LeaseNext,
@@ -192,25 +193,17 @@ impl Held {
             refs: Vec::with_capacity(leases.len()),
         };
         for lease in leases {
-            if lease.lease_group == 0 {
+            let group = compact::group_in(&lease, groups).map_err(|e| BenchError::Refused {
+                call: "Lease",
+                message: e.to_string(),
+            })?;
+            let Some(group) = group else {
                 if held.token.is_empty() {
                     held.token.clone_from(&lease.server_token);
                 }
                 held.refs.push(lease_ref(lease));
                 continue;
-            }
-            let group = (lease.lease_group as usize)
-                .checked_sub(1)
-                .and_then(|i| groups.get(i))
-                .ok_or_else(|| BenchError::Refused {
-                    call: "Lease",
-                    message: format!(
-                        "lease {} names lease group {} of {}",
-                        lease.lease_id,
-                        lease.lease_group,
-                        groups.len()
-                    ),
-                })?;
+            };
             if held.token.is_empty() {
                 held.token.clone_from(&group.server_token);
             }
@@ -450,6 +443,45 @@ mod tests {
             UNITS_PER_PIPELINE,
             taskmaster_master::core::limits::INPUTS_PER_GROUP_MAX as u64
         );
+    }
+
+    #[test]
+    fn compact_and_full_leases_give_the_same_references() {
+        let group = LeaseGroup {
+            pipeline_id: "p-1".into(),
+            group: "units".into(),
+            config_version: 4,
+            server_token: "tok".into(),
+            ..LeaseGroup::default()
+        };
+        let full = Lease {
+            unit: Some(UnitRef {
+                pipeline_id: "p-1".into(),
+                group: "units".into(),
+                unit: 7,
+            }),
+            lease_id: 11,
+            config_version: 4,
+            server_token: "tok".into(),
+            ..Lease::default()
+        };
+        let compact = Lease {
+            unit: Some(UnitRef {
+                unit: 7,
+                ..UnitRef::default()
+            }),
+            lease_id: 11,
+            lease_group: 1,
+            ..Lease::default()
+        };
+        let from_full = Held::from_reply(vec![full], &[]).unwrap();
+        let from_compact = Held::from_reply(vec![compact.clone()], &[group]).unwrap();
+        assert_eq!(from_full.token, "tok");
+        assert_eq!(from_compact.token, "tok");
+        assert_eq!(from_compact.refs, from_full.refs);
+
+        let err = Held::from_reply(vec![compact], &[]).unwrap_err();
+        assert!(err.to_string().contains("lease group 1"), "{err}");
     }
 
     #[test]
