@@ -1,5 +1,5 @@
 //! Benchmarks of the pure core's transitions (issue 6): lease + commit per
-//! unit and in batches of 100, submit of a 100,000-unit pipeline, and the
+//! unit and in batches of 100 (full and compact leases), submit of a 100,000-unit pipeline, and the
 //! replay (`Core::recover`) of the journal of 100,000 committed units, and
 //! deleting a finished pipeline ahead of 1,000,000 pending units.
 //!
@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use prost::Message as _;
+use taskmaster_master::core::lease_view::Leases;
 use taskmaster_master::core::{Core, CoreConfig};
+use taskmaster_proto::compact::group_in;
 use taskmaster_proto::journal::Record;
 use taskmaster_proto::v1::{
-    CommitItem, GroupSpec, Lease, LeaseRef, OutputFile, Outputs, PipelineSpec, commit_item,
+    CommitItem, GroupSpec, LeaseRef, OutputFile, Outputs, PipelineSpec, UnitRef, commit_item,
 };
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
@@ -66,21 +68,38 @@ fn spec(units: u64) -> PipelineSpec {
     }
 }
 
-/// A successful commit of `lease` with one output file.
-fn done(lease: &Lease) -> CommitItem {
-    CommitItem {
-        lease: Some(LeaseRef {
-            unit: lease.unit.clone(),
-            lease_id: lease.lease_id,
-            config_version: lease.config_version,
-        }),
-        result: Some(commit_item::Result::Outputs(Outputs {
-            files: vec![OutputFile {
-                name: "out.csv".into(),
-                size_bytes: 64 << 20,
-            }],
-        })),
-    }
+/// A successful commit of every lease with one output file each, as a
+/// worker names them: from the lease, or from its group when compact.
+fn done_all(leased: &Leases) -> Vec<CommitItem> {
+    leased
+        .iter()
+        .map(|lease| {
+            let (unit, config_version) = match group_in(lease, &leased.groups).unwrap() {
+                Some(group) => (
+                    Some(UnitRef {
+                        pipeline_id: group.pipeline_id.clone(),
+                        group: group.group.clone(),
+                        unit: lease.unit.as_ref().map_or(0, |u| u.unit),
+                    }),
+                    group.config_version,
+                ),
+                None => (lease.unit.clone(), lease.config_version),
+            };
+            CommitItem {
+                lease: Some(LeaseRef {
+                    unit,
+                    lease_id: lease.lease_id,
+                    config_version,
+                }),
+                result: Some(commit_item::Result::Outputs(Outputs {
+                    files: vec![OutputFile {
+                        name: "out.csv".into(),
+                        size_bytes: 64 << 20,
+                    }],
+                })),
+            }
+        })
+        .collect()
 }
 
 /// A core with at least `units` pending `a` units, in pipelines of at most
@@ -99,12 +118,13 @@ fn core_with_pending(units: u64) -> Core {
     core
 }
 
-/// Leases `batch` units and commits them all, as a worker with `batch`
-/// slots would; returns the records to journal.
-fn lease_and_commit(core: &mut Core, batch: usize) -> (Vec<Record>, Vec<Record>) {
-    let (granted, leases) = core.lease(WORKER, batch, false, 0).unwrap();
+/// Leases `batch` units (in the compact form with `compact`) and commits
+/// them all, as a worker with `batch` slots would; returns the records to
+/// journal.
+fn lease_and_commit(core: &mut Core, batch: usize, compact: bool) -> (Vec<Record>, Vec<Record>) {
+    let (granted, leases) = core.lease(WORKER, batch, compact, 0).unwrap();
     debug_assert_eq!(leases.len(), batch);
-    let items: Vec<CommitItem> = leases.leases.iter().map(done).collect();
+    let items = done_all(&leases);
     let (committed, results) = core.commit(TOKEN, &items, 0).unwrap();
     debug_assert!(results.iter().all(Result::is_ok));
     (granted, committed)
@@ -119,14 +139,15 @@ fn lease_commit(c: &mut Criterion) {
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    for batch in [1usize, 100] {
+    for (batch, compact) in [(1usize, false), (100, false), (100, true)] {
         group.throughput(Throughput::Elements(batch as u64));
-        group.bench_function(format!("lease_commit/{batch}"), |b| {
+        let form = if compact { "_compact" } else { "" };
+        group.bench_function(format!("lease_commit/{batch}{form}"), |b| {
             b.iter_custom(|iters| {
                 let mut core = core_with_pending(iters * batch as u64);
                 let start = Instant::now();
                 for _ in 0..iters {
-                    black_box(lease_and_commit(&mut core, batch));
+                    black_box(lease_and_commit(&mut core, batch, compact));
                 }
                 let elapsed = start.elapsed();
                 drop(core); // untimed
@@ -144,7 +165,7 @@ fn journal_of_committed_units() -> Vec<Record> {
     let mut records = vec![Core::init_record(TOKEN, 1)];
     records.extend(core.submit("bench-0", spec(PIPELINE_UNITS), 5, 0).unwrap());
     for _ in 0..PIPELINE_UNITS as usize / BATCH_MAX {
-        let (granted, committed) = lease_and_commit(&mut core, BATCH_MAX);
+        let (granted, committed) = lease_and_commit(&mut core, BATCH_MAX, false);
         records.extend(granted);
         records.extend(committed);
     }
@@ -193,7 +214,7 @@ fn large(c: &mut Criterion) {
     // under the state lock, then the encoding done after it.
     let mut core = core_with_pending(PIPELINE_UNITS);
     for _ in 0..PIPELINE_UNITS as usize / 2 / BATCH_MAX {
-        lease_and_commit(&mut core, BATCH_MAX);
+        lease_and_commit(&mut core, BATCH_MAX, false);
     }
     group.bench_function(format!("snapshot_copy/{PIPELINE_UNITS}_units"), |b| {
         b.iter(|| core.snapshot_source(0))
@@ -226,7 +247,7 @@ fn delete(c: &mut Criterion) {
     while let (_, leases) = core.lease(WORKER, BATCH_MAX, false, 0).unwrap()
         && !leases.is_empty()
     {
-        let items: Vec<CommitItem> = leases.leases.iter().map(done).collect();
+        let items = done_all(&leases);
         core.commit(TOKEN, &items, 0).unwrap();
     }
     let mut left = PENDING;
