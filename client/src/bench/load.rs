@@ -184,19 +184,22 @@ pub struct Held {
 }
 
 impl Held {
-    /// The references to a reply's leases, full or compact. A compact
-    /// lease gets its unit's names and config version from its group: a
-    /// worker needs no more to commit it, so the bench builds no more.
-    pub fn from_reply(leases: Vec<Lease>, groups: &[LeaseGroup]) -> Result<Held, BenchError> {
+    /// The references to the leases of a `call`'s reply, full or compact.
+    /// A compact lease gets its unit's names and config version from its
+    /// group: a worker needs no more to commit it, so the bench builds no
+    /// more.
+    pub fn from_reply(
+        call: &'static str,
+        leases: Vec<Lease>,
+        groups: &[LeaseGroup],
+    ) -> Result<Held, BenchError> {
         let mut held = Held {
             token: String::new(),
             refs: Vec::with_capacity(leases.len()),
         };
         for lease in leases {
-            let group = compact::group_in(&lease, groups).map_err(|e| BenchError::Refused {
-                call: "Lease",
-                message: e.to_string(),
-            })?;
+            let group = compact::group_in(&lease, groups)
+                .map_err(|error| BenchError::MalformedReply { call, error })?;
             let Some(group) = group else {
                 if held.token.is_empty() {
                     held.token.clone_from(&lease.server_token);
@@ -243,7 +246,7 @@ async fn lease(
         log.lease_us.push(micros(answered - began));
         log.last_lease = Some(answered);
     }
-    Held::from_reply(reply.leases, &reply.lease_groups)
+    Held::from_reply("Lease", reply.leases, &reply.lease_groups)
 }
 
 /// Releases leases of units that are not the bench's (a `--master` that
@@ -350,7 +353,7 @@ async fn commit(
     if !reply.leases.is_empty() {
         log.last_lease = Some(answered);
     }
-    Held::from_reply(reply.leases, &reply.lease_groups)
+    Held::from_reply("Commit", reply.leases, &reply.lease_groups)
 }
 
 /// Every item of a batch answer must be OK: a refused commit means a unit
@@ -474,14 +477,18 @@ mod tests {
             lease_group: 1,
             ..Lease::default()
         };
-        let from_full = Held::from_reply(vec![full], &[]).unwrap();
-        let from_compact = Held::from_reply(vec![compact.clone()], &[group]).unwrap();
+        let from_full = Held::from_reply("Lease", vec![full], &[]).unwrap();
+        let from_compact = Held::from_reply("Lease", vec![compact.clone()], &[group]).unwrap();
         assert_eq!(from_full.token, "tok");
         assert_eq!(from_compact.token, "tok");
         assert_eq!(from_compact.refs, from_full.refs);
 
-        let err = Held::from_reply(vec![compact], &[]).unwrap_err();
-        assert!(err.to_string().contains("lease group 1"), "{err}");
+        let err = Held::from_reply("Commit", vec![compact], &[]).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("Commit") && message.contains("lease group 1"),
+            "{message}"
+        );
     }
 
     #[test]

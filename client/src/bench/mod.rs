@@ -135,6 +135,12 @@ pub enum BenchError {
     },
     #[error("{call} refused an item: {message}")]
     Refused { call: &'static str, message: String },
+    #[error("{call}'s reply does not hold together: {error}")]
+    MalformedReply {
+        call: &'static str,
+        #[source]
+        error: taskmaster_proto::compact::CompactError,
+    },
     #[error("stalled: {committed} of {units} units committed, none for {idle_s} s")]
     Stalled {
         committed: u64,
