@@ -90,6 +90,8 @@ echo
 for shape in $SHAPES; do
     summary "$shape" units_per_s "units/s"
     summary "$shape" commit_p99_us "commit p99 (us)"
+    summary "$shape" turn_p99_us "on-time p99 (us)"
+    summary "$shape" turns_skipped "turns skipped"
     summary "$shape" master_rss_bytes "master peak RSS (bytes)"
     summary "$shape" bytes_per_pending_unit "bytes per pending unit"
     summary "$shape" disk_peak_per_state "disk / newest snapshot"

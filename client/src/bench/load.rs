@@ -113,6 +113,13 @@ pub struct ClientLog {
     pub lease_us: Vec<u32>,
     pub renew_us: Vec<u32>,
     pub commit_us: Vec<u32>,
+    /// With `--rate`: from each batch's turn to its commit's answer, where
+    /// a turn held up by the client's previous call starts at its due time
+    /// (see [`turn_start`]): what `commit_us` leaves out of a slow spell.
+    pub turn_us: Vec<u32>,
+    /// Turns that passed while this client was still busy with an earlier
+    /// batch: the offered load it did not send (coordinated omission).
+    pub turns_skipped: u64,
     /// Leases of the bench's units received.
     pub leased: u64,
     /// Units committed (acknowledged OK).
@@ -147,9 +154,17 @@ pub async fn run_client(
     });
     // Leases the last commit call brought back (with `lease_on_commit`).
     let mut carried = Held::default();
+    let mut last_turn: Option<Instant> = None;
+    let mut last_answer: Option<Instant> = None;
     while shared.committed.load(Ordering::Relaxed) < shape.units {
-        if let Some(pacer) = &mut pacer {
-            pacer.tick().await;
+        let mut turn = None;
+        if let (Some(pacer), Some(period)) = (&mut pacer, shape.lease_period) {
+            let due = pacer.tick().await.into_std();
+            if let Some(last) = last_turn {
+                log.turns_skipped += turns_skipped(last, due, period);
+            }
+            last_turn = Some(due);
+            turn = Some(turn_start(due, last_answer, Instant::now()));
         }
         let held = if carried.refs.is_empty() {
             lease(&mut calls, &worker_id, &shape, &mut log).await?
@@ -166,6 +181,11 @@ pub async fn run_client(
             renew(&mut calls, &token, &refs, &mut log).await?;
         }
         carried = commit(&mut calls, &token, refs, next.clone(), &mut log).await?;
+        let answered = Instant::now();
+        if let Some(start) = turn {
+            log.turn_us.push(micros(answered - start));
+        }
+        last_answer = Some(answered);
         shared.committed.fetch_add(n, Ordering::Relaxed);
         let since_start = shared.start.elapsed().as_millis() as u64;
         shared.progress_ms.fetch_max(since_start, Ordering::Relaxed);
@@ -173,6 +193,24 @@ pub async fn run_client(
     // Every bench unit is committed, so only other work can be left here.
     give_back_foreign(&mut calls, carried, &shared, &mut log).await?;
     Ok(log)
+}
+
+/// Where a turn's time starts: its due time if the client was still
+/// waiting for its previous answer then (the master held it up), else when
+/// the call went out (tokio's timer fires up to about a millisecond late:
+/// that is the load generator's, not the master's).
+fn turn_start(due: Instant, last_answer: Option<Instant>, sent: Instant) -> Instant {
+    match last_answer {
+        Some(answer) if answer > due => due,
+        _ => sent,
+    }
+}
+
+/// Turns between two that a client took, `period` apart: they passed
+/// while it was busy (tokio's `Skip` drops them).
+fn turns_skipped(last: Instant, due: Instant, period: Duration) -> u64 {
+    let periods = due.saturating_duration_since(last).as_secs_f64() / period.as_secs_f64();
+    (periods.round() as u64).saturating_sub(1)
 }
 
 /// Leases a client holds: what commits or releases them, and the server
@@ -439,6 +477,35 @@ impl Calls {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn turns_skipped_are_the_whole_periods_between_two_taken() {
+        let last = Instant::now();
+        let period = Duration::from_millis(4);
+        assert_eq!(turns_skipped(last, last + period, period), 0);
+        // tokio's timer fires up to a millisecond late: not a skipped turn.
+        assert_eq!(
+            turns_skipped(
+                last,
+                last + period * 3 / 2 - Duration::from_micros(1),
+                period
+            ),
+            0
+        );
+        assert_eq!(turns_skipped(last, last + period * 3, period), 2);
+        assert_eq!(turns_skipped(last, last, period), 0);
+    }
+
+    #[test]
+    fn a_turn_held_up_by_the_previous_answer_counts_from_its_due_time() {
+        let due = Instant::now();
+        let ms = Duration::from_millis;
+        // Answered after the turn was due: the wait counts.
+        assert_eq!(turn_start(due, Some(due + ms(3)), due + ms(3)), due);
+        // Idle at the due time (or the first turn): the timer's lateness does not.
+        assert_eq!(turn_start(due, Some(due - ms(1)), due + ms(1)), due + ms(1));
+        assert_eq!(turn_start(due, None, due + ms(1)), due + ms(1));
+    }
 
     #[test]
     fn units_per_pipeline_is_the_masters_limit() {

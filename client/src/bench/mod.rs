@@ -338,6 +338,9 @@ pub struct MergedLog {
     pub lease: Summary,
     pub renew: Summary,
     pub commit: Summary,
+    /// With `--rate`: from each batch's turn to its commit's answer.
+    pub turn: Summary,
+    pub turns_skipped: u64,
     pub leased: u64,
     pub committed: u64,
     pub foreign_released: u64,
@@ -349,11 +352,14 @@ fn merge(logs: Vec<ClientLog>) -> MergedLog {
     let mut lease_us = Vec::new();
     let mut renew_us = Vec::new();
     let mut commit_us = Vec::new();
+    let mut turn_us = Vec::new();
     let mut merged = MergedLog::default();
     for log in logs {
         lease_us.extend(log.lease_us);
         renew_us.extend(log.renew_us);
         commit_us.extend(log.commit_us);
+        turn_us.extend(log.turn_us);
+        merged.turns_skipped += log.turns_skipped;
         merged.leased += log.leased;
         merged.committed += log.committed;
         merged.foreign_released += log.foreign_released;
@@ -363,6 +369,7 @@ fn merge(logs: Vec<ClientLog>) -> MergedLog {
     merged.lease = Summary::of(lease_us);
     merged.renew = Summary::of(renew_us);
     merged.commit = Summary::of(commit_us);
+    merged.turn = Summary::of(turn_us);
     merged
 }
 

@@ -39,6 +39,15 @@ pub struct BenchReport {
     pub lease_max_us: u32,
     /// Lease calls that returned leases (empty long-polls are not timed).
     pub lease_calls: usize,
+    /// With `--rate` only: from each batch's turn to its commit's answer.
+    /// Unlike `commit_*`, a call that waited for its client's previous one
+    /// counts from when it was due, so that wait is in it too.
+    pub turn_p50_us: Option<u32>,
+    pub turn_p99_us: Option<u32>,
+    pub turn_max_us: Option<u32>,
+    /// With `--rate` only: turns that came while their client was still
+    /// busy, and so were never sent (the load the figures leave out).
+    pub turns_skipped: Option<u64>,
     /// Renew latencies, with `--renew` only.
     pub renew_p50_us: Option<u32>,
     pub renew_p99_us: Option<u32>,
@@ -132,6 +141,7 @@ pub fn build(inputs: Inputs<'_>) -> BenchReport {
     let lease_s = since_start(log.last_lease);
     let journal_syncs = after.journal_syncs.saturating_sub(before.journal_syncs);
     let renewed = options.renew.then_some(log.renew);
+    let paced = options.rate.is_some().then_some(log.turn);
     BenchReport {
         units: log.committed,
         batch: options.batch,
@@ -150,6 +160,10 @@ pub fn build(inputs: Inputs<'_>) -> BenchReport {
         lease_p99_us: log.lease.p99_us,
         lease_max_us: log.lease.max_us,
         lease_calls: log.lease.count,
+        turn_p50_us: paced.map(|s| s.p50_us),
+        turn_p99_us: paced.map(|s| s.p99_us),
+        turn_max_us: paced.map(|s| s.max_us),
+        turns_skipped: options.rate.map(|_| log.turns_skipped),
         renew_p50_us: renewed.map(|s| s.p50_us),
         renew_p99_us: renewed.map(|s| s.p99_us),
         master_rss_bytes: after.rss_peak_bytes,
@@ -306,6 +320,20 @@ impl BenchReport {
             ms(self.lease_max_us),
             self.lease_calls
         );
+        if let (Some(p50), Some(p99), Some(max), Some(skipped)) = (
+            self.turn_p50_us,
+            self.turn_p99_us,
+            self.turn_max_us,
+            self.turns_skipped,
+        ) {
+            let _ = writeln!(
+                out,
+                "  on time     p50 {}  p99 {}  max {}  from each turn (its due time when the previous call held it up) to its commit's answer; {skipped} turns skipped",
+                ms(p50),
+                ms(p99),
+                ms(max)
+            );
+        }
         if let (Some(p50), Some(p99)) = (self.renew_p50_us, self.renew_p99_us) {
             let _ = writeln!(out, "  renew       p50 {}  p99 {}", ms(p50), ms(p99));
         }
@@ -359,12 +387,17 @@ mod tests {
     use crate::bench::stats::Summary;
 
     fn sample() -> BenchReport {
+        sample_at(None)
+    }
+
+    /// A report of a run offered `rate` units/s (`None`: closed loop).
+    fn sample_at(rate: Option<f64>) -> BenchReport {
         let options = BenchOptions {
             units: 1000,
             batch: 10,
             clients: 4,
             renew: false,
-            rate: None,
+            rate,
             master: None,
             master_binary: None,
             pending_only: false,
@@ -387,6 +420,13 @@ mod tests {
                 p99_us: 1500,
                 max_us: 2000,
             },
+            turn: Summary {
+                count: 100,
+                p50_us: 500,
+                p99_us: 2500,
+                max_us: 3000,
+            },
+            turns_skipped: 3,
             leased: 1000,
             committed: 1000,
             last_lease: Some(start + Duration::from_millis(400)),
@@ -473,5 +513,23 @@ mod tests {
         assert!(!text.contains("renew"), "{text}");
         assert!(text.contains("200 B per pending unit"), "{text}");
         assert!(text.contains("2.50x the newest snapshot"), "{text}");
+    }
+
+    #[test]
+    fn only_a_paced_run_reports_its_turns() {
+        let closed = sample();
+        assert_eq!((closed.turn_p99_us, closed.turns_skipped), (None, None));
+        assert!(!closed.text().contains("on time"));
+
+        let paced = sample_at(Some(2000.0));
+        let json = serde_json::to_value(&paced).unwrap();
+        assert_eq!(json["turn_p99_us"], 2500, "{json}");
+        assert_eq!(json["turns_skipped"], 3, "{json}");
+        let text = paced.text();
+        assert!(
+            text.contains("on time     p50 0.500 ms  p99 2.500 ms  max 3.000 ms"),
+            "{text}"
+        );
+        assert!(text.contains("3 turns skipped"), "{text}");
     }
 }
