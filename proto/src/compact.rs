@@ -9,7 +9,7 @@
 
 use thiserror::Error;
 
-use crate::v1::{Lease, LeaseGroup, UnitRef};
+use crate::v1::{InputSlice, Lease, LeaseGroup, UnitRef};
 
 /// A compact reply that does not hold together.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -86,31 +86,99 @@ pub fn group_in<'a>(
         })
 }
 
-fn expand_one(mut lease: Lease, groups: &[LeaseGroup]) -> Result<Lease, CompactError> {
-    let Some(group) = group_in(&lease, groups)? else {
-        return Ok(lease);
-    };
-    let unit = lease.unit.as_ref().map_or(0, |u| u.unit);
-    lease.unit = Some(UnitRef {
-        pipeline_id: group.pipeline_id.clone(),
-        group: group.group.clone(),
-        unit,
-    });
-    lease.output_prefix = output_prefix(&group.pipeline_id, &group.group, unit, lease.lease_id);
-    lease.lease_ms = group.lease_ms;
-    lease.config_version = group.config_version;
-    lease.server_token = group.server_token.clone();
-    lease.store_root = group.store_root.clone();
-    lease.store_url = group.store_url.clone();
-    lease.task = group.task.clone();
-    lease.command = group.command.clone();
-    lease.workdir = group.workdir.clone();
-    lease.env = group.env.clone();
-    lease.params = group.params.clone();
-    lease.partitions = group.partitions;
-    lease.config = group.config.clone();
-    lease.lease_group = 0;
-    Ok(lease)
+fn expand_one(lease: Lease, groups: &[LeaseGroup]) -> Result<Lease, CompactError> {
+    Ok(match group_in(&lease, groups)? {
+        Some(group) => LeaseOwn::of_compact(lease).into_full(group.clone()),
+        None => lease,
+    })
+}
+
+/// What a lease holds of its own, apart from its group's settings: all
+/// that a compact lease carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseOwn {
+    pub unit: u32,
+    pub lease_id: u64,
+    pub inputs: Vec<String>,
+    pub input_slices: Vec<InputSlice>,
+    pub attempt: u32,
+}
+
+impl LeaseOwn {
+    /// The compact lease, naming its group by `lease_group` (1-based
+    /// index in the reply's `lease_groups`).
+    pub fn into_compact(self, lease_group: u32) -> Lease {
+        Lease {
+            unit: Some(UnitRef {
+                unit: self.unit,
+                ..UnitRef::default()
+            }),
+            lease_id: self.lease_id,
+            inputs: self.inputs,
+            input_slices: self.input_slices,
+            attempt: self.attempt,
+            lease_group,
+            ..Lease::default()
+        }
+    }
+
+    /// The full lease, with its `group`'s settings. The master builds its
+    /// full leases so too, so the two forms cannot drift apart.
+    pub fn into_full(self, group: LeaseGroup) -> Lease {
+        // Every field, so that a new one cannot be forgotten here.
+        let LeaseGroup {
+            pipeline_id,
+            group,
+            lease_ms,
+            config_version,
+            server_token,
+            store_root,
+            store_url,
+            task,
+            command,
+            workdir,
+            env,
+            params,
+            partitions,
+            config,
+        } = group;
+        Lease {
+            output_prefix: output_prefix(&pipeline_id, &group, self.unit, self.lease_id),
+            unit: Some(UnitRef {
+                pipeline_id,
+                group,
+                unit: self.unit,
+            }),
+            lease_id: self.lease_id,
+            lease_ms,
+            config_version,
+            server_token,
+            store_root,
+            store_url,
+            task,
+            command,
+            workdir,
+            env,
+            params,
+            inputs: self.inputs,
+            input_slices: self.input_slices,
+            attempt: self.attempt,
+            partitions,
+            config,
+            lease_group: 0,
+        }
+    }
+
+    /// A compact lease's own fields (the rest are its group's).
+    fn of_compact(lease: Lease) -> LeaseOwn {
+        LeaseOwn {
+            unit: lease.unit.map_or(0, |u| u.unit),
+            lease_id: lease.lease_id,
+            inputs: lease.inputs,
+            input_slices: lease.input_slices,
+            attempt: lease.attempt,
+        }
+    }
 }
 
 #[cfg(test)]

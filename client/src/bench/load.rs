@@ -238,24 +238,21 @@ impl Held {
         for lease in leases {
             let group = compact::group_in(&lease, groups)
                 .map_err(|error| BenchError::MalformedReply { call, error })?;
-            let Some(group) = group else {
-                if held.token.is_empty() {
-                    held.token.clone_from(&lease.server_token);
-                }
-                held.refs.push(lease_ref(lease));
-                continue;
-            };
             if held.token.is_empty() {
-                held.token.clone_from(&group.server_token);
+                held.token
+                    .clone_from(group.map_or(&lease.server_token, |g| &g.server_token));
             }
-            held.refs.push(LeaseRef {
-                unit: Some(UnitRef {
-                    pipeline_id: group.pipeline_id.clone(),
-                    group: group.group.clone(),
-                    unit: lease.unit.map_or(0, |u| u.unit),
-                }),
-                lease_id: lease.lease_id,
-                config_version: group.config_version,
+            held.refs.push(match group {
+                None => lease_ref(lease),
+                Some(group) => LeaseRef {
+                    unit: Some(UnitRef {
+                        pipeline_id: group.pipeline_id.clone(),
+                        group: group.group.clone(),
+                        unit: lease.unit.map_or(0, |u| u.unit),
+                    }),
+                    lease_id: lease.lease_id,
+                    config_version: group.config_version,
+                },
             });
         }
         Ok(held)

@@ -2,8 +2,9 @@
 //! compact form (`taskmaster_proto::compact`), where what the leases of
 //! one group share goes once per reply in a [`LeaseGroup`].
 
-use taskmaster_proto::v1::{InputSlice, Lease, LeaseGroup, UnitRef};
+use taskmaster_proto::v1::{InputSlice, Lease, LeaseGroup};
 
+use taskmaster_proto::compact::LeaseOwn;
 pub use taskmaster_proto::compact::output_prefix;
 
 use super::Core;
@@ -89,52 +90,27 @@ impl Core {
             }
         };
         out.last_group = Some((key, index));
-        let unit = self.unit(pos);
-        let (inputs, input_slices) = self.inputs_of(pos.pipeline, pos.group, &unit.source);
-        out.leases.push(Lease {
-            unit: Some(UnitRef {
-                unit: pos.unit,
-                ..UnitRef::default()
-            }),
-            lease_id,
-            inputs,
-            input_slices,
-            attempt: unit.grants,
-            lease_group: index as u32 + 1,
-            ..Lease::default()
-        });
+        let own = self.lease_own_view(pos, lease_id);
+        out.leases.push(own.into_compact(index as u32 + 1));
     }
 
-    /// Everything a worker needs to run a leased unit.
+    /// Everything a worker needs to run a leased unit: its own fields
+    /// with its group's, as a client expands a compact lease.
     pub(super) fn lease_view(&self, pos: Pos, lease_id: u64) -> Lease {
-        let pipeline = &self.pipelines[pos.pipeline as usize];
-        let spec = &pipeline.spec.groups[pos.group as usize];
+        self.lease_own_view(pos, lease_id)
+            .into_full(self.lease_group_view(pos))
+    }
+
+    /// What a lease holds of its own (all that a compact lease carries).
+    fn lease_own_view(&self, pos: Pos, lease_id: u64) -> LeaseOwn {
         let unit = self.unit(pos);
         let (inputs, input_slices) = self.inputs_of(pos.pipeline, pos.group, &unit.source);
-        Lease {
-            unit: Some(UnitRef {
-                pipeline_id: pipeline.id.clone(),
-                group: spec.name.clone(),
-                unit: pos.unit,
-            }),
+        LeaseOwn {
+            unit: pos.unit,
             lease_id,
-            lease_ms: self.config.lease_ms,
-            config_version: self.group(pos).config_version,
-            server_token: self.server_token.clone(),
-            output_prefix: output_prefix(&pipeline.id, &spec.name, pos.unit, lease_id),
-            store_root: self.config.store_root.clone(),
-            store_url: self.config.store_url.clone(),
-            task: spec.task.clone(),
-            command: spec.command.clone(),
-            workdir: spec.workdir.clone(),
-            env: spec.env.clone(),
-            params: pipeline.spec.params.clone(),
             inputs,
             input_slices,
             attempt: unit.grants,
-            partitions: self.group(pos).wiring.write_partitions,
-            config: spec.config.clone(),
-            lease_group: 0,
         }
     }
 
