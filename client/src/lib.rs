@@ -13,7 +13,8 @@
 //! - [`client`]: [`Client`], the async SDK over the gRPC `TaskMaster`
 //!   service (submit, status, list, outputs, wait), and [`ClientError`].
 //! - [`work_stream`]: [`WorkStream`](work_stream::WorkStream), a worker's
-//!   lease/renew/commit/release calls over one bidirectional stream.
+//!   lease/renew/commit/release calls over one bidirectional stream (the
+//!   stock worker's own, re-exported from `taskmaster_worker`).
 //! - [`view`]: small serde structs mirroring a pipeline's status, the stable
 //!   JSON shape `tmctl status --json` prints.
 //! - [`text`]: the human-readable renderings `tmctl` prints (tables, the
@@ -34,7 +35,7 @@ pub mod pipeline_file;
 pub mod sizing;
 pub mod text;
 pub mod view;
-pub mod work_stream;
 
 pub use client::{Client, ClientError};
 pub use pipeline_file::{PipelineFileError, load_pipeline, parse_param};
+pub use taskmaster_worker::work_stream;

@@ -35,6 +35,20 @@ pub struct WorkerConfig {
     /// After a shutdown request, how long in-flight units may run and commit
     /// before they are cancelled and their leases released.
     pub grace_ms: u64,
+    /// How lease, renew, commit and release reach the master.
+    pub calls: Calls,
+}
+
+/// How the worker's calls to the master travel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Calls {
+    /// As messages on one long-lived `Work` stream: about half the master's
+    /// CPU a unit of a unary call, which matters when units are small.
+    #[default]
+    Stream,
+    /// One unary gRPC call each, e.g. through a proxy that does not pass
+    /// long-lived HTTP/2 streams.
+    Unary,
 }
 
 impl WorkerConfig {
@@ -46,6 +60,7 @@ impl WorkerConfig {
             worker_id: default_worker_id(),
             lease_wait_ms: LEASE_WAIT_MS_DEFAULT,
             grace_ms: GRACE_MS_DEFAULT,
+            calls: Calls::default(),
         }
     }
 
@@ -169,6 +184,7 @@ mod tests {
         assert!(config.slots >= 1);
         assert_eq!(config.lease_wait_ms, 10_000);
         assert_eq!(config.grace_ms, 30_000);
+        assert_eq!(config.calls, Calls::Stream);
     }
 
     #[test]

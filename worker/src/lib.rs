@@ -36,8 +36,11 @@
 //!   uploading outputs around the task, one client per bucket.
 //! - `held` and `renew`: the table of held leases, the renewal loop, and
 //!   releasing leases at shutdown.
-//! - `rpc`: the lazily connected client, deadlines, which failures are
-//!   retried, rate-limited warnings.
+//! - `rpc`: the lazily connected connection to the master (its calls go
+//!   over one `Work` stream, or as unary calls), deadlines, which failures
+//!   are retried, rate-limited warnings.
+//! - [`work_stream`]: [`WorkStream`](work_stream::WorkStream), lease,
+//!   renew, commit and release as messages on one bidirectional stream.
 //! - [`backoff`]: exponential backoff with full jitter.
 //! - [`stats`]: [`WorkerStats`], what [`run_worker`] reports.
 
@@ -57,6 +60,7 @@ pub mod stats;
 pub mod store;
 pub mod task;
 mod unit;
+pub mod work_stream;
 
 pub use config::{ConfigError, WorkerConfig};
 pub use exec::ExecTask;

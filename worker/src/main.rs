@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use taskmaster_worker::config::{
-    DEFAULT_MASTER_URL, GRACE_MS_DEFAULT, LEASE_WAIT_MS_DEFAULT, default_slots, default_worker_id,
+    Calls, DEFAULT_MASTER_URL, GRACE_MS_DEFAULT, LEASE_WAIT_MS_DEFAULT, default_slots,
+    default_worker_id,
 };
 use taskmaster_worker::{TaskRegistry, WorkerConfig, run_worker_until};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -79,6 +80,12 @@ struct Args {
     /// before they are cancelled and released, in milliseconds.
     #[arg(long, value_name = "MS", env = "TASKMASTER_WORKER_GRACE_MS", default_value_t = GRACE_MS_DEFAULT)]
     grace_ms: u64,
+
+    /// How lease, renew and commit calls reach the master: as messages on
+    /// one long-lived gRPC stream, or as one unary call each (for a proxy
+    /// that does not pass long-lived HTTP/2 streams).
+    #[arg(long, value_name = "HOW", env = "TASKMASTER_WORKER_CALLS", value_enum, default_value_t = Calls::Stream)]
+    calls: Calls,
 }
 
 impl Args {
@@ -89,6 +96,7 @@ impl Args {
             worker_id: self.worker_id.unwrap_or_else(default_worker_id),
             lease_wait_ms: self.lease_wait_ms,
             grace_ms: self.grace_ms,
+            calls: self.calls,
         }
     }
 }

@@ -83,8 +83,7 @@ async fn renew_batch(
             .collect(),
     };
     let timeout = Duration::from_millis(rpc::RPC_TIMEOUT_MS);
-    let mut client = worker.client.clone();
-    let reply = match rpc::call(request, timeout, |req| client.renew(req)).await {
+    let reply = match worker.master.renew(request, timeout).await {
         Ok(reply) => reply,
         Err(status) if is_wrong_master(&status) => {
             // Not the master these leases came from: none of them can be
@@ -134,8 +133,7 @@ pub(crate) async fn release_all(worker: &Shared) {
             leases: leases.into_iter().map(|(_, lease_ref)| lease_ref).collect(),
         };
         let timeout = Duration::from_millis(RELEASE_TIMEOUT_MS);
-        let mut client = worker.client.clone();
-        match rpc::call(request, timeout, |req| client.release(req)).await {
+        match worker.master.release(request, timeout).await {
             Ok(reply) => {
                 let released = reply.results.iter().filter(|item| item_ok(item)).count();
                 Counters::add(&worker.stats.leases_released, released as u64);

@@ -3,19 +3,182 @@
 
 use std::fmt::Display;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use taskmaster_proto::v1::ItemStatus;
+use parking_lot::Mutex;
 use taskmaster_proto::v1::task_master_client::TaskMasterClient;
+use taskmaster_proto::v1::{
+    CommitRequest, CommitResponse, ItemStatus, LeaseRequest, LeaseResponse, ReleaseRequest,
+    ReleaseResponse, RenewRequest, RenewResponse,
+};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use crate::config::{ConfigError, MESSAGE_BYTES_MAX};
+use crate::config::{Calls, ConfigError, MESSAGE_BYTES_MAX};
+use crate::work_stream::WorkStream;
 
 /// The generated client over one (lazily connected) channel. Clones share
 /// the connection.
-pub(crate) type Client = TaskMasterClient<Channel>;
+type Client = TaskMasterClient<Channel>;
+
+/// The worker's four calls to the master, over one `Work` stream or as
+/// unary calls ([`Calls`]). Each call has a deadline and fails like its
+/// unary form: a broken or stuck stream gives `UNAVAILABLE` or
+/// `DEADLINE_EXCEEDED` (both retried by the callers, as a lost reply), and
+/// the next call opens a new stream.
+pub(crate) struct MasterConnection {
+    client: Client,
+    calls: Calls,
+    /// The stream calls go over, once opened; replaced when it ends.
+    stream: Mutex<Option<Arc<WorkStream>>>,
+    /// Held while a stream is being opened, so the many tasks that find
+    /// the stream gone at once open one, not one each.
+    opening: tokio::sync::Mutex<()>,
+}
+
+impl MasterConnection {
+    /// A connection to `url` that makes its calls as `calls` says. Connects
+    /// on first use (and reconnects after a failure), so a worker can start
+    /// before its master.
+    pub fn new(url: &str, calls: Calls) -> Result<MasterConnection, ConfigError> {
+        Ok(MasterConnection {
+            client: connect(url)?,
+            calls,
+            stream: Mutex::new(None),
+            opening: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub async fn lease(
+        &self,
+        request: LeaseRequest,
+        timeout: Duration,
+    ) -> Result<LeaseResponse, Status> {
+        match self.calls {
+            Calls::Stream => {
+                let call = |stream: Arc<WorkStream>| async move { stream.lease(request).await };
+                self.on_stream(timeout, call).await
+            }
+            Calls::Unary => {
+                let mut client = self.client.clone();
+                call(request, timeout, |req| client.lease(req)).await
+            }
+        }
+    }
+
+    pub async fn renew(
+        &self,
+        request: RenewRequest,
+        timeout: Duration,
+    ) -> Result<RenewResponse, Status> {
+        match self.calls {
+            Calls::Stream => {
+                let call = |stream: Arc<WorkStream>| async move { stream.renew(request).await };
+                self.on_stream(timeout, call).await
+            }
+            Calls::Unary => {
+                let mut client = self.client.clone();
+                call(request, timeout, |req| client.renew(req)).await
+            }
+        }
+    }
+
+    pub async fn commit(
+        &self,
+        request: CommitRequest,
+        timeout: Duration,
+    ) -> Result<CommitResponse, Status> {
+        match self.calls {
+            Calls::Stream => {
+                let call = |stream: Arc<WorkStream>| async move { stream.commit(request).await };
+                self.on_stream(timeout, call).await
+            }
+            Calls::Unary => {
+                let mut client = self.client.clone();
+                call(request, timeout, |req| client.commit(req)).await
+            }
+        }
+    }
+
+    pub async fn release(
+        &self,
+        request: ReleaseRequest,
+        timeout: Duration,
+    ) -> Result<ReleaseResponse, Status> {
+        match self.calls {
+            Calls::Stream => {
+                let call = |stream: Arc<WorkStream>| async move { stream.release(request).await };
+                self.on_stream(timeout, call).await
+            }
+            Calls::Unary => {
+                let mut client = self.client.clone();
+                call(request, timeout, |req| client.release(req)).await
+            }
+        }
+    }
+
+    /// The open stream, or a new one if there is none (or it ended).
+    async fn open_stream(
+        &self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Arc<WorkStream>, Status> {
+        if let Some(stream) = self.open_now() {
+            return Ok(stream);
+        }
+        let opening = tokio::time::timeout_at(deadline, async {
+            let _opening = self.opening.lock().await;
+            // Another task may have opened one while this one waited.
+            if let Some(stream) = self.open_now() {
+                return Ok(stream);
+            }
+            let stream = Arc::new(WorkStream::open(self.client.clone()).await?);
+            tracing::debug!("opened a Work stream to the master");
+            *self.stream.lock() = Some(Arc::clone(&stream));
+            Ok(stream)
+        });
+        opening
+            .await
+            .unwrap_or_else(|_| Err(no_reply_within(timeout)))
+    }
+
+    fn open_now(&self) -> Option<Arc<WorkStream>> {
+        self.stream
+            .lock()
+            .as_ref()
+            .filter(|stream| stream.is_open())
+            .cloned()
+    }
+
+    /// Makes `call` on the open stream, within `timeout`. A call that got
+    /// no reply in time may be on a stuck connection: the stream is closed,
+    /// so the next call opens a new one (as a unary call would get a new
+    /// HTTP/2 stream).
+    async fn on_stream<R, F>(
+        &self,
+        timeout: Duration,
+        call: impl FnOnce(Arc<WorkStream>) -> F,
+    ) -> Result<R, Status>
+    where
+        F: Future<Output = Result<R, Status>>,
+    {
+        let deadline = Instant::now() + timeout;
+        let stream = self.open_stream(deadline, timeout).await?;
+        match tokio::time::timeout_at(deadline, call(Arc::clone(&stream))).await {
+            Ok(reply) => reply,
+            Err(_) => {
+                stream.close();
+                Err(no_reply_within(timeout))
+            }
+        }
+    }
+}
+
+fn no_reply_within(timeout: Duration) -> Status {
+    Status::deadline_exceeded(format!("no reply within {} ms", timeout.as_millis()))
+}
 
 /// Bound on establishing a TCP connection to the master.
 const CONNECT_TIMEOUT_MS: u64 = 5_000;
@@ -28,7 +191,7 @@ const REPEAT_WARN_MS: u64 = 30_000;
 
 /// A client for `url`. Connects on first use (and reconnects after a
 /// failure), so a worker can start before its master.
-pub(crate) fn connect(url: &str) -> Result<Client, ConfigError> {
+fn connect(url: &str) -> Result<Client, ConfigError> {
     let endpoint =
         Endpoint::from_shared(url.to_string()).map_err(|err| ConfigError::MasterUrl {
             url: url.to_string(),
@@ -48,7 +211,7 @@ pub(crate) fn connect(url: &str) -> Result<Client, ConfigError> {
 
 /// Runs one RPC with a deadline: sent to the master as `grpc-timeout` and
 /// enforced here too, so a stuck connection cannot hang the worker.
-pub(crate) async fn call<T, R, F>(
+async fn call<T, R, F>(
     message: T,
     timeout: Duration,
     rpc: impl FnOnce(tonic::Request<T>) -> F,
@@ -60,10 +223,7 @@ where
     request.set_timeout(timeout);
     match tokio::time::timeout(timeout, rpc(request)).await {
         Ok(reply) => reply.map(tonic::Response::into_inner),
-        Err(_) => Err(Status::deadline_exceeded(format!(
-            "no reply within {} ms",
-            timeout.as_millis()
-        ))),
+        Err(_) => Err(no_reply_within(timeout)),
     }
 }
 

@@ -27,7 +27,7 @@ use crate::backoff::Backoff;
 use crate::config::{ConfigError, WorkerConfig};
 use crate::held::HeldLeases;
 use crate::renew::{release_all, renew_loop};
-use crate::rpc::{self, Client, FailureLog, Show};
+use crate::rpc::{self, FailureLog, MasterConnection, Show};
 use crate::stats::{Counters, WorkerStats};
 use crate::store::Stores;
 use crate::task::{CancelReason, CancelToken, TaskRegistry};
@@ -53,7 +53,7 @@ pub enum WorkerError {
 pub(crate) struct Shared {
     pub config: WorkerConfig,
     pub tasks: TaskRegistry,
-    pub client: Client,
+    pub master: MasterConnection,
     pub held: HeldLeases,
     pub stats: Counters,
     /// One permit per slot; a running unit holds one.
@@ -97,7 +97,7 @@ pub async fn run_worker_until(
 ) -> Result<WorkerStats, WorkerError> {
     config.validate()?;
     let worker = Arc::new(Shared {
-        client: rpc::connect(&config.master_url)?,
+        master: MasterConnection::new(&config.master_url, config.calls)?,
         slots: Arc::new(Semaphore::new(config.slots as usize)),
         held: HeldLeases::default(),
         stats: Counters::default(),
@@ -110,6 +110,7 @@ pub async fn run_worker_until(
         worker_id = %worker.config.worker_id,
         master = %worker.config.master_url,
         slots = worker.config.slots,
+        calls = ?worker.config.calls,
         tasks = ?worker.tasks.names(),
         "worker started"
     );
@@ -193,8 +194,7 @@ async fn lease_call(worker: &Shared, max_units: usize) -> Result<Vec<Lease>, Sta
         compact: true,
     };
     let timeout = Duration::from_millis(u64::from(config.lease_wait_ms) + rpc::LEASE_RPC_SLACK_MS);
-    let mut client = worker.client.clone();
-    let reply = rpc::call(request, timeout, |req| client.lease(req)).await?;
+    let reply = worker.master.lease(request, timeout).await?;
     compact::expand(reply.leases, &reply.lease_groups)
         .map_err(|e| Status::internal(format!("the master's lease reply: {e}")))
 }
@@ -254,9 +254,8 @@ pub(crate) async fn release_one(worker: &Shared, lease: Lease) {
             config_version: lease.config_version,
         }],
     };
-    let mut client = worker.client.clone();
     let timeout = Duration::from_millis(rpc::RPC_TIMEOUT_MS);
-    if let Err(status) = rpc::call(request, timeout, |req| client.release(req)).await {
+    if let Err(status) = worker.master.release(request, timeout).await {
         tracing::warn!("could not release an extra lease: {}", Show(&status));
     }
 }

@@ -269,10 +269,9 @@ async fn commit(worker: &Shared, key: &LeaseKey, item: CommitItem) -> (CommitOut
         .unwrap_or(retry_until)
         .max(retry_until);
     loop {
-        let mut client = worker.client.clone();
         let sent = request.clone();
         request.lease_next = None;
-        let status = match rpc::call(sent, timeout, |req| client.commit(req)).await {
+        let status = match worker.master.commit(sent, timeout).await {
             Ok(mut reply) if reply.results.len() == 1 => {
                 let item = reply.results.remove(0);
                 // Malformed leases cannot be run; they expire on the master.

@@ -20,6 +20,7 @@ use taskmaster_proto::v1::{
     CommitRequest, CommitResponse, GroupSpec, ItemStatus, Lease, LeaseRequest, OutputFile, Outputs,
     PipelineSpec, PipelineState, ReleaseRequest, RenewRequest, UnitCounts,
 };
+use taskmaster_worker::config::Calls;
 use taskmaster_worker::{
     Task, TaskError, TaskRegistry, UnitContext, WorkerConfig, WorkerError, WorkerStats, run_worker,
     run_worker_until,
@@ -69,6 +70,7 @@ fn config(url: &str, slots: u32) -> WorkerConfig {
         worker_id: "test-worker".into(),
         lease_wait_ms: 1_000,
         grace_ms: 30_000,
+        calls: Calls::Stream,
     }
 }
 
@@ -274,10 +276,23 @@ fn unit_counts(pending: u64, leased: u64, committed: u64, failed: u64) -> UnitCo
 
 #[tokio::test]
 async fn t10_commits_the_outputs_of_a_successful_unit() {
+    commits_the_outputs_of_a_successful_unit(Calls::Stream).await;
+}
+
+#[tokio::test]
+async fn t10u_commits_the_outputs_of_a_successful_unit_over_unary_calls() {
+    commits_the_outputs_of_a_successful_unit(Calls::Unary).await;
+}
+
+async fn commits_the_outputs_of_a_successful_unit(calls: Calls) {
     let master = TestMaster::start(LEASE_MS).await;
     let script = r#"mkdir "$TM_OUTPUT_DIR/sub" && printf hello > "$TM_OUTPUT_DIR/part-0" && printf x > "$TM_OUTPUT_DIR/sub/b""#;
     let id = master.submit(pipeline(vec![exec_group("g", script)])).await;
-    let worker = start(config(&master.url, 1), TaskRegistry::stock());
+    let config = WorkerConfig {
+        calls,
+        ..config(&master.url, 1)
+    };
+    let worker = start(config, TaskRegistry::stock());
 
     let status = master
         .admin
@@ -627,6 +642,15 @@ async fn t22_a_renewal_refused_by_another_master_loses_its_leases() {
 
 #[tokio::test]
 async fn t30_retries_a_commit_whose_reply_was_lost() {
+    retries_a_commit_whose_reply_was_lost(Calls::Stream).await;
+}
+
+#[tokio::test]
+async fn t30u_retries_a_commit_whose_reply_was_lost_over_unary_calls() {
+    retries_a_commit_whose_reply_was_lost(Calls::Unary).await;
+}
+
+async fn retries_a_commit_whose_reply_was_lost(calls: Calls) {
     let master = TestMaster::start(LEASE_MS).await;
     let script = r#"printf x > "$TM_OUTPUT_DIR/part-0""#;
     let id = master.submit(pipeline(vec![exec_group("g", script)])).await;
@@ -634,7 +658,11 @@ async fn t30_retries_a_commit_whose_reply_was_lost() {
         Status::unavailable("reply lost"),
         Status::unknown("reply lost again"),
     ]);
-    let worker = start(config(&master.url, 1), TaskRegistry::stock());
+    let config = WorkerConfig {
+        calls,
+        ..config(&master.url, 1)
+    };
+    let worker = start(config, TaskRegistry::stock());
 
     let commits = master
         .faults

@@ -3,7 +3,10 @@
 //!
 //! The layer implements the gRPC service by forwarding every call, as it
 //! came, to the master's own handlers (`taskmaster_master::service::Service`);
-//! every answer is the master's. It records each worker call (lease, renew,
+//! every answer is the master's. A worker call made on the `Work` stream
+//! goes through the same faults as its unary form (the layer serves the
+//! stream itself, each request by its unary handler), so the worker's
+//! tests hold for both of the worker's ways of calling. It records each worker call (lease, renew,
 //! commit, release) with the master's answer, so tests wait on events
 //! instead of sleeping, and on a test's say-so it injects faults of the
 //! network around the master: it loses commit replies after the master
@@ -14,9 +17,11 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::Stream;
 use parking_lot::Mutex;
 use taskmaster_master::clock::MonotonicClock;
 use taskmaster_master::runtime::{Master, MasterConfig};
@@ -26,10 +31,10 @@ use taskmaster_proto::v1::task_master_server::{TaskMaster, TaskMasterServer};
 use taskmaster_proto::v1::*;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
@@ -167,6 +172,8 @@ pub enum Call {
 pub struct Faults {
     /// The master this layer fronts; the test's own calls go here.
     home: Arc<Service>,
+    /// The same master, whose shutdown ends the layer's `Work` streams.
+    home_master: Arc<Master>,
     /// The master the worker's calls are forwarded to; tests may switch it.
     target: Mutex<Arc<Service>>,
     /// Errors the worker gets instead of the next commit replies, in order.
@@ -187,6 +194,7 @@ impl Faults {
         Faults {
             target: Mutex::new(Arc::clone(&home)),
             home,
+            home_master: Arc::clone(master),
             lost_commit_replies: Mutex::new(VecDeque::new()),
             renewals_held: watch::channel(false).0,
             calls: Mutex::new(Vec::new()),
@@ -435,13 +443,70 @@ impl TaskMaster for FaultLayer {
     ) -> Result<Response<RollbackResponse>, Status> {
         self.0.home.rollback(request).await
     }
-    /// Passed through without faults: the stock worker makes unary calls.
-    type WorkStream = <Service as TaskMaster>::WorkStream;
+    type WorkStream = Pin<Box<dyn Stream<Item = Result<WorkReply, Status>> + Send>>;
+    /// Serves each request by the layer's unary handler above, so stream
+    /// calls meet the same faults and are recorded the same way. Like the
+    /// master's own, it ends its streams when the master shuts down.
     async fn work(
         &self,
         request: Request<tonic::Streaming<WorkRequest>>,
     ) -> Result<Response<Self::WorkStream>, Status> {
-        self.0.home.work(request).await
+        let mut requests = request.into_inner();
+        let (replies, outgoing) = mpsc::channel(64);
+        let faults = Arc::clone(&self.0);
+        tokio::spawn(async move {
+            let stopping = Arc::clone(&faults.home_master);
+            loop {
+                let next = tokio::select! {
+                    next = requests.message() => next,
+                    () = stopping.shutting_down() => return,
+                };
+                let Ok(Some(request)) = next else { return };
+                let layer = FaultLayer(Arc::clone(&faults));
+                let replies = replies.clone();
+                tokio::spawn(async move {
+                    let _ = replies.send(Ok(layer.answer(request).await)).await;
+                });
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(outgoing))))
+    }
+}
+
+impl FaultLayer {
+    /// One `Work` request's reply, from the layer's unary handler.
+    async fn answer(&self, request: WorkRequest) -> WorkReply {
+        use work_reply::Result as Reply;
+        use work_request::Call;
+        let result = match request.call {
+            Some(Call::Lease(req)) => self
+                .lease(Request::new(req))
+                .await
+                .map(|r| Reply::Lease(r.into_inner())),
+            Some(Call::Renew(req)) => self
+                .renew(Request::new(req))
+                .await
+                .map(|r| Reply::Renew(r.into_inner())),
+            Some(Call::Commit(req)) => self
+                .commit(Request::new(req))
+                .await
+                .map(|r| Reply::Commit(r.into_inner())),
+            Some(Call::Release(req)) => self
+                .release(Request::new(req))
+                .await
+                .map(|r| Reply::Release(r.into_inner())),
+            None => Err(Status::invalid_argument("a Work request names no call")),
+        };
+        let result = result.unwrap_or_else(|status| {
+            Reply::Error(CallError {
+                code: status.code() as i32,
+                message: status.message().to_string(),
+            })
+        });
+        WorkReply {
+            id: request.id,
+            result: Some(result),
+        }
     }
 }
 

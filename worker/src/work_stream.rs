@@ -91,6 +91,21 @@ impl WorkStream {
         }
     }
 
+    /// False once the stream has ended (or [`WorkStream::close`] was
+    /// called): every call fails with `UNAVAILABLE`.
+    pub fn is_open(&self) -> bool {
+        self.waiters.lock().is_some() && !self.requests.is_closed()
+    }
+
+    /// Ends the stream from this side, e.g. after a call got no reply in
+    /// time on a connection that may be stuck: calls in flight fail at once
+    /// with `UNAVAILABLE` instead of each waiting out its own deadline.
+    pub fn close(&self) {
+        self.reader.abort();
+        // Dropping the senders fails every waiting call.
+        self.waiters.lock().take();
+    }
+
     /// Sends one request and waits for its reply; a reply that is an error
     /// becomes the `Status` the unary call would have returned.
     async fn call(&self, call: work_request::Call) -> Result<work_reply::Result, Status> {
@@ -100,12 +115,14 @@ impl WorkStream {
             Some(waiters) => waiters.insert(id, tx),
             None => return Err(broken()),
         };
+        // A caller that gives up (its deadline passed, its task ended) must
+        // not leave its entry behind for a reply that may never come.
+        let _waiting = Waiting { id, stream: self };
         let request = WorkRequest {
             id,
             call: Some(call),
         };
         if self.requests.send(request).await.is_err() {
-            self.forget(id);
             return Err(broken());
         }
         match rx.await {
@@ -114,10 +131,19 @@ impl WorkStream {
             Err(_) => Err(broken()),
         }
     }
+}
 
-    fn forget(&self, id: u64) {
-        if let Some(waiters) = self.waiters.lock().as_mut() {
-            waiters.remove(&id);
+/// Removes a call's waiter entry when the call ends, however it ends (a
+/// delivered reply has removed it already).
+struct Waiting<'a> {
+    id: u64,
+    stream: &'a WorkStream,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(waiters) = self.stream.waiters.lock().as_mut() {
+            waiters.remove(&self.id);
         }
     }
 }
