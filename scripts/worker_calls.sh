@@ -45,7 +45,7 @@ run() { # run HOW: one master, one worker, one pipeline
     local worker=$!
     local start end
     start=$(date +%s.%N)
-    "$bin/tmctl" --master "$url" submit "$work/pipeline.toml" --wait >"$dir/submit.out"
+    "$bin/tmctl" --master "$url" submit "$work/pipeline.toml" --wait >"$dir/submit.out" 2>&1
     end=$(date +%s.%N)
     local master_cpu worker_cpu
     master_cpu=$(cpu_s "$master")

@@ -353,4 +353,105 @@ mod tests {
         );
         assert_eq!(Show(&Status::aborted("gone")).to_string(), "Aborted: gone");
     }
+
+    /// A real master served on `listener` until `stop` fires; returns
+    /// the server task, to be awaited after `stop`.
+    fn serve_master(
+        listener: tokio::net::TcpListener,
+        data_dir: &std::path::Path,
+        stop: tokio::sync::oneshot::Receiver<()>,
+    ) -> tokio::task::JoinHandle<()> {
+        use taskmaster_master::clock::MonotonicClock;
+        use taskmaster_master::runtime::{Master, MasterConfig};
+        let config = MasterConfig {
+            data_dir: data_dir.to_path_buf(),
+            store_root: None,
+            store_url: None,
+            lease_ms: 30_000,
+            max_in_flight: 0,
+            retain_finished: None,
+        };
+        let master = Arc::new(Master::open(&config, Arc::new(MonotonicClock::default())).unwrap());
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = stop.await;
+            };
+            taskmaster_master::server::serve(listener, Arc::clone(&master), stopped)
+                .await
+                .unwrap();
+            master.close();
+        })
+    }
+
+    fn lease_request(wait_ms: u32) -> LeaseRequest {
+        LeaseRequest {
+            worker_id: "rpc-test".into(),
+            max_units: 1,
+            wait_ms,
+            compact: true,
+        }
+    }
+
+    fn current(connection: &MasterConnection) -> Arc<WorkStream> {
+        connection
+            .stream
+            .lock()
+            .clone()
+            .expect("a stream was opened")
+    }
+
+    #[tokio::test]
+    async fn stream_calls_reopen_the_stream_after_a_timeout_and_after_a_restart() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let server = serve_master(listener, &dir.path().join("data"), stopped);
+        let connection =
+            MasterConnection::new(&format!("http://{address}"), Calls::Stream).unwrap();
+        let quick = Duration::from_secs(5);
+
+        // Nothing to lease: the master answers an empty lease at once.
+        let reply = connection.lease(lease_request(0), quick).await.unwrap();
+        assert!(reply.leases.is_empty());
+        let first = current(&connection);
+        assert!(first.is_open());
+        // Calls share the open stream.
+        connection.lease(lease_request(0), quick).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &current(&connection)));
+
+        // A long poll outlasting the caller's deadline: the call fails as a
+        // lost reply would, and the stream it was on is given up.
+        let status = connection
+            .lease(lease_request(5_000), Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert!(is_transient(&status));
+        assert!(!first.is_open());
+        connection.lease(lease_request(0), quick).await.unwrap();
+        let second = current(&connection);
+        assert!(!Arc::ptr_eq(&first, &second) && second.is_open());
+
+        // The master goes away: a call in flight and the calls after it
+        // fail as transient, until a master listens there again.
+        let in_flight = connection.lease(lease_request(10_000), quick);
+        let stopping = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stop.send(()).unwrap();
+            server.await.unwrap();
+        };
+        let (status, ()) = tokio::join!(in_flight, stopping);
+        assert!(is_transient(&status.unwrap_err()));
+        let status = connection.lease(lease_request(0), quick).await.unwrap_err();
+        assert!(is_transient(&status), "{status:?}");
+
+        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let server = serve_master(listener, &dir.path().join("data"), stopped);
+        connection.lease(lease_request(0), quick).await.unwrap();
+        assert!(current(&connection).is_open());
+        stop.send(()).unwrap();
+        server.await.unwrap();
+    }
 }
