@@ -4,18 +4,25 @@
 //! one small message each way, which is what lets a worker making one
 //! call per unit go fast.
 //!
-//! Each request is served on its own task, so a long-polling lease does not
-//! hold up a commit sent after it; replies carry the request's id and may
-//! come in another order. At most [`IN_FLIGHT_PER_STREAM`] requests of one
-//! stream are served at once: past that the stream is not read, and HTTP/2
-//! flow control pushes back on the client.
+//! A stream's requests are served concurrently (a long-polling lease does
+//! not hold up a commit sent after it); replies carry the request's id and
+//! may come in another order. The reply stream itself does the serving:
+//! when tonic polls it for the next reply it reads the requests that have
+//! come, starts each, and polls those in flight, all in the task that
+//! sends the replies. So a call costs no task of its own and no hand-off
+//! between tasks beyond the journal's wake-up. At most
+//! [`IN_FLIGHT_PER_STREAM`] requests of one stream are served at once:
+//! past that the stream is not read, and HTTP/2 flow control pushes back
+//! on the client.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use futures_util::Stream;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{Stream, StreamExt};
 use taskmaster_proto::v1::{CallError, WorkReply, WorkRequest, work_reply, work_request};
-use tokio::sync::{Semaphore, mpsc};
 use tonic::{Status, Streaming};
 
 use crate::runtime::Master;
@@ -27,48 +34,74 @@ pub const IN_FLIGHT_PER_STREAM: usize = 256;
 /// The reply stream handed to tonic.
 pub type Replies = Pin<Box<dyn Stream<Item = Result<WorkReply, Status>> + Send>>;
 
+type Answer = Pin<Box<dyn Future<Output = WorkReply> + Send>>;
+
 /// Serves `requests` until the client closes its side or the stream
 /// breaks; replies go out as they are ready.
-pub fn serve(master: Arc<Master>, mut requests: Streaming<WorkRequest>) -> Replies {
-    let (replies, outgoing) = mpsc::channel::<Result<WorkReply, Status>>(IN_FLIGHT_PER_STREAM);
-    tokio::spawn(async move {
-        let slots = Arc::new(Semaphore::new(IN_FLIGHT_PER_STREAM));
-        let stopping = Arc::clone(&master);
-        let shutdown = async move { stopping.shutting_down().await };
-        tokio::pin!(shutdown);
-        loop {
-            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+pub fn serve(master: Arc<Master>, requests: Streaming<WorkRequest>) -> Replies {
+    let stopping = Arc::clone(&master);
+    Box::pin(Serving {
+        master,
+        requests: Some(requests),
+        in_flight: FuturesUnordered::new(),
+        shutdown: Box::pin(async move { stopping.shutting_down().await }),
+    })
+}
+
+/// One stream being served: its requests, and the answers in flight.
+struct Serving {
+    master: Arc<Master>,
+    /// `None` once no more requests will be read: the client closed its
+    /// side, the stream broke, or the master is shutting down.
+    requests: Option<Streaming<WorkRequest>>,
+    in_flight: FuturesUnordered<Answer>,
+    /// A graceful shutdown waits for open streams to end, so the master
+    /// ends them: in-flight calls still answer, then the reply stream
+    /// closes and the worker reconnects elsewhere.
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Serving {
+    /// Starts every request that has come, while there is room.
+    fn read_requests(&mut self, cx: &mut Context<'_>) {
+        while self.in_flight.len() < IN_FLIGHT_PER_STREAM {
+            let Some(requests) = self.requests.as_mut() else {
                 return;
             };
-            let next = tokio::select! {
-                next = requests.message() => next,
-                // A graceful shutdown waits for open streams to end, so the
-                // master ends them: in-flight calls still answer, then the
-                // reply stream closes and the worker reconnects elsewhere.
-                () = &mut shutdown => return,
-            };
-            let request = match next {
-                Ok(Some(request)) => request,
+            if self.shutdown.as_mut().poll(cx).is_ready() {
+                self.requests = None;
+                return;
+            }
+            match requests.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(request))) => {
+                    let master = Arc::clone(&self.master);
+                    self.in_flight
+                        .push(Box::pin(async move { answer(&master, request).await }));
+                }
                 // The client closed its side, or the stream broke: what is
-                // in flight still answers (a broken stream drops it).
-                Ok(None) | Err(_) => return,
-            };
-            let master = Arc::clone(&master);
-            let replies = replies.clone();
-            tokio::spawn(async move {
-                let reply = answer(&master, request).await;
-                // A closed reply stream means the client is gone; the call
-                // took effect (or not) exactly as a unary call whose reply
-                // was lost.
-                let _ = replies.send(Ok(reply)).await;
-                drop(slot);
-            });
+                // in flight still answers (a broken stream drops it). The
+                // call took effect (or not) exactly as a unary call whose
+                // reply was lost.
+                Poll::Ready(Some(Err(_)) | None) => self.requests = None,
+                Poll::Pending => return,
+            }
         }
-    });
-    Box::pin(futures_util::stream::unfold(
-        outgoing,
-        |mut outgoing| async move { outgoing.recv().await.map(|reply| (reply, outgoing)) },
-    ))
+    }
+}
+
+impl Stream for Serving {
+    type Item = Result<WorkReply, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.read_requests(cx);
+        match self.in_flight.poll_next_unpin(cx) {
+            Poll::Ready(Some(reply)) => Poll::Ready(Some(Ok(reply))),
+            // Nothing in flight: done once nothing more will be read, else
+            // the requests' waker is registered above.
+            Poll::Ready(None) if self.requests.is_none() => Poll::Ready(None),
+            Poll::Ready(None) | Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 /// One request's reply: the unary call's response, or its status.
