@@ -33,9 +33,11 @@ cpu_s() { # user + system CPU seconds of pid $1 so far
     awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"
 }
 
-run() { # run HOW: one master, one worker, one pipeline
-    local how=$1 dir="$work/run-$1"
-    rm -rf "$dir" && mkdir "$dir"
+run() { # run HOW N: one master, one worker, one pipeline
+    # Each run keeps its own data dir until the end: deleting 20,000 files
+    # just before a run slows ext4's inode allocation in the next one.
+    local how=$1 dir="$work/run-$1-$2"
+    mkdir "$dir"
     "$bin/taskmaster" serve --data-dir "$dir/data" --listen 127.0.0.1:0 >"$dir/out" 2>"$dir/log" &
     local master=$!
     for _ in $(seq 200); do grep -q listening "$dir/out" 2>/dev/null && break; sleep 0.05; done
@@ -57,7 +59,7 @@ run() { # run HOW: one master, one worker, one pipeline
             how, n, e - s, n / (e - s), m * 1e6 / n, w * 1e6 / n}'
 }
 
-for _ in $(seq "$rounds"); do
-    run unary
-    run stream
+for round in $(seq "$rounds"); do
+    run unary "$round"
+    run stream "$round"
 done
