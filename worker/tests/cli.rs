@@ -36,6 +36,9 @@ fn help_explains_every_flag() {
         "--worker-id",
         "--lease-wait-ms",
         "--grace-ms",
+        "--calls",
+        "stream",
+        "unary",
         "TASKMASTER_ADDR",
         "http://127.0.0.1:7070",
         "SIGTERM",
@@ -81,6 +84,7 @@ fn malformed_flags_are_refused() {
             &["--lease-wait-ms", "600000"][..],
             "lease wait must be at most",
         ),
+        (&["--calls", "grpc"][..], "[possible values: stream, unary]"),
         (&["--no-such-flag"][..], "--no-such-flag"),
     ] {
         let out = run(args);
