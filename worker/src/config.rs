@@ -42,8 +42,9 @@ pub struct WorkerConfig {
 /// How the worker's calls to the master travel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Calls {
-    /// As messages on one long-lived `Work` stream: about half the master's
-    /// CPU a unit of a unary call, which matters when units are small.
+    /// As messages on one long-lived `Work` stream: a quarter to two
+    /// fifths less of the master's CPU a unit than unary calls when units
+    /// are small (BENCHMARKS.md).
     #[default]
     Stream,
     /// One unary gRPC call each, e.g. through a proxy that does not pass
