@@ -6,6 +6,9 @@
 //! tokio's blocking pool with an empty output directory unique to the
 //! attempt, renews all its leases in one call a third of the way into the
 //! shortest one, and commits each unit's output file list (or its error).
+//! These calls go as messages on one long-lived `Work` stream (or, with
+//! [`config::Calls::Unary`], as one unary call each); a broken stream is
+//! reopened by the next call.
 //! Lost replies are retried with exponential backoff and full jitter; the
 //! master answers a repeated commit under the same lease with OK, so a unit's
 //! committed effect is exactly-once even though execution is at-least-once.
