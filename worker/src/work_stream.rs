@@ -164,7 +164,7 @@ fn deliver(waiters: &Waiters, reply: WorkReply) {
 }
 
 fn broken() -> Status {
-    Status::unavailable("the Work stream to the master ended; open a new one")
+    Status::unavailable("the Work stream to the master ended")
 }
 
 fn mismatched(call: &str, got: &work_reply::Result) -> Status {
