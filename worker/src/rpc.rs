@@ -4,6 +4,7 @@
 use std::fmt::Display;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -31,6 +32,9 @@ type Client = TaskMasterClient<Channel>;
 pub(crate) struct MasterConnection {
     client: Client,
     calls: Calls,
+    /// The master answered UNIMPLEMENTED to opening a stream (a build from
+    /// before the `Work` stream): calls are unary from then on.
+    no_stream: AtomicBool,
     /// The stream calls go over, once opened; replaced when it ends.
     stream: Mutex<Option<Arc<WorkStream>>>,
     /// Held while a stream is being opened, so the many tasks that find
@@ -46,6 +50,7 @@ impl MasterConnection {
         Ok(MasterConnection {
             client: connect(url)?,
             calls,
+            no_stream: AtomicBool::new(false),
             stream: Mutex::new(None),
             opening: tokio::sync::Mutex::new(()),
         })
@@ -56,12 +61,10 @@ impl MasterConnection {
         request: LeaseRequest,
         timeout: Duration,
     ) -> Result<LeaseResponse, Status> {
-        match self.calls {
-            Calls::Stream => {
-                let call = |stream: Arc<WorkStream>| async move { stream.lease(request).await };
-                self.on_stream(timeout, call).await
-            }
-            Calls::Unary => {
+        let deadline = Instant::now() + timeout;
+        match self.stream(deadline, timeout).await? {
+            Some(stream) => on_stream(&stream, deadline, timeout, stream.lease(request)).await,
+            None => {
                 let mut client = self.client.clone();
                 call(request, timeout, |req| client.lease(req)).await
             }
@@ -73,12 +76,10 @@ impl MasterConnection {
         request: RenewRequest,
         timeout: Duration,
     ) -> Result<RenewResponse, Status> {
-        match self.calls {
-            Calls::Stream => {
-                let call = |stream: Arc<WorkStream>| async move { stream.renew(request).await };
-                self.on_stream(timeout, call).await
-            }
-            Calls::Unary => {
+        let deadline = Instant::now() + timeout;
+        match self.stream(deadline, timeout).await? {
+            Some(stream) => on_stream(&stream, deadline, timeout, stream.renew(request)).await,
+            None => {
                 let mut client = self.client.clone();
                 call(request, timeout, |req| client.renew(req)).await
             }
@@ -90,12 +91,10 @@ impl MasterConnection {
         request: CommitRequest,
         timeout: Duration,
     ) -> Result<CommitResponse, Status> {
-        match self.calls {
-            Calls::Stream => {
-                let call = |stream: Arc<WorkStream>| async move { stream.commit(request).await };
-                self.on_stream(timeout, call).await
-            }
-            Calls::Unary => {
+        let deadline = Instant::now() + timeout;
+        match self.stream(deadline, timeout).await? {
+            Some(stream) => on_stream(&stream, deadline, timeout, stream.commit(request)).await,
+            None => {
                 let mut client = self.client.clone();
                 call(request, timeout, |req| client.commit(req)).await
             }
@@ -107,37 +106,54 @@ impl MasterConnection {
         request: ReleaseRequest,
         timeout: Duration,
     ) -> Result<ReleaseResponse, Status> {
-        match self.calls {
-            Calls::Stream => {
-                let call = |stream: Arc<WorkStream>| async move { stream.release(request).await };
-                self.on_stream(timeout, call).await
-            }
-            Calls::Unary => {
+        let deadline = Instant::now() + timeout;
+        match self.stream(deadline, timeout).await? {
+            Some(stream) => on_stream(&stream, deadline, timeout, stream.release(request)).await,
+            None => {
                 let mut client = self.client.clone();
                 call(request, timeout, |req| client.release(req)).await
             }
         }
     }
 
-    /// The open stream, or a new one if there is none (or it ended).
-    async fn open_stream(
+    /// The stream to make a call on: the open one, or a new one if there
+    /// is none (or it ended); `None` when calls are to be unary.
+    async fn stream(
         &self,
         deadline: Instant,
         timeout: Duration,
-    ) -> Result<Arc<WorkStream>, Status> {
+    ) -> Result<Option<Arc<WorkStream>>, Status> {
+        if self.calls == Calls::Unary || self.no_stream.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         if let Some(stream) = self.open_now() {
-            return Ok(stream);
+            return Ok(Some(stream));
         }
         let opening = tokio::time::timeout_at(deadline, async {
             let _opening = self.opening.lock().await;
             // Another task may have opened one while this one waited.
             if let Some(stream) = self.open_now() {
-                return Ok(stream);
+                return Ok(Some(stream));
             }
-            let stream = Arc::new(WorkStream::open(self.client.clone()).await?);
-            tracing::debug!("opened a Work stream to the master");
-            *self.stream.lock() = Some(Arc::clone(&stream));
-            Ok(stream)
+            if self.no_stream.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            match WorkStream::open(self.client.clone()).await {
+                Ok(stream) => {
+                    let stream = Arc::new(stream);
+                    tracing::debug!("opened a Work stream to the master");
+                    *self.stream.lock() = Some(Arc::clone(&stream));
+                    Ok(Some(stream))
+                }
+                Err(status) if status.code() == Code::Unimplemented && !is_transient(&status) => {
+                    tracing::warn!(
+                        "the master has no Work stream (an older build?); making unary calls"
+                    );
+                    self.no_stream.store(true, Ordering::Relaxed);
+                    Ok(None)
+                }
+                Err(status) => Err(status),
+            }
         });
         opening
             .await
@@ -151,27 +167,22 @@ impl MasterConnection {
             .filter(|stream| stream.is_open())
             .cloned()
     }
+}
 
-    /// Makes `call` on the open stream, within `timeout`. A call that got
-    /// no reply in time may be on a stuck connection: the stream is closed,
-    /// so the next call opens a new one (as a unary call would get a new
-    /// HTTP/2 stream).
-    async fn on_stream<R, F>(
-        &self,
-        timeout: Duration,
-        call: impl FnOnce(Arc<WorkStream>) -> F,
-    ) -> Result<R, Status>
-    where
-        F: Future<Output = Result<R, Status>>,
-    {
-        let deadline = Instant::now() + timeout;
-        let stream = self.open_stream(deadline, timeout).await?;
-        match tokio::time::timeout_at(deadline, call(Arc::clone(&stream))).await {
-            Ok(reply) => reply,
-            Err(_) => {
-                stream.close();
-                Err(no_reply_within(timeout))
-            }
+/// A call on `stream`, by `deadline`. A call that got no reply in time may
+/// be on a stuck connection: the stream is closed, so the next call opens
+/// a new one (as a unary call would get a new HTTP/2 stream).
+async fn on_stream<R>(
+    stream: &WorkStream,
+    deadline: Instant,
+    timeout: Duration,
+    call: impl Future<Output = Result<R, Status>>,
+) -> Result<R, Status> {
+    match tokio::time::timeout_at(deadline, call).await {
+        Ok(reply) => reply,
+        Err(_) => {
+            stream.close();
+            Err(no_reply_within(timeout))
         }
     }
 }

@@ -708,6 +708,30 @@ async fn retries_a_commit_whose_reply_was_lost(calls: Calls) {
 }
 
 #[tokio::test]
+async fn t33_falls_back_to_unary_calls_when_the_master_has_no_work_stream() {
+    let master = TestMaster::start(LEASE_MS).await;
+    master.faults.refuse_streams();
+    let script = r#"printf x > "$TM_OUTPUT_DIR/part-0""#;
+    let id = master
+        .submit(pipeline(vec![exec_units("g", 3, script)]))
+        .await;
+    let worker = start(config(&master.url, 2), TaskRegistry::stock());
+
+    let status = master
+        .admin
+        .wait_for_status(&id, "the pipeline to succeed", is(PipelineState::Succeeded))
+        .await;
+    let stats = worker.stop().await;
+    assert_eq!(stats.units_committed, 3);
+    assert_eq!(counts(&status, "g"), unit_counts(0, 0, 3, 0));
+    // Asked once, then made unary calls only.
+    assert_eq!(master.faults.streams_asked(), 1);
+    let commits = commit_calls(&master.faults.calls());
+    assert_eq!(commits.len(), 3, "{commits:#?}");
+    master.stop().await;
+}
+
+#[tokio::test]
 async fn t31_drops_a_commit_refused_for_an_expired_lease() {
     let master = TestMaster::start(SHORT_LEASE_MS).await;
     let scratch = TempDir::new().unwrap();

@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::Stream;
@@ -182,6 +183,11 @@ pub struct Faults {
     /// While true, renew calls wait before reaching the master (bounded
     /// by [`EVENT_TIMEOUT`]), as if the network dropped them for a while.
     renewals_held: watch::Sender<bool>,
+    /// While true, `Work` streams are refused as UNIMPLEMENTED, as by a
+    /// master built before the stream existed.
+    streams_refused: AtomicBool,
+    /// `Work` streams the worker asked to open (refused or not).
+    streams_asked: AtomicU64,
     /// Every worker call so far, in the order the master answered them.
     calls: Mutex<Vec<Call>>,
     /// Bumped after each recorded call, to wake tests waiting on calls.
@@ -197,6 +203,8 @@ impl Faults {
             home_master: Arc::clone(master),
             lost_commit_replies: Mutex::new(VecDeque::new()),
             renewals_held: watch::channel(false).0,
+            streams_refused: AtomicBool::new(false),
+            streams_asked: AtomicU64::new(0),
             calls: Mutex::new(Vec::new()),
             recorded: watch::channel(0).0,
         }
@@ -222,6 +230,16 @@ impl Faults {
     /// address, another master and store: another server token).
     pub fn redirect_to(&self, other: &TestMaster) {
         *self.target.lock() = Arc::new(Service::new(Arc::clone(&other.master)));
+    }
+
+    /// From now on, refuses `Work` streams as a master without them would.
+    pub fn refuse_streams(&self) {
+        self.streams_refused.store(true, Ordering::Relaxed);
+    }
+
+    /// How many `Work` streams the worker asked to open.
+    pub fn streams_asked(&self) -> u64 {
+        self.streams_asked.load(Ordering::Relaxed)
     }
 
     /// Every worker call so far.
@@ -451,6 +469,10 @@ impl TaskMaster for FaultLayer {
         &self,
         request: Request<tonic::Streaming<WorkRequest>>,
     ) -> Result<Response<Self::WorkStream>, Status> {
+        self.0.streams_asked.fetch_add(1, Ordering::Relaxed);
+        if self.0.streams_refused.load(Ordering::Relaxed) {
+            return Err(Status::unimplemented("unknown method Work"));
+        }
         let mut requests = request.into_inner();
         let (replies, outgoing) = mpsc::channel(64);
         let faults = Arc::clone(&self.0);
