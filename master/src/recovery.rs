@@ -2,7 +2,6 @@
 //! its position. A new data dir gets a journal holding just its identity.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::core::{Core, CoreConfig, CoreError};
 use crate::journal::file::FileLog;
@@ -24,6 +23,7 @@ pub fn recover(
     config: CoreConfig,
     snapshots: &SnapshotStore,
     now_ms: u64,
+    unix_ms: u64,
 ) -> Result<Recovered, MasterError> {
     let path = data_dir.join("journal.log");
     let latest = snapshots.latest()?;
@@ -36,7 +36,7 @@ pub fn recover(
                     .into(),
             });
         }
-        return create(&path, config);
+        return create(&path, config, now_ms, unix_ms);
     }
     let opened = FileLog::open(&path)?;
     if opened.torn_bytes > 0 {
@@ -70,9 +70,12 @@ pub fn recover(
         opened.records.clear();
     }
     let mut core = match &latest {
-        Some(snap) => Core::from_snapshot(config, snap, now_ms)?,
+        Some(snap) => Core::from_snapshot(config, snap, now_ms, unix_ms)?,
         None => Core::new(config),
     };
+    // Before the replay: failures journaled before the restart then count
+    // the time since toward their retry delays.
+    core.set_wall_clock(now_ms, unix_ms);
     // Records up to the snapshot's position are already in it (a crash
     // between writing a snapshot and compacting leaves them in the file).
     let skip = (position - opened.base) as usize;
@@ -100,14 +103,17 @@ pub fn recover(
 }
 
 /// A new store: a journal holding just the Init record with a new token.
-fn create(path: &Path, config: CoreConfig) -> Result<Recovered, MasterError> {
+fn create(
+    path: &Path,
+    config: CoreConfig,
+    now_ms: u64,
+    unix_ms: u64,
+) -> Result<Recovered, MasterError> {
     let token = uuid::Uuid::new_v4().simple().to_string();
-    let unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
     let init = Core::init_record(&token, unix_ms);
     let log = FileLog::create(path, 0, std::slice::from_ref(&init))?;
-    let core = Core::recover(config, [init], 0)?;
+    let mut core = Core::recover(config, [init], 0)?;
+    core.set_wall_clock(now_ms, unix_ms);
     tracing::info!(server_token = token, "created a new store");
     Ok(Recovered {
         core,

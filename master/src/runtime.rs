@@ -133,7 +133,8 @@ impl Master {
             max_in_flight: config.max_in_flight,
         };
         let snapshots = SnapshotStore::open(data_dir)?;
-        let recovered = recovery::recover(data_dir, core_config, &snapshots, clock.now_ms())?;
+        let recovered =
+            recovery::recover(data_dir, core_config, &snapshots, clock.now_ms(), unix_ms())?;
         let snapshot_bytes = snapshots.disk_usage()?.newest_bytes;
         Ok(Master {
             state: Mutex::new(State {
@@ -433,7 +434,7 @@ impl Master {
         let _one_at_a_time = self.snapshotting.lock().await;
         let snap = self.snapshots.load(snapshot_id)?;
         let config = self.state.lock().core.config().clone();
-        let restored = Core::from_snapshot(config, &snap, self.clock.now_ms())?;
+        let restored = Core::from_snapshot(config, &snap, self.clock.now_ms(), unix_ms())?;
         let (position, invalidated, journal, info) = {
             let mut state = self.state.lock();
             state.journal.check()?;
@@ -701,8 +702,13 @@ impl Master {
         let mut state = self.state.lock();
         state.journal.close();
         let config = state.core.config().clone();
-        let recovered =
-            recovery::recover(&self.data_dir, config, &self.snapshots, self.clock.now_ms())?;
+        let recovered = recovery::recover(
+            &self.data_dir,
+            config,
+            &self.snapshots,
+            self.clock.now_ms(),
+            unix_ms(),
+        )?;
         state.core = recovered.core;
         state.journal = Arc::new(Journal::start(recovered.log, recovered.appended));
         self.snapshot_position

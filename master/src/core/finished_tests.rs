@@ -169,7 +169,7 @@ fn replay_and_snapshots_agree_with_the_live_deletion() {
     assert_eq!(replayed.list(), core.list());
     assert_snapshot_encodes(&core);
     let snap = core.to_snapshot(9, 2);
-    let loaded = Core::from_snapshot(core.config().clone(), &snap, 2).unwrap();
+    let loaded = Core::from_snapshot(core.config().clone(), &snap, 2, 0).unwrap();
     assert_eq!(loaded.list(), core.list());
     assert_eq!(loaded.to_snapshot(9, 2), snap);
 
@@ -201,7 +201,7 @@ fn the_sweep_leaves_a_deleted_pipelines_attempts_under_a_reused_id() {
         .unwrap();
     assert!(!core.attempt_may_matter("p-1", "a", unit, new.lease_id));
     let snap = core.to_snapshot(9, 0);
-    let loaded = Core::from_snapshot(core.config().clone(), &snap, 0).unwrap();
+    let loaded = Core::from_snapshot(core.config().clone(), &snap, 0, 0).unwrap();
     assert!(loaded.attempt_may_matter("p-1", "a", unit, old.lease_id));
 }
 
@@ -243,7 +243,7 @@ fn a_finish_time_is_journaled_once_and_a_retry_forgets_it() {
     let replayed = Core::recover(core.config().clone(), journal.clone(), 0).unwrap();
     assert_eq!(replayed.status("p-1").unwrap().finished_unix_ms, 5_000);
     let snap = core.to_snapshot(9, 0);
-    let loaded = Core::from_snapshot(core.config().clone(), &snap, 0).unwrap();
+    let loaded = Core::from_snapshot(core.config().clone(), &snap, 0, 0).unwrap();
     assert_eq!(loaded.finished_before(5_000), ids(&["p-1"]));
 
     // A retry runs it again: no finish time until it finishes anew.

@@ -35,7 +35,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 // Fx hashing for the maps every lease and commit looks up: their keys are
 // ids the master made (pipeline ids, lease numbers), not attacker-chosen,
 // and SipHash was a visible part of a batched commit's cost.
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use taskmaster_proto::journal::{self, Record, UnitAddr, record::Kind};
 use taskmaster_proto::v1::{GroupSpec, InputUnit, OutputFile};
 
@@ -79,6 +79,10 @@ pub struct Core {
     delayed: BTreeSet<(u64, Pos)>,
     /// No leases at all while set (an operator's global block).
     blocked: bool,
+    /// The wall clock at one reading of the monotonic clock, so a failure
+    /// journaled before a restart counts the time since toward its retry
+    /// delay (see [`Core::set_wall_clock`]).
+    wall: WallAnchor,
     /// Workers seen in lease calls; volatile, not journaled.
     workers: HashMap<String, WorkerSeen>,
 }
@@ -104,7 +108,36 @@ impl Core {
             expiries: Expiries::default(),
             delayed: BTreeSet::new(),
             blocked: false,
+            wall: WallAnchor::default(),
             workers: HashMap::new(),
+        }
+    }
+
+    /// Ties the monotonic `now_ms` to the wall clock's `unix_ms`: failures
+    /// are journaled with their wall-clock time, and a failure replayed
+    /// after a restart waits only what is left of its retry delay. Set
+    /// before replaying a journal; without it, replayed delays start again.
+    pub fn set_wall_clock(&mut self, now_ms: u64, unix_ms: u64) {
+        self.wall = WallAnchor { now_ms, unix_ms };
+    }
+
+    /// The wall-clock time at monotonic `now_ms` (0 if the anchor is unset).
+    fn unix_at(&self, now_ms: u64) -> u64 {
+        if self.wall.unix_ms == 0 {
+            return 0;
+        }
+        self.wall
+            .unix_ms
+            .saturating_add(now_ms.saturating_sub(self.wall.now_ms))
+    }
+
+    /// How long ago, at `now_ms`, the wall-clock time `unix_ms` was (0 if
+    /// either is unknown, or it lies in the future: a clock error never
+    /// lengthens a delay).
+    fn waited_since(&self, unix_ms: u64, now_ms: u64) -> u64 {
+        match (unix_ms, self.unix_at(now_ms)) {
+            (0, _) | (_, 0) => 0,
+            (then, now) => now.saturating_sub(then),
         }
     }
 
@@ -144,7 +177,22 @@ impl Core {
                 CoreError::Corrupt(format!("record {}: {e}", first_seq + i as u64 + 1))
             })?;
         }
+        self.drop_ready_entries_of_delayed();
         Ok(())
+    }
+
+    /// A replayed grant leaves its unit's entry in the ready queue (entries
+    /// are checked when popped, and a live grant pops it). So a unit whose
+    /// attempt failed later in the journal, and that now waits out its
+    /// retry delay, would find its old entry valid again and be leased at
+    /// once. Drops those entries; the delayed queue brings the units back
+    /// when they are due.
+    fn drop_ready_entries_of_delayed(&mut self) {
+        if self.delayed.is_empty() {
+            return;
+        }
+        let delayed: FxHashSet<Pos> = self.delayed.iter().map(|&(_, pos)| pos).collect();
+        self.ready.retain(|pos| !delayed.contains(pos));
     }
 
     pub fn server_token(&self) -> &str {
@@ -179,7 +227,9 @@ impl Core {
             Kind::AttemptFailed(f) => {
                 let pos = self.take_lease(&f.unit, f.lease_id)?;
                 self.unit_mut(pos).failed_lease = f.lease_id;
-                self.count_failure(pos, f.lease_id, f.error.clone(), Retry::AfterDelay, now_ms);
+                let waited_ms = self.waited_since(f.failed_unix_ms, now_ms);
+                let retry = Retry::AfterDelay { waited_ms };
+                self.count_failure(pos, f.lease_id, f.error.clone(), retry, now_ms);
             }
             Kind::LeaseExpired(e) => {
                 let pos = self.take_lease(&e.unit, e.lease_id)?;
@@ -422,7 +472,9 @@ impl Core {
         self.pipelines[pos.pipeline as usize].retries += 1;
         let delay_ms = match retry {
             Retry::Now => 0,
-            Retry::AfterDelay => retry_delay_ms(base_ms, failures, lease_id),
+            Retry::AfterDelay { waited_ms } => {
+                retry_delay_ms(base_ms, failures, lease_id).saturating_sub(waited_ms)
+            }
         };
         match delay_ms {
             0 => self.ready.push_back(pos),
@@ -601,7 +653,18 @@ impl Core {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Retry {
     Now,
-    AfterDelay,
+    /// After the delay, less what was already waited (a failure replayed
+    /// after a restart counts the time since it was journaled).
+    AfterDelay {
+        waited_ms: u64,
+    },
+}
+
+/// The wall clock's reading at one reading of the monotonic clock.
+#[derive(Debug, Clone, Copy, Default)]
+struct WallAnchor {
+    now_ms: u64,
+    unix_ms: u64,
 }
 
 /// The delay before attempt `failures + 1`: the base doubled per failure,

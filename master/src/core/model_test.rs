@@ -333,7 +333,7 @@ impl Run {
         };
         let bytes = self.core.snapshot_source(self.now).encode_with_head(&head);
         assert_eq!(Snapshot::decode(bytes.as_slice()).unwrap(), snap);
-        self.core = Core::from_snapshot(self.core.config().clone(), &snap, self.now).unwrap();
+        self.core = Core::from_snapshot(self.core.config().clone(), &snap, self.now, 0).unwrap();
         for (state, _) in self.model.units.values_mut() {
             if let Want::Leased { expiry_ms, .. } = state {
                 *expiry_ms = self.now + LEASE_MS;

@@ -205,6 +205,9 @@ impl Core {
         let p = self.pipeline_for_record(&c.pipeline_id)?;
         let g = self.group_index_checked(p, c.group)?;
         self.requeue_leased(p, g);
+        // Its units run again now, not when a retry delay would be over.
+        self.delayed
+            .retain(|&(_, pos)| (pos.pipeline, pos.group) != (p, g));
         // Reset every live unit of the group itself.
         for u in 0..self.pipelines[p as usize].groups[g as usize].units.len() as u32 {
             let pos = Pos {

@@ -321,7 +321,7 @@ fn a_retry_delay_survives_a_snapshot_with_what_was_left_of_it() {
     let left = snap.delayed_retries[0].wait_ms;
     assert!((30_000..=70_000).contains(&left), "{left}");
     // Loaded at 1 s (a new process's clock): still waiting until 1 s + left.
-    let mut restored = Core::from_snapshot(core.config().clone(), &snap, 1_000).unwrap();
+    let mut restored = Core::from_snapshot(core.config().clone(), &snap, 1_000, 0).unwrap();
     restored.check_invariants().unwrap();
     assert!(
         restored
@@ -336,6 +336,111 @@ fn a_retry_delay_survives_a_snapshot_with_what_was_left_of_it() {
     );
 }
 
+/// The wall clock at monotonic 0 ms in [`journal_of_one_failure`].
+const T0_UNIX_MS: u64 = 1_800_000_000_000;
+
+/// A core whose wall clock reads [`T0_UNIX_MS`] at 0 ms, its journal, and
+/// the retry delay of its one unit, which failed its first attempt at 0 ms
+/// under a 100 s base delay (80 to 120 s, jittered).
+fn journal_of_one_failure() -> (Core, Vec<Record>, u64) {
+    let mut core = core();
+    core.set_wall_clock(0, T0_UNIX_MS);
+    let mut journal = vec![Core::init_record("tok", 1)];
+    let mut spec = two_groups(1);
+    spec.groups[0].retry_delay_ms = Some(100_000);
+    journal.extend(core.submit("p-1", spec, 0, 0).unwrap());
+    let (records, mut leases) = core.lease("w", 1, false, 0).unwrap();
+    journal.extend(records);
+    let item = CommitItem {
+        lease: Some(lease_ref(&leases.leases.remove(0))),
+        result: Some(commit_item::Result::Error("e".into())),
+    };
+    journal.extend(core.commit("tok", &[item], 0).unwrap().0);
+    let delay_ms = core.to_snapshot(9, 0).delayed_retries[0].wait_ms;
+    assert!((80_000..=120_000).contains(&delay_ms), "{delay_ms}");
+    (core, journal, delay_ms)
+}
+
+/// The journal replayed by a new process whose monotonic clock reads
+/// 1 s when the wall clock reads `unix_ms`.
+fn replayed_at(journal: Vec<Record>, unix_ms: u64) -> Core {
+    let mut replayed = Core::new(core().config().clone());
+    replayed.set_wall_clock(1_000, unix_ms);
+    replayed.replay(journal, 0, 1_000).unwrap();
+    replayed.check_invariants().unwrap();
+    replayed
+}
+
+/// Whether the unit can be leased at monotonic `now_ms`.
+fn leasable(core: &mut Core, now_ms: u64) -> bool {
+    !core.lease("w", 1, false, now_ms).unwrap().1.is_empty()
+}
+
+#[test]
+fn a_failure_is_journaled_with_its_wall_clock_time() {
+    let (_, journal, _) = journal_of_one_failure();
+    let failed: Vec<u64> = journal
+        .iter()
+        .filter_map(|r| match &r.kind {
+            Some(Kind::AttemptFailed(f)) => Some(f.failed_unix_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, [T0_UNIX_MS]);
+}
+
+#[test]
+fn a_replayed_retry_delay_counts_the_time_since_the_failure() {
+    let (_, journal, delay_ms) = journal_of_one_failure();
+    // Restarted 50 s after the failure: 50 s of the delay are over.
+    let mut replayed = replayed_at(journal, T0_UNIX_MS + 50_000);
+    let due_ms = 1_000 + delay_ms - 50_000;
+    assert!(!leasable(&mut replayed, due_ms - 1));
+    assert!(leasable(&mut replayed, due_ms));
+}
+
+#[test]
+fn a_replayed_retry_whose_delay_passed_during_the_downtime_is_ready_at_once() {
+    let (_, journal, _) = journal_of_one_failure();
+    let mut replayed = replayed_at(journal, T0_UNIX_MS + 3_600_000);
+    assert!(leasable(&mut replayed, 1_000));
+}
+
+#[test]
+fn a_replayed_failure_without_a_time_or_from_the_future_waits_its_whole_delay() {
+    for failed_unix_ms in [0, T0_UNIX_MS + 10_000_000] {
+        let (_, mut journal, delay_ms) = journal_of_one_failure();
+        for record in &mut journal {
+            if let Some(Kind::AttemptFailed(f)) = &mut record.kind {
+                f.failed_unix_ms = failed_unix_ms;
+            }
+        }
+        // A journal from before the field, or a wall clock set back since:
+        // the delay starts again at recovery, never longer.
+        let mut replayed = replayed_at(journal, T0_UNIX_MS + 50_000);
+        assert!(!leasable(&mut replayed, 1_000 + delay_ms - 1));
+        assert!(leasable(&mut replayed, 1_000 + delay_ms));
+    }
+}
+
+#[test]
+fn a_retry_delay_loaded_from_a_snapshot_counts_the_time_since_it_was_taken() {
+    let (core, _, delay_ms) = journal_of_one_failure();
+    // Taken at 50 s; the new process starts 30 s later, its clock at 1 s.
+    let mut snap = core.to_snapshot(9, 50_000);
+    snap.taken_unix_ms = T0_UNIX_MS + 50_000;
+    let mut restored =
+        Core::from_snapshot(core.config().clone(), &snap, 1_000, T0_UNIX_MS + 80_000).unwrap();
+    restored.check_invariants().unwrap();
+    let due_ms = 1_000 + delay_ms - 80_000;
+    assert!(!leasable(&mut restored, due_ms - 1));
+    assert!(leasable(&mut restored, due_ms));
+    // Restarted after the delay was over: ready at once.
+    let mut late =
+        Core::from_snapshot(core.config().clone(), &snap, 1_000, T0_UNIX_MS + 500_000).unwrap();
+    assert!(leasable(&mut late, 1_000));
+}
+
 #[test]
 fn a_delayed_unit_dropped_by_scaling_is_no_retry_in_the_snapshot() {
     let mut core = failed_once(Some(100_000));
@@ -346,7 +451,7 @@ fn a_delayed_unit_dropped_by_scaling_is_no_retry_in_the_snapshot() {
         "{:?}",
         snap.delayed_retries
     );
-    Core::from_snapshot(core.config().clone(), &snap, 0).unwrap();
+    Core::from_snapshot(core.config().clone(), &snap, 0, 0).unwrap();
 }
 
 #[test]
@@ -362,7 +467,7 @@ fn a_snapshot_delaying_no_pending_unit_loads_without_that_delay() {
     };
     let held = leased.unit.as_ref().unwrap().unit;
     snap.delayed_retries = vec![delay("p-1", held), delay("p-1", 99), delay("p-9", 0)];
-    let mut restored = Core::from_snapshot(core.config().clone(), &snap, 0).unwrap();
+    let mut restored = Core::from_snapshot(core.config().clone(), &snap, 0, 0).unwrap();
     restored.check_invariants().unwrap();
     assert_eq!(
         restored.lease("w", 5, false, 0).unwrap().1.len(),
@@ -378,7 +483,7 @@ fn a_snapshot_rebuilds_the_same_state() {
     core.commit("tok", &[done(&leases[0], &["o"])], 0).unwrap();
     core.block("p-1", true, 0).unwrap();
     let snap = core.to_snapshot(42, 0);
-    let restored = Core::from_snapshot(core.config().clone(), &snap, 0).unwrap();
+    let restored = Core::from_snapshot(core.config().clone(), &snap, 0, 0).unwrap();
     assert_eq!(restored.list(), core.list());
     assert_eq!(
         restored.outputs("p-1", "a").unwrap(),
@@ -398,7 +503,8 @@ fn rollback_invalidates_every_lease_and_reopens_what_was_committed_since() {
     let mut core = submitted(3);
     let first = core.lease("w", 1, false, 0).unwrap().1.leases.remove(0);
     core.commit("tok", &[done(&first, &["o"])], 0).unwrap();
-    let snapshot = Core::from_snapshot(core.config().clone(), &core.to_snapshot(1, 0), 0).unwrap();
+    let snapshot =
+        Core::from_snapshot(core.config().clone(), &core.to_snapshot(1, 0), 0, 0).unwrap();
     let leases = core.lease("w", 2, false, 0).unwrap().1;
     core.commit("tok", &[done(&leases[0], &["o"])], 0).unwrap();
     let (mut rolled, invalidated) = core.rolled_back(snapshot, 1);
@@ -428,4 +534,15 @@ fn rollback_invalidates_every_lease_and_reopens_what_was_committed_since() {
         "lease ids never go back"
     );
     let _ = LEASE_MS;
+}
+
+#[test]
+fn a_cleared_group_runs_now_and_again_after_a_replay() {
+    let (mut core, mut journal, _) = journal_of_one_failure();
+    let (records, _) = core.clear("p-1", "a", false, 10).unwrap();
+    journal.extend(records);
+    assert!(core.to_snapshot(9, 10).delayed_retries.is_empty());
+    let mut replayed = replayed_at(journal, T0_UNIX_MS + 10);
+    assert!(leasable(&mut core, 10));
+    assert!(leasable(&mut replayed, 1_000));
 }

@@ -391,6 +391,7 @@ impl Core {
                 unit: Some(self.addr(pos)),
                 lease_id,
                 error,
+                failed_unix_ms: self.unix_at(now_ms),
             }))
         };
         match &item.result {

@@ -88,16 +88,21 @@ impl Core {
 
     /// Rebuilds a core from a snapshot. Held leases get a full lease time
     /// from `now_ms`, as after a journal replay; retries still waiting
-    /// wait what was left of their delay, from `now_ms`.
+    /// wait what was left of their delay when the snapshot was taken, less
+    /// the wall-clock time since (`unix_ms`, the wall clock at `now_ms`,
+    /// which also becomes the core's anchor: [`Core::set_wall_clock`]; 0
+    /// if unknown, and the delays then go on from `now_ms`).
     pub fn from_snapshot(
         config: CoreConfig,
         snap: &Snapshot,
         now_ms: u64,
+        unix_ms: u64,
     ) -> Result<Core, CoreError> {
         if snap.server_token.is_empty() {
             return Err(CoreError::Corrupt("snapshot has no server token".into()));
         }
         let mut core = Core::new(config);
+        core.set_wall_clock(now_ms, unix_ms);
         core.server_token = snap.server_token.clone();
         core.next_lease_id = snap.next_lease_id.max(1);
         core.blocked = snap.blocked;
@@ -107,16 +112,18 @@ impl Core {
                 .insert(pipeline.id.clone(), core.pipelines.len() as u32);
             core.pipelines.push(pipeline);
         }
-        let delayed = core.delayed_positions(&snap.delayed_retries);
+        let waited_ms = core.waited_since(snap.taken_unix_ms, now_ms);
+        let delayed = core.delayed_positions(&snap.delayed_retries, waited_ms);
         core.rebuild_indices(now_ms, &delayed)?;
         Ok(core)
     }
 
-    /// Where each delayed retry of a snapshot is, and how long it waits.
-    /// An entry that names no pending unit is passed over rather than
-    /// refused: the worst it can do is let a unit retry early, while
-    /// refusing would stop a master from starting on its own snapshot.
-    fn delayed_positions(&self, retries: &[DelayedRetry]) -> FxHashMap<Pos, u64> {
+    /// Where each delayed retry of a snapshot is, and how long it still
+    /// waits, `waited_ms` having passed since the snapshot. An entry that
+    /// names no pending unit is passed over rather than refused: the worst
+    /// it can do is let a unit retry early, while refusing would stop a
+    /// master from starting on its own snapshot.
+    fn delayed_positions(&self, retries: &[DelayedRetry], waited_ms: u64) -> FxHashMap<Pos, u64> {
         let pending = |pos: Pos| {
             let groups = &self.pipelines[pos.pipeline as usize].groups;
             groups.get(pos.group as usize).is_some_and(|g| {
@@ -134,7 +141,8 @@ impl Core {
                     group: retry.group,
                     unit: retry.unit,
                 };
-                pending(pos).then_some((pos, retry.wait_ms))
+                let wait_ms = retry.wait_ms.saturating_sub(waited_ms);
+                (pending(pos) && wait_ms > 0).then_some((pos, wait_ms))
             })
             .collect()
     }

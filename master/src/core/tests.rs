@@ -426,6 +426,7 @@ fn commits_in_a_row_are_one_record_and_a_failure_between_them_splits_it() {
             unit: addr(0, 2),
             lease_id: 3,
             error: "boom".into(),
+            failed_unix_ms: 0,
         })),
         commits(vec![3], vec![4], vec![1], vec![file("w")]),
     ];
@@ -594,6 +595,7 @@ fn failures_retry_then_fail_the_unit_and_the_pipeline() {
             unit: addr(0, 0),
             lease_id: attempt,
             error: "boom".into(),
+            failed_unix_ms: 0,
         };
         assert_eq!(records, vec![rec(Kind::AttemptFailed(want))]);
     }
