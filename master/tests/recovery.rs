@@ -203,3 +203,51 @@ async fn automatic_snapshots_follow_the_journal_growth_and_only_the_newest_is_ke
     assert_eq!(before.state(), PipelineState::Succeeded);
     master.close();
 }
+
+/// Leases the one unit there is, if it may run now.
+async fn lease_now(master: &Master) -> Option<Lease> {
+    let mut leases = master.lease("w", 1, false, Duration::ZERO).await.unwrap();
+    (!leases.leases.is_empty()).then(|| leases.leases.remove(0))
+}
+
+#[tokio::test]
+async fn a_retry_delay_goes_on_across_restarts_and_counts_the_downtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = open(dir.path());
+    let mut one = spec(1);
+    // 2 to 3 s, jittered.
+    one.groups[0].retry_delay_ms = Some(2_500);
+    master.submit(one).await.unwrap();
+    let lease = lease_now(&master).await.expect("a unit to lease");
+    let item = CommitItem {
+        lease: Some(LeaseRef {
+            unit: lease.unit.clone(),
+            lease_id: lease.lease_id,
+            config_version: 1,
+        }),
+        result: Some(commit_item::Result::Error("flaky".into())),
+    };
+    let (results, _) = master
+        .commit(&lease.server_token, &[item], None)
+        .await
+        .unwrap();
+    assert_eq!(results, vec![Ok(())]);
+    assert!(lease_now(&master).await.is_none(), "waiting out its delay");
+    master.close();
+    drop(master);
+
+    // Restarted at once, from the journal: still waiting.
+    let master = open(dir.path());
+    assert!(lease_now(&master).await.is_none(), "the delay is not over");
+    // From a snapshot, after longer than the delay: ready at once.
+    master.take_snapshot("delayed").await.unwrap();
+    master.close();
+    drop(master);
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    let master = open(dir.path());
+    let again = lease_now(&master)
+        .await
+        .expect("the delay passed while down");
+    assert_eq!(again.attempt, 2);
+    master.close();
+}
