@@ -117,7 +117,11 @@ impl WorkStream {
         };
         // A caller that gives up (its deadline passed, its task ended) must
         // not leave its entry behind for a reply that may never come.
-        let _waiting = Waiting { id, stream: self };
+        let mut waiting = Waiting {
+            id,
+            stream: self,
+            entry_left: true,
+        };
         let request = WorkRequest {
             id,
             call: Some(call),
@@ -125,7 +129,10 @@ impl WorkStream {
         if self.requests.send(request).await.is_err() {
             return Err(broken());
         }
-        match rx.await {
+        let reply = rx.await;
+        // Delivered, or the stream ended: either way the entry is gone.
+        waiting.entry_left = false;
+        match reply {
             Ok(work_reply::Result::Error(e)) => Err(Status::new(Code::from(e.code), e.message)),
             Ok(result) => Ok(result),
             Err(_) => Err(broken()),
@@ -133,15 +140,19 @@ impl WorkStream {
     }
 }
 
-/// Removes a call's waiter entry when the call ends, however it ends (a
-/// delivered reply has removed it already).
+/// Removes a call's waiter entry if the call ends before its reply came
+/// (a delivered reply has removed it already, without this lock).
 struct Waiting<'a> {
     id: u64,
     stream: &'a WorkStream,
+    entry_left: bool,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
+        if !self.entry_left {
+            return;
+        }
         if let Some(waiters) = self.stream.waiters.lock().as_mut() {
             waiters.remove(&self.id);
         }
