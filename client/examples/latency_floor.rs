@@ -4,7 +4,9 @@
 //!   the temporary dir where the bench's master keeps its journal;
 //! - the RPC: `Lease` calls (one unit, no wait) to an empty master, which
 //!   take a worker call's gRPC path and the state lock but find nothing to
-//!   lease, so write and sync nothing.
+//!   lease, so write and sync nothing. One unary call each, or with
+//!   `--stream` one message each on a `Work` stream per client (the path
+//!   of `tmctl bench --stream` and of the stock worker).
 //!
 //! A durable commit pays at least both; BENCHMARKS.md compares them with
 //! `tmctl bench` at the same rates.
@@ -12,6 +14,7 @@
 //! ```sh
 //! cargo build --release --bin taskmaster --example latency_floor
 //! target/release/examples/latency_floor --rate 3700 --seconds 10
+//! target/release/examples/latency_floor --rate 14500 --seconds 10 --stream
 //! ```
 
 use std::io::Write;
@@ -22,8 +25,11 @@ use clap::Parser;
 use taskmaster_client::Client;
 use taskmaster_client::bench::local_master::LocalMaster;
 use taskmaster_client::bench::stats::{micros, percentile};
+use taskmaster_client::work_stream::WorkStream;
 use taskmaster_proto::v1::LeaseRequest;
+use taskmaster_proto::v1::task_master_client::TaskMasterClient;
 use tokio::time::MissedTickBehavior;
+use tonic::transport::Channel;
 
 #[derive(Parser)]
 struct Args {
@@ -40,6 +46,10 @@ struct Args {
     /// `taskmaster` binary of the same build, on a temporary data dir.
     #[arg(long)]
     master: Option<String>,
+    /// Call on one `Work` stream per client (as `tmctl bench --stream` and
+    /// the stock worker do) instead of one unary call each.
+    #[arg(long)]
+    stream: bool,
 }
 
 fn positive(s: &str) -> Result<f64, String> {
@@ -70,7 +80,15 @@ async fn main() -> anyhow::Result<()> {
     if let Some(local) = local {
         local.stop().await;
     }
-    let what = format!("rpc: Lease on an empty master, {} clients", args.clients);
+    let how = if args.stream {
+        "on the Work stream"
+    } else {
+        "unary"
+    };
+    let what = format!(
+        "rpc: Lease on an empty master, {} clients, {how}",
+        args.clients
+    );
     print_line(&what, rpc?, args.rate);
     Ok(())
 }
@@ -135,7 +153,7 @@ async fn call_paced(url: &str, args: &Args) -> anyhow::Result<(Vec<u32>, Duratio
     let until = start + Duration::from_secs_f64(args.seconds);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..args.clients {
-        let mut raw = Client::connect(url).await?.raw();
+        let mut call = LeaseCall::open(url, args.stream).await?;
         let first = start + period * i / args.clients;
         tasks.spawn(async move {
             let mut pacer = tokio::time::interval_at(first.into(), period);
@@ -150,7 +168,7 @@ async fn call_paced(url: &str, args: &Args) -> anyhow::Result<(Vec<u32>, Duratio
                     compact: true,
                 };
                 let began = Instant::now();
-                raw.lease(request).await?;
+                call.lease(request).await?;
                 samples.push(micros(began.elapsed()));
             }
             Ok::<_, tonic::Status>(samples)
@@ -161,4 +179,28 @@ async fn call_paced(url: &str, args: &Args) -> anyhow::Result<(Vec<u32>, Duratio
         all.extend(joined??);
     }
     Ok((all, start.elapsed()))
+}
+
+/// One client's way of calling `Lease`.
+enum LeaseCall {
+    Unary(TaskMasterClient<Channel>),
+    Stream(WorkStream),
+}
+
+impl LeaseCall {
+    async fn open(url: &str, stream: bool) -> anyhow::Result<LeaseCall> {
+        let raw = Client::connect(url).await?.raw();
+        Ok(if stream {
+            LeaseCall::Stream(WorkStream::open(raw).await?)
+        } else {
+            LeaseCall::Unary(raw)
+        })
+    }
+
+    async fn lease(&mut self, request: LeaseRequest) -> Result<(), tonic::Status> {
+        match self {
+            LeaseCall::Unary(raw) => raw.lease(request).await.map(drop),
+            LeaseCall::Stream(stream) => stream.lease(request).await.map(drop),
+        }
+    }
 }
