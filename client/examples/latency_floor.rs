@@ -2,6 +2,9 @@
 //! `--rate` as `tmctl bench --rate` paces its clients:
 //! - the disk: appending a journal-sized record and `fdatasync`ing it, in
 //!   the temporary dir where the bench's master keeps its journal;
+//! - the disk with group commit: units arriving at `--rate`, one writer
+//!   making each batch of them durable, as the journal does, with nothing
+//!   else running: the least a durable answer can wait on this disk;
 //! - the RPC: `Lease` calls (one unit, no wait) to an empty master, which
 //!   take a worker call's gRPC path and the state lock but find nothing to
 //!   lease, so write and sync nothing. One unary call each, or with
@@ -76,6 +79,15 @@ async fn main() -> anyhow::Result<()> {
         move || sync_paced(rate, seconds)
     });
     print_line("disk: append 200 B + fdatasync", disk.await??, args.rate);
+    let group = tokio::task::spawn_blocking({
+        let (rate, seconds) = (args.rate, args.seconds);
+        move || group_commit_paced(rate, seconds)
+    });
+    print_line(
+        "disk: group commit, 200 B a unit, one writer",
+        group.await??,
+        args.rate,
+    );
     let rpc = call_paced(&url, &args).await;
     if let Some(local) = local {
         local.stop().await;
@@ -132,6 +144,91 @@ fn sync_paced(rate: f64, seconds: f64) -> std::io::Result<(Vec<u32>, Duration)> 
             next += period;
         }
     }
+    Ok((samples, start.elapsed()))
+}
+
+/// The journal's best case: units arrive at `rate`, one writer thread
+/// takes every unit queued so far, writes 200 B each into space zeroed
+/// ahead (as the journal does) and `fdatasync`s; returns each unit's time
+/// from arrival to the end of the sync that covered it. No RPC, no state,
+/// no other process: what any design that answers only after its one
+/// journal is durable pays on this disk at this rate.
+fn group_commit_paced(rate: f64, seconds: f64) -> std::io::Result<(Vec<u32>, Duration)> {
+    use std::os::unix::fs::FileExt;
+    use std::sync::{Arc, Condvar, Mutex};
+
+    const UNIT_BYTES: usize = 200;
+    let dir = tempfile::Builder::new()
+        .prefix("taskmaster-floor-")
+        .tempdir()?;
+    let file = std::fs::File::create(dir.path().join("journal.log"))?;
+    let units = (rate * seconds).ceil() as usize;
+    let zeros = vec![0_u8; 1 << 20];
+    for _ in 0..(units * UNIT_BYTES).div_ceil(zeros.len()) {
+        (&file).write_all(&zeros)?;
+    }
+    file.sync_all()?;
+
+    #[derive(Default)]
+    struct Queue {
+        arrived: Vec<Instant>,
+        written: usize,
+        done: bool,
+    }
+    let shared = Arc::new((Mutex::new(Queue::default()), Condvar::new()));
+    let writer = std::thread::spawn({
+        let shared = Arc::clone(&shared);
+        move || -> std::io::Result<Vec<u32>> {
+            let (queue, wake) = &*shared;
+            let record = [0x5a_u8; UNIT_BYTES];
+            let mut batch = Vec::new();
+            let mut samples = Vec::with_capacity(units);
+            loop {
+                let (from, upto) = {
+                    let mut q = queue.lock().expect("queue lock");
+                    while q.written == q.arrived.len() && !q.done {
+                        q = wake.wait(q).expect("queue lock");
+                    }
+                    if q.written == q.arrived.len() {
+                        return Ok(samples);
+                    }
+                    let from = q.written;
+                    q.written = q.arrived.len();
+                    (from, q.written)
+                };
+                batch.clear();
+                for _ in from..upto {
+                    batch.extend_from_slice(&record);
+                }
+                file.write_all_at(&batch, (from * UNIT_BYTES) as u64)?;
+                file.sync_data()?;
+                let synced = Instant::now();
+                let q = queue.lock().expect("queue lock");
+                samples.extend(q.arrived[from..upto].iter().map(|t| micros(synced - *t)));
+            }
+        }
+    });
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now();
+    for i in 0..units {
+        let due = start + period * i as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let (queue, wake) = &*shared;
+        queue
+            .lock()
+            .expect("queue lock")
+            .arrived
+            .push(Instant::now());
+        wake.notify_one();
+    }
+    {
+        let (queue, wake) = &*shared;
+        queue.lock().expect("queue lock").done = true;
+        wake.notify_one();
+    }
+    let samples = writer.join().expect("the writer thread panicked")?;
     Ok((samples, start.elapsed()))
 }
 
