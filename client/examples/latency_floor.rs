@@ -53,6 +53,10 @@ struct Args {
     /// the stock worker do) instead of one unary call each.
     #[arg(long)]
     stream: bool,
+    /// Threads syncing the group-commit journal: with more than one, a
+    /// batch is written while the one before it syncs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    writers: u32,
 }
 
 fn positive(s: &str) -> Result<f64, String> {
@@ -80,14 +84,14 @@ async fn main() -> anyhow::Result<()> {
     });
     print_line("disk: append 200 B + fdatasync", disk.await??, args.rate);
     let group = tokio::task::spawn_blocking({
-        let (rate, seconds) = (args.rate, args.seconds);
-        move || group_commit_paced(rate, seconds)
+        let (rate, seconds, writers) = (args.rate, args.seconds, args.writers);
+        move || group_commit_paced(rate, seconds, writers)
     });
-    print_line(
-        "disk: group commit, 200 B a unit, one writer",
-        group.await??,
-        args.rate,
+    let what = format!(
+        "disk: group commit, 200 B a unit, {} writer(s)",
+        args.writers
     );
+    print_line(&what, group.await??, args.rate);
     let rpc = call_paced(&url, &args).await;
     if let Some(local) = local {
         local.stop().await;
@@ -147,17 +151,35 @@ fn sync_paced(rate: f64, seconds: f64) -> std::io::Result<(Vec<u32>, Duration)> 
     Ok((samples, start.elapsed()))
 }
 
-/// The journal's best case: units arrive at `rate`, one writer thread
-/// takes every unit queued so far, writes 200 B each into space zeroed
-/// ahead (as the journal does) and `fdatasync`s; returns each unit's time
-/// from arrival to the end of the sync that covered it. No RPC, no state,
+/// The journal's best case: units arrive at `rate`; a writer thread takes
+/// every unit queued so far, writes 200 B each into space zeroed ahead (as
+/// the journal does) and `fdatasync`s. Returns each unit's time from
+/// arrival to the end of the first sync that covered it. No RPC, no state,
 /// no other process: what any design that answers only after its one
 /// journal is durable pays on this disk at this rate.
-fn group_commit_paced(rate: f64, seconds: f64) -> std::io::Result<(Vec<u32>, Duration)> {
+///
+/// With several `writers`, one may write its batch while another syncs.
+/// Batches are written in order under the queue lock, and a sync makes
+/// everything written before it durable, so a unit counts as durable when
+/// any sync that began after its write has ended.
+fn group_commit_paced(
+    rate: f64,
+    seconds: f64,
+    writers: u32,
+) -> std::io::Result<(Vec<u32>, Duration)> {
     use std::os::unix::fs::FileExt;
     use std::sync::{Arc, Condvar, Mutex};
 
     const UNIT_BYTES: usize = 200;
+    #[derive(Default)]
+    struct Queue {
+        arrived: Vec<Instant>,
+        written: usize,
+        durable: usize,
+        samples: Vec<u32>,
+        done: bool,
+    }
+
     let dir = tempfile::Builder::new()
         .prefix("taskmaster-floor-")
         .tempdir()?;
@@ -168,54 +190,61 @@ fn group_commit_paced(rate: f64, seconds: f64) -> std::io::Result<(Vec<u32>, Dur
         (&file).write_all(&zeros)?;
     }
     file.sync_all()?;
-
-    #[derive(Default)]
-    struct Queue {
-        arrived: Vec<Instant>,
-        written: usize,
-        done: bool,
-    }
+    let file = Arc::new(file);
     let shared = Arc::new((Mutex::new(Queue::default()), Condvar::new()));
-    let writer = std::thread::spawn({
-        let shared = Arc::clone(&shared);
-        move || -> std::io::Result<Vec<u32>> {
+
+    let write_loop = {
+        let (shared, file) = (Arc::clone(&shared), Arc::clone(&file));
+        move || -> std::io::Result<()> {
             let (queue, wake) = &*shared;
             let record = [0x5a_u8; UNIT_BYTES];
             let mut batch = Vec::new();
-            let mut samples = Vec::with_capacity(units);
             loop {
-                let (from, upto) = {
+                let upto = {
                     let mut q = queue.lock().expect("queue lock");
                     while q.written == q.arrived.len() && !q.done {
                         q = wake.wait(q).expect("queue lock");
                     }
                     if q.written == q.arrived.len() {
-                        return Ok(samples);
+                        return Ok(());
                     }
                     let from = q.written;
                     q.written = q.arrived.len();
-                    (from, q.written)
+                    batch.clear();
+                    for _ in from..q.written {
+                        batch.extend_from_slice(&record);
+                    }
+                    // Under the lock, so batches reach the file in order.
+                    file.write_all_at(&batch, (from * UNIT_BYTES) as u64)?;
+                    q.written
                 };
-                batch.clear();
-                for _ in from..upto {
-                    batch.extend_from_slice(&record);
-                }
-                file.write_all_at(&batch, (from * UNIT_BYTES) as u64)?;
                 file.sync_data()?;
                 let synced = Instant::now();
-                let q = queue.lock().expect("queue lock");
-                samples.extend(q.arrived[from..upto].iter().map(|t| micros(synced - *t)));
+                let mut q = queue.lock().expect("queue lock");
+                let from = q.durable;
+                if upto > from {
+                    let covered: Vec<u32> = q.arrived[from..upto]
+                        .iter()
+                        .map(|t| micros(synced - *t))
+                        .collect();
+                    q.samples.extend(covered);
+                    q.durable = upto;
+                }
             }
         }
-    });
+    };
+    let threads: Vec<_> = (0..writers.max(1))
+        .map(|_| std::thread::spawn(write_loop.clone()))
+        .collect();
+
     let period = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
+    let (queue, wake) = &*shared;
     for i in 0..units {
-        let due = start + period * i as u32;
+        let due = start + period.mul_f64(i as f64);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        let (queue, wake) = &*shared;
         queue
             .lock()
             .expect("queue lock")
@@ -223,12 +252,12 @@ fn group_commit_paced(rate: f64, seconds: f64) -> std::io::Result<(Vec<u32>, Dur
             .push(Instant::now());
         wake.notify_one();
     }
-    {
-        let (queue, wake) = &*shared;
-        queue.lock().expect("queue lock").done = true;
-        wake.notify_one();
+    queue.lock().expect("queue lock").done = true;
+    wake.notify_all();
+    for thread in threads {
+        thread.join().expect("a writer thread panicked")?;
     }
-    let samples = writer.join().expect("the writer thread panicked")?;
+    let samples = std::mem::take(&mut queue.lock().expect("queue lock").samples);
     Ok((samples, start.elapsed()))
 }
 

@@ -4,7 +4,7 @@
 //! `tonic_prost::ProstCodec` encodes straight into tonic's `BytesMut`
 //! through its `BufMut`, whose `put_u8` is an out-of-line `put_slice` call:
 //! a lease reply of 100 units made about 18 such calls per lease for its
-//! varints alone (callgrind, in BENCHMARKS.md). Encoding into a `Vec` and
+//! varints alone (callgrind, in BENCHMARKS-HISTORY.md). Encoding into a `Vec` and
 //! copying that once, and decoding from a plain slice, lets the compiler
 //! inline prost's byte loops. The bytes on the wire are the same.
 

@@ -5,7 +5,7 @@
 //! A full lease repeats about six strings of its group (pipeline and group
 //! names, server token, store root, task, output prefix); building,
 //! encoding, decoding and freeing them was about a fifth of the master's
-//! instructions in a batched run (BENCHMARKS.md, twelfth pass).
+//! instructions in a batched run (BENCHMARKS-HISTORY.md, twelfth pass).
 
 use thiserror::Error;
 
@@ -27,7 +27,7 @@ pub enum CompactError {
 /// names under it can never collide with another attempt's.
 pub fn output_prefix(pipeline_id: &str, group: &str, unit: u32, lease_id: u64) -> String {
     // Built by hand: `format!` grew the string several times and cost a
-    // tenth of the master's instructions in a batched run (BENCHMARKS.md).
+    // tenth of the master's instructions in a batched run (BENCHMARKS-HISTORY.md).
     let mut prefix = String::with_capacity(pipeline_id.len() + group.len() + 34);
     for part in [pipeline_id, "/", group, "/"] {
         prefix.push_str(part);

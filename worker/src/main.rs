@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 /// jemalloc, as in the master and tmctl: decoding a batch of leases
 /// allocates a string per field, and glibc's malloc was the largest cost
-/// of the bench client doing the same (callgrind, BENCHMARKS.md).
+/// of the bench client doing the same (callgrind, BENCHMARKS-HISTORY.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

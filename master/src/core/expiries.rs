@@ -6,7 +6,7 @@
 //! commit lowers its bucket's count of live leases, and a bucket goes when
 //! that count reaches zero. A set ordered by (expiry, lease) did an ordered
 //! insert and remove per unit instead, about 6% of the master's
-//! instructions in a batched run (BENCHMARKS.md, eleventh pass).
+//! instructions in a batched run (BENCHMARKS-HISTORY.md, eleventh pass).
 //!
 //! A removed lease's id stays in its bucket until the bucket goes, so the
 //! ids a due bucket returns may include leases no longer there, or moved to

@@ -25,7 +25,7 @@ impl Leases {
     /// An empty answer of up to `most` leases, compact when `compact`
     /// and `most` is more than one: a single lease shares nothing with
     /// another, and its group would cost more than it saves (callgrind,
-    /// BENCHMARKS.md, twelfth pass). [`taskmaster_proto::compact::expand`]
+    /// BENCHMARKS-HISTORY.md, twelfth pass). [`taskmaster_proto::compact::expand`]
     /// passes full leases unchanged.
     pub fn new(compact: bool, most: usize) -> Leases {
         Leases {

@@ -164,7 +164,7 @@ impl Core {
 
     /// Adds the grant of `lease_id` on `pos` to `records`: to the last
     /// record when that holds the grants just before it in the same group
-    /// (one record, not one a unit: BENCHMARKS.md, eleventh pass).
+    /// (one record, not one a unit: BENCHMARKS-HISTORY.md, eleventh pass).
     fn journal_grant(
         &self,
         records: &mut Vec<Record>,
