@@ -69,6 +69,14 @@ fn positive(s: &str) -> Result<f64, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let units = group_commit_units(args.rate, args.seconds);
+    if units.saturating_mul(UNIT_BYTES) > MOST_GROUP_COMMIT_BYTES {
+        anyhow::bail!(
+            "--rate {} for {} s is {units} units, over 4 GiB of journal at {UNIT_BYTES} B each: lower --rate or --seconds",
+            args.rate,
+            args.seconds
+        );
+    }
     let local = match &args.master {
         Some(_) => None,
         None => Some(LocalMaster::start(&master_binary()?).await?),
@@ -151,6 +159,16 @@ fn sync_paced(rate: f64, seconds: f64) -> std::io::Result<(Vec<u32>, Duration)> 
     Ok((samples, start.elapsed()))
 }
 
+/// Bytes the group-commit journal writes a unit.
+const UNIT_BYTES: usize = 200;
+
+/// The group-commit journal of a whole run is zeroed ahead, so it must fit.
+const MOST_GROUP_COMMIT_BYTES: usize = 4 << 30;
+
+fn group_commit_units(rate: f64, seconds: f64) -> usize {
+    (rate * seconds).ceil() as usize
+}
+
 /// The journal's best case: units arrive at `rate`; a writer thread takes
 /// every unit queued so far, writes 200 B each into space zeroed ahead (as
 /// the journal does) and `fdatasync`s. Returns each unit's time from
@@ -170,7 +188,6 @@ fn group_commit_paced(
     use std::os::unix::fs::FileExt;
     use std::sync::{Arc, Condvar, Mutex};
 
-    const UNIT_BYTES: usize = 200;
     #[derive(Default)]
     struct Queue {
         arrived: Vec<Instant>,
@@ -184,7 +201,7 @@ fn group_commit_paced(
         .prefix("taskmaster-floor-")
         .tempdir()?;
     let file = std::fs::File::create(dir.path().join("journal.log"))?;
-    let units = (rate * seconds).ceil() as usize;
+    let units = group_commit_units(rate, seconds);
     let zeros = vec![0_u8; 1 << 20];
     for _ in 0..(units * UNIT_BYTES).div_ceil(zeros.len()) {
         (&file).write_all(&zeros)?;
