@@ -131,7 +131,10 @@ fn print_line(what: &str, (mut samples, took): (Vec<u32>, Duration), rate: f64) 
 }
 
 /// One writer appending a record the size of a one-unit commit's journal
-/// batch and syncing it, once a period; returns each append + sync.
+/// batch and syncing it, once a period; returns each append + sync. The
+/// slots it fell behind on are skipped, so a stall counts once: the disk's
+/// own cost per sync, not what units arriving meanwhile would wait (that is
+/// [`group_commit_paced`]).
 fn sync_paced(rate: f64, seconds: f64) -> std::io::Result<(Vec<u32>, Duration)> {
     let dir = tempfile::Builder::new()
         .prefix("taskmaster-floor-")
