@@ -17,6 +17,8 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib.sh
+. "$repo/scripts/lib.sh"
 args=("$@")
 [ ${#args[@]} -gt 0 ] || args=(--batch 1 --clients 64 --units 60000 --stream --lease-on-commit --rate 14500)
 out=${OUT:-$repo/target/flamegraph.svg}
@@ -42,15 +44,7 @@ trap cleanup EXIT
 
 "$repo/target/release/taskmaster" serve --data-dir "$dir/data" --listen 127.0.0.1:0 >"$dir/out" 2>"$dir/err" &
 master_pid=$!
-for _ in $(seq 100); do
-	grep -q listening "$dir/out" 2>/dev/null && break
-	sleep 0.1
-done
-addr=$(grep -o '127.0.0.1:[0-9]*' "$dir/out") || {
-	echo "the master did not start:" >&2
-	cat "$dir/err" >&2
-	exit 1
-}
+addr=$(master_address "$dir/out" "$dir/err" 10)
 
 perf record -F 999 --call-graph dwarf,32768 -p "$master_pid" -o "$dir/perf.data" 2>"$dir/perf.err" &
 perf_pid=$!

@@ -15,6 +15,8 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib.sh
+. "$repo/scripts/lib.sh"
 args=("$@")
 [ ${#args[@]} -gt 0 ] || args=(--units 100000 --batch 100 --clients 8 --lease-on-commit)
 units=100000
@@ -45,15 +47,7 @@ valgrind --tool=callgrind --instr-atstart=no \
 	--callgrind-out-file="${CALLGRIND_OUT:-$dir/callgrind.out}" \
 	"$MASTER" serve --data-dir "$dir/data" --listen 127.0.0.1:0 >"$dir/out" 2>"$dir/err" &
 master_pid=$!
-for _ in $(seq 600); do
-	grep -q listening "$dir/out" 2>/dev/null && break
-	sleep 0.1
-done
-addr=$(grep -o '127.0.0.1:[0-9]*' "$dir/out") || {
-	echo "the master did not start:" >&2
-	cat "$dir/err" >&2
-	exit 1
-}
+addr=$(master_address "$dir/out" "$dir/err" 60) # valgrind starts slowly
 
 callgrind_control --instr=on "$master_pid" >/dev/null 2>&1
 "$tmctl" bench --master "http://$addr" "${args[@]}" >"$dir/bench"

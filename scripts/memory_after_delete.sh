@@ -9,14 +9,15 @@
 # to compare jemalloc's options (passed on to the master).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib.sh
+. scripts/lib.sh
 cargo build --release --bin taskmaster --bin tmctl >&2
 bin=target/release
 dir=$(mktemp -d)
 "$bin/taskmaster" serve --data-dir "$dir/data" --listen 127.0.0.1:0 >"$dir/out" 2>"$dir/log" &
 master=$!
 trap 'kill $master 2>/dev/null; wait $master 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 200); do grep -q listening "$dir/out" 2>/dev/null && break; sleep 0.05; done
-url="http://$(grep -o '127.0.0.1:[0-9]*' "$dir/out")"
+url="http://$(master_address "$dir/out" "$dir/log" 10)"
 rss() { echo "$1: $(awk '/VmRSS/ {print $2, $3}' /proc/$master/status)"; }
 "$bin/tmctl" bench --master "$url" --batch 100 --clients 8 --units "${UNITS:-1000000}" \
     --lease-on-commit | grep -E 'throughput|verified'

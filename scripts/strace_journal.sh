@@ -7,6 +7,8 @@
 # (cargo build --bins).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib.sh
+. scripts/lib.sh
 command -v strace >/dev/null || { echo "strace is missing: apt-get install -y strace" >&2; exit 2; }
 bin=target/debug
 work=$(mktemp -d)
@@ -27,8 +29,7 @@ TOML
 strace -f -yy -e trace=write,pwrite64,fdatasync,fsync -o "$work/trace" \
   "$bin/taskmaster" serve --data-dir "$work/data" --listen 127.0.0.1:0 > "$work/master.out" 2>/dev/null &
 tracer=$!
-for _ in $(seq 100); do grep -q listening "$work/master.out" 2>/dev/null && break; sleep 0.1; done
-addr=http://$(awk '/listening on/ {print $4}' "$work/master.out")
+addr=http://$(master_address "$work/master.out" /dev/null 10)
 "$bin/taskmaster-worker" --master "$addr" --slots 2 2>/dev/null &
 worker=$!
 timeout 120 "$bin/tmctl" --master "$addr" submit "$work/job/p.toml" --wait >/dev/null 2>&1 || { echo "FAIL: the pipeline did not finish" >&2; exit 1; }

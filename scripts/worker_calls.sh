@@ -10,6 +10,8 @@
 # Environment: UNITS=20000, ROUNDS=3, SLOTS=8
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib.sh
+. scripts/lib.sh
 cargo build --release --bin taskmaster --bin taskmaster-worker --bin tmctl >&2
 bin=$PWD/target/release
 units=${UNITS:-20000}
@@ -40,9 +42,8 @@ run() { # run HOW N: one master, one worker, one pipeline
     mkdir "$dir"
     "$bin/taskmaster" serve --data-dir "$dir/data" --listen 127.0.0.1:0 >"$dir/out" 2>"$dir/log" &
     local master=$!
-    for _ in $(seq 200); do grep -q listening "$dir/out" 2>/dev/null && break; sleep 0.05; done
     local url
-    url="http://$(grep -o '127.0.0.1:[0-9]*' "$dir/out")"
+    url="http://$(master_address "$dir/out" "$dir/log" 10)"
     "$bin/taskmaster-worker" --master "$url" --slots "$slots" --calls "$how" 2>"$dir/worker.log" &
     local worker=$!
     local start end
