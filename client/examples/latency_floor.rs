@@ -240,14 +240,12 @@ fn group_commit_paced(
                 };
                 file.sync_data()?;
                 let synced = Instant::now();
-                let mut q = queue.lock().expect("queue lock");
-                let from = q.durable;
-                if upto > from {
-                    let covered: Vec<u32> = q.arrived[from..upto]
-                        .iter()
-                        .map(|t| micros(synced - *t))
-                        .collect();
-                    q.samples.extend(covered);
+                let mut guard = queue.lock().expect("queue lock");
+                let q = &mut *guard;
+                if upto > q.durable {
+                    let covered = &q.arrived[q.durable..upto];
+                    q.samples
+                        .extend(covered.iter().map(|t| micros(synced - *t)));
                     q.durable = upto;
                 }
             }
