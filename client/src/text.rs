@@ -442,6 +442,7 @@ mod tests {
             }),
             lease_id,
             config_version: 1,
+            incarnation: 0,
         };
         let workers = [
             WorkerInfo {

@@ -30,6 +30,7 @@ fn lease_ref(lease: &Lease) -> LeaseRef {
         unit: lease.unit.clone(),
         lease_id: lease.lease_id,
         config_version: lease.config_version,
+        incarnation: lease.incarnation,
     }
 }
 
@@ -86,9 +87,13 @@ async fn compact_leases_expand_and_commit_over_a_stream() {
         assert_eq!(unit.pipeline_id, id);
         assert_eq!(lease.task, "exec");
         assert_eq!(lease.params["ds"], "2026-11-21");
+        assert_ne!(lease.incarnation, 0, "a running master has an incarnation");
         assert_eq!(
             lease.output_prefix,
-            format!("{id}/extract/{}/{}/", unit.unit, lease.lease_id)
+            format!(
+                "{id}/extract/{}/{}-{:016x}/",
+                unit.unit, lease.lease_id, lease.incarnation
+            )
         );
     }
 

@@ -74,7 +74,7 @@ fn done_all(leased: &Leases) -> Vec<CommitItem> {
     leased
         .iter()
         .map(|lease| {
-            let (unit, config_version) = match group_in(lease, &leased.groups).unwrap() {
+            let (unit, config_version, incarnation) = match group_in(lease, &leased.groups).unwrap() {
                 Some(group) => (
                     Some(UnitRef {
                         pipeline_id: group.pipeline_id.clone(),
@@ -82,14 +82,16 @@ fn done_all(leased: &Leases) -> Vec<CommitItem> {
                         unit: lease.unit.as_ref().map_or(0, |u| u.unit),
                     }),
                     group.config_version,
+                    group.incarnation,
                 ),
-                None => (lease.unit.clone(), lease.config_version),
+                None => (lease.unit.clone(), lease.config_version, lease.incarnation),
             };
             CommitItem {
                 lease: Some(LeaseRef {
                     unit,
                     lease_id: lease.lease_id,
                     config_version,
+                    incarnation,
                 }),
                 result: Some(commit_item::Result::Outputs(Outputs {
                     files: vec![OutputFile {

@@ -136,11 +136,11 @@ impl Master {
         let recovered =
             recovery::recover(data_dir, core_config, &snapshots, clock.now_ms(), unix_ms())?;
         let snapshot_bytes = snapshots.disk_usage()?.newest_bytes;
+        let mut core = recovered.core;
+        let journal = Arc::new(Journal::start(recovered.log, recovered.appended));
+        start_incarnation(&mut core, &journal, clock.now_ms())?;
         Ok(Master {
-            state: Mutex::new(State {
-                core: recovered.core,
-                journal: Arc::new(Journal::start(recovered.log, recovered.appended)),
-            }),
+            state: Mutex::new(State { core, journal }),
             data_dir: data_dir.clone(),
             journal_path: data_dir.join("journal.log"),
             snapshots,
@@ -969,6 +969,24 @@ fn write_snapshot(
         "snapshot written"
     );
     Ok(info)
+}
+
+/// Journals this start's incarnation and waits until it is durable, before
+/// the master serves: no lease of this start may go out without it (see
+/// `core::incarnation`).
+fn start_incarnation(core: &mut Core, journal: &Journal, now_ms: u64) -> Result<(), MasterError> {
+    // Random, so a master started on a copy of this data dir picks another;
+    // never 0, which stands for leases granted before incarnations.
+    let incarnation = loop {
+        let drawn: u64 = rand::random();
+        if drawn != 0 {
+            break drawn;
+        }
+    };
+    let started = core.start(incarnation, unix_ms(), now_ms)?;
+    journal.wait_durable_blocking(journal.append(&[started]))?;
+    tracing::info!(incarnation = %format!("{incarnation:016x}"), "started a new incarnation");
+    Ok(())
 }
 
 fn unix_ms() -> u64 {

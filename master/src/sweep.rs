@@ -3,7 +3,9 @@
 //! refused and abandoned attempts leave nothing behind. Committed outputs
 //! and attempts still holding their lease are never touched.
 //!
-//! Store layout: `<store>/<pipeline>/<group>/<unit>/<lease id>/...`. Only
+//! Store layout: `<store>/<pipeline>/<group>/<unit>/<attempt>/...`, the
+//! attempt's directory named by its lease id and the granting master's
+//! incarnation (`taskmaster_proto::compact::attempt_dir_name`). Only
 //! directories of pipelines and groups the master knows are looked at, so a
 //! store shared with other data is safe.
 //!
@@ -22,6 +24,8 @@ use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 
+use taskmaster_proto::compact::{attempt_dir_name, parse_attempt_dir_name};
+
 use crate::core::Core;
 
 /// What one sweep did.
@@ -38,6 +42,15 @@ pub struct Attempt {
     pub group: String,
     pub unit: u32,
     pub lease_id: u64,
+    /// The incarnation in the directory's name (0: none).
+    pub incarnation: u64,
+}
+
+impl Attempt {
+    /// The attempt's directory name under its unit's.
+    pub fn dir_name(&self) -> String {
+        attempt_dir_name(self.lease_id, self.incarnation)
+    }
 }
 
 /// The groups a sweep may look inside, by pipeline id: copied from the core
@@ -101,15 +114,16 @@ pub fn find_attempts(store_root: &Path, known: &Known) -> Vec<Attempt> {
                 .filter_map(|u| u.parse::<u32>().ok())
             {
                 let unit_dir = group_dir.join(unit.to_string());
-                for lease_id in dir_names(&unit_dir)
+                for (lease_id, incarnation) in dir_names(&unit_dir)
                     .iter()
-                    .filter_map(|l| l.parse::<u64>().ok())
+                    .filter_map(|name| parse_attempt_dir_name(name))
                 {
                     out.push(Attempt {
                         pipeline_id: pipeline.clone(),
                         group: group.clone(),
                         unit,
                         lease_id,
+                        incarnation,
                     });
                 }
             }
@@ -128,6 +142,7 @@ pub fn dead_attempts(core: &Core, found: Vec<Attempt>) -> (Vec<Attempt>, u64) {
             &attempt.group,
             attempt.unit,
             attempt.lease_id,
+            attempt.incarnation,
         ) {
             kept += 1;
         } else {
@@ -145,7 +160,7 @@ pub fn delete_attempts(store_root: &Path, dead: &[Attempt]) -> u64 {
             .join(&a.pipeline_id)
             .join(&a.group)
             .join(a.unit.to_string())
-            .join(a.lease_id.to_string());
+            .join(a.dir_name());
         match fs::remove_dir_all(&dir) {
             Ok(()) => deleted += 1,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -231,7 +246,9 @@ impl RemoteStore {
                 let group_dir = pipeline_dir.clone().join(group.as_str());
                 let mut objects = self.store.list(Some(&group_dir));
                 while let Some(meta) = objects.try_next().await? {
-                    let Some((unit, lease_id)) = unit_and_lease(&meta.location, &group_dir) else {
+                    let Some((unit, (lease_id, incarnation))) =
+                        unit_and_lease(&meta.location, &group_dir)
+                    else {
                         continue;
                     };
                     let attempt = Attempt {
@@ -239,6 +256,7 @@ impl RemoteStore {
                         group: group.clone(),
                         unit,
                         lease_id,
+                        incarnation,
                     };
                     found.entry(attempt).or_default().push(meta.location);
                 }
@@ -297,12 +315,13 @@ pub fn split_s3_url(url: &str) -> Result<(&str, &str), String> {
     Ok((bucket, prefix.trim_matches('/')))
 }
 
-/// The unit and lease id of an object `<group_dir>/<unit>/<lease id>/...`.
-fn unit_and_lease(location: &ObjectPath, group_dir: &ObjectPath) -> Option<(u32, u64)> {
+/// The unit and (lease id, incarnation) of an object
+/// `<group_dir>/<unit>/<attempt>/...`.
+fn unit_and_lease(location: &ObjectPath, group_dir: &ObjectPath) -> Option<(u32, (u64, u64))> {
     let mut parts = location.prefix_match(group_dir)?;
     let unit = parts.next()?.as_ref().parse().ok()?;
-    let lease_id = parts.next()?.as_ref().parse().ok()?;
-    // An object directly at `<unit>/<lease id>` is not an attempt's output.
+    let lease_id = parse_attempt_dir_name(parts.next()?.as_ref())?;
+    // An object directly at `<unit>/<attempt>` is not an attempt's output.
     parts.next()?;
     Some((unit, lease_id))
 }
@@ -328,6 +347,8 @@ mod tests {
         for dir in [
             "p-1/a/0/7",
             "p-1/a/1/9",
+            "p-1/a/1/10-00000000000000ab",
+            "p-1/a/1/11-AB",
             "p-1/x/0/8",
             "gone/a/0/3",
             "p-1/a/notaunit/4",
@@ -337,13 +358,17 @@ mod tests {
         let known: Known = [("p-1".to_string(), ["a".to_string()].into())].into();
         let mut found = find_attempts(root.path(), &known);
         found.sort();
-        let attempt = |unit, lease_id| Attempt {
+        let attempt = |unit, lease_id, incarnation| Attempt {
             pipeline_id: "p-1".into(),
             group: "a".into(),
             unit,
             lease_id,
+            incarnation,
         };
-        assert_eq!(found, [attempt(0, 7), attempt(1, 9)]);
+        assert_eq!(
+            found,
+            [attempt(0, 7, 0), attempt(1, 9, 0), attempt(1, 10, 0xab)]
+        );
     }
 
     #[test]
@@ -363,7 +388,11 @@ mod tests {
     fn objects_name_their_attempt() {
         let group = ObjectPath::from("pfx/p-1/g");
         let attempt = |key: &str| unit_and_lease(&ObjectPath::from(key), &group);
-        assert_eq!(attempt("pfx/p-1/g/3/17/out/part-00000"), Some((3, 17)));
+        assert_eq!(attempt("pfx/p-1/g/3/17/out/part-00000"), Some((3, (17, 0))));
+        assert_eq!(
+            attempt("pfx/p-1/g/3/17-00000000000000ab/out"),
+            Some((3, (17, 0xab)))
+        );
         assert_eq!(attempt("pfx/p-1/g/3/17"), None);
         assert_eq!(attempt("pfx/p-1/g/x/17/out"), None);
         assert_eq!(attempt("pfx/p-1/gg/3/17/out"), None);

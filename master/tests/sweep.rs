@@ -22,6 +22,7 @@ fn commit_item(lease: &Lease) -> CommitItem {
             unit: lease.unit.clone(),
             lease_id: lease.lease_id,
             config_version: 1,
+            incarnation: lease.incarnation,
         }),
         result: Some(commit_item::Result::Outputs(Outputs {
             files: vec![OutputFile {
@@ -74,6 +75,7 @@ async fn only_attempts_that_can_no_longer_commit_are_deleted() {
         unit: leases[2].unit.clone(),
         lease_id: leases[2].lease_id,
         config_version: 1,
+        incarnation: leases[2].incarnation,
     }];
     master.renew(&leases[2].server_token, &refs).await.unwrap();
     clock.advance(600);

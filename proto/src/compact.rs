@@ -23,20 +23,64 @@ pub enum CompactError {
 }
 
 /// The store-relative prefix an attempt writes under:
-/// `<pipeline_id>/<group>/<unit>/<lease_id>/`. It holds the lease id, so
-/// names under it can never collide with another attempt's.
-pub fn output_prefix(pipeline_id: &str, group: &str, unit: u32, lease_id: u64) -> String {
+/// `<pipeline_id>/<group>/<unit>/<attempt dir>/` (see [`attempt_dir_name`]).
+/// It holds the lease id and the granting master's incarnation, so names
+/// under it can never collide with another attempt's, not even one of a
+/// master started on a copy of the data dir.
+pub fn output_prefix(
+    pipeline_id: &str,
+    group: &str,
+    unit: u32,
+    lease_id: u64,
+    incarnation: u64,
+) -> String {
     // Built by hand: `format!` grew the string several times and cost a
     // tenth of the master's instructions in a batched run (BENCHMARKS-HISTORY.md).
-    let mut prefix = String::with_capacity(pipeline_id.len() + group.len() + 34);
+    let mut prefix = String::with_capacity(pipeline_id.len() + group.len() + 51);
     for part in [pipeline_id, "/", group, "/"] {
         prefix.push_str(part);
     }
     push_decimal(&mut prefix, unit.into());
     prefix.push('/');
-    push_decimal(&mut prefix, lease_id);
+    push_attempt_dir_name(&mut prefix, lease_id, incarnation);
     prefix.push('/');
     prefix
+}
+
+/// The directory of one attempt under its unit's: `<lease id>-<incarnation
+/// as 16 lower-case hex digits>`, or just `<lease id>` for incarnation 0
+/// (leases granted before masters had incarnations).
+pub fn attempt_dir_name(lease_id: u64, incarnation: u64) -> String {
+    let mut name = String::with_capacity(37);
+    push_attempt_dir_name(&mut name, lease_id, incarnation);
+    name
+}
+
+fn push_attempt_dir_name(out: &mut String, lease_id: u64, incarnation: u64) {
+    push_decimal(out, lease_id);
+    if incarnation != 0 {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        out.push('-');
+        for shift in (0..16).rev() {
+            out.push(HEX[((incarnation >> (shift * 4)) & 0xf) as usize] as char);
+        }
+    }
+}
+
+/// The (lease id, incarnation) an attempt directory's name stands for;
+/// None for any other name (only the exact spelling of
+/// [`attempt_dir_name`] parses, so a stray directory is never taken for
+/// an attempt's).
+pub fn parse_attempt_dir_name(name: &str) -> Option<(u64, u64)> {
+    let (lease, incarnation) = match name.split_once('-') {
+        Some((lease, hex)) if hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => {
+            (lease, u64::from_str_radix(hex, 16).ok()?)
+        }
+        Some(_) => return None,
+        None => (name, 0),
+    };
+    let lease_id: u64 = lease.parse().ok()?;
+    (attempt_dir_name(lease_id, incarnation) == name).then_some((lease_id, incarnation))
 }
 
 /// Appends `n` in decimal.
@@ -141,9 +185,10 @@ impl LeaseOwn {
             params,
             partitions,
             config,
+            incarnation,
         } = group;
         Lease {
-            output_prefix: output_prefix(&pipeline_id, &group, self.unit, self.lease_id),
+            output_prefix: output_prefix(&pipeline_id, &group, self.unit, self.lease_id, incarnation),
             unit: Some(UnitRef {
                 pipeline_id,
                 group,
@@ -166,6 +211,7 @@ impl LeaseOwn {
             partitions,
             config,
             lease_group: 0,
+            incarnation,
         }
     }
 
@@ -187,12 +233,27 @@ mod tests {
 
     #[test]
     fn output_prefixes_spell_every_number_in_full() {
-        assert_eq!(output_prefix("p-1", "a", 0, 0), "p-1/a/0/0/");
-        assert_eq!(output_prefix("p", "g", 10, 909), "p/g/10/909/");
+        assert_eq!(output_prefix("p-1", "a", 0, 0, 0), "p-1/a/0/0/");
+        assert_eq!(output_prefix("p", "g", 10, 909, 0), "p/g/10/909/");
         assert_eq!(
-            output_prefix("wc-0badcafe", "map", u32::MAX, u64::MAX),
-            "wc-0badcafe/map/4294967295/18446744073709551615/"
+            output_prefix("wc-0badcafe", "map", u32::MAX, u64::MAX, u64::MAX),
+            "wc-0badcafe/map/4294967295/18446744073709551615-ffffffffffffffff/"
         );
+        assert_eq!(output_prefix("p", "g", 1, 7, 0xab), "p/g/1/7-00000000000000ab/");
+    }
+
+    #[test]
+    fn attempt_dir_names_parse_back_and_nothing_else_does() {
+        for (lease, incarnation) in [(0, 0), (7, 0), (7, 1), (u64::MAX, 0x0123_4567_89ab_cdef)] {
+            let name = attempt_dir_name(lease, incarnation);
+            assert_eq!(parse_attempt_dir_name(&name), Some((lease, incarnation)));
+        }
+        for bad in [
+            "", "x", "07", "7-", "7-ab", "7-00000000000000AB", "7-000000000000000g",
+            "7-0000000000000000", "-0000000000000001", "+7", "7-00000000000000ab-1",
+        ] {
+            assert_eq!(parse_attempt_dir_name(bad), None, "{bad:?} parsed");
+        }
     }
 
     /// The part of a full lease its group shares: what [`expand`] puts back.
@@ -213,6 +274,7 @@ mod tests {
             params: lease.params.clone(),
             partitions: lease.partitions,
             config: lease.config.clone(),
+            incarnation: lease.incarnation,
         }
     }
 
@@ -227,7 +289,7 @@ mod tests {
             lease_ms: 30_000,
             config_version: 3,
             server_token: "token".into(),
-            output_prefix: output_prefix("p-1", "map", unit, lease_id),
+            output_prefix: output_prefix("p-1", "map", unit, lease_id, 0x5eed),
             store_root: "/store".into(),
             store_url: String::new(),
             task: "wordcount".into(),
@@ -241,6 +303,7 @@ mod tests {
             partitions: 4,
             config: [("k".to_string(), "v".to_string())].into(),
             lease_group: 0,
+            incarnation: 0x5eed,
         }
     }
 

@@ -26,3 +26,16 @@ pub use taskmaster::journal::v1 as journal;
 /// The encoded `FileDescriptorSet` of every file above, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/taskmaster_descriptor.bin"));
+
+impl v1::Lease {
+    /// What names this lease in renew, commit and release calls: every
+    /// field a master checks (unit, lease id, config version, incarnation).
+    pub fn to_ref(&self) -> v1::LeaseRef {
+        v1::LeaseRef {
+            unit: self.unit.clone(),
+            lease_id: self.lease_id,
+            config_version: self.config_version,
+            incarnation: self.incarnation,
+        }
+    }
+}

@@ -249,6 +249,7 @@ fn seed_records() -> Vec<Record> {
             unit: leases[i].unit.clone(),
             lease_id: leases[i].lease_id,
             config_version: leases[i].config_version,
+            incarnation: leases[i].incarnation,
         }),
         result: Some(result),
     };

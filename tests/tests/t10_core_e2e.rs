@@ -121,6 +121,7 @@ fn lease_ref(lease: &Lease) -> LeaseRef {
         unit: lease.unit.clone(),
         lease_id: lease.lease_id,
         config_version: lease.config_version,
+        incarnation: lease.incarnation,
     }
 }
 
@@ -214,7 +215,7 @@ fn t20_refused_commits_never_show_their_output() {
     let listed = outputs(&url, &id, "count");
     assert_eq!(listed.len(), 1);
     assert!(
-        listed[0].contains(&format!("/{}/words", retry.lease_id)),
+        listed[0].ends_with(&format!("/{}words", retry.output_prefix)),
         "{listed:?}"
     );
 }

@@ -341,6 +341,7 @@ async fn abandon_an_attempt(url: &str, s3: &Arc<dyn ObjectStore>) -> ObjectPath 
         unit: lease.unit.clone(),
         lease_id: lease.lease_id,
         config_version: lease.config_version,
+        incarnation: lease.incarnation,
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

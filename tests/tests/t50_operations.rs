@@ -119,6 +119,7 @@ async fn commit(client: &Client, lease: &Lease, text: &str) -> ItemStatus {
             unit: lease.unit.clone(),
             lease_id: lease.lease_id,
             config_version: lease.config_version,
+            incarnation: lease.incarnation,
         }),
         result: Some(commit_item::Result::Outputs(Outputs {
             files: vec![OutputFile {
@@ -879,6 +880,7 @@ fn t60_delete_forgets_a_finished_pipeline_and_keeps_its_committed_outputs() {
             unit: held[1].unit.clone(),
             lease_id: held[1].lease_id,
             config_version: held[1].config_version,
+            incarnation: held[1].incarnation,
         }],
     };
     rt.block_on(client.raw().release(release)).unwrap();

@@ -108,6 +108,7 @@ fn output(lease: &Lease, name: &str) -> CommitItem {
             unit: lease.unit.clone(),
             lease_id: lease.lease_id,
             config_version: lease.config_version,
+            incarnation: lease.incarnation,
         }),
         result: Some(commit_item::Result::Outputs(Outputs {
             files: vec![OutputFile {

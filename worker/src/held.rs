@@ -72,11 +72,7 @@ impl HeldLeases {
     pub fn insert(&self, lease: &Lease, cancel: CancelToken, granted_at: Instant) -> LeaseKey {
         let key = LeaseKey::of(lease);
         let held = Held {
-            lease_ref: LeaseRef {
-                unit: lease.unit.clone(),
-                lease_id: lease.lease_id,
-                config_version: lease.config_version,
-            },
+            lease_ref: lease.to_ref(),
             lease_ms: lease.lease_ms,
             renewed_at: granted_at,
             cancel,

@@ -248,11 +248,7 @@ fn start_units(
 pub(crate) async fn release_one(worker: &Shared, lease: Lease) {
     let request = taskmaster_proto::v1::ReleaseRequest {
         server_token: lease.server_token.clone(),
-        leases: vec![taskmaster_proto::v1::LeaseRef {
-            unit: lease.unit,
-            lease_id: lease.lease_id,
-            config_version: lease.config_version,
-        }],
+        leases: vec![lease.to_ref()],
     };
     let timeout = Duration::from_millis(rpc::RPC_TIMEOUT_MS);
     if let Err(status) = worker.master.release(request, timeout).await {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use taskmaster_proto::compact;
 use taskmaster_proto::v1::commit_item::Result as ItemResult;
 use taskmaster_proto::v1::{
-    CommitItem, CommitRequest, ItemStatus, Lease, LeaseNext, LeaseRef, OutputFile, Outputs,
+    CommitItem, CommitRequest, ItemStatus, Lease, LeaseNext, OutputFile, Outputs,
 };
 use tokio::time::Instant;
 use tonic::Status;
@@ -204,11 +204,7 @@ fn commit_item(lease: &Lease, result: Result<Vec<OutputFile>, TaskError>) -> Com
         Err(err) => ItemResult::Error(truncate_utf8(err.message(), ERROR_TEXT_BYTES_MAX)),
     };
     CommitItem {
-        lease: Some(LeaseRef {
-            unit: lease.unit.clone(),
-            lease_id: lease.lease_id,
-            config_version: lease.config_version,
-        }),
+        lease: Some(lease.to_ref()),
         result: Some(result),
     }
 }

@@ -252,6 +252,7 @@ impl Held {
                     }),
                     lease_id: lease.lease_id,
                     config_version: group.config_version,
+                    incarnation: group.incarnation,
                 },
             });
         }
@@ -429,6 +430,7 @@ fn lease_ref(lease: Lease) -> LeaseRef {
         unit: lease.unit,
         lease_id: lease.lease_id,
         config_version: lease.config_version,
+        incarnation: lease.incarnation,
     }
 }
 

@@ -256,6 +256,7 @@ impl HandWorker {
                     unit: lease.unit.clone(),
                     lease_id: lease.lease_id,
                     config_version: lease.config_version,
+                    incarnation: lease.incarnation,
                 }),
                 result: Some(result),
             }],

@@ -68,6 +68,7 @@ fn deleting_a_finished_pipeline_forgets_it_and_the_others_go_on() {
             }),
             lease_id: 1,
             config_version: 1,
+            incarnation: 0,
         }),
         result: Some(commit_item::Result::Outputs(Outputs::default())),
     };
@@ -195,14 +196,14 @@ fn the_sweep_leaves_a_deleted_pipelines_attempts_under_a_reused_id() {
     core.submit("p-1", two_groups(1), 0, 0).unwrap(); // the same id again
     let new = core.lease("w", 1, false, 0).unwrap().1.leases.remove(0);
     let unit = new.unit.as_ref().unwrap().unit;
-    assert!(core.attempt_may_matter("p-1", "a", unit, old.lease_id));
-    assert!(core.attempt_may_matter("p-1", "a", unit, new.lease_id));
+    assert!(core.attempt_may_matter("p-1", "a", unit, old.lease_id, 0));
+    assert!(core.attempt_may_matter("p-1", "a", unit, new.lease_id, 0));
     core.release("tok", &[super::tests::lease_ref(&new)], 0)
         .unwrap();
-    assert!(!core.attempt_may_matter("p-1", "a", unit, new.lease_id));
+    assert!(!core.attempt_may_matter("p-1", "a", unit, new.lease_id, 0));
     let snap = core.to_snapshot(9, 0);
     let loaded = Core::from_snapshot(core.config().clone(), &snap, 0, 0).unwrap();
-    assert!(loaded.attempt_may_matter("p-1", "a", unit, old.lease_id));
+    assert!(loaded.attempt_may_matter("p-1", "a", unit, old.lease_id, 0));
 }
 
 fn fail(lease: &Lease) -> CommitItem {

@@ -11,6 +11,9 @@ impl Core {
     pub fn check_invariants(&self) -> Result<(), CoreError> {
         let fail = |what: String| Err(CoreError::Corrupt(format!("invariant broken: {what}")));
         let mut leased_ids = HashSet::new();
+        if self.incarnations.latest_first_lease_id() > self.next_lease_id {
+            return fail("the latest incarnation starts past the next lease id".into());
+        }
         for (p, pipeline) in self.pipelines.iter().enumerate() {
             if self.pipeline_index.get(&pipeline.id) != Some(&(p as u32)) {
                 return fail(format!("pipeline {} is not indexed", pipeline.id));

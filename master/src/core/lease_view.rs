@@ -84,7 +84,9 @@ impl Core {
                     .iter()
                     .position(|g| g.group == *name && g.pipeline_id == pipeline.id);
                 seen.unwrap_or_else(|| {
-                    out.groups.push(self.lease_group_view(pos));
+                    // Every lease of one reply was granted just now, by
+                    // this incarnation.
+                    out.groups.push(self.lease_group_view(pos, lease_id));
                     out.groups.len() - 1
                 })
             }
@@ -98,7 +100,7 @@ impl Core {
     /// with its group's, as a client expands a compact lease.
     pub(super) fn lease_view(&self, pos: Pos, lease_id: u64) -> Lease {
         self.lease_own_view(pos, lease_id)
-            .into_full(self.lease_group_view(pos))
+            .into_full(self.lease_group_view(pos, lease_id))
     }
 
     /// What a lease holds of its own (all that a compact lease carries).
@@ -114,8 +116,9 @@ impl Core {
         }
     }
 
-    /// What every lease of `pos`'s group shares, for the compact form.
-    fn lease_group_view(&self, pos: Pos) -> LeaseGroup {
+    /// What every lease of `pos`'s group shares, for the compact form;
+    /// the incarnation is `lease_id`'s.
+    fn lease_group_view(&self, pos: Pos, lease_id: u64) -> LeaseGroup {
         let pipeline = &self.pipelines[pos.pipeline as usize];
         let spec = &pipeline.spec.groups[pos.group as usize];
         LeaseGroup {
@@ -133,6 +136,7 @@ impl Core {
             params: pipeline.spec.params.clone(),
             partitions: self.group(pos).wiring.write_partitions,
             config: spec.config.clone(),
+            incarnation: self.incarnations.of(lease_id),
         }
     }
 
@@ -193,7 +197,8 @@ impl Core {
         };
         let pipeline = &self.pipelines[pos.pipeline as usize];
         let group = &pipeline.spec.groups[pos.group as usize].name;
-        let prefix = output_prefix(&pipeline.id, group, pos.unit, *lease_id);
+        let incarnation = self.incarnations.of(*lease_id);
+        let prefix = output_prefix(&pipeline.id, group, pos.unit, *lease_id, incarnation);
         let root = if self.config.store_url.is_empty() {
             self.config.store_root.trim_end_matches('/')
         } else {

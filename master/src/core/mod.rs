@@ -18,6 +18,7 @@
 pub mod error;
 mod expiries;
 pub mod finished;
+pub mod incarnation;
 mod invariants;
 pub mod lease_view;
 pub mod limits;
@@ -41,6 +42,7 @@ use taskmaster_proto::v1::{GroupSpec, InputUnit, OutputFile};
 
 pub use error::{CoreError, Refusal};
 use expiries::Expiries;
+use incarnation::Incarnations;
 use model::*;
 use spec::Feed;
 
@@ -65,8 +67,11 @@ pub struct Core {
     config: CoreConfig,
     /// Identity of the store, from the journal's Init record.
     server_token: String,
-    /// Lease ids only grow, so an id is never reused.
+    /// Lease ids only grow, so an id is never reused by this journal.
     next_lease_id: u64,
+    /// Which start of a master granted each lease id, so a master on a
+    /// copy of this data dir, which reuses ids, is told apart.
+    incarnations: Incarnations,
     pipelines: Vec<Pipeline>,
     pipeline_index: FxHashMap<String, u32>,
     /// Units that may be leased, oldest first. Entries are checked when
@@ -101,6 +106,7 @@ impl Core {
             config,
             server_token: String::new(),
             next_lease_id: 1,
+            incarnations: Incarnations::default(),
             pipelines: Vec::new(),
             pipeline_index: FxHashMap::default(),
             ready: VecDeque::new(),
@@ -199,6 +205,28 @@ impl Core {
         &self.server_token
     }
 
+    /// The incarnation this master's new leases carry (0 before a start
+    /// was recorded).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnations.current()
+    }
+
+    /// The record that starts incarnation `incarnation` (random, made by
+    /// the caller, who owns randomness) at the next lease id. Journal it
+    /// before serving, so no lease of this start goes out without it.
+    pub fn start(&mut self, incarnation: u64, unix_ms: u64, now_ms: u64) -> Result<Record, CoreError> {
+        let rec = record(Kind::Started(journal::Started {
+            incarnation,
+            unix_ms,
+            first_lease_id: self.next_lease_id,
+        }));
+        if let Some(Kind::Started(started)) = &rec.kind {
+            self.incarnations.check(started).map_err(CoreError::Invalid)?;
+        }
+        self.apply(&rec, now_ms)?;
+        Ok(rec)
+    }
+
     pub fn config(&self) -> &CoreConfig {
         &self.config
     }
@@ -215,6 +243,13 @@ impl Core {
                     return Err(corrupt("Init record that is not the first or has no token"));
                 }
                 self.server_token = init.server_token.clone();
+            }
+            Kind::Started(started) => {
+                if started.first_lease_id != self.next_lease_id {
+                    return Err(corrupt("Started record at another lease id than the next"));
+                }
+                self.incarnations.check(started).map_err(CoreError::Corrupt)?;
+                self.incarnations.record(started);
             }
             Kind::PipelineSubmitted(sub) => self.apply_submitted(sub)?,
             Kind::LeaseGranted(g) => self.apply_granted(g, now_ms)?,
@@ -499,9 +534,14 @@ impl Core {
         promoted
     }
 
-    /// Whether `lease_id` already ended this unit's attempt with a recorded
-    /// outcome (committed, or its failure recorded): repeats answer OK.
-    fn finished_by(&self, pos: Pos, lease_id: u64, success: bool) -> bool {
+    /// Whether the lease `lease_id` of `incarnation` already ended this
+    /// unit's attempt with a recorded outcome (committed, or its failure
+    /// recorded): repeats answer OK. A lease of another incarnation with
+    /// the same id never did.
+    fn finished_by(&self, pos: Pos, lease_id: u64, incarnation: u64, success: bool) -> bool {
+        if self.incarnations.of(lease_id) != incarnation {
+            return false;
+        }
         let unit = self.unit(pos);
         match &unit.state {
             UnitState::Committed { lease_id: by, .. } if success => *by == lease_id,

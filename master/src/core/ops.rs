@@ -290,7 +290,9 @@ impl Core {
         };
         [true, false]
             .into_iter()
-            .any(|success| self.finished_by(pos, lease_ref.lease_id, success))
+            .any(|success| {
+                self.finished_by(pos, lease_ref.lease_id, lease_ref.incarnation, success)
+            })
     }
 
     /// Commits finished units and records failed attempts, each only if the
@@ -380,7 +382,7 @@ impl Core {
             .ok_or_else(|| Refusal::Invalid("item without a lease".into()))?;
         let pos = self.find_unit(lease_ref.unit.as_ref())?;
         let success = matches!(item.result, Some(commit_item::Result::Outputs(_)));
-        if self.finished_by(pos, lease_ref.lease_id, success) {
+        if self.finished_by(pos, lease_ref.lease_id, lease_ref.incarnation, success) {
             return Ok(None); // a repeat after a lost reply
         }
         self.check_lease_at(pos, lease_ref, now_ms)?;
@@ -519,16 +521,37 @@ impl Core {
         }
         let lease_id = lease_ref.lease_id;
         match &self.unit(pos).state {
-            UnitState::Leased { lease_id: held, .. } if *held == lease_id => {}
+            UnitState::Leased { lease_id: held, .. } if *held == lease_id => {
+                let granted_by = self.incarnations.of(lease_id);
+                if lease_ref.incarnation != granted_by {
+                    return Err(Refusal::LeaseLost(format!(
+                        "lease {lease_id} of incarnation {:016x} was not granted by this master \
+                         (its lease {lease_id} is incarnation {granted_by:016x}'s): a master started \
+                         on a copy of this data dir, or the lease was never sent with its incarnation",
+                        lease_ref.incarnation
+                    )));
+                }
+            }
             UnitState::Leased { .. } | UnitState::Pending => {
                 return Err(Refusal::LeaseLost(format!(
                     "lease {lease_id} expired or was released; the unit went back to the queue"
                 )));
             }
-            UnitState::Committed { .. } => {
-                return Err(Refusal::LeaseLost(format!(
-                    "the unit was committed under another lease than {lease_id}"
-                )));
+            UnitState::Committed { lease_id: by, .. } => {
+                let granted_by = self.incarnations.of(*by);
+                return Err(Refusal::LeaseLost(if *by != lease_id {
+                    format!("the unit was committed under lease {by}, not {lease_id}")
+                } else if granted_by != lease_ref.incarnation {
+                    format!(
+                        "the unit was committed by lease {lease_id} of incarnation {granted_by:016x}; \
+                         lease {lease_id} of incarnation {:016x} was not granted by this master",
+                        lease_ref.incarnation
+                    )
+                } else {
+                    format!(
+                        "lease {lease_id} already committed the unit; a failure reported after it is ignored"
+                    )
+                }));
             }
             UnitState::Failed => return Err(Refusal::LeaseLost("the unit has failed".into())),
             UnitState::Dropped => {

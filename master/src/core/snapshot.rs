@@ -12,6 +12,7 @@ use taskmaster_proto::journal::{
     snapshot_unit::Source,
 };
 
+use super::incarnation::Incarnations;
 use super::model::{Counts, Group, LeaseClock, Pipeline, Pos, Unit, UnitSource, UnitState};
 use super::{Core, CoreConfig, CoreError, spec};
 
@@ -22,6 +23,7 @@ use super::{Core, CoreConfig, CoreError, spec};
 pub struct SnapshotSource {
     server_token: String,
     next_lease_id: u64,
+    incarnations: Incarnations,
     blocked: bool,
     pipelines: Vec<Pipeline>,
     delayed_retries: Vec<DelayedRetry>,
@@ -47,6 +49,7 @@ impl SnapshotSource {
             journal_position: position,
             server_token: self.server_token.clone(),
             next_lease_id: self.next_lease_id,
+            incarnations: self.incarnations.to_records(),
             blocked: self.blocked,
             delayed_retries: self.delayed_retries.clone(),
             ..Snapshot::default()
@@ -80,6 +83,7 @@ impl Core {
         SnapshotSource {
             server_token: self.server_token.clone(),
             next_lease_id: self.next_lease_id,
+            incarnations: self.incarnations.clone(),
             blocked: self.blocked,
             pipelines: self.pipelines.clone(),
             delayed_retries,
@@ -105,6 +109,11 @@ impl Core {
         core.set_wall_clock(now_ms, unix_ms);
         core.server_token = snap.server_token.clone();
         core.next_lease_id = snap.next_lease_id.max(1);
+        core.incarnations = Incarnations::from_records(&snap.incarnations)
+            .map_err(|e| CoreError::Corrupt(format!("snapshot: {e}")))?;
+        if core.incarnations.latest_first_lease_id() > core.next_lease_id {
+            return Err(CoreError::Corrupt("snapshot: an incarnation starts past the next lease id".into()));
+        }
         core.blocked = snap.blocked;
         for sp in &snap.pipelines {
             let pipeline = pipeline_from_snapshot(sp)?;
@@ -155,6 +164,10 @@ impl Core {
     pub fn rolled_back(&self, mut snapshot: Core, now_ms: u64) -> (Core, u64) {
         let invalidated = self.leases.len() as u64;
         snapshot.next_lease_id = snapshot.next_lease_id.max(self.next_lease_id);
+        // Lease ids below ours were granted under our table (the
+        // snapshot's is an older prefix of it), and new ones go on under
+        // this master's incarnation.
+        snapshot.incarnations = self.incarnations.clone();
         for p in 0..snapshot.pipelines.len() as u32 {
             let id = snapshot.pipelines[p as usize].id.clone();
             let current = self

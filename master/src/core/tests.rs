@@ -60,6 +60,7 @@ pub fn lease_ref(lease: &Lease) -> LeaseRef {
         unit: lease.unit.clone(),
         lease_id: lease.lease_id,
         config_version: lease.config_version,
+        incarnation: lease.incarnation,
     }
 }
 
@@ -194,7 +195,7 @@ fn commit_journals_outputs_and_feeds_downstream() {
         .unwrap();
     assert_eq!(
         b.inputs,
-        vec![format!("/store/{}out.txt", output_prefix("p-1", "a", 0, 1))]
+        vec![format!("/store/{}out.txt", output_prefix("p-1", "a", 0, 1, 0))]
     );
     core.check_invariants().unwrap();
 }
@@ -712,7 +713,7 @@ fn a_shuffle_waits_for_its_upstream_then_reads_one_partition_each() {
     core.check_invariants().unwrap();
     let b = lease_all(&mut core, 2);
     assert_eq!(in_group(&b, "b").len(), 2);
-    let prefix = |unit, lease| format!("/store/{}", output_prefix("p-1", "a", unit, lease));
+    let prefix = |unit, lease| format!("/store/{}", output_prefix("p-1", "a", unit, lease, 0));
     assert_eq!(b[0].inputs, vec![format!("{}part-00000", prefix(0, 1))]);
     assert_eq!(
         b[1].inputs,
@@ -806,4 +807,56 @@ fn a_remote_store_names_outputs_by_url() {
     let (_, down) = core.lease("w1", 1, false, 1).unwrap();
     assert_eq!(down[0].inputs, vec![url]);
     core.check_invariants().unwrap();
+}
+
+/// A copy of a core (a master started on a copy of its data dir) starts
+/// another incarnation: it grants the same lease id as the original, but
+/// in another directory, and refuses the original's lease for it, even
+/// as a "repeat"; the original's journal replays to the same checks.
+#[test]
+fn a_copy_of_the_state_with_another_incarnation_refuses_the_originals_leases() {
+    let mut journal = vec![Core::init_record("tok", 1)];
+    let mut original = core();
+    journal.extend(original.submit("p-1", two_groups(1), 0, 0).unwrap());
+    let mut copy = original.clone();
+    journal.push(original.start(0xa, 5, 0).unwrap());
+    copy.start(0xb, 5, 0).unwrap();
+    assert!(copy.start(0xb, 6, 0).is_err(), "an incarnation is never reused");
+    assert!(copy.start(0, 6, 0).is_err());
+
+    let (granted, first) = original.lease("w1", 1, false, 0).unwrap();
+    journal.extend(granted);
+    let (_, second) = copy.lease("w2", 1, false, 0).unwrap();
+    let (first, second) = (&first[0], &second[0]);
+    assert_eq!(first.lease_id, second.lease_id);
+    assert_eq!((first.incarnation, second.incarnation), (0xa, 0xb));
+    assert_eq!(first.output_prefix, "p-1/a/0/1-000000000000000a/");
+    assert_eq!(second.output_prefix, "p-1/a/0/1-000000000000000b/");
+
+    let renewed = copy.renew("tok", &[lease_ref(first)], 0).unwrap();
+    assert!(matches!(&renewed[0], Err(Refusal::LeaseLost(why)) if why.contains("not granted by this master")));
+    let (records, results) = copy.commit("tok", &[done(first, &["x"])], 0).unwrap();
+    assert!(records.is_empty() && results[0].is_err(), "{results:?}");
+    let (_, results) = copy.commit("tok", &[done(second, &["x"])], 0).unwrap();
+    assert!(results[0].is_ok());
+    let (records, results) = copy.commit("tok", &[done(first, &["x"])], 0).unwrap();
+    assert!(records.is_empty() && results[0].is_err(), "not a repeat: {results:?}");
+    copy.check_invariants().unwrap();
+    assert_snapshot_encodes(&copy);
+    assert!(copy.attempt_may_matter("p-1", "a", 0, second.lease_id, 0xb), "committed");
+    assert!(copy.attempt_may_matter("p-1", "a", 0, first.lease_id, 0xa), "not its own: kept");
+
+    // The original's journal, replayed, knows its own lease and no other;
+    // so does a snapshot of it.
+    let replayed = Core::recover(original.config().clone(), journal, 0).unwrap();
+    let snap = replayed.to_snapshot(9, 0);
+    let loaded = Core::from_snapshot(replayed.config().clone(), &snap, 0, 0).unwrap();
+    for mut state in [replayed, loaded] {
+        assert_eq!(state.incarnation(), 0xa);
+        let (_, results) = state.commit("tok", &[done(second, &["x"])], 0).unwrap();
+        assert!(results[0].is_err());
+        let (_, results) = state.commit("tok", &[done(first, &["x"])], 0).unwrap();
+        assert!(results[0].is_ok());
+        state.check_invariants().unwrap();
+    }
 }

@@ -45,6 +45,7 @@ impl Core {
                     unit: Some(unit),
                     lease_id: *lease_id,
                     config_version,
+                    incarnation: self.incarnations.of(*lease_id),
                 });
             }
         }
@@ -95,16 +96,23 @@ impl Core {
         self.workers.insert(worker_id.to_string(), seen);
     }
 
-    /// Whether the output of attempt `lease_id` on a unit may still be
-    /// needed: it committed the unit, or still holds the unit's lease (it
-    /// may yet commit). Anything else can never become visible.
+    /// Whether the output of attempt `lease_id` of `incarnation` on a unit
+    /// may still be needed: it committed the unit, or still holds the
+    /// unit's lease (it may yet commit). Anything else can never become
+    /// visible. An attempt of an incarnation that did not grant that lease
+    /// id here was written under another master on a copy of this data dir:
+    /// not this master's to judge, so it is kept.
     pub fn attempt_may_matter(
         &self,
         pipeline_id: &str,
         group: &str,
         unit: u32,
         lease_id: u64,
+        incarnation: u64,
     ) -> bool {
+        if self.incarnations.of(lease_id) != incarnation {
+            return true;
+        }
         let Some(&p) = self.pipeline_index.get(pipeline_id) else {
             return true;
         };
@@ -177,6 +185,7 @@ impl Core {
                 out.push(UnitOutputs {
                     unit: u as u32,
                     lease_id,
+                    incarnation: self.incarnations.of(lease_id),
                     paths: self.committed_paths(pos, None),
                 });
             }
