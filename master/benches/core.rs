@@ -74,7 +74,8 @@ fn done_all(leased: &Leases) -> Vec<CommitItem> {
     leased
         .iter()
         .map(|lease| {
-            let (unit, config_version, incarnation) = match group_in(lease, &leased.groups).unwrap() {
+            let (unit, config_version, incarnation) = match group_in(lease, &leased.groups).unwrap()
+            {
                 Some(group) => (
                     Some(UnitRef {
                         pipeline_id: group.pipeline_id.clone(),

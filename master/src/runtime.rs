@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use taskmaster_proto::journal::{Record, Snapshot, record::Kind};
 use taskmaster_proto::v1::{
-    CommitItem, GroupConfigChange, LeaseNext, LeaseRef, MasterStatus, PipelineSpec, PipelineStatus,
-    SnapshotInfo, UnitOutputs, WorkerInfo,
+    CommitItem, GroupConfigChange, LeaseNext, LeaseRef, ListInputsResponse, MasterStatus,
+    PipelineSpec, PipelineStatus, SnapshotInfo, UnitOutputs, WorkerInfo,
 };
 use tokio::sync::{Notify, oneshot, watch};
 
@@ -22,7 +22,7 @@ use crate::clock::Clock;
 use crate::core::lease_view::Leases;
 use crate::core::operate::Changed;
 use crate::core::ops::{CommittedAndLeased, ItemResults};
-use crate::core::{Core, CoreConfig, CoreError};
+use crate::core::{Core, CoreConfig, CoreError, Refusal};
 use crate::idle_thread;
 use crate::journal::{Journal, JournalError};
 use crate::procstat;
@@ -545,6 +545,19 @@ impl Master {
         refs: &[LeaseRef],
     ) -> Result<ItemResults, MasterError> {
         self.mutate(|core, now| core.release(token, refs, now))
+            .await
+    }
+
+    /// A page of a held lease's inputs (see `Core::list_inputs`).
+    pub async fn list_inputs(
+        &self,
+        token: &str,
+        lease_ref: &LeaseRef,
+        cursor: u64,
+        limit: u32,
+    ) -> Result<Result<ListInputsResponse, Refusal>, MasterError> {
+        let now_ms = self.clock.now_ms();
+        self.read(|core| core.list_inputs(token, lease_ref, cursor, limit, now_ms))
             .await
     }
 

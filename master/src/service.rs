@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prost::Message as _;
 use taskmaster_proto::v1::task_master_server::TaskMaster;
 use taskmaster_proto::v1::*;
 use tonic::{Code, Request, Response, Status};
 
-use crate::core::limits::{BATCH_ITEMS_MAX, LEASE_WAIT_MS_MAX};
+use crate::core::limits::{BATCH_ITEMS_MAX, LEASE_WAIT_MS_MAX, MESSAGE_BYTES_MAX};
 use crate::core::ops::ItemResults;
 use crate::core::{CoreError, Refusal};
 use crate::journal::JournalError;
@@ -46,15 +47,19 @@ fn status(error: MasterError) -> Status {
     }
 }
 
+/// The gRPC code of a refused lease.
+fn refusal_code(refusal: &Refusal) -> Code {
+    match refusal {
+        Refusal::UnknownUnit(_) => Code::NotFound,
+        Refusal::StaleConfig { .. } => Code::FailedPrecondition,
+        Refusal::LeaseLost(_) => Code::Aborted,
+        Refusal::Invalid(_) => Code::InvalidArgument,
+    }
+}
+
 /// Per-item refusals of batch calls, as gRPC codes.
 fn item_status(result: Result<(), Refusal>) -> ItemStatus {
-    let code = match &result {
-        Ok(()) => Code::Ok,
-        Err(Refusal::UnknownUnit(_)) => Code::NotFound,
-        Err(Refusal::StaleConfig { .. }) => Code::FailedPrecondition,
-        Err(Refusal::LeaseLost(_)) => Code::Aborted,
-        Err(Refusal::Invalid(_)) => Code::InvalidArgument,
-    };
+    let code = result.as_ref().err().map_or(Code::Ok, refusal_code);
     ItemStatus {
         code: code as i32,
         message: result.err().map(|e| e.to_string()).unwrap_or_default(),
@@ -81,10 +86,27 @@ pub(crate) async fn lease_call(
         .lease(&req.worker_id, req.max_units as usize, req.compact, wait)
         .await
         .map_err(status)?;
-    Ok(LeaseResponse {
+    let reply = LeaseResponse {
         leases: leased.leases,
         lease_groups: leased.groups,
-    })
+    };
+    warn_if_unsendable("Lease", reply.encoded_len(), reply.leases.len());
+    Ok(reply)
+}
+
+/// Logs loudly a reply over the message limit: its leases were granted and
+/// journaled but will never reach the worker, and will expire. The core
+/// sizes replies so that this cannot happen; if it does, it is a bug.
+fn warn_if_unsendable(call: &str, bytes: usize, leases: usize) {
+    if bytes > MESSAGE_BYTES_MAX {
+        tracing::error!(
+            call,
+            bytes,
+            limit = MESSAGE_BYTES_MAX,
+            leases,
+            "a reply is over the message limit and cannot be sent: its leases will expire"
+        );
+    }
 }
 
 fn check_max_units(max_units: u32) -> Result<(), Status> {
@@ -121,11 +143,13 @@ pub(crate) async fn commit_call(
         .commit(&req.server_token, &req.items, req.lease_next.as_ref())
         .await
         .map_err(status)?;
-    Ok(CommitResponse {
+    let reply = CommitResponse {
         results: item_statuses(results),
         leases: leased.leases,
         lease_groups: leased.groups,
-    })
+    };
+    warn_if_unsendable("Commit", reply.encoded_len(), reply.leases.len());
+    Ok(reply)
 }
 
 pub(crate) async fn release_call(
@@ -221,6 +245,25 @@ impl TaskMaster for Service {
         release_call(&self.master, request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn list_inputs(
+        &self,
+        request: Request<ListInputsRequest>,
+    ) -> Result<Response<ListInputsResponse>, Status> {
+        let req = request.into_inner();
+        let lease = req
+            .lease
+            .ok_or_else(|| Status::invalid_argument("no lease named"))?;
+        match self
+            .master
+            .list_inputs(&req.server_token, &lease, req.cursor, req.limit)
+            .await
+            .map_err(status)?
+        {
+            Ok(page) => Ok(Response::new(page)),
+            Err(refusal) => Err(Status::new(refusal_code(&refusal), refusal.to_string())),
+        }
     }
 
     type WorkStream = work_stream::Replies;

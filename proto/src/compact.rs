@@ -73,7 +73,12 @@ fn push_attempt_dir_name(out: &mut String, lease_id: u64, incarnation: u64) {
 /// an attempt's).
 pub fn parse_attempt_dir_name(name: &str) -> Option<(u64, u64)> {
     let (lease, incarnation) = match name.split_once('-') {
-        Some((lease, hex)) if hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => {
+        Some((lease, hex))
+            if hex.len() == 16
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+        {
             (lease, u64::from_str_radix(hex, 16).ok()?)
         }
         Some(_) => return None,
@@ -146,6 +151,8 @@ pub struct LeaseOwn {
     pub inputs: Vec<String>,
     pub input_slices: Vec<InputSlice>,
     pub attempt: u32,
+    /// The inputs were too large to send: the worker lists them (`ListInputs`).
+    pub inputs_paged: bool,
 }
 
 impl LeaseOwn {
@@ -162,6 +169,7 @@ impl LeaseOwn {
             input_slices: self.input_slices,
             attempt: self.attempt,
             lease_group,
+            inputs_paged: self.inputs_paged,
             ..Lease::default()
         }
     }
@@ -188,7 +196,13 @@ impl LeaseOwn {
             incarnation,
         } = group;
         Lease {
-            output_prefix: output_prefix(&pipeline_id, &group, self.unit, self.lease_id, incarnation),
+            output_prefix: output_prefix(
+                &pipeline_id,
+                &group,
+                self.unit,
+                self.lease_id,
+                incarnation,
+            ),
             unit: Some(UnitRef {
                 pipeline_id,
                 group,
@@ -212,6 +226,7 @@ impl LeaseOwn {
             config,
             lease_group: 0,
             incarnation,
+            inputs_paged: self.inputs_paged,
         }
     }
 
@@ -223,6 +238,7 @@ impl LeaseOwn {
             inputs: lease.inputs,
             input_slices: lease.input_slices,
             attempt: lease.attempt,
+            inputs_paged: lease.inputs_paged,
         }
     }
 }
@@ -239,7 +255,10 @@ mod tests {
             output_prefix("wc-0badcafe", "map", u32::MAX, u64::MAX, u64::MAX),
             "wc-0badcafe/map/4294967295/18446744073709551615-ffffffffffffffff/"
         );
-        assert_eq!(output_prefix("p", "g", 1, 7, 0xab), "p/g/1/7-00000000000000ab/");
+        assert_eq!(
+            output_prefix("p", "g", 1, 7, 0xab),
+            "p/g/1/7-00000000000000ab/"
+        );
     }
 
     #[test]
@@ -249,8 +268,17 @@ mod tests {
             assert_eq!(parse_attempt_dir_name(&name), Some((lease, incarnation)));
         }
         for bad in [
-            "", "x", "07", "7-", "7-ab", "7-00000000000000AB", "7-000000000000000g",
-            "7-0000000000000000", "-0000000000000001", "+7", "7-00000000000000ab-1",
+            "",
+            "x",
+            "07",
+            "7-",
+            "7-ab",
+            "7-00000000000000AB",
+            "7-000000000000000g",
+            "7-0000000000000000",
+            "-0000000000000001",
+            "+7",
+            "7-00000000000000ab-1",
         ] {
             assert_eq!(parse_attempt_dir_name(bad), None, "{bad:?} parsed");
         }
@@ -304,6 +332,7 @@ mod tests {
             config: [("k".to_string(), "v".to_string())].into(),
             lease_group: 0,
             incarnation: 0x5eed,
+            inputs_paged: false,
         }
     }
 

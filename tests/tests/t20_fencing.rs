@@ -54,7 +54,13 @@ impl HandWorker {
                 wait_ms: 10_000,
                 compact: false,
             };
-            let mut leases = client.raw().lease(request).await.unwrap().into_inner().leases;
+            let mut leases = client
+                .raw()
+                .lease(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .leases;
             assert_eq!(leases.len(), 1, "{} got no lease", self.id);
             leases.remove(0)
         })
@@ -84,7 +90,11 @@ impl HandWorker {
             lease_next: None,
         };
         self.call(url, |client| async move {
-            client.raw().commit(request).await.map(|r| r.into_inner().results)
+            client
+                .raw()
+                .commit(request)
+                .await
+                .map(|r| r.into_inner().results)
         })
     }
 
@@ -94,7 +104,11 @@ impl HandWorker {
             leases: vec![lease.to_ref()],
         };
         self.call(url, |client| async move {
-            client.raw().renew(request).await.map(|r| r.into_inner().results)
+            client
+                .raw()
+                .renew(request)
+                .await
+                .map(|r| r.into_inner().results)
         })
     }
 
@@ -235,8 +249,13 @@ fn t22_leases_granted_before_a_restart_of_the_same_journal_stay_valid() {
     stale.incarnation ^= 1;
     assert_refused_as_not_granted(&W2.commit(&url, &stale, 8));
     assert_eq!(W1.commit(&url, &lease, 8).code, 0);
-    assert_eq!(committed_outputs(&url, &id, "g"), [file.display().to_string()]);
-    wait_until("the status to say succeeded", Duration::from_secs(10), || {
-        (status_json(&url, &id)["state"] == "succeeded").then_some(())
-    });
+    assert_eq!(
+        committed_outputs(&url, &id, "g"),
+        [file.display().to_string()]
+    );
+    wait_until(
+        "the status to say succeeded",
+        Duration::from_secs(10),
+        || (status_json(&url, &id)["state"] == "succeeded").then_some(()),
+    );
 }

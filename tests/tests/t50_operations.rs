@@ -366,7 +366,7 @@ fn t52_clear_downstream_runs_both_groups_again_under_new_leases() {
         let paths = outputs(&url, &id, group);
         assert_eq!(contents(&paths), ["alpha", "beta"], "{group}");
         for (path, lease_id) in paths.iter().zip(lease_ids(group)) {
-            assert!(path.contains(&format!("/{lease_id}/out")), "{path}");
+            assert!(path.contains(&format!("/{lease_id}-")), "{path}");
         }
     }
 }

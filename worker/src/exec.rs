@@ -7,8 +7,8 @@
 //!
 //! | variable | value |
 //! | --- | --- |
-//! | `TM_INPUTS` | the unit's absolute input paths, one per line: its whole files, then one file per input slice (see below); empty when the list is over 100 KiB |
-//! | `TM_INPUTS_FILE` | a file holding the same list (always set; use it when a unit may have thousands of inputs) |
+//! | `TM_INPUTS` | the unit's absolute input paths, one per line: its whole files, then one file per input slice (see below); no newline after the last, so `"$TM_INPUTS"` is a path when there is one input; empty when the list is over 100 KiB |
+//! | `TM_INPUTS_FILE` | a file holding the same list, every line ending in a newline (always set; use it when a unit may have thousands of inputs: `while IFS= read -r f; do ...; done < "$TM_INPUTS_FILE"`) |
 //! | `TM_PARTITIONS` | when above 0, write outputs only as `part-00000` ... `part-<TM_PARTITIONS-1>` (a downstream shuffle reads them); `0` otherwise |
 //! | `TM_OUTPUT_DIR` | the empty directory this attempt writes its outputs to |
 //! | `TM_PIPELINE` | the pipeline id |
@@ -122,7 +122,7 @@ fn write_inputs_list(
     scratch: &mut Scratch,
 ) -> Result<PathBuf, TaskError> {
     let path = scratch.next_file("inputs")?;
-    let list = input_list(unit, slice_files);
+    let list = input_lines(unit, slice_files);
     std::fs::write(&path, list.as_encoded_bytes()).map_err(|err| {
         TaskError::new(format!(
             "cannot write the input list {}: {err}",
@@ -133,6 +133,10 @@ fn write_inputs_list(
 }
 
 /// The unit's input paths, one per line: whole files, then slice copies.
+/// The unit's input paths for `TM_INPUTS`: one per line, whole files then
+/// slice copies, with no newline after the last, so that `"$TM_INPUTS"`
+/// is itself a usable path when a unit has one input (and `$(...)` would
+/// strip a final newline anyway).
 fn input_list(unit: &UnitContext, slice_files: &[PathBuf]) -> OsString {
     let mut inputs = OsString::new();
     for (i, input) in unit.inputs.iter().chain(slice_files).enumerate() {
@@ -140,6 +144,17 @@ fn input_list(unit: &UnitContext, slice_files: &[PathBuf]) -> OsString {
             inputs.push("\n");
         }
         inputs.push(input);
+    }
+    inputs
+}
+
+/// The same list for `TM_INPUTS_FILE`, where every line ends with a
+/// newline, the last one too: `while IFS= read -r f; do ...; done <
+/// "$TM_INPUTS_FILE"` and `wc -l` see every input.
+fn input_lines(unit: &UnitContext, slice_files: &[PathBuf]) -> OsString {
+    let mut inputs = input_list(unit, slice_files);
+    if !inputs.is_empty() {
+        inputs.push("\n");
     }
     inputs
 }
@@ -326,12 +341,12 @@ mod tests {
             .collect();
         ExecTask.run(&unit).unwrap();
         assert_eq!(std::fs::read_to_string(out.path().join("env")).unwrap(), "");
-        // 3000 paths, newline-separated without a final newline: wc counts 2999.
+        // 3000 paths, each line ending in a newline: wc counts them all.
         assert_eq!(
             std::fs::read_to_string(out.path().join("count"))
                 .unwrap()
                 .trim(),
-            "2999"
+            "3000"
         );
     }
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use taskmaster_proto::v1::task_master_client::TaskMasterClient;
 use taskmaster_proto::v1::{
-    CommitRequest, CommitResponse, ItemStatus, LeaseRequest, LeaseResponse, ReleaseRequest,
-    ReleaseResponse, RenewRequest, RenewResponse,
+    CommitRequest, CommitResponse, ItemStatus, LeaseRequest, LeaseResponse, ListInputsRequest,
+    ListInputsResponse, ReleaseRequest, ReleaseResponse, RenewRequest, RenewResponse,
 };
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
@@ -114,6 +114,17 @@ impl MasterConnection {
                 call(request, timeout, |req| client.release(req)).await
             }
         }
+    }
+
+    /// A page of a lease's inputs (`ListInputs`): always unary, as it is
+    /// rare (only leases with `inputs_paged`) and its replies are large.
+    pub async fn list_inputs(
+        &self,
+        request: ListInputsRequest,
+        timeout: Duration,
+    ) -> Result<ListInputsResponse, Status> {
+        let mut client = self.client.clone();
+        call(request, timeout, |req| client.list_inputs(req)).await
     }
 
     /// The stream to make a call on: the open one, or a new one if there

@@ -9,7 +9,7 @@ use std::time::Duration;
 use taskmaster_proto::compact;
 use taskmaster_proto::v1::commit_item::Result as ItemResult;
 use taskmaster_proto::v1::{
-    CommitItem, CommitRequest, ItemStatus, Lease, LeaseNext, OutputFile, Outputs,
+    CommitItem, CommitRequest, ItemStatus, Lease, LeaseNext, ListInputsRequest, OutputFile, Outputs,
 };
 use tokio::time::Instant;
 use tonic::Status;
@@ -104,6 +104,13 @@ async fn execute(
         )));
     };
     let started = Instant::now();
+    let listed;
+    let lease = if lease.inputs_paged {
+        listed = with_listed_inputs(worker, lease).await?;
+        &listed
+    } else {
+        lease
+    };
     let mut unit = unit_context(lease, cancel.clone())?;
     let result = match Staging::prepare(&worker.stores, lease, &mut unit).await {
         Ok(staging) => {
@@ -127,6 +134,56 @@ async fn execute(
         Err(err) => tracing::info!(took_ms, "task failed: {err}"),
     }
     result
+}
+
+/// Inputs listed at most, however many pages the master sends: a bound
+/// against a master that never ends the list.
+const LISTED_INPUTS_MAX: usize = 10_000_000;
+
+/// `lease` with the inputs its master left out (`inputs_paged`: too many
+/// to send inline), read page by page with `ListInputs`.
+async fn with_listed_inputs(worker: &Shared, lease: &Lease) -> Result<Lease, TaskError> {
+    let mut full = lease.clone();
+    let mut cursor = 0;
+    loop {
+        let request = ListInputsRequest {
+            server_token: lease.server_token.clone(),
+            lease: Some(lease.to_ref()),
+            cursor,
+            limit: 0,
+        };
+        let timeout = Duration::from_millis(rpc::RPC_TIMEOUT_MS);
+        let page = worker
+            .master
+            .list_inputs(request, timeout)
+            .await
+            .map_err(|status| {
+                TaskError::new(format!(
+                    "could not list the unit's inputs: {}",
+                    Show(&status)
+                ))
+            })?;
+        full.inputs.extend(page.inputs);
+        full.input_slices.extend(page.input_slices);
+        if full.inputs.len() + full.input_slices.len() > LISTED_INPUTS_MAX {
+            return Err(TaskError::new(format!(
+                "the master listed more than {LISTED_INPUTS_MAX} inputs for one unit"
+            )));
+        }
+        if page.next_cursor == 0 {
+            break;
+        }
+        if page.next_cursor <= cursor {
+            return Err(TaskError::new("the master's input listing went backwards"));
+        }
+        cursor = page.next_cursor;
+    }
+    full.inputs_paged = false;
+    tracing::info!(
+        inputs = full.inputs.len() + full.input_slices.len(),
+        "listed the unit's inputs"
+    );
+    Ok(full)
 }
 
 /// Runs `task` on the blocking pool in a fresh output directory and lists

@@ -22,7 +22,9 @@ pub struct Incarnations {
 impl Incarnations {
     /// The incarnation new leases get: the latest start's (0 before any).
     pub fn current(&self) -> u64 {
-        self.starts.last().map_or(0, |&(_, incarnation)| incarnation)
+        self.starts
+            .last()
+            .map_or(0, |&(_, incarnation)| incarnation)
     }
 
     /// The first lease id of the latest start (0 before any).
@@ -34,9 +36,7 @@ impl Incarnations {
     /// recorded start, by a master that had no incarnations).
     pub fn of(&self, lease_id: u64) -> u64 {
         let after = self.starts.partition_point(|&(first, _)| first <= lease_id);
-        after
-            .checked_sub(1)
-            .map_or(0, |i| self.starts[i].1)
+        after.checked_sub(1).map_or(0, |i| self.starts[i].1)
     }
 
     /// Whether a start may be recorded: a new, non-zero incarnation whose
@@ -143,6 +143,9 @@ mod tests {
         assert!(table.check(&started(5, 0xc)).is_ok());
         assert!(Incarnations::from_records(&[started(5, 0xa), started(3, 0xb)]).is_err());
         let rows = vec![started(1, 0xa), started(7, 0xb)];
-        assert_eq!(Incarnations::from_records(&rows).unwrap().to_records(), rows);
+        assert_eq!(
+            Incarnations::from_records(&rows).unwrap().to_records(),
+            rows
+        );
     }
 }

@@ -2,12 +2,15 @@
 //! compact form (`taskmaster_proto::compact`), where what the leases of
 //! one group share goes once per reply in a [`LeaseGroup`].
 
+use prost::Message as _;
 use taskmaster_proto::v1::{InputSlice, Lease, LeaseGroup};
 
 use taskmaster_proto::compact::LeaseOwn;
+use taskmaster_proto::compact::attempt_dir_name;
 pub use taskmaster_proto::compact::output_prefix;
 
 use super::Core;
+use super::limits::{INPUTS_PAGE_BYTES_MAX, LEASE_INPUT_BYTES_MAX, REPLY_LEASE_BYTES_MAX};
 use super::model::{Pos, UnitSource, UnitState};
 
 /// The leases of one answer, in the form the caller asked for.
@@ -19,6 +22,8 @@ pub struct Leases {
     compact: bool,
     /// The (pipeline, group) of the last lease and its index in `groups`.
     last_group: Option<((u32, u32), usize)>,
+    /// The encoded bytes of `leases` and `groups` so far.
+    bytes: usize,
 }
 
 impl Leases {
@@ -33,6 +38,7 @@ impl Leases {
             groups: Vec::new(),
             compact: compact && most > 1,
             last_group: None,
+            bytes: 0,
         }
     }
 }
@@ -65,54 +71,97 @@ impl std::ops::Deref for Leases {
     }
 }
 
+/// A lease built before it is granted, with what it adds to its reply's
+/// encoded size, so that a reply never grows past what can be sent.
+pub(super) struct Prepared {
+    lease: Lease,
+    /// The group a compact lease names, when the reply does not hold it yet.
+    new_group: Option<LeaseGroup>,
+    /// The index of its group in the reply's `groups` (compact form).
+    group_index: usize,
+    bytes: usize,
+}
+
+impl Leases {
+    /// Whether `prepared` may join this reply: the first lease always may
+    /// (one lease is bounded far below the limit), others while the reply
+    /// stays within [`REPLY_LEASE_BYTES_MAX`].
+    pub(super) fn has_room_for(&self, prepared: &Prepared) -> bool {
+        self.leases.is_empty() || self.bytes + prepared.bytes <= REPLY_LEASE_BYTES_MAX
+    }
+}
+
 impl Core {
-    /// Adds the lease `lease_id` on `pos` to `out`, in its form.
-    pub(super) fn push_lease(&self, out: &mut Leases, pos: Pos, lease_id: u64) {
+    /// The lease `lease_id` on the pending unit at `pos` will be once
+    /// granted (its attempt number counts the grant), in `out`'s form.
+    pub(super) fn prepare_lease(&self, out: &Leases, pos: Pos, lease_id: u64) -> Prepared {
+        let own = self.lease_own_view(pos, lease_id, self.unit(pos).grants + 1);
         if !out.compact {
-            out.leases.push(self.lease_view(pos, lease_id));
-            return;
+            let lease = own.into_full(self.lease_group_view(pos, lease_id));
+            let bytes = lease.encoded_len();
+            return Prepared {
+                lease,
+                new_group: None,
+                group_index: 0,
+                bytes,
+            };
         }
         let key = (pos.pipeline, pos.group);
         // A reply's leases mostly come from one group: the last one's.
-        let index = match out.last_group {
-            Some((last, index)) if last == key => index,
+        let seen = match out.last_group {
+            Some((last, index)) if last == key => Some(index),
             _ => {
                 let pipeline = &self.pipelines[pos.pipeline as usize];
                 let name = &pipeline.spec.groups[pos.group as usize].name;
-                let seen = out
-                    .groups
+                out.groups
                     .iter()
-                    .position(|g| g.group == *name && g.pipeline_id == pipeline.id);
-                seen.unwrap_or_else(|| {
-                    // Every lease of one reply was granted just now, by
-                    // this incarnation.
-                    out.groups.push(self.lease_group_view(pos, lease_id));
-                    out.groups.len() - 1
-                })
+                    .position(|g| g.group == *name && g.pipeline_id == pipeline.id)
             }
         };
-        out.last_group = Some((key, index));
-        let own = self.lease_own_view(pos, lease_id);
-        out.leases.push(own.into_compact(index as u32 + 1));
+        // Every lease of one reply is granted now, by this incarnation, so
+        // a group's settings are the same for all of them.
+        let new_group = seen.is_none().then(|| self.lease_group_view(pos, lease_id));
+        let group_index = seen.unwrap_or(out.groups.len());
+        let lease = own.into_compact(group_index as u32 + 1);
+        let bytes = lease.encoded_len() + new_group.as_ref().map_or(0, |g| g.encoded_len());
+        Prepared {
+            lease,
+            new_group,
+            group_index,
+            bytes,
+        }
     }
 
-    /// Everything a worker needs to run a leased unit: its own fields
-    /// with its group's, as a client expands a compact lease.
-    pub(super) fn lease_view(&self, pos: Pos, lease_id: u64) -> Lease {
-        self.lease_own_view(pos, lease_id)
-            .into_full(self.lease_group_view(pos, lease_id))
+    /// Adds a prepared lease, now granted, to its reply.
+    pub(super) fn push_prepared(out: &mut Leases, pos: Pos, prepared: Prepared) {
+        if let Some(group) = prepared.new_group {
+            out.groups.push(group);
+        }
+        if out.compact {
+            out.last_group = Some(((pos.pipeline, pos.group), prepared.group_index));
+        }
+        out.bytes += prepared.bytes;
+        out.leases.push(prepared.lease);
     }
 
-    /// What a lease holds of its own (all that a compact lease carries).
-    fn lease_own_view(&self, pos: Pos, lease_id: u64) -> LeaseOwn {
+    /// What a lease holds of its own (all that a compact lease carries),
+    /// as attempt number `attempt`. Inputs over [`LEASE_INPUT_BYTES_MAX`]
+    /// are left out and the lease says so: the worker lists them.
+    fn lease_own_view(&self, pos: Pos, lease_id: u64, attempt: u32) -> LeaseOwn {
         let unit = self.unit(pos);
-        let (inputs, input_slices) = self.inputs_of(pos.pipeline, pos.group, &unit.source);
+        let paged = self.input_bytes(pos.pipeline, pos.group, &unit.source) > LEASE_INPUT_BYTES_MAX;
+        let (inputs, input_slices) = if paged {
+            (Vec::new(), Vec::new())
+        } else {
+            self.inputs_of(pos.pipeline, pos.group, &unit.source)
+        };
         LeaseOwn {
             unit: pos.unit,
             lease_id,
             inputs,
             input_slices,
-            attempt: unit.grants,
+            attempt,
+            inputs_paged: paged,
         }
     }
 
@@ -147,10 +196,27 @@ impl Core {
         group: u32,
         source: &UnitSource,
     ) -> (Vec<String>, Vec<InputSlice>) {
+        if let UnitSource::Given(given) = source {
+            return (given.files.clone(), given.slices.clone());
+        }
+        let (units, only) = self.read_units(pipeline, group, source);
+        let paths = units.flat_map(|pos| self.committed_paths(pos, only.as_deref()));
+        (paths.collect(), Vec::new())
+    }
+
+    /// The committed units a unit of `group` reads, in order, and the one
+    /// file it reads of each (a shuffle's partition) if not all. Empty for
+    /// a first group's unit, whose inputs are given.
+    fn read_units(
+        &self,
+        pipeline: u32,
+        group: u32,
+        source: &UnitSource,
+    ) -> (Box<dyn Iterator<Item = Pos> + '_>, Option<String>) {
         let upstream = &self.pipelines[pipeline as usize].groups[group as usize]
             .wiring
             .upstream;
-        let committed = || {
+        let all_upstream = move || {
             upstream.iter().flat_map(move |&up| {
                 let units = self.pipelines[pipeline as usize].groups[up as usize]
                     .units
@@ -163,28 +229,115 @@ impl Core {
             })
         };
         match source {
-            UnitSource::Given(given) => (given.files.clone(), given.slices.clone()),
-            UnitSource::Nothing => (Vec::new(), Vec::new()),
-            &UnitSource::Upstream { group, unit } => (
-                self.committed_paths(
-                    Pos {
-                        pipeline,
-                        group,
-                        unit,
-                    },
-                    None,
-                ),
-                Vec::new(),
-            ),
-            &UnitSource::Partition(r) => {
-                let part = partition_name(r);
-                let paths = committed().flat_map(|pos| self.committed_paths(pos, Some(&part)));
-                (paths.collect(), Vec::new())
+            UnitSource::Given(_) | UnitSource::Nothing => (Box::new(std::iter::empty()), None),
+            &UnitSource::Upstream { group, unit } => {
+                let pos = Pos {
+                    pipeline,
+                    group,
+                    unit,
+                };
+                (Box::new(std::iter::once(pos)), None)
             }
-            UnitSource::Gather => {
-                let paths = committed().flat_map(|pos| self.committed_paths(pos, None));
-                (paths.collect(), Vec::new())
+            &UnitSource::Partition(r) => (Box::new(all_upstream()), Some(partition_name(r))),
+            UnitSource::Gather => (Box::new(all_upstream()), None),
+        }
+    }
+
+    /// The bytes of a unit's input paths (what inlining them would cost),
+    /// counted without building them.
+    fn input_bytes(&self, pipeline: u32, group: u32, source: &UnitSource) -> usize {
+        if let UnitSource::Given(given) = source {
+            let files: usize = given.files.iter().map(String::len).sum();
+            // A slice is its path and two numbers of up to ten bytes each.
+            let slices: usize = given.slices.iter().map(|s| s.path.len() + 20).sum();
+            return files + slices;
+        }
+        let (units, only) = self.read_units(pipeline, group, source);
+        units
+            .map(|pos| self.committed_bytes(pos, only.as_deref()))
+            .sum()
+    }
+
+    /// One page of a leased unit's inputs (whole files, then slices, as a
+    /// lease lists them) from position `cursor`: at most `limit` of them
+    /// and [`INPUTS_PAGE_BYTES_MAX`] bytes of paths (at least one), and the
+    /// cursor of the next page (0 after the last).
+    pub(super) fn inputs_page(
+        &self,
+        pos: Pos,
+        cursor: u64,
+        limit: usize,
+    ) -> (Vec<String>, Vec<InputSlice>, u64) {
+        let mut page = Page::new(cursor, limit);
+        match &self.unit(pos).source {
+            UnitSource::Given(given) => {
+                for file in &given.files {
+                    page.offer_file(|| file.clone(), file.len());
+                }
+                for slice in &given.slices {
+                    page.offer_slice(slice);
+                }
             }
+            source => {
+                let (units, only) = self.read_units(pos.pipeline, pos.group, source);
+                for up in units {
+                    let count = self.committed_count(up, only.as_deref());
+                    if page.skip_whole(count) {
+                        continue;
+                    }
+                    for path in self.committed_paths(up, only.as_deref()) {
+                        let len = path.len();
+                        page.offer_file(|| path, len);
+                    }
+                    if page.full() {
+                        break;
+                    }
+                }
+            }
+        }
+        page.finish()
+    }
+
+    /// How many of a committed unit's files a reader of `only` (or all) reads.
+    fn committed_count(&self, pos: Pos, only: Option<&str>) -> usize {
+        match &self.unit(pos).state {
+            UnitState::Committed { files, .. } => match only {
+                None => files.len(),
+                Some(name) => files.iter().filter(|f| f.name == name).count(),
+            },
+            _ => 0,
+        }
+    }
+
+    /// The bytes of [`Self::committed_paths`], counted without building them.
+    fn committed_bytes(&self, pos: Pos, only: Option<&str>) -> usize {
+        let UnitState::Committed { lease_id, files } = &self.unit(pos).state else {
+            return 0;
+        };
+        let pipeline = &self.pipelines[pos.pipeline as usize];
+        let group = &pipeline.spec.groups[pos.group as usize].name;
+        // `<root>/<pipeline>/<group>/<unit>/<attempt>/<name>`
+        let attempt = attempt_dir_name(*lease_id, self.incarnations.of(*lease_id));
+        let head = self.store_base().len()
+            + pipeline.id.len()
+            + group.len()
+            + decimal_len(pos.unit.into())
+            + attempt.len()
+            + 5;
+        files
+            .iter()
+            .filter(|f| only.is_none_or(|name| f.name == name))
+            .map(|f| head + f.name.len())
+            .sum()
+    }
+
+    /// Where store paths start: the local store's root or the remote
+    /// store's URL, without a trailing '/'.
+    fn store_base(&self) -> &str {
+        if self.config.store_url.is_empty() {
+            self.config.store_root.trim_end_matches('/')
+        } else {
+            self.config.store_url.trim_end_matches('/')
         }
     }
 
@@ -199,16 +352,101 @@ impl Core {
         let group = &pipeline.spec.groups[pos.group as usize].name;
         let incarnation = self.incarnations.of(*lease_id);
         let prefix = output_prefix(&pipeline.id, group, pos.unit, *lease_id, incarnation);
-        let root = if self.config.store_url.is_empty() {
-            self.config.store_root.trim_end_matches('/')
-        } else {
-            self.config.store_url.trim_end_matches('/')
-        };
+        let root = self.store_base();
         files
             .iter()
             .filter(|f| only.is_none_or(|name| f.name == name))
             .map(|f| format!("{root}/{prefix}{}", f.name))
             .collect()
+    }
+}
+
+/// Digits of `n` in decimal.
+fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+/// A page of inputs being gathered: skips to the cursor, then takes what
+/// fits.
+struct Page {
+    /// Position of the next input offered in the whole list.
+    at: u64,
+    cursor: u64,
+    limit: usize,
+    bytes: usize,
+    files: Vec<String>,
+    slices: Vec<InputSlice>,
+    /// Set once an input past the page was offered: there is a next page.
+    more: bool,
+}
+
+impl Page {
+    fn new(cursor: u64, limit: usize) -> Page {
+        Page {
+            at: 0,
+            cursor,
+            limit: limit.max(1),
+            bytes: 0,
+            files: Vec::new(),
+            slices: Vec::new(),
+            more: false,
+        }
+    }
+
+    fn taken(&self) -> usize {
+        self.files.len() + self.slices.len()
+    }
+
+    fn full(&self) -> bool {
+        self.more
+    }
+
+    /// Skips `count` inputs at once when they all lie before the cursor.
+    fn skip_whole(&mut self, count: usize) -> bool {
+        if self.at + count as u64 <= self.cursor {
+            self.at += count as u64;
+            return true;
+        }
+        false
+    }
+
+    /// Whether the input at the current position, of `len` bytes, goes in
+    /// this page; moves past it either way.
+    fn admit(&mut self, len: usize) -> bool {
+        let here = self.at;
+        self.at += 1;
+        if here < self.cursor || self.more {
+            return false;
+        }
+        let fits = self.taken() < self.limit
+            && (self.taken() == 0 || self.bytes + len <= INPUTS_PAGE_BYTES_MAX);
+        if !fits {
+            self.more = true;
+            return false;
+        }
+        self.bytes += len;
+        true
+    }
+
+    fn offer_file(&mut self, path: impl FnOnce() -> String, len: usize) {
+        if self.admit(len) {
+            self.files.push(path());
+        }
+    }
+
+    fn offer_slice(&mut self, slice: &InputSlice) {
+        if self.admit(slice.path.len() + 20) {
+            self.slices.push(slice.clone());
+        }
+    }
+
+    fn finish(self) -> (Vec<String>, Vec<InputSlice>, u64) {
+        let next = if self.more {
+            self.cursor + self.taken() as u64
+        } else {
+            0
+        };
+        (self.files, self.slices, next)
     }
 }
 

@@ -33,6 +33,21 @@ pub const ERROR_BYTES_MAX: usize = 4096;
 pub const LEASE_WAIT_MS_MAX: u32 = 60_000;
 /// gRPC message size limit, both directions.
 pub const MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// The leases of one reply, encoded, at most (one lease always goes, and
+/// one lease is far smaller than this: see `LEASE_INPUT_BYTES_MAX`). Half
+/// the message limit, leaving room for a commit's results beside them.
+pub const REPLY_LEASE_BYTES_MAX: usize = MESSAGE_BYTES_MAX / 2;
+/// A unit's input paths sent inline in its lease, at most; past this the
+/// lease says `inputs_paged` and the worker lists them with `ListInputs`.
+/// With a group's settings (bounded by `SETTINGS_BYTES_MAX`) a lease stays
+/// well under `REPLY_LEASE_BYTES_MAX`.
+pub const LEASE_INPUT_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// A group's command, environment and task settings with its pipeline's
+/// parameters, in bytes, at most: every lease of the group carries them.
+pub const SETTINGS_BYTES_MAX: usize = 1024 * 1024;
+/// Inputs in one `ListInputs` page, at most, and their bytes.
+pub const INPUTS_PAGE_MAX: usize = 10_000;
+pub const INPUTS_PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Base delay between a unit's attempts when its group sets none: batch
 /// pipelines want a few minutes, so a flaky dependency can recover.
 pub const RETRY_DELAY_MS_DEFAULT: u64 = 120_000;

@@ -214,14 +214,21 @@ impl Core {
     /// The record that starts incarnation `incarnation` (random, made by
     /// the caller, who owns randomness) at the next lease id. Journal it
     /// before serving, so no lease of this start goes out without it.
-    pub fn start(&mut self, incarnation: u64, unix_ms: u64, now_ms: u64) -> Result<Record, CoreError> {
+    pub fn start(
+        &mut self,
+        incarnation: u64,
+        unix_ms: u64,
+        now_ms: u64,
+    ) -> Result<Record, CoreError> {
         let rec = record(Kind::Started(journal::Started {
             incarnation,
             unix_ms,
             first_lease_id: self.next_lease_id,
         }));
         if let Some(Kind::Started(started)) = &rec.kind {
-            self.incarnations.check(started).map_err(CoreError::Invalid)?;
+            self.incarnations
+                .check(started)
+                .map_err(CoreError::Invalid)?;
         }
         self.apply(&rec, now_ms)?;
         Ok(rec)
@@ -248,7 +255,9 @@ impl Core {
                 if started.first_lease_id != self.next_lease_id {
                     return Err(corrupt("Started record at another lease id than the next"));
                 }
-                self.incarnations.check(started).map_err(CoreError::Corrupt)?;
+                self.incarnations
+                    .check(started)
+                    .map_err(CoreError::Corrupt)?;
                 self.incarnations.record(started);
             }
             Kind::PipelineSubmitted(sub) => self.apply_submitted(sub)?,
@@ -763,5 +772,7 @@ mod finished_tests;
 mod model_test;
 #[cfg(test)]
 mod operate_tests;
+#[cfg(test)]
+mod reply_size_tests;
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,8 @@
 
 use taskmaster_proto::journal::{self, Record, record::Kind};
 use taskmaster_proto::v1::{
-    CommitItem, LeaseNext, LeaseRef, OutputFile, PipelineSpec, UnitRef, commit_item,
+    CommitItem, LeaseNext, LeaseRef, ListInputsResponse, OutputFile, PipelineSpec, UnitRef,
+    commit_item,
 };
 
 use super::lease_view::Leases;
@@ -151,10 +152,17 @@ impl Core {
                 Leasable::Never => continue,
             }
             let lease_id = self.next_lease_id;
+            // Built before the grant: a lease that would push the reply
+            // past what can be sent is not granted (it stays first in line).
+            let prepared = self.prepare_lease(&leases, pos, lease_id);
+            if !leases.has_room_for(&prepared) {
+                self.ready.push_front(pos);
+                break;
+            }
             let lease_ms = self.config.lease_ms;
             self.grant(pos, lease_id, worker_id, lease_ms, now_ms)?;
             self.journal_grant(records, pos, lease_id, worker_id, lease_ms);
-            self.push_lease(&mut leases, pos, lease_id);
+            Core::push_prepared(&mut leases, pos, prepared);
         }
         for pos in held_back.into_iter().rev() {
             self.ready.push_front(pos);
@@ -288,11 +296,9 @@ impl Core {
         let Ok(pos) = self.find_unit(lease_ref.unit.as_ref()) else {
             return false;
         };
-        [true, false]
-            .into_iter()
-            .any(|success| {
-                self.finished_by(pos, lease_ref.lease_id, lease_ref.incarnation, success)
-            })
+        [true, false].into_iter().any(|success| {
+            self.finished_by(pos, lease_ref.lease_id, lease_ref.incarnation, success)
+        })
     }
 
     /// Commits finished units and records failed attempts, each only if the
@@ -419,6 +425,34 @@ impl Core {
             }
             None => Err(Refusal::Invalid("item has neither outputs nor an error".into()).into()),
         }
+    }
+
+    /// One page of the inputs of a held lease (see `ListInputs`): checked
+    /// as a renewal is, so only the lease's holder reads them. Changes
+    /// nothing.
+    pub fn list_inputs(
+        &self,
+        token: &str,
+        lease_ref: &LeaseRef,
+        cursor: u64,
+        limit: u32,
+        now_ms: u64,
+    ) -> Result<Result<ListInputsResponse, Refusal>, CoreError> {
+        self.check_batch(token, 1)?;
+        let pos = match self.check_lease(lease_ref, now_ms) {
+            Ok(pos) => pos,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let limit = match limit as usize {
+            0 => INPUTS_PAGE_MAX,
+            n => n.min(INPUTS_PAGE_MAX),
+        };
+        let (inputs, input_slices, next_cursor) = self.inputs_page(pos, cursor, limit);
+        Ok(Ok(ListInputsResponse {
+            inputs,
+            input_slices,
+            next_cursor,
+        }))
     }
 
     /// Gives leases back without counting an attempt (worker shutting down).

@@ -112,7 +112,9 @@ impl Core {
         core.incarnations = Incarnations::from_records(&snap.incarnations)
             .map_err(|e| CoreError::Corrupt(format!("snapshot: {e}")))?;
         if core.incarnations.latest_first_lease_id() > core.next_lease_id {
-            return Err(CoreError::Corrupt("snapshot: an incarnation starts past the next lease id".into()));
+            return Err(CoreError::Corrupt(
+                "snapshot: an incarnation starts past the next lease id".into(),
+            ));
         }
         core.blocked = snap.blocked;
         for sp in &snap.pipelines {

@@ -67,6 +67,7 @@ pub fn validate(spec: &PipelineSpec) -> Result<Vec<GroupWiring>, String> {
     let mut wiring = Vec::with_capacity(spec.groups.len());
     for group in &spec.groups {
         check_group(group)?;
+        check_settings_bytes(group, &spec.params)?;
         wiring.push(GroupWiring {
             feed: feed_of(group)?,
             upstream: upstream_of(group, &index)?,
@@ -199,7 +200,61 @@ fn check_group(group: &GroupSpec) -> Result<(), String> {
             "group {name:?}: retries is above the limit of {ATTEMPTS_MAX}"
         ));
     }
-    check_vars("environment variable", &group.env)
+    check_vars("environment variable", &group.env)?;
+    check_task_settings(name, &group.config)
+}
+
+/// Task settings: keys are the task's to define, so any short printable
+/// name; bounded in number and size like every other map.
+fn check_task_settings(
+    group: &str,
+    config: &std::collections::HashMap<String, String>,
+) -> Result<(), String> {
+    if config.len() > VARS_MAX {
+        return Err(format!(
+            "group {group:?} has more than {VARS_MAX} task settings"
+        ));
+    }
+    for (key, value) in config {
+        if key.is_empty() || key.len() > NAME_BYTES_MAX || key.chars().any(char::is_control) {
+            return Err(format!(
+                "group {group:?}: task setting name {:?} must be 1 to {NAME_BYTES_MAX} printable bytes",
+                super::names::truncate(key, 80)
+            ));
+        }
+        if value.len() > TEXT_BYTES_MAX || value.contains('\0') {
+            return Err(format!(
+                "group {group:?}: task setting {key:?} is longer than {TEXT_BYTES_MAX} bytes or contains NUL"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every lease of a group carries its settings and the pipeline's
+/// parameters: together they stay under [`SETTINGS_BYTES_MAX`], so a
+/// lease always fits in a reply (see `REPLY_LEASE_BYTES_MAX`).
+fn check_settings_bytes(
+    group: &GroupSpec,
+    params: &std::collections::HashMap<String, String>,
+) -> Result<(), String> {
+    let pairs = |m: &std::collections::HashMap<String, String>| -> usize {
+        m.iter().map(|(k, v)| k.len() + v.len()).sum()
+    };
+    let bytes = group.command.iter().map(String::len).sum::<usize>()
+        + group.workdir.len()
+        + pairs(&group.env)
+        + pairs(&group.config)
+        + pairs(params);
+    if bytes > SETTINGS_BYTES_MAX {
+        return Err(format!(
+            "group {:?}: its command, workdir, environment and task settings with the \
+             pipeline's parameters come to {bytes} bytes; at most {SETTINGS_BYTES_MAX} \
+             (every lease carries them)",
+            group.name
+        ));
+    }
+    Ok(())
 }
 
 fn check_input_units(group: &GroupSpec) -> Result<(), String> {

@@ -195,7 +195,10 @@ fn commit_journals_outputs_and_feeds_downstream() {
         .unwrap();
     assert_eq!(
         b.inputs,
-        vec![format!("/store/{}out.txt", output_prefix("p-1", "a", 0, 1, 0))]
+        vec![format!(
+            "/store/{}out.txt",
+            output_prefix("p-1", "a", 0, 1, 0)
+        )]
     );
     core.check_invariants().unwrap();
 }
@@ -821,7 +824,10 @@ fn a_copy_of_the_state_with_another_incarnation_refuses_the_originals_leases() {
     let mut copy = original.clone();
     journal.push(original.start(0xa, 5, 0).unwrap());
     copy.start(0xb, 5, 0).unwrap();
-    assert!(copy.start(0xb, 6, 0).is_err(), "an incarnation is never reused");
+    assert!(
+        copy.start(0xb, 6, 0).is_err(),
+        "an incarnation is never reused"
+    );
     assert!(copy.start(0, 6, 0).is_err());
 
     let (granted, first) = original.lease("w1", 1, false, 0).unwrap();
@@ -834,17 +840,28 @@ fn a_copy_of_the_state_with_another_incarnation_refuses_the_originals_leases() {
     assert_eq!(second.output_prefix, "p-1/a/0/1-000000000000000b/");
 
     let renewed = copy.renew("tok", &[lease_ref(first)], 0).unwrap();
-    assert!(matches!(&renewed[0], Err(Refusal::LeaseLost(why)) if why.contains("not granted by this master")));
+    assert!(
+        matches!(&renewed[0], Err(Refusal::LeaseLost(why)) if why.contains("not granted by this master"))
+    );
     let (records, results) = copy.commit("tok", &[done(first, &["x"])], 0).unwrap();
     assert!(records.is_empty() && results[0].is_err(), "{results:?}");
     let (_, results) = copy.commit("tok", &[done(second, &["x"])], 0).unwrap();
     assert!(results[0].is_ok());
     let (records, results) = copy.commit("tok", &[done(first, &["x"])], 0).unwrap();
-    assert!(records.is_empty() && results[0].is_err(), "not a repeat: {results:?}");
+    assert!(
+        records.is_empty() && results[0].is_err(),
+        "not a repeat: {results:?}"
+    );
     copy.check_invariants().unwrap();
     assert_snapshot_encodes(&copy);
-    assert!(copy.attempt_may_matter("p-1", "a", 0, second.lease_id, 0xb), "committed");
-    assert!(copy.attempt_may_matter("p-1", "a", 0, first.lease_id, 0xa), "not its own: kept");
+    assert!(
+        copy.attempt_may_matter("p-1", "a", 0, second.lease_id, 0xb),
+        "committed"
+    );
+    assert!(
+        copy.attempt_may_matter("p-1", "a", 0, first.lease_id, 0xa),
+        "not its own: kept"
+    );
 
     // The original's journal, replayed, knows its own lease and no other;
     // so does a snapshot of it.

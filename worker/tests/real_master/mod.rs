@@ -324,6 +324,13 @@ impl TaskMaster for FaultLayer {
         self.0.home.list_outputs(request).await
     }
 
+    async fn list_inputs(
+        &self,
+        request: Request<ListInputsRequest>,
+    ) -> Result<Response<ListInputsResponse>, Status> {
+        self.0.target().list_inputs(request).await
+    }
+
     async fn lease(
         &self,
         request: Request<LeaseRequest>,
