@@ -17,10 +17,8 @@ use taskmaster_proto::v1::{
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
-/// Largest gRPC message the client sends or accepts. tonic's default
-/// decoding limit (4 MiB) is too small for a pipeline with many inputs or
-/// a status with many failed units; the master uses the same bound.
-pub const MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// gRPC message size limit, both directions (the master's).
+pub use taskmaster_proto::limits::MESSAGE_BYTES_MAX;
 
 /// How long connecting to the master may take before it counts as
 /// unreachable.

@@ -16,8 +16,7 @@ pub const GRACE_MS_DEFAULT: u64 = 30_000;
 pub const GRACE_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 /// Longest worker id; it travels in every lease call and shows in logs.
 pub const WORKER_ID_BYTES_MAX: usize = 128;
-/// Largest gRPC message sent or received, both ways.
-pub const MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+pub use taskmaster_proto::limits::MESSAGE_BYTES_MAX;
 
 /// How a worker runs: which master, how many units at once, and timings.
 #[derive(Clone, Debug, PartialEq, Eq)]

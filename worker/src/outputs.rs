@@ -8,8 +8,8 @@ use taskmaster_proto::v1::OutputFile;
 
 use crate::task::TaskError;
 
-/// Most files one attempt may commit; the list travels in one message.
-pub const OUTPUT_FILES_MAX: usize = 100_000;
+/// Output files one attempt may commit: the master's limit.
+pub use taskmaster_proto::limits::OUTPUT_FILES_MAX;
 /// Deepest directory nesting walked under an output directory.
 pub const OUTPUT_DEPTH_MAX: usize = 32;
 
@@ -174,6 +174,24 @@ mod tests {
 
         let err = collect_outputs(dir.path()).unwrap_err();
         assert!(err.message().contains("\"sub/link\" is a symlink"), "{err}");
+    }
+
+    /// The worker's limit is the master's, so an attempt with too many
+    /// outputs fails here with the reason instead of having its commit
+    /// refused and its lease run out.
+    #[test]
+    fn more_outputs_than_the_master_accepts_fail_the_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..OUTPUT_FILES_MAX {
+            fs::write(dir.path().join(i.to_string()), "").unwrap();
+        }
+        assert_eq!(collect_outputs(dir.path()).unwrap().len(), OUTPUT_FILES_MAX);
+        fs::write(dir.path().join("one-more"), "").unwrap();
+        let err = collect_outputs(dir.path()).unwrap_err();
+        assert!(
+            err.message().contains("more than 10000 output files"),
+            "{err}"
+        );
     }
 
     #[test]

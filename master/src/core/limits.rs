@@ -24,15 +24,14 @@ pub const ATTEMPTS_MAX: u32 = 100;
 pub const ATTEMPTS_DEFAULT: u32 = 3;
 /// Leases one lease call may ask for, items in one commit/renew/release call.
 pub const BATCH_ITEMS_MAX: usize = 1000;
-/// Output files one attempt may commit.
-pub const OUTPUT_FILES_MAX: usize = 10_000;
+/// Output files one attempt may commit; the message size limit (shared
+/// with workers and clients).
+pub use taskmaster_proto::limits::{MESSAGE_BYTES_MAX, OUTPUT_FILES_MAX};
 /// Error texts kept per unit (the latest), and the bytes kept of each.
 pub const ERRORS_KEPT_PER_UNIT: usize = 5;
 pub const ERROR_BYTES_MAX: usize = 4096;
 /// Longest a lease call may wait for work (long-poll bound).
 pub const LEASE_WAIT_MS_MAX: u32 = 60_000;
-/// gRPC message size limit, both directions.
-pub const MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// The leases of one reply, encoded, at most (one lease always goes, and
 /// one lease is far smaller than this: see `LEASE_INPUT_BYTES_MAX`). Half
 /// the message limit, leaving room for a commit's results beside them.
