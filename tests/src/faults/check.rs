@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use taskmaster_proto::compact::parse_attempt_dir_name;
+
 use super::workload::{Batch, GROUPS, Workload, read_exec_log};
 use crate::tmctl_ok;
 
@@ -156,7 +158,8 @@ fn read_outputs(
             .unwrap_or_default();
         let parsed = match parts[..] {
             [p, g, unit, lease, "value"] if p == id && g == group => {
-                unit.parse::<u32>().ok().zip(lease.parse::<u64>().ok())
+                let lease_id = parse_attempt_dir_name(lease).map(|(id, _)| id);
+                unit.parse::<u32>().ok().zip(lease_id)
             }
             _ => None,
         };
@@ -339,7 +342,8 @@ fn count_uncommitted(store: &Path, committed: &BTreeMap<UnitKey, u64>) -> u64 {
                         group.clone(),
                         unit.parse().unwrap_or(u32::MAX),
                     );
-                    if committed.get(&key).map(u64::to_string) != Some(lease) {
+                    let lease_id = parse_attempt_dir_name(&lease).map(|(id, _)| id);
+                    if lease_id.is_none() || committed.get(&key).copied() != lease_id {
                         count += 1;
                     }
                 }

@@ -6,7 +6,9 @@
 //! 1000003`; group `double` (one unit per committed `gen` unit) writes
 //! twice its input; group `sum` (gather) adds them all up. A lost or
 //! duplicated unit makes the sum wrong. Every output starts with the lease
-//! id of the attempt that wrote it (the last component of TM_OUTPUT_DIR),
+//! id of the attempt that wrote it (the last component of TM_OUTPUT_DIR,
+//! `<lease id>-<incarnation>`, cut at the '-': one run has one lineage, so
+//! lease ids alone are unique),
 //! and every execution appends one line to the exec log:
 //! `pipeline group unit attempt lease worker`.
 
@@ -26,6 +28,7 @@ const RETRIES: u32 = 100;
 const GEN: &str = r#"set -e
 out=${TM_OUTPUT_DIR%/}
 lease=${out##*/}
+lease=${lease%%-*}
 echo "$TM_PIPELINE $TM_GROUP $TM_UNIT $TM_ATTEMPT $lease $FAULT_WORKER" >> "$EXEC_LOG"
 read v < "$TM_INPUTS"
 # One unit in 64 outlasts a zombie pause: its worker finds the lease lost
@@ -37,6 +40,7 @@ echo "$lease $TM_INPUTS $(( (v * 7 + 3) % 1000003 ))" > "$TM_OUTPUT_DIR/value"
 const DOUBLE: &str = r#"set -e
 out=${TM_OUTPUT_DIR%/}
 lease=${out##*/}
+lease=${lease%%-*}
 echo "$TM_PIPELINE $TM_GROUP $TM_UNIT $TM_ATTEMPT $lease $FAULT_WORKER" >> "$EXEC_LOG"
 read up_lease up_input x < "$TM_INPUTS"
 echo "$lease $TM_INPUTS $(( x * 2 ))" > "$TM_OUTPUT_DIR/value"
@@ -45,6 +49,7 @@ echo "$lease $TM_INPUTS $(( x * 2 ))" > "$TM_OUTPUT_DIR/value"
 const SUM: &str = r#"set -e
 out=${TM_OUTPUT_DIR%/}
 lease=${out##*/}
+lease=${lease%%-*}
 echo "$TM_PIPELINE $TM_GROUP $TM_UNIT $TM_ATTEMPT $lease $FAULT_WORKER" >> "$EXEC_LOG"
 n=0
 total=0
