@@ -73,6 +73,11 @@ struct ServeArgs {
     #[arg(long, env = "TASKMASTER_RETAIN_FINISHED",
           value_parser = retention)]
     retain_finished: Option<std::time::Duration>,
+    /// Start a new store in a data dir that holds data (a store with
+    /// outputs, other files) but no journal. Without it such a data dir is
+    /// refused: a lost journal is restored from a backup, not replaced.
+    #[arg(long)]
+    init: bool,
 }
 
 /// `--retain-finished`: a duration of at least a second.
@@ -133,6 +138,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         lease_ms: args.lease_ms,
         max_in_flight: args.max_in_flight,
         retain_finished: args.retain_finished,
+        init: args.init,
     };
     let master = Arc::new(Master::open(&config, Arc::new(MonotonicClock::default()))?);
     let listener = tokio::net::TcpListener::bind(args.listen)

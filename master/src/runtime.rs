@@ -46,6 +46,11 @@ pub struct MasterConfig {
     /// Finished pipelines are deleted this long after they finish (None:
     /// kept until an operator deletes them).
     pub retain_finished: Option<Duration>,
+    /// Start a new store even though the data dir (or its local store)
+    /// holds data but no journal: `taskmaster serve --init`. Without it
+    /// such a data dir is refused, since a master started there would be a
+    /// new one, with a new token, over another master's outputs.
+    pub init: bool,
 }
 
 impl MasterConfig {
@@ -59,6 +64,7 @@ impl MasterConfig {
             lease_ms: 30_000,
             max_in_flight: 0,
             retain_finished: None,
+            init: false,
         }
     }
 }
@@ -123,6 +129,16 @@ impl Master {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| dir_error(format!("cannot create it: {e}")))?;
         let lock = lock_data_dir(data_dir).map_err(dir_error)?;
+        if !config.init
+            && let Some(found) = data_without_a_journal(config)
+        {
+            return Err(dir_error(format!(
+                "it holds no journal.log but {found}: a master started here would be a new \
+                 one, with a new server token, beside another master's data. If the journal \
+                 was lost, restore the data dir from a backup; to start a new store here \
+                 anyway, pass --init"
+            )));
+        }
         let (store_root, remote) = open_store(config).map_err(dir_error)?;
         let core_config = CoreConfig {
             store_root,
@@ -1009,6 +1025,47 @@ fn unix_ms() -> u64 {
 }
 
 /// Takes an exclusive lock on `<data_dir>/LOCK` so two masters never share a store.
+/// What a data dir without a journal holds that a brand-new one would not
+/// (None: nothing, or it has a journal and recovery decides). Only the
+/// default store, inside the data dir, is looked into: a store named with
+/// `--store` may be shared with other data, and a remote one is not listed
+/// at start.
+fn data_without_a_journal(config: &MasterConfig) -> Option<String> {
+    let data_dir = &config.data_dir;
+    if data_dir.join("journal.log").exists() {
+        return None;
+    }
+    let names = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    if config.store_root.is_none() && config.store_url.is_none() {
+        let store = data_dir.join("store");
+        let held = names(&store);
+        if let Some(first) = held.first() {
+            return Some(format!(
+                "its store {} holds {} entries (e.g. {first:?})",
+                store.display(),
+                held.len()
+            ));
+        }
+    }
+    let own = ["LOCK", "store", "snapshots"];
+    let other: Vec<String> = names(data_dir)
+        .into_iter()
+        .filter(|n| !own.contains(&n.as_str()))
+        .collect();
+    other
+        .first()
+        .map(|first| format!("it holds {} other entries (e.g. {first:?})", other.len()))
+}
+
 fn lock_data_dir(data_dir: &Path) -> Result<File, String> {
     let path = data_dir.join("LOCK");
     let file = File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;

@@ -54,6 +54,7 @@ fn refusal_code(refusal: &Refusal) -> Code {
         Refusal::StaleConfig { .. } => Code::FailedPrecondition,
         Refusal::LeaseLost(_) => Code::Aborted,
         Refusal::Invalid(_) => Code::InvalidArgument,
+        Refusal::AlreadyCommitted(_) => Code::AlreadyExists,
     }
 }
 

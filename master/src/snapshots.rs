@@ -86,6 +86,7 @@ impl SnapshotStore {
     pub fn open(data_dir: &Path) -> Result<SnapshotStore, SnapshotError> {
         let dir = data_dir.join("snapshots");
         fs::create_dir_all(&dir).map_err(io_error(&dir, "create directory"))?;
+        remove_unfinished(&dir)?;
         Ok(SnapshotStore { dir })
     }
 
@@ -228,6 +229,22 @@ impl SnapshotStore {
 }
 
 /// `snap-NNNNNN.bin` or `snap-NNNNNN.auto.bin`; anything else is not ours.
+/// Deletes what snapshot writes that never finished left behind (a crash
+/// between creating `snap-*.tmp` and renaming it): nothing refers to them.
+fn remove_unfinished(dir: &Path) -> Result<(), SnapshotError> {
+    let entries = fs::read_dir(dir).map_err(io_error(dir, "list"))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap-") && name.ends_with(".tmp") {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(io_error(&path, "remove an unfinished snapshot"))?;
+            tracing::info!(file = %path.display(), "removed an unfinished snapshot write");
+        }
+    }
+    Ok(())
+}
+
 fn parse_file_name(name: &str) -> Option<Entry> {
     let rest = name.strip_prefix("snap-")?;
     let (digits, kind) = if let Some(d) = rest.strip_suffix(".auto.bin") {
@@ -291,6 +308,20 @@ mod tests {
             .into_iter()
             .map(|i| i.snapshot_id)
             .collect()
+    }
+
+    #[test]
+    fn an_unfinished_snapshot_write_is_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path()).unwrap();
+        let tmp = dir.path().join("snapshots/snap-000007.tmp");
+        fs::write(&tmp, b"half a snapshot").unwrap();
+        let other = dir.path().join("snapshots/notes.tmp");
+        fs::write(&other, b"not ours").unwrap();
+        drop(store);
+        SnapshotStore::open(dir.path()).unwrap();
+        assert!(!tmp.exists());
+        assert!(other.exists(), "only the store's own files are removed");
     }
 
     #[test]

@@ -16,6 +16,7 @@ fn config(dir: &std::path::Path) -> MasterConfig {
         lease_ms: 30_000,
         max_in_flight: 0,
         retain_finished: None,
+        init: false,
     }
 }
 
@@ -254,4 +255,34 @@ async fn a_retry_delay_goes_on_across_restarts_and_counts_the_downtime() {
         .expect("the delay passed while down");
     assert_eq!(again.attempt, 2);
     master.close();
+}
+
+/// A data dir whose journal is gone but whose store holds outputs is not
+/// taken for a new one: the master refuses, saying what it found and what
+/// to do, and changes nothing; `--init` (init) starts a new store there.
+#[tokio::test]
+async fn a_data_dir_with_outputs_but_no_journal_is_refused_without_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("store/p-1/g/0/1")).unwrap();
+    std::fs::write(data.join("store/p-1/g/0/1/out"), "committed").unwrap();
+    let refused = Master::open(&config(dir.path()), Arc::new(MonotonicClock::default()));
+    let err = refused.err().expect("refused").to_string();
+    assert!(
+        err.contains("no journal.log") && err.contains("--init"),
+        "{err}"
+    );
+    assert!(err.contains("\"p-1\""), "{err}");
+    assert!(!data.join("journal.log").exists(), "nothing created");
+
+    let mut init = config(dir.path());
+    init.init = true;
+    let master = Master::open(&init, Arc::new(MonotonicClock::default())).unwrap();
+    master.close();
+    drop(master);
+    open(dir.path()).close();
+
+    // A brand-new data dir needs no flag.
+    let fresh = tempfile::tempdir().unwrap();
+    open(fresh.path()).close();
 }

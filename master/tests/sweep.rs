@@ -43,6 +43,7 @@ async fn only_attempts_that_can_no_longer_commit_are_deleted() {
         lease_ms: 1_000,
         max_in_flight: 0,
         retain_finished: None,
+        init: false,
     };
     let clock = Arc::new(ManualClock::default());
     let master = Arc::new(Master::open(&config, clock.clone()).unwrap());

@@ -392,6 +392,7 @@ mod tests {
             lease_ms: 30_000,
             max_in_flight: 0,
             retain_finished: None,
+            init: false,
         };
         let master = Arc::new(Master::open(&config, Arc::new(MonotonicClock::default())).unwrap());
         tokio::spawn(async move {

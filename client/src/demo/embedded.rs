@@ -60,6 +60,7 @@ impl Embedded {
             lease_ms: LEASE_MS,
             max_in_flight: 0,
             retain_finished: None,
+            init: false,
         };
         let master = Arc::new(Master::open(&config, Arc::new(MonotonicClock::default()))?);
         let listener = TcpListener::bind("127.0.0.1:0")

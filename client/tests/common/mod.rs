@@ -68,6 +68,7 @@ impl TestMaster {
             lease_ms: LEASE_MS,
             max_in_flight: 0,
             retain_finished: None,
+            init: false,
         };
         let clock = Arc::new(MonotonicClock::default());
         let master = Arc::new(Master::open(&config, clock).expect("master opens"));

@@ -33,4 +33,8 @@ pub enum Refusal {
     LeaseLost(String),
     #[error("invalid: {0}")]
     Invalid(String),
+    /// A repeat of an accepted commit that names other outputs than the
+    /// accepted one: the unit stays committed with the first set.
+    #[error("already committed: {0}")]
+    AlreadyCommitted(String),
 }

@@ -15,6 +15,8 @@ pub const FILES_PER_UNIT_MAX: usize = 100_000;
 pub const UNITS_PER_GROUP_MAX: usize = 1_000_000;
 /// Longest input path, output name, command argument or parameter value.
 pub const TEXT_BYTES_MAX: usize = 4096;
+/// Longest part of an output name between '/'s (Linux's NAME_MAX).
+pub const PATH_COMPONENT_BYTES_MAX: usize = 255;
 /// Arguments in one command.
 pub const COMMAND_ARGS_MAX: usize = 256;
 /// Parameters or environment variables of one pipeline or group.

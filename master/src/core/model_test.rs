@@ -119,6 +119,7 @@ fn kind(result: &Result<(), Refusal>) -> Result<(), &'static str> {
         Err(Refusal::StaleConfig { .. }) => Err("stale"),
         Err(Refusal::LeaseLost(_)) => Err("lost"),
         Err(Refusal::Invalid(_)) => Err("invalid"),
+        Err(Refusal::AlreadyCommitted(_)) => Err("already committed"),
     }
 }
 

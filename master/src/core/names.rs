@@ -1,12 +1,25 @@
 //! Validation of names and relative paths that end up in store paths.
 
-use super::limits::{NAME_BYTES_MAX, TEXT_BYTES_MAX};
+use super::limits::{NAME_BYTES_MAX, PATH_COMPONENT_BYTES_MAX, TEXT_BYTES_MAX};
+
+/// Bytes of a client's text echoed in an error message, at most: a refusal
+/// must not send back (or log) whatever size the client sent.
+pub const ECHO_BYTES_MAX: usize = 100;
+
+/// `text` quoted for an error message, cut to [`ECHO_BYTES_MAX`] bytes
+/// with "..." after the quote when cut.
+pub fn shown(text: &str) -> String {
+    if text.len() <= ECHO_BYTES_MAX {
+        return format!("{text:?}");
+    }
+    format!("{:?}...", truncate(text, ECHO_BYTES_MAX))
+}
 
 /// Checks a pipeline, group, parameter or worker name: it becomes a path
 /// component of output prefixes, so it must be short and unambiguous.
 /// Returns the reason it is refused, phrased to follow "`what` ...".
 pub fn check_name(what: &str, name: &str) -> Result<(), String> {
-    let refuse = |why: &str| Err(format!("{what} {name:?} {why}"));
+    let refuse = |why: &str| Err(format!("{what} {} {why}", shown(name)));
     if name.is_empty() {
         return Err(format!("{what} is empty"));
     }
@@ -45,15 +58,26 @@ pub fn check_relative_path(name: &str) -> Result<(), String> {
         return Err(format!("output name is longer than {TEXT_BYTES_MAX} bytes"));
     }
     if name.chars().any(char::is_control) {
-        return Err(format!("output name {name:?} contains a control character"));
+        return Err(format!(
+            "output name {} contains a control character",
+            shown(name)
+        ));
     }
     if name.contains('\\') {
-        return Err(format!("output name {name:?} contains a backslash"));
+        return Err(format!("output name {} contains a backslash", shown(name)));
     }
     for part in name.split('/') {
         if part.is_empty() || part == "." || part == ".." {
             return Err(format!(
-                "output name {name:?} must be a relative path without empty, '.' or '..' parts"
+                "output name {} must be a relative path without empty, '.' or '..' parts",
+                shown(name)
+            ));
+        }
+        if part.len() > PATH_COMPONENT_BYTES_MAX {
+            return Err(format!(
+                "output name {} has a part longer than {PATH_COMPONENT_BYTES_MAX} bytes \
+                 (no file system takes it)",
+                shown(name)
             ));
         }
     }
@@ -96,6 +120,20 @@ mod tests {
         for bad in ["", "/abs", "../up", "a/../b", "a//b", "./a", "a/", "nul\0"] {
             assert!(check_relative_path(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn echoed_text_is_cut_and_long_path_parts_refused() {
+        let long = "x".repeat(10_000);
+        let err = check_name("group", &long).unwrap_err();
+        assert!(err.len() < 200, "{err}");
+        assert!(
+            err.contains("...") && err.contains("longer than 64 bytes"),
+            "{err}"
+        );
+        assert!(check_relative_path(&format!("dir/{}", "y".repeat(255))).is_ok());
+        let err = check_relative_path(&format!("dir/{}", "y".repeat(256))).unwrap_err();
+        assert!(err.contains("longer than 255 bytes"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use taskmaster_proto::journal::{self, Record, record::Kind};
 use taskmaster_proto::v1::{GroupConfigChange, InputSlice, InputUnit};
 
 use super::model::{Pipeline, Pos, UnitSource, UnitState};
+use super::names::shown;
 use super::spec;
 use super::{Core, CoreError, record};
 
@@ -419,13 +420,17 @@ impl Core {
         self.pipeline_index
             .get(pipeline_id)
             .copied()
-            .ok_or_else(|| CoreError::NotFound(format!("no pipeline {pipeline_id:?}")))
+            .ok_or_else(|| CoreError::NotFound(format!("no pipeline {}", shown(pipeline_id))))
     }
 
     fn group_named(&self, p: u32, group: &str) -> Result<u32, CoreError> {
         let pipeline = &self.pipelines[p as usize];
         pipeline.group_index.get(group).copied().ok_or_else(|| {
-            CoreError::NotFound(format!("pipeline {} has no group {group:?}", pipeline.id))
+            CoreError::NotFound(format!(
+                "pipeline {} has no group {}",
+                pipeline.id,
+                shown(group)
+            ))
         })
     }
 

@@ -389,7 +389,21 @@ impl Core {
         let pos = self.find_unit(lease_ref.unit.as_ref())?;
         let success = matches!(item.result, Some(commit_item::Result::Outputs(_)));
         if self.finished_by(pos, lease_ref.lease_id, lease_ref.incarnation, success) {
-            return Ok(None); // a repeat after a lost reply
+            // A repeat after a lost reply; one that names other outputs is
+            // told they were not taken.
+            if let (Some(commit_item::Result::Outputs(again)), UnitState::Committed { files, .. }) =
+                (&item.result, &self.unit(pos).state)
+                && !same_files(files, &again.files)
+            {
+                return Err(Refusal::AlreadyCommitted(format!(
+                    "lease {} committed the unit with {} other output files; this repeat's {} were ignored",
+                    lease_ref.lease_id,
+                    files.len(),
+                    again.files.len()
+                ))
+                .into());
+            }
+            return Ok(None);
         }
         self.check_lease_at(pos, lease_ref, now_ms)?;
         let lease_id = lease_ref.lease_id;
@@ -602,7 +616,10 @@ impl Core {
 
     fn find_unit(&self, unit: Option<&UnitRef>) -> Result<Pos, Refusal> {
         let unit = unit.ok_or_else(|| Refusal::Invalid("no unit named".into()))?;
-        let name = || format!("{}/{}/{}", unit.pipeline_id, unit.group, unit.unit);
+        let name = || {
+            let path = format!("{}/{}/{}", unit.pipeline_id, unit.group, unit.unit);
+            super::names::shown(&path)
+        };
         let &pipeline = self
             .pipeline_index
             .get(&unit.pipeline_id)
@@ -647,6 +664,22 @@ impl From<Refusal> for Rejected {
     fn from(refusal: Refusal) -> Rejected {
         Rejected::Refused(refusal)
     }
+}
+
+/// Whether two commits name the same output files (in any order).
+fn same_files(a: &[OutputFile], b: &[OutputFile]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    fn sorted(files: &[OutputFile]) -> Vec<(&str, u64)> {
+        let mut v: Vec<(&str, u64)> = files
+            .iter()
+            .map(|f| (f.name.as_str(), f.size_bytes))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+    a == b || sorted(a) == sorted(b)
 }
 
 /// A group that a shuffle reads must write only `part-NNNNN` files with

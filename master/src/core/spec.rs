@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use taskmaster_proto::v1::{GroupSpec, PipelineSpec};
 
 use super::limits::*;
-use super::names::check_name;
+use super::names::{check_name, shown};
 
 /// How a group's units are made from its upstream groups' outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,14 +139,16 @@ fn upstream_of(group: &GroupSpec, index: &HashMap<&str, u32>) -> Result<Vec<u32>
     for name in &group.after {
         let Some(&i) = index.get(name.as_str()) else {
             return Err(format!(
-                "group {:?} runs after {name:?}, which is not a group of this pipeline",
-                group.name
+                "group {:?} runs after {}, which is not a group of this pipeline",
+                group.name,
+                shown(name)
             ));
         };
         if upstream.contains(&i) {
             return Err(format!(
-                "group {:?} lists {name:?} twice in after",
-                group.name
+                "group {:?} lists {} twice in after",
+                group.name,
+                shown(name)
             ));
         }
         upstream.push(i);
@@ -224,7 +226,8 @@ fn check_task_settings(
         }
         if value.len() > TEXT_BYTES_MAX || value.contains('\0') {
             return Err(format!(
-                "group {group:?}: task setting {key:?} is longer than {TEXT_BYTES_MAX} bytes or contains NUL"
+                "group {group:?}: task setting {} is longer than {TEXT_BYTES_MAX} bytes or contains NUL",
+                shown(key)
             ));
         }
     }
@@ -324,7 +327,8 @@ fn check_vars(what: &str, vars: &std::collections::HashMap<String, String>) -> R
             || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
             return Err(format!(
-                "{what} name {key:?} must be 1 to {NAME_BYTES_MAX} letters, digits or '_'"
+                "{what} name {} must be 1 to {NAME_BYTES_MAX} letters, digits or '_'",
+                shown(key)
             ));
         }
         if value.len() > TEXT_BYTES_MAX || value.contains('\0') {

@@ -877,3 +877,32 @@ fn a_copy_of_the_state_with_another_incarnation_refuses_the_originals_leases() {
         state.check_invariants().unwrap();
     }
 }
+
+/// A commit repeated after a lost reply answers OK; one that names other
+/// outputs is told they were ignored, and the first set stays committed.
+#[test]
+fn a_repeated_commit_with_other_outputs_is_told_they_were_ignored() {
+    let mut core = core();
+    core.submit("p-1", two_groups(1), 0, 0).unwrap();
+    let (_, leases) = core.lease("w", 1, false, 0).unwrap();
+    let (_, results) = core
+        .commit("tok", &[done(&leases[0], &["a", "b"])], 0)
+        .unwrap();
+    assert!(results[0].is_ok());
+    let (records, results) = core
+        .commit("tok", &[done(&leases[0], &["b", "a"])], 0)
+        .unwrap();
+    assert!(
+        records.is_empty() && results[0].is_ok(),
+        "the same set: {results:?}"
+    );
+    let (records, results) = core.commit("tok", &[done(&leases[0], &["c"])], 0).unwrap();
+    assert!(records.is_empty());
+    assert!(
+        matches!(&results[0], Err(Refusal::AlreadyCommitted(why)) if why.contains("were ignored")),
+        "{results:?}"
+    );
+    let outputs = core.outputs("p-1", "a").unwrap();
+    assert_eq!(outputs[0].paths.len(), 2);
+    core.check_invariants().unwrap();
+}

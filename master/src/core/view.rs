@@ -151,10 +151,9 @@ impl Core {
     }
 
     pub fn status(&self, pipeline_id: &str) -> Result<PipelineStatus, CoreError> {
-        let &index = self
-            .pipeline_index
-            .get(pipeline_id)
-            .ok_or_else(|| CoreError::NotFound(format!("no pipeline {pipeline_id:?}")))?;
+        let &index = self.pipeline_index.get(pipeline_id).ok_or_else(|| {
+            CoreError::NotFound(format!("no pipeline {}", super::names::shown(pipeline_id)))
+        })?;
         Ok(pipeline_status(&self.pipelines[index as usize]))
     }
 
@@ -165,13 +164,15 @@ impl Core {
 
     /// The committed outputs of one group, in unit order.
     pub fn outputs(&self, pipeline_id: &str, group: &str) -> Result<Vec<UnitOutputs>, CoreError> {
-        let &pipeline = self
-            .pipeline_index
-            .get(pipeline_id)
-            .ok_or_else(|| CoreError::NotFound(format!("no pipeline {pipeline_id:?}")))?;
+        let &pipeline = self.pipeline_index.get(pipeline_id).ok_or_else(|| {
+            CoreError::NotFound(format!("no pipeline {}", super::names::shown(pipeline_id)))
+        })?;
         let p = &self.pipelines[pipeline as usize];
         let &g = p.group_index.get(group).ok_or_else(|| {
-            CoreError::NotFound(format!("pipeline {pipeline_id} has no group {group:?}"))
+            CoreError::NotFound(format!(
+                "pipeline {pipeline_id} has no group {}",
+                super::names::shown(group)
+            ))
         })?;
         let units = &p.groups[g as usize].units;
         let mut out = Vec::new();

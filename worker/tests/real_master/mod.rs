@@ -55,6 +55,7 @@ pub fn open_master(data_dir: &Path, lease_ms: u64) -> Arc<Master> {
         lease_ms,
         max_in_flight: 0,
         retain_finished: None,
+        init: false,
     };
     let master = Master::open(&config, Arc::new(MonotonicClock::default()))
         .expect("open a master on a new data dir");
