@@ -9,10 +9,10 @@ use taskmaster_proto::v1::task_master_client::TaskMasterClient;
 use taskmaster_proto::v1::{
     BlockRequest, CancelRequest, ChangeConfigRequest, ChangeConfigResponse, ClearRequest,
     ClearResponse, DeletePipelinesRequest, GetMasterStatusRequest, GetStatusRequest,
-    GroupConfigChange, ListOutputsRequest, ListPipelinesRequest, ListSnapshotsRequest,
-    ListWorkersRequest, MasterStatus, PipelineSpec, PipelineState, PipelineStatus, RerunRequest,
-    RetryRequest, RollbackRequest, ScaleRequest, ScaleResponse, SnapshotInfo, SubmitRequest,
-    TakeSnapshotRequest, UnitOutputs, WorkerInfo,
+    GroupConfigChange, ListOutputsRequest, ListPipelinesRequest, ListPipelinesResponse,
+    ListSnapshotsRequest, ListWorkersRequest, MasterStatus, PipelineSpec, PipelineState,
+    PipelineStatus, RerunRequest, RetryRequest, RollbackRequest, ScaleRequest, ScaleResponse,
+    SnapshotInfo, SubmitRequest, TakeSnapshotRequest, UnitOutputs, WorkerInfo,
 };
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
@@ -163,29 +163,66 @@ impl Client {
         self.answer(reply)
     }
 
-    /// Every pipeline the master knows, oldest first.
+    /// Every pipeline the master knows, oldest first (every page of
+    /// [`Client::list_page`]).
     pub async fn list(&self) -> Result<Vec<PipelineStatus>, ClientError> {
-        let reply = self
-            .inner
-            .clone()
-            .list_pipelines(with_timeout(ListPipelinesRequest {}))
-            .await;
-        Ok(self.answer(reply)?.pipelines)
+        let mut all = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self.list_page(&token, 0).await?;
+            all.extend(page.pipelines);
+            if page.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// One page of pipelines, oldest first: `page_token` empty for the
+    /// first, then the reply's `next_page_token` (empty after the last);
+    /// `page_size` 0 for the most a page holds.
+    pub async fn list_page(
+        &self,
+        page_token: &str,
+        page_size: u32,
+    ) -> Result<ListPipelinesResponse, ClientError> {
+        let request = with_timeout(ListPipelinesRequest {
+            page_token: page_token.to_string(),
+            page_size,
+        });
+        let reply = self.inner.clone().list_pipelines(request).await;
+        self.answer(reply)
     }
 
     /// The committed outputs of one group, one entry per committed unit,
-    /// in unit order.
+    /// in unit order (every page of the listing, a unit's paths joined).
     pub async fn outputs(
         &self,
         pipeline_id: &str,
         group: &str,
     ) -> Result<Vec<UnitOutputs>, ClientError> {
-        let request = with_timeout(ListOutputsRequest {
-            pipeline_id: pipeline_id.to_string(),
-            group: group.to_string(),
-        });
-        let reply = self.inner.clone().list_outputs(request).await;
-        let mut units = self.answer(reply)?.units;
+        let mut units: Vec<UnitOutputs> = Vec::new();
+        let mut token = String::new();
+        loop {
+            let request = with_timeout(ListOutputsRequest {
+                pipeline_id: pipeline_id.to_string(),
+                group: group.to_string(),
+                page_token: token,
+                page_size: 0,
+            });
+            let reply = self.inner.clone().list_outputs(request).await;
+            let page = self.answer(reply)?;
+            for unit in page.units {
+                match units.last_mut() {
+                    Some(last) if last.unit == unit.unit => last.paths.extend(unit.paths),
+                    _ => units.push(unit),
+                }
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
         units.sort_by_key(|unit| unit.unit);
         Ok(units)
     }
@@ -365,9 +402,21 @@ impl Client {
     /// The workers the master has seen recently, with their slots and the
     /// leases they hold, ordered by worker id.
     pub async fn workers(&self) -> Result<Vec<WorkerInfo>, ClientError> {
-        let request = with_timeout(ListWorkersRequest {});
-        let reply = self.inner.clone().list_workers(request).await;
-        Ok(self.answer(reply)?.workers)
+        let mut all = Vec::new();
+        let mut token = String::new();
+        loop {
+            let request = with_timeout(ListWorkersRequest {
+                page_token: token,
+                page_size: 0,
+            });
+            let reply = self.inner.clone().list_workers(request).await;
+            let page = self.answer(reply)?;
+            all.extend(page.workers);
+            if page.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            token = page.next_page_token;
+        }
     }
 
     /// The master's own state: blocked, leases in flight, journal and

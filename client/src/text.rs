@@ -4,11 +4,37 @@
 //! the small formatters ([`human_bytes`], [`utc_time`], [`count`]) return
 //! a fragment of a line.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use taskmaster_proto::v1::{MasterStatus, SnapshotInfo, WorkerInfo};
 
 use crate::view::{FailedUnitView, PipelineView, StatusView};
+
+/// `text` safe to print to a terminal: control characters other than
+/// newline and tab (escape sequences, carriage returns, NULs, backspaces)
+/// and the Unicode controls that reorder text (bidi overrides) are shown
+/// escaped (`\u{1b}`), so what a task or a client wrote into an error
+/// text, a parameter or a note cannot move the cursor, recolour or hide
+/// what the operator reads. Unchanged text is borrowed.
+pub fn terminal_safe(text: &str) -> Cow<'_, str> {
+    let hostile = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(hostile) {
+        return Cow::Borrowed(text);
+    }
+    let mut safe = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if hostile(c) {
+            safe.extend(c.escape_default());
+        } else {
+            safe.push(c);
+        }
+    }
+    Cow::Owned(safe)
+}
 
 /// A table of pipelines: id, name, state, units committed/total. A
 /// pipeline whose leasing is blocked has `(blocked)` after its state.
@@ -198,6 +224,12 @@ pub fn workers_table(workers: &[WorkerInfo]) -> String {
             ago(worker.last_seen_ms_ago),
             if leases.is_empty() {
                 "-".to_string()
+            } else if worker.leases_held > leases.len() as u64 {
+                format!(
+                    "{} (+{} more)",
+                    leases.join(","),
+                    worker.leases_held - leases.len() as u64
+                )
             } else {
                 leases.join(",")
             },
@@ -432,6 +464,15 @@ mod tests {
     }
 
     #[test]
+    fn terminal_safe_escapes_what_could_drive_a_terminal() {
+        assert!(matches!(terminal_safe("plain\ttext\n"), Cow::Borrowed(_)));
+        assert_eq!(
+            terminal_safe("red \u{1b}[31mX\r\0 \u{202e}abc\n"),
+            "red \\u{1b}[31mX\\r\\u{0} \\u{202e}abc\n"
+        );
+    }
+
+    #[test]
     fn workers_table_lists_slots_and_leases() {
         use taskmaster_proto::v1::{LeaseRef, UnitRef};
         let lease = |unit, lease_id| LeaseRef {
@@ -450,12 +491,14 @@ mod tests {
                 slots: 4,
                 leases: vec![lease(0, 7), lease(3, 9)],
                 last_seen_ms_ago: 1500,
+                leases_held: 2,
             },
             WorkerInfo {
                 worker_id: "idle".into(),
                 slots: 2,
                 leases: Vec::new(),
                 last_seen_ms_ago: 20,
+                leases_held: 0,
             },
         ];
         assert_eq!(

@@ -337,6 +337,17 @@ impl Master {
         self.read(|core| Ok(core.workers(now))).await
     }
 
+    /// A page of live workers and the next page's token.
+    pub async fn workers_page(
+        &self,
+        page_token: &str,
+        page_size: u32,
+    ) -> Result<(Vec<WorkerInfo>, String), MasterError> {
+        let now = self.clock.now_ms();
+        self.read(|core| Ok(core.workers_page(now, page_token, page_size)))
+            .await
+    }
+
     /// The master's own state, for `tmctl status` and operators.
     pub async fn master_status(&self) -> Result<MasterStatus, MasterError> {
         let journal = self.journal();
@@ -581,16 +592,42 @@ impl Master {
         self.read(|core| core.status(pipeline_id)).await
     }
 
+    /// Every pipeline (unpaged: for tests and the embedded demo; clients
+    /// get pages through [`Master::list_page`]).
     pub async fn list(&self) -> Result<Vec<PipelineStatus>, MasterError> {
         self.read(|core| Ok(core.list())).await
     }
 
+    /// A page of pipelines and the next page's token (see `core::pages`).
+    pub async fn list_page(
+        &self,
+        page_token: &str,
+        page_size: u32,
+    ) -> Result<(Vec<PipelineStatus>, String), MasterError> {
+        self.read(|core| core.list_page(page_token, page_size))
+            .await
+    }
+
+    /// A group's committed outputs (unpaged: for tests and the embedded
+    /// demo; clients get pages through [`Master::outputs_page`]).
     pub async fn outputs(
         &self,
         pipeline_id: &str,
         group: &str,
     ) -> Result<Vec<UnitOutputs>, MasterError> {
         self.read(|core| core.outputs(pipeline_id, group)).await
+    }
+
+    /// A page of a group's committed outputs and the next page's token.
+    pub async fn outputs_page(
+        &self,
+        pipeline_id: &str,
+        group: &str,
+        page_token: &str,
+        page_size: u32,
+    ) -> Result<(Vec<UnitOutputs>, String), MasterError> {
+        self.read(|core| core.outputs_page(pipeline_id, group, page_token, page_size))
+            .await
     }
 
     /// Expires every lease that ran out; returns how many.

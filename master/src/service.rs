@@ -193,10 +193,18 @@ impl TaskMaster for Service {
 
     async fn list_pipelines(
         &self,
-        _request: Request<ListPipelinesRequest>,
+        request: Request<ListPipelinesRequest>,
     ) -> Result<Response<ListPipelinesResponse>, Status> {
-        let pipelines = self.master.list().await.map_err(status)?;
-        Ok(Response::new(ListPipelinesResponse { pipelines }))
+        let req = request.into_inner();
+        let (pipelines, next_page_token) = self
+            .master
+            .list_page(&req.page_token, req.page_size)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ListPipelinesResponse {
+            pipelines,
+            next_page_token,
+        }))
     }
 
     async fn list_outputs(
@@ -204,12 +212,15 @@ impl TaskMaster for Service {
         request: Request<ListOutputsRequest>,
     ) -> Result<Response<ListOutputsResponse>, Status> {
         let req = request.into_inner();
-        let units = self
+        let (units, next_page_token) = self
             .master
-            .outputs(&req.pipeline_id, &req.group)
+            .outputs_page(&req.pipeline_id, &req.group, &req.page_token, req.page_size)
             .await
             .map_err(status)?;
-        Ok(Response::new(ListOutputsResponse { units }))
+        Ok(Response::new(ListOutputsResponse {
+            units,
+            next_page_token,
+        }))
     }
 
     async fn lease(
@@ -407,10 +418,18 @@ impl TaskMaster for Service {
 
     async fn list_workers(
         &self,
-        _request: Request<ListWorkersRequest>,
+        request: Request<ListWorkersRequest>,
     ) -> Result<Response<ListWorkersResponse>, Status> {
-        let workers = self.master.workers().await.map_err(status)?;
-        Ok(Response::new(ListWorkersResponse { workers }))
+        let req = request.into_inner();
+        let (workers, next_page_token) = self
+            .master
+            .workers_page(&req.page_token, req.page_size)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ListWorkersResponse {
+            workers,
+            next_page_token,
+        }))
     }
 
     async fn get_master_status(

@@ -1010,3 +1010,43 @@ fn t61_retain_finished_deletes_pipelines_once_finished_that_long() {
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("not a duration like 90s"), "{stderr}");
 }
+
+/// Seventy pipelines with large parameters (all within limits) are more
+/// than one 16 MiB reply: the lists are paged, so `tmctl status` (and
+/// `--json`) still list every one, and `delete --all-finished` deletes
+/// them all.
+#[test]
+fn t62_lists_are_paged_so_many_large_pipelines_can_be_listed_and_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let master = MasterProcess::start(&tmp.path().join("data"), "127.0.0.1:0", 30_000);
+    let url = master.url();
+    let rt = runtime();
+    let client = rt.block_on(Client::connect(&url)).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..70 {
+        let spec = PipelineSpec {
+            name: "wide".into(),
+            params: (0..64)
+                .map(|i| (format!("p{i}"), "v".repeat(4000)))
+                .collect(),
+            groups: vec![GroupSpec {
+                name: "g".into(),
+                task: "exec".into(),
+                command: vec!["true".into()],
+                ..Default::default()
+            }],
+        };
+        let id = rt.block_on(client.submit(spec)).unwrap();
+        rt.block_on(client.cancel(&id)).unwrap();
+        ids.push(id);
+    }
+    let listed = tmctl_ok(&url, &["status"]);
+    for id in &ids {
+        assert!(listed.contains(id.as_str()), "{id} not listed");
+    }
+    let json: Value = serde_json::from_str(&tmctl_ok(&url, &["status", "--json"])).unwrap();
+    assert_eq!(json.as_array().map(Vec::len), Some(70));
+    let out = tmctl_ok(&url, &["delete", "--all-finished"]);
+    assert!(out.contains("70"), "{out}");
+    assert!(rt.block_on(client.list()).unwrap().is_empty());
+}

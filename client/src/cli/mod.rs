@@ -10,7 +10,7 @@ mod outputs;
 mod status;
 mod submit;
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -151,7 +151,7 @@ pub async fn run(args: Args) -> ExitCode {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            err_out(&format!("error: {e:#}\n"));
             ExitCode::from(EXIT_ERROR)
         }
     }
@@ -188,10 +188,28 @@ async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Writes `text` to stdout, returning write errors (a closed pipe) instead
 /// of panicking as `print!` would.
+/// Writes `text` to stdout; to a terminal, with control characters
+/// escaped (`text::terminal_safe`): parameters, notes and error texts come
+/// from clients and tasks. A pipe gets the bytes as they are.
 fn out(text: &str) -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(text.as_bytes())?;
+    if stdout.is_terminal() {
+        stdout.write_all(taskmaster_client::text::terminal_safe(text).as_bytes())?;
+    } else {
+        stdout.write_all(text.as_bytes())?;
+    }
     stdout.flush()
+}
+
+/// Writes `text` to stderr, escaped as [`out`] does when it is a terminal.
+fn err_out(text: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let text = if stderr.is_terminal() {
+        taskmaster_client::text::terminal_safe(text)
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    };
+    let _ = stderr.write_all(text.as_bytes());
 }
 
 /// A reader that went away (`tmctl outputs … | head`) is not an error

@@ -28,7 +28,7 @@ pub async fn run(
         .wait_with(&id, poll, |status| {
             let line = text::progress_line(&PipelineView::from(status.clone()));
             if line != last_line {
-                eprint!("[{:>4}s] {line}", started.elapsed().as_secs());
+                super::err_out(&format!("[{:>4}s] {line}", started.elapsed().as_secs()));
                 last_line = line;
             }
         })

@@ -46,6 +46,15 @@ pub const LEASE_INPUT_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// A group's command, environment and task settings with its pipeline's
 /// parameters, in bytes, at most: every lease of the group carries them.
 pub const SETTINGS_BYTES_MAX: usize = 1024 * 1024;
+/// A page of a list call (pipelines, outputs), in bytes, about: one entry
+/// past it is not added (a page always holds at least one).
+pub const PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Pipelines in one `ListPipelines` page, at most.
+pub const PIPELINES_PAGE_MAX: usize = 1000;
+/// Workers in one `ListWorkers` page, at most.
+pub const WORKERS_PAGE_MAX: usize = 1000;
+/// Output paths in one `ListOutputs` page, at most.
+pub const OUTPUT_PATHS_PAGE_MAX: usize = 10_000;
 /// Inputs in one `ListInputs` page, at most, and their bytes.
 pub const INPUTS_PAGE_MAX: usize = 10_000;
 pub const INPUTS_PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
@@ -54,5 +63,9 @@ pub const INPUTS_PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub const RETRY_DELAY_MS_DEFAULT: u64 = 120_000;
 /// Longest delay between attempts, however many have failed.
 pub const RETRY_DELAY_MS_MAX: u64 = 3_600_000;
+/// A group's `timeout_ms`, when set, at least and at most: a second
+/// (shorter would fail attempts that spend it starting up) and a week.
+pub const TIMEOUT_MS_MIN: u64 = 1_000;
+pub const TIMEOUT_MS_MAX: u64 = 7 * 24 * 3_600_000;
 /// Workers remembered for `ListWorkers` (the least recently seen go first).
 pub const WORKERS_REMEMBERED_MAX: usize = 10_000;

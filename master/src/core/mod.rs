@@ -26,6 +26,7 @@ pub mod model;
 pub mod names;
 pub mod operate;
 pub mod ops;
+mod pages;
 pub mod snapshot;
 mod snapshot_encode;
 pub mod spec;

@@ -14,6 +14,8 @@ use super::{Core, CoreError, WorkerSeen};
 
 /// Failed units listed in a status reply at most (the counts say the rest).
 const FAILED_UNITS_SHOWN_MAX: usize = 100;
+/// Leases listed per worker at most (`leases_held` counts them all).
+const WORKER_LEASES_SHOWN_MAX: usize = 100;
 
 impl Core {
     /// The state a finished pipeline ended in ("succeeded", "failed",
@@ -60,11 +62,14 @@ impl Core {
             }
             let mut leases = leases.unwrap_or_default();
             leases.sort_by_key(|l| l.lease_id);
+            let leases_held = leases.len() as u64;
+            leases.truncate(WORKER_LEASES_SHOWN_MAX);
             out.push(WorkerInfo {
                 worker_id: id.clone(),
                 slots: seen.slots,
                 leases,
                 last_seen_ms_ago: now_ms.saturating_sub(seen.last_seen_ms),
+                leases_held,
             });
         }
         out.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
@@ -195,7 +200,7 @@ impl Core {
     }
 }
 
-fn pipeline_status(p: &Pipeline) -> PipelineStatus {
+pub(super) fn pipeline_status(p: &Pipeline) -> PipelineStatus {
     let complete = groups_complete(p);
     let groups = p
         .groups

@@ -98,16 +98,18 @@ impl Admin {
         let reply = self
             .client
             .clone()
-            .list_pipelines(ListPipelinesRequest {})
+            .list_pipelines(ListPipelinesRequest::default())
             .await;
         reply.expect("list pipelines").into_inner().pipelines
     }
 
     /// The committed outputs of one group, in unit order.
     pub async fn outputs(&self, pipeline_id: &str, group: &str) -> Vec<UnitOutputs> {
+        // These tests' groups fit in one page.
         let request = ListOutputsRequest {
             pipeline_id: pipeline_id.to_string(),
             group: group.to_string(),
+            ..ListOutputsRequest::default()
         };
         let reply = self.client.clone().list_outputs(request).await;
         reply.expect("list outputs").into_inner().units
