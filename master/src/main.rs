@@ -1,5 +1,6 @@
 //! `taskmaster`: the task master server.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -112,6 +113,20 @@ fn store_location(store: Option<String>) -> anyhow::Result<(Option<PathBuf>, Opt
     Ok((Some(PathBuf::from(store)), None))
 }
 
+/// A panic anywhere in the master is a bug that may have left the state
+/// ahead of the journal (a change applied in memory whose record was never
+/// written): the process stops at once, after the panic is logged, instead
+/// of serving on from that state. A restart recovers exactly what was
+/// acknowledged.
+fn abort_on_panic() {
+    let log_it = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        log_it(info);
+        tracing::error!("the master panicked (a bug): stopping; a restart recovers the journal");
+        std::process::abort();
+    }));
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Reads FAILPOINTS (fault-injection tests); a no-op without the feature.
@@ -121,7 +136,10 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: a log file gets plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
+    abort_on_panic();
     let Command::Serve(args) = cli.command;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -62,7 +62,7 @@ impl Core {
             pipeline_ids: pipeline_ids.to_vec(),
             unix_ms: unix_ms.max(1), // 0 means "not recorded"
         }));
-        self.apply(&rec, now_ms)?;
+        self.apply_checked(&rec, now_ms);
         Ok(vec![rec])
     }
 
@@ -125,7 +125,7 @@ impl Core {
         let rec = record(Kind::PipelinesDeleted(journal::PipelinesDeleted {
             pipeline_ids: pipeline_ids.to_vec(),
         }));
-        self.apply(&rec, now_ms)?;
+        self.apply_checked(&rec, now_ms);
         Ok(vec![rec])
     }
 

@@ -231,12 +231,24 @@ impl Core {
                 .check(started)
                 .map_err(CoreError::Invalid)?;
         }
-        self.apply(&rec, now_ms)?;
+        self.apply_checked(&rec, now_ms);
         Ok(rec)
     }
 
     pub fn config(&self) -> &CoreConfig {
         &self.config
+    }
+
+    /// Applies a record that a live operation built after its checks
+    /// passed: it fits the state by construction. A failure is a bug, and
+    /// the state may be half changed while the record never reaches the
+    /// journal, so it is a crash, not an error a caller could drop (the
+    /// master binary aborts on a panic; a restart recovers what was
+    /// acknowledged).
+    pub(crate) fn apply_checked(&mut self, rec: &Record, now_ms: u64) {
+        if let Err(e) = self.apply(rec, now_ms) {
+            panic!("a checked change did not apply (a bug): {e}");
+        }
     }
 
     /// Applies one journaled change. Fails if the record does not fit the

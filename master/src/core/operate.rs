@@ -33,7 +33,7 @@ impl Core {
         let rec = record(Kind::PipelineCancelled(journal::PipelineCancelled {
             pipeline_id: pipeline_id.to_string(),
         }));
-        self.apply(&rec, now_ms)?;
+        self.apply_checked(&rec, now_ms);
         Ok(vec![rec])
     }
 
@@ -77,7 +77,7 @@ impl Core {
             pipeline_id: pipeline_id.to_string(),
             blocked,
         }));
-        self.apply(&rec, now_ms)?;
+        self.apply_checked(&rec, now_ms);
         Ok(vec![rec])
     }
 
@@ -122,7 +122,7 @@ impl Core {
             )));
         }
         let rec = record(Kind::UnitsRetried(rec));
-        self.apply(&rec, now_ms)?;
+        self.apply_checked(&rec, now_ms);
         Ok((
             vec![rec],
             Changed {
@@ -197,7 +197,7 @@ impl Core {
             group: g,
             downstream,
         }));
-        self.apply(&rec, now_ms)?;
+        self.apply_checked(&rec, now_ms);
         let changed = changes(&before, &self.pipelines[p as usize]);
         Ok((vec![rec], changed))
     }
@@ -298,7 +298,7 @@ impl Core {
             group: g,
             change: Some(change),
         }));
-        self.apply(&rec, now_ms)?;
+        self.apply_checked(&rec, now_ms);
         let version = self.pipelines[p as usize].groups[g as usize].config_version;
         Ok((
             vec![rec],
@@ -359,7 +359,7 @@ impl Core {
             group: g,
             split,
         }));
-        self.apply(&rec, now_ms)?;
+        self.apply_checked(&rec, now_ms);
         Ok((vec![rec], changes(&before, &self.pipelines[p as usize])))
     }
 

@@ -99,7 +99,7 @@ impl Core {
             submitted_unix_ms: unix_ms,
             rerun_of,
         }));
-        self.apply(&rec, now_ms)?;
+        self.apply_checked(&rec, now_ms);
         Ok(vec![rec])
     }
 
@@ -160,7 +160,12 @@ impl Core {
                 break;
             }
             let lease_ms = self.config.lease_ms;
-            self.grant(pos, lease_id, worker_id, lease_ms, now_ms)?;
+            // `leasable` checked the unit is pending, and the id is the next:
+            // a refusal here would be a bug, after earlier grants changed
+            // the state, so it is a crash (see `apply_checked`).
+            if let Err(e) = self.grant(pos, lease_id, worker_id, lease_ms, now_ms) {
+                panic!("a checked grant failed (a bug): {e}");
+            }
             self.journal_grant(records, pos, lease_id, worker_id, lease_ms);
             Core::push_prepared(&mut leases, pos, prepared);
         }
@@ -339,12 +344,14 @@ impl Core {
                     lease_id,
                     files,
                 }) => {
-                    self.take_lease_at(pos, lease_id)?;
+                    if let Err(e) = self.take_lease_at(pos, lease_id) {
+                        panic!("a checked commit failed (a bug): {e}");
+                    }
                     self.journal_commit(records, pos, lease_id, &files);
                     self.commit_at(pos, lease_id, files);
                 }
                 Some(Accepted::Record(rec)) => {
-                    self.apply(&rec, now_ms)?;
+                    self.apply_checked(&rec, now_ms);
                     records.push(rec);
                 }
                 None => {}
@@ -490,7 +497,7 @@ impl Core {
                     unit: Some(self.addr(pos)),
                     lease_id: lease_ref.lease_id,
                 }));
-                self.apply(&rec, now_ms)?;
+                self.apply_checked(&rec, now_ms);
                 records.push(rec);
             }
             results.push(checked.map(|_| ()));
