@@ -39,10 +39,16 @@ pub fn recover(
         return create(&path, config, now_ms, unix_ms);
     }
     let opened = FileLog::open(&path)?;
-    if opened.torn_bytes > 0 {
+    // The message says "never acknowledged" only where the journal's
+    // format proves it (see `journal::frame`).
+    if let Some(torn) = &opened.torn {
+        tracing::warn!(offset = torn.offset, bytes = torn.bytes, "{torn}");
+    }
+    for offset in &opened.repaired {
         tracing::warn!(
-            bytes = opened.torn_bytes,
-            "journal ended in an unfinished write (never acknowledged); truncated it"
+            offset,
+            "a journal batch header did not verify; the copy of it after the batch verified \
+             the batch's records, so the header was written back from it"
         );
     }
     let position = latest.as_ref().map_or(0, |s| s.journal_position);

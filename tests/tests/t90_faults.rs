@@ -301,23 +301,36 @@ fn t90_disk_full_refuses_changes_and_recovers_without_a_restart() {
 // ---------------------------------------------------------------------------
 // A journal torn or corrupted after a crash.
 
-/// The journal's bytes and each record's frame [start, end) in the file.
-fn journal_frames(path: &Path) -> (Vec<u8>, Vec<(usize, usize)>) {
-    /// Magic and base sequence number before the first frame (journal/file.rs).
+/// A journal file as written: its bytes, each record's frame [start, end)
+/// and the last batch's [start, end) in the file.
+struct JournalBytes {
+    bytes: Vec<u8>,
+    frames: Vec<(usize, usize)>,
+    last_batch: (usize, usize),
+}
+
+fn journal_bytes(path: &Path) -> JournalBytes {
+    /// Magic and base sequence number before the first batch (journal/file.rs).
     const FILE_HEADER_BYTES: usize = 16;
     let bytes = std::fs::read(path).unwrap();
     // Batches of frames, then zeros written ahead.
-    let scan = frame::scan_batches(&bytes[FILE_HEADER_BYTES..]);
+    let scan = frame::scan_batches_from(&bytes, FILE_HEADER_BYTES);
     assert_eq!(scan.tail, frame::Tail::Clean);
     let frames = scan
         .payloads
         .iter()
-        .map(|&(offset, payload)| {
-            let start = FILE_HEADER_BYTES + offset;
-            (start, start + frame::HEADER_BYTES + payload.len())
-        })
+        .map(|&(start, payload)| (start, start + frame::HEADER_BYTES + payload.len()))
         .collect();
-    (bytes, frames)
+    // A format 3 batch ends in a copy of its header: its frames' length
+    // first, 20 bytes before its end, and a header as long before them.
+    let end = scan.valid_len;
+    let len = u32::from_le_bytes(bytes[end - 20..end - 16].try_into().unwrap()) as usize;
+    let start = end - 2 * frame::BATCH_HEADER_BYTES - len;
+    JournalBytes {
+        bytes,
+        frames,
+        last_batch: (start, end),
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -369,27 +382,58 @@ fn t90_torn_journal_tail_keeps_the_acknowledged_prefix_and_corruption_is_refused
     master.proc.kill();
 
     let journal = data.join("journal.log");
-    let (bytes, frames) = journal_frames(&journal);
+    let JournalBytes {
+        bytes,
+        frames,
+        last_batch,
+    } = journal_bytes(&journal);
     let (last_start, last_end) = *frames.last().unwrap();
-    for round in 0..4 {
-        // Cut inside the last record: a write that crashed before its sync.
-        let cut = rng.random_range(last_start + 1..last_end);
-        let dir = tmp.path().join(format!("torn-{round}"));
+    // A copy of the data dir with the journal as `bytes`, in `torn-{n}`.
+    let copy = |n: u32, bytes: &[u8]| {
+        let dir = tmp.path().join(format!("torn-{n}"));
         copy_dir(&data, &dir);
-        std::fs::write(dir.join("journal.log"), &bytes[..cut]).unwrap();
-        let spec = master_spec(tmp.path(), dir.clone(), 60_000);
+        std::fs::write(dir.join("journal.log"), bytes).unwrap();
+        master_spec(tmp.path(), dir, 60_000)
+    };
+    // A write that crashed before its sync: cut inside the last record (a
+    // file that grew with the write), or, in the zeros written ahead (the
+    // file's length kept), one of its sectors never written. The block's
+    // batch lies in one sector, so for that it is written as if it held
+    // the block record many times, over three sectors, the second zeros.
+    let mut torn: Vec<(String, Vec<u8>)> = (0..4)
+        .map(|_| {
+            let cut = rng.random_range(last_start + 1..last_end);
+            (format!("cut at {cut}"), bytes[..cut].to_vec())
+        })
+        .collect();
+    let mut long = Vec::new();
+    while long.len() < 3 * 512 {
+        long.extend_from_slice(&bytes[last_start..last_end]);
+    }
+    let mut zeroed = bytes[..last_batch.0].to_vec();
+    frame::encode_batch(&long, last_batch.0 as u64, &mut zeroed).unwrap();
+    let second_sector = (last_batch.0 / 512 + 1) * 512;
+    assert!(
+        zeroed.len() > second_sector + 512,
+        "{last_start}..{last_end}"
+    );
+    zeroed[second_sector..second_sector + 512].fill(0);
+    zeroed.extend_from_slice(&bytes[last_batch.1..]);
+    torn.push((format!("zeros at {second_sector}"), zeroed));
+    for (round, (how, journal)) in (0..).zip(torn) {
+        let spec = copy(round, &journal);
         let mut m = spec
             .start(None, 10 + round)
-            .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            .unwrap_or_else(|e| panic!("{how}: {e}"));
         assert_eq!(
             visible_state(&m.url(), &id),
             before_last,
-            "cut at {cut} of {last_start}..{last_end}"
+            "{how} of {last_start}..{last_end}"
         );
+        let log = m.proc.log_text();
         assert!(
-            m.proc.log_text().contains("truncated"),
-            "{}",
-            m.proc.log_text()
+            log.contains("truncated") && log.contains("never acknowledged"),
+            "{how}: {log}"
         );
         // New records go after the kept prefix, and last.
         let c = rt.block_on(Client::connect(&m.url())).unwrap();
@@ -398,7 +442,7 @@ fn t90_torn_journal_tail_keeps_the_acknowledged_prefix_and_corruption_is_refused
         let m = spec
             .start(None, 20 + round)
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(visible_state(&m.url(), &id), after_last, "cut at {cut}");
+        assert_eq!(visible_state(&m.url(), &id), after_last, "{how}");
     }
 
     // A byte flipped in a record with records after it: refuse to start.
@@ -408,10 +452,7 @@ fn t90_torn_journal_tail_keeps_the_acknowledged_prefix_and_corruption_is_refused
         let at = rng.random_range(start..end);
         let mut damaged = bytes.clone();
         damaged[at] ^= rng.random_range(1..=255u8);
-        let dir = tmp.path().join(format!("corrupt-{round}"));
-        copy_dir(&data, &dir);
-        std::fs::write(dir.join("journal.log"), &damaged).unwrap();
-        let spec = master_spec(tmp.path(), dir, 60_000);
+        let spec = copy(30 + round, &damaged);
         let err = match spec.start(None, 30 + round) {
             Ok(_) => panic!("a master started on a journal with byte {at} flipped"),
             Err(e) => e,
@@ -423,6 +464,39 @@ fn t90_torn_journal_tail_keeps_the_acknowledged_prefix_and_corruption_is_refused
             "byte {at} flipped: {}",
             err.log
         );
+    }
+
+    // A bit flipped in the last record, acknowledged (its block answered)
+    // and written whole: not a torn write, so refused, naming the batch's
+    // offset and the cut that would drop it; the operator's cut does.
+    for round in 0..2 {
+        let at = rng.random_range(last_start + frame::HEADER_BYTES..last_end);
+        let mut damaged = bytes.clone();
+        damaged[at] ^= 1 << rng.random_range(0..8);
+        let spec = copy(40 + round, &damaged);
+        let err = match spec.start(None, 40 + round) {
+            Ok(_) => panic!("a master started on a journal with a bit of byte {at} flipped"),
+            Err(e) => e,
+        };
+        assert!(!err.status.expect("exits by itself").success());
+        let offset = last_batch.0;
+        for needed in [
+            format!("corrupt at byte {offset}"),
+            "may have been acknowledged".into(),
+            format!("truncate -s {offset} "),
+        ] {
+            assert!(err.log.contains(&needed), "{needed:?}: {}", err.log);
+        }
+        let dir = tmp.path().join(format!("torn-{}", 40 + round));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("journal.log"))
+            .unwrap();
+        file.set_len(offset as u64).unwrap();
+        let m = spec
+            .start(None, 50 + round)
+            .unwrap_or_else(|e| panic!("after the cut: {e}"));
+        assert_eq!(visible_state(&m.url(), &id), before_last, "bit of {at}");
     }
 }
 

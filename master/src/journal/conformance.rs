@@ -1,6 +1,7 @@
 //! One suite every [`LogStore`] passes: records come back in order after a
 //! reopen, concurrent appends share syncs, a torn tail is dropped, and
-//! damage before valid records is refused.
+//! damage before valid records, or to a last write that reached the disk
+//! whole, is refused.
 
 use std::sync::Arc;
 
@@ -21,6 +22,13 @@ trait Backend {
     fn reopen(&self) -> Result<Vec<Record>, JournalError>;
     /// Lets `f` edit the durable bytes (frames only, after any header).
     fn damage(&self, f: &mut dyn FnMut(&mut Vec<u8>));
+    /// Where each record's payload starts in the bytes `damage` hands out.
+    fn payloads(bytes: &[u8]) -> Vec<usize>
+    where
+        Self: Sized;
+    /// Cuts the durable bytes at an offset a refusal named, as an operator
+    /// told to would.
+    fn cut(&self, offset: u64);
 }
 
 struct FileBackend {
@@ -48,6 +56,17 @@ impl Backend for FileBackend {
         f(&mut records);
         std::fs::write(&self.path, [magic, &records].concat()).unwrap();
     }
+    fn payloads(bytes: &[u8]) -> Vec<usize> {
+        let scan = frame::scan_batches(bytes);
+        scan.payloads
+            .iter()
+            .map(|&(at, _)| at + frame::HEADER_BYTES)
+            .collect()
+    }
+    fn cut(&self, offset: u64) {
+        let file = std::fs::OpenOptions::new().write(true).open(&self.path);
+        file.unwrap().set_len(offset).unwrap();
+    }
 }
 
 struct MemBackend(MemLog);
@@ -67,6 +86,16 @@ impl Backend for MemBackend {
     }
     fn damage(&self, f: &mut dyn FnMut(&mut Vec<u8>)) {
         f(&mut self.0.disk.lock().synced);
+    }
+    fn payloads(bytes: &[u8]) -> Vec<usize> {
+        let scan = frame::scan(bytes);
+        scan.payloads
+            .iter()
+            .map(|&(at, _)| at + frame::HEADER_BYTES)
+            .collect()
+    }
+    fn cut(&self, offset: u64) {
+        self.0.disk.lock().synced.truncate(offset as usize);
     }
 }
 
@@ -138,9 +167,41 @@ async fn torn_tail_is_dropped_and_damage_in_the_middle_refused<B: Backend>() {
     journal.close();
     backend.damage(&mut |bytes| bytes.truncate(bytes.len() - 3));
     assert_eq!(backend.reopen().unwrap(), vec![init(), numbered(1)]);
-    backend.damage(&mut |bytes| bytes[10] ^= 0x55); // inside the Init record
+    // Inside the Init record, with the other record after it.
+    backend.damage(&mut |bytes| {
+        let first = B::payloads(bytes)[0];
+        bytes[first + 2] ^= 0x55;
+    });
     let err = backend.reopen().unwrap_err();
     assert!(matches!(err, JournalError::CorruptMiddle { .. }), "{err}");
+}
+
+/// The last write was synced (acknowledged), then a bit of it flipped: a
+/// crash cannot have done that, so it is refused, not cut as torn; the
+/// operator's cut at the offset named drops that write alone.
+async fn damage_to_the_last_write_is_refused_not_cut<B: Backend>() {
+    let (backend, store) = B::fresh(&init());
+    let journal = Journal::start(store, 1);
+    for i in 1..=2 {
+        let seq = journal.append(&[numbered(i)]);
+        journal.wait_durable(seq).await.unwrap();
+    }
+    journal.close();
+    backend.damage(&mut |bytes| {
+        let last = *B::payloads(bytes).last().unwrap();
+        bytes[last + 3] ^= 0x04;
+    });
+    let err = backend.reopen().unwrap_err();
+    let &JournalError::CorruptLast { offset, .. } = &err else {
+        panic!("{err}");
+    };
+    assert!(
+        err.to_string().contains(&format!("truncate -s {offset}")),
+        "{err}"
+    );
+    assert!(backend.reopen().is_err(), "still refused: nothing was cut");
+    backend.cut(offset);
+    assert_eq!(backend.reopen().unwrap(), vec![init(), numbered(1)]);
 }
 
 async fn compaction_keeps_only_records_after_the_snapshot<B: Backend>() {
@@ -174,6 +235,10 @@ macro_rules! conformance {
             #[tokio::test]
             async fn torn_tail_is_dropped_and_damage_in_the_middle_refused() {
                 super::torn_tail_is_dropped_and_damage_in_the_middle_refused::<$backend>().await;
+            }
+            #[tokio::test]
+            async fn damage_to_the_last_write_is_refused_not_cut() {
+                super::damage_to_the_last_write_is_refused_not_cut::<$backend>().await;
             }
         }
     };

@@ -1,9 +1,13 @@
 //! The journal as one file: a 16-byte header (magic, base sequence
-//! number), then what each write appended. Format 2 (`TMJRNL02`, every
-//! new journal) writes each append as a batch (`frame::batch_header`, then
-//! the frames) into zeros written ahead ([`room`]); format 1 (`TMJRNL01`,
-//! frames only, the file growing with each append) is still read and
-//! appended to until its next compaction rewrites it as format 2.
+//! number), then what each write appended. Format 3 (`TMJRNL03`, every
+//! new journal) writes each append as a batch with a redundant header
+//! ([`frame::encode_batch`]) into zeros written ahead ([`room`]), which
+//! lets recovery tell a torn last write (cut it) from damage to one that
+//! may have been acknowledged (refuse). Format 2 (`TMJRNL02`: batches with
+//! one header) is upgraded in place when opened: its magic is rewritten and
+//! later appends are format 3 batches (the scan reads both). Format 1
+//! (`TMJRNL01`, frames only, the file growing with each append) is still
+//! read and appended to until its next compaction rewrites it as format 3.
 //! `sync` is `fdatasync`, so an acknowledged record survives power loss
 //! (sled 0.34's flush uses `sync_file_range`, which does not). Compaction
 //! copies the file in the background ([`compaction`]).
@@ -26,8 +30,11 @@ use room::Room;
 
 /// Format 1: frames appended, the file growing with each.
 const MAGIC_V1: &[u8; 8] = b"TMJRNL01";
-/// Format 2: batches, written into zeros written ahead.
-const MAGIC: &[u8; 8] = b"TMJRNL02";
+/// Format 2: batches with one header, written into zeros written ahead.
+const MAGIC_V2: &[u8; 8] = b"TMJRNL02";
+/// Format 3: batches with a checksummed header and its copy after them;
+/// format 2 batches may come first (a journal upgraded in place).
+const MAGIC: &[u8; 8] = b"TMJRNL03";
 /// Magic, then the sequence number of the record before the file's first
 /// (0 for a journal that starts at the beginning; a snapshot's position
 /// after compaction).
@@ -36,13 +43,13 @@ const HEADER_BYTES: usize = 16;
 /// How a journal file lays out its records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
-    /// Frames appended one after another (older journals).
-    V1,
-    /// Batches of frames, each with its length and checksum.
-    V2,
+    /// Frames appended one after another (format 1, older journals).
+    Frames,
+    /// Batches of frames (format 3, after any format 2 batches).
+    Batches,
 }
 
-/// The file header of a (format 2) journal whose first record follows `base`.
+/// The file header of a (format 3) journal whose first record follows `base`.
 fn file_header(base: u64) -> [u8; HEADER_BYTES] {
     let mut header = [0; HEADER_BYTES];
     header[..MAGIC.len()].copy_from_slice(MAGIC);
@@ -50,22 +57,17 @@ fn file_header(base: u64) -> [u8; HEADER_BYTES] {
     header
 }
 
-/// Frames as one format 2 batch (nothing for no frames).
-fn batch_of(frames: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
-    if frames.is_empty() {
-        return Ok(());
-    }
-    let header = frame::batch_header(frames)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a journal write over 4 GiB"))?;
-    out.extend_from_slice(&header);
-    out.extend_from_slice(frames);
-    Ok(())
+/// Frames as one format 3 batch to be written at file offset `at`
+/// (nothing for no frames).
+fn batch_of(frames: &[u8], at: u64, out: &mut Vec<u8>) -> io::Result<()> {
+    frame::encode_batch(frames, at, out)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a journal write over 4 GiB"))
 }
 
 pub struct FileLog {
     file: File,
     format: Format,
-    /// Zeros written ahead of a format 2 journal's end (None where no
+    /// Zeros written ahead of a batches journal's end (None where no
     /// thread could be started for it, and for format 1).
     room: Option<Room>,
     /// The batch being written, reused.
@@ -93,14 +95,59 @@ pub struct FileLog {
 /// per this many bytes.
 const MARK_EVERY_BYTES: u64 = 256 * 1024;
 
-/// A journal opened for recovery: its records, and what was cut off.
+/// A journal opened for recovery: its records, and what was mended.
 pub struct Opened {
     pub log: FileLog,
     /// Sequence number before the first of `records`.
     pub base: u64,
     pub records: Vec<Record>,
-    /// Bytes of an unfinished tail that were truncated (never acknowledged).
-    pub torn_bytes: usize,
+    /// The unfinished last write that was cut off, if there was one.
+    pub torn: Option<Torn>,
+    /// File offsets of batch headers that were damaged and written back
+    /// from the copy after their batch, which verified its records.
+    pub repaired: Vec<u64>,
+}
+
+/// An unfinished last write, cut off when the journal was opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Torn {
+    /// Where the journal was cut: its length now.
+    pub offset: u64,
+    /// Bytes cut off (the unfinished write and any zeros after it).
+    pub bytes: u64,
+    /// The part of the write that never reached the disk.
+    pub unwritten: frame::Unwritten,
+    /// The layout proves the unwritten part was meant to hold data, so the
+    /// write's sync never returned and it was never acknowledged (format 3
+    /// batches); older layouts only make that likely.
+    pub certain: bool,
+}
+
+impl std::fmt::Display for Torn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Torn {
+            offset,
+            bytes,
+            unwritten,
+            certain,
+        } = self;
+        if *certain {
+            write!(
+                f,
+                "the journal's last write never completed ({unwritten}): a crash cut it short \
+                 before its sync returned, so it was never acknowledged; truncated the journal \
+                 to {offset} bytes ({bytes} cut)"
+            )
+        } else {
+            write!(
+                f,
+                "the journal's last write reads as one a crash cut short ({unwritten}); \
+                 truncated the journal to {offset} bytes ({bytes} cut). It was written in an \
+                 older journal format, which cannot rule out damage to an acknowledged write \
+                 instead"
+            )
+        }
+    }
 }
 
 impl FileLog {
@@ -114,9 +161,12 @@ impl FileLog {
         write_atomically(path, base, &frames, records.len() as u64)
     }
 
-    /// Opens an existing journal, reading every record. A torn tail is
-    /// truncated (and the truncation synced); damage before valid records
-    /// is refused.
+    /// Opens an existing journal, reading every record. A torn last write
+    /// is truncated; a batch header damaged but verified by its copy is
+    /// written back; a format 2 journal is upgraded to format 3; each
+    /// change synced before this returns. Damage that may hit acknowledged
+    /// records is refused: before valid records, or in a last write that
+    /// reached the disk whole (see `frame`).
     pub fn open(path: &Path) -> Result<Opened, JournalError> {
         let io = |context| move |source| io_error(path, context, source);
         // A compaction's new file left by a crash: the journal is whole
@@ -128,9 +178,10 @@ impl FileLog {
             .read_to_end(&mut bytes)
             .map_err(io("read"))?;
         let shown = path.display().to_string();
-        let format = match bytes.get(..MAGIC.len()) {
-            Some(magic) if magic == MAGIC => Format::V2,
-            Some(magic) if magic == MAGIC_V1 => Format::V1,
+        let (format, upgrade) = match bytes.get(..MAGIC.len()) {
+            Some(magic) if magic == MAGIC => (Format::Batches, false),
+            Some(magic) if magic == MAGIC_V2 => (Format::Batches, true),
+            Some(magic) if magic == MAGIC_V1 => (Format::Frames, false),
             _ => {
                 return Err(JournalError::Invalid {
                     path: shown,
@@ -149,34 +200,68 @@ impl FileLog {
                 .try_into()
                 .expect("8 bytes"),
         );
-        let body = &bytes[HEADER_BYTES..];
+        // Offsets in the scan are the file's (and so are its sectors).
         let scan = match format {
-            Format::V1 => frame::scan(body),
-            Format::V2 => frame::scan_batches(body),
+            Format::Frames => frame::scan_from(&bytes, HEADER_BYTES),
+            Format::Batches => frame::scan_batches_from(&bytes, HEADER_BYTES),
         };
-        let torn_bytes = match scan.tail {
-            Tail::Clean => 0,
-            Tail::Torn { bytes, .. } => bytes,
+        let torn = match scan.tail {
+            Tail::Clean => None,
+            Tail::Torn {
+                offset,
+                bytes,
+                unwritten,
+                certain,
+            } => Some(Torn {
+                offset: offset as u64,
+                bytes: bytes as u64,
+                unwritten,
+                certain,
+            }),
             Tail::CorruptMiddle { offset } => {
                 return Err(JournalError::CorruptMiddle {
                     path: shown,
-                    offset: (HEADER_BYTES + offset) as u64,
+                    offset: offset as u64,
+                });
+            }
+            Tail::CorruptLast {
+                offset,
+                end,
+                damage,
+            } => {
+                return Err(JournalError::CorruptLast {
+                    path: shown,
+                    offset: offset as u64,
+                    end: end as u64,
+                    damage: damage.to_string(),
                 });
             }
         };
-        let records = decode_all(&shown, &scan.payloads, HEADER_BYTES)?;
+        let records = decode_all(&shown, &scan.payloads, 0)?;
         let file = match format {
-            Format::V1 => OpenOptions::new().append(true).open(path),
-            Format::V2 => OpenOptions::new().write(true).open(path),
+            Format::Frames => OpenOptions::new().append(true).open(path),
+            Format::Batches => OpenOptions::new().write(true).open(path),
         }
         .map_err(io("open for append"))?;
-        let len = (HEADER_BYTES + scan.valid_len) as u64;
-        if torn_bytes > 0 {
-            file.set_len(len).map_err(io("truncate torn tail"))?;
-            file.sync_all().map_err(io("sync after truncation"))?;
+        let len = scan.valid_len as u64;
+        // Each change is whole by itself (a header as it was written, a
+        // cut, a magic), so a crash between them opens the same way again.
+        for repair in &scan.repaired {
+            file.write_all_at(&repair.header, repair.offset as u64)
+                .map_err(io("write back a damaged batch header"))?;
         }
-        // Zeros after the records (a clean format 2 tail) are room.
-        let file_len = if torn_bytes > 0 {
+        if torn.is_some() {
+            file.set_len(len).map_err(io("truncate torn tail"))?;
+        }
+        if upgrade {
+            file.write_all_at(MAGIC, 0)
+                .map_err(io("upgrade to format 3"))?;
+        }
+        if torn.is_some() || upgrade || !scan.repaired.is_empty() {
+            file.sync_all().map_err(io("sync after recovery"))?;
+        }
+        // Zeros after the records (a clean batches tail) are room.
+        let file_len = if torn.is_some() {
             len
         } else {
             bytes.len() as u64
@@ -202,17 +287,18 @@ impl FileLog {
             log,
             base,
             records,
-            torn_bytes,
+            torn,
+            repaired: scan.repaired.iter().map(|r| r.offset as u64).collect(),
         })
     }
 
-    /// Keeps room ahead of a format 2 journal of `file_len` bytes (its
+    /// Keeps room ahead of a batches journal of `file_len` bytes (its
     /// records end at `written_len`), by a new thread: the one for a file
     /// this log no longer writes to stops first. Without room, appends
     /// grow the file, as in format 1.
     fn keep_room(&mut self, file_len: u64) {
         self.room = None;
-        if self.format != Format::V2 {
+        if self.format != Format::Batches {
             return;
         }
         match Room::start(&self.file, file_len, self.written_len) {
@@ -234,7 +320,7 @@ fn write_atomically(
     let io = |context| move |source| io_error(path, context, source);
     let tmp = path.with_extension("tmp");
     let mut contents = file_header(base).to_vec();
-    batch_of(frames, &mut contents).map_err(io("write"))?;
+    batch_of(frames, HEADER_BYTES as u64, &mut contents).map_err(io("write"))?;
     let mut file = File::create(&tmp).map_err(io("create"))?;
     file.write_all(&contents).map_err(io("write"))?;
     file.sync_all().map_err(io("sync"))?;
@@ -247,7 +333,7 @@ fn write_atomically(
     let len = contents.len() as u64;
     let mut log = FileLog {
         file,
-        format: Format::V2,
+        format: Format::Batches,
         room: None,
         batch: Vec::new(),
         path: path.to_path_buf(),
@@ -266,13 +352,13 @@ impl LogStore for FileLog {
     fn append(&mut self, bytes: &[u8], last_seq: u64) -> io::Result<()> {
         let at = self.written_len;
         match self.format {
-            Format::V1 => {
+            Format::Frames => {
                 self.written_len += bytes.len() as u64;
                 self.file.write_all(bytes)?;
             }
-            Format::V2 => {
+            Format::Batches => {
                 self.batch.clear();
-                batch_of(bytes, &mut self.batch)?;
+                batch_of(bytes, at, &mut self.batch)?;
                 if let Some(room) = &self.room {
                     room.claim(at, self.batch.len() as u64);
                 }
@@ -282,7 +368,7 @@ impl LogStore for FileLog {
         }
         self.last_seq = last_seq;
         if let Some(compaction) = &mut self.compacting {
-            compaction.appended(bytes)?;
+            compaction.appended(bytes);
         }
         let &(_, last_offset) = self.marks.last().expect("marks start with the header");
         if self.written_len - last_offset >= MARK_EVERY_BYTES {
@@ -311,7 +397,7 @@ impl LogStore for FileLog {
         // Shrinking needs no space, so this works on a full disk.
         self.file.set_len(self.synced_len)?;
         // Format 1 writes at the file's position (a file renamed in by a
-        // compaction is not in append mode); format 2 at offsets.
+        // compaction is not in append mode); batches at offsets.
         self.file.seek(SeekFrom::Start(self.synced_len))?;
         self.written_len = self.synced_len;
         self.marks.retain(|&(_, offset)| offset <= self.synced_len);
@@ -389,7 +475,7 @@ impl LogStore for FileLog {
         // The old file, unlinked by the rename, is freed in the background:
         // its last close would stall the writer (see writeback::release).
         writeback::release(std::mem::replace(&mut self.file, copied.file));
-        self.format = Format::V2;
+        self.format = Format::Batches;
         self.base = copied.upto;
         self.synced_len = copied.len;
         self.written_len = copied.len;
@@ -518,7 +604,7 @@ mod tests {
     }
 
     #[test]
-    fn a_format_1_journal_is_read_appended_to_and_rewritten_as_format_2_by_compaction() {
+    fn a_format_1_journal_is_read_appended_to_and_rewritten_as_format_3_by_compaction() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.log");
         let mut v1 = MAGIC_V1.to_vec();
@@ -528,7 +614,7 @@ mod tests {
         }
         std::fs::write(&path, &v1).unwrap();
         let mut opened = FileLog::open(&path).unwrap();
-        assert_eq!(opened.log.format, Format::V1);
+        assert_eq!(opened.log.format, Format::Frames);
         assert_eq!(tokens(&opened.records), (1..=500).collect::<Vec<_>>());
         append_synced(&mut opened.log, 501, 600);
         let bytes = std::fs::read(&path).unwrap();
@@ -541,7 +627,7 @@ mod tests {
         log.compact(550).unwrap();
         append_synced(log, 601, 610); // during the copy: format 1 appends
         log.finish_compaction().unwrap();
-        assert_eq!(log.format, Format::V2);
+        assert_eq!(log.format, Format::Batches);
         append_synced(log, 611, 620);
         assert_eq!(&std::fs::read(&path).unwrap()[..8], MAGIC);
         let reopened = FileLog::open(&path).unwrap();
@@ -562,19 +648,136 @@ mod tests {
         assert!(len() > log.written_len, "the records went into the room");
         drop(log);
         let opened = FileLog::open(&path).unwrap();
-        assert_eq!(opened.torn_bytes, 0, "zeros after the records are room");
+        assert_eq!(opened.torn, None, "zeros after the records are room");
         assert_eq!(tokens(&opened.records), (1..=3000).collect::<Vec<_>>());
         // A crash tore the next write: its bytes, then zeros. Cut off.
         let end = opened.log.written_len;
         drop(opened);
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         let mut torn = Vec::new();
-        batch_of(&[7u8; 5000], &mut torn).unwrap();
+        let mut frames = Vec::new();
+        for seq in 3001..=3030 {
+            frame::encode_message(&numbered(seq), &mut frames);
+        }
+        batch_of(&frames, end, &mut torn).unwrap();
         file.write_all_at(&torn[..3000], end).unwrap();
         let reopened = FileLog::open(&path).unwrap();
-        assert!(reopened.torn_bytes > 0);
+        let cut = reopened.torn.clone().expect("a torn tail");
+        assert!(cut.certain, "{cut}");
+        assert_eq!(cut.offset, end);
+        assert!(
+            matches!(cut.unwritten, frame::Unwritten::Zeros { from, .. } if from as u64 >= end + 2488),
+            "{cut}"
+        );
+        let message = cut.to_string();
+        assert!(message.contains("never acknowledged") && message.contains("truncated"));
         assert_eq!(reopened.records.len(), 3000);
         assert_eq!(len(), end, "cut at the last whole batch");
+    }
+
+    /// The journal at `path` with `f` applied to its bytes.
+    fn edit(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
+        let mut bytes = std::fs::read(path).unwrap();
+        f(&mut bytes);
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn a_last_batch_damaged_after_its_sync_is_refused_not_cut() {
+        let (_dir, path, mut log) = journal_of(10);
+        let last = log.written_len;
+        append_synced(&mut log, 11, 12);
+        let end = log.written_len;
+        drop(log);
+        // A bit flipped in record 12's payload, near the batch's end.
+        edit(&path, |bytes| bytes[end as usize - 40] ^= 0x08);
+        let err = FileLog::open(&path).err().expect("refused");
+        let JournalError::CorruptLast {
+            offset, end: to, ..
+        } = &err
+        else {
+            panic!("{err}");
+        };
+        assert_eq!((*offset, *to), (last, end));
+        let message = err.to_string();
+        for needed in [
+            "corrupt".to_string(),
+            format!("byte {last}"),
+            format!("truncate -s {last} {}", path.display()),
+            "may have been acknowledged".to_string(),
+        ] {
+            assert!(message.contains(&needed), "{needed:?} in: {message}");
+        }
+        // Nothing was cut; the operator's cut drops that batch alone.
+        assert!(std::fs::metadata(&path).unwrap().len() >= end);
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(last)
+            .unwrap();
+        let opened = FileLog::open(&path).unwrap();
+        assert_eq!(opened.torn, None);
+        assert_eq!(tokens(&opened.records), (1..=10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_damaged_batch_header_is_written_back_from_its_copy() {
+        let (_dir, path, mut log) = journal_of(10);
+        let last = log.written_len as usize;
+        append_synced(&mut log, 11, 12);
+        drop(log);
+        let whole = std::fs::read(&path).unwrap();
+        edit(&path, |bytes| bytes[last + 6] ^= 0x01); // its length
+        let opened = FileLog::open(&path).unwrap();
+        assert_eq!(opened.repaired, vec![last as u64]);
+        assert_eq!(tokens(&opened.records), (1..=12).collect::<Vec<_>>());
+        drop(opened);
+        assert_eq!(
+            std::fs::read(&path).unwrap()[..last + 40],
+            whole[..last + 40],
+            "written back as it was"
+        );
+        assert!(FileLog::open(&path).unwrap().repaired.is_empty());
+    }
+
+    #[test]
+    fn a_format_2_journal_is_upgraded_in_place_and_its_batches_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.log");
+        let mut v2 = MAGIC_V2.to_vec();
+        v2.extend_from_slice(&0u64.to_le_bytes());
+        for batch in 0..5 {
+            let mut frames = Vec::new();
+            for seq in batch * 10 + 1..=batch * 10 + 10 {
+                frame::encode_message(&numbered(seq), &mut frames);
+            }
+            frame::encode_batch_v2(&frames, &mut v2);
+        }
+        let end = v2.len();
+        v2.extend_from_slice(&[0; 4096]); // its room
+        // A torn last batch (its last sector never written): cut, but not
+        // claimed never acknowledged.
+        let mut torn = v2.clone();
+        torn[(end - 1) / 512 * 512..end].fill(0);
+        std::fs::write(&path, &torn).unwrap();
+        let mut opened = FileLog::open(&path).unwrap();
+        let cut = opened.torn.clone().expect("torn");
+        assert!(!cut.certain);
+        assert!(!cut.to_string().contains("never acknowledged"), "{cut}");
+        assert_eq!(tokens(&opened.records), (1..=40).collect::<Vec<_>>());
+        assert_eq!(&std::fs::read(&path).unwrap()[..8], MAGIC, "upgraded");
+        append_synced(&mut opened.log, 41, 45);
+        drop(opened);
+        let reopened = FileLog::open(&path).unwrap();
+        assert_eq!(reopened.torn, None);
+        assert_eq!(tokens(&reopened.records), (1..=45).collect::<Vec<_>>());
+        // A flipped bit in a whole format 2 last batch: refused as well.
+        std::fs::write(&path, &v2).unwrap();
+        edit(&path, |bytes| bytes[end - 100] ^= 0x02);
+        let err = FileLog::open(&path).err().expect("refused");
+        assert!(matches!(err, JournalError::CorruptLast { .. }), "{err}");
+        assert_eq!(&std::fs::read(&path).unwrap()[..8], MAGIC_V2, "untouched");
     }
 
     #[test]

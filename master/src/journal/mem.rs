@@ -31,16 +31,31 @@ pub struct MemLog {
 
 impl MemLog {
     /// Simulates a crash and a restart: unsynced bytes vanish, the synced
-    /// ones are read back through the same scan as the file journal.
+    /// ones are read back through the same scan as a format 1 file journal.
     pub fn crash_and_reopen(&self) -> Result<Vec<Record>, JournalError> {
         let mut disk = self.disk.lock();
         disk.unsynced.clear();
         let scan = frame::scan(&disk.synced);
-        if let Tail::CorruptMiddle { offset } = scan.tail {
-            return Err(JournalError::CorruptMiddle {
-                path: "memory".into(),
-                offset: offset as u64,
-            });
+        match scan.tail {
+            Tail::Clean | Tail::Torn { .. } => {}
+            Tail::CorruptMiddle { offset } => {
+                return Err(JournalError::CorruptMiddle {
+                    path: "memory".into(),
+                    offset: offset as u64,
+                });
+            }
+            Tail::CorruptLast {
+                offset,
+                end,
+                damage,
+            } => {
+                return Err(JournalError::CorruptLast {
+                    path: "memory".into(),
+                    offset: offset as u64,
+                    end: end as u64,
+                    damage: damage.to_string(),
+                });
+            }
         }
         let records = decode_all("memory", &scan.payloads, 0)?;
         let valid_len = scan.valid_len;

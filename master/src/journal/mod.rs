@@ -69,6 +69,23 @@ pub enum JournalError {
          refusing to start (restore the data dir from a backup, or move the journal aside to start empty)"
     )]
     CorruptMiddle { path: String, offset: u64 },
+    /// The last write reached the disk whole, so a crash did not cut it
+    /// short, yet it does not verify: damaged since, and possibly
+    /// acknowledged. Cutting it is the operator's call, not recovery's.
+    #[error(
+        "journal {path} is corrupt at byte {offset}: its last write (bytes {offset}..{end}) does \
+         not verify ({damage}), yet none of it is missing, as some would be had a crash cut the \
+         write short; so it was damaged after it was written, and its records may have been \
+         acknowledged. Refusing to start rather than drop them: restore the data dir from a \
+         backup, or, to start without that write's records, keep a copy of the journal and cut \
+         it at that byte (truncate -s {offset} {path})"
+    )]
+    CorruptLast {
+        path: String,
+        offset: u64,
+        end: u64,
+        damage: String,
+    },
     #[error("journal {path}: {what}")]
     Invalid { path: String, what: String },
     /// A write or sync failed: nothing after the last sync is durable, and

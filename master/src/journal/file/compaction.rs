@@ -34,8 +34,11 @@ pub(super) struct Copied {
 pub(super) struct Compaction {
     tmp: PathBuf,
     copy: JoinHandle<io::Result<Copied>>,
-    /// Bytes appended to the old file since the copy began.
+    /// Frames appended to the old file since the copy began, and where
+    /// each append's frames end among them: a batch each in the new file,
+    /// made once the copy's length says where they go.
     appended: Vec<u8>,
+    appended_ends: Vec<usize>,
 }
 
 /// Where the new file is written before it is renamed over the journal
@@ -64,13 +67,14 @@ impl Compaction {
             tmp,
             copy,
             appended: Vec::new(),
+            appended_ends: Vec::new(),
         })
     }
 
-    /// Keeps a copy of the frames appended to the old file meanwhile, as
-    /// the batch the new file will hold them in.
-    pub(super) fn appended(&mut self, frames: &[u8]) -> io::Result<()> {
-        batch_of(frames, &mut self.appended)
+    /// Keeps a copy of the frames appended to the old file meanwhile.
+    pub(super) fn appended(&mut self, frames: &[u8]) {
+        self.appended.extend_from_slice(frames);
+        self.appended_ends.push(self.appended.len());
     }
 
     /// Whether the writer should finish now: the copy is done, or what it
@@ -88,9 +92,16 @@ impl Compaction {
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the compaction thread panicked")))
             .and_then(|mut copied| {
-                copied.file.write_all(&self.appended)?;
+                let mut batches = Vec::new();
+                let mut from = 0;
+                for &to in &self.appended_ends {
+                    let at = copied.len + batches.len() as u64;
+                    batch_of(&self.appended[from..to], at, &mut batches)?;
+                    from = to;
+                }
+                copied.file.write_all(&batches)?;
                 copied.file.sync_data()?;
-                copied.len += self.appended.len() as u64;
+                copied.len += batches.len() as u64;
                 Ok(copied)
             });
         if copied.is_err() {
@@ -108,7 +119,7 @@ impl Compaction {
 
 /// The copying thread: the records after `upto` among those in
 /// `[mark.1, synced_end)` of `from` (laid out as `format` says), written
-/// to `to` as one batch behind a (format 2) header whose base is `upto`,
+/// to `to` as one batch behind a (format 3) header whose base is `upto`,
 /// and synced.
 fn copy_kept(
     from: &Path,
@@ -124,8 +135,8 @@ fn copy_kept(
     file.take(synced_end - mark_offset)
         .read_to_end(&mut bytes)?;
     let scan = match format {
-        Format::V1 => frame::scan(&bytes),
-        Format::V2 => frame::scan_batches(&bytes),
+        Format::Frames => frame::scan(&bytes),
+        Format::Batches => frame::scan_batches(&bytes),
     };
     // Everything up to `synced_end` was synced whole: anything else means
     // the file is not what the writer wrote, and nothing may be dropped.
@@ -141,7 +152,7 @@ fn copy_kept(
         kept.extend_from_slice(&bytes[offset..offset + frame::HEADER_BYTES + payload.len()]);
     }
     let mut contents = file_header(upto).to_vec();
-    batch_of(&kept, &mut contents)?;
+    batch_of(&kept, contents.len() as u64, &mut contents)?;
     let mut out = File::create(to)?;
     writeback::write(&mut out, &[&contents], Pacing::Background)?;
     // Fault-injection tests crash the master mid-copy, around the rename

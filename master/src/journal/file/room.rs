@@ -1,4 +1,4 @@
-//! Zeros written ahead of a format 2 journal's end.
+//! Zeros written ahead of a batches (format 3) journal's end.
 //!
 //! An append that grows the file makes its `fdatasync` commit the file's
 //! new size and blocks through the file system's own journal besides the
