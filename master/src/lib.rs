@@ -5,22 +5,29 @@
 //! - [`journal`]: the durable, checksummed, group-committed journal.
 //! - [`snapshots`]: snapshot files (whole state at a journal position).
 //! - [`recovery`]: newest snapshot plus the journal after it.
-//! - [`sweep`]: deletes outputs of attempts that can no longer commit.
+//! - [`sweep`]: finds and deletes outputs of attempts that can no longer
+//!   commit, in a local or a remote store.
 //! - [`duration`]: durations as written in pipeline files and flags (`90s`, `7d`).
-//! - [`runtime`]: owns the core behind one lock, journals every change and
-//!   answers only once it is durable; the lease reaper and the compactor
-//!   (automatic snapshots).
+//! - [`error`]: [`error::MasterError`], what the runtime and recovery fail with.
+//! - [`runtime`]: the [`runtime::Master`]: owns the core behind one lock,
+//!   journals every change and answers only once it is durable. Its
+//!   modules: the calls; snapshots and rollback; the background loops
+//!   (lease reaper, compactor, sweeper, finished pipelines' retention,
+//!   journal supervisor); the rebuild after a full disk; the sweep's
+//!   decisions; the data dir's lock and init check.
 //! - [`service`]: the thin gRPC layer (validate, convert, map errors).
 //! - [`work_stream`]: the worker calls over one bidirectional stream.
 //! - [`procstat`]: the master's peak memory and CPU time, from `/proc`.
 //! - [`writeback`]: large files (snapshots) written with paced write-back,
 //!   so their sync does not stall the journal's.
+//! - [`idle_thread`]: CPU-heavy jobs (a snapshot's encoding) at idle priority.
 //! - [`server`]: builds the gRPC server (with health and reflection) and
-//!   runs it until a shutdown future resolves.
+//!   runs it, with the background loops, until a shutdown future resolves.
 
 pub mod clock;
 pub mod core;
 pub mod duration;
+pub mod error;
 pub mod idle_thread;
 pub mod journal;
 pub mod procstat;

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use crate::core::{Core, CoreConfig, CoreError};
+use crate::error::MasterError;
 use crate::journal::file::FileLog;
-use crate::runtime::MasterError;
 use crate::snapshots::SnapshotStore;
 
 /// The state a data dir holds, with its journal opened for appending.

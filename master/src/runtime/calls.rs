@@ -1,0 +1,273 @@
+//! The calls of clients, operators and workers: each one change of the core
+//! through [`Master::mutate`] or one view of it through [`Master::read`].
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use taskmaster_proto::journal::Record;
+use taskmaster_proto::v1::{
+    CommitItem, GroupConfigChange, LeaseNext, LeaseRef, ListInputsResponse, MasterStatus,
+    PipelineSpec, PipelineStatus, UnitOutputs, WorkerInfo,
+};
+
+use super::{Master, MasterError};
+use crate::core::lease_view::Leases;
+use crate::core::operate::Changed;
+use crate::core::ops::{CommittedAndLeased, ItemResults};
+use crate::core::{Core, CoreError, Refusal};
+use crate::procstat;
+
+impl Master {
+    pub async fn submit(&self, spec: PipelineSpec) -> Result<String, MasterError> {
+        let name = spec.name.clone();
+        self.with_new_id(&name, |core, id, unix_ms, now| {
+            core.submit(id, spec.clone(), unix_ms, now)
+        })
+        .await
+    }
+
+    /// Starts a new run of a finished pipeline; returns the new id.
+    pub async fn rerun(&self, pipeline_id: &str) -> Result<String, MasterError> {
+        let name = self.state.lock().core.status(pipeline_id)?.name;
+        self.with_new_id(&name, |core, id, unix_ms, now| {
+            core.rerun(pipeline_id, id, unix_ms, now)
+        })
+        .await
+    }
+
+    /// Runs `op` with a fresh pipeline id `<name>-<8 hex>`; a clash
+    /// (vanishingly rare) picks again.
+    async fn with_new_id(
+        &self,
+        name: &str,
+        op: impl Fn(&mut Core, &str, u64, u64) -> Result<Vec<Record>, CoreError>,
+    ) -> Result<String, MasterError> {
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        for _ in 0..8 {
+            let id = format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+            let result = self
+                .mutate(|core, now| Ok((op(core, &id, unix_ms, now)?, ())))
+                .await;
+            match result {
+                Err(MasterError::Core(CoreError::AlreadyExists(_))) => continue,
+                other => return other.map(|()| id),
+            }
+        }
+        Err(CoreError::AlreadyExists("could not pick a free pipeline id".into()).into())
+    }
+
+    pub async fn cancel(&self, pipeline_id: &str) -> Result<(), MasterError> {
+        self.mutate(|core, now| Ok((core.cancel(pipeline_id, now)?, ())))
+            .await
+    }
+
+    pub async fn block(&self, pipeline_id: &str, blocked: bool) -> Result<(), MasterError> {
+        self.mutate(|core, now| Ok((core.block(pipeline_id, blocked, now)?, ())))
+            .await
+    }
+
+    pub async fn retry(
+        &self,
+        pipeline_id: &str,
+        group: Option<&str>,
+        unit: Option<u32>,
+    ) -> Result<Changed, MasterError> {
+        self.mutate(|core, now| core.retry(pipeline_id, group, unit, now))
+            .await
+    }
+
+    pub async fn clear(
+        &self,
+        pipeline_id: &str,
+        group: &str,
+        downstream: bool,
+    ) -> Result<Changed, MasterError> {
+        self.mutate(|core, now| core.clear(pipeline_id, group, downstream, now))
+            .await
+    }
+
+    pub async fn change_config(
+        &self,
+        pipeline_id: &str,
+        group: &str,
+        change: GroupConfigChange,
+    ) -> Result<(Changed, u64), MasterError> {
+        self.mutate(|core, now| {
+            let (records, changed, version) =
+                core.change_config(pipeline_id, group, change, now)?;
+            Ok((records, (changed, version)))
+        })
+        .await
+    }
+
+    pub async fn scale(
+        &self,
+        pipeline_id: &str,
+        group: &str,
+        split: u32,
+    ) -> Result<Changed, MasterError> {
+        self.mutate(|core, now| core.scale(pipeline_id, group, split, now))
+            .await
+    }
+
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>, MasterError> {
+        let now = self.clock.now_ms();
+        self.read(|core| Ok(core.workers(now))).await
+    }
+
+    /// A page of live workers and the next page's token.
+    pub async fn workers_page(
+        &self,
+        page_token: &str,
+        page_size: u32,
+    ) -> Result<(Vec<WorkerInfo>, String), MasterError> {
+        let now = self.clock.now_ms();
+        self.read(|core| Ok(core.workers_page(now, page_token, page_size)))
+            .await
+    }
+
+    /// The master's own state, for `tmctl status` and operators.
+    pub async fn master_status(&self) -> Result<MasterStatus, MasterError> {
+        let journal = self.journal();
+        let journal_syncs = journal.syncs();
+        self.read(|core| {
+            Ok(MasterStatus {
+                server_token: core.server_token().to_string(),
+                blocked: core.is_blocked(),
+                max_in_flight: core.config().max_in_flight,
+                leases_in_flight: core.leases_in_flight(),
+                journal_syncs,
+                ..MasterStatus::default()
+            })
+        })
+        .await
+        .and_then(|mut status| {
+            status.journal_bytes = crate::journal::file::disk_bytes(&self.journal_path);
+            status.journal_records = journal
+                .appended()
+                .saturating_sub(self.snapshot_position.load(Ordering::Relaxed));
+            let snapshots = self.snapshots.disk_usage()?;
+            status.snapshots = snapshots.count;
+            status.snapshot_bytes = snapshots.total_bytes;
+            status.newest_snapshot_bytes = snapshots.newest_bytes;
+            // Read outside the core lock: these are file reads.
+            status.rss_peak_bytes = procstat::rss_peak_bytes();
+            status.rss_bytes = procstat::rss_bytes();
+            status.cpu_seconds = procstat::cpu_seconds();
+            Ok(status)
+        })
+    }
+
+    /// Grants up to `max_units` leases, waiting up to `wait` for work;
+    /// in the compact form with `compact`.
+    pub async fn lease(
+        &self,
+        worker_id: &str,
+        max_units: usize,
+        compact: bool,
+        wait: Duration,
+    ) -> Result<Leases, MasterError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut closing = self.closing.subscribe();
+        loop {
+            // Registered before looking, so a wake-up in between is not lost.
+            let notified = self.work_ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let leases = self
+                .mutate(|core, now| core.lease(worker_id, max_units, compact, now))
+                .await?;
+            if !leases.is_empty() || wait.is_zero() {
+                return Ok(leases);
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(deadline) => return Ok(Leases::default()),
+                _ = closing.wait_for(|c| *c) => return Err(MasterError::ShuttingDown),
+            }
+        }
+    }
+
+    pub async fn renew(&self, token: &str, refs: &[LeaseRef]) -> Result<ItemResults, MasterError> {
+        self.mutate(|core, now| Ok((Vec::new(), core.renew(token, refs, now)?)))
+            .await
+    }
+
+    /// Commits `items` and, with `next`, leases more units in the same
+    /// journal append (see [`Core::commit_and_lease`]).
+    pub async fn commit(
+        &self,
+        token: &str,
+        items: &[CommitItem],
+        next: Option<&LeaseNext>,
+    ) -> Result<CommittedAndLeased, MasterError> {
+        self.mutate(|core, now| core.commit_and_lease(token, items, next, now))
+            .await
+    }
+
+    pub async fn release(
+        &self,
+        token: &str,
+        refs: &[LeaseRef],
+    ) -> Result<ItemResults, MasterError> {
+        self.mutate(|core, now| core.release(token, refs, now))
+            .await
+    }
+
+    /// A page of a held lease's inputs (see `Core::list_inputs`).
+    pub async fn list_inputs(
+        &self,
+        token: &str,
+        lease_ref: &LeaseRef,
+        cursor: u64,
+        limit: u32,
+    ) -> Result<Result<ListInputsResponse, Refusal>, MasterError> {
+        let now_ms = self.clock.now_ms();
+        self.read(|core| core.list_inputs(token, lease_ref, cursor, limit, now_ms))
+            .await
+    }
+
+    pub async fn status(&self, pipeline_id: &str) -> Result<PipelineStatus, MasterError> {
+        self.read(|core| core.status(pipeline_id)).await
+    }
+
+    /// Every pipeline (unpaged: for tests and the embedded demo; clients
+    /// get pages through [`Master::list_page`]).
+    pub async fn list(&self) -> Result<Vec<PipelineStatus>, MasterError> {
+        self.read(|core| Ok(core.list())).await
+    }
+
+    /// A page of pipelines and the next page's token (see `core::pages`).
+    pub async fn list_page(
+        &self,
+        page_token: &str,
+        page_size: u32,
+    ) -> Result<(Vec<PipelineStatus>, String), MasterError> {
+        self.read(|core| core.list_page(page_token, page_size))
+            .await
+    }
+
+    /// A group's committed outputs (unpaged: for tests and the embedded
+    /// demo; clients get pages through [`Master::outputs_page`]).
+    pub async fn outputs(
+        &self,
+        pipeline_id: &str,
+        group: &str,
+    ) -> Result<Vec<UnitOutputs>, MasterError> {
+        self.read(|core| core.outputs(pipeline_id, group)).await
+    }
+
+    /// A page of a group's committed outputs and the next page's token.
+    pub async fn outputs_page(
+        &self,
+        pipeline_id: &str,
+        group: &str,
+        page_token: &str,
+        page_size: u32,
+    ) -> Result<(Vec<UnitOutputs>, String), MasterError> {
+        self.read(|core| core.outputs_page(pipeline_id, group, page_token, page_size))
+            .await
+    }
+}

@@ -1,0 +1,210 @@
+//! The background loops `server::serve` runs beside the service, until
+//! shutdown: the lease reaper, the compactor (automatic snapshots), the
+//! sweeper, the recorder and retention of finished pipelines, and the
+//! journal supervisor.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::rebuild::{DISK_FULL_PROBE_INTERVAL, space_available};
+use super::snapshot::{AUTO_SNAPSHOT_MIN_BYTES, AUTO_SNAPSHOT_MIN_RECORDS};
+use super::{Master, MasterError, unix_ms};
+use crate::journal::JournalError;
+use crate::sweep;
+
+/// How often finished pipelines are looked for (their finish time is late
+/// by up to this) and the retention applied.
+const FINISH_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Every this many sweeps, pipelines finished and already walked are
+/// walked again, for what zombie attempts wrote late (an hour at most with
+/// the sweep's 60 s ceiling); the other sweeps skip them.
+const FULL_SWEEP_EVERY_ROUNDS: u64 = 60;
+/// How often the compactor looks at the journal's size.
+const SNAPSHOT_CHECK_EVERY: Duration = Duration::from_millis(100);
+/// How long the compactor waits after a failed automatic snapshot.
+const SNAPSHOT_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+impl Master {
+    /// Expires every lease that ran out; returns how many.
+    pub async fn reap(&self) -> Result<usize, MasterError> {
+        let (expired, promoted) = self
+            .mutate(|core, now| {
+                let records = core.expire(now);
+                let expired = records.len();
+                Ok((records, (expired, core.promote_due(now))))
+            })
+            .await?;
+        if promoted > 0 {
+            self.work_ready.notify_waiters(); // retry delays ran out
+        }
+        Ok(expired)
+    }
+
+    /// Expires leases as they run out, until shutdown. Ticks at a tenth of
+    /// the lease time (10 ms to 1 s), so expiry is late by at most that.
+    pub async fn run_reaper(self: Arc<Self>) {
+        let lease_ms = self.lease_ms();
+        let tick = Duration::from_millis((lease_ms / 10).clamp(10, 1000));
+        let mut closing = self.closing.subscribe();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(tick) => {}
+                _ = closing.wait_for(|c| *c) => return,
+            }
+            match self.reap().await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(expired = n, "leases expired; their units are pending again")
+                }
+                // A failed journal is the supervisor's business; expiry
+                // resumes once the state is rebuilt.
+                Err(MasterError::Journal(_)) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "lease reaper stopped");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes automatic snapshots (compacting the journal) as the journal
+    /// grows, until shutdown. Checks often: between two checks the journal
+    /// grows past its bound by up to what one check period writes (18 MB/s
+    /// at 200,000 units/s), and each check is a few atomic reads.
+    pub async fn run_compactor(self: Arc<Self>) {
+        let mut closing = self.closing.subscribe();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(SNAPSHOT_CHECK_EVERY) => {}
+                _ = closing.wait_for(|c| *c) => return,
+            }
+            let taken = self
+                .snapshot_if_grown(AUTO_SNAPSHOT_MIN_RECORDS, AUTO_SNAPSHOT_MIN_BYTES)
+                .await;
+            if let Err(e) = taken {
+                // Encoding a large state costs seconds of CPU: do not retry
+                // a failure at once and keep failing in a loop.
+                tracing::warn!(error = %e, "automatic snapshot failed; retrying in a minute");
+                tokio::select! {
+                    () = tokio::time::sleep(SNAPSHOT_RETRY_AFTER) => {}
+                    _ = closing.wait_for(|c| *c) => return,
+                }
+            }
+        }
+    }
+
+    /// Watches the journal until shutdown. A full disk is survived: once a
+    /// probe write shows space again, the state is rebuilt from what is on
+    /// disk (so nothing unacknowledged survives) and a new journal starts.
+    /// Any other failure is fatal.
+    pub async fn run_journal_supervisor(self: Arc<Self>) {
+        let mut closing = self.closing.subscribe();
+        loop {
+            let journal = self.journal();
+            let failure = tokio::select! {
+                failure = journal.failed() => failure,
+                _ = closing.wait_for(|c| *c) => return,
+            };
+            if !matches!(failure, JournalError::DiskFull(_)) {
+                self.fatal.send_replace(Some(failure.to_string().into()));
+                return;
+            }
+            tracing::error!(error = %failure, "journal disk full: refusing changes until space returns");
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(DISK_FULL_PROBE_INTERVAL) => {}
+                    _ = closing.wait_for(|c| *c) => return,
+                }
+                if !space_available(&self.data_dir) {
+                    continue;
+                }
+                match self.rebuild() {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "rebuilding after a full disk failed; will retry")
+                    }
+                }
+            }
+            tracing::info!(
+                "journal disk has space again; state rebuilt from disk, accepting changes"
+            );
+            self.work_ready.notify_waiters();
+        }
+    }
+
+    /// Records when pipelines finish (journaled, so `tmctl status` shows it
+    /// and the retention survives restarts), and with `retain` deletes each
+    /// that long after; until shutdown. Ticks every second, so a finish
+    /// time is late by about that.
+    pub async fn run_finished_pipelines(self: Arc<Self>, retain: Option<Duration>) {
+        let mut closing = self.closing.subscribe();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(FINISH_CHECK_EVERY) => {}
+                _ = closing.wait_for(|c| *c) => return,
+            }
+            let recorded = self
+                .mutate(|core, now| {
+                    let unrecorded = core.finished_unrecorded();
+                    if unrecorded.is_empty() {
+                        return Ok((Vec::new(), ()));
+                    }
+                    Ok((core.record_finished(&unrecorded, unix_ms(), now)?, ()))
+                })
+                .await;
+            if let Err(e) = recorded {
+                // A failed journal is the supervisor's business.
+                tracing::debug!(error = %e, "could not record finished pipelines");
+                continue;
+            }
+            let Some(retain) = retain else { continue };
+            let cutoff = unix_ms().saturating_sub(retain.as_millis() as u64);
+            let due = self.state.lock().core.finished_before(cutoff);
+            if due.is_empty() {
+                continue;
+            }
+            match self.delete_pipelines(due.clone()).await {
+                Ok(swept) => tracing::info!(
+                    deleted = due.len(),
+                    swept = swept.attempts_deleted,
+                    "deleted pipelines finished longer than the retention"
+                ),
+                // One may have been retried meanwhile; the next pass
+                // looks again.
+                Err(e) => tracing::warn!(error = %e, "retention could not delete pipelines"),
+            }
+        }
+    }
+
+    /// Sweeps every `interval` until shutdown.
+    pub async fn run_sweeper(self: Arc<Self>, interval: Duration) {
+        let mut rounds = sweep::Rounds::new(FULL_SWEEP_EVERY_ROUNDS);
+        let mut closing = self.closing.subscribe();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = closing.wait_for(|c| *c) => return,
+            }
+            // Finished (and recorded) before the previous round began:
+            // walked by it. A retried pipeline has no finish time until it
+            // finishes again, so it is walked while it runs and after.
+            let skip: HashSet<String> = match rounds.begin(unix_ms()) {
+                Some(walked_before) => {
+                    let core = &self.state.lock().core;
+                    core.finished_before(walked_before.saturating_sub(1))
+                        .into_iter()
+                        .collect()
+                }
+                None => HashSet::new(),
+            };
+            let swept = self.sweep_pipelines(|p| !skip.contains(p)).await;
+            if swept.attempts_deleted > 0 {
+                tracing::info!(
+                    deleted = swept.attempts_deleted,
+                    "swept outputs of attempts that can no longer commit"
+                );
+            }
+        }
+    }
+}

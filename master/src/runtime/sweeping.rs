@@ -1,0 +1,71 @@
+//! The runtime's side of the sweep (`crate::sweep`): which attempts can no
+//! longer commit is decided against the core under the state lock, the
+//! store is listed and cleaned outside it; and deleting finished pipelines,
+//! which sweeps their attempts first.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{Master, MasterError};
+use crate::sweep::{self, RemoteStore, Swept};
+
+impl Master {
+    /// Deletes the outputs of attempts that can no longer commit.
+    pub async fn sweep(self: &Arc<Self>) -> Swept {
+        self.sweep_pipelines(|_| true).await
+    }
+
+    /// [`Master::sweep`] under the pipelines `chosen` accepts only.
+    pub(super) async fn sweep_pipelines(self: &Arc<Self>, chosen: impl Fn(&str) -> bool) -> Swept {
+        let known = self.state.lock().core.group_names(chosen);
+        if let Some(remote) = &self.remote {
+            return self.sweep_remote(remote, &known).await;
+        }
+        let master = Arc::clone(self);
+        let swept = tokio::task::spawn_blocking(move || {
+            let root = PathBuf::from(master.state.lock().core.config().store_root.clone());
+            let found = sweep::find_attempts(&root, &known);
+            let (dead, kept) = sweep::dead_attempts(&master.state.lock().core, found);
+            Swept {
+                attempts_deleted: sweep::delete_attempts(&root, &dead),
+                attempts_kept: kept,
+            }
+        })
+        .await;
+        swept.unwrap_or_default()
+    }
+
+    /// [`Master::sweep`] for a remote store: list, decide under the lock,
+    /// delete. A listing error is logged and the sweep tried again later.
+    async fn sweep_remote(&self, remote: &RemoteStore, known: &sweep::Known) -> Swept {
+        let found = remote.find_attempts(known).await;
+        let mut found = match found {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(store = remote.url(), error = %e, "sweep could not list the store");
+                return Swept::default();
+            }
+        };
+        let attempts = found.keys().cloned().collect();
+        let (dead, kept) = sweep::dead_attempts(&self.state.lock().core, attempts);
+        Swept {
+            attempts_deleted: remote.delete_attempts(&dead, &mut found).await,
+            attempts_kept: kept,
+        }
+    }
+
+    /// Deletes finished pipelines (all or none): first the outputs of their
+    /// attempts that never committed (the sweep would never look there
+    /// again), then the master forgets them. Returns what was swept.
+    pub async fn delete_pipelines(
+        self: &Arc<Self>,
+        ids: Vec<String>,
+    ) -> Result<Swept, MasterError> {
+        self.read(|core| core.check_deletable(&ids)).await?;
+        let chosen: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let swept = self.sweep_pipelines(|p| chosen.contains(p)).await;
+        self.mutate(|core, now| Ok((core.delete_pipelines(&ids, now)?, ())))
+            .await?;
+        Ok(swept)
+    }
+}
