@@ -2,7 +2,7 @@
 //! through [`Master::mutate`] or one view of it through [`Master::read`].
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use taskmaster_proto::journal::Record;
 use taskmaster_proto::v1::{
@@ -10,12 +10,17 @@ use taskmaster_proto::v1::{
     PipelineSpec, PipelineStatus, UnitOutputs, WorkerInfo,
 };
 
-use super::{Master, MasterError};
+use super::{Master, MasterError, unix_ms};
 use crate::core::lease_view::Leases;
 use crate::core::operate::Changed;
 use crate::core::ops::{CommittedAndLeased, ItemResults};
 use crate::core::{Core, CoreError, Refusal};
 use crate::procstat;
+
+/// Pipeline ids drawn for one submit before it gives up: a clash of eight
+/// random hex digits with an existing id is already one in four billion
+/// per pipeline held.
+const PIPELINE_ID_DRAWS_MAX: usize = 8;
 
 impl Master {
     pub async fn submit(&self, spec: PipelineSpec) -> Result<String, MasterError> {
@@ -35,27 +40,47 @@ impl Master {
         .await
     }
 
-    /// Runs `op` with a fresh pipeline id `<name>-<8 hex>`; a clash
-    /// (vanishingly rare) picks again.
+    /// Runs `op` with a fresh pipeline id `<name>-<8 hex>`; see
+    /// [`Master::with_id_from`].
     async fn with_new_id(
         &self,
         name: &str,
         op: impl Fn(&mut Core, &str, u64, u64) -> Result<Vec<Record>, CoreError>,
     ) -> Result<String, MasterError> {
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        for _ in 0..8 {
-            let id = format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-            let result = self
-                .mutate(|core, now| Ok((op(core, &id, unix_ms, now)?, ())))
-                .await;
-            match result {
-                Err(MasterError::Core(CoreError::AlreadyExists(_))) => continue,
-                other => return other.map(|()| id),
+        let draw = || format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        self.with_id_from(draw, op).await
+    }
+
+    /// Runs `op` with an id from `draw` that no pipeline has. Only a clash
+    /// of the drawn id draws again (vanishingly rare); whatever `op`
+    /// refuses, `AlreadyExists` included, is the answer.
+    async fn with_id_from(
+        &self,
+        mut draw: impl FnMut() -> String,
+        op: impl Fn(&mut Core, &str, u64, u64) -> Result<Vec<Record>, CoreError>,
+    ) -> Result<String, MasterError> {
+        for _ in 0..PIPELINE_ID_DRAWS_MAX {
+            let id = draw();
+            let unix_ms = unix_ms();
+            let placed = self
+                .mutate(|core, now| {
+                    // Under the lock `op` runs under: the id cannot be
+                    // taken between this look and `op`.
+                    if core.status(&id).is_ok() {
+                        return Ok((Vec::new(), false));
+                    }
+                    Ok((op(core, &id, unix_ms, now)?, true))
+                })
+                .await?;
+            if placed {
+                return Ok(id);
             }
+            tracing::debug!(pipeline_id = id, "drew a pipeline id that is taken");
         }
-        Err(CoreError::AlreadyExists("could not pick a free pipeline id".into()).into())
+        Err(CoreError::AlreadyExists(format!(
+            "no free pipeline id in {PIPELINE_ID_DRAWS_MAX} draws"
+        ))
+        .into())
     }
 
     pub async fn cancel(&self, pipeline_id: &str) -> Result<(), MasterError> {
@@ -269,5 +294,109 @@ impl Master {
     ) -> Result<(Vec<UnitOutputs>, String), MasterError> {
         self.read(|core| core.outputs_page(pipeline_id, group, page_token, page_size))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::sync::Arc;
+
+    use taskmaster_proto::v1::GroupSpec;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::runtime::MasterConfig;
+
+    fn spec(name: &str) -> PipelineSpec {
+        PipelineSpec {
+            name: name.into(),
+            groups: vec![GroupSpec {
+                name: "g".into(),
+                task: "exec".into(),
+                command: vec!["true".into()],
+                inputs: vec!["/in/a".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn open(dir: &std::path::Path) -> Master {
+        let config = MasterConfig::new(dir.join("data"));
+        Master::open(&config, Arc::new(ManualClock::default())).unwrap()
+    }
+
+    /// Draws the given ids in turn, counting the draws.
+    fn drawing<'a>(ids: &'a [&str], draws: &'a Cell<usize>) -> impl FnMut() -> String + 'a {
+        move || {
+            let id = ids[draws.get()].to_string();
+            draws.set(draws.get() + 1);
+            id
+        }
+    }
+
+    #[tokio::test]
+    async fn a_drawn_id_that_is_taken_draws_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = open(dir.path());
+        let submit =
+            |core: &mut Core, id: &str, unix_ms, now| core.submit(id, spec("p"), unix_ms, now);
+        let draws = Cell::new(0);
+        let first = master
+            .with_id_from(drawing(&["p-00000001"], &draws), submit)
+            .await
+            .unwrap();
+        assert_eq!(first, "p-00000001");
+        let draws = Cell::new(0);
+        let ids = ["p-00000001", "p-00000001", "p-00000002"];
+        let second = master
+            .with_id_from(drawing(&ids, &draws), submit)
+            .await
+            .unwrap();
+        assert_eq!((second.as_str(), draws.get()), ("p-00000002", 3));
+        assert_eq!(master.list().await.unwrap().len(), 2);
+        master.close();
+    }
+
+    #[tokio::test]
+    async fn any_other_already_exists_is_the_answer_not_a_reason_to_draw_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = open(dir.path());
+        let (draws, runs) = (Cell::new(0), Cell::new(0));
+        let refuses = |_: &mut Core, _: &str, _, _| {
+            runs.set(runs.get() + 1);
+            Err(CoreError::AlreadyExists("some other thing exists".into()))
+        };
+        let ids = ["p-00000001", "p-00000002"];
+        let refused = master
+            .with_id_from(drawing(&ids, &draws), refuses)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, MasterError::Core(CoreError::AlreadyExists(why)) if why == "some other thing exists"),
+            "{refused}"
+        );
+        assert_eq!((draws.get(), runs.get()), (1, 1), "tried once");
+        assert!(master.list().await.unwrap().is_empty());
+        master.close();
+    }
+
+    #[tokio::test]
+    async fn draws_that_keep_clashing_give_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = open(dir.path());
+        let submit =
+            |core: &mut Core, id: &str, unix_ms, now| core.submit(id, spec("p"), unix_ms, now);
+        master.with_id_from(|| "p-1".into(), submit).await.unwrap();
+        let refused = master
+            .with_id_from(|| "p-1".into(), submit)
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("no free pipeline id"),
+            "{refused}"
+        );
+        master.close();
     }
 }
