@@ -158,7 +158,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         retain_finished: args.retain_finished,
         init: args.init,
     };
-    let master = Arc::new(Master::open(&config, Arc::new(MonotonicClock::default()))?);
+    // Recovery reads and replays files: on a blocking thread.
+    let clock = Arc::new(MonotonicClock::default());
+    let master =
+        Arc::new(tokio::task::spawn_blocking(move || Master::open(&config, clock)).await??);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -37,7 +37,7 @@ pub enum Pacing {
     /// Beside live traffic: write-back in steps, at most [`BYTES_PER_SECOND`].
     Background,
     /// As fast as the disk takes it, when nothing waits on the journal
-    /// meanwhile (a rollback holds the state lock while it writes).
+    /// meanwhile (a rollback holds changes back while it writes).
     AtOnce,
 }
 

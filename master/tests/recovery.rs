@@ -20,8 +20,9 @@ fn config(dir: &std::path::Path) -> MasterConfig {
     }
 }
 
-fn open(dir: &std::path::Path) -> Master {
-    Master::open(&config(dir), Arc::new(MonotonicClock::default())).expect("master opens")
+fn open(dir: &std::path::Path) -> Arc<Master> {
+    let clock = Arc::new(MonotonicClock::default());
+    Arc::new(Master::open(&config(dir), clock).expect("master opens"))
 }
 
 fn spec(units: usize) -> PipelineSpec {
@@ -205,6 +206,48 @@ async fn automatic_snapshots_follow_the_journal_growth_and_only_the_newest_is_ke
     let master = open(dir.path());
     assert_eq!(master.status(&id).await.unwrap(), before);
     assert_eq!(before.state(), PipelineState::Succeeded);
+    master.close();
+}
+
+/// Submits race a rollback: each lands wholly before it (and is rolled
+/// back with the rest) or after it (on the restored state), never between
+/// the state it writes and the state it installs. So the live state after
+/// is exactly the one a restart recovers from the rollback's snapshot and
+/// the journal after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_racing_a_rollback_land_before_or_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = open(dir.path());
+    let first = master.submit(spec(3)).await.unwrap();
+    commit_one(&master).await;
+    let snap = master.take_snapshot("").await.unwrap();
+    commit_one(&master).await;
+    let racing: Vec<_> = (0..40)
+        .map(|_| {
+            let master = Arc::clone(&master);
+            tokio::spawn(async move { master.submit(spec(1)).await.unwrap() })
+        })
+        .collect();
+    master.rollback(&snap.snapshot_id).await.unwrap();
+    let mut submitted = Vec::new();
+    for submit in racing {
+        submitted.push(submit.await.unwrap());
+    }
+    let live = master.list().await.unwrap();
+    assert_eq!(live[0].pipeline_id, first);
+    assert_eq!(
+        live[0].groups[0].counts.unwrap().committed,
+        1,
+        "rolled back"
+    );
+    for kept in &live[1..] {
+        assert!(submitted.contains(&kept.pipeline_id), "{kept:?}");
+    }
+    master.close();
+    drop(master);
+
+    let master = open(dir.path());
+    assert_eq!(master.list().await.unwrap(), live);
     master.close();
 }
 

@@ -10,7 +10,7 @@ use taskmaster_proto::v1::{
     PipelineSpec, PipelineStatus, UnitOutputs, WorkerInfo,
 };
 
-use super::{Master, MasterError, unix_ms};
+use super::{Master, MasterError, on_blocking_thread, unix_ms};
 use crate::core::lease_view::Leases;
 use crate::core::operate::Changed;
 use crate::core::ops::{CommittedAndLeased, ItemResults};
@@ -157,32 +157,39 @@ impl Master {
     pub async fn master_status(&self) -> Result<MasterStatus, MasterError> {
         let journal = self.journal();
         let journal_syncs = journal.syncs();
-        self.read(|core| {
+        let mut status = self
+            .read(|core| {
+                Ok(MasterStatus {
+                    server_token: core.server_token().to_string(),
+                    blocked: core.is_blocked(),
+                    max_in_flight: core.config().max_in_flight,
+                    leases_in_flight: core.leases_in_flight(),
+                    journal_syncs,
+                    ..MasterStatus::default()
+                })
+            })
+            .await?;
+        status.journal_records = journal
+            .appended()
+            .saturating_sub(self.snapshot_position.load(Ordering::Relaxed));
+        // File reads (the journal's and the snapshots' sizes, /proc): on a
+        // blocking thread, and outside the state lock.
+        let journal_path = self.journal_path.clone();
+        let snapshots = self.snapshots.clone();
+        on_blocking_thread(move || {
+            let usage = snapshots.disk_usage()?;
             Ok(MasterStatus {
-                server_token: core.server_token().to_string(),
-                blocked: core.is_blocked(),
-                max_in_flight: core.config().max_in_flight,
-                leases_in_flight: core.leases_in_flight(),
-                journal_syncs,
-                ..MasterStatus::default()
+                journal_bytes: crate::journal::file::disk_bytes(&journal_path),
+                snapshots: usage.count,
+                snapshot_bytes: usage.total_bytes,
+                newest_snapshot_bytes: usage.newest_bytes,
+                rss_peak_bytes: procstat::rss_peak_bytes(),
+                rss_bytes: procstat::rss_bytes(),
+                cpu_seconds: procstat::cpu_seconds(),
+                ..status
             })
         })
-        .await
-        .and_then(|mut status| {
-            status.journal_bytes = crate::journal::file::disk_bytes(&self.journal_path);
-            status.journal_records = journal
-                .appended()
-                .saturating_sub(self.snapshot_position.load(Ordering::Relaxed));
-            let snapshots = self.snapshots.disk_usage()?;
-            status.snapshots = snapshots.count;
-            status.snapshot_bytes = snapshots.total_bytes;
-            status.newest_snapshot_bytes = snapshots.newest_bytes;
-            // Read outside the core lock: these are file reads.
-            status.rss_peak_bytes = procstat::rss_peak_bytes();
-            status.rss_bytes = procstat::rss_bytes();
-            status.cpu_seconds = procstat::cpu_seconds();
-            Ok(status)
-        })
+        .await?
     }
 
     /// Grants up to `max_units` leases, waiting up to `wait` for work;

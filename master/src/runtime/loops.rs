@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::rebuild::{DISK_FULL_PROBE_INTERVAL, space_available};
 use super::snapshot::{AUTO_SNAPSHOT_MIN_BYTES, AUTO_SNAPSHOT_MIN_RECORDS};
-use super::{Master, MasterError, unix_ms};
+use super::{Master, MasterError, on_blocking_thread, unix_ms};
 use crate::journal::JournalError;
 use crate::sweep;
 
@@ -106,6 +106,7 @@ impl Master {
                 failure = journal.failed() => failure,
                 _ = closing.wait_for(|c| *c) => return,
             };
+            drop(journal);
             if !matches!(failure, JournalError::DiskFull(_)) {
                 self.fatal.send_replace(Some(failure.to_string().into()));
                 return;
@@ -116,10 +117,12 @@ impl Master {
                     () = tokio::time::sleep(DISK_FULL_PROBE_INTERVAL) => {}
                     _ = closing.wait_for(|c| *c) => return,
                 }
-                if !space_available(&self.data_dir) {
+                let data_dir = self.data_dir.clone();
+                let space = on_blocking_thread(move || space_available(&data_dir)).await;
+                if !space.unwrap_or(false) {
                     continue;
                 }
-                match self.rebuild() {
+                match self.rebuild().await {
                     Ok(()) => break,
                     Err(e) => {
                         tracing::error!(error = %e, "rebuilding after a full disk failed; will retry")

@@ -3,8 +3,16 @@
 //! Reads also wait until everything they could have seen is durable, so no
 //! client ever observes a change that a crash could undo.
 //!
-//! - this module: [`Master`], opening it, the mutate and read paths,
-//!   shutdown
+//! The lock is held for microseconds, on any thread: file I/O, replay,
+//! snapshot encoding and waits for the journal happen outside it, on
+//! blocking threads where they block, and their results are swapped in
+//! under a short lock. A rollback and the rebuild after a full disk install
+//! a state computed from the current one, so they first hold changes back
+//! ([`Master::hold_changes`]): calls that change the state wait until the
+//! new state is in, reads go on.
+//!
+//! - this module: [`Master`], opening it, the mutate and read paths, the
+//!   hold on changes, shutdown
 //! - [`calls`]: the calls of clients, operators and workers
 //! - [`snapshot`]: snapshots, the compactor's trigger, rollback
 //! - [`loops`]: the background loops (reaper, compactor, sweeper, the
@@ -27,7 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use taskmaster_proto::journal::{Record, record::Kind};
 use tokio::sync::{Notify, watch};
 
@@ -84,6 +92,8 @@ pub struct Master {
     /// The one owner of the state, and the journal its changes go to (both
     /// replaced together when the master rebuilds after a full disk).
     state: Mutex<State>,
+    /// Notified when a hold on changes ends ([`Master::hold_changes`]).
+    changes_resumed: Notify,
     data_dir: PathBuf,
     journal_path: PathBuf,
     snapshots: SnapshotStore,
@@ -93,8 +103,9 @@ pub struct Master {
     snapshot_bytes: AtomicU64,
     /// Bytes the journal grew by while the last snapshot was written.
     snapshot_growth_bytes: AtomicU64,
-    /// One snapshot or rollback at a time.
-    snapshotting: tokio::sync::Mutex<()>,
+    /// One snapshot, rollback or rebuild at a time. Shared, so that the
+    /// blocking thread a rollback or rebuild runs on holds it to its end.
+    snapshotting: Arc<tokio::sync::Mutex<()>>,
     clock: Arc<dyn Clock>,
     /// Woken whenever units may have become ready, for long-polling leases.
     work_ready: Notify,
@@ -113,10 +124,32 @@ pub struct Master {
 struct State {
     core: Core,
     journal: Arc<Journal>,
+    /// Set while changes are held back, and why.
+    held: Option<Hold>,
+}
+
+/// Why changes are held back (see [`Master::hold_changes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    RollingBack,
+    Rebuilding,
+}
+
+/// Changes held back until this is dropped (see [`Master::hold_changes`]).
+struct ChangesHeld<'a> {
+    master: &'a Master,
+}
+
+impl Drop for ChangesHeld<'_> {
+    fn drop(&mut self) {
+        self.master.state.lock().held = None;
+        self.master.changes_resumed.notify_waiters();
+    }
 }
 
 impl Master {
     /// Opens (or creates) the data dir and recovers the state it holds.
+    /// Reads and writes files: call it where blocking is allowed.
     pub fn open(config: &MasterConfig, clock: Arc<dyn Clock>) -> Result<Master, MasterError> {
         let data_dir = &config.data_dir;
         let dir_error = |what: String| MasterError::DataDir {
@@ -153,14 +186,19 @@ impl Master {
         let journal = Arc::new(Journal::start(recovered.log, recovered.appended));
         start_incarnation(&mut core, &journal, clock.now_ms())?;
         Ok(Master {
-            state: Mutex::new(State { core, journal }),
+            state: Mutex::new(State {
+                core,
+                journal,
+                held: None,
+            }),
+            changes_resumed: Notify::new(),
             data_dir: data_dir.clone(),
             journal_path: data_dir.join("journal.log"),
             snapshots,
             snapshot_position: AtomicU64::new(recovered.snapshot_position),
             snapshot_bytes: AtomicU64::new(snapshot_bytes),
             snapshot_growth_bytes: AtomicU64::new(0),
-            snapshotting: tokio::sync::Mutex::new(()),
+            snapshotting: Arc::new(tokio::sync::Mutex::new(())),
             clock,
             work_ready: Notify::new(),
             closing: watch::channel(false).0,
@@ -189,13 +227,14 @@ impl Master {
     }
 
     /// Runs `op` on the core, journals its records, waits until they are
-    /// durable and returns its result.
+    /// durable and returns its result. Waits first while changes are held
+    /// back.
     async fn mutate<T>(
         &self,
         op: impl FnOnce(&mut Core, u64) -> Result<(Vec<Record>, T), CoreError>,
     ) -> Result<T, MasterError> {
         let (out, seq, wakes, journal) = {
-            let mut state = self.state.lock();
+            let mut state = self.lock_for_change().await;
             // A failed journal means the state may be ahead of the disk:
             // change nothing until it is rebuilt.
             state.journal.check()?;
@@ -218,6 +257,7 @@ impl Master {
     }
 
     /// Reads the core, then waits until all it could have seen is durable.
+    /// Not held back by a hold on changes: it sees the state before.
     async fn read<T>(
         &self,
         view: impl FnOnce(&Core) -> Result<T, CoreError>,
@@ -235,6 +275,39 @@ impl Master {
         Ok(out)
     }
 
+    /// The state, locked, once no hold on changes is in force.
+    async fn lock_for_change(&self) -> MutexGuard<'_, State> {
+        loop {
+            let mut resumed = {
+                let state = self.state.lock();
+                if state.held.is_none() {
+                    return state;
+                }
+                // Registered under the lock the hold ends under: the end
+                // of this hold cannot be missed.
+                let mut resumed = Box::pin(self.changes_resumed.notified());
+                resumed.as_mut().enable();
+                resumed
+            };
+            resumed.as_mut().await;
+        }
+    }
+
+    /// Holds every change back until the result is dropped: from then on
+    /// no record is appended, so the journal stays at its position and the
+    /// core as it is until the holder installs the state it computed from
+    /// them. Reads go on. Only under `snapshotting`, so holds never nest.
+    fn hold_changes(&self, why: Hold) -> ChangesHeld<'_> {
+        let mut state = self.state.lock();
+        assert!(
+            state.held.is_none(),
+            "changes held for {:?} while held for {why:?}",
+            state.held
+        );
+        state.held = Some(why);
+        ChangesHeld { master: self }
+    }
+
     /// Syncs the journal issued so far.
     pub fn journal_syncs(&self) -> u64 {
         self.journal().syncs()
@@ -246,7 +319,8 @@ impl Master {
         let _ = closing.wait_for(|c| *c).await;
     }
 
-    /// Ends long-polls and the reaper; in-flight changes still complete.
+    /// Ends long-polls and the background loops; in-flight changes still
+    /// complete.
     pub fn begin_shutdown(&self) {
         self.closing.send_replace(true);
     }
@@ -272,6 +346,20 @@ impl Master {
     }
 }
 
+/// Runs `job` on a blocking thread (file I/O, replay, waits for the
+/// journal) and returns its result. Once started it runs to its end even
+/// if the caller goes away. A panic there is a panic here.
+async fn on_blocking_thread<T: Send + 'static>(
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, MasterError> {
+    match tokio::task::spawn_blocking(job).await {
+        Ok(out) => Ok(out),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The runtime is shutting down.
+        Err(_) => Err(MasterError::ShuttingDown),
+    }
+}
+
 /// Journals this start's incarnation and waits until it is durable, before
 /// the master serves: no lease of this start may go out without it (see
 /// `core::incarnation`).
@@ -294,4 +382,44 @@ fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use taskmaster_proto::v1::{GroupSpec, PipelineSpec};
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn spec() -> PipelineSpec {
+        PipelineSpec {
+            name: "p".into(),
+            groups: vec![GroupSpec {
+                name: "g".into(),
+                task: "exec".into(),
+                command: vec!["true".into()],
+                inputs: vec!["/in/a".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn changes_wait_while_held_and_reads_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = MasterConfig::new(dir.path().join("data"));
+        let master = Master::open(&config, Arc::new(ManualClock::default())).unwrap();
+        let held = master.hold_changes(Hold::RollingBack);
+        let mut submit = Box::pin(master.submit(spec()));
+        assert!(futures_util::poll!(&mut submit).is_pending());
+        assert!(
+            master.list().await.unwrap().is_empty(),
+            "the change waits, not applied; the read answers"
+        );
+        drop(held);
+        let id = submit.await.unwrap();
+        assert_eq!(master.list().await.unwrap()[0].pipeline_id, id);
+        master.close();
+    }
 }

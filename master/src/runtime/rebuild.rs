@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Master, MasterError, unix_ms};
+use super::{Hold, Master, MasterError, on_blocking_thread, unix_ms};
 use crate::journal::Journal;
 use crate::recovery;
 
@@ -17,11 +17,29 @@ pub(super) const DISK_FULL_PROBE_INTERVAL: Duration = Duration::from_millis(500)
 
 impl Master {
     /// Replaces the state with what the data dir holds, and the journal
-    /// with a fresh writer over it.
-    pub(super) fn rebuild(&self) -> Result<(), MasterError> {
-        let mut state = self.state.lock();
-        state.journal.close();
-        let config = state.core.config().clone();
+    /// with a fresh writer over it. Changes wait meanwhile (they were
+    /// refused anyway: the journal had failed); reads are refused by the
+    /// failed journal until the new one is in.
+    pub(super) async fn rebuild(self: &Arc<Self>) -> Result<(), MasterError> {
+        let one_at_a_time = Arc::clone(&self.snapshotting).lock_owned().await;
+        let master = Arc::clone(self);
+        // Closing the writer, reading the files and replaying them block.
+        on_blocking_thread(move || {
+            let _one_at_a_time = one_at_a_time;
+            master.rebuild_now()
+        })
+        .await?
+    }
+
+    /// [`Master::rebuild`]'s work; blocks.
+    fn rebuild_now(&self) -> Result<(), MasterError> {
+        let _held = self.hold_changes(Hold::Rebuilding);
+        let (failed, config) = {
+            let state = self.state.lock();
+            (Arc::clone(&state.journal), state.core.config().clone())
+        };
+        // The failed writer's file is the one recovery reads.
+        failed.close();
         let recovered = recovery::recover(
             &self.data_dir,
             config,
@@ -29,18 +47,24 @@ impl Master {
             self.clock.now_ms(),
             unix_ms(),
         )?;
-        state.core = recovered.core;
-        state.journal = Arc::new(Journal::start(recovered.log, recovered.appended));
+        let newest_snapshot_bytes = self.snapshots.disk_usage()?.newest_bytes;
+        let journal = Arc::new(Journal::start(recovered.log, recovered.appended));
+        let before = {
+            let mut state = self.state.lock();
+            state.journal = journal;
+            std::mem::replace(&mut state.core, recovered.core)
+        };
         self.snapshot_position
             .store(recovered.snapshot_position, Ordering::Relaxed);
         self.snapshot_bytes
-            .store(self.snapshots.disk_usage()?.newest_bytes, Ordering::Relaxed);
+            .store(newest_snapshot_bytes, Ordering::Relaxed);
+        drop(before); // outside the lock: a whole state to free
         Ok(())
     }
 }
 
 /// Whether a 1 MiB file can be written and synced in the data dir: room for
-/// the journal to make progress again.
+/// the journal to make progress again. Blocks.
 pub(super) fn space_available(data_dir: &Path) -> bool {
     let probe = data_dir.join("space-probe.tmp");
     let written = std::fs::File::create(&probe).and_then(|mut file| {

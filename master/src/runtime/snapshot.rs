@@ -9,7 +9,7 @@ use taskmaster_proto::journal::Snapshot;
 use taskmaster_proto::v1::SnapshotInfo;
 use tokio::sync::oneshot;
 
-use super::{Master, MasterError, unix_ms};
+use super::{Hold, Master, MasterError, on_blocking_thread, unix_ms};
 use crate::core::Core;
 use crate::idle_thread;
 use crate::procstat;
@@ -55,13 +55,19 @@ impl Master {
         let (encoded_tx, encoded_rx) = oneshot::channel();
         // Encoded at idle priority: beside live traffic, see `idle_thread`.
         let head = source.head(position);
+        let taken_unix_ms = unix_ms();
         let writing = idle_thread::run("snapshot", move || {
             let encode = move |head: &Snapshot| {
                 let bytes = source.encode_with_head(head);
                 let _ = encoded_tx.send(source);
                 bytes
             };
-            write_snapshot(&store, head, note, kind, Pacing::Background, encode)
+            let head = Snapshot {
+                note,
+                taken_unix_ms,
+                ..head
+            };
+            write_snapshot(&store, head, kind, Pacing::Background, encode)
         });
         if let Ok(source) = encoded_rx.await {
             // Not dropped at idle priority: freeing the units that commits
@@ -94,43 +100,79 @@ impl Master {
             .store(growth_bytes, Ordering::Relaxed);
     }
 
+    /// Every readable snapshot (each file is read and checked: on a
+    /// blocking thread).
     pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>, MasterError> {
-        Ok(self.snapshots.list()?.0)
+        let store = self.snapshots.clone();
+        Ok(on_blocking_thread(move || store.list()).await??.0)
     }
 
-    /// Restores a snapshot's state (see `Core::rolled_back`). The result is
-    /// written as a new snapshot while the state is locked, so nothing
-    /// changes until the rollback is durable; returns the leases invalidated.
-    pub async fn rollback(&self, snapshot_id: &str) -> Result<u64, MasterError> {
-        let _one_at_a_time = self.snapshotting.lock().await;
+    /// Restores a snapshot's state (see `Core::rolled_back`); returns the
+    /// leases invalidated. While the restored state is written as a new
+    /// snapshot, changes are held back ([`Master::hold_changes`]): the
+    /// journal cannot grow, so it stays durable up to the position that
+    /// snapshot stands for, and the state installed is exactly the one
+    /// written. Reads go on meanwhile and see the state before.
+    pub async fn rollback(self: &Arc<Self>, snapshot_id: &str) -> Result<u64, MasterError> {
+        let one_at_a_time = Arc::clone(&self.snapshotting).lock_owned().await;
+        let master = Arc::clone(self);
+        let snapshot_id = snapshot_id.to_string();
+        // All of it on a blocking thread: it reads and writes files and
+        // waits for the journal. It also runs to its end if the caller
+        // goes away, so a snapshot it wrote is always installed.
+        on_blocking_thread(move || {
+            let _one_at_a_time = one_at_a_time;
+            master.roll_back(&snapshot_id)
+        })
+        .await?
+    }
+
+    /// [`Master::rollback`]'s work; blocks.
+    fn roll_back(&self, snapshot_id: &str) -> Result<u64, MasterError> {
         let snap = self.snapshots.load(snapshot_id)?;
         let config = self.state.lock().core.config().clone();
         let restored = Core::from_snapshot(config, &snap, self.clock.now_ms(), unix_ms())?;
-        let (position, invalidated, journal, info) = {
-            let mut state = self.state.lock();
+        drop(snap);
+        let held = self.hold_changes(Hold::RollingBack);
+        // From here on the core and the journal stay as they are until the
+        // new state is installed, so a copy stands for the core (its units
+        // are shared copy-on-write: about what a snapshot copies).
+        let (current, position, journal) = {
+            let state = self.state.lock();
             state.journal.check()?;
-            let now_ms = self.clock.now_ms();
-            let (rolled_back, invalidated) = state.core.rolled_back(restored, now_ms);
-            let position = state.journal.appended();
-            // The new snapshot stands for every record up to `position`, so
-            // they must be on disk first; the writer never takes this lock.
-            state.journal.wait_durable_blocking(position)?;
-            let source = rolled_back.snapshot_source(now_ms);
-            let info = write_snapshot(
-                &self.snapshots,
-                source.head(position),
-                format!("state after rollback to {snapshot_id}"),
-                SnapshotKind::Kept,
-                Pacing::AtOnce,
-                |head| source.encode_with_head(head),
-            )?;
-            state.core = rolled_back;
-            (position, invalidated, Arc::clone(&state.journal), info)
+            (
+                state.core.clone(),
+                state.journal.appended(),
+                Arc::clone(&state.journal),
+            )
         };
-        // Written under the state lock: the journal did not grow meanwhile.
+        // The new snapshot stands for every record up to `position`.
+        journal.wait_durable_blocking(position)?;
+        let now_ms = self.clock.now_ms();
+        let (rolled_back, invalidated) = current.rolled_back(restored, now_ms);
+        drop(current);
+        let source = rolled_back.snapshot_source(now_ms);
+        let head = Snapshot {
+            note: format!("state after rollback to {snapshot_id}"),
+            taken_unix_ms: unix_ms(),
+            ..source.head(position)
+        };
+        // At once, not paced: no change waits on the journal meanwhile.
+        let info = write_snapshot(
+            &self.snapshots,
+            head,
+            SnapshotKind::Kept,
+            Pacing::AtOnce,
+            |head| source.encode_with_head(head),
+        )?;
+        drop(source);
+        let before = std::mem::replace(&mut self.state.lock().core, rolled_back);
+        // The journal did not grow while the snapshot was written.
         self.snapshot_written(position, &info, 0);
         journal.compact(position);
+        drop(held);
         self.work_ready.notify_waiters();
+        drop(before); // outside the lock: a whole state to free
         Ok(invalidated)
     }
 
@@ -184,21 +226,16 @@ pub fn snapshot_trigger_bytes(state_bytes: u64, last_growth_bytes: u64, min_byte
     three_quarters.min(room).max(state_bytes / 4).max(min_bytes)
 }
 
-/// Writes a snapshot of `head` (which names its journal position) and the
-/// units `encode` adds to it (`SnapshotSource::encode_with_head`).
+/// Writes a snapshot of `head` (which names its journal position, note and
+/// time) and the units `encode` adds to it
+/// (`SnapshotSource::encode_with_head`). Blocks.
 fn write_snapshot(
     store: &SnapshotStore,
     head: Snapshot,
-    note: String,
     kind: SnapshotKind,
     pacing: Pacing,
     encode: impl FnOnce(&Snapshot) -> Vec<u8>,
 ) -> Result<SnapshotInfo, SnapshotError> {
-    let head = Snapshot {
-        note,
-        taken_unix_ms: unix_ms(),
-        ..head
-    };
     // The encoding's CPU, not its wall time: at idle priority the thread
     // waits for whatever else runs.
     let mut encode_cpu_ms = 0;

@@ -1,13 +1,18 @@
 //! The runtime's side of the sweep (`crate::sweep`): which attempts can no
-//! longer commit is decided against the core under the state lock, the
-//! store is listed and cleaned outside it; and deleting finished pipelines,
-//! which sweeps their attempts first.
+//! longer commit is decided against the core in short turns of the state
+//! lock, the store is listed and cleaned outside it; and deleting finished
+//! pipelines, which sweeps their attempts first.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{Master, MasterError};
-use crate::sweep::{self, RemoteStore, Swept};
+use crate::sweep::{self, Attempt, RemoteStore, Swept};
+
+/// Attempts decided per turn of the state lock: a store of millions of
+/// attempts is decided between the calls, not ahead of them all.
+const SWEEP_DECISIONS_PER_TURN: usize = 4096;
 
 impl Master {
     /// Deletes the outputs of attempts that can no longer commit.
@@ -22,10 +27,11 @@ impl Master {
             return self.sweep_remote(remote, &known).await;
         }
         let master = Arc::clone(self);
+        // Walking and deleting directories blocks.
         let swept = tokio::task::spawn_blocking(move || {
             let root = PathBuf::from(master.state.lock().core.config().store_root.clone());
             let found = sweep::find_attempts(&root, &known);
-            let (dead, kept) = sweep::dead_attempts(&master.state.lock().core, found);
+            let (dead, kept) = master.dead_attempts(found);
             Swept {
                 attempts_deleted: sweep::delete_attempts(&root, &dead),
                 attempts_kept: kept,
@@ -35,8 +41,8 @@ impl Master {
         swept.unwrap_or_default()
     }
 
-    /// [`Master::sweep`] for a remote store: list, decide under the lock,
-    /// delete. A listing error is logged and the sweep tried again later.
+    /// [`Master::sweep`] for a remote store: list, decide, delete. A
+    /// listing error is logged and the sweep tried again later.
     async fn sweep_remote(&self, remote: &RemoteStore, known: &sweep::Known) -> Swept {
         let found = remote.find_attempts(known).await;
         let mut found = match found {
@@ -46,12 +52,25 @@ impl Master {
                 return Swept::default();
             }
         };
-        let attempts = found.keys().cloned().collect();
-        let (dead, kept) = sweep::dead_attempts(&self.state.lock().core, attempts);
+        let (dead, kept) = self.dead_attempts(found.keys().cloned().collect());
         Swept {
             attempts_deleted: remote.delete_attempts(&dead, &mut found).await,
             attempts_kept: kept,
         }
+    }
+
+    /// The attempts among `found` that can no longer commit (see
+    /// [`sweep::dead_attempts`]), and how many were kept; decided in turns
+    /// of the state lock.
+    fn dead_attempts(&self, mut found: Vec<Attempt>) -> (Vec<Attempt>, u64) {
+        let (mut dead, mut kept) = (Vec::new(), 0);
+        while !found.is_empty() {
+            let turn = found.split_off(found.len().saturating_sub(SWEEP_DECISIONS_PER_TURN));
+            let (turn_dead, turn_kept) = sweep::dead_attempts(&self.state.lock().core, turn);
+            dead.extend(turn_dead);
+            kept += turn_kept;
+        }
+        (dead, kept)
     }
 
     /// Deletes finished pipelines (all or none): first the outputs of their
@@ -62,7 +81,7 @@ impl Master {
         ids: Vec<String>,
     ) -> Result<Swept, MasterError> {
         self.read(|core| core.check_deletable(&ids)).await?;
-        let chosen: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let chosen: HashSet<&str> = ids.iter().map(String::as_str).collect();
         let swept = self.sweep_pipelines(|p| chosen.contains(p)).await;
         self.mutate(|core, now| Ok((core.delete_pipelines(&ids, now)?, ())))
             .await?;
