@@ -16,6 +16,7 @@
 //! retries = 3                             # optional: max attempts per unit
 //! retry_delay = "90s"                     # optional: base delay before a retry (ms, s, m, h; "0": at once; default 2m)
 //! max_in_flight = 4                       # optional: units of this group leased at once, at most
+//! timeout = "30m"                         # optional: an attempt running longer is killed and fails (1s to 168h)
 //! config = { chunk_bytes = 1048576 }      # optional: settings of built-in tasks
 //! [[groups]]
 //! name = "aggregate"
@@ -130,6 +131,9 @@ struct GroupToml {
     /// Units of this group leased at once, at most (0: no limit).
     #[serde(default)]
     max_in_flight: u32,
+    /// Longest an attempt may run, as text (`"30m"`); absent means no
+    /// limit. The master checks the bounds.
+    timeout: Option<toml::Value>,
     /// Shuffle: this many units, unit r reading partition r of every
     /// upstream output.
     #[serde(default)]
@@ -234,6 +238,16 @@ fn retry_delay_ms(value: &toml::Value) -> Result<u64, String> {
     }
 }
 
+/// A group's `timeout` value in milliseconds: a duration text.
+fn timeout_ms(value: &toml::Value) -> Result<u64, String> {
+    match value {
+        toml::Value::String(text) => parse_duration_ms(text).map_err(|e| format!("`timeout`: {e}")),
+        other => Err(format!(
+            "`timeout` must be a duration text such as \"30m\", \"2h\" or \"90s\", not {other}"
+        )),
+    }
+}
+
 /// Converts one group table, checking the few things only the client can
 /// see or that would otherwise fail late on a worker.
 fn group_spec(
@@ -261,6 +275,12 @@ fn group_spec(
         .map(retry_delay_ms)
         .transpose()
         .map_err(invalid)?;
+    let timeout_ms = group
+        .timeout
+        .as_ref()
+        .map(timeout_ms)
+        .transpose()
+        .map_err(invalid)?;
     let env = text_map(path, &format!("groups.{}.env", group.name), group.env)?;
     let config = text_map(path, &format!("groups.{}.config", group.name), group.config)?;
     let sized = sized_inputs(path, folder, &group.name, &group.inputs)?;
@@ -279,6 +299,7 @@ fn group_spec(
         config: config.into_iter().collect(),
         retry_delay_ms,
         max_in_flight: group.max_in_flight,
+        timeout_ms,
         ..Default::default()
     })
 }

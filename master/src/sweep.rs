@@ -7,7 +7,11 @@
 //! attempt's directory named by its lease id and the granting master's
 //! incarnation (`taskmaster_proto::compact::attempt_dir_name`). Only
 //! directories of pipelines and groups the master knows are looked at, so a
-//! store shared with other data is safe.
+//! store shared with other data is safe. Workers make an attempt's outputs
+//! read-only before they commit them, so a refused commit can leave a
+//! read-only directory behind: the sweep gives its directories their write
+//! permission back to delete it (which only works when the master runs as
+//! the workers' user, or as root).
 //!
 //! A local store is walked on the file system; a remote one
 //! ([`RemoteStore`], `s3://bucket/prefix`) is listed and deleted from
@@ -161,7 +165,7 @@ pub fn delete_attempts(store_root: &Path, dead: &[Attempt]) -> u64 {
             .join(&a.group)
             .join(a.unit.to_string())
             .join(a.dir_name());
-        match fs::remove_dir_all(&dir) {
+        match remove_attempt_dir(&dir) {
             Ok(()) => deleted += 1,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -170,6 +174,44 @@ pub fn delete_attempts(store_root: &Path, dead: &[Attempt]) -> u64 {
         }
     }
     deleted
+}
+
+/// Removes an attempt's directory like `fs::remove_dir_all`, read-only
+/// ones too: on "permission denied" its directories get their owner's
+/// write permission back (symlinks are not followed) and it tries again.
+fn remove_attempt_dir(dir: &Path) -> std::io::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            allow_writes_under(dir, 0);
+            fs::remove_dir_all(dir)
+        }
+        other => other,
+    }
+}
+
+/// Deepest directory nesting made writable under an attempt's directory:
+/// the workers' own limit on output nesting (32) and some.
+const ATTEMPT_DEPTH_MAX: usize = 64;
+
+/// Gives `dir` and every directory under it their owner's write
+/// permission, as far as it can (the removal reports what is left).
+fn allow_writes_under(dir: &Path, depth: usize) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = fs::symlink_metadata(dir) else {
+        return;
+    };
+    if depth > ATTEMPT_DEPTH_MAX || !meta.is_dir() {
+        return;
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o200 == 0
+        && fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o200)).is_err()
+    {
+        return;
+    }
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        allow_writes_under(&entry.path(), depth + 1);
+    }
 }
 
 /// Names of the real subdirectories of `dir` (symlinks are not followed).
@@ -369,6 +411,83 @@ mod tests {
             found,
             [attempt(0, 7, 0), attempt(1, 9, 0), attempt(1, 10, 0xab)]
         );
+    }
+
+    /// As a master run by an ordinary user: a thread that cannot override
+    /// file permissions (capabilities are per thread), so that the test
+    /// means something when it runs as root too.
+    fn without_permission_override<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+        const CAP_DAC_OVERRIDE: u32 = 1;
+        const CAP_DAC_READ_SEARCH: u32 = 2;
+        const CAP_FOWNER: u32 = 3;
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: libc::c_int,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy, Default)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let mask =
+                        !((1 << CAP_DAC_OVERRIDE) | (1 << CAP_DAC_READ_SEARCH) | (1 << CAP_FOWNER));
+                    let mut header = Header {
+                        version: 0x2008_0522,
+                        pid: 0,
+                    };
+                    let mut data = [Data::default(); 2];
+                    // SAFETY: the v3 layout capget/capset expect; pid 0 is
+                    // this thread.
+                    unsafe {
+                        if libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) == 0 {
+                            data[0].effective &= mask;
+                            data[0].permitted &= mask;
+                            libc::syscall(libc::SYS_capset, &mut header, data.as_ptr());
+                        }
+                    }
+                    f()
+                })
+                .join()
+                .unwrap()
+        })
+    }
+
+    #[test]
+    fn read_only_attempt_directories_are_deleted() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let attempt = |lease_id| Attempt {
+            pipeline_id: "p-1".into(),
+            group: "a".into(),
+            unit: 0,
+            lease_id,
+            incarnation: 0,
+        };
+        let sealed = root.path().join("p-1/a/0/7");
+        fs::create_dir_all(sealed.join("sub/deeper")).unwrap();
+        fs::write(sealed.join("part-00000"), "x").unwrap();
+        fs::write(sealed.join("sub/deeper/f"), "y").unwrap();
+        for dir in ["sub/deeper", "sub", ""] {
+            let dir = sealed.join(dir);
+            fs::set_permissions(dir.join("."), fs::Permissions::from_mode(0o555)).unwrap();
+        }
+        let kept = root.path().join("p-1/a/0/8");
+        fs::create_dir_all(&kept).unwrap();
+
+        let deleted = without_permission_override(|| {
+            // Precondition: this thread is held by permissions.
+            assert!(fs::write(sealed.join("probe"), "").is_err());
+            delete_attempts(root.path(), &[attempt(7), attempt(9)])
+        });
+        assert_eq!(deleted, 1);
+        assert!(!sealed.exists());
+        assert!(kept.exists());
     }
 
     #[test]

@@ -194,6 +194,7 @@ impl LeaseOwn {
             partitions,
             config,
             incarnation,
+            timeout_ms,
         } = group;
         Lease {
             output_prefix: output_prefix(
@@ -227,6 +228,7 @@ impl LeaseOwn {
             lease_group: 0,
             incarnation,
             inputs_paged: self.inputs_paged,
+            timeout_ms,
         }
     }
 
@@ -303,6 +305,7 @@ mod tests {
             partitions: lease.partitions,
             config: lease.config.clone(),
             incarnation: lease.incarnation,
+            timeout_ms: lease.timeout_ms,
         }
     }
 
@@ -333,6 +336,8 @@ mod tests {
             lease_group: 0,
             incarnation: 0x5eed,
             inputs_paged: false,
+            // Set, so that a group that lost it would fail the round trip.
+            timeout_ms: Some(90_000),
         }
     }
 

@@ -109,6 +109,9 @@ impl MasterProcess {
 impl Drop for MasterProcess {
     fn drop(&mut self) {
         self.kill();
+        // Workers make committed outputs read-only; without this a test's
+        // TempDir could not remove them when the tests run as a user.
+        taskmaster_worker::outputs::make_dirs_writable(&self.data_dir);
     }
 }
 
@@ -129,6 +132,26 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     pub fn start(master_url: &str, slots: u32, log_dir: &Path) -> WorkerProcess {
         WorkerProcess::start_env(master_url, slots, log_dir, &[])
+    }
+
+    /// [`WorkerProcess::start`], as a worker should be run: held by file
+    /// permissions. When the tests run as root, the worker process loses
+    /// the capabilities that override them (from its bounding set, so its
+    /// tasks cannot regain them either); otherwise it starts as usual.
+    pub fn start_unprivileged(master_url: &str, slots: u32, log_dir: &Path) -> WorkerProcess {
+        use std::os::unix::process::CommandExt;
+        let mut command = worker_command(master_url, slots, log_dir, &[]);
+        // SAFETY: prctl is async-signal-safe; it fails harmlessly (EPERM)
+        // for a process that does not hold the capabilities.
+        unsafe {
+            command.pre_exec(|| {
+                for cap in [CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER] {
+                    libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+                }
+                Ok(())
+            });
+        }
+        WorkerProcess::spawn(command, log_dir)
     }
 
     pub fn pid(&self) -> u32 {
@@ -397,19 +420,36 @@ impl WorkerProcess {
         log_dir: &Path,
         env: &[(&str, &str)],
     ) -> WorkerProcess {
+        let command = worker_command(master_url, slots, log_dir, env);
+        WorkerProcess::spawn(command, log_dir)
+    }
+
+    fn spawn(mut command: Command, log_dir: &Path) -> WorkerProcess {
         let log = log_dir.join(format!("worker-{}.log", unique()));
-        let child = Command::new(bin("taskmaster-worker"))
-            .args(["--master", master_url, "--slots", &slots.to_string()])
-            // A worker killed mid-attempt leaves its scratch dir behind:
-            // keep it in the test's directory, not the machine's /tmp.
-            .env("TMPDIR", worker_tmpdir(log_dir))
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
+        let child = command
             .stderr(std::fs::File::create(&log).expect("worker log"))
             .spawn()
             .expect("spawn taskmaster-worker");
         WorkerProcess { child, log }
     }
+}
+
+/// Linux capabilities that override file permissions.
+const CAP_DAC_OVERRIDE: libc::c_ulong = 1;
+const CAP_DAC_READ_SEARCH: libc::c_ulong = 2;
+const CAP_FOWNER: libc::c_ulong = 3;
+
+/// The `taskmaster-worker` command line the tests start workers with.
+fn worker_command(master_url: &str, slots: u32, log_dir: &Path, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(bin("taskmaster-worker"));
+    command
+        .args(["--master", master_url, "--slots", &slots.to_string()])
+        // A worker killed mid-attempt leaves its scratch dir behind:
+        // keep it in the test's directory, not the machine's /tmp.
+        .env("TMPDIR", worker_tmpdir(log_dir))
+        .envs(env.iter().copied())
+        .stdout(Stdio::null());
+    command
 }
 
 /// [`tmctl`] with extra environment variables (`tmctl submit` lists

@@ -1,12 +1,15 @@
-//! A child process that runs in its own process group, and the threads that
-//! drain its output pipes. Used by the `exec` task.
+//! The command of an `exec` attempt, run under a supervisor (see
+//! [`crate::supervisor`]), and the threads that drain its output pipes.
 //!
-//! The process group matters because commands are usually shell scripts: the
-//! program we start forks more processes. When an attempt ends (done or
-//! cancelled) the whole group is killed, so nothing it started keeps writing
-//! to the attempt's output directory after the commit or holds our pipes
-//! open. The group is killed while the leader is still unreaped (a zombie at
-//! worst), so its id cannot have been reused by an unrelated process.
+//! Commands are usually shell scripts: the program we start forks more
+//! processes, and some of them may leave its process group or session
+//! (`setsid`, daemons). When an attempt ends (the command exited, or the
+//! attempt was cancelled) every one of them is killed before the worker
+//! lists the outputs, so nothing keeps writing to the attempt's output
+//! directory after the commit or holds our pipes open. The supervisor
+//! does the killing, because only it (a child subreaper) can find the
+//! processes that left the group. We see the attempt as over only when the
+//! supervisor has exited, and it exits only once the whole tree is gone.
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read};
@@ -25,37 +28,34 @@ pub const LINE_BYTES_MAX: usize = 4 * 1024;
 pub const STDERR_TAIL_LINES: usize = 20;
 /// Bytes of stderr kept for the error text of a failed run.
 pub const STDERR_TAIL_BYTES_MAX: usize = 4 * 1024;
+/// How long a supervisor asked to stop may take to kill the command's
+/// processes before it is SIGKILLed itself (it takes milliseconds unless a
+/// process cannot die, e.g. stuck in uninterruptible I/O).
+pub const SUPERVISOR_STOP_WAIT_MS: u64 = 5_000;
+/// How often a stopping supervisor is checked for exit.
+const STOP_POLL_MS: u64 = 5;
 
-/// A spawned child, leader of its own process group, not yet reaped.
-pub struct GroupChild {
+/// A spawned command's supervisor, leader of its own process group (so a
+/// terminal's Ctrl-C meant for the worker does not reach it), not yet
+/// reaped. Its exit status is the command's.
+pub struct SupervisedChild {
     /// `None` once reaped.
     child: Option<Child>,
-    /// Also the process group id.
+    /// The supervisor's process id.
     pid: libc::pid_t,
 }
 
-impl GroupChild {
-    /// Spawns `command` as the leader of a new process group. The leader
-    /// is killed if the thread that spawned it dies first (the worker was
+impl SupervisedChild {
+    /// Spawns `command` under a new supervisor. The supervisor stops the
+    /// command if the thread that spawned it dies first (the worker was
     /// SIGKILLed): a shell loop must not run on with nobody to reap it.
     pub fn spawn(command: &mut Command) -> io::Result<Self> {
         // SAFETY: getpid is async-signal-safe; it runs before the fork.
-        let parent = unsafe { libc::getpid() };
-        // SAFETY: only async-signal-safe calls (prctl, getppid) between
-        // fork and exec.
+        let worker = unsafe { libc::getpid() };
+        // SAFETY: become_supervisor is written for a pre_exec hook: only
+        // async-signal-safe system calls between fork and exec.
         unsafe {
-            command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent may have died before the prctl took effect.
-                if libc::getppid() != parent {
-                    return Err(io::Error::other(
-                        "the worker exited while starting the command",
-                    ));
-                }
-                Ok(())
-            });
+            command.pre_exec(move || crate::supervisor::become_supervisor(worker));
         }
         let child = command.process_group(0).spawn()?;
         let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
@@ -65,15 +65,19 @@ impl GroupChild {
         })
     }
 
-    /// The leader's stdout and stderr pipes (once; `None` afterwards).
+    /// The command's stdout and stderr pipes (once; `None` afterwards).
     pub fn take_pipes(&mut self) -> (Option<ChildStdout>, Option<ChildStderr>) {
         let child = self.child.as_mut().expect("not reaped");
         (child.stdout.take(), child.stderr.take())
     }
 
-    /// True once the leader has exited. Does not reap it (`WNOWAIT`), so
-    /// the group id stays reserved until [`GroupChild::reap`].
+    /// True once the supervisor has exited, which it does only after the
+    /// command and everything it started are gone. Does not reap it
+    /// (`WNOWAIT`), so its pid cannot be reused until [`Self::reap`].
     pub fn has_exited(&self) -> io::Result<bool> {
+        if self.child.is_none() {
+            return Ok(true);
+        }
         loop {
             // SAFETY: siginfo_t is plain data; all-zero is a valid value and
             // waitid only writes into it.
@@ -93,29 +97,49 @@ impl GroupChild {
         }
     }
 
-    /// Sends SIGKILL to every process in the group. Harmless when they
-    /// are gone already.
-    pub fn kill_group(&self) {
-        if self.child.is_some() {
-            // SAFETY: kill has no memory-safety preconditions. The leader is
-            // not reaped, so the group id still names our group.
-            unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+    /// Stops the command: asks the supervisor (SIGTERM) to kill every
+    /// process of the attempt, and waits until it has exited. A
+    /// supervisor that takes longer than [`SUPERVISOR_STOP_WAIT_MS`] is
+    /// SIGKILLed (its command dies with it; see [`crate::supervisor`]).
+    /// Returns at once when the supervisor has exited already.
+    pub fn stop(&self) {
+        if self.has_exited().unwrap_or(true) {
+            return;
         }
+        // SAFETY: kill has no memory-safety preconditions. The supervisor
+        // is not reaped, so its pid still names it.
+        unsafe { libc::kill(self.pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_millis(SUPERVISOR_STOP_WAIT_MS);
+        while Instant::now() < deadline {
+            if self.has_exited().unwrap_or(true) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(STOP_POLL_MS));
+        }
+        tracing::warn!(
+            pid = self.pid,
+            "the command's supervisor did not finish killing its processes within \
+             {SUPERVISOR_STOP_WAIT_MS} ms; killing it"
+        );
+        // SAFETY: as above.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
     }
 
-    /// Waits for the leader to exit and reaps it.
+    /// Waits for the supervisor to exit and reaps it; its status is the
+    /// command's (or the stop signal's, if it was stopped).
     pub fn reap(mut self) -> io::Result<ExitStatus> {
         let mut child = self.child.take().expect("reaped once");
         child.wait()
     }
 }
 
-impl Drop for GroupChild {
+impl Drop for SupervisedChild {
     /// An early return must not leave the command running unsupervised.
     fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
         if let Some(mut child) = self.child.take() {
-            // SAFETY: as in kill_group; the leader is not reaped yet.
-            unsafe { libc::kill(-self.pid, libc::SIGKILL) };
             let _ = child.wait();
         }
     }
@@ -160,7 +184,7 @@ pub struct Drains {
 
 impl Drains {
     /// Starts a thread per pipe; lines are logged at debug level.
-    pub fn start(child: &mut GroupChild) -> io::Result<Self> {
+    pub fn start(child: &mut SupervisedChild) -> io::Result<Self> {
         let (stdout, stderr) = child.take_pipes();
         let tail = Arc::new(Mutex::new(Tail::default()));
         let (done_tx, done) = mpsc::channel();
@@ -192,8 +216,9 @@ impl Drains {
     }
 
     /// Waits up to `wait` for both pipes to close, then returns the stderr
-    /// tail. A process that left our group (e.g. via `setsid`) may hold the
-    /// pipes open forever; then we stop waiting and leave its thread behind.
+    /// tail. Once the supervisor has exited only a process that escaped it
+    /// (see [`crate::supervisor`]) can hold the pipes open, maybe forever;
+    /// then we stop waiting and leave its thread behind.
     pub fn finish(mut self, wait: Duration) -> String {
         let deadline = Instant::now() + wait;
         while self.running > 0 {
@@ -202,7 +227,7 @@ impl Drains {
                 Ok(()) => self.running -= 1,
                 Err(_) => {
                     tracing::warn!(
-                        "a process outside the command's group holds its output pipes open; not waiting for it"
+                        "a process that escaped the command's supervisor holds its output pipes open; not waiting for it"
                     );
                     break;
                 }

@@ -2,8 +2,10 @@
 //!
 //! `command[0]` is the program (looked up on `PATH` unless it contains a
 //! `/`), `command[1..]` its arguments. The child runs in `workdir` when one
-//! is set, with stdin from `/dev/null`, and sees the worker's environment plus
-//! the group's `env`, plus these variables (which win over both):
+//! is set (see [Working directory](#working-directory)), with stdin from
+//! `/dev/null`. It sees the worker's environment, then `TMPDIR` set to the
+//! attempt's scratch directory, then the group's `env` (which may set
+//! `TMPDIR` otherwise), then these variables, which win over all:
 //!
 //! | variable | value |
 //! | --- | --- |
@@ -11,6 +13,7 @@
 //! | `TM_INPUTS_FILE` | a file holding the same list, every line ending in a newline (always set; use it when a unit may have thousands of inputs: `while IFS= read -r f; do ...; done < "$TM_INPUTS_FILE"`) |
 //! | `TM_PARTITIONS` | when above 0, write outputs only as `part-00000` ... `part-<TM_PARTITIONS-1>` (a downstream shuffle reads them); `0` otherwise |
 //! | `TM_OUTPUT_DIR` | the empty directory this attempt writes its outputs to |
+//! | `TM_SCRATCH_DIR` | an empty directory of this attempt's own for temporary files (also `TMPDIR`), removed when the attempt ends |
 //! | `TM_PIPELINE` | the pipeline id |
 //! | `TM_GROUP` | the task group name |
 //! | `TM_UNIT` | the unit index within the group |
@@ -31,11 +34,69 @@
 //! attempt with the status and the last lines of stderr (at most 20 lines,
 //! 4 KiB). stdout and stderr are logged at debug level.
 //!
-//! The command runs in its own process group. When the unit is cancelled
-//! (lease lost, worker shutting down) the whole group is killed within about
-//! 50 ms. When the command exits, anything it left running in its group is
-//! killed too: nothing may write to the attempt's output directory after
-//! its outputs are listed for the commit.
+//! # Working directory
+//!
+//! The command runs in the group's `workdir`: for a pipeline file, the
+//! file's folder, so `command = ["python3", "extract.py"]` finds its script
+//! and the script finds the files beside it by relative paths. That folder
+//! is shared by every attempt of the group, concurrent ones too, so it is
+//! for reading: an attempt writes its outputs to `TM_OUTPUT_DIR` and its
+//! temporary files to `TM_SCRATCH_DIR` (or `TMPDIR`), which no other
+//! attempt uses. A fresh working directory per attempt was weighed and
+//! not taken: it would break the relative paths existing commands rely
+//! on, and it would contain nothing, since a command can name any
+//! absolute path or climb out with `../`. What keeps one attempt from
+//! changing another's committed data is that committed outputs are
+//! read-only (below).
+//!
+//! # When an attempt ends
+//!
+//! The command runs under a supervisor process ([`crate::supervisor`]), a
+//! child subreaper that every process the command starts stays under,
+//! even one that calls `setsid` or double-forks. When the command exits,
+//! everything it left running is killed (SIGKILL) before its outputs are
+//! listed, so nothing may write to the output directory after the commit.
+//! When the unit is cancelled (lease lost, worker shutting down, timeout)
+//! every process of the attempt is killed within about 50 ms of the
+//! cancellation being noticed, which is checked every 50 ms. If the worker
+//! itself is SIGKILLed, the kernel tells the supervisor (SIGTERM through
+//! `PR_SET_PDEATHSIG`), which kills the same way.
+//!
+//! A group's `timeout` (`timeout = "30m"` in a pipeline file) bounds how
+//! long the task may run, from its start (copying input slices included;
+//! downloading remote inputs and uploading outputs not). Past it the worker
+//! cancels the unit, and the attempt fails with an error text such as
+//! "timed out after 30m (the group's timeout); killed `python3` and every
+//! process it started". It counts as a failed attempt like any other: the
+//! unit is retried up to the group's `retries`.
+//!
+//! # Isolation: what the stock worker gives, and what it does not
+//!
+//! - **Processes:** contained as above, with no privileges: no cgroup and
+//!   no namespace is used. Not contained: a process started on the
+//!   command's behalf by something outside it (a daemon asked over a
+//!   socket, `systemd-run --user`, `at`), a descendant that makes itself a
+//!   subreaper, and a command that kills its supervisor first.
+//! - **Committed outputs** in a local store are made read-only (write
+//!   bits removed from every file and directory of the attempt) before
+//!   the commit ([`crate::outputs::seal_outputs`]), so a later task that
+//!   writes into one, through `../` say, fails with "permission denied"
+//!   instead of changing committed data. That stops mistakes, not a task
+//!   that means harm: tasks run as the worker's user, who owns the files
+//!   and may `chmod` them back, and a worker running as root ignores
+//!   permissions altogether, so run workers as an unprivileged user. The
+//!   unit, group and pipeline directories above an attempt's stay
+//!   writable (later attempts create theirs there). With a remote store
+//!   the outputs are uploaded and the bucket's own permissions apply.
+//! - **Everything else is shared with the worker:** the user and groups,
+//!   the file system (a task may read any input or output the worker can,
+//!   and write wherever its user can), the network, the process table,
+//!   and the worker's environment (credentials such as `AWS_*` included).
+//!   There is no limit on CPU, memory, disk or process count per task
+//!   beyond the timeout. For more, run each worker in a container or a
+//!   systemd unit with limits (`MemoryMax=`, `TasksMax=`), or embed the
+//!   worker with a [`crate::Task`] of your own that wraps the command in a
+//!   sandbox.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -44,7 +105,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use crate::child::{Drains, GroupChild};
+use crate::child::{Drains, SupervisedChild};
 use crate::lines::open_slice;
 use crate::scratch::Scratch;
 use crate::task::{CancelReason, InputSlice, Task, TaskError, UnitContext};
@@ -65,22 +126,29 @@ impl Task for ExecTask {
         let mut scratch = Scratch::new(unit);
         let slice_files = materialize_slices(unit, &mut scratch)?;
         let inputs_file = write_inputs_list(unit, &slice_files, &mut scratch)?;
-        let mut command = build_command(unit, &slice_files)?;
+        let scratch_dir = scratch.next_dir("tmp")?;
+        let mut command = build_command(unit, &slice_files, &scratch_dir)?;
         command.env("TM_INPUTS_FILE", &inputs_file);
         let program = unit.command[0].as_str();
-        let mut child = GroupChild::spawn(&mut command).map_err(|err| spawn_error(program, err))?;
+        let mut child =
+            SupervisedChild::spawn(&mut command).map_err(|err| spawn_error(program, err))?;
         let drains = Drains::start(&mut child).map_err(|err| {
             TaskError::new(format!("cannot read the output of `{program}`: {err}"))
         })?;
         let outcome = wait_or_cancel(&child, unit);
         // The attempt is over either way: nothing it started may keep
-        // running, or write to the output directory after the commit.
-        child.kill_group();
+        // running, or write to the output directory after the commit. On
+        // a normal exit the supervisor has already killed what was left.
+        child.stop();
         let status = child
             .reap()
             .map_err(|err| TaskError::new(format!("cannot wait for `{program}`: {err}")))?;
         let stderr_tail = drains.finish(Duration::from_millis(EXEC_DRAIN_WAIT_MS));
         match outcome? {
+            Some(CancelReason::TimedOut) => Err(TaskError::new(format!(
+                "{}; killed `{program}` and every process it started",
+                unit.timed_out_text()
+            ))),
             Some(reason) => Err(TaskError::new(format!(
                 "cancelled: {reason}; killed `{program}`"
             ))),
@@ -201,8 +269,13 @@ fn copy_slice(slice: &InputSlice, dest: &Path, unit: &UnitContext) -> Result<(),
 }
 
 /// The child's command line, working directory, stdio and environment;
-/// `slice_files` are the copies of the input slices.
-fn build_command(unit: &UnitContext, slice_files: &[PathBuf]) -> Result<Command, TaskError> {
+/// `slice_files` are the copies of the input slices, `scratch_dir` the
+/// attempt's own directory for temporary files.
+fn build_command(
+    unit: &UnitContext,
+    slice_files: &[PathBuf],
+    scratch_dir: &Path,
+) -> Result<Command, TaskError> {
     let Some((program, args)) = unit.command.split_first() else {
         return Err(TaskError::new(
             "the group has no command: exec needs a program and its arguments",
@@ -230,8 +303,10 @@ fn build_command(unit: &UnitContext, slice_files: &[PathBuf]) -> Result<Command,
         }
         command.current_dir(&unit.workdir);
     }
+    command.env("TMPDIR", scratch_dir);
     command.envs(&unit.env);
     command.envs(tm_env(unit, slice_files));
+    command.env("TM_SCRATCH_DIR", scratch_dir);
     Ok(command)
 }
 
@@ -272,10 +347,10 @@ fn spawn_error(program: &str, err: io::Error) -> TaskError {
     }
 }
 
-/// Waits for the child to exit, or for the unit to be cancelled; returns
-/// the cancel reason in the second case.
+/// Waits for the command (and everything it started) to end, or for the
+/// unit to be cancelled; returns the cancel reason in the second case.
 fn wait_or_cancel(
-    child: &GroupChild,
+    child: &SupervisedChild,
     unit: &UnitContext,
 ) -> Result<Option<CancelReason>, TaskError> {
     loop {
@@ -570,6 +645,182 @@ mod tests {
         // pipes ended because it was killed too.
         assert!(took < Duration::from_millis(1500), "took {took:?}");
         wait_until("the background process died", || is_dead(&background_pid));
+    }
+
+    /// A script that starts `sh -c 'sleep 30; touch marker'` in a session
+    /// of its own (through `setsid`, and with `double_fork` also from a
+    /// subshell that exits at once, so it is orphaned while the command
+    /// still runs), waits until it has written its pid to `detached`, and
+    /// then runs `then`.
+    fn detaching_script(out: &Path, double_fork: bool, then: &str) -> String {
+        let detached = format!(
+            r#"setsid sh -c 'echo $$ > "{dir}/detached.tmp"; mv "{dir}/detached.tmp" "{dir}/detached"; sleep 30; touch "{dir}/marker"' &"#,
+            dir = out.display()
+        );
+        let start = if double_fork {
+            format!("( {detached} )")
+        } else {
+            detached
+        };
+        format!(
+            r#"{start}
+            while [ ! -e "{dir}/detached" ]; do sleep 0.01; done
+            {then}"#,
+            dir = out.display()
+        )
+    }
+
+    /// The detached process's pid, and whether it was in a session of its own.
+    fn detached_pid(dir: &Path) -> String {
+        fs::read_to_string(dir.join("detached"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    #[test]
+    fn nothing_a_finished_command_detached_outlives_it() {
+        for double_fork in [false, true] {
+            let out = tempfile::tempdir().unwrap();
+            let side = tempfile::tempdir().unwrap();
+            let script = detaching_script(side.path(), double_fork, "exit 0");
+            let started = Instant::now();
+            ExecTask.run(&sh(&script, out.path())).unwrap();
+            // Gone by the time run returns, not 30 s later: the commit
+            // cannot race a process still writing.
+            let pid = detached_pid(side.path());
+            assert!(is_dead(&pid), "double fork {double_fork}: {pid} still runs");
+            assert!(started.elapsed() < Duration::from_secs(10));
+            assert!(!side.path().join("marker").exists());
+        }
+    }
+
+    #[test]
+    fn cancellation_kills_detached_processes_too() {
+        let out = tempfile::tempdir().unwrap();
+        let side = tempfile::tempdir().unwrap();
+        let unit = sh(&detaching_script(side.path(), true, "sleep 30"), out.path());
+        let cancel = unit.cancel.clone();
+        let runner = std::thread::spawn(move || ExecTask.run(&unit));
+        wait_until("the detached process started", || {
+            side.path().join("detached").exists()
+        });
+        let pid = detached_pid(side.path());
+        assert!(!is_dead(&pid));
+        let cancelled_at = Instant::now();
+        cancel.cancel(CancelReason::Shutdown);
+        let err = runner.join().unwrap().unwrap_err();
+        assert!(
+            err.message()
+                .starts_with("cancelled: the worker is shutting down"),
+            "{err}"
+        );
+        assert!(is_dead(&pid), "{pid} outlived the cancelled attempt");
+        let took = cancelled_at.elapsed();
+        assert!(took < Duration::from_millis(1500), "took {took:?}");
+    }
+
+    #[test]
+    fn a_timed_out_attempt_says_after_how_long() {
+        let out = tempfile::tempdir().unwrap();
+        let side = tempfile::tempdir().unwrap();
+        let unit = UnitContext {
+            timeout: Some(Duration::from_secs(1)),
+            ..sh(
+                &detaching_script(side.path(), false, "sleep 30"),
+                out.path(),
+            )
+        };
+        let cancel = unit.cancel.clone();
+        let runner = std::thread::spawn(move || ExecTask.run(&unit));
+        wait_until("the command started", || {
+            side.path().join("detached").exists()
+        });
+        // What the runner does once the timeout has passed.
+        cancel.cancel(CancelReason::TimedOut);
+        let err = runner.join().unwrap().unwrap_err();
+        assert_eq!(
+            err.message(),
+            "timed out after 1s (the group's timeout); killed `sh` and every process it started"
+        );
+        assert!(is_dead(&detached_pid(side.path())));
+    }
+
+    #[test]
+    fn the_command_keeps_its_exit_code_and_signal_under_the_supervisor() {
+        let out = tempfile::tempdir().unwrap();
+        for (script, expected) in [
+            ("exit 7", "exit status: 7"),
+            ("kill -KILL $$", "signal: 9 (SIGKILL)"),
+            ("kill -SEGV $$", "signal: 11 (SIGSEGV)"),
+        ] {
+            let err = ExecTask.run(&sh(script, out.path())).unwrap_err();
+            assert!(err.message().contains(expected), "{script}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_scratch_directory_of_its_own_is_tmpdir_and_goes_away() {
+        let out = tempfile::tempdir().unwrap();
+        let script = r#"[ "$TMPDIR" = "$TM_SCRATCH_DIR" ] && [ -d "$TMPDIR" ] && [ -z "$(ls -A "$TMPDIR")" ] || exit 3
+            echo x > "$TMPDIR/tmp-file"; chmod 0500 "$TMPDIR"
+            printf '%s' "$TM_SCRATCH_DIR" > "$TM_OUTPUT_DIR/scratch""#;
+        ExecTask.run(&sh(script, out.path())).unwrap();
+        let scratch = fs::read_to_string(out.path().join("scratch")).unwrap();
+        assert!(
+            !scratch.is_empty() && !Path::new(&scratch).exists(),
+            "{scratch}"
+        );
+
+        // The group's env may point TMPDIR elsewhere.
+        let mut unit = sh(
+            r#"printf '%s' "$TMPDIR" > "$TM_OUTPUT_DIR/tmpdir""#,
+            out.path(),
+        );
+        unit.env = BTreeMap::from([("TMPDIR".into(), "/var/tmp".into())]);
+        ExecTask.run(&unit).unwrap();
+        assert_eq!(
+            fs::read_to_string(out.path().join("tmpdir")).unwrap(),
+            "/var/tmp"
+        );
+    }
+
+    #[test]
+    fn a_task_cannot_change_committed_outputs_through_dot_dot() {
+        crate::test_support::as_unprivileged(|| {
+            let store = tempfile::tempdir().unwrap();
+            let committed = store.path().join("p-0/g/0/7");
+            fs::create_dir_all(committed.join("sub")).unwrap();
+            fs::write(committed.join("data"), "original\n").unwrap();
+            fs::write(committed.join("sub/more"), "kept\n").unwrap();
+            crate::outputs::seal_outputs(&committed).unwrap();
+
+            let output_dir = store.path().join("p-1/g/0/9");
+            fs::create_dir_all(&output_dir).unwrap();
+            for script in [
+                r#"echo evil >> "$TM_OUTPUT_DIR/../../../../p-0/g/0/7/data""#,
+                r#"echo evil > "$TM_OUTPUT_DIR/../../../../p-0/g/0/7/sub/more""#,
+                r#"touch "$TM_OUTPUT_DIR/../../../../p-0/g/0/7/new""#,
+                r#"rm -f "$TM_OUTPUT_DIR/../../../../p-0/g/0/7/data""#,
+                r#"rm -rf "$TM_OUTPUT_DIR/../../../../p-0/g/0/7/sub""#,
+            ] {
+                let err = ExecTask.run(&sh(script, &output_dir)).unwrap_err();
+                assert!(
+                    err.message().contains("Permission denied"),
+                    "{script}: {err}"
+                );
+            }
+            assert_eq!(
+                fs::read_to_string(committed.join("data")).unwrap(),
+                "original\n"
+            );
+            assert_eq!(
+                fs::read_to_string(committed.join("sub/more")).unwrap(),
+                "kept\n"
+            );
+            assert!(!committed.join("new").exists());
+            crate::outputs::remove_tree(store.path()).unwrap();
+        });
     }
 
     #[test]

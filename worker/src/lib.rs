@@ -25,16 +25,18 @@
 //!   with retry).
 //! - [`task`]: the [`Task`] trait, [`UnitContext`], [`TaskError`],
 //!   [`TaskRegistry`] and cancellation.
-//! - [`exec`]: the stock `exec` task (runs the group's command) and the
-//!   environment it sets; `child` holds its process-group and pipe handling.
+//! - [`exec`]: the stock `exec` task (runs the group's command), the
+//!   environment it sets and the isolation it gives; `child` holds its
+//!   supervised process and pipe handling, `supervisor` the process that
+//!   kills everything an attempt started when it ends.
 //! - [`builtin`]: the built-in stages `split`, `wordcount.map`,
 //!   `sum.reduce`, `sort` and `merge`, their record format and settings.
 //! - [`lines`]: reading a unit's inputs (whole files and byte slices) as
 //!   lines; which lines a slice owns.
 //! - [`scratch`]: per-attempt scratch directories outside the output
 //!   directory (spilled runs, copied slices).
-//! - [`outputs`]: preparing the attempt's output directory and listing
-//!   its files.
+//! - [`outputs`]: preparing the attempt's output directory, listing its
+//!   files, and making them read-only before the commit.
 //! - [`store`]: remote stores (`s3://`): downloading URL inputs and
 //!   uploading outputs around the task, one client per bucket.
 //! - `held` and `renew`: the table of held leases, the renewal loop, and
@@ -61,7 +63,10 @@ mod runner;
 pub mod scratch;
 pub mod stats;
 pub mod store;
+mod supervisor;
 pub mod task;
+#[cfg(test)]
+mod test_support;
 mod unit;
 pub mod work_stream;
 

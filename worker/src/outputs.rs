@@ -1,7 +1,10 @@
 //! The attempt's output directory: where it is, making it empty before the
-//! task runs, and listing what the task wrote so the commit can name it.
+//! task runs, listing what the task wrote so the commit can name it, and
+//! making it read-only before the commit ([`seal_outputs`]).
 
 use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use taskmaster_proto::v1::OutputFile;
@@ -12,6 +15,9 @@ use crate::task::TaskError;
 pub use taskmaster_proto::limits::OUTPUT_FILES_MAX;
 /// Deepest directory nesting walked under an output directory.
 pub const OUTPUT_DEPTH_MAX: usize = 32;
+/// Deepest nesting [`remove_tree`] makes writable: a store (four levels
+/// to an attempt, then its outputs) inside a data or temporary directory.
+const TREE_DEPTH_MAX: usize = 64;
 
 /// The attempt's output directory, `store_root/output_prefix`.
 ///
@@ -45,6 +51,8 @@ pub fn prepare_output_dir(dir: &Path) -> Result<(), TaskError> {
         TaskError::new(format!("cannot {what} {}: {err}", path.display()))
     };
     fs::create_dir_all(dir).map_err(|err| fail("create output directory", dir, err))?;
+    // Sealed by an earlier run of this lease that got as far as its commit.
+    allow_writes(dir).map_err(|err| fail("make writable", dir, err))?;
     let entries = fs::read_dir(dir).map_err(|err| fail("read output directory", dir, err))?;
     for entry in entries {
         let entry = entry.map_err(|err| fail("read output directory", dir, err))?;
@@ -56,13 +64,101 @@ pub fn prepare_output_dir(dir: &Path) -> Result<(), TaskError> {
             .file_type()
             .map_err(|err| fail("inspect", &path, err))?;
         let removed = if file_type.is_dir() {
-            fs::remove_dir_all(&path)
+            remove_tree(&path)
         } else {
             fs::remove_file(&path)
         };
         removed.map_err(|err| fail("remove leftover", &path, err))?;
     }
     Ok(())
+}
+
+/// Makes the attempt's outputs read-only before they are committed: every
+/// file and directory under `dir`, and `dir` itself, loses its write
+/// permission bits (the others are kept). Only for a local store, where a
+/// committed output stays in place and later tasks run as the same user:
+/// a task that writes through `../` into a committed output then gets
+/// "permission denied" instead of silently changing committed data.
+///
+/// It guards against mistakes, not against a task that means harm: the
+/// owner (every task runs as the worker's user) may `chmod` them back, and
+/// a worker running as root is not stopped by permissions at all.
+/// Symlinks are not followed (outputs refuse them anyway).
+pub fn seal_outputs(dir: &Path) -> Result<(), TaskError> {
+    seal(dir, 0).map_err(|err| {
+        TaskError::new(format!(
+            "cannot make the outputs in {} read-only: {err}",
+            dir.display()
+        ))
+    })
+}
+
+fn seal(path: &Path, depth: usize) -> io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    if meta.is_dir() {
+        if depth > OUTPUT_DEPTH_MAX {
+            return Err(io::Error::other(format!(
+                "nests deeper than {OUTPUT_DEPTH_MAX} levels"
+            )));
+        }
+        for entry in fs::read_dir(path)? {
+            seal(&entry?.path(), depth + 1)?;
+        }
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o222 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode & !0o222))?;
+    }
+    Ok(())
+}
+
+/// Gives the owner write permission on directory `dir` again, if it lacks it.
+fn allow_writes(dir: &Path) -> io::Result<()> {
+    let mode = fs::symlink_metadata(dir)?.permissions().mode();
+    if mode & 0o200 == 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o200))?;
+    }
+    Ok(())
+}
+
+/// Removes the directory `dir` and everything in it, like
+/// [`fs::remove_dir_all`], also when it holds sealed outputs (see
+/// [`seal_outputs`]): on "permission denied" it gives its directories
+/// their owner's write permission back and tries again. For whoever
+/// cleans up a store or a temporary directory holding one (tests, demos).
+/// Symlinks are removed, never followed.
+pub fn remove_tree(dir: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+            make_dirs_writable(dir);
+            fs::remove_dir_all(dir)
+        }
+        other => other,
+    }
+}
+
+/// Gives `dir` and every directory under it their owner's write
+/// permission back, as far as it can (symlinks are not followed, errors
+/// are skipped): what removing sealed outputs needs (see [`remove_tree`]).
+pub fn make_dirs_writable(dir: &Path) {
+    allow_writes_under(dir, 0);
+}
+
+fn allow_writes_under(dir: &Path, depth: usize) {
+    if depth > TREE_DEPTH_MAX || allow_writes(dir).is_err() {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            allow_writes_under(&entry.path(), depth + 1);
+        }
+    }
 }
 
 /// Every regular file under `dir`, named relative to it with `/`

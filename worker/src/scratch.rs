@@ -5,7 +5,8 @@
 //! committed. The directory is made on first use in the system temporary
 //! directory (`TMPDIR`, else `/tmp`), named `tm-scratch-<lease id>-…`, and
 //! removed with everything in it when the [`Scratch`] is dropped, on errors
-//! and panics too. A worker killed outright leaves it behind.
+//! and panics too, read-only files and directories included. A worker
+//! killed outright leaves it behind.
 
 use std::path::{Path, PathBuf};
 
@@ -55,9 +56,35 @@ impl Scratch {
         Ok(path)
     }
 
+    /// A new, empty directory in the scratch directory, named like
+    /// [`Scratch::next_file`]'s files.
+    pub fn next_dir(&mut self, kind: &str) -> Result<PathBuf, TaskError> {
+        let path = self.next_file(kind)?;
+        std::fs::create_dir(&path).map_err(|err| {
+            TaskError::new(format!(
+                "cannot create a scratch directory {}: {err}",
+                path.display()
+            ))
+        })?;
+        Ok(path)
+    }
+
     /// The directory, once it exists.
     pub fn path(&self) -> Option<&Path> {
         self.dir.as_ref().map(|dir| dir.path())
+    }
+}
+
+impl Drop for Scratch {
+    /// Removes the directory, also when a task left read-only files or
+    /// directories in it (which `TempDir` alone would leave behind).
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let path = dir.keep();
+            if let Err(err) = crate::outputs::remove_tree(&path) {
+                tracing::warn!(dir = %path.display(), %err, "cannot remove a scratch directory");
+            }
+        }
     }
 }
 
@@ -82,6 +109,18 @@ mod tests {
         let name = dir.file_name().unwrap().to_str().unwrap().to_string();
         assert!(name.starts_with("tm-scratch-31-"), "{name}");
         drop(scratch);
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn read_only_leftovers_are_removed_too() {
+        let unit = UnitContext::default();
+        let mut scratch = Scratch::new(&unit);
+        let sub = scratch.next_dir("tmp").unwrap();
+        std::fs::write(sub.join("f"), b"x").unwrap();
+        crate::outputs::seal_outputs(&sub).unwrap();
+        let dir = scratch.path().unwrap().to_path_buf();
+        crate::test_support::as_unprivileged(move || drop(scratch));
         assert!(!dir.exists());
     }
 }

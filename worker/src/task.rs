@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
 
 /// One kind of work a worker can do for a unit (e.g. `exec`).
 ///
@@ -34,6 +35,9 @@ pub enum CancelReason {
     LeaseLost,
     /// The worker is shutting down and gives the lease back unfinished.
     Shutdown,
+    /// The attempt ran longer than its group's timeout
+    /// ([`UnitContext::timeout`]); it fails, saying so.
+    TimedOut,
 }
 
 impl fmt::Display for CancelReason {
@@ -41,6 +45,7 @@ impl fmt::Display for CancelReason {
         f.write_str(match self {
             CancelReason::LeaseLost => "the lease was lost",
             CancelReason::Shutdown => "the worker is shutting down",
+            CancelReason::TimedOut => "the attempt ran past its group's timeout",
         })
     }
 }
@@ -66,6 +71,7 @@ impl CancelToken {
         let code = match reason {
             CancelReason::LeaseLost => 1,
             CancelReason::Shutdown => 2,
+            CancelReason::TimedOut => 3,
         };
         // Only the first reason matters, so a failed exchange is fine.
         let _ = self
@@ -78,7 +84,8 @@ impl CancelToken {
         match self.state.load(Ordering::SeqCst) {
             0 => None,
             1 => Some(CancelReason::LeaseLost),
-            _ => Some(CancelReason::Shutdown),
+            2 => Some(CancelReason::Shutdown),
+            _ => Some(CancelReason::TimedOut),
         }
     }
 
@@ -128,6 +135,9 @@ pub struct UnitContext {
     /// The group's task settings; each built-in task documents its keys
     /// (see [`crate::builtin`]).
     pub config: BTreeMap<String, String>,
+    /// Longest the task may run; past it the runner cancels the unit with
+    /// [`CancelReason::TimedOut`] and the attempt fails. `None`: no limit.
+    pub timeout: Option<Duration>,
     /// Set by the runner when the attempt must stop early.
     pub cancel: CancelToken,
 }
@@ -143,10 +153,35 @@ impl UnitContext {
     /// (`unit.check_cancelled()?`), so a lost lease stops the work early.
     pub fn check_cancelled(&self) -> Result<(), TaskError> {
         match self.cancel.reason() {
+            Some(CancelReason::TimedOut) => Err(TaskError::new(self.timed_out_text())),
             Some(reason) => Err(TaskError::new(format!("cancelled: {reason}"))),
             None => Ok(()),
         }
     }
+
+    /// "timed out after 30m (the group's timeout)": how a timed-out
+    /// attempt's error text begins.
+    pub fn timed_out_text(&self) -> String {
+        match self.timeout {
+            Some(timeout) => format!(
+                "timed out after {} (the group's timeout)",
+                duration_text(timeout)
+            ),
+            None => "timed out (the group's timeout)".to_string(),
+        }
+    }
+}
+
+/// A duration as a pipeline file writes it: `30m`, `90s`, `1500ms`; the
+/// largest unit that divides it (milliseconds at most, rounded down).
+pub fn duration_text(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    for (unit, unit_ms) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        if ms > 0 && ms.is_multiple_of(unit_ms) {
+            return format!("{}{unit}", ms / unit_ms);
+        }
+    }
+    format!("{ms}ms")
 }
 
 /// Bytes `[start, end)` of one input file, a piece of a large file the
@@ -284,6 +319,33 @@ mod tests {
         );
         assert!(tasks.get("exec").is_some());
         assert!(tasks.get("wordcount").is_none());
+    }
+
+    #[test]
+    fn durations_read_as_they_are_written() {
+        for (ms, text) in [
+            (0, "0ms"),
+            (1_500, "1500ms"),
+            (1_000, "1s"),
+            (90_000, "90s"),
+            (1_800_000, "30m"),
+            (7_200_000, "2h"),
+            (5_400_000, "90m"),
+        ] {
+            assert_eq!(duration_text(Duration::from_millis(ms)), text);
+        }
+    }
+
+    #[test]
+    fn a_timed_out_unit_says_after_how_long() {
+        let unit = UnitContext {
+            timeout: Some(Duration::from_secs(90)),
+            ..UnitContext::default()
+        };
+        unit.cancel.cancel(CancelReason::TimedOut);
+        let err = unit.check_cancelled().unwrap_err();
+        assert_eq!(err.message(), "timed out after 90s (the group's timeout)");
+        assert_eq!(unit.cancel.reason(), Some(CancelReason::TimedOut));
     }
 
     #[test]

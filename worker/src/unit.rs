@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use crate::backoff::Backoff;
 use crate::held::LeaseKey;
-use crate::outputs::{attempt_output_dir, collect_outputs, prepare_output_dir};
+use crate::outputs::{attempt_output_dir, collect_outputs, prepare_output_dir, seal_outputs};
 use crate::rpc::{self, FailureLog, Show, describe_item, is_transient, item_ok};
 use crate::runner::{Shared, release_one};
 use crate::stats::Counters;
@@ -53,6 +53,7 @@ pub(crate) async fn run_unit(
                 tracing::info!("stopped for shutdown: {err}");
                 return None;
             }
+            // A timed-out attempt is a failed one: committed as such below.
             _ => {}
         }
         let succeeded = result.is_ok();
@@ -115,7 +116,10 @@ async fn execute(
     let result = match Staging::prepare(&worker.stores, lease, &mut unit).await {
         Ok(staging) => {
             let output_dir = unit.output_dir.clone();
-            let result = match run_blocking(task, unit).await {
+            // Committed outputs stay in place only in a local store.
+            let seal = lease.store_url.is_empty();
+            let ran = with_timeout(unit.timeout, &cancel, run_blocking(task, unit, seal)).await;
+            let result = match ran {
                 Ok(files) => staging
                     .upload(&output_dir, &files, &cancel)
                     .await
@@ -186,11 +190,36 @@ async fn with_listed_inputs(worker: &Shared, lease: &Lease) -> Result<Lease, Tas
     Ok(full)
 }
 
+/// Runs `run` with the unit cancelled ([`CancelReason::TimedOut`]) once
+/// it has taken `timeout`; the task notices and stops.
+async fn with_timeout<T>(
+    timeout: Option<Duration>,
+    cancel: &CancelToken,
+    run: impl Future<Output = T>,
+) -> T {
+    let Some(timeout) = timeout else {
+        return run.await;
+    };
+    let mut run = std::pin::pin!(run);
+    tokio::select! {
+        done = &mut run => return done,
+        () = tokio::time::sleep(timeout) => {}
+    }
+    tracing::info!(
+        timeout_ms = timeout.as_millis() as u64,
+        "the task timed out: stopping it"
+    );
+    cancel.cancel(CancelReason::TimedOut);
+    run.await
+}
+
 /// Runs `task` on the blocking pool in a fresh output directory and lists
-/// what it wrote there.
+/// what it wrote there, made read-only first when `seal` (see
+/// [`seal_outputs`]).
 async fn run_blocking(
     task: Arc<dyn Task>,
     unit: UnitContext,
+    seal: bool,
 ) -> Result<Vec<OutputFile>, TaskError> {
     let span = tracing::Span::current();
     let joined = tokio::task::spawn_blocking(move || {
@@ -199,7 +228,13 @@ async fn run_blocking(
         task.run(&unit)?;
         // Fault-injection tests kill the worker between output and commit.
         fail::fail_point!("worker-before-commit", |_| std::process::abort());
-        collect_outputs(&unit.output_dir)
+        let files = collect_outputs(&unit.output_dir)?;
+        // After the task, whose processes are all gone (for exec, see
+        // crate::supervisor): nothing changes the files from here on.
+        if seal {
+            seal_outputs(&unit.output_dir)?;
+        }
+        Ok(files)
     })
     .await;
     match joined {
@@ -228,6 +263,7 @@ fn unit_context(lease: &Lease, cancel: CancelToken) -> Result<UnitContext, TaskE
         partitions: lease.partitions,
         input_slices: lease.input_slices.iter().map(input_slice).collect(),
         config: lease.config.clone().into_iter().collect(),
+        timeout: lease.timeout_ms.map(Duration::from_millis),
         cancel,
     })
 }
@@ -421,6 +457,7 @@ mod tests {
                 end: 20,
             }],
             config: HashMap::from([("order".into(), "desc".into())]),
+            timeout_ms: Some(90_000),
             ..Lease::default()
         }
     }
@@ -448,6 +485,7 @@ mod tests {
             }]
         );
         assert_eq!(unit.config["order"], "desc");
+        assert_eq!(unit.timeout, Some(Duration::from_secs(90)));
     }
 
     #[test]

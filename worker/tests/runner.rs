@@ -9,6 +9,7 @@
 mod real_master;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -324,6 +325,16 @@ async fn commits_the_outputs_of_a_successful_unit(calls: Calls) {
         .collect();
     assert_eq!(units[0].paths, expected);
     assert_eq!(fs::read_to_string(&units[0].paths[0]).unwrap(), "hello");
+    // Committed, so read-only: the attempt's files and directories, not
+    // the unit's directory above it (later attempts make theirs there).
+    let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    for path in [&units[0].paths[0], &units[0].paths[1]] {
+        assert_eq!(mode(Path::new(path)) & 0o222, 0, "{path} is writable");
+    }
+    for dir in [attempt_dir.clone(), attempt_dir.join("sub")] {
+        assert_eq!(mode(&dir) & 0o222, 0, "{} is writable", dir.display());
+    }
+    assert_ne!(mode(attempt_dir.parent().unwrap()) & 0o200, 0);
 
     // What the worker sent to get there.
     let calls = master.faults.calls();
@@ -382,6 +393,34 @@ async fn t11_reports_a_failed_attempt_with_its_error() {
         "{errors:?}"
     );
     assert!(master.admin.outputs(&id, "g").await.is_empty());
+    master.stop().await;
+}
+
+#[tokio::test]
+async fn t11t_an_attempt_past_its_timeout_is_stopped_and_fails_saying_so() {
+    let master = TestMaster::start(LEASE_MS).await;
+    let group = GroupSpec {
+        max_attempts: 1,
+        timeout_ms: Some(1_000),
+        ..exec_group("g", "sleep 30")
+    };
+    let id = master.submit(pipeline(vec![group])).await;
+    let started = Instant::now();
+    let worker = start(config(&master.url, 1), TaskRegistry::stock());
+
+    let status = master
+        .admin
+        .wait_for_status(&id, "the pipeline to fail", is(PipelineState::Failed))
+        .await;
+    let took = started.elapsed();
+    let stats = worker.stop().await;
+    assert_eq!((stats.units_failed, stats.units_committed), (1, 0));
+    let errors = &status.failed_units[0].errors;
+    assert_eq!(
+        errors,
+        &["timed out after 1s (the group's timeout); killed `sh` and every process it started"],
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
     master.stop().await;
 }
 

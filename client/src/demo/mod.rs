@@ -357,9 +357,13 @@ impl DataDir {
     fn finish(self, keep: bool) -> Option<PathBuf> {
         match self {
             DataDir::Temp(temp) if keep => Some(temp.keep()),
-            // Dropping it removes it; a file that cannot be removed only
+            // Committed outputs are read-only, which `TempDir`'s removal
+            // would leave behind; a file that cannot be removed only
             // leaves litter in the temporary folder.
-            DataDir::Temp(_) => None,
+            DataDir::Temp(temp) => {
+                let _ = taskmaster_worker::outputs::remove_tree(&temp.keep());
+                None
+            }
             DataDir::Given(dir) => Some(dir),
         }
     }

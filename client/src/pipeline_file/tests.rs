@@ -255,6 +255,33 @@ fn retry_delay_and_max_in_flight_reach_the_group_spec() {
 }
 
 #[test]
+fn timeout_reaches_the_group_spec_and_bad_ones_are_named() {
+    let dir = folder_with(&[(
+        "pipeline.toml",
+        "name = \"p\"\n\
+         [[groups]]\nname = \"capped\"\ncommand = [\"true\"]\ntimeout = \"30m\"\n\
+         [[groups]]\nname = \"free\"\ncommand = [\"true\"]\n",
+    )]);
+    let spec = load(dir.path(), &[]).unwrap();
+    let timeouts: Vec<Option<u64>> = spec.groups.iter().map(|g| g.timeout_ms).collect();
+    assert_eq!(timeouts, vec![Some(1_800_000), None]);
+
+    for bad in ["\"30\"", "\"half an hour\"", "1800", "true"] {
+        let dir = folder_with(&[(
+            "pipeline.toml",
+            &format!(
+                "name = \"p\"\n[[groups]]\nname = \"g\"\ncommand = [\"true\"]\ntimeout = {bad}\n"
+            ),
+        )]);
+        let message = load(dir.path(), &[]).unwrap_err().to_string();
+        assert!(
+            message.contains("group `g`") && message.contains("`timeout`"),
+            "{bad}: {message}"
+        );
+    }
+}
+
+#[test]
 fn bad_retry_delay_is_rejected_naming_the_group_and_syntax() {
     for bad in [
         "\"90\"",

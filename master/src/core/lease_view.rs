@@ -186,6 +186,7 @@ impl Core {
             partitions: self.group(pos).wiring.write_partitions,
             config: spec.config.clone(),
             incarnation: self.incarnations.of(lease_id),
+            timeout_ms: spec.timeout_ms,
         }
     }
 

@@ -203,7 +203,21 @@ fn check_group(group: &GroupSpec) -> Result<(), String> {
         ));
     }
     check_vars("environment variable", &group.env)?;
+    check_timeout(group)?;
     check_task_settings(name, &group.config)
+}
+
+/// A timeout, when set, is between [`TIMEOUT_MS_MIN`] and
+/// [`TIMEOUT_MS_MAX`].
+fn check_timeout(group: &GroupSpec) -> Result<(), String> {
+    match group.timeout_ms {
+        Some(ms) if !(TIMEOUT_MS_MIN..=TIMEOUT_MS_MAX).contains(&ms) => Err(format!(
+            "group {:?}: timeout of {ms} ms is outside 1 s to 7 days ({TIMEOUT_MS_MIN} to \
+             {TIMEOUT_MS_MAX} ms)",
+            group.name
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Task settings: keys are the task's to define, so any short printable
@@ -411,6 +425,32 @@ mod tests {
         assert_eq!(w[2].upstream, vec![0, 1]);
         assert_eq!(w[1].max_attempts, ATTEMPTS_DEFAULT);
         assert_eq!((w[0].feed, w[1].feed), (Feed::Inputs, Feed::PerUnit));
+    }
+
+    #[test]
+    fn a_timeout_is_between_a_second_and_a_week() {
+        let with = |timeout_ms| {
+            let mut s = spec(vec![group("a", &[])]);
+            s.groups[0].timeout_ms = timeout_ms;
+            validate(&s)
+        };
+        for fine in [
+            None,
+            Some(TIMEOUT_MS_MIN),
+            Some(1_800_000),
+            Some(TIMEOUT_MS_MAX),
+        ] {
+            assert!(with(fine).is_ok(), "{fine:?} refused");
+        }
+        for bad in [0, TIMEOUT_MS_MIN - 1, TIMEOUT_MS_MAX + 1, u64::MAX] {
+            let err = with(Some(bad)).unwrap_err();
+            assert!(
+                err.contains(&format!(
+                    "group \"a\": timeout of {bad} ms is outside 1 s to 7 days"
+                )),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -639,5 +639,8 @@ impl Drop for TestMaster {
             reaper.abort();
         }
         self.master.close();
+        // Committed outputs are read-only: TempDir could not remove them
+        // when the tests run as a user.
+        taskmaster_worker::outputs::make_dirs_writable(self._dir.path());
     }
 }
