@@ -8,6 +8,8 @@
 //! - [`sweep`]: finds and deletes outputs of attempts that can no longer
 //!   commit, in a local or a remote store.
 //! - [`duration`]: durations as written in pipeline files and flags (`90s`, `7d`).
+//! - [`clock`]: the one clock (monotonic and wall time, and the timers of
+//!   the background loops); a manual one for tests.
 //! - [`error`]: [`error::MasterError`], what the runtime and recovery fail with.
 //! - [`runtime`]: the [`runtime::Master`]: owns the core behind one lock,
 //!   journals every change and answers only once it is durable. Its

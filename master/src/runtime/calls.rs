@@ -10,7 +10,8 @@ use taskmaster_proto::v1::{
     PipelineSpec, PipelineStatus, UnitOutputs, WorkerInfo,
 };
 
-use super::{Master, MasterError, on_blocking_thread, unix_ms};
+use super::{Master, MasterError, on_blocking_thread};
+use crate::clock::millis;
 use crate::core::lease_view::Leases;
 use crate::core::operate::Changed;
 use crate::core::ops::{CommittedAndLeased, ItemResults};
@@ -40,8 +41,8 @@ impl Master {
         .await
     }
 
-    /// Runs `op` with a fresh pipeline id `<name>-<8 hex>`; see
-    /// [`Master::with_id_from`].
+    /// Runs `op` with a fresh pipeline id `<name>-<8 hex>` and the clock's
+    /// wall time; see [`Master::with_id_from`].
     async fn with_new_id(
         &self,
         name: &str,
@@ -61,7 +62,7 @@ impl Master {
     ) -> Result<String, MasterError> {
         for _ in 0..PIPELINE_ID_DRAWS_MAX {
             let id = draw();
-            let unix_ms = unix_ms();
+            let unix_ms = self.clock.unix_ms();
             let placed = self
                 .mutate(|core, now| {
                     // Under the lock `op` runs under: the id cannot be
@@ -192,8 +193,8 @@ impl Master {
         .await?
     }
 
-    /// Grants up to `max_units` leases, waiting up to `wait` for work;
-    /// in the compact form with `compact`.
+    /// Grants up to `max_units` leases, waiting up to `wait` (on the
+    /// master's clock) for work; in the compact form with `compact`.
     pub async fn lease(
         &self,
         worker_id: &str,
@@ -201,7 +202,7 @@ impl Master {
         compact: bool,
         wait: Duration,
     ) -> Result<Leases, MasterError> {
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline_ms = self.clock.now_ms().saturating_add(millis(wait));
         let mut closing = self.closing.subscribe();
         loop {
             // Registered before looking, so a wake-up in between is not lost.
@@ -216,7 +217,7 @@ impl Master {
             }
             tokio::select! {
                 () = &mut notified => {}
-                () = tokio::time::sleep_until(deadline) => return Ok(Leases::default()),
+                () = self.clock.sleep_until(deadline_ms) => return Ok(Leases::default()),
                 _ = closing.wait_for(|c| *c) => return Err(MasterError::ShuttingDown),
             }
         }

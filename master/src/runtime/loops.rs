@@ -1,7 +1,8 @@
 //! The background loops `server::serve` runs beside the service, until
 //! shutdown: the lease reaper, the compactor (automatic snapshots), the
 //! sweeper, the recorder and retention of finished pipelines, and the
-//! journal supervisor.
+//! journal supervisor. Each waits on the master's clock between rounds, so
+//! a test's manual clock drives them too.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use std::time::Duration;
 
 use super::rebuild::{DISK_FULL_PROBE_INTERVAL, space_available};
 use super::snapshot::{AUTO_SNAPSHOT_MIN_BYTES, AUTO_SNAPSHOT_MIN_RECORDS};
-use super::{Master, MasterError, on_blocking_thread, unix_ms};
+use super::{Master, MasterError, on_blocking_thread};
+use crate::clock::millis;
 use crate::journal::JournalError;
 use crate::sweep;
 
@@ -26,6 +28,17 @@ const SNAPSHOT_CHECK_EVERY: Duration = Duration::from_millis(100);
 const SNAPSHOT_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 impl Master {
+    /// Waits `duration` on the master's clock; false if the master began
+    /// to shut down meanwhile (or had).
+    async fn pause(&self, duration: Duration) -> bool {
+        let mut closing = self.closing.subscribe();
+        let slept = tokio::select! {
+            () = self.clock.sleep(duration) => true,
+            _ = closing.wait_for(|c| *c) => false,
+        };
+        slept && !*self.closing.borrow()
+    }
+
     /// Expires every lease that ran out; returns how many.
     pub async fn reap(&self) -> Result<usize, MasterError> {
         let (expired, promoted) = self
@@ -44,14 +57,8 @@ impl Master {
     /// Expires leases as they run out, until shutdown. Ticks at a tenth of
     /// the lease time (10 ms to 1 s), so expiry is late by at most that.
     pub async fn run_reaper(self: Arc<Self>) {
-        let lease_ms = self.lease_ms();
-        let tick = Duration::from_millis((lease_ms / 10).clamp(10, 1000));
-        let mut closing = self.closing.subscribe();
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(tick) => {}
-                _ = closing.wait_for(|c| *c) => return,
-            }
+        let tick = Duration::from_millis((self.lease_ms() / 10).clamp(10, 1000));
+        while self.pause(tick).await {
             match self.reap().await {
                 Ok(0) => {}
                 Ok(n) => {
@@ -73,12 +80,7 @@ impl Master {
     /// grows past its bound by up to what one check period writes (18 MB/s
     /// at 200,000 units/s), and each check is a few atomic reads.
     pub async fn run_compactor(self: Arc<Self>) {
-        let mut closing = self.closing.subscribe();
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(SNAPSHOT_CHECK_EVERY) => {}
-                _ = closing.wait_for(|c| *c) => return,
-            }
+        while self.pause(SNAPSHOT_CHECK_EVERY).await {
             let taken = self
                 .snapshot_if_grown(AUTO_SNAPSHOT_MIN_RECORDS, AUTO_SNAPSHOT_MIN_BYTES)
                 .await;
@@ -86,9 +88,8 @@ impl Master {
                 // Encoding a large state costs seconds of CPU: do not retry
                 // a failure at once and keep failing in a loop.
                 tracing::warn!(error = %e, "automatic snapshot failed; retrying in a minute");
-                tokio::select! {
-                    () = tokio::time::sleep(SNAPSHOT_RETRY_AFTER) => {}
-                    _ = closing.wait_for(|c| *c) => return,
+                if !self.pause(SNAPSHOT_RETRY_AFTER).await {
+                    return;
                 }
             }
         }
@@ -113,9 +114,8 @@ impl Master {
             }
             tracing::error!(error = %failure, "journal disk full: refusing changes until space returns");
             loop {
-                tokio::select! {
-                    () = tokio::time::sleep(DISK_FULL_PROBE_INTERVAL) => {}
-                    _ = closing.wait_for(|c| *c) => return,
+                if !self.pause(DISK_FULL_PROBE_INTERVAL).await {
+                    return;
                 }
                 let data_dir = self.data_dir.clone();
                 let space = on_blocking_thread(move || space_available(&data_dir)).await;
@@ -141,58 +141,55 @@ impl Master {
     /// that long after; until shutdown. Ticks every second, so a finish
     /// time is late by about that.
     pub async fn run_finished_pipelines(self: Arc<Self>, retain: Option<Duration>) {
-        let mut closing = self.closing.subscribe();
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(FINISH_CHECK_EVERY) => {}
-                _ = closing.wait_for(|c| *c) => return,
-            }
-            let recorded = self
-                .mutate(|core, now| {
-                    let unrecorded = core.finished_unrecorded();
-                    if unrecorded.is_empty() {
-                        return Ok((Vec::new(), ()));
-                    }
-                    Ok((core.record_finished(&unrecorded, unix_ms(), now)?, ()))
-                })
-                .await;
-            if let Err(e) = recorded {
-                // A failed journal is the supervisor's business.
-                tracing::debug!(error = %e, "could not record finished pipelines");
-                continue;
-            }
-            let Some(retain) = retain else { continue };
-            let cutoff = unix_ms().saturating_sub(retain.as_millis() as u64);
-            let due = self.state.lock().core.finished_before(cutoff);
-            if due.is_empty() {
-                continue;
-            }
-            match self.delete_pipelines(due.clone()).await {
-                Ok(swept) => tracing::info!(
-                    deleted = due.len(),
-                    swept = swept.attempts_deleted,
-                    "deleted pipelines finished longer than the retention"
-                ),
-                // One may have been retried meanwhile; the next pass
-                // looks again.
-                Err(e) => tracing::warn!(error = %e, "retention could not delete pipelines"),
-            }
+        while self.pause(FINISH_CHECK_EVERY).await {
+            self.finished_round(retain).await;
+        }
+    }
+
+    /// One round of [`Master::run_finished_pipelines`], at the clock's
+    /// wall time.
+    async fn finished_round(self: &Arc<Self>, retain: Option<Duration>) {
+        let unix_ms = self.clock.unix_ms();
+        let recorded = self
+            .mutate(|core, now| {
+                let unrecorded = core.finished_unrecorded();
+                if unrecorded.is_empty() {
+                    return Ok((Vec::new(), ()));
+                }
+                Ok((core.record_finished(&unrecorded, unix_ms, now)?, ()))
+            })
+            .await;
+        if let Err(e) = recorded {
+            // A failed journal is the supervisor's business.
+            tracing::debug!(error = %e, "could not record finished pipelines");
+            return;
+        }
+        let Some(retain) = retain else { return };
+        let cutoff = unix_ms.saturating_sub(millis(retain));
+        let due = self.state.lock().core.finished_before(cutoff);
+        if due.is_empty() {
+            return;
+        }
+        match self.delete_pipelines(due.clone()).await {
+            Ok(swept) => tracing::info!(
+                deleted = due.len(),
+                swept = swept.attempts_deleted,
+                "deleted pipelines finished longer than the retention"
+            ),
+            // One may have been retried meanwhile; the next round looks
+            // again.
+            Err(e) => tracing::warn!(error = %e, "retention could not delete pipelines"),
         }
     }
 
     /// Sweeps every `interval` until shutdown.
     pub async fn run_sweeper(self: Arc<Self>, interval: Duration) {
         let mut rounds = sweep::Rounds::new(FULL_SWEEP_EVERY_ROUNDS);
-        let mut closing = self.closing.subscribe();
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(interval) => {}
-                _ = closing.wait_for(|c| *c) => return,
-            }
+        while self.pause(interval).await {
             // Finished (and recorded) before the previous round began:
             // walked by it. A retried pipeline has no finish time until it
             // finishes again, so it is walked while it runs and after.
-            let skip: HashSet<String> = match rounds.begin(unix_ms()) {
+            let skip: HashSet<String> = match rounds.begin(self.clock.unix_ms()) {
                 Some(walked_before) => {
                     let core = &self.state.lock().core;
                     core.finished_before(walked_before.saturating_sub(1))

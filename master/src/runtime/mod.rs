@@ -33,7 +33,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard};
 use taskmaster_proto::journal::{Record, record::Kind};
@@ -106,6 +106,7 @@ pub struct Master {
     /// One snapshot, rollback or rebuild at a time. Shared, so that the
     /// blocking thread a rollback or rebuild runs on holds it to its end.
     snapshotting: Arc<tokio::sync::Mutex<()>>,
+    /// Every time the master reads, and every timer it waits on.
     clock: Arc<dyn Clock>,
     /// Woken whenever units may have become ready, for long-polling leases.
     work_ready: Notify,
@@ -179,12 +180,17 @@ impl Master {
             max_in_flight: config.max_in_flight,
         };
         let snapshots = SnapshotStore::open(data_dir)?;
-        let recovered =
-            recovery::recover(data_dir, core_config, &snapshots, clock.now_ms(), unix_ms())?;
+        let recovered = recovery::recover(
+            data_dir,
+            core_config,
+            &snapshots,
+            clock.now_ms(),
+            clock.unix_ms(),
+        )?;
         let snapshot_bytes = snapshots.disk_usage()?.newest_bytes;
         let mut core = recovered.core;
         let journal = Arc::new(Journal::start(recovered.log, recovered.appended));
-        start_incarnation(&mut core, &journal, clock.now_ms())?;
+        start_incarnation(&mut core, &journal, clock.as_ref())?;
         Ok(Master {
             state: Mutex::new(State {
                 core,
@@ -363,7 +369,11 @@ async fn on_blocking_thread<T: Send + 'static>(
 /// Journals this start's incarnation and waits until it is durable, before
 /// the master serves: no lease of this start may go out without it (see
 /// `core::incarnation`).
-fn start_incarnation(core: &mut Core, journal: &Journal, now_ms: u64) -> Result<(), MasterError> {
+fn start_incarnation(
+    core: &mut Core,
+    journal: &Journal,
+    clock: &dyn Clock,
+) -> Result<(), MasterError> {
     // Random, so a master started on a copy of this data dir picks another;
     // never 0, which stands for leases granted before incarnations.
     let incarnation = loop {
@@ -372,16 +382,10 @@ fn start_incarnation(core: &mut Core, journal: &Journal, now_ms: u64) -> Result<
             break drawn;
         }
     };
-    let started = core.start(incarnation, unix_ms(), now_ms)?;
+    let started = core.start(incarnation, clock.unix_ms(), clock.now_ms())?;
     journal.wait_durable_blocking(journal.append(&[started]))?;
     tracing::info!(incarnation = %format!("{incarnation:016x}"), "started a new incarnation");
     Ok(())
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Hold, Master, MasterError, on_blocking_thread, unix_ms};
+use super::{Hold, Master, MasterError, on_blocking_thread};
 use crate::journal::Journal;
 use crate::recovery;
 
@@ -45,7 +45,7 @@ impl Master {
             config,
             &self.snapshots,
             self.clock.now_ms(),
-            unix_ms(),
+            self.clock.unix_ms(),
         )?;
         let newest_snapshot_bytes = self.snapshots.disk_usage()?.newest_bytes;
         let journal = Arc::new(Journal::start(recovered.log, recovered.appended));

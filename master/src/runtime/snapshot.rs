@@ -9,7 +9,7 @@ use taskmaster_proto::journal::Snapshot;
 use taskmaster_proto::v1::SnapshotInfo;
 use tokio::sync::oneshot;
 
-use super::{Hold, Master, MasterError, on_blocking_thread, unix_ms};
+use super::{Hold, Master, MasterError, on_blocking_thread};
 use crate::core::Core;
 use crate::idle_thread;
 use crate::procstat;
@@ -55,7 +55,7 @@ impl Master {
         let (encoded_tx, encoded_rx) = oneshot::channel();
         // Encoded at idle priority: beside live traffic, see `idle_thread`.
         let head = source.head(position);
-        let taken_unix_ms = unix_ms();
+        let taken_unix_ms = self.clock.unix_ms();
         let writing = idle_thread::run("snapshot", move || {
             let encode = move |head: &Snapshot| {
                 let bytes = source.encode_with_head(head);
@@ -131,7 +131,8 @@ impl Master {
     fn roll_back(&self, snapshot_id: &str) -> Result<u64, MasterError> {
         let snap = self.snapshots.load(snapshot_id)?;
         let config = self.state.lock().core.config().clone();
-        let restored = Core::from_snapshot(config, &snap, self.clock.now_ms(), unix_ms())?;
+        let restored =
+            Core::from_snapshot(config, &snap, self.clock.now_ms(), self.clock.unix_ms())?;
         drop(snap);
         let held = self.hold_changes(Hold::RollingBack);
         // From here on the core and the journal stay as they are until the
@@ -154,7 +155,7 @@ impl Master {
         let source = rolled_back.snapshot_source(now_ms);
         let head = Snapshot {
             note: format!("state after rollback to {snapshot_id}"),
-            taken_unix_ms: unix_ms(),
+            taken_unix_ms: self.clock.unix_ms(),
             ..source.head(position)
         };
         // At once, not paced: no change waits on the journal meanwhile.
