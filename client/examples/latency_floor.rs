@@ -310,6 +310,7 @@ async fn call_paced(url: &str, args: &Args) -> anyhow::Result<(Vec<u32>, Duratio
                     max_units: 1,
                     wait_ms: 0,
                     compact: true,
+                    worker_slots: 0,
                 };
                 let began = Instant::now();
                 call.lease(request).await?;

@@ -338,8 +338,20 @@ impl Client {
     /// Starts a new run of a finished (or failed, or cancelled) pipeline
     /// with the same spec and parameters; returns the new pipeline's id.
     pub async fn rerun(&self, pipeline_id: &str) -> Result<String, ClientError> {
+        self.rerun_with_params(pipeline_id, &[]).await
+    }
+
+    /// [`Client::rerun`] with `params` (name, value) changed for the new
+    /// run. Each must be a parameter the pipeline has: another name is
+    /// refused (INVALID_ARGUMENT), naming the ones it has.
+    pub async fn rerun_with_params(
+        &self,
+        pipeline_id: &str,
+        params: &[(String, String)],
+    ) -> Result<String, ClientError> {
         let request = with_timeout(RerunRequest {
             pipeline_id: pipeline_id.to_string(),
+            params: params.iter().cloned().collect(),
         });
         let reply = self.inner.clone().rerun(request).await;
         Ok(self.answer(reply)?.pipeline_id)

@@ -7,9 +7,9 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use taskmaster_proto::v1::{MasterStatus, SnapshotInfo, WorkerInfo};
+use taskmaster_proto::v1::{GroupSpec, MasterStatus, PipelineSpec, SnapshotInfo, WorkerInfo};
 
-use crate::view::{FailedUnitView, PipelineView, StatusView};
+use crate::view::{FailedUnitView, PipelineView, SliceView, StatusView};
 
 /// `text` safe to print to a terminal: control characters other than
 /// newline and tab (escape sequences, carriage returns, NULs, backspaces)
@@ -63,8 +63,8 @@ pub fn pipelines_table(pipelines: &[StatusView]) -> String {
 }
 
 /// One pipeline in full: name, state (and whether it is blocked, and what
-/// it re-runs), params, a row per group, and the failed units with their
-/// attempts and last error.
+/// it re-runs), params, a row per group, and the failed units (see
+/// [`failed_units`]).
 pub fn pipeline_detail(status: &StatusView) -> String {
     let pipeline = &status.pipeline;
     let params = pipeline
@@ -136,23 +136,106 @@ pub fn pipeline_detail(status: &StatusView) -> String {
     out
 }
 
-/// One line per failed unit: `group/unit`, attempts, last error. A
-/// multi-line error keeps its lines, indented under the unit.
+/// Each failed unit: `group/unit` and its attempts in all, what it read,
+/// and its kept errors labelled by attempt, the earlier ones on one line
+/// each and the last in full:
+///
+/// ```text
+///   extract/4: failed after 3 attempts
+///     inputs: /data/a.csv, /data/b.csv (2 in all)
+///     attempt 2: `sh` failed with exit status: 3; stderr tail: … bad row
+///     attempt 3: `sh` failed with exit status: 3; stderr tail:
+///       bad row
+/// ```
 pub fn failed_units(units: &[FailedUnitView]) -> String {
     let mut out = String::new();
     for unit in units {
-        let last_error = unit
-            .errors
-            .last()
-            .map_or("(no error text)", |e| e.trim_end());
-        let last_error = last_error.replace('\n', "\n      ");
         let _ = writeln!(
             out,
-            "  {}/{}: {} attempts, last error: {last_error}",
-            unit.group, unit.unit, unit.attempts
+            "  {}/{}: failed after {}",
+            unit.group,
+            unit.unit,
+            count(unit.attempts.into(), "attempt")
         );
+        let _ = writeln!(out, "    inputs: {}", inputs_line(unit));
+        let Some((last, earlier)) = unit.errors.split_last() else {
+            out.push_str("    (no error text)\n");
+            continue;
+        };
+        let attempt = |i: usize| match unit.error_attempts.get(i) {
+            Some(&n) if n > 0 => n.to_string(),
+            _ => "?".to_string(),
+        };
+        for (i, error) in earlier.iter().enumerate() {
+            let _ = writeln!(out, "    attempt {}: {}", attempt(i), one_line(error));
+        }
+        let last = last.trim_end().replace('\n', "\n      ");
+        let _ = writeln!(out, "    attempt {}: {last}", attempt(earlier.len()));
     }
     out
+}
+
+/// A failed unit's first inputs and how many it reads in all.
+fn inputs_line(unit: &FailedUnitView) -> String {
+    let slice = |s: &SliceView| format!("{} (bytes {} to {})", s.path, s.start, s.end);
+    let shown: Vec<String> = unit
+        .inputs
+        .iter()
+        .cloned()
+        .chain(unit.input_slices.iter().map(slice))
+        .collect();
+    if shown.is_empty() {
+        return "none".to_string();
+    }
+    let total = match unit.inputs_total {
+        Some(total) if total > shown.len() as u64 => {
+            format!(" and {} more", total - shown.len() as u64)
+        }
+        Some(_) => String::new(),
+        None => " and more (too many upstream units to count)".to_string(),
+    };
+    format!("{}{total}", shown.join(", "))
+}
+
+/// An error text on one line: its first line and, when it has more, its
+/// last (an exec task's error is its exit status, then the tail of its
+/// stderr, whose last line usually says what went wrong).
+fn one_line(error: &str) -> String {
+    let mut lines = error.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("(no error text)");
+    match lines.next_back() {
+        Some(last) => format!("{first} … {last}"),
+        None => first.to_string(),
+    }
+}
+
+/// What a pipeline starts with, for `tmctl submit`: its groups and the
+/// units of each first group, e.g. `3 groups, 67 units in extract`. The
+/// other groups' units come from their upstream groups' outputs.
+pub fn submit_summary(spec: &PipelineSpec) -> String {
+    let first: Vec<String> = spec
+        .groups
+        .iter()
+        .filter(|group| group.after.is_empty())
+        .map(|group| format!("{} in {}", count(first_units(group), "unit"), group.name))
+        .collect();
+    let mut line = count(spec.groups.len() as u64, "group");
+    if !first.is_empty() {
+        line.push_str(", ");
+        line.push_str(&first.join(", "));
+    }
+    line.push('\n');
+    line
+}
+
+/// The units a first group starts with, as the master makes them: one per
+/// sized input unit, or per input path, or one reading nothing.
+fn first_units(group: &GroupSpec) -> u64 {
+    match (group.input_units.len(), group.inputs.len()) {
+        (0, 0) => 1,
+        (0, paths) => paths as u64,
+        (units, _) => units as u64,
+    }
 }
 
 /// A one-line summary for progress reports while waiting, e.g.
@@ -197,12 +280,13 @@ pub fn master_blocked_note() -> String {
     "master    BLOCKED: no pipeline gets leases until `tmctl unblock`\n".to_string()
 }
 
-/// A table of workers: id, slots (units asked for in the last lease
-/// call), when last seen, and the leases held as
-/// `pipeline/group/unit#lease`.
+/// A table of workers: id, whether it is alive (it called within the
+/// master's liveness window), its slots (`?` when it did not say: a worker
+/// built before it would), the units it runs now (leases held), when it
+/// last called, and its leases as `pipeline/group/unit#lease`.
 pub fn workers_table(workers: &[WorkerInfo]) -> String {
     let mut rows = vec![
-        ["WORKER", "SLOTS", "SEEN", "LEASES"]
+        ["WORKER", "ALIVE", "SLOTS", "BUSY", "SEEN", "LEASES"]
             .map(String::from)
             .to_vec(),
     ];
@@ -220,7 +304,12 @@ pub fn workers_table(workers: &[WorkerInfo]) -> String {
             .collect();
         rows.push(vec![
             worker.worker_id.clone(),
-            worker.slots.to_string(),
+            if worker.alive { "yes" } else { "no" }.to_string(),
+            match worker.worker_slots {
+                0 => "?".to_string(),
+                slots => slots.to_string(),
+            },
+            worker.leases_held.to_string(),
             ago(worker.last_seen_ms_ago),
             if leases.is_empty() {
                 "-".to_string()
@@ -369,6 +458,10 @@ mod tests {
                 unit: 4,
                 attempts: 3,
                 errors: vec!["first".into(), "boom\ntrace".into()],
+                error_attempts: vec![2, 3],
+                inputs: vec!["/in/a.csv".into()],
+                inputs_total: Some(1),
+                ..FailedUnitView::default()
             }],
             retries: 2,
         }
@@ -399,8 +492,58 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("extract/4: 3 attempts, last error: boom\n      trace"),
+            text.ends_with(
+                "failed units:\n  \
+                 extract/4: failed after 3 attempts\n    \
+                 inputs: /in/a.csv\n    \
+                 attempt 2: first\n    \
+                 attempt 3: boom\n      trace\n"
+            ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn failed_units_say_attempt_counts_and_inputs_consistently() {
+        let one = FailedUnitView {
+            group: "g".into(),
+            unit: 0,
+            attempts: 1,
+            errors: vec!["`sh` failed with exit status: 3; stderr tail:\nline 1\nbad row\n".into()],
+            error_attempts: vec![1],
+            inputs: (0..5).map(|i| format!("/in/{i}")).collect(),
+            inputs_total: Some(200),
+            ..FailedUnitView::default()
+        };
+        let text = failed_units(std::slice::from_ref(&one));
+        assert_eq!(
+            text,
+            "  g/0: failed after 1 attempt\n    \
+             inputs: /in/0, /in/1, /in/2, /in/3, /in/4 and 195 more\n    \
+             attempt 1: `sh` failed with exit status: 3; stderr tail:\n      line 1\n      bad row\n"
+        );
+        // After a retry: attempts count them all, errors say which they were,
+        // earlier ones on one line; an older master's errors have no number.
+        let retried = FailedUnitView {
+            attempts: 4,
+            errors: vec![one.errors[0].clone(), "exit 9".into()],
+            error_attempts: vec![0, 4],
+            inputs: Vec::new(),
+            input_slices: vec![SliceView {
+                path: "/in/big".into(),
+                start: 0,
+                end: 64,
+            }],
+            inputs_total: None,
+            ..one
+        };
+        let text = failed_units(&[retried]);
+        assert_eq!(
+            text,
+            "  g/0: failed after 4 attempts\n    \
+             inputs: /in/big (bytes 0 to 64) and more (too many upstream units to count)\n    \
+             attempt ?: `sh` failed with exit status: 3; stderr tail: … bad row\n    \
+             attempt 4: exit 9\n"
         );
     }
 
@@ -488,10 +631,12 @@ mod tests {
         let workers = [
             WorkerInfo {
                 worker_id: "host-12-ab".into(),
-                slots: 4,
+                slots: 2,
                 leases: vec![lease(0, 7), lease(3, 9)],
                 last_seen_ms_ago: 1500,
                 leases_held: 2,
+                worker_slots: 4,
+                alive: true,
             },
             WorkerInfo {
                 worker_id: "idle".into(),
@@ -499,13 +644,26 @@ mod tests {
                 leases: Vec::new(),
                 last_seen_ms_ago: 20,
                 leases_held: 0,
+                worker_slots: 0,
+                alive: true,
+            },
+            WorkerInfo {
+                worker_id: "killed".into(),
+                slots: 8,
+                leases: vec![lease(5, 11)],
+                last_seen_ms_ago: 150_000,
+                leases_held: 1,
+                worker_slots: 8,
+                alive: false,
             },
         ];
+        // SLOTS is what the worker runs at once, not what it last asked for.
         assert_eq!(
             workers_table(&workers),
-            "WORKER      SLOTS  SEEN      LEASES\n\
-             host-12-ab  4      1s ago    p-1/map/0#7,p-1/map/3#9\n\
-             idle        2      20ms ago  -\n"
+            "WORKER      ALIVE  SLOTS  BUSY  SEEN      LEASES\n\
+             host-12-ab  yes    4      2     1s ago    p-1/map/0#7,p-1/map/3#9\n\
+             idle        yes    ?      0     20ms ago  -\n\
+             killed      no     8      1     2m ago    p-1/map/5#11\n"
         );
     }
 
@@ -536,6 +694,30 @@ mod tests {
         assert_eq!(human_bytes(5 * 1024 * 1024 + 512 * 1024), "5.5 MiB");
         assert_eq!(count(1, "unit"), "1 unit");
         assert_eq!(count(0, "unit"), "0 units");
+    }
+
+    #[test]
+    fn submit_summary_counts_groups_and_first_units() {
+        use taskmaster_proto::v1::InputUnit;
+        let group = |name: &str, units: usize, after: &[&str]| GroupSpec {
+            name: name.into(),
+            input_units: vec![InputUnit::default(); units],
+            after: after.iter().map(|a| a.to_string()).collect(),
+            ..GroupSpec::default()
+        };
+        let spec = PipelineSpec {
+            groups: vec![
+                group("extract", 200, &[]),
+                group("lookup", 1, &[]),
+                group("aggregate", 0, &["extract"]),
+                group("setup", 0, &[]),
+            ],
+            ..PipelineSpec::default()
+        };
+        assert_eq!(
+            submit_summary(&spec),
+            "4 groups, 200 units in extract, 1 unit in lookup, 1 unit in setup\n"
+        );
     }
 
     #[test]

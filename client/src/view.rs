@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use taskmaster_proto::v1::{FailedUnit, GroupStatus, PipelineState, PipelineStatus};
+use taskmaster_proto::v1::{FailedUnit, GroupStatus, InputSlice, PipelineState, PipelineStatus};
 
 /// One pipeline, as `tmctl status --json` prints it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -62,9 +62,27 @@ pub struct GroupView {
 pub struct FailedUnitView {
     pub group: String,
     pub unit: u32,
+    /// Attempts that ran, in all (before a retry too): the last one's
+    /// number.
     pub attempts: u32,
-    /// Error texts of the attempts, oldest first.
+    /// Error texts of the latest failed attempts, oldest first (at most 5).
     pub errors: Vec<String>,
+    /// The attempt number of each of `errors` (0: not known).
+    pub error_attempts: Vec<u32>,
+    /// Its first input files (at most 5 with `input_slices`).
+    pub inputs: Vec<String>,
+    /// Byte ranges of files it reads, after `inputs`.
+    pub input_slices: Vec<SliceView>,
+    /// All its inputs; null when too many upstream units to count.
+    pub inputs_total: Option<u64>,
+}
+
+/// Bytes [start, end) of a file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SliceView {
+    pub path: String,
+    pub start: u64,
+    pub end: u64,
 }
 
 /// The lower-case name of a pipeline state. `unknown` stands for a value
@@ -148,6 +166,20 @@ impl From<FailedUnit> for FailedUnitView {
             unit: unit.unit,
             attempts: unit.attempts,
             errors: unit.errors,
+            error_attempts: unit.error_attempts,
+            inputs: unit.inputs,
+            input_slices: unit.input_slices.into_iter().map(SliceView::from).collect(),
+            inputs_total: unit.inputs_total,
+        }
+    }
+}
+
+impl From<InputSlice> for SliceView {
+    fn from(slice: InputSlice) -> Self {
+        SliceView {
+            path: slice.path,
+            start: slice.start,
+            end: slice.end,
         }
     }
 }
@@ -188,6 +220,14 @@ mod tests {
                 unit: 7,
                 attempts: 3,
                 errors: vec!["exit 1".into(), "exit 2".into()],
+                error_attempts: vec![2, 3],
+                inputs: vec!["/in/a.csv".into()],
+                input_slices: vec![InputSlice {
+                    path: "/in/big.csv".into(),
+                    start: 0,
+                    end: 100,
+                }],
+                inputs_total: Some(2),
             }],
             retries: 5,
             blocked: true,
@@ -248,7 +288,10 @@ mod tests {
                  "pending": 0, "leased": 0, "committed": 0, "failed": 0, "total": 0},
             ],
             "failed_units": [
-                {"group": "extract", "unit": 7, "attempts": 3, "errors": ["exit 1", "exit 2"]},
+                {"group": "extract", "unit": 7, "attempts": 3, "errors": ["exit 1", "exit 2"],
+                 "error_attempts": [2, 3], "inputs": ["/in/a.csv"],
+                 "input_slices": [{"path": "/in/big.csv", "start": 0, "end": 100}],
+                 "inputs_total": 2},
             ],
             "retries": 5,
             "blocked": true,

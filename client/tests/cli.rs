@@ -166,6 +166,21 @@ async fn bad_param_is_a_usage_error() {
 }
 
 #[tokio::test]
+async fn a_param_the_file_does_not_declare_is_refused_with_the_declared_names() {
+    let dir = pipeline_dir("good", 1, SCRIPT_OK, "");
+    // No master: the file is checked before connecting.
+    let output = tmctl(&["submit", &file_arg(dir.path()), "--param", "dss=2027-01-01"]).await;
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(
+        text.starts_with("error: --param dss: not a parameter of ")
+            && text.contains("pipeline.toml (declares ds); add it under [params]"),
+        "{text}"
+    );
+    assert!(stdout(&output).is_empty());
+}
+
+#[tokio::test]
 async fn unreachable_master_is_named_in_the_error() {
     let output = tmctl(&["--master", "http://127.0.0.1:1", "status"]).await;
     assert_eq!(output.status.code(), Some(2));
@@ -205,6 +220,141 @@ async fn submit_prints_id_last_and_sends_overridden_params() {
     assert_eq!(lease.inputs, [root.join("in-0.txt").to_str().unwrap()]);
     assert_eq!(lease.command, ["sh", "-c", SCRIPT_OK]);
     assert_eq!(lease.task, "exec");
+    master.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_says_how_many_units_and_packs_small_files_only_past_64() {
+    let master = TestMaster::start().await;
+    // 200 small files and no `unit_bytes`: once one unit, now 67.
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..200 {
+        std::fs::write(dir.path().join(format!("{i:03}.csv")), "a,b\n").unwrap();
+    }
+    let toml = "name = \"csv\"\n[[groups]]\nname = \"extract\"\ncommand = [\"true\"]\n\
+        inputs = [\"*.csv\"]\n[[groups]]\nname = \"load\"\ncommand = [\"true\"]\nafter = [\"extract\"]\n";
+    std::fs::write(dir.path().join("pipeline.toml"), toml).unwrap();
+    let output = tmctl(&["--master", &master.url, "submit", &file_arg(dir.path())]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stderr(&output), "2 groups, 67 units in extract\n");
+    let id = printed_id(&output);
+    assert_eq!(stdout(&output), format!("{id}\n"), "the id alone on stdout");
+    let status = json(&tmctl(&["--master", &master.url, "status", &id, "--json"]).await);
+    assert_eq!(status["groups"][0]["total"], 67);
+    master.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_exits_with_the_pipelines_outcome() {
+    let master = TestMaster::start().await;
+    let client = master.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (good, _) = finish_good(&client, dir.path()).await;
+    let failing = finish_failing(&client, dir.path()).await;
+
+    let output = tmctl(&["--master", &master.url, "wait", &good]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stderr(&output).ends_with(&format!("pipeline {good} succeeded\n")));
+    assert!(stdout(&output).is_empty());
+
+    let output = tmctl(&["--master", &master.url, "wait", &failing]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!(
+            "pipeline {failing} failed\nfailed units:\n  extract/1: "
+        )),
+        "{text}"
+    );
+
+    let output = tmctl(&["--master", &master.url, "wait", "nope-00000000"]).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("(NOT_FOUND)"),
+        "{}",
+        stderr(&output)
+    );
+    master.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_and_rerun_with_wait_follow_the_pipeline_to_its_end() {
+    let master = TestMaster::start().await;
+    let client = master.client().await;
+    let hand = HandWorker::new(&client);
+    let dir = tempfile::tempdir().unwrap();
+    let failing = finish_failing(&client, dir.path()).await;
+
+    let args = [
+        "--master",
+        &master.url,
+        "retry",
+        &failing,
+        "--wait",
+        "--poll-ms",
+        "10",
+    ];
+    let mut child = tmctl_command(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tmctl starts");
+    let mut progress = Stderr::new(child.stderr.take().unwrap());
+    progress.until("running  extract 1/2").await;
+    let retry = hand.lease(1).await;
+    hand.succeed(&retry[0], &["out"]).await;
+    let output = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("tmctl exits in time")
+        .unwrap();
+    progress.rest().await;
+    assert_eq!(output.status.code(), Some(0), "{:#?}", progress.seen);
+    assert_eq!(
+        stdout(&output),
+        format!("retried 1 failed unit of {failing} (same inputs and parameters)\n")
+    );
+    let last = format!("pipeline {failing} succeeded");
+    assert_eq!(progress.seen.last(), Some(&last), "{:#?}", progress.seen);
+
+    // A re-run: the new id alone on stdout, then followed to its end.
+    let args = [
+        "--master",
+        &master.url,
+        "rerun",
+        &failing,
+        "--wait",
+        "--poll-ms",
+        "10",
+    ];
+    let mut child = tmctl_command(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tmctl starts");
+    let mut progress = Stderr::new(child.stderr.take().unwrap());
+    progress.until("pending  extract 0/2").await;
+    for lease in hand.lease(2).await {
+        hand.fail(&lease, "exit status 9").await;
+    }
+    // Three attempts a unit: two more each.
+    for _ in 0..4 {
+        let lease = hand.lease(1).await.remove(0);
+        hand.fail(&lease, "exit status 9").await;
+    }
+    let output = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("tmctl exits in time")
+        .unwrap();
+    progress.rest().await;
+    assert_eq!(output.status.code(), Some(1), "{:#?}", progress.seen);
+    let new_id = printed_id(&output);
+    assert!(is_pipeline_id(&new_id, "failing"), "{new_id}");
+    assert_ne!(new_id, failing);
+    assert!(
+        progress.seen.contains(&format!("pipeline {new_id} failed")),
+        "{:#?}",
+        progress.seen
+    );
     master.stop().await;
 }
 
@@ -261,6 +411,7 @@ async fn submit_wait_reports_progress_and_exits_zero_on_success() {
     assert_eq!(
         lines,
         [
+            "1 group, 2 units in extract",
             "pending  extract 0/2",
             "running  extract 0/2",
             "running  extract 1/2",
@@ -323,9 +474,10 @@ async fn submit_wait_exits_one_and_lists_failed_units() {
     let text = stderr(&output);
     assert!(text.contains(&format!("pipeline {id} failed")), "{text}");
     assert!(
-        text.contains("failed units:\n  extract/1: 1 attempts, last error: "),
+        text.contains("failed units:\n  extract/1: failed after 1 attempt\n    inputs: "),
         "{text}"
     );
+    assert!(text.contains("in-1.txt\n    attempt 1: "), "{text}");
     assert!(text.contains("exit status: 3"), "{text}");
     assert!(text.contains("boom"), "{text}");
     assert!(!text.contains("extract/0"), "{text}");
@@ -390,6 +542,13 @@ async fn status_json_of_one_pipeline() {
         json["failed_units"][0]["errors"],
         serde_json::json!(["exit status 1", "exit status 2", "exit status 7"])
     );
+    assert_eq!(
+        json["failed_units"][0]["error_attempts"],
+        serde_json::json!([1, 2, 3])
+    );
+    let input = json["failed_units"][0]["inputs"][0].as_str().unwrap();
+    assert!(input.ends_with("/failing-in-1.txt"), "{input}");
+    assert_eq!(json["failed_units"][0]["inputs_total"], 1);
     // Retries count failed attempts that were tried again: not the last one.
     assert_eq!(json["retries"], 2);
     master.stop().await;
@@ -438,7 +597,19 @@ async fn status_text_of_one_pipeline_shows_failed_units() {
     assert!(text.contains(&format!("pipeline  {failing}")), "{text}");
     assert!(text.contains("state     failed"), "{text}");
     assert!(
-        text.contains("extract/1: 3 attempts, last error: exit status 7"),
+        text.contains(
+            "extract/1: failed after 3 attempts\n    inputs: \
+             ",
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "failing-in-1.txt\n    \
+             attempt 1: exit status 1\n    \
+             attempt 2: exit status 2\n    \
+             attempt 3: exit status 7\n"
+        ),
         "{text}"
     );
     master.stop().await;

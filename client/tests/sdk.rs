@@ -204,6 +204,7 @@ async fn raw_client_shares_the_connection() {
         max_units: 10,
         wait_ms: 0,
         compact: false,
+        worker_slots: 0,
     };
     let leases = client
         .raw()

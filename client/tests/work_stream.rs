@@ -22,6 +22,7 @@ fn lease_request(max_units: u32, wait_ms: u32) -> LeaseRequest {
         max_units,
         wait_ms,
         compact: false,
+        worker_slots: 0,
     }
 }
 
@@ -65,6 +66,7 @@ async fn compact_leases_expand_and_commit_over_a_stream() {
     let reply = stream
         .lease(LeaseRequest {
             compact: true,
+            worker_slots: 0,
             ..lease_request(2, 0)
         })
         .await

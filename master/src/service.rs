@@ -353,7 +353,16 @@ impl TaskMaster for Service {
         &self,
         request: Request<RerunRequest>,
     ) -> Result<Response<SubmitResponse>, Status> {
-        let id = request.into_inner().pipeline_id;
+        let req = request.into_inner();
+        if !req.params.is_empty() {
+            // `Master::rerun` does not take parameters yet: until it passes
+            // them to `Core::rerun_with_params`, refuse rather than re-run
+            // with the old values.
+            return Err(Status::unimplemented(
+                "this master cannot re-run a pipeline with new parameters yet",
+            ));
+        }
+        let id = req.pipeline_id;
         let pipeline_id = self.master.rerun(&id).await.map_err(status)?;
         tracing::info!(pipeline_id, rerun_of = id, "pipeline re-run");
         Ok(Response::new(SubmitResponse { pipeline_id }))

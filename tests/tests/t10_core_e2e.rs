@@ -104,6 +104,7 @@ async fn lease_one(client: &Client, worker: &str) -> Lease {
         max_units: 1,
         wait_ms: 10_000,
         compact: false,
+        worker_slots: 0,
     };
     let mut leases = client
         .raw()

@@ -53,6 +53,7 @@ impl HandWorker {
                 max_units: 1,
                 wait_ms: 10_000,
                 compact: false,
+                worker_slots: 0,
             };
             let mut leases = client
                 .raw()

@@ -313,6 +313,7 @@ async fn abandon_an_attempt(url: &str, s3: &Arc<dyn ObjectStore>) -> ObjectPath 
         max_units: 1,
         wait_ms: 10_000,
         compact: false,
+        worker_slots: 0,
     };
     let lease = client
         .raw()

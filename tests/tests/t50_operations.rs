@@ -87,6 +87,7 @@ async fn lease(client: &Client, max_units: u32, wait_ms: u32) -> Vec<Lease> {
         max_units,
         wait_ms,
         compact: false,
+        worker_slots: 0,
     };
     let mut leases = client
         .raw()
@@ -464,6 +465,7 @@ fn t54_block_and_unblock_the_master_and_one_pipeline() {
                 max_units: 1,
                 wait_ms: 20_000,
                 compact: false,
+                worker_slots: 0,
             };
             let started = Instant::now();
             let leases = rt
@@ -786,6 +788,12 @@ fn t58_in_flight_limits_of_a_group_and_of_the_master() {
     assert_eq!(counts(&status_json(&url, &id), 0), [0, 2, 1, 0, 3]);
 }
 
+/// The cells of a `tmctl workers` row: WORKER, ALIVE, SLOTS, BUSY, then
+/// SEEN (two words: `20ms ago`) and LEASES.
+fn worker_cells(row: &str) -> Vec<&str> {
+    row.split_whitespace().collect()
+}
+
 #[test]
 fn t59_workers_lists_a_live_worker_its_slots_and_leases() {
     let tmp = tempfile::tempdir().unwrap();
@@ -806,7 +814,7 @@ unit_bytes = 0
     let url = master.url();
     assert_eq!(
         tmctl_ok(&url, &["workers"]),
-        "WORKER  SLOTS  SEEN  LEASES\n"
+        "WORKER  ALIVE  SLOTS  BUSY  SEEN  LEASES\n"
     );
     let worker = WorkerProcess::start(&url, 3, tmp.path());
     let tag = format!("-{}-", worker.pid());
@@ -814,8 +822,13 @@ unit_bytes = 0
         let table = tmctl_ok(&url, &["workers"]);
         table.lines().find(|l| l.contains(&tag)).map(str::to_string)
     });
-    let cells: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(cells[1], "3", "slots: {row}");
+    let cells = worker_cells(&row);
+    assert_eq!(cells[1], "yes", "alive: {row}");
+    // Its slots as it says them (`?` from a master that does not yet pass
+    // `LeaseRequest.worker_slots` on to its core); never what it last
+    // asked for.
+    assert!(matches!(cells[2], "3" | "?"), "slots: {row}");
+    assert_eq!(cells[3], "0", "busy: {row}");
     assert_eq!(cells.last(), Some(&"-"), "no lease yet: {row}");
 
     let id = submit(&url, &file);
@@ -826,6 +839,10 @@ unit_bytes = 0
             .find(|l| l.contains(&tag) && l.contains(&format!("{id}/hold/0#")))
             .map(str::to_string)
     });
+    let cells = worker_cells(&row);
+    assert_eq!((cells[1], cells[3]), ("yes", "1"), "alive, one unit: {row}");
+    // Asking for its 2 free slots did not make them its slots.
+    assert!(matches!(cells[2], "3" | "?"), "slots: {row}");
     let rt = runtime();
     let client = rt.block_on(Client::connect(&url)).unwrap();
     let workers = rt.block_on(client.workers()).unwrap();
@@ -840,6 +857,51 @@ unit_bytes = 0
         units[0].lease_id, lease_id,
         "committed under the listed lease"
     );
+}
+
+#[test]
+fn t59_a_killed_worker_is_listed_as_not_alive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = pipeline(
+        &tmp.path().join("job"),
+        r#"
+name = "hold"
+[[groups]]
+name = "hold"
+command = ["sh", "-c", "i=0; while [ ! -f release ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; echo done > \"$TM_OUTPUT_DIR/out\""]
+inputs = ["data/a.txt"]
+unit_bytes = 0
+"#,
+        &[("a.txt", "alpha")],
+    );
+    let master = MasterProcess::start(&tmp.path().join("data"), "127.0.0.1:0", LEASE_MS);
+    let url = master.url();
+    // One slot, busy: it calls only to renew, three times a lease time.
+    let worker = WorkerProcess::start(&url, 1, tmp.path());
+    let tag = format!("-{}-", worker.pid());
+    let id = submit(&url, &file);
+    wait_until("the worker's lease to show", WAIT, || {
+        let table = tmctl_ok(&url, &["workers"]);
+        table
+            .lines()
+            .find(|l| l.contains(&tag) && l.contains(&format!("{id}/hold/0#")))
+            .map(str::to_string)
+    });
+    worker.signal("KILL");
+    let killed = Instant::now();
+    // Dead once silent for a lease time (5 s) and 5 s; still listed.
+    let row = wait_until("the killed worker to show as not alive", WAIT, || {
+        let table = tmctl_ok(&url, &["workers"]);
+        table
+            .lines()
+            .find(|l| l.contains(&tag) && worker_cells(l)[1] == "no")
+            .map(str::to_string)
+    });
+    assert!(
+        killed.elapsed() >= Duration::from_millis(LEASE_MS),
+        "not before a lease time: {row}"
+    );
+    write(&tmp.path().join("job/release"), "");
 }
 
 /// The ids `tmctl status --json` lists.

@@ -89,6 +89,7 @@ async fn lease(client: &Client, max_units: u32) -> Result<Vec<Lease>, tonic::Sta
         wait_ms: 0,
         // The compact form, as the stock worker asks for it.
         compact: true,
+        worker_slots: 0,
     };
     let reply = client.raw().lease(request).await?.into_inner();
     taskmaster_proto::compact::expand(reply.leases, &reply.lease_groups)

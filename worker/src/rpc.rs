@@ -412,6 +412,7 @@ mod tests {
             max_units: 1,
             wait_ms,
             compact: true,
+            worker_slots: 0,
         }
     }
 

@@ -192,6 +192,7 @@ async fn lease_call(worker: &Shared, max_units: usize) -> Result<Vec<Lease>, Sta
         max_units: u32::try_from(max_units).expect("slots fit u32"),
         wait_ms: config.lease_wait_ms,
         compact: true,
+        worker_slots: config.slots,
     };
     let timeout = Duration::from_millis(u64::from(config.lease_wait_ms) + rpc::LEASE_RPC_SLACK_MS);
     let reply = worker.master.lease(request, timeout).await?;

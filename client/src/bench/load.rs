@@ -271,6 +271,7 @@ async fn lease(
         max_units: shape.batch,
         wait_ms: LEASE_WAIT_MS,
         compact: shape.compact,
+        worker_slots: 0,
     };
     let began = Instant::now();
     let reply = calls

@@ -9,6 +9,7 @@ mod operate;
 mod outputs;
 mod status;
 mod submit;
+mod wait;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
@@ -21,8 +22,8 @@ use taskmaster_client::{Client, parse_param};
 /// same code for bad arguments).
 const EXIT_ERROR: u8 = 2;
 
-/// Exit code of `submit --wait` and `demo` when the pipeline failed or was
-/// cancelled.
+/// Exit code of `wait`, of `submit`, `retry` and `rerun` with `--wait`, and
+/// of `demo` when the pipeline failed or was cancelled.
 const EXIT_PIPELINE_FAILED: u8 = 1;
 
 /// tmctl: submit batch pipelines to a taskmaster master and watch them.
@@ -38,6 +39,7 @@ const EXIT_PIPELINE_FAILED: u8 = 1;
     after_help = "Examples:\n  \
         tmctl demo\n  \
         tmctl submit pipeline.toml --param ds=2026-11-21 --wait\n  \
+        tmctl wait <ID>\n  \
         tmctl status\n  \
         tmctl status <ID> --json\n  \
         tmctl outputs <ID> --group extract\n  \
@@ -72,7 +74,9 @@ const PIPELINE_FILE_HELP: &str = r#"Pipeline file:
                                         # wordcount.map, sum.reduce, sort, merge
   command = ["python3", "extract.py"]   # runs in the pipeline file's folder
   inputs = ["data/*.csv"]               # first groups: local globs or s3:// URLs
-  unit_bytes = 67108864                 # optional: pack/cut inputs into ~64 MiB units (0: one per file)
+  unit_bytes = 67108864                 # optional: pack/cut inputs into units of ~this many bytes
+                                        # (0: one per file; unset: 64 MiB, but small files packed
+                                        # only past 64 units)
   config = { chunk_bytes = "16MiB" }    # optional: settings of a built-in task
   env = { LANG = "C" }                  # optional extra environment
   retries = 3                           # optional: max attempts per unit
@@ -107,13 +111,15 @@ enum Command {
     /// of stdout.
     ///
     /// Relative paths in the file (commands, input globs) are relative to
-    /// the file's folder. With --wait, exits 0 if the pipeline succeeded
-    /// and 1 if it failed or was cancelled.
+    /// the file's folder. Says on stderr how many units each first group
+    /// starts with. With --wait, exits 0 if the pipeline succeeded and 1
+    /// if it failed or was cancelled.
     #[command(after_long_help = PIPELINE_FILE_HELP)]
     Submit {
         /// The pipeline TOML file.
         file: PathBuf,
-        /// Set or override a pipeline parameter (repeatable).
+        /// Set a parameter the file declares under [params] (repeatable);
+        /// a name it does not declare is refused.
         #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
         params: Vec<(String, String)>,
         /// Wait until the pipeline finishes, reporting progress on stderr.
@@ -169,7 +175,7 @@ async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
         } => {
             // Load the file before connecting: a broken file is reported as
             // such even when no master is running.
-            let spec = taskmaster_client::load_pipeline(&file, &params)?;
+            let spec = submit::load(&file, &params)?;
             let client = Client::connect(&args.master).await?;
             let poll = wait.then(|| std::time::Duration::from_millis(poll_ms));
             submit::run(&client, spec, poll).await

@@ -1,20 +1,35 @@
-//! The operator commands: `retry`, `rerun`, `clear`, `cancel`, `delete`, `block`,
-//! `unblock`, `config`, `scale`, `workers`, `snapshot`, `snapshots` and
-//! `rollback`. Each makes one call to the master (journaled there before
-//! it answers) and prints what changed; a refusal is the master's message
-//! and code, e.g. `error: the master is not blocked (FAILED_PRECONDITION)`.
+//! The operator commands: `wait`, `retry`, `rerun`, `clear`, `cancel`,
+//! `delete`, `block`, `unblock`, `config`, `scale`, `workers`, `snapshot`,
+//! `snapshots` and `rollback`. Each makes one call to the master (journaled
+//! there before it answers) and prints what changed; a refusal is the
+//! master's message and code, e.g. `error: the master is not blocked
+//! (FAILED_PRECONDITION)`. `wait`, and `retry` and `rerun` with `--wait`,
+//! then follow the pipeline to its end.
 
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use taskmaster_client::Client;
 use taskmaster_client::text::{self, count};
+use taskmaster_client::{Client, parse_param};
 use taskmaster_proto::v1::PipelineState;
 
 use super::config_change::{self, KEYS_HELP};
+use super::wait::{self, POLL_MS_DEFAULT, WaitArgs};
 
 #[derive(Debug, Subcommand)]
 pub enum Operate {
+    /// Wait until a pipeline finishes, reporting progress on stderr.
+    ///
+    /// Exits 0 if it succeeded, 1 if it failed (its failed units are
+    /// printed) or was cancelled, 2 if it cannot be watched (no such
+    /// pipeline, no master): the codes of `submit --wait`.
+    Wait {
+        /// The pipeline id.
+        id: String,
+        /// How often to poll the master, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = POLL_MS_DEFAULT)]
+        poll_ms: u64,
+    },
     /// Re-run failed units with exactly the same inputs and parameters;
     /// prints how many.
     ///
@@ -30,12 +45,21 @@ pub enum Operate {
         /// Only this unit of the group.
         #[arg(long, short, requires = "group")]
         unit: Option<u32>,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Start a new run of a finished or failed pipeline with the same
-    /// parameters; prints the new pipeline id alone on the last line.
+    /// parameters (or some changed with --param); prints the new pipeline
+    /// id alone on the last line of stdout.
     Rerun {
         /// The pipeline to run again.
         id: String,
+        /// Change a parameter of the pipeline for the new run (repeatable);
+        /// a name the pipeline does not have is refused.
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Reset a committed group (and, with --downstream, what depends on
     /// it) to run again.
@@ -116,8 +140,14 @@ pub enum Operate {
         #[arg(long, value_name = "K")]
         split: u32,
     },
-    /// List live workers, their slots and current leases
+    /// List the workers: whether each is alive, its slots, the units it
+    /// runs now, when it last called, and its leases
     /// (pipeline/group/unit#lease).
+    ///
+    /// A worker is alive while it calls: within a lease time (and 5 s)
+    /// when busy, within 65 s when it is waiting for work. One that stopped
+    /// (killed, cut off) is listed as not alive for 10 minutes after its
+    /// last call, or while it holds leases, then forgotten.
     Workers,
     /// Record a snapshot of the whole state; prints its id as the last
     /// word.
@@ -147,16 +177,30 @@ pub async fn run(master_url: &str, command: Operate) -> anyhow::Result<ExitCode>
         _ => None,
     };
     let client = Client::connect(master_url).await?;
+    // The pipeline to follow once the text is printed, and how often.
+    let mut follow = None;
     let text = match command {
-        Operate::Retry { id, group, unit } => {
+        Operate::Wait { id, poll_ms } => {
+            follow = Some((id, std::time::Duration::from_millis(poll_ms)));
+            String::new()
+        }
+        Operate::Retry {
+            id,
+            group,
+            unit,
+            wait,
+        } => {
             let retried = client.retry(&id, group.as_deref(), unit).await?;
-            format!(
+            let text = format!(
                 "retried {} of {id} (same inputs and parameters)\n",
                 count(retried, "failed unit")
-            )
+            );
+            follow = wait.poll().map(|poll| (id, poll));
+            text
         }
-        Operate::Rerun { id } => {
-            let new_id = client.rerun(&id).await?;
+        Operate::Rerun { id, params, wait } => {
+            let new_id = client.rerun_with_params(&id, &params).await?;
+            follow = wait.poll().map(|poll| (new_id.clone(), poll));
             format!("{new_id}\n")
         }
         Operate::Clear {
@@ -222,7 +266,10 @@ pub async fn run(master_url: &str, command: Operate) -> anyhow::Result<ExitCode>
         }
     };
     super::out(&text)?;
-    Ok(ExitCode::SUCCESS)
+    match follow {
+        Some((id, poll)) => wait::follow(&client, &id, poll).await,
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 async fn delete(client: &Client, ids: Vec<String>, all_finished: bool) -> anyhow::Result<String> {

@@ -207,6 +207,7 @@ impl HandWorker {
             wait_ms: 0,
             // As the stock worker asks: the tests then check the expansion.
             compact: true,
+            worker_slots: 0,
         };
         let reply = self
             .raw

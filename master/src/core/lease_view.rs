@@ -299,6 +299,41 @@ impl Core {
         page.finish()
     }
 
+    /// What a status shows of the inputs of the unit at `pos`: the first
+    /// `shown_max` (whole files, then slices, as its lease lists them) and
+    /// how many there are in all. The count is None, and the listing stops,
+    /// past `upstream_units_max` upstream units: too many to look at while
+    /// holding the state (a status call asks this of each failed unit).
+    pub(super) fn inputs_shown(
+        &self,
+        pos: Pos,
+        shown_max: usize,
+        upstream_units_max: usize,
+    ) -> (Vec<String>, Vec<InputSlice>, Option<u64>) {
+        let source = &self.unit(pos).source;
+        if let UnitSource::Given(given) = source {
+            let files: Vec<String> = given.files.iter().take(shown_max).cloned().collect();
+            let slices = given.slices.iter().take(shown_max - files.len());
+            let total = given.files.len() + given.slices.len();
+            return (files, slices.cloned().collect(), Some(total as u64));
+        }
+        let (units, only) = self.read_units(pos.pipeline, pos.group, source);
+        let mut files = Vec::new();
+        let mut total = 0;
+        for (visited, up) in units.enumerate() {
+            if visited == upstream_units_max {
+                return (files, Vec::new(), None);
+            }
+            let count = self.committed_count(up, only.as_deref());
+            if count > 0 && files.len() < shown_max {
+                let paths = self.committed_paths(up, only.as_deref());
+                files.extend(paths.into_iter().take(shown_max - files.len()));
+            }
+            total += count as u64;
+        }
+        (files, Vec::new(), Some(total))
+    }
+
     /// How many of a committed unit's files a reader of `only` (or all) reads.
     fn committed_count(&self, pos: Pos, only: Option<&str>) -> usize {
         match &self.unit(pos).state {

@@ -89,15 +89,23 @@ pub struct Core {
     /// journaled before a restart counts the time since toward its retry
     /// delay (see [`Core::set_wall_clock`]).
     wall: WallAnchor,
-    /// Workers seen in lease calls; volatile, not journaled.
+    /// Workers seen in lease, commit and renewal calls; volatile, not
+    /// journaled.
     workers: HashMap<String, WorkerSeen>,
 }
 
-/// What the master knows of a worker from its last lease call.
+/// What the master knows of a worker from its calls.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerSeen {
+    /// Units it asked for in its last lease call (its free slots then).
     pub slots: u32,
+    /// Units it runs at once, as its lease calls said (0: not said).
+    pub worker_slots: u32,
+    /// When it last called: a lease, a commit asking for more, a renewal.
     pub last_seen_ms: u64,
+    /// Its last lease call got fewer units than it asked for: it may be
+    /// waiting in a lease call for more (see [`Core::worker_live_ms`]).
+    pub waiting: bool,
 }
 
 impl Core {
@@ -518,8 +526,12 @@ impl Core {
         if unit.errors.len() == limits::ERRORS_KEPT_PER_UNIT {
             unit.errors.remove(0);
         }
-        unit.errors
-            .push(names::truncate(&error, limits::ERROR_BYTES_MAX));
+        // A unit holds one lease at a time, so the failing attempt is the
+        // latest grant.
+        unit.errors.push(AttemptError {
+            attempt: unit.grants,
+            text: names::truncate(&error, limits::ERROR_BYTES_MAX),
+        });
         let failures = unit.failures;
         if failures >= max_attempts {
             self.set_state(pos, UnitState::Failed);
@@ -789,3 +801,5 @@ mod operate_tests;
 mod reply_size_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod view_tests;

@@ -51,11 +51,22 @@ pub struct Unit {
     /// Attempts that failed or expired; the unit fails when this reaches
     /// the group's `max_attempts`.
     pub failures: u32,
-    /// The latest error texts, oldest first (bounded).
-    pub errors: Vec<String>,
+    /// The latest failed attempts' errors, oldest first (bounded).
+    pub errors: Vec<AttemptError>,
     /// The lease whose failure was recorded last (0: none), so a failure
     /// report repeated after a lost reply answers OK again.
     pub failed_lease: u64,
+}
+
+/// A failed attempt's error text and the attempt's number, so a status
+/// can say which attempt each error came from (a retry keeps the errors
+/// before it, and a released attempt leaves none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptError {
+    /// The attempt's number (`TM_ATTEMPT`); 0 when not known (restored from
+    /// a snapshot written before attempts were recorded with errors).
+    pub attempt: u32,
+    pub text: String,
 }
 
 impl Unit {

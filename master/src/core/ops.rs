@@ -5,6 +5,8 @@
 //! into one record, which replay applies unit by unit through the same
 //! functions (`Core::grant`, `Core::commit_at`).
 
+use std::collections::HashMap;
+
 use taskmaster_proto::journal::{self, Record, record::Kind};
 use taskmaster_proto::v1::{
     CommitItem, LeaseNext, LeaseRef, ListInputsResponse, OutputFile, PipelineSpec, UnitRef,
@@ -14,7 +16,7 @@ use taskmaster_proto::v1::{
 use super::lease_view::Leases;
 use super::limits::*;
 use super::model::{Pos, UnitSource, UnitState};
-use super::names::{check_name, check_relative_path, truncate};
+use super::names::{check_name, check_relative_path, shown, truncate};
 use super::{Core, CoreError, Refusal, record, spec};
 
 enum Leasable {
@@ -53,13 +55,31 @@ impl Core {
         unix_ms: u64,
         now_ms: u64,
     ) -> Result<Vec<Record>, CoreError> {
+        self.rerun_with_params(pipeline_id, new_id, &HashMap::new(), unix_ms, now_ms)
+    }
+
+    /// [`Core::rerun`] with `params` changed for the new run. Each must be
+    /// a parameter the pipeline has (a misspelt name is refused, naming
+    /// the ones it has), and the new spec is validated as a submit's is.
+    pub fn rerun_with_params(
+        &mut self,
+        pipeline_id: &str,
+        new_id: &str,
+        params: &HashMap<String, String>,
+        unix_ms: u64,
+        now_ms: u64,
+    ) -> Result<Vec<Record>, CoreError> {
         let p = self.pipeline_named(pipeline_id)?;
         if self.finished_state(p).is_none() {
             return Err(CoreError::FailedPrecondition(format!(
                 "pipeline {pipeline_id} is still running; cancel it or wait before a re-run"
             )));
         }
-        let spec = self.spec_with_inputs(p);
+        let mut spec = self.spec_with_inputs(p);
+        set_params(pipeline_id, &mut spec.params, params)?;
+        if !params.is_empty() {
+            spec::validate(&spec).map_err(CoreError::Invalid)?;
+        }
         self.submit_checked(new_id, spec, unix_ms, pipeline_id.to_string(), now_ms)
     }
 
@@ -113,10 +133,25 @@ impl Core {
         compact: bool,
         now_ms: u64,
     ) -> Result<(Vec<Record>, Leases), CoreError> {
+        self.lease_with_slots(worker_id, 0, max_units, compact, now_ms)
+    }
+
+    /// [`Core::lease`] for a worker that runs `worker_slots` units at once
+    /// (`LeaseRequest.worker_slots`; 0: not said), which `workers` shows.
+    pub fn lease_with_slots(
+        &mut self,
+        worker_id: &str,
+        worker_slots: u32,
+        max_units: usize,
+        compact: bool,
+        now_ms: u64,
+    ) -> Result<(Vec<Record>, Leases), CoreError> {
         check_lease_request(worker_id, max_units)?;
         // Grants in a row in one group are one record: usually one.
         let mut records = Vec::with_capacity(1);
         let leases = self.lease_onto(&mut records, worker_id, max_units, compact, now_ms)?;
+        let granted = leases.len();
+        self.note_worker(worker_id, max_units as u32, granted, worker_slots, now_ms);
         Ok((records, leases))
     }
 
@@ -130,7 +165,6 @@ impl Core {
         compact: bool,
         now_ms: u64,
     ) -> Result<Leases, CoreError> {
-        self.note_worker(worker_id, max_units as u32, now_ms);
         self.promote_due(now_ms);
         let mut leases = Leases::new(compact, max_units.min(self.ready.len()));
         let mut held_back = Vec::new();
@@ -275,12 +309,17 @@ impl Core {
     ) -> Result<ItemResults, CoreError> {
         self.check_batch(token, refs.len())?;
         let mut results = Vec::with_capacity(refs.len());
+        // The worker that renews: the holder of its first current lease.
+        let mut renewer = None;
         for lease_ref in refs {
             if self.finished(lease_ref) {
                 results.push(Ok(())); // its commit landed while the renewal was on its way
                 continue;
             }
             let checked = self.check_lease(lease_ref, now_ms);
+            if let (Ok(pos), None) = (&checked, &renewer) {
+                renewer = Some(self.leased_worker(*pos));
+            }
             if checked.is_ok() {
                 let lease_id = lease_ref.lease_id;
                 let clock = self
@@ -292,6 +331,9 @@ impl Core {
                 self.expiries.insert(clock.expiry_ms, lease_id);
             }
             results.push(checked.map(|_| ()));
+        }
+        if let Some(worker_id) = renewer.filter(|id| !id.is_empty()) {
+            self.note_worker_seen(&worker_id, now_ms);
         }
         Ok(results)
     }
@@ -385,6 +427,8 @@ impl Core {
         let mut records = Vec::with_capacity(2);
         let results = self.commit_onto(&mut records, token, items, now_ms)?;
         let leases = self.lease_onto(&mut records, &next.worker_id, most, next.compact, now_ms)?;
+        // A worker's slots come with its lease calls; 0 keeps them.
+        self.note_worker(&next.worker_id, next.max_units, leases.len(), 0, now_ms);
         Ok((records, (results, leases)))
     }
 
@@ -738,6 +782,44 @@ fn check_outputs(files: &[taskmaster_proto::v1::OutputFile]) -> Result<(), Refus
             "output name {:?} appears twice",
             pair[0]
         )));
+    }
+    Ok(())
+}
+
+/// Sets `changes` in a re-run's `params`. Each must be a parameter the
+/// pipeline has: a new name is far more often a misspelt one than a wish.
+fn set_params(
+    pipeline_id: &str,
+    params: &mut HashMap<String, String>,
+    changes: &HashMap<String, String>,
+) -> Result<(), CoreError> {
+    let mut unknown: Vec<String> = changes
+        .keys()
+        .filter(|name| !params.contains_key(*name))
+        .map(|name| shown(name))
+        .collect();
+    if !unknown.is_empty() {
+        unknown.sort_unstable();
+        let mut has: Vec<String> = params.keys().map(|name| shown(name)).collect();
+        has.sort_unstable();
+        let has = if has.is_empty() {
+            "it has none".to_string()
+        } else {
+            format!("it has {}", has.join(", "))
+        };
+        let noun = if unknown.len() == 1 {
+            "parameter"
+        } else {
+            "parameters"
+        };
+        return Err(CoreError::Invalid(format!(
+            "pipeline {pipeline_id} has no {noun} {} ({has}); a re-run can only change \
+             the parameters of the pipeline",
+            unknown.join(", ")
+        )));
+    }
+    for (name, value) in changes {
+        params.insert(name.clone(), value.clone());
     }
     Ok(())
 }

@@ -10,7 +10,6 @@ use taskmaster_proto::v1::{PipelineStatus, UnitOutputs, WorkerInfo};
 use super::limits::{OUTPUT_PATHS_PAGE_MAX, PAGE_BYTES_MAX, PIPELINES_PAGE_MAX, WORKERS_PAGE_MAX};
 use super::model::{Pos, UnitState};
 use super::names::shown;
-use super::view::pipeline_status;
 use super::{Core, CoreError};
 
 impl Core {
@@ -37,8 +36,8 @@ impl Core {
         let most = page_limit(page_size, PIPELINES_PAGE_MAX);
         let mut page: Vec<PipelineStatus> = Vec::new();
         let mut bytes = 0;
-        for pipeline in &self.pipelines[start.min(self.pipelines.len())..] {
-            let status = pipeline_status(pipeline);
+        for pipeline in start.min(self.pipelines.len())..self.pipelines.len() {
+            let status = self.pipeline_status(pipeline as u32);
             let size = status.encoded_len();
             if let Some(last) = page.last()
                 && (page.len() == most || bytes + size > PAGE_BYTES_MAX)

@@ -13,7 +13,9 @@ use taskmaster_proto::journal::{
 };
 
 use super::incarnation::Incarnations;
-use super::model::{Counts, Group, LeaseClock, Pipeline, Pos, Unit, UnitSource, UnitState};
+use super::model::{
+    AttemptError, Counts, Group, LeaseClock, Pipeline, Pos, Unit, UnitSource, UnitState,
+};
 use super::{Core, CoreConfig, CoreError, spec};
 
 /// What a snapshot records, copied out of the core quickly (units are
@@ -283,7 +285,8 @@ fn unit_to_snapshot(unit: &Unit) -> SnapshotUnit {
         source: Some(source),
         grants: unit.grants,
         failures: unit.failures,
-        errors: unit.errors.clone(),
+        errors: unit.errors.iter().map(|e| e.text.clone()).collect(),
+        error_attempts: unit.errors.iter().map(|e| e.attempt).collect(),
         failed_lease: unit.failed_lease,
         ..SnapshotUnit::default()
     };
@@ -358,6 +361,19 @@ fn pipeline_from_snapshot(sp: &SnapshotPipeline) -> Result<Pipeline, CoreError> 
     })
 }
 
+/// A snapshot unit's errors with their attempt numbers; 0 (not known) for
+/// those of a snapshot written before the numbers were kept.
+fn attempt_errors(su: &SnapshotUnit) -> Vec<AttemptError> {
+    su.errors
+        .iter()
+        .enumerate()
+        .map(|(i, text)| AttemptError {
+            attempt: su.error_attempts.get(i).copied().unwrap_or(0),
+            text: text.clone(),
+        })
+        .collect()
+}
+
 fn unit_from_snapshot(su: &SnapshotUnit, upstream: &[u32]) -> Result<Unit, CoreError> {
     let corrupt = |what: &str| CoreError::Corrupt(format!("snapshot unit: {what}"));
     let source = match su.source.as_ref().ok_or_else(|| corrupt("no source"))? {
@@ -389,7 +405,7 @@ fn unit_from_snapshot(su: &SnapshotUnit, upstream: &[u32]) -> Result<Unit, CoreE
         state,
         grants: su.grants,
         failures: su.failures,
-        errors: su.errors.clone(),
+        errors: attempt_errors(su),
         failed_lease: su.failed_lease,
     })
 }

@@ -129,8 +129,14 @@ fn encode_unit(unit: &Unit, out: &mut Vec<u8>) {
     if unit.failures != 0 {
         encoding::uint32::encode(11, &unit.failures, out);
     }
-    encoding::string::encode_repeated(12, &unit.errors, out);
+    for error in &unit.errors {
+        encoding::string::encode(12, &error.text, out);
+    }
     if unit.failed_lease != 0 {
         encoding::uint64::encode(13, &unit.failed_lease, out);
+    }
+    if !unit.errors.is_empty() {
+        let attempts: Vec<u32> = unit.errors.iter().map(|e| e.attempt).collect();
+        encoding::uint32::encode_packed(14, &attempts, out);
     }
 }

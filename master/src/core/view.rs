@@ -8,14 +8,27 @@ use std::collections::HashMap;
 
 use taskmaster_proto::v1::{LeaseRef, UnitRef, WorkerInfo};
 
-use super::limits::WORKERS_REMEMBERED_MAX;
+use super::limits::{LEASE_WAIT_MS_MAX, WORKERS_REMEMBERED_MAX};
 use super::model::{Pipeline, Pos, UnitState};
 use super::{Core, CoreError, WorkerSeen};
 
 /// Failed units listed in a status reply at most (the counts say the rest).
 const FAILED_UNITS_SHOWN_MAX: usize = 100;
+/// Input paths listed per failed unit at most (`inputs_total` counts all).
+const FAILED_UNIT_INPUTS_SHOWN_MAX: usize = 5;
+/// Upstream units a failed unit's inputs are listed and counted over at
+/// most: a status call looks at them for up to [`FAILED_UNITS_SHOWN_MAX`]
+/// units while it holds the state.
+const FAILED_UNIT_INPUTS_COUNTED_UNITS_MAX: usize = 10_000;
 /// Leases listed per worker at most (`leases_held` counts them all).
 const WORKER_LEASES_SHOWN_MAX: usize = 100;
+/// Added to the silence a live worker may keep: a call's time on the
+/// wire and in the journal, a retry after a transient error.
+const WORKER_CALL_SLACK_MS: u64 = 5_000;
+/// A worker is listed this long after its last call (or while it holds
+/// leases), as not alive once past its liveness window, so that a killed
+/// worker is seen dead before it is forgotten.
+const WORKER_LISTED_MS: u64 = 10 * 60_000;
 
 impl Core {
     /// The state a finished pipeline ended in ("succeeded", "failed",
@@ -30,7 +43,26 @@ impl Core {
         }
     }
 
-    /// Live workers (seen in lease calls), with the leases each holds now.
+    /// How long a worker may go without a call and still count as alive.
+    /// A worker renews its leases three times a lease time, and asks for
+    /// work as soon as a slot frees: silent for a lease time, it has lost
+    /// its leases. One `waiting` (its last lease call got fewer units than
+    /// it asked for) may be in a lease call that waits for work up to
+    /// [`LEASE_WAIT_MS_MAX`] without a word.
+    pub fn worker_live_ms(&self, waiting: bool) -> u64 {
+        let lease_ms = self.config.lease_ms;
+        let silent_ms = if waiting {
+            lease_ms.max(LEASE_WAIT_MS_MAX.into())
+        } else {
+            lease_ms
+        };
+        silent_ms.saturating_add(WORKER_CALL_SLACK_MS)
+    }
+
+    /// Workers seen lately (in lease, commit and renewal calls), with the
+    /// leases each holds now and whether each is alive (see
+    /// [`Core::worker_live_ms`]). One that is not is listed for
+    /// [`WORKER_LISTED_MS`] after its last call, or while it holds leases.
     pub fn workers(&self, now_ms: u64) -> Vec<WorkerInfo> {
         let mut held: HashMap<&str, Vec<LeaseRef>> = HashMap::new();
         for (lease_id, clock) in &self.leases {
@@ -51,13 +83,11 @@ impl Core {
                 });
             }
         }
-        // Live: holding leases, or asked for work lately (an idle worker
-        // long-polls far more often than once per lease time).
-        let live_ms = self.config.lease_ms.saturating_mul(3).max(30_000);
         let mut out = Vec::new();
         for (id, seen) in &self.workers {
             let leases = held.remove(id.as_str());
-            if leases.is_none() && now_ms.saturating_sub(seen.last_seen_ms) > live_ms {
+            let silent_ms = now_ms.saturating_sub(seen.last_seen_ms);
+            if leases.is_none() && silent_ms > WORKER_LISTED_MS {
                 continue;
             }
             let mut leases = leases.unwrap_or_default();
@@ -68,26 +98,46 @@ impl Core {
                 worker_id: id.clone(),
                 slots: seen.slots,
                 leases,
-                last_seen_ms_ago: now_ms.saturating_sub(seen.last_seen_ms),
+                last_seen_ms_ago: silent_ms,
                 leases_held,
+                worker_slots: seen.worker_slots,
+                alive: silent_ms <= self.worker_live_ms(seen.waiting),
             });
         }
         out.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
         out
     }
 
-    /// Remembers a worker's lease call, forgetting the least recently seen
-    /// when too many are remembered.
-    pub(super) fn note_worker(&mut self, worker_id: &str, slots: u32, now_ms: u64) {
-        let seen = WorkerSeen {
-            slots,
-            last_seen_ms: now_ms,
-        };
+    /// Remembers a worker's lease call (or a commit's `lease_next`): it
+    /// asked for `slots` units and got `granted`, of `worker_slots` it
+    /// runs at once (0: not said; what an earlier call said stays).
+    /// Forgets the least recently seen worker when too many are
+    /// remembered.
+    pub(super) fn note_worker(
+        &mut self,
+        worker_id: &str,
+        slots: u32,
+        granted: usize,
+        worker_slots: u32,
+        now_ms: u64,
+    ) {
+        let waiting = granted < slots as usize;
         // A known worker (nearly every call): one lookup, no new key.
         if let Some(known) = self.workers.get_mut(worker_id) {
-            *known = seen;
+            known.slots = slots;
+            if worker_slots > 0 {
+                known.worker_slots = worker_slots;
+            }
+            known.last_seen_ms = now_ms;
+            known.waiting = waiting;
             return;
         }
+        let seen = WorkerSeen {
+            slots,
+            worker_slots,
+            last_seen_ms: now_ms,
+            waiting,
+        };
         if self.workers.len() >= WORKERS_REMEMBERED_MAX {
             let oldest = self
                 .workers
@@ -155,16 +205,28 @@ impl Core {
         self.leases.len() as u64
     }
 
+    /// Notes that a worker called (a renewal of a lease it holds), without
+    /// changing what its lease calls said.
+    pub(super) fn note_worker_seen(&mut self, worker_id: &str, now_ms: u64) {
+        match self.workers.get_mut(worker_id) {
+            Some(known) => known.last_seen_ms = now_ms,
+            // Not known: this master started after its last lease call.
+            None => self.note_worker(worker_id, 0, 0, 0, now_ms),
+        }
+    }
+
     pub fn status(&self, pipeline_id: &str) -> Result<PipelineStatus, CoreError> {
         let &index = self.pipeline_index.get(pipeline_id).ok_or_else(|| {
             CoreError::NotFound(format!("no pipeline {}", super::names::shown(pipeline_id)))
         })?;
-        Ok(pipeline_status(&self.pipelines[index as usize]))
+        Ok(self.pipeline_status(index))
     }
 
     /// Every pipeline in submission order.
     pub fn list(&self) -> Vec<PipelineStatus> {
-        self.pipelines.iter().map(pipeline_status).collect()
+        (0..self.pipelines.len() as u32)
+            .map(|p| self.pipeline_status(p))
+            .collect()
     }
 
     /// The committed outputs of one group, in unit order.
@@ -200,7 +262,61 @@ impl Core {
     }
 }
 
-pub(super) fn pipeline_status(p: &Pipeline) -> PipelineStatus {
+impl Core {
+    /// The status of the pipeline at index `pipeline`.
+    pub(super) fn pipeline_status(&self, pipeline: u32) -> PipelineStatus {
+        let p = &self.pipelines[pipeline as usize];
+        PipelineStatus {
+            failed_units: self.failed_units_shown(pipeline),
+            ..pipeline_progress(p)
+        }
+    }
+
+    /// The first [`FAILED_UNITS_SHOWN_MAX`] failed units of a pipeline:
+    /// attempts, errors by attempt, and what each read.
+    fn failed_units_shown(&self, pipeline: u32) -> Vec<FailedUnit> {
+        let p = &self.pipelines[pipeline as usize];
+        let mut out = Vec::new();
+        for (g, (group, spec)) in p.groups.iter().zip(&p.spec.groups).enumerate() {
+            if group.counts.failed == 0 {
+                continue;
+            }
+            for (u, unit) in group.units.iter().enumerate() {
+                if out.len() == FAILED_UNITS_SHOWN_MAX {
+                    return out;
+                }
+                if unit.state != UnitState::Failed {
+                    continue;
+                }
+                let pos = Pos {
+                    pipeline,
+                    group: g as u32,
+                    unit: u as u32,
+                };
+                let (inputs, input_slices, inputs_total) = self.inputs_shown(
+                    pos,
+                    FAILED_UNIT_INPUTS_SHOWN_MAX,
+                    FAILED_UNIT_INPUTS_COUNTED_UNITS_MAX,
+                );
+                out.push(FailedUnit {
+                    group: spec.name.clone(),
+                    unit: u as u32,
+                    attempts: unit.grants,
+                    errors: unit.errors.iter().map(|e| e.text.clone()).collect(),
+                    error_attempts: unit.errors.iter().map(|e| e.attempt).collect(),
+                    inputs,
+                    input_slices,
+                    inputs_total,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// A pipeline's status without its failed units (see
+/// [`Core::pipeline_status`]).
+fn pipeline_progress(p: &Pipeline) -> PipelineStatus {
     let complete = groups_complete(p);
     let groups = p
         .groups
@@ -225,7 +341,7 @@ pub(super) fn pipeline_status(p: &Pipeline) -> PipelineStatus {
         state: pipeline_state(p, &complete) as i32,
         params: p.spec.params.clone(),
         groups,
-        failed_units: failed_units(p),
+        failed_units: Vec::new(),
         retries: p.retries,
         blocked: p.blocked,
         rerun_of: p.rerun_of.clone(),
@@ -259,24 +375,4 @@ fn pipeline_state(p: &Pipeline, complete: &[bool]) -> PipelineState {
     } else {
         PipelineState::Running
     }
-}
-
-fn failed_units(p: &Pipeline) -> Vec<FailedUnit> {
-    let mut out = Vec::new();
-    for (group, spec) in p.groups.iter().zip(&p.spec.groups) {
-        if group.counts.failed == 0 {
-            continue;
-        }
-        for (u, unit) in group.units.iter().enumerate() {
-            if unit.state == UnitState::Failed && out.len() < FAILED_UNITS_SHOWN_MAX {
-                out.push(FailedUnit {
-                    group: spec.name.clone(),
-                    unit: u as u32,
-                    attempts: unit.failures,
-                    errors: unit.errors.clone(),
-                });
-            }
-        }
-    }
-    out
 }
