@@ -181,6 +181,18 @@ async fn a_param_the_file_does_not_declare_is_refused_with_the_declared_names() 
 }
 
 #[tokio::test]
+async fn a_missing_pipeline_file_is_reported_once() {
+    let output = tmctl(&["submit", "/nonexistent/pipeline.toml"]).await;
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert_eq!(
+        text,
+        "error: cannot read pipeline file /nonexistent/pipeline.toml: \
+         No such file or directory (os error 2)\n"
+    );
+}
+
+#[tokio::test]
 async fn unreachable_master_is_named_in_the_error() {
     let output = tmctl(&["--master", "http://127.0.0.1:1", "status"]).await;
     assert_eq!(output.status.code(), Some(2));

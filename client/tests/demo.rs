@@ -348,4 +348,13 @@ async fn bad_flag_values_exit_2_with_a_message() {
         );
         assert!(stdout(&output).is_empty(), "{args:?}");
     }
+    // The OS error is said once, not once by the message and again as its
+    // source.
+    let output = demo(&["--input", missing.to_str().unwrap()]).await;
+    let err = stderr(&output);
+    assert_eq!(
+        err.matches("No such file or directory").count(),
+        1,
+        "{err:?}"
+    );
 }

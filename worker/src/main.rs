@@ -34,11 +34,17 @@ const EXIT_WAIT_MS: u64 = 1_000;
 /// second signal releases everything held and exits at once.
 ///
 /// The exec task runs the group's command with the unit described in
-/// environment variables: TM_INPUTS (input paths, one per line),
-/// TM_OUTPUT_DIR (write every output file under it), TM_PIPELINE, TM_GROUP,
-/// TM_UNIT, TM_ATTEMPT, and TM_PARAM_<NAME> for each pipeline parameter
-/// (NAME uppercased, characters other than letters and digits as _). Exit 0
-/// commits the outputs; anything else fails the attempt.
+/// environment variables:
+///   TM_INPUTS        input paths, one per line (empty past 100 KiB)
+///   TM_INPUTS_FILE   a file of the same paths, every line ending in a
+///                    newline; always set: read it for many inputs
+///   TM_OUTPUT_DIR    write every output file under it
+///   TM_PARTITIONS    above 0: write only part-00000 .. part-<N-1>, one
+///                    file per partition a downstream shuffle reads
+///   TM_PIPELINE, TM_GROUP, TM_UNIT, TM_ATTEMPT (1 for the first)
+///   TM_PARAM_<NAME>  each pipeline parameter (NAME uppercased, characters
+///                    other than letters and digits as _)
+/// Exit 0 commits the outputs; anything else fails the attempt.
 ///
 /// When the master's store is S3-compatible (s3://bucket/prefix), inputs
 /// named by s3:// URLs are downloaded and outputs uploaded around each

@@ -48,6 +48,27 @@ fn help_explains_every_flag() {
 }
 
 #[test]
+fn help_names_every_variable_an_exec_task_gets() {
+    let out = run(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    // The exec module's table (worker/src/exec.rs) is the full list.
+    for variable in [
+        "TM_INPUTS ",
+        "TM_INPUTS_FILE",
+        "TM_OUTPUT_DIR",
+        "TM_PARTITIONS",
+        "TM_PIPELINE",
+        "TM_GROUP",
+        "TM_UNIT",
+        "TM_ATTEMPT",
+        "TM_PARAM_<NAME>",
+    ] {
+        assert!(help.contains(variable), "--help lacks {variable}:\n{help}");
+    }
+}
+
+#[test]
 fn zero_slots_is_refused_clearly() {
     let out = run(&["--slots", "0"]);
     assert_eq!(out.status.code(), Some(2));

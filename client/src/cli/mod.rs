@@ -157,7 +157,7 @@ pub async fn run(args: Args) -> ExitCode {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            err_out(&format!("error: {e:#}\n"));
+            err_out(&format!("error: {}\n", error_text(&e)));
             ExitCode::from(EXIT_ERROR)
         }
     }
@@ -216,6 +216,25 @@ fn err_out(text: &str) {
         std::borrow::Cow::Borrowed(text)
     };
     let _ = stderr.write_all(text.as_bytes());
+}
+
+/// An error and its causes, `: `-separated as `{:#}` prints them, but
+/// without a cause whose text the message before it already ends with:
+/// an error that puts its source in its own message would otherwise say
+/// it twice (`No such file or directory (os error 2)`, twice).
+fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if !text.is_empty() {
+            if text.ends_with(&part) {
+                continue;
+            }
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 /// A reader that went away (`tmctl outputs … | head`) is not an error

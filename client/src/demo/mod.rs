@@ -141,12 +141,14 @@ pub enum DemoError {
     /// The input is unusable (no files, too many, names not UTF-8).
     #[error("{0}")]
     Input(String),
-    /// A file or folder could not be read or written.
-    #[error("{what} {}: {source}", path.display())]
+    /// A file or folder could not be read or written. The OS error is
+    /// part of the message, not a `source` (which `{:#}` would print a
+    /// second time).
+    #[error("{what} {}: {error}", path.display())]
     Io {
         what: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// No local port to serve the master on.
     #[error("cannot listen on 127.0.0.1: {0}")]
@@ -166,11 +168,11 @@ pub enum DemoError {
 }
 
 impl DemoError {
-    fn io(what: &'static str, path: &Path, source: std::io::Error) -> DemoError {
+    fn io(what: &'static str, path: &Path, error: std::io::Error) -> DemoError {
         DemoError::Io {
             what,
             path: path.to_path_buf(),
-            source,
+            error,
         }
     }
 }

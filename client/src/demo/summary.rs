@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 use std::io::BufRead as _;
 use std::path::Path;
 
+use unicode_width::UnicodeWidthStr as _;
+
 use super::{DemoError, DemoOutcome};
 
 /// What the word count found.
@@ -130,26 +132,24 @@ pub fn plural(count: usize, noun: &str) -> String {
 }
 
 /// Three columns, two spaces apart, indented by two; `right[i]` aligns
-/// column i to the right (numbers). Trailing spaces are trimmed.
+/// column i to the right (numbers). Cells are padded by the width a
+/// terminal gives them (a CJK character takes two cells, a combining mark
+/// none), not by their count of chars as `format!` pads. Trailing spaces
+/// are trimmed.
 fn table(rows: &[[String; 3]], right: [bool; 3]) -> String {
     let widths: Vec<usize> = (0..3)
-        .map(|c| {
-            rows.iter()
-                .map(|row| row[c].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|c| rows.iter().map(|row| row[c].width()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
     for row in rows {
         let mut line = String::from(" ");
         for c in 0..3 {
-            let width = widths[c];
             let cell = &row[c];
+            let pad = " ".repeat(widths[c] - cell.width());
             if right[c] {
-                let _ = write!(line, " {cell:>width$} ");
+                let _ = write!(line, " {pad}{cell} ");
             } else {
-                let _ = write!(line, " {cell:<width$} ");
+                let _ = write!(line, " {cell}{pad} ");
             }
         }
         out.push_str(line.trim_end());
@@ -187,5 +187,29 @@ mod tests {
             table(&rows, [true, false, true]),
             "  RANK  WORD  COUNT\n     1  the      12\n"
         );
+    }
+
+    #[test]
+    fn wide_words_are_padded_by_display_width() {
+        let rows = [
+            ["RANK".to_string(), "WORD".into(), "COUNT".into()],
+            ["1".into(), "東京".into(), "7".into()],
+            ["2".into(), "the".into(), "5".into()],
+            ["3".into(), "café".into(), "3".into()],
+            ["4".into(), "cafe\u{301}".into(), "1".into()],
+        ];
+        let text = table(&rows, [true, false, true]);
+        assert_eq!(
+            text,
+            "  RANK  WORD  COUNT\n     \
+             1  東京      7\n     \
+             2  the       5\n     \
+             3  café      3\n     \
+             4  cafe\u{301}      1\n"
+        );
+        // Every COUNT ends in the same terminal column.
+        for line in text.lines() {
+            assert_eq!(line.width(), "  RANK  WORD  COUNT".width(), "{line:?}");
+        }
     }
 }
