@@ -3,13 +3,13 @@
 //! Reads also wait until everything they could have seen is durable, so no
 //! client ever observes a change that a crash could undo.
 //!
-//! The lock is held for microseconds, on any thread: file I/O, replay,
-//! snapshot encoding and waits for the journal happen outside it, on
-//! blocking threads where they block, and their results are swapped in
-//! under a short lock. A rollback and the rebuild after a full disk install
-//! a state computed from the current one, so they first hold changes back
-//! ([`Master::hold_changes`]): calls that change the state wait until the
-//! new state is in, reads go on.
+//! The lock is held for short steps only, on any thread: file I/O, replay,
+//! snapshot encoding, waits for the journal and freeing a replaced state
+//! happen outside it, on blocking threads where they block, and their
+//! results are swapped in under a short lock. A rollback and the rebuild
+//! after a full disk install a state computed from the current one, so
+//! they first hold changes back ([`Master::hold_changes`]): calls that
+//! change the state wait until the new state is in, reads go on.
 //!
 //! - this module: [`Master`], opening it, the mutate and read paths, the
 //!   hold on changes, shutdown

@@ -136,8 +136,11 @@ impl Master {
         drop(snap);
         let held = self.hold_changes(Hold::RollingBack);
         // From here on the core and the journal stay as they are until the
-        // new state is installed, so a copy stands for the core (its units
-        // are shared copy-on-write: about what a snapshot copies).
+        // new state is installed, so a copy stands for the core. Its units
+        // are shared copy-on-write; with the queues and lease tables it
+        // took about 1 ms for a million pending units (release build),
+        // where `rolled_back` took 13 ms and freeing the old state 44 ms,
+        // both now outside the lock.
         let (current, position, journal) = {
             let state = self.state.lock();
             state.journal.check()?;
