@@ -84,7 +84,13 @@ pub(crate) async fn lease_call(
     }
     let wait = Duration::from_millis(req.wait_ms.into());
     let leased = master
-        .lease(&req.worker_id, req.max_units as usize, req.compact, wait)
+        .lease_as(
+            &req.worker_id,
+            req.worker_slots,
+            req.max_units as usize,
+            req.compact,
+            wait,
+        )
         .await
         .map_err(status)?;
     let reply = LeaseResponse {
@@ -354,16 +360,12 @@ impl TaskMaster for Service {
         request: Request<RerunRequest>,
     ) -> Result<Response<SubmitResponse>, Status> {
         let req = request.into_inner();
-        if !req.params.is_empty() {
-            // `Master::rerun` does not take parameters yet: until it passes
-            // them to `Core::rerun_with_params`, refuse rather than re-run
-            // with the old values.
-            return Err(Status::unimplemented(
-                "this master cannot re-run a pipeline with new parameters yet",
-            ));
-        }
         let id = req.pipeline_id;
-        let pipeline_id = self.master.rerun(&id).await.map_err(status)?;
+        let pipeline_id = self
+            .master
+            .rerun_with_params(&id, &req.params)
+            .await
+            .map_err(status)?;
         tracing::info!(pipeline_id, rerun_of = id, "pipeline re-run");
         Ok(Response::new(SubmitResponse { pipeline_id }))
     }

@@ -60,7 +60,10 @@ impl Embedded {
             lease_ms: LEASE_MS,
             max_in_flight: 0,
             retain_finished: None,
-            init: false,
+            // The demo writes its input into the data dir before the
+            // master opens it: that is the demo's own data, not a lost
+            // journal's.
+            init: true,
         };
         let master = Arc::new(Master::open(&config, Arc::new(MonotonicClock::default()))?);
         let listener = TcpListener::bind("127.0.0.1:0")

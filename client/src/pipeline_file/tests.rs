@@ -81,8 +81,8 @@ fn valid_file_expands_globs_sets_workdir_and_overrides_params() {
     );
     assert_eq!(
         extract.input_units.len(),
-        1,
-        "small files are packed into one unit"
+        3,
+        "without unit_bytes, fewer small files than 64 get a unit each (parallelism first)"
     );
     assert_eq!(extract.env["LANG"], "C");
     assert_eq!(extract.max_attempts, 3);

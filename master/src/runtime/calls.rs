@@ -1,6 +1,7 @@
 //! The calls of clients, operators and workers: each one change of the core
 //! through [`Master::mutate`] or one view of it through [`Master::read`].
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -34,9 +35,18 @@ impl Master {
 
     /// Starts a new run of a finished pipeline; returns the new id.
     pub async fn rerun(&self, pipeline_id: &str) -> Result<String, MasterError> {
+        self.rerun_with_params(pipeline_id, &HashMap::new()).await
+    }
+
+    /// A re-run with `params` changed (see `Core::rerun_with_params`).
+    pub async fn rerun_with_params(
+        &self,
+        pipeline_id: &str,
+        params: &HashMap<String, String>,
+    ) -> Result<String, MasterError> {
         let name = self.state.lock().core.status(pipeline_id)?.name;
         self.with_new_id(&name, |core, id, unix_ms, now| {
-            core.rerun(pipeline_id, id, unix_ms, now)
+            core.rerun_with_params(pipeline_id, id, params, unix_ms, now)
         })
         .await
     }
@@ -202,6 +212,19 @@ impl Master {
         compact: bool,
         wait: Duration,
     ) -> Result<Leases, MasterError> {
+        self.lease_as(worker_id, 0, max_units, compact, wait).await
+    }
+
+    /// [`Master::lease`] for a worker that says how many units it runs at
+    /// once (`worker_slots`; 0: not said), which `tmctl workers` shows.
+    pub async fn lease_as(
+        &self,
+        worker_id: &str,
+        worker_slots: u32,
+        max_units: usize,
+        compact: bool,
+        wait: Duration,
+    ) -> Result<Leases, MasterError> {
         let deadline_ms = self.clock.now_ms().saturating_add(millis(wait));
         let mut closing = self.closing.subscribe();
         loop {
@@ -210,7 +233,9 @@ impl Master {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let leases = self
-                .mutate(|core, now| core.lease(worker_id, max_units, compact, now))
+                .mutate(|core, now| {
+                    core.lease_with_slots(worker_id, worker_slots, max_units, compact, now)
+                })
                 .await?;
             if !leases.is_empty() || wait.is_zero() {
                 return Ok(leases);
