@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+pub use taskmaster_proto::endpoint::ClientTls;
+use taskmaster_proto::endpoint::endpoint;
 use taskmaster_proto::v1::task_master_client::TaskMasterClient;
 use taskmaster_proto::v1::{
     BlockRequest, CancelRequest, ChangeConfigRequest, ChangeConfigResponse, ClearRequest,
@@ -15,7 +17,7 @@ use taskmaster_proto::v1::{
     SnapshotInfo, SubmitRequest, TakeSnapshotRequest, UnitOutputs, WorkerInfo,
 };
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// gRPC message size limit, both directions (the master's).
 pub use taskmaster_proto::limits::MESSAGE_BYTES_MAX;
@@ -105,18 +107,19 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the master at `url` (e.g. `http://127.0.0.1:7070`; a
-    /// missing scheme means `http://`). Fails at once, naming the address,
-    /// if the master cannot be reached.
+    /// Connects to the master at `url` (`host:port`, `http://host:port`;
+    /// see `taskmaster_proto::endpoint`). Fails at once, naming the
+    /// address, if the master cannot be reached.
     pub async fn connect(url: &str) -> Result<Client, ClientError> {
-        let full_url = if url.contains("://") {
-            url.to_string()
-        } else {
-            format!("http://{url}")
-        };
-        let endpoint = Endpoint::from_shared(full_url).map_err(|e| ClientError::InvalidUrl {
+        Client::connect_with(url, None).await
+    }
+
+    /// [`Client::connect`], over TLS when `tls` is given (then a bare
+    /// `host:port` means `https://`).
+    pub async fn connect_with(url: &str, tls: Option<&ClientTls>) -> Result<Client, ClientError> {
+        let endpoint = endpoint(url, tls).map_err(|e| ClientError::InvalidUrl {
             url: url.to_string(),
-            message: error_chain(&e),
+            message: e.to_string(),
         })?;
         let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)

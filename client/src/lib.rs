@@ -36,6 +36,6 @@ pub mod sizing;
 pub mod text;
 pub mod view;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, ClientTls};
 pub use pipeline_file::{PipelineFileError, load_pipeline, parse_param};
 pub use taskmaster_worker::work_stream;

@@ -25,6 +25,8 @@
 //! - [`idle_thread`]: CPU-heavy jobs (a snapshot's encoding) at idle priority.
 //! - [`server`]: builds the gRPC server (with health and reflection) and
 //!   runs it, with the background loops, until a shutdown future resolves.
+//! - [`tls`]: the TLS listener (mutual TLS with `--client-ca`), which
+//!   reloads its certificate files when they change.
 
 pub mod clock;
 pub mod core;
@@ -39,5 +41,6 @@ pub mod server;
 pub mod service;
 pub mod snapshots;
 pub mod sweep;
+pub mod tls;
 pub mod work_stream;
 pub mod writeback;

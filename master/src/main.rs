@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use taskmaster_master::clock::MonotonicClock;
 use taskmaster_master::runtime::{Master, MasterConfig};
+use taskmaster_master::tls::TlsFiles;
 
 /// Every request allocates and frees its messages, strings and buffers,
 /// often on different threads; glibc's malloc spent a quarter of the
@@ -79,6 +80,46 @@ struct ServeArgs {
     /// refused: a lost journal is restored from a backup, not replaced.
     #[arg(long)]
     init: bool,
+    /// Serve gRPC over TLS with this certificate (PEM, the chain's leaf
+    /// first) and --tls-key. Both files are read again when they change,
+    /// so a rotated certificate needs no restart.
+    #[arg(long, env = "TASKMASTER_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "TASKMASTER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require every client to present a certificate signed by this CA
+    /// (PEM): mutual TLS, the clients' identities. Needs --tls-cert.
+    #[arg(long, env = "TASKMASTER_CLIENT_CA", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// Listen on an address other than loopback without TLS and client
+    /// certificates: anyone who can reach the port can then submit
+    /// commands for the workers to run. Logged as a warning at start.
+    #[arg(long, env = "TASKMASTER_INSECURE")]
+    insecure: bool,
+}
+
+/// Why a master may not listen on `listen` as configured, or None: only a
+/// loopback address may go without TLS and client certificates (the
+/// clients' identities), unless `--insecure` says it on purpose.
+fn exposure_refusal(
+    listen: SocketAddr,
+    tls: bool,
+    client_ca: bool,
+    insecure: bool,
+) -> Option<String> {
+    if listen.ip().is_loopback() || (tls && client_ca) || insecure {
+        return None;
+    }
+    let missing = match (tls, client_ca) {
+        (false, _) => "TLS (--tls-cert, --tls-key) and client certificates (--client-ca)",
+        (true, _) => "client certificates (--client-ca)",
+    };
+    Some(format!(
+        "refusing to listen on {listen} without {missing}: anyone who can reach it could \
+         run commands on every worker. Configure them, listen on a loopback address \
+         (127.0.0.1), or pass --insecure to accept the risk"
+    ))
 }
 
 /// `--retain-finished`: a duration of at least a second.
@@ -148,6 +189,34 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Refused before the data dir is touched.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.client_ca.clone(),
+            };
+            let first = files.load()?;
+            Some((files, first))
+        }
+        _ => None,
+    };
+    if let Some(why) = exposure_refusal(
+        args.listen,
+        tls.is_some(),
+        args.client_ca.is_some(),
+        args.insecure,
+    ) {
+        anyhow::bail!(why);
+    }
+    if args.insecure && !args.listen.ip().is_loopback() && args.client_ca.is_none() {
+        tracing::warn!(
+            listen = %args.listen,
+            "--insecure: listening beyond loopback without client certificates; anyone who can \
+             reach this port can submit commands for the workers to run"
+        );
+    }
     let (store_root, store_url) = store_location(args.store)?;
     let config = MasterConfig {
         data_dir: args.data_dir,
@@ -182,7 +251,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             });
         }
     };
-    taskmaster_master::server::serve(listener, Arc::clone(&master), shutdown).await?;
+    taskmaster_master::server::serve_with(listener, Arc::clone(&master), tls, shutdown).await?;
     master.close();
     if let Some(why) = master.fatal_error() {
         anyhow::bail!("journal failed: {why}");
@@ -203,6 +272,37 @@ async fn first_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_goes_without_tls_and_client_certificates_unless_insecure() {
+        let addr = |a: &str| a.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            exposure_refusal(addr("127.0.0.1:7070"), false, false, false),
+            None
+        );
+        assert_eq!(
+            exposure_refusal(addr("[::1]:7070"), false, false, false),
+            None
+        );
+        let open = exposure_refusal(addr("0.0.0.0:7070"), false, false, false).unwrap();
+        assert!(
+            open.contains("without TLS") && open.contains("--insecure"),
+            "{open}"
+        );
+        let no_ca = exposure_refusal(addr("10.1.2.3:7070"), true, false, false).unwrap();
+        assert!(
+            no_ca.contains("without client certificates (--client-ca)"),
+            "{no_ca}"
+        );
+        assert_eq!(
+            exposure_refusal(addr("0.0.0.0:7070"), true, true, false),
+            None
+        );
+        assert_eq!(
+            exposure_refusal(addr("0.0.0.0:7070"), false, false, true),
+            None
+        );
+    }
 
     #[test]
     fn a_retention_is_a_duration_of_a_second_or_more() {

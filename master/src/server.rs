@@ -10,9 +10,12 @@ use taskmaster_proto::v1::task_master_server::TaskMasterServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
+use tokio_rustls::rustls::ServerConfig;
+
 use crate::core::limits::MESSAGE_BYTES_MAX;
 use crate::runtime::Master;
 use crate::service::Service;
+use crate::tls::{self, TlsFiles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -27,6 +30,17 @@ pub enum ServeError {
 pub async fn serve(
     listener: TcpListener,
     master: Arc<Master>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    serve_with(listener, master, None, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is given (its files, and the config they
+/// made at start; the listener reloads them when they change).
+pub async fn serve_with(
+    listener: TcpListener,
+    master: Arc<Master>,
+    tls: Option<(TlsFiles, Arc<ServerConfig>)>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -52,15 +66,27 @@ pub async fn serve(
             master.begin_shutdown();
         }
     };
-    // Replies are small writes: without TCP_NODELAY, Nagle's algorithm and
-    // the peer's delayed ACK stall each exchange by up to 40 ms.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let result = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, stopping)
-        .await;
+        .add_service(service);
+    let result = match tls {
+        None => {
+            // Replies are small writes: without TCP_NODELAY, Nagle's
+            // algorithm and the peer's delayed ACK stall each exchange by
+            // up to 40 ms.
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            router
+                .serve_with_incoming_shutdown(incoming, stopping)
+                .await
+        }
+        Some((files, first)) => {
+            let incoming = tls::incoming(listener, files, first);
+            router
+                .serve_with_incoming_shutdown(incoming, stopping)
+                .await
+        }
+    };
     master.begin_shutdown();
     let _ = reaper.await;
     let _ = compactor.await;

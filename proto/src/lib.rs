@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod compact;
+pub mod endpoint;
 pub mod limits;
 
 /// Generated code, nested as the protobuf packages are (cross-package

@@ -10,6 +10,7 @@
 //! - [`fuzzing`]: the functions the fuzz targets in `fuzz/` call, shared
 //!   with the regression test that replays `fuzz/regressions/`.
 
+pub mod certs;
 pub mod faults;
 pub mod fuzzing;
 pub mod proxy;

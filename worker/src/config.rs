@@ -16,6 +16,8 @@ pub const GRACE_MS_DEFAULT: u64 = 30_000;
 pub const GRACE_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 /// Longest worker id; it travels in every lease call and shows in logs.
 pub const WORKER_ID_BYTES_MAX: usize = 128;
+pub use taskmaster_proto::endpoint::ClientTls;
+use taskmaster_proto::endpoint::master_url;
 pub use taskmaster_proto::limits::MESSAGE_BYTES_MAX;
 
 /// How a worker runs: which master, how many units at once, and timings.
@@ -36,6 +38,9 @@ pub struct WorkerConfig {
     pub grace_ms: u64,
     /// How lease, renew, commit and release reach the master.
     pub calls: Calls,
+    /// TLS to the master (its CA, and this worker's certificate when the
+    /// master requires one); None for plain http.
+    pub tls: Option<ClientTls>,
 }
 
 /// How the worker's calls to the master travel.
@@ -62,6 +67,7 @@ impl WorkerConfig {
             lease_wait_ms: LEASE_WAIT_MS_DEFAULT,
             grace_ms: GRACE_MS_DEFAULT,
             calls: Calls::default(),
+            tls: None,
         }
     }
 
@@ -71,7 +77,10 @@ impl WorkerConfig {
         if self.slots == 0 || self.slots > SLOTS_MAX {
             return Err(ConfigError::Slots(self.slots));
         }
-        validate_master_url(&self.master_url)?;
+        master_url(&self.master_url, self.tls.is_some()).map_err(|e| ConfigError::MasterUrl {
+            url: self.master_url.clone(),
+            reason: e.to_string(),
+        })?;
         let id = &self.worker_id;
         if id.is_empty() || id.len() > WORKER_ID_BYTES_MAX || id.chars().any(char::is_control) {
             return Err(ConfigError::WorkerId(id.clone()));
@@ -112,25 +121,6 @@ pub enum ConfigError {
     LeaseWait(u32),
     #[error("grace period must be at most {GRACE_MS_MAX} ms, got {0}")]
     Grace(u64),
-}
-
-fn validate_master_url(url: &str) -> Result<(), ConfigError> {
-    let fail = |reason: &str| ConfigError::MasterUrl {
-        url: url.to_string(),
-        reason: reason.to_string(),
-    };
-    let uri: tonic::transport::Uri = url
-        .parse()
-        .map_err(|_| fail("not a URL; expected e.g. http://127.0.0.1:7070"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err(fail("https is not supported by this build; use http://")),
-        _ => return Err(fail("expected an http:// URL, e.g. http://127.0.0.1:7070")),
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(fail("the URL has no host"));
-    }
-    Ok(())
 }
 
 /// One slot per CPU the process may use (1 if that is unknown).
@@ -199,6 +189,20 @@ mod tests {
         assert!(!parts[2].is_empty());
     }
 
+    /// The worker takes the same address forms as tmctl (issue 27, item 9).
+    #[test]
+    fn a_bare_host_and_port_is_a_master_address_as_for_tmctl() {
+        for addr in [
+            "127.0.0.1:7070",
+            "http://127.0.0.1:7070",
+            "[::1]:7070",
+            "m.example:1",
+        ] {
+            let config = WorkerConfig::new(addr);
+            assert_eq!(config.validate(), Ok(()), "{addr}");
+        }
+    }
+
     #[test]
     fn bad_values_are_refused_with_the_field_named() {
         let good = WorkerConfig::default();
@@ -212,24 +216,24 @@ mod tests {
             ),
             (
                 WorkerConfig {
-                    master_url: "127.0.0.1:7070".into(),
-                    ..good.clone()
-                },
-                "expected an http:// URL",
-            ),
-            (
-                WorkerConfig {
                     master_url: "https://m:1".into(),
                     ..good.clone()
                 },
-                "https is not supported",
+                "https:// needs the master's CA (--tls-ca)",
             ),
             (
                 WorkerConfig {
                     master_url: "not a url".into(),
                     ..good.clone()
                 },
-                "not a URL",
+                "no path or spaces",
+            ),
+            (
+                WorkerConfig {
+                    master_url: "m".into(),
+                    ..good.clone()
+                },
+                "names no host and port",
             ),
             (
                 WorkerConfig {

@@ -3,10 +3,12 @@
 //! `sum.reduce`, `sort`, `merge`). See `--help`.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use taskmaster_proto::endpoint::{ClientTls, EndpointError};
 use taskmaster_worker::config::{
     Calls, DEFAULT_MASTER_URL, GRACE_MS_DEFAULT, LEASE_WAIT_MS_DEFAULT, default_slots,
     default_worker_id,
@@ -63,7 +65,8 @@ const EXIT_WAIT_MS: u64 = 1_000;
     verbatim_doc_comment
 )]
 struct Args {
-    /// The master's gRPC address (http://HOST:PORT).
+    /// The master's gRPC address: HOST:PORT, http://HOST:PORT, or
+    /// https://HOST:PORT with --tls-ca.
     #[arg(long, value_name = "URL", env = "TASKMASTER_ADDR", default_value = DEFAULT_MASTER_URL)]
     master: String,
 
@@ -92,23 +95,60 @@ struct Args {
     /// that does not pass long-lived HTTP/2 streams).
     #[arg(long, value_name = "HOW", env = "TASKMASTER_WORKER_CALLS", value_enum, default_value_t = Calls::Stream)]
     calls: Calls,
+    /// Reach the master over TLS, trusting this CA (PEM) for its
+    /// certificate.
+    #[arg(long, value_name = "FILE", env = "TASKMASTER_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// This worker's certificate (PEM), for a master that requires client
+    /// certificates; with --tls-key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "TASKMASTER_TLS_CERT",
+        requires = "tls_key",
+        requires = "tls_ca"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "TASKMASTER_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
 }
 
 impl Args {
-    fn into_config(self) -> WorkerConfig {
-        WorkerConfig {
+    fn into_config(self) -> Result<WorkerConfig, EndpointError> {
+        let tls = match &self.tls_ca {
+            None => None,
+            Some(ca) => Some(ClientTls::from_files(
+                ca,
+                self.tls_cert.as_deref(),
+                self.tls_key.as_deref(),
+            )?),
+        };
+        Ok(WorkerConfig {
             master_url: self.master,
             slots: self.slots.unwrap_or_else(default_slots),
             worker_id: self.worker_id.unwrap_or_else(default_worker_id),
             lease_wait_ms: self.lease_wait_ms,
             grace_ms: self.grace_ms,
             calls: self.calls,
-        }
+            tls,
+        })
     }
 }
 
 fn main() -> ExitCode {
-    let config = Args::parse().into_config();
+    let config = match Args::parse().into_config() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
     // Reads FAILPOINTS (fault-injection tests); a no-op without the feature.
     let _failpoints = fail::FailScenario::setup();
     if let Err(err) = config.validate() {

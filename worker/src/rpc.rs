@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use taskmaster_proto::endpoint::{ClientTls, endpoint};
 use taskmaster_proto::v1::task_master_client::TaskMasterClient;
 use taskmaster_proto::v1::{
     CommitRequest, CommitResponse, ItemStatus, LeaseRequest, LeaseResponse, ListInputsRequest,
     ListInputsResponse, ReleaseRequest, ReleaseResponse, RenewRequest, RenewResponse,
 };
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::config::{Calls, ConfigError, MESSAGE_BYTES_MAX};
@@ -43,12 +44,16 @@ pub(crate) struct MasterConnection {
 }
 
 impl MasterConnection {
-    /// A connection to `url` that makes its calls as `calls` says. Connects
-    /// on first use (and reconnects after a failure), so a worker can start
-    /// before its master.
-    pub fn new(url: &str, calls: Calls) -> Result<MasterConnection, ConfigError> {
+    /// A connection to `url` (over TLS when `tls` is given) that makes its
+    /// calls as `calls` says. Connects on first use (and reconnects after a
+    /// failure), so a worker can start before its master.
+    pub fn new(
+        url: &str,
+        tls: Option<&ClientTls>,
+        calls: Calls,
+    ) -> Result<MasterConnection, ConfigError> {
         Ok(MasterConnection {
-            client: connect(url)?,
+            client: connect(url, tls)?,
             calls,
             no_stream: AtomicBool::new(false),
             stream: Mutex::new(None),
@@ -211,14 +216,14 @@ pub(crate) const LEASE_RPC_SLACK_MS: u64 = 10_000;
 /// A failure that keeps repeating is warned about at most this often.
 const REPEAT_WARN_MS: u64 = 30_000;
 
-/// A client for `url`. Connects on first use (and reconnects after a
-/// failure), so a worker can start before its master.
-fn connect(url: &str) -> Result<Client, ConfigError> {
-    let endpoint =
-        Endpoint::from_shared(url.to_string()).map_err(|err| ConfigError::MasterUrl {
-            url: url.to_string(),
-            reason: err.to_string(),
-        })?;
+/// A client for `url` (with TLS when `tls` is given). Connects on first
+/// use (and reconnects after a failure), so a worker can start before its
+/// master.
+fn connect(url: &str, tls: Option<&ClientTls>) -> Result<Client, ConfigError> {
+    let endpoint = endpoint(url, tls).map_err(|err| ConfigError::MasterUrl {
+        url: url.to_string(),
+        reason: err.to_string(),
+    })?;
     let channel = endpoint
         .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
         .tcp_nodelay(true)
@@ -432,7 +437,7 @@ mod tests {
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let server = serve_master(listener, &dir.path().join("data"), stopped);
         let connection =
-            MasterConnection::new(&format!("http://{address}"), Calls::Stream).unwrap();
+            MasterConnection::new(&format!("http://{address}"), None, Calls::Stream).unwrap();
         let quick = Duration::from_secs(5);
 
         // Nothing to lease: the master answers an empty lease at once.

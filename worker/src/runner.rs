@@ -97,7 +97,7 @@ pub async fn run_worker_until(
 ) -> Result<WorkerStats, WorkerError> {
     config.validate()?;
     let worker = Arc::new(Shared {
-        master: MasterConnection::new(&config.master_url, config.calls)?,
+        master: MasterConnection::new(&config.master_url, config.tls.as_ref(), config.calls)?,
         slots: Arc::new(Semaphore::new(config.slots as usize)),
         held: HeldLeases::default(),
         stats: Counters::default(),

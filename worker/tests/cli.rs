@@ -97,9 +97,14 @@ fn zero_slots_from_the_environment_is_refused_too() {
 fn malformed_flags_are_refused() {
     for (args, expected) in [
         (&["--slots", "many"][..], "--slots"),
+        (&["--master", "localhost"][..], "names no host and port"),
         (
-            &["--master", "localhost:7070"][..],
-            "expected an http:// URL",
+            &["--master", "https://localhost:7070"][..],
+            "https:// needs the master's CA (--tls-ca)",
+        ),
+        (
+            &["--tls-cert", "c.pem", "--tls-key", "k.pem"][..],
+            "--tls-ca",
         ),
         (
             &["--lease-wait-ms", "600000"][..],

@@ -72,6 +72,7 @@ fn config(url: &str, slots: u32) -> WorkerConfig {
         lease_wait_ms: 1_000,
         grace_ms: 30_000,
         calls: Calls::Stream,
+        tls: None,
     }
 }
 

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use taskmaster_client::{Client, parse_param};
+use taskmaster_client::{Client, ClientTls, parse_param};
 
 /// Exit code for usage and input errors and refused calls (clap uses the
 /// same code for bad arguments).
@@ -49,7 +49,8 @@ const EXIT_PIPELINE_FAILED: u8 = 1;
         tmctl snapshot --note 'before the backfill'"
 )]
 pub struct Args {
-    /// Address of the master's gRPC endpoint.
+    /// Address of the master: HOST:PORT, http://HOST:PORT, or
+    /// https://HOST:PORT with --tls-ca.
     #[arg(
         long,
         global = true,
@@ -58,6 +59,17 @@ pub struct Args {
         value_name = "URL"
     )]
     master: String,
+    /// Reach the master over TLS, trusting this CA (PEM) for its
+    /// certificate.
+    #[arg(long, global = true, env = "TASKMASTER_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for a master that requires one; with
+    /// --tls-key and --tls-ca.
+    #[arg(long, global = true, env = "TASKMASTER_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, global = true, env = "TASKMASTER_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -163,7 +175,39 @@ pub async fn run(args: Args) -> ExitCode {
     }
 }
 
+/// Where the master is and how to reach it, from the global flags.
+pub struct Connection {
+    master: String,
+    tls: Option<ClientTls>,
+}
+
+impl Connection {
+    fn from_args(args: &Args) -> anyhow::Result<Connection> {
+        let tls = match &args.tls_ca {
+            Some(ca) => Some(ClientTls::from_files(
+                ca,
+                args.tls_cert.as_deref(),
+                args.tls_key.as_deref(),
+            )?),
+            None if args.tls_cert.is_some() || args.tls_key.is_some() => {
+                anyhow::bail!("--tls-cert and --tls-key need --tls-ca (the master's CA)")
+            }
+            None => None,
+        };
+        Ok(Connection {
+            master: args.master.clone(),
+            tls,
+        })
+    }
+
+    /// A client of the master, connected.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::connect_with(&self.master, self.tls.as_ref()).await?)
+    }
+}
+
 async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
+    let connection = Connection::from_args(&args)?;
     match args.command {
         Command::Demo(demo_args) => demo::run(demo_args).await,
         Command::Bench(bench_args) => bench::run(bench_args, &args.master).await,
@@ -176,25 +220,24 @@ async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
             // Load the file before connecting: a broken file is reported as
             // such even when no master is running.
             let spec = submit::load(&file, &params)?;
-            let client = Client::connect(&args.master).await?;
+            let client = connection.client().await?;
             let poll = wait.then(|| std::time::Duration::from_millis(poll_ms));
             submit::run(&client, spec, poll).await
         }
         Command::Status { id, json } => {
-            let client = Client::connect(&args.master).await?;
+            let client = connection.client().await?;
             status::run(&client, id.as_deref(), json).await
         }
         Command::Outputs { id, group } => {
-            let client = Client::connect(&args.master).await?;
+            let client = connection.client().await?;
             outputs::run(&client, &id, &group).await
         }
-        Command::Operate(command) => operate::run(&args.master, command).await,
+        Command::Operate(command) => operate::run(&connection, command).await,
     }
 }
 
 /// Writes `text` to stdout, returning write errors (a closed pipe) instead
-/// of panicking as `print!` would.
-/// Writes `text` to stdout; to a terminal, with control characters
+/// of panicking as `print!` would; to a terminal, with control characters
 /// escaped (`text::terminal_safe`): parameters, notes and error texts come
 /// from clients and tasks. A pipe gets the bytes as they are.
 fn out(text: &str) -> std::io::Result<()> {

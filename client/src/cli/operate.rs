@@ -168,15 +168,15 @@ pub enum Operate {
     },
 }
 
-/// Runs one operator command against the master at `master_url`.
-pub async fn run(master_url: &str, command: Operate) -> anyhow::Result<ExitCode> {
+/// Runs one operator command against the master `connection` names.
+pub async fn run(connection: &super::Connection, command: Operate) -> anyhow::Result<ExitCode> {
     // Read the arguments before connecting: a typo is reported as such
     // even when no master is running.
     let change = match &command {
         Operate::Config { changes, .. } => Some(config_change::parse_changes(changes)?),
         _ => None,
     };
-    let client = Client::connect(master_url).await?;
+    let client = connection.client().await?;
     // The pipeline to follow once the text is printed, and how often.
     let mut follow = None;
     let text = match command {

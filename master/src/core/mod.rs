@@ -15,6 +15,7 @@
 //! - [`view`]: status and outputs for clients
 //! - [`invariants`]: `check_invariants`, run after every transition in tests
 
+pub mod cron;
 pub mod error;
 mod expiries;
 pub mod finished;
