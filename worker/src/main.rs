@@ -44,6 +44,8 @@ const EXIT_WAIT_MS: u64 = 1_000;
 ///   TM_PARTITIONS    above 0: write only part-00000 .. part-<N-1>, one
 ///                    file per partition a downstream shuffle reads
 ///   TM_PIPELINE, TM_GROUP, TM_UNIT, TM_ATTEMPT (1 for the first)
+///   TM_SCRATCH_DIR   a directory of the attempt's own for temporary files
+///                    (also TMPDIR), removed when the attempt ends
 ///   TM_PARAM_<NAME>  each pipeline parameter (NAME uppercased, characters
 ///                    other than letters and digits as _)
 /// Exit 0 commits the outputs; anything else fails the attempt.

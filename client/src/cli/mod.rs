@@ -93,6 +93,7 @@ const PIPELINE_FILE_HELP: &str = r#"Pipeline file:
   env = { LANG = "C" }                  # optional extra environment
   retries = 3                           # optional: max attempts per unit
   retry_delay = "90s"                   # optional: delay before a retry (ms, s, m, h; default 2m)
+  timeout = "30m"                       # optional: an attempt running longer is killed and fails
   max_in_flight = 4                     # optional: units of this group leased at once, at most
   [[groups]]
   name = "aggregate"
