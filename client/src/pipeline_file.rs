@@ -13,7 +13,7 @@
 //!                                         # (or objects: "s3://bucket/in/*.csv")
 //! unit_bytes = 67108864                   # optional: target bytes per unit (0: one unit per file)
 //! env = { LANG = "C" }                    # optional
-//! retries = 3                             # optional: max attempts per unit
+//! max_attempts = 3                        # optional: attempts per unit, the first included
 //! retry_delay = "90s"                     # optional: base delay before a retry (ms, s, m, h; "0": at once; default 2m)
 //! max_in_flight = 4                       # optional: units of this group leased at once, at most
 //! timeout = "30m"                         # optional: an attempt running longer is killed and fails (1s to 168h)
@@ -122,9 +122,13 @@ struct GroupToml {
     after: Vec<String>,
     #[serde(default)]
     env: BTreeMap<String, toml::Value>,
-    /// Maximum attempts per unit (GroupSpec.max_attempts); absent means
-    /// the master's default.
-    retries: Option<u32>,
+    /// Attempts per unit at most, the first included
+    /// (GroupSpec.max_attempts); absent means the master's default.
+    max_attempts: Option<u32>,
+    /// Refused with an explanation (see `check_retries`): this key used to
+    /// mean attempts, where Airflow, Celery and Temporal read retries
+    /// after the first attempt.
+    retries: Option<toml::Value>,
     /// Base delay before a failed unit's next attempt, as text (`"90s"`;
     /// the integer 0 is accepted too); absent means the master's default.
     retry_delay: Option<toml::Value>,
@@ -262,11 +266,19 @@ fn group_spec(
     if group.task == TASK_DEFAULT && group.command.is_empty() {
         return Err(invalid("task `exec` needs a non-empty `command`".into()));
     }
+    if let Some(retries) = &group.retries {
+        return Err(invalid(format!(
+            "`retries = {retries}` is not accepted: it would be read as retries after the first \
+             attempt, but files written for earlier versions meant attempts. Write \
+             `max_attempts = N` (attempts, the first included; `max_attempts = {retries}` \
+             keeps the old behaviour)"
+        )));
+    }
     // 0 would silently mean "the master's default" on the wire, which is
-    // not what someone writing `retries = 0` means.
-    if group.retries == Some(0) {
+    // not what someone writing `max_attempts = 0` means.
+    if group.max_attempts == Some(0) {
         return Err(invalid(
-            "`retries` is the maximum attempts per unit and must be at least 1".into(),
+            "`max_attempts` counts attempts, the first included, and must be at least 1".into(),
         ));
     }
     let retry_delay_ms = group
@@ -293,7 +305,7 @@ fn group_spec(
         input_units: size_units(&sized, unit_bytes),
         after: group.after,
         env: env.into_iter().collect(),
-        max_attempts: group.retries.unwrap_or(0),
+        max_attempts: group.max_attempts.unwrap_or(0),
         partitions: group.partitions,
         gather: group.gather,
         config: config.into_iter().collect(),

@@ -477,7 +477,7 @@ async fn submit_wait_exits_one_and_lists_failed_units() {
     // Unit 1 fails; with one attempt per unit it fails at once.
     let script =
         r#"if [ "$TM_UNIT" = 1 ]; then echo boom >&2; exit 3; fi; echo hi > "$TM_OUTPUT_DIR/out""#;
-    let dir = pipeline_dir("failing", 2, script, "retries = 1\n");
+    let dir = pipeline_dir("failing", 2, script, "max_attempts = 1\n");
     let file = file_arg(dir.path());
     let output = tmctl(&["--master", &master.url, "submit", &file, "--wait"]).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));

@@ -181,7 +181,7 @@ command = ["sh", "extract.sh"]
 inputs = ["*.toml"]
 unit_bytes = 0
 env = { LANG = "C" }
-retries = 3
+max_attempts = 3
 retry_delay = "90s"
 max_in_flight = 4
 config = { chunk_bytes = 1048576 }

@@ -950,7 +950,7 @@ name = "part-7"
 name = "up"
 command = ["sh", "-c", "echo x > \"$TM_OUTPUT_DIR/part-00007\""]
 inputs = ["in/*"]
-retries = 1
+max_attempts = 1
 [[groups]]
 name = "down"
 command = ["true"]

@@ -160,7 +160,7 @@ fn t20_committed_outputs_are_read_only_to_later_tasks() {
         ),
     ] {
         let vandal = tmp.path().join(format!("job/{name}.toml"));
-        one_group(&vandal, name, &script, "retries = 1");
+        one_group(&vandal, name, &script, "max_attempts = 1");
         let (_, status) = cluster.run(&vandal, "failed");
         let errors = failed_unit_errors(&status);
         assert!(
@@ -187,7 +187,7 @@ fn t30_a_timeout_stops_the_task_and_what_it_detached() {
         &file,
         "slow",
         &detaching_script(&side, "sleep 30"),
-        "timeout = \"1s\"\nretries = 1",
+        "timeout = \"1s\"\nmax_attempts = 1",
     );
     let started = Instant::now();
     let (_, status) = cluster.run(&file, "failed");

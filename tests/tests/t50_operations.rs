@@ -173,7 +173,7 @@ name = "flaky"
 command = ["sh", "-c", "if [ ! -f fixed ]; then echo \"no fix yet, attempt $TM_ATTEMPT\" >&2; exit 3; fi; cat $TM_INPUTS > \"$TM_OUTPUT_DIR/out\""]
 inputs = ["data/flaky.txt"]
 unit_bytes = 0
-retries = 2
+max_attempts = 2
 retry_delay = "0"
 [[groups]]
 name = "after_flaky"
@@ -569,7 +569,7 @@ unit_bytes = 0
     let stderr = tmctl_err(&url, &["config", &id, "--group", "g", "timeout=5s"]);
     assert!(
         stderr.contains(
-            "unknown config key `timeout`; valid keys: command, env.NAME, config.KEY, retries, \
+            "unknown config key `timeout`; valid keys: command, env.NAME, config.KEY, max_attempts, \
              retry_delay, max_in_flight"
         ),
         "{stderr}"

@@ -722,7 +722,7 @@ name = "g"
 command = ["sh", "-c", "ln -s \"$OUTSIDE/target\" \"$TM_OUTPUT_DIR/file\"; ln -s \"$OUTSIDE\" \"$TM_OUTPUT_DIR/dir\"; echo ok > \"$TM_OUTPUT_DIR/real\""]
 inputs = ["data/*.txt"]
 unit_bytes = 0
-retries = 1
+max_attempts = 1
 env = {{ OUTSIDE = {:?} }}
 "#,
             outside.display().to_string()

@@ -8,7 +8,8 @@ use taskmaster_client::pipeline_file::parse_duration_ms;
 use taskmaster_proto::v1::GroupConfigChange;
 
 /// The keys `tmctl config` accepts, as its error messages list them.
-pub const VALID_KEYS: &str = "command, env.NAME, config.KEY, retries, retry_delay, max_in_flight";
+pub const VALID_KEYS: &str =
+    "command, env.NAME, config.KEY, max_attempts, retry_delay, max_in_flight";
 
 /// Help text for the keys, shown by `tmctl config --help`.
 pub const KEYS_HELP: &str = r#"Keys:
@@ -16,7 +17,7 @@ pub const KEYS_HELP: &str = r#"Keys:
                        or else words split on whitespace
   env.NAME=VALUE       set an environment variable of the task (empty VALUE removes it)
   config.KEY=VALUE     set a task setting (empty VALUE removes it)
-  retries=N            maximum attempts per unit (at least 1)
+  max_attempts=N       attempts per unit, the first included (at least 1)
   retry_delay=D        base delay before a retry: 500ms, 90s, 2m, 1h, or 0 for at once
   max_in_flight=N      units of the group leased at once, at most (0: no limit)
 
@@ -59,14 +60,20 @@ fn apply(change: &mut GroupConfigChange, key: &str, value: &str) -> anyhow::Resu
             change.command = parse_command(value)?;
             change.set_command = true;
         }
-        "retries" => {
+        "max_attempts" => {
             let attempts = parse_number(key, value)?;
             // 0 would mean "the master's default" on the wire.
             if attempts == 0 {
-                anyhow::bail!("`retries` is the maximum attempts per unit and must be at least 1");
+                anyhow::bail!(
+                    "`max_attempts` counts attempts, the first included, and must be at least 1"
+                );
             }
             change.max_attempts = Some(attempts);
         }
+        "retries" => anyhow::bail!(
+            "`retries` is not accepted: it would be read as retries after the first attempt, but \
+             it meant attempts here before; write max_attempts=N (attempts, the first included)"
+        ),
         "retry_delay" => change.retry_delay_ms = Some(parse_duration_ms(value)?),
         "max_in_flight" => change.max_in_flight = Some(parse_number(key, value)?),
         _ => anyhow::bail!("unknown config key `{key}`; valid keys: {VALID_KEYS}"),
@@ -123,7 +130,7 @@ mod tests {
             "env.GREETING=hello world",
             "env.OLD=",
             "config.chunk_bytes=1024",
-            "retries=5",
+            "max_attempts=5",
             "retry_delay=90s",
             "max_in_flight=2",
         ])
@@ -158,7 +165,7 @@ mod tests {
         let message = parse(&["timeout=5s"]).unwrap_err().to_string();
         assert_eq!(
             message,
-            "unknown config key `timeout`; valid keys: command, env.NAME, config.KEY, retries, \
+            "unknown config key `timeout`; valid keys: command, env.NAME, config.KEY, max_attempts, \
              retry_delay, max_in_flight"
         );
     }
@@ -166,21 +173,24 @@ mod tests {
     #[test]
     fn bad_values_are_refused_with_the_reason() {
         let cases = [
-            ("retries", "must be at least 1", "retries=0"),
-            ("retries", "whole number", "retries=many"),
+            ("max_attempts", "must be at least 1", "max_attempts=0"),
+            ("max_attempts", "whole number", "max_attempts=many"),
+            ("retries", "write max_attempts=N", "retries=3"),
             ("max_in_flight", "whole number", "max_in_flight=-1"),
             ("retry_delay", "e.g. `500ms`", "retry_delay=90"),
             ("command", "array of strings", r#"command=["sh", 1]"#),
             ("command", "at least a program", "command=   "),
             ("command", "at least a program", "command=[]"),
             ("env", "name after the dot", "env.=x"),
-            ("no =", "expected KEY=VALUE", "retries"),
+            ("no =", "expected KEY=VALUE", "max_attempts"),
         ];
         for (what, expected, arg) in cases {
             let message = parse(&[arg]).unwrap_err().to_string();
             assert!(message.contains(expected), "{what}: {message}");
         }
-        let message = parse(&["retries=2", "retries=3"]).unwrap_err().to_string();
+        let message = parse(&["max_attempts=2", "max_attempts=3"])
+            .unwrap_err()
+            .to_string();
         assert!(message.contains("given twice"), "{message}");
         let message = parse(&[]).unwrap_err().to_string();
         assert!(message.contains("nothing to change"), "{message}");

@@ -44,7 +44,7 @@ const EXIT_PIPELINE_FAILED: u8 = 1;
         tmctl status <ID> --json\n  \
         tmctl outputs <ID> --group extract\n  \
         tmctl retry <ID>\n  \
-        tmctl config <ID> --group extract retries=5 retry_delay=30s\n  \
+        tmctl config <ID> --group extract max_attempts=5 retry_delay=30s\n  \
         tmctl block --pipeline <ID>\n  \
         tmctl snapshot --note 'before the backfill'"
 )]
@@ -91,7 +91,7 @@ const PIPELINE_FILE_HELP: &str = r#"Pipeline file:
                                         # only past 64 units)
   config = { chunk_bytes = "16MiB" }    # optional: settings of a built-in task
   env = { LANG = "C" }                  # optional extra environment
-  retries = 3                           # optional: max attempts per unit
+  max_attempts = 3                      # optional: attempts per unit, the first included
   retry_delay = "90s"                   # optional: delay before a retry (ms, s, m, h; default 2m)
   timeout = "30m"                       # optional: an attempt running longer is killed and fails
   max_in_flight = 4                     # optional: units of this group leased at once, at most

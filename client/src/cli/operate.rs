@@ -125,7 +125,7 @@ pub enum Operate {
         /// The group to change.
         #[arg(long, short)]
         group: String,
-        /// The changes, e.g. retries=5 retry_delay=30s env.LANG=C.
+        /// The changes, e.g. max_attempts=5 retry_delay=30s env.LANG=C.
         #[arg(value_name = "KEY=VALUE", required = true)]
         changes: Vec<String>,
     },

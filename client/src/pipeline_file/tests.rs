@@ -41,7 +41,7 @@ name = "extract"
 command = ["python3", "extract.py"]
 inputs = ["data/*.csv", "data/b.csv", "extra/*.csv"]
 env = { LANG = "C" }
-retries = 3
+max_attempts = 3
 [[groups]]
 name = "aggregate"
 task = "sum"
@@ -175,10 +175,26 @@ fn exec_without_command_and_zero_retries_are_rejected() {
 
     let dir = folder_with(&[(
         "pipeline.toml",
-        "name = \"p\"\n[[groups]]\nname = \"g\"\ncommand = [\"true\"]\nretries = 0\n",
+        "name = \"p\"\n[[groups]]\nname = \"g\"\ncommand = [\"true\"]\nmax_attempts = 0\n",
     )]);
     let message = load(dir.path(), &[]).unwrap_err().to_string();
     assert!(message.contains("at least 1"), "{message}");
+}
+
+/// `retries` meant attempts here and retries after the first attempt in
+/// Airflow, Celery and Temporal: it is refused with the key to write
+/// instead, never read with either meaning.
+#[test]
+fn retries_is_refused_with_the_key_that_says_what_it_means() {
+    let dir = folder_with(&[(
+        "pipeline.toml",
+        "name = \"p\"\n[[groups]]\nname = \"g\"\ncommand = [\"true\"]\nretries = 3\n",
+    )]);
+    let message = load(dir.path(), &[]).unwrap_err().to_string();
+    assert!(
+        message.contains("`retries = 3` is not accepted") && message.contains("`max_attempts = 3`"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -148,7 +148,7 @@ impl Workload {
             let _ = write!(
                 toml,
                 "[[groups]]\nname = \"{name}\"\ncommand = [\"sh\", {}]\n{wiring}\n\
-                 retries = {RETRIES}\nretry_delay = \"0\"\nenv = {env}\n",
+                 max_attempts = {RETRIES}\nretry_delay = \"0\"\nenv = {env}\n",
                 script(&format!("{name}.sh"))
             );
         }
