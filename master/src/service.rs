@@ -93,11 +93,12 @@ pub(crate) async fn lease_call(
         )
         .await
         .map_err(status)?;
+    // The core counted the leases' bytes as it built them: no second pass.
+    warn_if_unsendable("Lease", leased.encoded_bytes(), leased.len());
     let reply = LeaseResponse {
         leases: leased.leases,
         lease_groups: leased.groups,
     };
-    warn_if_unsendable("Lease", reply.encoded_len(), reply.leases.len());
     Ok(reply)
 }
 
@@ -150,12 +151,19 @@ pub(crate) async fn commit_call(
         .commit(&req.server_token, &req.items, req.lease_next.as_ref())
         .await
         .map_err(status)?;
+    let results = item_statuses(results);
+    // Each result plus its field tag and length prefix (a few bytes).
+    let results_bytes: usize = results.iter().map(|r| r.encoded_len() + 4).sum();
+    warn_if_unsendable(
+        "Commit",
+        leased.encoded_bytes() + results_bytes,
+        leased.len(),
+    );
     let reply = CommitResponse {
-        results: item_statuses(results),
+        results,
         leases: leased.leases,
         lease_groups: leased.groups,
     };
-    warn_if_unsendable("Commit", reply.encoded_len(), reply.leases.len());
     Ok(reply)
 }
 

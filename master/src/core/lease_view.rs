@@ -6,7 +6,6 @@ use prost::Message as _;
 use taskmaster_proto::v1::{InputSlice, Lease, LeaseGroup};
 
 use taskmaster_proto::compact::LeaseOwn;
-use taskmaster_proto::compact::attempt_dir_name;
 pub use taskmaster_proto::compact::output_prefix;
 
 use super::Core;
@@ -83,6 +82,24 @@ pub(super) struct Prepared {
 }
 
 impl Leases {
+    /// The encoded size of the leases and their groups, as counted while
+    /// they were added (what a reply holding them adds to its message).
+    pub fn encoded_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Adds a prepared lease, now granted, to the reply.
+    pub(super) fn push(&mut self, pos: Pos, prepared: Prepared) {
+        if let Some(group) = prepared.new_group {
+            self.groups.push(group);
+        }
+        if self.compact {
+            self.last_group = Some(((pos.pipeline, pos.group), prepared.group_index));
+        }
+        self.bytes += prepared.bytes;
+        self.leases.push(prepared.lease);
+    }
+
     /// Whether `prepared` may join this reply: the first lease always may
     /// (one lease is bounded far below the limit), others while the reply
     /// stays within [`REPLY_LEASE_BYTES_MAX`].
@@ -130,18 +147,6 @@ impl Core {
             group_index,
             bytes,
         }
-    }
-
-    /// Adds a prepared lease, now granted, to its reply.
-    pub(super) fn push_prepared(out: &mut Leases, pos: Pos, prepared: Prepared) {
-        if let Some(group) = prepared.new_group {
-            out.groups.push(group);
-        }
-        if out.compact {
-            out.last_group = Some(((pos.pipeline, pos.group), prepared.group_index));
-        }
-        out.bytes += prepared.bytes;
-        out.leases.push(prepared.lease);
     }
 
     /// What a lease holds of its own (all that a compact lease carries),
@@ -246,7 +251,7 @@ impl Core {
 
     /// The bytes of a unit's input paths (what inlining them would cost),
     /// counted without building them.
-    fn input_bytes(&self, pipeline: u32, group: u32, source: &UnitSource) -> usize {
+    pub(super) fn input_bytes(&self, pipeline: u32, group: u32, source: &UnitSource) -> usize {
         if let UnitSource::Given(given) = source {
             let files: usize = given.files.iter().map(String::len).sum();
             // A slice is its path and two numbers of up to ten bytes each.
@@ -353,12 +358,18 @@ impl Core {
         let pipeline = &self.pipelines[pos.pipeline as usize];
         let group = &pipeline.spec.groups[pos.group as usize].name;
         // `<root>/<pipeline>/<group>/<unit>/<attempt>/<name>`
-        let attempt = attempt_dir_name(*lease_id, self.incarnations.of(*lease_id));
+        // The attempt directory is `<lease>` or `<lease>-<16 hex digits>`.
+        let incarnation_len = if self.incarnations.of(*lease_id) == 0 {
+            0
+        } else {
+            17
+        };
         let head = self.store_base().len()
             + pipeline.id.len()
             + group.len()
             + decimal_len(pos.unit.into())
-            + attempt.len()
+            + decimal_len(*lease_id)
+            + incarnation_len
             + 5;
         files
             .iter()

@@ -201,7 +201,7 @@ impl Core {
                 panic!("a checked grant failed (a bug): {e}");
             }
             self.journal_grant(records, pos, lease_id, worker_id, lease_ms);
-            Core::push_prepared(&mut leases, pos, prepared);
+            leases.push(pos, prepared);
         }
         for pos in held_back.into_iter().rev() {
             self.ready.push_front(pos);

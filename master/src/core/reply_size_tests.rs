@@ -104,6 +104,8 @@ fn a_shuffle_of_large_leases_sends_as_many_as_fit_and_the_rest_next_time() {
 #[test]
 fn a_gather_over_too_many_inputs_pages_them_and_lists_them_all() {
     let mut core = core();
+    // Attempt directories then carry an incarnation: counted too.
+    core.start(0x5eed, 0, 0).unwrap();
     let id = LONG;
     core.submit(id, upstream_then(2000, |g| g.gather = true), 0, 0)
         .unwrap();
@@ -120,7 +122,13 @@ fn a_gather_over_too_many_inputs_pages_them_and_lists_them_all() {
     );
 
     let (expected, _) = core.inputs_of(0, 1, &super::model::UnitSource::Gather);
-    assert!(expected.iter().map(String::len).sum::<usize>() > LEASE_INPUT_BYTES_MAX);
+    let bytes: usize = expected.iter().map(String::len).sum();
+    assert!(bytes > LEASE_INPUT_BYTES_MAX);
+    let counted = core.input_bytes(0, 1, &super::model::UnitSource::Gather);
+    assert_eq!(
+        counted, bytes,
+        "counted without building the paths, to the byte"
+    );
     let mut listed = Vec::new();
     let mut cursor = 0;
     let mut pages = 0;
