@@ -176,6 +176,7 @@ impl Master {
                     max_in_flight: core.config().max_in_flight,
                     leases_in_flight: core.leases_in_flight(),
                     journal_syncs,
+                    incarnation: core.incarnation(),
                     ..MasterStatus::default()
                 })
             })
