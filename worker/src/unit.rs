@@ -86,7 +86,10 @@ fn unit_span(lease: &Lease) -> tracing::Span {
         pipeline = %unit.pipeline_id,
         group = %unit.group,
         unit = unit.unit,
-        lease_id = lease.lease_id
+        lease_id = lease.lease_id,
+        // With the lease id, names the attempt: another lineage's master
+        // (a restored copy) may reissue the same lease id.
+        incarnation = %format_args!("{:016x}", lease.incarnation)
     )
 }
 
