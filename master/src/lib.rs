@@ -17,6 +17,10 @@
 //!   (lease reaper, compactor, sweeper, finished pipelines' retention,
 //!   journal supervisor); the rebuild after a full disk; the sweep's
 //!   decisions; the data dir's lock and init check.
+//! - [`http`]: the HTTP side (`--http`): JSON API, pages, live updates
+//!   (SSE) and `/metrics`, thin over the same runtime operations as gRPC.
+//! - [`metrics`]: the Prometheus counters and histograms (atomics), and
+//!   the gauges computed from the state when scraped.
 //! - [`service`]: the thin gRPC layer (validate, convert, map errors).
 //! - [`work_stream`]: the worker calls over one bidirectional stream.
 //! - [`procstat`]: the master's peak memory and CPU time, from `/proc`.
@@ -32,8 +36,10 @@ pub mod clock;
 pub mod core;
 pub mod duration;
 pub mod error;
+pub mod http;
 pub mod idle_thread;
 pub mod journal;
+pub mod metrics;
 pub mod procstat;
 pub mod recovery;
 pub mod runtime;

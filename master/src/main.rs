@@ -92,6 +92,13 @@ struct ServeArgs {
     /// (PEM): mutual TLS, the clients' identities. Needs --tls-cert.
     #[arg(long, env = "TASKMASTER_CLIENT_CA", requires = "tls_cert")]
     client_ca: Option<PathBuf>,
+    /// Also serve the web UI, the JSON API, live updates and /metrics over
+    /// HTTP on this address (port 0 picks a free port; the chosen one is
+    /// printed). Only a loopback address, unless --insecure: the HTTP side
+    /// has neither TLS nor identities yet, and its buttons cancel, retry,
+    /// re-run and roll back.
+    #[arg(long, env = "TASKMASTER_HTTP")]
+    http: Option<SocketAddr>,
     /// Listen on an address other than loopback without TLS and client
     /// certificates: anyone who can reach the port can then submit
     /// commands for the workers to run. Logged as a warning at start.
@@ -119,6 +126,21 @@ fn exposure_refusal(
         "refusing to listen on {listen} without {missing}: anyone who can reach it could \
          run commands on every worker. Configure them, listen on a loopback address \
          (127.0.0.1), or pass --insecure to accept the risk"
+    ))
+}
+
+/// Why the HTTP side may not listen on `http` as configured, or None. It
+/// serves neither TLS nor identities yet, so only a loopback address is
+/// safe without `--insecure`, whatever the gRPC side is configured with.
+fn http_refusal(http: SocketAddr, insecure: bool) -> Option<String> {
+    if http.ip().is_loopback() || insecure {
+        return None;
+    }
+    Some(format!(
+        "refusing to serve HTTP on {http}: the web UI and JSON API have no TLS or \
+         identities yet, and anyone who can reach them could cancel, re-run or roll back \
+         pipelines. Serve it on a loopback address (127.0.0.1) behind a proxy of your own, \
+         or pass --insecure to accept the risk"
     ))
 }
 
@@ -217,6 +239,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
              reach this port can submit commands for the workers to run"
         );
     }
+    if let Some(why) = args.http.and_then(|http| http_refusal(http, args.insecure)) {
+        anyhow::bail!(why);
+    }
     let (store_root, store_url) = store_location(args.store)?;
     let config = MasterConfig {
         data_dir: args.data_dir,
@@ -235,6 +260,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    // Bound before the gRPC line is printed, so a test that waits for that
+    // line finds the HTTP side listening too.
+    let http = match args.http {
+        None => None,
+        Some(http_addr) => {
+            let http_listener = tokio::net::TcpListener::bind(http_addr)
+                .await
+                .with_context(|| format!("cannot serve HTTP on {http_addr}"))?;
+            let http_addr = http_listener.local_addr()?;
+            println!("taskmaster http listening on {http_addr}");
+            tracing::info!(%http_addr, "serving the web UI, JSON API and /metrics");
+            let stopping = {
+                let master = Arc::clone(&master);
+                async move { master.shutting_down().await }
+            };
+            let master = Arc::clone(&master);
+            Some(tokio::spawn(async move {
+                taskmaster_master::http::serve(http_listener, master, stopping).await
+            }))
+        }
+    };
     // Scripts and tests wait for this line to know the master is up.
     println!("taskmaster listening on {addr}");
     tracing::info!(%addr, server_token = master.server_token(), "serving");
@@ -252,6 +298,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     taskmaster_master::server::serve_with(listener, Arc::clone(&master), tls, shutdown).await?;
+    // Open requests get a moment to finish; live streams end on their own.
+    const HTTP_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+    if let Some(http) = http
+        && let Ok(Ok(Err(e))) = tokio::time::timeout(HTTP_STOP_WAIT, http).await
+    {
+        tracing::warn!(error = %e, "the HTTP server failed");
+    }
     master.close();
     if let Some(why) = master.fatal_error() {
         anyhow::bail!("journal failed: {why}");
@@ -302,6 +355,19 @@ mod tests {
             exposure_refusal(addr("0.0.0.0:7070"), false, false, true),
             None
         );
+    }
+
+    #[test]
+    fn http_is_loopback_only_unless_insecure() {
+        let addr = |a: &str| a.parse::<SocketAddr>().unwrap();
+        assert_eq!(http_refusal(addr("127.0.0.1:8080"), false), None);
+        assert_eq!(http_refusal(addr("[::1]:8080"), false), None);
+        let open = http_refusal(addr("0.0.0.0:8080"), false).unwrap();
+        assert!(
+            open.contains("no TLS or identities") && open.contains("--insecure"),
+            "{open}"
+        );
+        assert_eq!(http_refusal(addr("0.0.0.0:8080"), true), None);
     }
 
     #[test]

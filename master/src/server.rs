@@ -67,6 +67,8 @@ pub async fn serve_with(
         }
     };
     let router = tonic::transport::Server::builder()
+        // Each call's time, for taskmaster_rpc_seconds (/metrics).
+        .layer(crate::http::metrics::RpcTimingLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service);

@@ -93,6 +93,7 @@ pub(crate) async fn lease_call(
         )
         .await
         .map_err(status)?;
+    crate::metrics::metrics().count_leases_granted(leased.len() as u64);
     // The core counted the leases' bytes as it built them: no second pass.
     warn_if_unsendable("Lease", leased.encoded_bytes(), leased.len());
     let reply = LeaseResponse {
@@ -150,7 +151,12 @@ pub(crate) async fn commit_call(
     let (results, leased) = master
         .commit(&req.server_token, &req.items, req.lease_next.as_ref())
         .await
-        .map_err(status)?;
+        .map_err(|e| {
+            crate::metrics::count_wrong_master(&e, req.items.len());
+            status(e)
+        })?;
+    crate::metrics::count_commit_results(&req.items, &results);
+    crate::metrics::metrics().count_leases_granted(leased.len() as u64);
     let results = item_statuses(results);
     // Each result plus its field tag and length prefix (a few bytes).
     let results_bytes: usize = results.iter().map(|r| r.encoded_len() + 4).sum();

@@ -31,6 +31,7 @@ mod pages;
 pub mod snapshot;
 mod snapshot_encode;
 pub mod spec;
+pub mod ui_view;
 pub mod view;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};

@@ -391,7 +391,7 @@ fn write_loop(mut store: impl LogStore, shared: &Shared, durable: &watch::Sender
             fail::fail_point!("journal-before-write", |_| std::process::abort());
             let written = store.append(&batch, upto).and_then(|()| {
                 fail::fail_point!("journal-before-sync", |_| std::process::abort());
-                store.sync()
+                crate::metrics::metrics().time_journal_sync(|| store.sync())
             });
             if let Err(e) = written {
                 tracing::error!(error = %e, "journal write failed; nothing more will be acknowledged");

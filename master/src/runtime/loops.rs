@@ -45,6 +45,7 @@ impl Master {
             .mutate(|core, now| {
                 let records = core.expire(now);
                 let expired = records.len();
+                crate::metrics::metrics().count_lease_expiries(expired as u64);
                 Ok((records, (expired, core.promote_due(now))))
             })
             .await?;

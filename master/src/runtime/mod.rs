@@ -28,6 +28,7 @@ mod loops;
 mod rebuild;
 mod snapshot;
 mod sweeping;
+mod views;
 
 use std::fs::File;
 use std::path::PathBuf;
