@@ -233,6 +233,7 @@ mod tests {
             blocked: true,
             rerun_of: "p-0".into(),
             finished_unix_ms: 0,
+            audit: Vec::new(),
         }
     }
 

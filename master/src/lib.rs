@@ -17,6 +17,9 @@
 //!   (lease reaper, compactor, sweeper, finished pipelines' retention,
 //!   journal supervisor); the rebuild after a full disk; the sweep's
 //!   decisions; the data dir's lock and init check.
+//! - [`logs`]: task logs: reading an attempt's stdout or stderr from the
+//!   store (`ReadLogs`, the HTTP unit page), deleting them with their
+//!   pipeline.
 //! - [`http`]: the HTTP side (`--http`): JSON API, pages, live updates
 //!   (SSE) and `/metrics`, thin over the same runtime operations as gRPC.
 //! - [`metrics`]: the Prometheus counters and histograms (atomics), and
@@ -29,9 +32,12 @@
 //! - [`idle_thread`]: CPU-heavy jobs (a snapshot's encoding) at idle priority.
 //! - [`server`]: builds the gRPC server (with health and reflection) and
 //!   runs it, with the background loops, until a shutdown future resolves.
+//! - [`auth`]: access control at the edge: identities, the role table,
+//!   the layer that checks every call, the first admin token.
 //! - [`tls`]: the TLS listener (mutual TLS with `--client-ca`), which
 //!   reloads its certificate files when they change.
 
+pub mod auth;
 pub mod clock;
 pub mod core;
 pub mod duration;
@@ -39,10 +45,12 @@ pub mod error;
 pub mod http;
 pub mod idle_thread;
 pub mod journal;
+pub mod logs;
 pub mod metrics;
 pub mod procstat;
 pub mod recovery;
 pub mod runtime;
+pub mod schedule_service;
 pub mod server;
 pub mod service;
 pub mod snapshots;

@@ -104,23 +104,34 @@ struct ServeArgs {
     /// commands for the workers to run. Logged as a warning at start.
     #[arg(long, env = "TASKMASTER_INSECURE")]
     insecure: bool,
+    /// Require an identity on every call: a bearer token (`tmctl token
+    /// create`) or, for a worker, a client certificate whose subject CN is
+    /// its name (with --client-ca). Each role may make only its calls. On
+    /// the first start the master writes an admin token to
+    /// DATA_DIR/admin.token (mode 0600).
+    #[arg(long, env = "TASKMASTER_AUTH")]
+    auth: bool,
 }
 
 /// Why a master may not listen on `listen` as configured, or None: only a
-/// loopback address may go without TLS and client certificates (the
-/// clients' identities), unless `--insecure` says it on purpose.
+/// loopback address may go without TLS and identities (client
+/// certificates, or tokens with `--auth`), unless `--insecure` says it on
+/// purpose.
 fn exposure_refusal(
     listen: SocketAddr,
     tls: bool,
     client_ca: bool,
+    auth: bool,
     insecure: bool,
 ) -> Option<String> {
-    if listen.ip().is_loopback() || (tls && client_ca) || insecure {
+    if listen.ip().is_loopback() || (tls && (client_ca || auth)) || insecure {
         return None;
     }
     let missing = match (tls, client_ca) {
-        (false, _) => "TLS (--tls-cert, --tls-key) and client certificates (--client-ca)",
-        (true, _) => "client certificates (--client-ca)",
+        (false, _) => {
+            "TLS (--tls-cert, --tls-key) and identities (--auth for tokens, or --client-ca)"
+        }
+        (true, _) => "identities (--auth for tokens, or client certificates with --client-ca)",
     };
     Some(format!(
         "refusing to listen on {listen} without {missing}: anyone who can reach it could \
@@ -228,17 +239,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.listen,
         tls.is_some(),
         args.client_ca.is_some(),
+        args.auth,
         args.insecure,
     ) {
         anyhow::bail!(why);
     }
-    if args.insecure && !args.listen.ip().is_loopback() && args.client_ca.is_none() {
+    if args.insecure && !args.listen.ip().is_loopback() && args.client_ca.is_none() && !args.auth {
         tracing::warn!(
             listen = %args.listen,
             "--insecure: listening beyond loopback without client certificates; anyone who can \
              reach this port can submit commands for the workers to run"
         );
     }
+    let data_dir = args.data_dir.clone();
     if let Some(why) = args.http.and_then(|http| http_refusal(http, args.insecure)) {
         anyhow::bail!(why);
     }
@@ -256,6 +269,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let clock = Arc::new(MonotonicClock::default());
     let master =
         Arc::new(tokio::task::spawn_blocking(move || Master::open(&config, clock)).await??);
+    if args.auth
+        && let Some(path) =
+            taskmaster_master::auth::bootstrap::admin_token(&master, &data_dir).await?
+    {
+        // Where, never what: the token is only in the file.
+        tracing::warn!(path = %path.display(), "wrote the first admin token (mode 0600)");
+    }
+    let access = Arc::new(taskmaster_master::auth::Access::new(args.auth));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -297,7 +318,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             });
         }
     };
-    taskmaster_master::server::serve_with(listener, Arc::clone(&master), tls, shutdown).await?;
+    taskmaster_master::server::serve_with(listener, Arc::clone(&master), tls, access, shutdown)
+        .await?;
     // Open requests get a moment to finish; live streams end on their own.
     const HTTP_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
     if let Some(http) = http
@@ -327,34 +349,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_loopback_goes_without_tls_and_client_certificates_unless_insecure() {
+    fn only_loopback_goes_without_tls_and_identities_unless_insecure() {
         let addr = |a: &str| a.parse::<SocketAddr>().unwrap();
-        assert_eq!(
-            exposure_refusal(addr("127.0.0.1:7070"), false, false, false),
-            None
-        );
-        assert_eq!(
-            exposure_refusal(addr("[::1]:7070"), false, false, false),
-            None
-        );
-        let open = exposure_refusal(addr("0.0.0.0:7070"), false, false, false).unwrap();
+        // (tls, client_ca, auth, insecure)
+        let refusal =
+            |a: &str, tls, ca, auth, insecure| exposure_refusal(addr(a), tls, ca, auth, insecure);
+        assert_eq!(refusal("127.0.0.1:7070", false, false, false, false), None);
+        assert_eq!(refusal("[::1]:7070", false, false, false, false), None);
+        let open = refusal("0.0.0.0:7070", false, false, false, false).unwrap();
         assert!(
             open.contains("without TLS") && open.contains("--insecure"),
             "{open}"
         );
-        let no_ca = exposure_refusal(addr("10.1.2.3:7070"), true, false, false).unwrap();
+        let no_identity = refusal("10.1.2.3:7070", true, false, false, false).unwrap();
         assert!(
-            no_ca.contains("without client certificates (--client-ca)"),
-            "{no_ca}"
+            no_identity.contains("without identities (--auth for tokens"),
+            "{no_identity}"
         );
-        assert_eq!(
-            exposure_refusal(addr("0.0.0.0:7070"), true, true, false),
-            None
-        );
-        assert_eq!(
-            exposure_refusal(addr("0.0.0.0:7070"), false, false, true),
-            None
-        );
+        // Tokens without TLS would cross the network in clear text.
+        let auth_plain = refusal("10.1.2.3:7070", false, false, true, false).unwrap();
+        assert!(auth_plain.contains("without TLS"), "{auth_plain}");
+        assert_eq!(refusal("0.0.0.0:7070", true, true, false, false), None);
+        assert_eq!(refusal("0.0.0.0:7070", true, false, true, false), None);
+        assert_eq!(refusal("0.0.0.0:7070", false, false, false, true), None);
     }
 
     #[test]

@@ -32,15 +32,18 @@ pub async fn serve(
     master: Arc<Master>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    serve_with(listener, master, None, shutdown).await
+    let access = Arc::new(crate::auth::Access::default());
+    serve_with(listener, master, None, access, shutdown).await
 }
 
 /// [`serve`], over TLS when `tls` is given (its files, and the config they
-/// made at start; the listener reloads them when they change).
+/// made at start; the listener reloads them when they change), with the
+/// access checks of `access` (`--auth`) on every call.
 pub async fn serve_with(
     listener: TcpListener,
     master: Arc<Master>,
     tls: Option<(TlsFiles, Arc<ServerConfig>)>,
+    access: Arc<crate::auth::Access>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -48,9 +51,18 @@ pub async fn serve_with(
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(taskmaster_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let service = TaskMasterServer::new(Service::new(Arc::clone(&master)))
-        .max_decoding_message_size(MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(MESSAGE_BYTES_MAX);
+    let service = TaskMasterServer::new(Service::with_access(
+        Arc::clone(&master),
+        Arc::clone(&access),
+    ))
+    .max_decoding_message_size(MESSAGE_BYTES_MAX)
+    .max_encoding_message_size(MESSAGE_BYTES_MAX);
+    let schedules = taskmaster_proto::v1::schedules_server::SchedulesServer::new(
+        crate::schedule_service::ScheduleService::new(Arc::clone(&master)),
+    )
+    .max_decoding_message_size(MESSAGE_BYTES_MAX)
+    .max_encoding_message_size(MESSAGE_BYTES_MAX);
+    let scheduler = tokio::spawn(Arc::clone(&master).run_scheduler());
     let reaper = tokio::spawn(Arc::clone(&master).run_reaper());
     let compactor = tokio::spawn(Arc::clone(&master).run_compactor());
     let supervisor = tokio::spawn(Arc::clone(&master).run_journal_supervisor());
@@ -69,9 +81,15 @@ pub async fn serve_with(
     let router = tonic::transport::Server::builder()
         // Each call's time, for taskmaster_rpc_seconds (/metrics).
         .layer(crate::http::metrics::RpcTimingLayer)
+        // Every call's identity and role, before any handler (issue 24).
+        .layer(crate::auth::layer::AuthLayer::new(
+            access,
+            Arc::clone(&master),
+        ))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(service);
+        .add_service(service)
+        .add_service(schedules);
     let result = match tls {
         None => {
             // Replies are small writes: without TCP_NODELAY, Nagle's
@@ -90,6 +108,7 @@ pub async fn serve_with(
         }
     };
     master.begin_shutdown();
+    let _ = scheduler.await;
     let _ = reaper.await;
     let _ = compactor.await;
     let _ = supervisor.await;

@@ -9,6 +9,7 @@ use taskmaster_proto::v1::task_master_server::TaskMaster;
 use taskmaster_proto::v1::*;
 use tonic::{Code, Request, Response, Status};
 
+use crate::auth::{self, worker_calls};
 use crate::core::limits::{BATCH_ITEMS_MAX, LEASE_WAIT_MS_MAX, MESSAGE_BYTES_MAX};
 use crate::core::ops::ItemResults;
 use crate::core::{CoreError, Refusal};
@@ -19,16 +20,23 @@ use crate::work_stream;
 
 pub struct Service {
     master: Arc<Master>,
+    /// Access settings and tokens' last use (issue 24).
+    access: Arc<auth::Access>,
 }
 
 impl Service {
+    /// The service of a master without `--auth`.
     pub fn new(master: Arc<Master>) -> Service {
-        Service { master }
+        Service::with_access(master, Arc::new(auth::Access::default()))
+    }
+
+    pub fn with_access(master: Arc<Master>, access: Arc<auth::Access>) -> Service {
+        Service { master, access }
     }
 }
 
 /// The one place typed errors become gRPC statuses.
-fn status(error: MasterError) -> Status {
+pub(crate) fn status(error: MasterError) -> Status {
     let message = error.to_string();
     match error {
         MasterError::Core(e) => match e {
@@ -75,7 +83,9 @@ fn item_statuses(results: ItemResults) -> Vec<ItemStatus> {
 pub(crate) async fn lease_call(
     master: &Master,
     req: LeaseRequest,
+    worker: Option<&str>,
 ) -> Result<LeaseResponse, Status> {
+    worker_calls::check_worker_id(worker, &req.worker_id)?;
     check_max_units(req.max_units)?;
     if req.wait_ms > LEASE_WAIT_MS_MAX {
         return Err(Status::invalid_argument(format!(
@@ -130,7 +140,9 @@ fn check_max_units(max_units: u32) -> Result<(), Status> {
 pub(crate) async fn renew_call(
     master: &Master,
     req: RenewRequest,
+    worker: Option<&str>,
 ) -> Result<RenewResponse, Status> {
+    worker_calls::check_leases(master, worker, req.leases.iter().map(Some))?;
     let results = master
         .renew(&req.server_token, &req.leases)
         .await
@@ -144,10 +156,13 @@ pub(crate) async fn renew_call(
 pub(crate) async fn commit_call(
     master: &Master,
     req: CommitRequest,
+    worker: Option<&str>,
 ) -> Result<CommitResponse, Status> {
     if let Some(next) = &req.lease_next {
+        worker_calls::check_worker_id(worker, &next.worker_id)?;
         check_max_units(next.max_units)?;
     }
+    worker_calls::check_leases(master, worker, req.items.iter().map(|i| i.lease.as_ref()))?;
     let (results, leased) = master
         .commit(&req.server_token, &req.items, req.lease_next.as_ref())
         .await
@@ -176,7 +191,9 @@ pub(crate) async fn commit_call(
 pub(crate) async fn release_call(
     master: &Master,
     req: ReleaseRequest,
+    worker: Option<&str>,
 ) -> Result<ReleaseResponse, Status> {
+    worker_calls::check_leases(master, worker, req.leases.iter().map(Some))?;
     let results = master
         .release(&req.server_token, &req.leases)
         .await
@@ -243,11 +260,49 @@ impl TaskMaster for Service {
         }))
     }
 
+    async fn read_logs(
+        &self,
+        request: Request<ReadLogsRequest>,
+    ) -> Result<Response<ReadLogsResponse>, Status> {
+        let req = request.into_inner();
+        let stream = match LogStream::try_from(req.stream) {
+            Ok(LogStream::Stdout) => crate::logs::LogStream::Stdout,
+            Ok(LogStream::Stderr) => crate::logs::LogStream::Stderr,
+            Err(_) => return Err(Status::invalid_argument("unknown log stream")),
+        };
+        let read = crate::logs::LogRequest {
+            pipeline_id: req.pipeline_id,
+            group: req.group,
+            unit: req.unit,
+            attempt: req.attempt,
+            stream,
+            offset: req.offset,
+            max_bytes: req.max_bytes,
+        };
+        let chunk = match crate::logs::read_log(&self.master, &read).await {
+            Ok(chunk) => chunk,
+            Err(crate::logs::LogError::Master(e)) => return Err(status(e)),
+            Err(e) => return Err(e.to_status()),
+        };
+        Ok(Response::new(ReadLogsResponse {
+            data: chunk.data,
+            next_offset: chunk.next_offset,
+            size: chunk.size,
+            finished: chunk.finished,
+            attempt: chunk.attempt.attempt,
+            lease_id: chunk.attempt.lease_id,
+            incarnation: chunk.attempt.incarnation,
+            attempts: chunk.attempts,
+            outcome: chunk.outcome,
+        }))
+    }
+
     async fn lease(
         &self,
         request: Request<LeaseRequest>,
     ) -> Result<Response<LeaseResponse>, Status> {
-        lease_call(&self.master, request.into_inner())
+        let worker = auth::bound_worker(request.extensions());
+        lease_call(&self.master, request.into_inner(), worker.as_deref())
             .await
             .map(Response::new)
     }
@@ -256,7 +311,8 @@ impl TaskMaster for Service {
         &self,
         request: Request<RenewRequest>,
     ) -> Result<Response<RenewResponse>, Status> {
-        renew_call(&self.master, request.into_inner())
+        let worker = auth::bound_worker(request.extensions());
+        renew_call(&self.master, request.into_inner(), worker.as_deref())
             .await
             .map(Response::new)
     }
@@ -265,7 +321,8 @@ impl TaskMaster for Service {
         &self,
         request: Request<CommitRequest>,
     ) -> Result<Response<CommitResponse>, Status> {
-        commit_call(&self.master, request.into_inner())
+        let worker = auth::bound_worker(request.extensions());
+        commit_call(&self.master, request.into_inner(), worker.as_deref())
             .await
             .map(Response::new)
     }
@@ -274,7 +331,8 @@ impl TaskMaster for Service {
         &self,
         request: Request<ReleaseRequest>,
     ) -> Result<Response<ReleaseResponse>, Status> {
-        release_call(&self.master, request.into_inner())
+        let worker = auth::bound_worker(request.extensions());
+        release_call(&self.master, request.into_inner(), worker.as_deref())
             .await
             .map(Response::new)
     }
@@ -283,10 +341,12 @@ impl TaskMaster for Service {
         &self,
         request: Request<ListInputsRequest>,
     ) -> Result<Response<ListInputsResponse>, Status> {
+        let worker = auth::bound_worker(request.extensions());
         let req = request.into_inner();
         let lease = req
             .lease
             .ok_or_else(|| Status::invalid_argument("no lease named"))?;
+        worker_calls::check_leases(&self.master, worker.as_deref(), [Some(&lease)])?;
         match self
             .master
             .list_inputs(&req.server_token, &lease, req.cursor, req.limit)
@@ -304,9 +364,11 @@ impl TaskMaster for Service {
         &self,
         request: Request<tonic::Streaming<WorkRequest>>,
     ) -> Result<Response<Self::WorkStream>, Status> {
+        let worker = auth::bound_worker(request.extensions());
         Ok(Response::new(work_stream::serve(
             Arc::clone(&self.master),
             request.into_inner(),
+            worker,
         )))
     }
 
@@ -498,6 +560,53 @@ impl TaskMaster for Service {
         let id = request.into_inner().snapshot_id;
         let leases_invalidated = self.master.rollback(&id).await.map_err(status)?;
         tracing::warn!(snapshot_id = id, leases_invalidated, "state rolled back");
+        if let Some(actor) = crate::auth::context::current(Clone::clone) {
+            self.master
+                .audit_rollback(&id, &actor)
+                .await
+                .map_err(status)?;
+        }
         Ok(Response::new(RollbackResponse { leases_invalidated }))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreateTokenResponse>, Status> {
+        let req = request.into_inner();
+        let (token, made) = auth::tokens::make(&req, self.master.unix_ms())?;
+        self.master
+            .create_token(made.clone())
+            .await
+            .map_err(status)?;
+        // The token itself is never logged: only who it is for.
+        tracing::info!(name = made.name, role = ?made.role, "token created");
+        Ok(Response::new(CreateTokenResponse {
+            token,
+            info: Some(made.info(0)),
+        }))
+    }
+
+    async fn list_tokens(
+        &self,
+        _request: Request<ListTokensRequest>,
+    ) -> Result<Response<ListTokensResponse>, Status> {
+        let tokens = self.master.tokens().await.map_err(status)?;
+        let tokens = tokens
+            .iter()
+            .map(|t| t.info(self.access.last_used(&t.name)))
+            .collect();
+        Ok(Response::new(ListTokensResponse { tokens }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<RevokeTokenRequest>,
+    ) -> Result<Response<RevokeTokenResponse>, Status> {
+        let name = request.into_inner().name;
+        self.master.revoke_token(&name).await.map_err(status)?;
+        self.access.forget(&name);
+        tracing::info!(name, "token revoked");
+        Ok(Response::new(RevokeTokenResponse {}))
     }
 }

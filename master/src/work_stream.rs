@@ -38,10 +38,17 @@ type Answer = Pin<Box<dyn Future<Output = WorkReply> + Send>>;
 
 /// Serves `requests` until the client closes its side or the stream
 /// breaks; replies go out as they are ready.
-pub fn serve(master: Arc<Master>, requests: Streaming<WorkRequest>) -> Replies {
+/// `worker`: the worker name the caller's identity binds its calls to
+/// (see `auth::worker_calls`), if any.
+pub fn serve(
+    master: Arc<Master>,
+    requests: Streaming<WorkRequest>,
+    worker: Option<Arc<str>>,
+) -> Replies {
     let stopping = Arc::clone(&master);
     Box::pin(Serving {
         master,
+        worker,
         requests: Some(requests),
         in_flight: FuturesUnordered::new(),
         shutdown: Box::pin(async move { stopping.shutting_down().await }),
@@ -51,6 +58,7 @@ pub fn serve(master: Arc<Master>, requests: Streaming<WorkRequest>) -> Replies {
 /// One stream being served: its requests, and the answers in flight.
 struct Serving {
     master: Arc<Master>,
+    worker: Option<Arc<str>>,
     /// `None` once no more requests will be read: the client closed its
     /// side, the stream broke, or the master is shutting down.
     requests: Option<Streaming<WorkRequest>>,
@@ -75,8 +83,10 @@ impl Serving {
             match requests.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(request))) => {
                     let master = Arc::clone(&self.master);
-                    self.in_flight
-                        .push(Box::pin(async move { answer(&master, request).await }));
+                    let worker = self.worker.clone();
+                    self.in_flight.push(Box::pin(async move {
+                        answer(&master, request, worker.as_deref()).await
+                    }));
                 }
                 // The client closed its side, or the stream broke: what is
                 // in flight still answers (a broken stream drops it). The
@@ -105,14 +115,14 @@ impl Stream for Serving {
 }
 
 /// One request's reply: the unary call's response, or its status.
-async fn answer(master: &Master, request: WorkRequest) -> WorkReply {
+async fn answer(master: &Master, request: WorkRequest, worker: Option<&str>) -> WorkReply {
     use work_reply::Result as Reply;
     use work_request::Call;
     let result = match request.call {
-        Some(Call::Lease(req)) => lease_call(master, req).await.map(Reply::Lease),
-        Some(Call::Renew(req)) => renew_call(master, req).await.map(Reply::Renew),
-        Some(Call::Commit(req)) => commit_call(master, req).await.map(Reply::Commit),
-        Some(Call::Release(req)) => release_call(master, req).await.map(Reply::Release),
+        Some(Call::Lease(req)) => lease_call(master, req, worker).await.map(Reply::Lease),
+        Some(Call::Renew(req)) => renew_call(master, req, worker).await.map(Reply::Renew),
+        Some(Call::Commit(req)) => commit_call(master, req, worker).await.map(Reply::Commit),
+        Some(Call::Release(req)) => release_call(master, req, worker).await.map(Reply::Release),
         None => Err(Status::invalid_argument(
             "a Work request names no call (lease, renew, commit or release)",
         )),

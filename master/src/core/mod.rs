@@ -15,6 +15,7 @@
 //! - [`view`]: status and outputs for clients
 //! - [`invariants`]: `check_invariants`, run after every transition in tests
 
+pub mod audit;
 pub mod cron;
 pub mod error;
 mod expiries;
@@ -26,11 +27,14 @@ pub mod limits;
 pub mod model;
 pub mod names;
 pub mod operate;
+pub mod schedule_ops;
+pub mod schedules;
 pub mod ops;
 mod pages;
 pub mod snapshot;
 mod snapshot_encode;
 pub mod spec;
+pub mod tokens;
 pub mod ui_view;
 pub mod view;
 
@@ -94,6 +98,12 @@ pub struct Core {
     /// Workers seen in lease, commit and renewal calls; volatile, not
     /// journaled.
     workers: HashMap<String, WorkerSeen>,
+    /// Bearer tokens, hashed (issue 24).
+    pub(crate) tokens: tokens::Tokens,
+    /// Recent operator actions (issue 24).
+    pub(crate) audit: audit::Audit,
+    /// Schedules, their runs and backfills (issue 25).
+    pub(crate) schedules: schedules::Schedules,
 }
 
 /// What the master knows of a worker from its calls.
@@ -127,6 +137,9 @@ impl Core {
             blocked: false,
             wall: WallAnchor::default(),
             workers: HashMap::new(),
+            tokens: tokens::Tokens::default(),
+            audit: audit::Audit::default(),
+            schedules: schedules::Schedules::default(),
         }
     }
 
@@ -318,9 +331,21 @@ impl Core {
             Kind::GroupCleared(c) => self.apply_cleared(c)?,
             Kind::ConfigChanged(c) => self.apply_config(c)?,
             Kind::GroupScaled(c) => self.apply_scaled(c)?,
-            Kind::PipelinesDeleted(d) => self.apply_deleted(d)?,
+            Kind::PipelinesDeleted(d) => {
+                self.note_runs_deleted(d);
+                self.apply_deleted(d)?
+            }
             Kind::PipelinesFinished(f) => self.apply_finished(f)?,
+            Kind::TokenCreated(t) => self.tokens.apply_created(t)?,
+            Kind::TokenRevoked(t) => self.tokens.apply_revoked(t)?,
+            Kind::Audited(a) => self.audit.apply(a),
+            Kind::ScheduleAdded(a) => self.schedules.apply_added(a)?,
+            Kind::ScheduleChanged(c) => self.apply_schedule_changed(c)?,
+            Kind::ScheduleFired(f) => self.apply_schedule_fired(f)?,
+            Kind::BackfillStarted(b) => self.schedules.apply_backfill_started(b)?,
+            Kind::BackfillChanged(c) => self.apply_backfill_changed(c)?,
         }
+        self.audit.observe(rec);
         if let Some(pipeline_id) = finished::may_run_again(rec) {
             self.forget_finish_time(pipeline_id);
         }
@@ -801,6 +826,8 @@ mod model_test;
 mod operate_tests;
 #[cfg(test)]
 mod reply_size_tests;
+#[cfg(test)]
+mod schedule_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

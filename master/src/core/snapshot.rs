@@ -29,6 +29,11 @@ pub struct SnapshotSource {
     blocked: bool,
     pipelines: Vec<Pipeline>,
     delayed_retries: Vec<DelayedRetry>,
+    /// Tokens (hashed) and the audit trail (issue 24).
+    tokens: Vec<taskmaster_proto::journal::TokenCreated>,
+    audit: Vec<taskmaster_proto::v1::AuditEntry>,
+    /// Schedules, runs and backfills (issue 25).
+    schedules: super::schedules::Schedules,
 }
 
 impl SnapshotSource {
@@ -47,6 +52,7 @@ impl SnapshotSource {
 
     /// The snapshot without its pipelines, for `encode_with_head`.
     pub fn head(&self, position: u64) -> Snapshot {
+        let (schedules, backfills, backfills_started) = self.schedules.to_snapshot();
         Snapshot {
             journal_position: position,
             server_token: self.server_token.clone(),
@@ -54,6 +60,11 @@ impl SnapshotSource {
             incarnations: self.incarnations.to_records(),
             blocked: self.blocked,
             delayed_retries: self.delayed_retries.clone(),
+            tokens: self.tokens.clone(),
+            audit: self.audit.clone(),
+            schedules,
+            backfills,
+            backfills_started,
             ..Snapshot::default()
         }
     }
@@ -89,6 +100,9 @@ impl Core {
             blocked: self.blocked,
             pipelines: self.pipelines.clone(),
             delayed_retries,
+            tokens: self.tokens.to_records(),
+            audit: self.audit.to_entries(),
+            schedules: self.schedules.clone(),
         }
     }
 
@@ -119,6 +133,13 @@ impl Core {
             ));
         }
         core.blocked = snap.blocked;
+        core.tokens = super::tokens::Tokens::from_records(&snap.tokens)?;
+        core.audit = super::audit::Audit::from_entries(&snap.audit);
+        core.schedules = super::schedules::Schedules::from_snapshot(
+            &snap.schedules,
+            &snap.backfills,
+            snap.backfills_started,
+        )?;
         for sp in &snap.pipelines {
             let pipeline = pipeline_from_snapshot(sp)?;
             core.pipeline_index
@@ -186,6 +207,13 @@ impl Core {
             }
         }
         snapshot.workers = self.workers.clone();
+        // Access is not state to roll back: a revoked token stays revoked,
+        // and the trail keeps what happened since the snapshot.
+        snapshot.tokens = self.tokens.clone();
+        snapshot.audit = self.audit.clone();
+        // Schedules are not rolled back: their cursors stay, so no logical
+        // time that fired after the snapshot fires again (ARCHITECTURE.md).
+        snapshot.schedules = self.schedules.clone();
         snapshot.promote_due(now_ms);
         (snapshot, invalidated)
     }

@@ -219,7 +219,11 @@ impl Core {
         let &index = self.pipeline_index.get(pipeline_id).ok_or_else(|| {
             CoreError::NotFound(format!("no pipeline {}", super::names::shown(pipeline_id)))
         })?;
-        Ok(self.pipeline_status(index))
+        let mut status = self.pipeline_status(index);
+        // Only here, not in lists: who changed it lately (issue 24).
+        let p = &self.pipelines[index as usize];
+        status.audit = self.audit.of_pipeline(&p.id, p.submitted_unix_ms);
+        Ok(status)
     }
 
     /// Every pipeline in submission order.
@@ -346,6 +350,7 @@ fn pipeline_progress(p: &Pipeline) -> PipelineStatus {
         blocked: p.blocked,
         rerun_of: p.rerun_of.clone(),
         finished_unix_ms: p.finished_unix_ms,
+        audit: Vec::new(),
     }
 }
 

@@ -22,10 +22,12 @@
 //! - [`data_dir`]: the data dir's lock, the check that it is not another
 //!   store's, and the store it names
 
+mod access;
 mod calls;
 mod data_dir;
 mod loops;
 mod rebuild;
+mod scheduling;
 mod snapshot;
 mod sweeping;
 mod views;
@@ -245,7 +247,10 @@ impl Master {
             // A failed journal means the state may be ahead of the disk:
             // change nothing until it is rebuilt.
             state.journal.check()?;
-            let (records, out) = op(&mut state.core, self.clock.now_ms())?;
+            let now_ms = self.clock.now_ms();
+            let (mut records, out) = op(&mut state.core, now_ms)?;
+            // An operator's change is journaled with its author (issue 24).
+            access::audit_in_scope(&mut state.core, &mut records, now_ms, &*self.clock);
             let wakes = records
                 .iter()
                 .any(|r| !matches!(r.kind, Some(Kind::LeaseGranted(_) | Kind::LeasesGranted(_))));

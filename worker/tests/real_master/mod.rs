@@ -327,6 +327,13 @@ impl TaskMaster for FaultLayer {
         self.0.home.list_outputs(request).await
     }
 
+    async fn read_logs(
+        &self,
+        request: Request<ReadLogsRequest>,
+    ) -> Result<Response<ReadLogsResponse>, Status> {
+        self.0.home.read_logs(request).await
+    }
+
     async fn list_inputs(
         &self,
         request: Request<ListInputsRequest>,
@@ -470,6 +477,27 @@ impl TaskMaster for FaultLayer {
         request: Request<RollbackRequest>,
     ) -> Result<Response<RollbackResponse>, Status> {
         self.0.home.rollback(request).await
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreateTokenResponse>, Status> {
+        self.0.home.create_token(request).await
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<ListTokensRequest>,
+    ) -> Result<Response<ListTokensResponse>, Status> {
+        self.0.home.list_tokens(request).await
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<RevokeTokenRequest>,
+    ) -> Result<Response<RevokeTokenResponse>, Status> {
+        self.0.home.revoke_token(request).await
     }
     type WorkStream = Pin<Box<dyn Stream<Item = Result<WorkReply, Status>> + Send>>;
     /// Serves each request by the layer's unary handler above, so stream

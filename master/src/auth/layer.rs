@@ -1,0 +1,182 @@
+//! The tower layer in front of the gRPC service: reads each call's
+//! credentials, finds its identity, checks the role table, and runs the
+//! handler as that caller (see [`super::context`]). A refused call never
+//! reaches a handler: it is answered here with UNAUTHENTICATED (no or a
+//! bad identity), PERMISSION_DENIED (the role may not make this call) or
+//! INVALID_ARGUMENT (malformed metadata).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tonic::Status;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+use super::credentials::{self, Presented};
+use super::roles::{self, Needs};
+use super::{Access, Caller, Identity};
+use crate::core::audit::Actor;
+use crate::runtime::Master;
+
+/// Wraps the gRPC routes with the checks of `access`.
+#[derive(Clone)]
+pub struct AuthLayer {
+    access: Arc<Access>,
+    master: Arc<Master>,
+}
+
+impl AuthLayer {
+    pub fn new(access: Arc<Access>, master: Arc<Master>) -> AuthLayer {
+        AuthLayer { access, master }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth {
+            inner,
+            checks: self.clone(),
+        }
+    }
+}
+
+/// The service [`AuthLayer`] makes.
+#[derive(Clone)]
+pub struct Auth<S> {
+    inner: S,
+    checks: AuthLayer,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for Auth<S>
+where
+    S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        // The clone that was made ready is the one to call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        match self.checks.admit(&request) {
+            Ok(None) => Box::pin(inner.call(request)),
+            Ok(Some((caller, actor))) => {
+                request.extensions_mut().insert(caller);
+                Box::pin(super::context::with_actor(actor, inner.call(request)))
+            }
+            Err(status) => Box::pin(async move { Ok(status.into_http()) }),
+        }
+    }
+}
+
+impl AuthLayer {
+    /// The caller of `request` and the actor its changes are audited as,
+    /// None for an open service, or the status that refuses it.
+    fn admit<B>(&self, request: &http::Request<B>) -> Result<Option<(Caller, Actor)>, Status> {
+        let path = request.uri().path();
+        let roles = match roles::needs(path) {
+            Needs::Nothing => return Ok(None),
+            Needs::OneOf(roles) => Some(roles),
+            Needs::Unknown => None,
+        };
+        let presented = credentials::presented(request.headers())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if !self.access.enabled {
+            let actor = Actor {
+                name: "anonymous".into(),
+                reason: presented.reason,
+            };
+            return Ok(Some((Caller { identity: None }, actor)));
+        }
+        let identity = self.identify(&presented, request.extensions())?;
+        let method = roles::method(path);
+        let Some(roles) = roles else {
+            return Err(Status::permission_denied(format!(
+                "{method} is not in the master's role table: refused to everyone"
+            )));
+        };
+        if !roles.contains(&identity.role) {
+            let allowed: Vec<&str> = roles.iter().map(|r| roles::role_name(*r)).collect();
+            return Err(Status::permission_denied(format!(
+                "{} may not call {method}: it needs the role {}",
+                identity.shown(),
+                allowed.join(" or ")
+            )));
+        }
+        let actor = Actor {
+            name: identity.shown(),
+            reason: presented.reason,
+        };
+        Ok(Some((
+            Caller {
+                identity: Some(identity),
+            },
+            actor,
+        )))
+    }
+
+    /// Who presented these credentials: a bearer token takes precedence
+    /// over a client certificate (so an operator's tool on a worker's
+    /// machine can use its own token).
+    fn identify(
+        &self,
+        presented: &Presented,
+        extensions: &http::Extensions,
+    ) -> Result<Identity, Status> {
+        if let Some(token) = &presented.bearer {
+            return self.identify_token(token);
+        }
+        let certs = extensions
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(TlsConnectInfo::peer_certs);
+        if let Some(leaf) = certs.as_ref().and_then(|c| c.first()) {
+            let name = super::cert::subject_name(leaf).map_err(Status::unauthenticated)?;
+            return Ok(Identity {
+                name: name.into(),
+                role: taskmaster_proto::v1::Role::Worker,
+            });
+        }
+        Err(Status::unauthenticated(
+            "this master requires an identity: a bearer token (--token, --token-file, \
+             TASKMASTER_TOKEN) or, for a worker, a client certificate",
+        ))
+    }
+
+    fn identify_token(&self, token: &str) -> Result<Identity, Status> {
+        let Some(found) = self.master.find_token(&credentials::sha256(token)) else {
+            return Err(Status::unauthenticated(
+                "the bearer token is not one this master knows (never made, or revoked)",
+            ));
+        };
+        let now = self.master.unix_ms();
+        if found.expired(now) {
+            return Err(Status::unauthenticated(format!(
+                "the token {} expired {} s ago",
+                found.name,
+                (now - found.expires_unix_ms) / 1000
+            )));
+        }
+        let name: Arc<str> = found.name.into();
+        self.access.note_used(&name, now);
+        Ok(Identity {
+            name,
+            role: found.role,
+        })
+    }
+}

@@ -1,0 +1,112 @@
+//! Access control at the edge (issue 24): every call's identity and role,
+//! checked against one table before any handler runs; the core only
+//! records who did what.
+//!
+//! - [`roles`]: the table of which roles may call each RPC
+//! - [`credentials`]: reading a call's `authorization` and reason
+//!   metadata, making and hashing tokens (the fuzzed part)
+//! - [`cert`]: a worker's name from its client certificate's subject
+//! - [`layer`]: the tower layer in front of the gRPC service
+//! - [`context`]: who is calling, for the audit records the runtime writes
+//! - [`worker_calls`]: a worker acts only as itself, on its own leases
+//! - [`tokens`]: making a token (`CreateToken`)
+//! - [`bootstrap`]: the first admin token, written to the data dir
+//!
+//! Without `--auth` the layer still runs: every caller is "anonymous" with
+//! every role, and the audit trail names them so.
+
+pub mod bootstrap;
+pub mod cert;
+pub mod context;
+pub mod credentials;
+pub mod layer;
+pub mod roles;
+pub mod tokens;
+pub mod worker_calls;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use taskmaster_proto::v1::Role;
+
+/// Who a call comes from, once the layer has checked it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The token's name, or a client certificate's subject CN.
+    pub name: Arc<str>,
+    pub role: Role,
+}
+
+impl Identity {
+    /// How audit entries name it: "alice (operator)".
+    pub fn shown(&self) -> String {
+        format!("{} ({})", self.name, roles::role_name(self.role))
+    }
+}
+
+/// What the layer learned of a call, in the request's extensions for the
+/// handlers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// None on a master without `--auth`.
+    pub identity: Option<Identity>,
+}
+
+impl Caller {
+    /// The worker name this caller's leases must carry: Some for a
+    /// worker's identity only (an admin may act for any worker; without
+    /// `--auth` nothing is checked).
+    pub fn bound_worker(&self) -> Option<&str> {
+        self.identity
+            .as_ref()
+            .filter(|i| i.role == Role::Worker)
+            .map(|i| &*i.name)
+    }
+}
+
+/// The worker name the caller of `request` is bound to (see
+/// [`Caller::bound_worker`]).
+pub fn bound_worker(extensions: &http::Extensions) -> Option<Arc<str>> {
+    extensions
+        .get::<Caller>()
+        .and_then(|c| c.bound_worker().map(Arc::from))
+}
+
+/// The master's access settings and what it tracks of tokens in memory.
+#[derive(Debug, Default)]
+pub struct Access {
+    /// `--auth`: every call needs an identity with a role that allows it.
+    pub enabled: bool,
+    /// When each token was last used (wall clock, ms), since this start:
+    /// in memory only, so a call never waits on the journal for it.
+    last_used: Mutex<HashMap<Arc<str>, u64>>,
+}
+
+impl Access {
+    pub fn new(enabled: bool) -> Access {
+        Access {
+            enabled,
+            last_used: Mutex::default(),
+        }
+    }
+
+    pub fn note_used(&self, name: &Arc<str>, unix_ms: u64) {
+        let mut used = self.last_used.lock();
+        // Bounded by the tokens there are: names come from the core's table.
+        if let Some(at) = used.get_mut(name) {
+            *at = unix_ms;
+        } else {
+            used.insert(Arc::clone(name), unix_ms);
+        }
+    }
+
+    /// When the token `name` was last used since this start (0: not).
+    pub fn last_used(&self, name: &str) -> u64 {
+        self.last_used.lock().get(name).copied().unwrap_or(0)
+    }
+
+    pub fn forget(&self, name: &str) {
+        self.last_used.lock().remove(name);
+    }
+}
