@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/taskmaster/v1/taskmaster.proto",
         "proto/taskmaster/v1/journal.proto",
+        "proto/taskmaster/v1/schedules.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

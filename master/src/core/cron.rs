@@ -54,6 +54,16 @@ impl CronTimes {
         self.cron.find_next_occurrence(&civil, false).ok()
     }
 
+    /// The newest logical time before `civil` (exclusive).
+    pub fn previous_before(&self, civil: DateTime) -> Option<DateTime> {
+        self.cron.find_previous_occurrence(&civil, false).ok()
+    }
+
+    /// Whether `civil` is one of the expression's logical times.
+    pub fn is_logical(&self, civil: DateTime) -> bool {
+        self.cron.is_time_matching(&civil).unwrap_or(false)
+    }
+
     /// The instant logical time `civil` fires at (see the module docs).
     pub fn fire_at(&self, civil: DateTime) -> Timestamp {
         let ambiguous = self.zone.to_ambiguous_timestamp(civil);

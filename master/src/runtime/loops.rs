@@ -30,7 +30,7 @@ const SNAPSHOT_RETRY_AFTER: Duration = Duration::from_secs(60);
 impl Master {
     /// Waits `duration` on the master's clock; false if the master began
     /// to shut down meanwhile (or had).
-    async fn pause(&self, duration: Duration) -> bool {
+    pub(super) async fn pause(&self, duration: Duration) -> bool {
         let mut closing = self.closing.subscribe();
         let slept = tokio::select! {
             () = self.clock.sleep(duration) => true,
