@@ -470,6 +470,20 @@ impl Client {
         Ok(self.answer(reply)?.leases_invalidated)
     }
 
+    /// A part of one attempt's stdout or stderr log, as its worker keeps
+    /// it in the store (`tmctl logs`): the bytes from `request.offset`,
+    /// where the next read starts, the log's size and whether the attempt
+    /// is over. To follow a running attempt, read again from
+    /// `next_offset` until `finished` is set and `next_offset == size`.
+    /// NOT_FOUND names the pipeline, group, unit or attempt without logs.
+    pub async fn read_logs(
+        &self,
+        request: taskmaster_proto::v1::ReadLogsRequest,
+    ) -> Result<taskmaster_proto::v1::ReadLogsResponse, ClientError> {
+        let reply = self.inner.clone().read_logs(with_timeout(request)).await;
+        self.answer(reply)
+    }
+
     /// Unwraps a reply, turning a gRPC error into a [`ClientError`]; an
     /// unavailable master is reported with its address.
     fn answer<T>(

@@ -269,6 +269,17 @@ impl RemoteStore {
         &self.url
     }
 
+    /// The bucket's client (task logs are read and deleted through it,
+    /// `crate::logs`).
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Where the store layout starts in the bucket (empty: at its root).
+    pub fn prefix(&self) -> &ObjectPath {
+        &self.prefix
+    }
+
     /// Lists the attempts under the pipelines and groups `known` accepts,
     /// with their objects.
     pub async fn find_attempts(

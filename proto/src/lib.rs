@@ -5,6 +5,7 @@ pub mod codec;
 pub mod compact;
 pub mod endpoint;
 pub mod limits;
+pub mod log_names;
 
 /// Generated code, nested as the protobuf packages are (cross-package
 /// references in the generated code rely on it).

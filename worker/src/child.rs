@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::logs::{Stream, TaskLog};
+
 /// Longest line logged or kept in the stderr tail; longer lines are split,
 /// so a child printing without newlines cannot grow our memory.
 pub const LINE_BYTES_MAX: usize = 4 * 1024;
@@ -183,9 +185,12 @@ pub struct Drains {
 }
 
 impl Drains {
-    /// Starts a thread per pipe; lines are logged at debug level.
-    pub fn start(child: &mut SupervisedChild) -> io::Result<Self> {
+    /// Starts a thread per pipe; lines are logged at debug level, and the
+    /// bytes as they come go to the attempt's `log` (see [`crate::logs`]).
+    pub fn start(child: &mut SupervisedChild, log: &TaskLog) -> io::Result<Self> {
         let (stdout, stderr) = child.take_pipes();
+        let stdout = stdout.map(|pipe| Tee::new(pipe, log, Stream::Stdout));
+        let stderr = stderr.map(|pipe| Tee::new(pipe, log, Stream::Stderr));
         let tail = Arc::new(Mutex::new(Tail::default()));
         let (done_tx, done) = mpsc::channel();
         let mut running = 0;
@@ -234,6 +239,32 @@ impl Drains {
             }
         }
         self.tail.lock().render()
+    }
+}
+
+/// A pipe whose bytes are copied to the attempt's log as they are read,
+/// before they are cut into lines: the log keeps them exactly.
+struct Tee<R> {
+    pipe: R,
+    log: TaskLog,
+    stream: Stream,
+}
+
+impl<R> Tee<R> {
+    fn new(pipe: R, log: &TaskLog, stream: Stream) -> Self {
+        Self {
+            pipe,
+            log: log.clone(),
+            stream,
+        }
+    }
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.pipe.read(buf)?;
+        self.log.write(self.stream, &buf[..read]);
+        Ok(read)
     }
 }
 

@@ -20,6 +20,8 @@ pub use taskmaster_proto::endpoint::ClientTls;
 use taskmaster_proto::endpoint::master_url;
 pub use taskmaster_proto::limits::MESSAGE_BYTES_MAX;
 
+pub use crate::logs::{LOG_BYTES_MAX_DEFAULT, LOG_BYTES_MAX_LIMIT};
+
 /// How a worker runs: which master, how many units at once, and timings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerConfig {
@@ -41,6 +43,10 @@ pub struct WorkerConfig {
     /// TLS to the master (its CA, and this worker's certificate when the
     /// master requires one); None for plain http.
     pub tls: Option<ClientTls>,
+    /// Bytes of each of an attempt's stdout and stderr kept in its log in
+    /// the store: the first half and the last half (see [`crate::logs`]);
+    /// 0 keeps no logs.
+    pub log_bytes_max: u64,
 }
 
 /// How the worker's calls to the master travel.
@@ -68,6 +74,7 @@ impl WorkerConfig {
             grace_ms: GRACE_MS_DEFAULT,
             calls: Calls::default(),
             tls: None,
+            log_bytes_max: LOG_BYTES_MAX_DEFAULT,
         }
     }
 
@@ -90,6 +97,9 @@ impl WorkerConfig {
         }
         if self.grace_ms > GRACE_MS_MAX {
             return Err(ConfigError::Grace(self.grace_ms));
+        }
+        if self.log_bytes_max > LOG_BYTES_MAX_LIMIT {
+            return Err(ConfigError::LogBytes(self.log_bytes_max));
         }
         Ok(())
     }
@@ -121,6 +131,8 @@ pub enum ConfigError {
     LeaseWait(u32),
     #[error("grace period must be at most {GRACE_MS_MAX} ms, got {0}")]
     Grace(u64),
+    #[error("the log cap must be at most {LOG_BYTES_MAX_LIMIT} bytes per stream, got {0}")]
+    LogBytes(u64),
 }
 
 /// One slot per CPU the process may use (1 if that is unknown).
@@ -176,6 +188,7 @@ mod tests {
         assert_eq!(config.lease_wait_ms, 10_000);
         assert_eq!(config.grace_ms, 30_000);
         assert_eq!(config.calls, Calls::Stream);
+        assert_eq!(config.log_bytes_max, 1024 * 1024);
     }
 
     #[test]
@@ -255,6 +268,13 @@ mod tests {
                     ..good.clone()
                 },
                 "grace period",
+            ),
+            (
+                WorkerConfig {
+                    log_bytes_max: LOG_BYTES_MAX_LIMIT + 1,
+                    ..good.clone()
+                },
+                "the log cap must be at most",
             ),
         ];
         for (config, expected) in cases {

@@ -32,7 +32,8 @@
 //!
 //! Exit status 0 is success. Any other exit, or death by a signal, fails the
 //! attempt with the status and the last lines of stderr (at most 20 lines,
-//! 4 KiB). stdout and stderr are logged at debug level.
+//! 4 KiB). stdout and stderr are logged at debug level, and kept in the
+//! attempt's log in the store, capped (see [`crate::logs`]).
 //!
 //! # Working directory
 //!
@@ -132,7 +133,7 @@ impl Task for ExecTask {
         let program = unit.command[0].as_str();
         let mut child =
             SupervisedChild::spawn(&mut command).map_err(|err| spawn_error(program, err))?;
-        let drains = Drains::start(&mut child).map_err(|err| {
+        let drains = Drains::start(&mut child, &unit.log).map_err(|err| {
             TaskError::new(format!("cannot read the output of `{program}`: {err}"))
         })?;
         let outcome = wait_or_cancel(&child, unit);

@@ -33,6 +33,8 @@
 //!   `sum.reduce`, `sort` and `merge`, their record format and settings.
 //! - [`lines`]: reading a unit's inputs (whole files and byte slices) as
 //!   lines; which lines a slice owns.
+//! - [`logs`]: each attempt's stdout and stderr, capped, written to the
+//!   store beside its outputs while it runs ([`logs::TaskLog`]).
 //! - [`scratch`]: per-attempt scratch directories outside the output
 //!   directory (spilled runs, copied slices).
 //! - [`outputs`]: preparing the attempt's output directory, listing its
@@ -56,6 +58,7 @@ pub mod config;
 pub mod exec;
 mod held;
 pub mod lines;
+pub mod logs;
 pub mod outputs;
 mod renew;
 mod rpc;

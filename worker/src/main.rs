@@ -10,8 +10,8 @@ use std::time::Duration;
 use clap::Parser;
 use taskmaster_proto::endpoint::{ClientTls, EndpointError};
 use taskmaster_worker::config::{
-    Calls, DEFAULT_MASTER_URL, GRACE_MS_DEFAULT, LEASE_WAIT_MS_DEFAULT, default_slots,
-    default_worker_id,
+    Calls, DEFAULT_MASTER_URL, GRACE_MS_DEFAULT, LEASE_WAIT_MS_DEFAULT, LOG_BYTES_MAX_DEFAULT,
+    default_slots, default_worker_id,
 };
 use taskmaster_worker::{TaskRegistry, WorkerConfig, run_worker_until};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -55,6 +55,9 @@ const EXIT_WAIT_MS: u64 = 1_000;
 /// task, with credentials, region and endpoint from the standard AWS_*
 /// variables (AWS_ENDPOINT and AWS_ALLOW_HTTP=true for a server of your
 /// own).
+///
+/// Each attempt's stdout and stderr are kept in the store beside its
+/// outputs, capped by --log-bytes-max (`tmctl logs ID --group G --unit N`).
 ///
 /// Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug, which also shows
 /// the commands' output) to change the level from info.
@@ -119,6 +122,13 @@ struct Args {
         requires = "tls_cert"
     )]
     tls_key: Option<PathBuf>,
+
+    /// Bytes of each attempt's stdout and of its stderr kept in its log in
+    /// the store (`tmctl logs`): past this, the first half and the last
+    /// half are kept and the log says how many bytes were dropped between
+    /// them. 0 keeps no logs.
+    #[arg(long, value_name = "BYTES", env = "TASKMASTER_WORKER_LOG_BYTES_MAX", default_value_t = LOG_BYTES_MAX_DEFAULT)]
+    log_bytes_max: u64,
 }
 
 impl Args {
@@ -139,6 +149,7 @@ impl Args {
             grace_ms: self.grace_ms,
             calls: self.calls,
             tls,
+            log_bytes_max: self.log_bytes_max,
         })
     }
 }

@@ -140,6 +140,10 @@ pub struct UnitContext {
     pub timeout: Option<Duration>,
     /// Set by the runner when the attempt must stop early.
     pub cancel: CancelToken,
+    /// The attempt's log in the store ([`crate::logs`]): `exec` writes
+    /// the command's stdout and stderr to it; a task of its own may write
+    /// lines worth keeping. Disabled by default.
+    pub log: crate::logs::TaskLog,
 }
 
 impl UnitContext {

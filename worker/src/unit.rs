@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use crate::backoff::Backoff;
 use crate::held::LeaseKey;
+use crate::logs::{AttemptLog, outcome_text};
 use crate::outputs::{attempt_output_dir, collect_outputs, prepare_output_dir, seal_outputs};
 use crate::rpc::{self, FailureLog, Show, describe_item, is_transient, item_ok};
 use crate::runner::{Shared, release_one};
@@ -116,6 +117,13 @@ async fn execute(
         lease
     };
     let mut unit = unit_context(lease, cancel.clone())?;
+    // Started before the inputs are staged, so a follower sees the attempt
+    // at once; finished before the commit, so a committed attempt's log is
+    // complete.
+    let log = AttemptLog::start(&worker.stores, lease, worker.config.log_bytes_max).await;
+    if let Some(log) = &log {
+        unit.log = log.handle();
+    }
     let result = match Staging::prepare(&worker.stores, lease, &mut unit).await {
         Ok(staging) => {
             let output_dir = unit.output_dir.clone();
@@ -135,6 +143,9 @@ async fn execute(
         }
         Err(err) => Err(err),
     };
+    if let Some(log) = log {
+        log.finish(&outcome_text(&result)).await;
+    }
     let took_ms = started.elapsed().as_millis() as u64;
     match &result {
         Ok(files) => tracing::info!(took_ms, files = files.len(), "task succeeded"),
@@ -268,6 +279,7 @@ fn unit_context(lease: &Lease, cancel: CancelToken) -> Result<UnitContext, TaskE
         config: lease.config.clone().into_iter().collect(),
         timeout: lease.timeout_ms.map(Duration::from_millis),
         cancel,
+        log: crate::logs::TaskLog::disabled(),
     })
 }
 

@@ -73,6 +73,7 @@ fn config(url: &str, slots: u32) -> WorkerConfig {
         grace_ms: 30_000,
         calls: Calls::Stream,
         tls: None,
+        ..WorkerConfig::default()
     }
 }
 

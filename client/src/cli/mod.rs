@@ -5,11 +5,13 @@
 mod bench;
 mod config_change;
 mod demo;
+mod logs;
 mod operate;
 mod outputs;
 mod status;
 mod submit;
 mod wait;
+mod watch;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
@@ -40,9 +42,11 @@ const EXIT_PIPELINE_FAILED: u8 = 1;
         tmctl demo\n  \
         tmctl submit pipeline.toml --param ds=2026-11-21 --wait\n  \
         tmctl wait <ID>\n  \
+        tmctl watch <ID>\n  \
         tmctl status\n  \
         tmctl status <ID> --json\n  \
         tmctl outputs <ID> --group extract\n  \
+        tmctl logs <ID> --group extract --unit 3 --follow\n  \
         tmctl retry <ID>\n  \
         tmctl config <ID> --group extract max_attempts=5 retry_delay=30s\n  \
         tmctl block --pipeline <ID>\n  \
@@ -160,6 +164,25 @@ enum Command {
         #[arg(long, short)]
         group: String,
     },
+    /// Show a pipeline's progress until it ends: a bar per group, redrawn
+    /// in place on a terminal (a line per change otherwise), then its
+    /// final state and failed units. Exits 0 if it succeeded, 1 if it
+    /// failed or was cancelled.
+    Watch {
+        /// The pipeline id.
+        id: String,
+        /// How often to poll the master, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = wait::POLL_MS_DEFAULT)]
+        poll_ms: u64,
+    },
+    /// Print an attempt's stdout and stderr, as its worker keeps them in
+    /// the store (the task's stdout to stdout, its stderr to stderr);
+    /// --follow reads on while the attempt runs.
+    #[command(after_help = "Examples:\n  \
+        tmctl logs <ID> --group extract --unit 3\n  \
+        tmctl logs <ID> -g extract -u 3 --attempt 1 --stderr\n  \
+        tmctl logs <ID> -g extract -u 3 --follow")]
+    Logs(logs::LogsArgs),
     #[command(flatten)]
     Operate(operate::Operate),
 }
@@ -232,6 +255,14 @@ async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
         Command::Outputs { id, group } => {
             let client = connection.client().await?;
             outputs::run(&client, &id, &group).await
+        }
+        Command::Watch { id, poll_ms } => {
+            let client = connection.client().await?;
+            watch::run(&client, &id, std::time::Duration::from_millis(poll_ms)).await
+        }
+        Command::Logs(logs_args) => {
+            let client = connection.client().await?;
+            logs::run(&client, logs_args).await
         }
         Command::Operate(command) => operate::run(&connection, command).await,
     }

@@ -2,6 +2,7 @@
 //! `submit`, `retry` and `rerun`. Progress goes to stderr; the exit code
 //! says how the pipeline ended.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use clap::Args;
 use taskmaster_client::Client;
 use taskmaster_client::text;
 use taskmaster_client::view::PipelineView;
-use taskmaster_proto::v1::PipelineState;
+use taskmaster_proto::v1::{PipelineState, PipelineStatus};
 
 /// Default interval between polls while waiting, in milliseconds.
 pub const POLL_MS_DEFAULT: u64 = 500;
@@ -37,7 +38,12 @@ impl WaitArgs {
 /// progress line on stderr whenever it changes, then how it ended (and
 /// its failed units). Exit code 0 if it succeeded, 1 if it failed or was
 /// cancelled; errors (no such pipeline, no master) are the caller's.
+///
+/// On a terminal, shows the same bars as `tmctl watch` instead of lines.
 pub async fn follow(client: &Client, id: &str, poll: Duration) -> anyhow::Result<ExitCode> {
+    if std::io::stderr().is_terminal() {
+        return super::watch::run(client, id, poll).await;
+    }
     let started = Instant::now();
     let mut last_line = String::new();
     let status = client
@@ -49,11 +55,17 @@ pub async fn follow(client: &Client, id: &str, poll: Duration) -> anyhow::Result
             }
         })
         .await?;
+    Ok(ended(id, status))
+}
+
+/// Says on stderr how pipeline `id` ended (and its failed units); exit
+/// code 0 if it succeeded, 1 otherwise.
+pub fn ended(id: &str, status: PipelineStatus) -> ExitCode {
     let succeeded = status.state() == PipelineState::Succeeded;
     let view = PipelineView::from(status);
     super::err_out(&format!("pipeline {id} {}\n", view.state));
     if succeeded {
-        return Ok(ExitCode::SUCCESS);
+        return ExitCode::SUCCESS;
     }
     if !view.failed_units.is_empty() {
         super::err_out(&format!(
@@ -61,5 +73,5 @@ pub async fn follow(client: &Client, id: &str, poll: Duration) -> anyhow::Result
             text::failed_units(&view.failed_units)
         ));
     }
-    Ok(ExitCode::from(super::EXIT_PIPELINE_FAILED))
+    ExitCode::from(super::EXIT_PIPELINE_FAILED)
 }

@@ -83,8 +83,37 @@ impl Master {
         self.read(|core| core.check_deletable(&ids)).await?;
         let chosen: HashSet<&str> = ids.iter().map(String::as_str).collect();
         let swept = self.sweep_pipelines(|p| chosen.contains(p)).await;
+        crate::logs::delete_pipeline_logs(self, &ids).await;
         self.mutate(|core, now| Ok((core.delete_pipelines(&ids, now)?, ())))
             .await?;
         Ok(swept)
+    }
+}
+
+impl Master {
+    /// Where attempts write their outputs and logs (for `crate::logs`).
+    pub fn data_store(&self) -> crate::logs::DataStore {
+        match &self.remote {
+            Some(remote) => crate::logs::DataStore::Remote(remote.clone()),
+            None => crate::logs::DataStore::Local(PathBuf::from(
+                self.state.lock().core.config().store_root.clone(),
+            )),
+        }
+    }
+
+    /// Whether an attempt may still commit or has committed (see
+    /// `Core::attempt_may_matter`); false once it is over for good.
+    pub async fn attempt_may_matter(
+        &self,
+        pipeline_id: &str,
+        group: &str,
+        unit: u32,
+        lease_id: u64,
+        incarnation: u64,
+    ) -> Result<bool, MasterError> {
+        self.read(|core| {
+            Ok(core.attempt_may_matter(pipeline_id, group, unit, lease_id, incarnation))
+        })
+        .await
     }
 }
