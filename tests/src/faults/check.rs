@@ -1,27 +1,64 @@
 //! The invariants checked after a fault run, from the master's state (read
 //! with `tmctl status --json` and `tmctl outputs`), the output files, the
 //! exec log and the workers' logs.
+//!
+//! An attempt is named by its lease id *and* the incarnation of the master
+//! that granted it: a master restored from a copy of its data dir reissues
+//! lease ids the abandoned lineage already granted. The restored lineage is
+//! the one that survives ([`Lineages`]); nothing of the abandoned one may
+//! ever be committed.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 use taskmaster_proto::compact::parse_attempt_dir_name;
 
-use super::workload::{Batch, GROUPS, Workload, read_exec_log};
+use super::workload::{Batch, GROUPS, WIDE_NAME, Wide, Workload, read_exec_log};
 use crate::tmctl_ok;
 
 /// A unit: pipeline id, group, unit index.
 pub type UnitKey = (String, String, u32);
+
+/// An attempt: lease id and the incarnation that granted it.
+pub type Attempt = (u64, u64);
 
 /// What the harness saw acknowledged during the run.
 #[derive(Debug, Default, Clone)]
 pub struct Acked {
     /// Pipeline ids `tmctl submit` printed.
     pub submissions: BTreeSet<String>,
-    /// Committed lease per unit, as read from the master during the run.
-    pub commits: BTreeMap<UnitKey, u64>,
+    /// Committed attempt per unit, as read from the master during the run.
+    pub commits: BTreeMap<UnitKey, Attempt>,
+}
+
+/// The incarnations of every master start, by lineage.
+#[derive(Debug, Default, Clone)]
+pub struct Lineages {
+    /// Starts of the lineage that survives: those on the data dir the last
+    /// restore copied (up to the copy) and every start after it.
+    pub surviving: BTreeSet<u64>,
+    /// Starts of lineages a restore abandoned (after their copy point).
+    pub dead: BTreeSet<u64>,
+    /// Surviving starts from before a restored copy point: both lineages
+    /// held their leases, so either may have acknowledged their commits.
+    pub shared: BTreeSet<u64>,
+}
+
+/// Byte ranges of worker logs whose `committed` lines are not checked:
+/// from a copy to (a while after) its restore, the abandoned lineage
+/// acknowledged commits that the restored master legitimately never had.
+pub type LogSkips = BTreeMap<PathBuf, Vec<Range<u64>>>;
+
+/// What the final check compares the master's state with.
+pub struct Expected<'a> {
+    pub workload: &'a Workload,
+    pub acked: &'a Acked,
+    pub lineages: &'a Lineages,
+    pub worker_logs: &'a [PathBuf],
+    pub log_skips: &'a LogSkips,
 }
 
 /// What the final check found.
@@ -37,6 +74,20 @@ pub struct Verified {
     pub stale_commits: u64,
     /// Attempt directories in the store that were never committed.
     pub uncommitted_attempt_dirs: u64,
+    /// Attempt directories of abandoned lineages: expected leftovers (no
+    /// master sweeps another lineage's attempts), never committed.
+    pub dead_lineage_attempt_dirs: u64,
+    /// Commits of the surviving master naming an attempt of another
+    /// lineage (must stay 0).
+    pub foreign_commits: u64,
+    /// Commits refused whose lease an abandoned lineage granted.
+    pub worker_fenced_refusals: u64,
+    /// `committed` lines not checked: an abandoned lineage acknowledged them.
+    pub worker_acks_of_dead_lineages: u64,
+    /// The wide gather's input count as it wrote it (0: no wide pipeline).
+    pub wide_inputs_counted: u64,
+    /// Times a worker listed a lease's inputs with `ListInputs`.
+    pub paged_input_listings: u64,
     /// Commits the workers logged as acknowledged, all checked.
     pub worker_acked_commits: u64,
     pub worker_refused_commits: u64,
@@ -54,40 +105,169 @@ impl Verified {
 }
 
 /// Checks every pipeline the master at `url` knows.
-pub fn verify(
-    url: &str,
-    store: &Path,
-    workload: &Workload,
-    acked: &Acked,
-    worker_logs: &[PathBuf],
-) -> Verified {
+pub fn verify(url: &str, store: &Path, e: &Expected) -> Verified {
     let mut v = Verified::default();
     let statuses: Value =
         serde_json::from_str(&tmctl_ok(url, &["status", "--json"])).expect("status JSON");
     let statuses = statuses.as_array().cloned().unwrap_or_default();
     v.pipelines = statuses.len();
-    let mut committed: BTreeMap<UnitKey, u64> = BTreeMap::new();
+    // Batch units (checked against the exec log), then every unit.
+    let mut committed: BTreeMap<UnitKey, Attempt> = BTreeMap::new();
+    let mut wide_committed: BTreeMap<UnitKey, Attempt> = BTreeMap::new();
     for status in &statuses {
-        check_pipeline(url, store, workload, status, &mut committed, &mut v);
+        if status["name"] == WIDE_NAME {
+            let out = &mut wide_committed;
+            check_wide(
+                url,
+                store,
+                e.workload.wide.as_ref(),
+                e.lineages,
+                status,
+                out,
+                &mut v,
+            );
+        } else {
+            check_pipeline(url, store, e, status, &mut committed, &mut v);
+        }
     }
+    let mut all_committed = committed.clone();
+    all_committed.extend(wide_committed);
     let ids: BTreeSet<&str> = statuses.iter().filter_map(|s| s["id"].as_str()).collect();
-    for id in &acked.submissions {
+    for id in &e.acked.submissions {
         if !ids.contains(id.as_str()) {
             v.violation(format!("acknowledged submission {id} is gone"));
         }
     }
-    for (key, lease) in &acked.commits {
-        match committed.get(key) {
-            Some(now) if now == lease => {}
+    for (key, attempt) in &e.acked.commits {
+        match all_committed.get(key) {
+            Some(now) if now == attempt => {}
             now => v.violation(format!(
-                "commit of {key:?} by lease {lease} was seen acknowledged, now {now:?}"
+                "commit of {key:?} by attempt {attempt:?} was seen acknowledged, now {now:?}"
             )),
         }
     }
-    check_executions(workload, &committed, &mut v);
-    check_worker_logs(worker_logs, &committed, &mut v);
-    v.uncommitted_attempt_dirs = count_uncommitted(store, &committed);
+    check_executions(e.workload, e.lineages, &committed, &mut v);
+    check_worker_logs(e, &all_committed, &mut v);
+    let (uncommitted, dead) = count_uncommitted(store, e.lineages, &all_committed);
+    v.uncommitted_attempt_dirs = uncommitted;
+    v.dead_lineage_attempt_dirs = dead;
     v
+}
+
+/// The attempt of a committed path `<store>/<pipeline>/<group>/<unit>/<attempt>/<name>`
+/// in pipeline `id`, group `group`: (unit, attempt, attempt dir, file name).
+fn committed_path<'a>(
+    store: &Path,
+    path: &'a str,
+    id: &str,
+    group: &str,
+) -> Option<(u32, Attempt, &'a str, &'a str)> {
+    let rel: &'a str = Path::new(path).strip_prefix(store).ok()?.to_str()?;
+    let parts: Vec<&'a str> = rel.split('/').collect();
+    match parts[..] {
+        [p, g, unit, dir, name] if p == id && g == group => {
+            Some((unit.parse().ok()?, parse_attempt_dir_name(dir)?, dir, name))
+        }
+        _ => None,
+    }
+}
+
+/// A committed attempt must come from a start of the surviving lineage.
+fn check_lineage(key: &UnitKey, attempt: Attempt, lineages: &Lineages, v: &mut Verified) {
+    if lineages.surviving.contains(&attempt.1) {
+        return;
+    }
+    v.foreign_commits += 1;
+    let whose = if lineages.dead.contains(&attempt.1) {
+        "an abandoned lineage"
+    } else {
+        "no recorded start"
+    };
+    v.violation(format!(
+        "{key:?}: committed attempt {attempt:?} was granted by incarnation {:016x}, of {whose}",
+        attempt.1
+    ));
+}
+
+/// The wide pipeline: succeeded, each `many` unit committed once with all
+/// its files, and the gather counted every input exactly once; every
+/// committed attempt of the surviving lineage.
+fn check_wide(
+    url: &str,
+    store: &Path,
+    wide: Option<&Wide>,
+    lineages: &Lineages,
+    status: &Value,
+    committed: &mut BTreeMap<UnitKey, Attempt>,
+    v: &mut Verified,
+) {
+    let id = status["id"].as_str().unwrap_or_default().to_string();
+    let Some(wide) = wide else {
+        v.violation(format!(
+            "wide pipeline {id} was never submitted by the harness"
+        ));
+        return;
+    };
+    if status["state"] != "succeeded" {
+        v.violation(format!(
+            "wide pipeline {id} is {}: {}",
+            status["state"], status["failed_units"]
+        ));
+    }
+    v.units += wide.total_units();
+    let mut files_per_unit: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut value = None;
+    for (group, units) in [("many", wide.units), ("count", 1)] {
+        let listed = tmctl_ok(url, &["outputs", &id, "--group", group]);
+        for path in listed.lines() {
+            let Some((unit, attempt, dir, name)) = committed_path(store, path, &id, group) else {
+                v.violation(format!("{id} {group}: unexpected committed path {path}"));
+                continue;
+            };
+            let key = (id.clone(), group.to_string(), unit);
+            if committed
+                .insert(key.clone(), attempt)
+                .is_some_and(|a| a != attempt)
+            {
+                v.duplicated += 1;
+                v.violation(format!("{key:?} has more than one committed attempt"));
+            }
+            check_lineage(&key, attempt, lineages, v);
+            *files_per_unit.entry(unit).or_default() += u64::from(group == "many");
+            if group == "count" && name == "value" {
+                value = Some((dir.to_string(), path.to_string()));
+            }
+        }
+        let found = (0..units)
+            .filter(|u| committed.contains_key(&(id.clone(), group.to_string(), *u)))
+            .count();
+        if found != units as usize {
+            v.lost += units as u64 - found as u64;
+            v.violation(format!("{id} {group}: {found} of {units} units committed"));
+        }
+    }
+    for unit in 0..wide.units {
+        let files = files_per_unit.get(&unit).copied().unwrap_or(0);
+        if files != u64::from(wide.files) {
+            v.violation(format!(
+                "{id} many unit {unit}: {files} committed files, expected {}",
+                wide.files
+            ));
+        }
+    }
+    let Some((dir, path)) = value else {
+        v.violation(format!("{id}: the gather committed no `value`"));
+        return;
+    };
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let f: Vec<&str> = text.split_whitespace().collect();
+    let expected = wide.inputs().to_string();
+    v.wide_inputs_counted = f.get(1).and_then(|n| n.parse().ok()).unwrap_or(0);
+    if f.len() != 3 || f[0] != dir || f[1] != expected || f[2] != expected {
+        v.violation(format!(
+            "{path}: the gather wrote {f:?}, expected [{dir}, {expected}, {expected}] (every input once)"
+        ));
+    }
 }
 
 /// One pipeline: finished, one output set per unit, each written by its
@@ -95,11 +275,12 @@ pub fn verify(
 fn check_pipeline(
     url: &str,
     store: &Path,
-    workload: &Workload,
+    e: &Expected,
     status: &Value,
-    committed: &mut BTreeMap<UnitKey, u64>,
+    committed: &mut BTreeMap<UnitKey, Attempt>,
     v: &mut Verified,
 ) {
+    let workload = e.workload;
     let id = status["id"].as_str().unwrap_or_default().to_string();
     if status["state"] != "succeeded" {
         v.violation(format!(
@@ -127,7 +308,7 @@ fn check_pipeline(
         }
         v.units += expected_total;
         let outputs = tmctl_ok(url, &["outputs", &id, "--group", group]);
-        let units = read_outputs(store, &id, group, &outputs, committed, v);
+        let units = read_outputs(store, &id, group, &outputs, e.lineages, committed, v);
         for unit in 0..expected_total as u32 {
             if !units.contains_key(&unit) {
                 v.lost += 1;
@@ -140,35 +321,27 @@ fn check_pipeline(
 }
 
 /// Reads the committed outputs listed by `tmctl outputs`: unit -> (path,
-/// fields of its file after the lease id). Checks each file names the
-/// committing lease.
+/// fields of its file after the attempt name). Checks each file names the
+/// committing attempt, of the surviving lineage.
 fn read_outputs(
     store: &Path,
     id: &str,
     group: &str,
     listed: &str,
-    committed: &mut BTreeMap<UnitKey, u64>,
+    lineages: &Lineages,
+    committed: &mut BTreeMap<UnitKey, Attempt>,
     v: &mut Verified,
 ) -> BTreeMap<u32, (String, Vec<String>)> {
     let mut units = BTreeMap::new();
     for path in listed.lines() {
-        let parts: Vec<&str> = Path::new(path)
-            .strip_prefix(store)
-            .map(|rel| rel.to_str().unwrap_or_default().split('/').collect())
-            .unwrap_or_default();
-        let parsed = match parts[..] {
-            [p, g, unit, lease, "value"] if p == id && g == group => {
-                let lease_id = parse_attempt_dir_name(lease).map(|(id, _)| id);
-                unit.parse::<u32>().ok().zip(lease_id)
-            }
-            _ => None,
-        };
-        let Some((unit, lease)) = parsed else {
+        let parsed = committed_path(store, path, id, group).filter(|p| p.3 == "value");
+        let Some((unit, attempt, dir, _)) = parsed else {
             v.violation(format!("{id} {group}: unexpected committed path {path}"));
             continue;
         };
         let key = (id.to_string(), group.to_string(), unit);
-        if committed.insert(key, lease).is_some() || units.contains_key(&unit) {
+        check_lineage(&key, attempt, lineages, v);
+        if committed.insert(key, attempt).is_some() || units.contains_key(&unit) {
             v.duplicated += 1;
             v.violation(format!(
                 "{id} {group} unit {unit} has more than one committed output set"
@@ -176,9 +349,9 @@ fn read_outputs(
         }
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let fields: Vec<String> = text.split_whitespace().map(str::to_string).collect();
-        if fields.first().map(String::as_str) != Some(lease.to_string().as_str()) {
+        if fields.first().map(String::as_str) != Some(dir) {
             v.violation(format!(
-                "{path} was committed by lease {lease} but written by {:?}",
+                "{path} was committed by attempt {dir} but written by {:?}",
                 fields.first()
             ));
             continue;
@@ -231,9 +404,16 @@ fn check_values(
     }
 }
 
-/// Every committed lease is the newest attempt of its unit (a zombie's
-/// late commit was never accepted) and really ran; counts executions.
-fn check_executions(workload: &Workload, committed: &BTreeMap<UnitKey, u64>, v: &mut Verified) {
+/// Every committed attempt is the newest of its unit in the surviving
+/// lineage (a zombie's late commit was never accepted; lease ids grow only
+/// within one lineage, and abandoned lineages reissued them) and really
+/// ran; counts executions.
+fn check_executions(
+    workload: &Workload,
+    lineages: &Lineages,
+    committed: &BTreeMap<UnitKey, Attempt>,
+    v: &mut Verified,
+) {
     let (executions, bad) = read_exec_log(&workload.exec_log);
     if !bad.is_empty() {
         v.violation(format!(
@@ -247,20 +427,22 @@ fn check_executions(workload: &Workload, committed: &BTreeMap<UnitKey, u64>, v: 
     let mut ran = BTreeSet::new();
     for e in &executions {
         let key = (e.pipeline.clone(), e.group.clone(), e.unit);
-        ran.insert((key.clone(), e.lease));
-        let entry = newest.entry(key).or_insert(0);
-        *entry = (*entry).max(e.lease);
+        ran.insert((key.clone(), (e.lease, e.incarnation)));
+        if lineages.surviving.contains(&e.incarnation) {
+            let entry = newest.entry(key).or_insert(0);
+            *entry = (*entry).max(e.lease);
+        }
     }
-    for (key, lease) in committed {
-        if !ran.contains(&(key.clone(), *lease)) {
-            v.violation(format!("{key:?}: committed lease {lease} never ran"));
+    for (key, attempt) in committed {
+        if !ran.contains(&(key.clone(), *attempt)) {
+            v.violation(format!("{key:?}: committed attempt {attempt:?} never ran"));
         }
         if let Some(&newest) = newest.get(key)
-            && newest != *lease
+            && newest != attempt.0
         {
             v.stale_commits += 1;
             v.violation(format!(
-                "{key:?}: committed lease {lease}, but lease {newest} ran later (a stale commit was accepted)"
+                "{key:?}: committed attempt {attempt:?}, but lease {newest} of the same lineage ran later (a stale commit was accepted)"
             ));
         }
     }
@@ -277,26 +459,47 @@ pub fn check_panics(log_dir: &Path, v: &mut Verified) {
     }
 }
 
-/// Commits the workers were told succeeded must be the committed ones.
-fn check_worker_logs(logs: &[PathBuf], committed: &BTreeMap<UnitKey, u64>, v: &mut Verified) {
-    for log in logs {
+/// Commits the workers were told succeeded must be the committed ones,
+/// except those an abandoned lineage may have acknowledged: of its own
+/// incarnations, or of shared ones logged in `log_skips`.
+fn check_worker_logs(e: &Expected, committed: &BTreeMap<UnitKey, Attempt>, v: &mut Verified) {
+    for log in e.worker_logs {
         let text = std::fs::read_to_string(log).unwrap_or_default();
+        let skips = e.log_skips.get(log).map(Vec::as_slice).unwrap_or_default();
+        let mut offset = 0u64;
         for line in text.lines() {
+            let skipped = skips.iter().any(|r| r.contains(&offset));
+            offset += line.len() as u64 + 1;
             if line.contains("master refused the commit") {
                 v.worker_refused_commits += 1;
+                let dead = unit_span(line)
+                    .and_then(|(_, _, incarnation)| incarnation)
+                    .is_some_and(|i| e.lineages.dead.contains(&i));
+                v.worker_fenced_refusals += u64::from(dead);
             } else if line.contains("lease lost: dropping") {
                 v.worker_lost_leases += 1;
             } else if line.contains("gave up committing") {
                 v.worker_abandoned_commits += 1;
+            } else if line.contains("listed the unit's inputs") {
+                v.paged_input_listings += 1;
             } else if line.ends_with(": committed")
-                && let Some((key, lease)) = unit_span(line)
+                && let Some((key, lease, incarnation)) = unit_span(line)
             {
                 v.worker_acked_commits += 1;
-                if committed.get(&key) != Some(&lease) {
+                let lineages = e.lineages;
+                let dead = incarnation.is_some_and(|i| lineages.dead.contains(&i));
+                let shared = incarnation.is_none_or(|i| lineages.shared.contains(&i));
+                if dead || (skipped && shared) {
+                    v.worker_acks_of_dead_lineages += 1;
+                    continue;
+                }
+                let now = committed.get(&key);
+                let same =
+                    now.is_some_and(|&(l, i)| l == lease && incarnation.is_none_or(|x| x == i));
+                if !same {
                     v.violation(format!(
-                        "worker log {}: commit of {key:?} by lease {lease} was acknowledged, but the master has {:?}",
+                        "worker log {}: commit of {key:?} by lease {lease} (incarnation {incarnation:x?}) was acknowledged, but the master has {now:?}",
                         log.display(),
-                        committed.get(&key)
                     ));
                 }
             }
@@ -304,8 +507,9 @@ fn check_worker_logs(logs: &[PathBuf], committed: &BTreeMap<UnitKey, u64>, v: &m
     }
 }
 
-/// The unit and lease of a worker log line's `unit{...}` span.
-fn unit_span(line: &str) -> Option<(UnitKey, u64)> {
+/// The unit, lease id and (if logged) incarnation of a worker log line's
+/// `unit{...}` span.
+fn unit_span(line: &str) -> Option<(UnitKey, u64, Option<u64>)> {
     let start = line.find("unit{")? + "unit{".len();
     let fields = &line[start..start + line[start..].find('}')?];
     let mut map = BTreeMap::new();
@@ -318,11 +522,21 @@ fn unit_span(line: &str) -> Option<(UnitKey, u64)> {
         map.get("group")?.to_string(),
         map.get("unit")?.parse().ok()?,
     );
-    Some((key, map.get("lease_id")?.parse().ok()?))
+    let incarnation = match map.get("incarnation") {
+        Some(hex) => Some(u64::from_str_radix(hex, 16).ok()?),
+        None => None,
+    };
+    Some((key, map.get("lease_id")?.parse().ok()?, incarnation))
 }
 
-/// Attempt directories `store/pipeline/group/unit/lease` not committed.
-fn count_uncommitted(store: &Path, committed: &BTreeMap<UnitKey, u64>) -> u64 {
+/// Attempt directories `store/pipeline/group/unit/<lease>-<incarnation>`
+/// not committed: (of the surviving lineage, of abandoned ones). Other
+/// names (the unit's `logs`) are no attempts.
+fn count_uncommitted(
+    store: &Path,
+    lineages: &Lineages,
+    committed: &BTreeMap<UnitKey, Attempt>,
+) -> (u64, u64) {
     let dirs = |p: &Path| -> Vec<(String, PathBuf)> {
         std::fs::read_dir(p)
             .map(|rd| {
@@ -332,25 +546,32 @@ fn count_uncommitted(store: &Path, committed: &BTreeMap<UnitKey, u64>) -> u64 {
             })
             .unwrap_or_default()
     };
-    let mut count = 0;
+    let (mut own, mut dead) = (0, 0);
     for (pipeline, p) in dirs(store) {
         for (group, g) in dirs(&p) {
             for (unit, u) in dirs(&g) {
-                for (lease, _) in dirs(&u) {
+                for (name, _) in dirs(&u) {
+                    let Some(attempt) = parse_attempt_dir_name(&name) else {
+                        continue;
+                    };
                     let key = (
                         pipeline.clone(),
                         group.clone(),
                         unit.parse().unwrap_or(u32::MAX),
                     );
-                    let lease_id = parse_attempt_dir_name(&lease).map(|(id, _)| id);
-                    if lease_id.is_none() || committed.get(&key).copied() != lease_id {
-                        count += 1;
+                    if committed.get(&key) == Some(&attempt) {
+                        continue;
+                    }
+                    if lineages.dead.contains(&attempt.1) {
+                        dead += 1;
+                    } else {
+                        own += 1;
                     }
                 }
             }
         }
     }
-    count
+    (own, dead)
 }
 
 #[cfg(test)]
@@ -362,7 +583,16 @@ mod tests {
         let line = "2026-11-22T02:38:00.123456Z  INFO unit{pipeline=faults-1a2b3c4d group=gen unit=3 lease_id=17}: taskmaster_worker::unit: committed";
         assert_eq!(
             unit_span(line),
-            Some((("faults-1a2b3c4d".into(), "gen".into(), 3), 17))
+            Some((("faults-1a2b3c4d".into(), "gen".into(), 3), 17, None))
+        );
+        let line = "2026-12-07T09:38:00.123456Z  INFO unit{pipeline=faults-1a2b3c4d group=gen unit=3 lease_id=17 incarnation=00c1e93c9d124a45}: taskmaster_worker::unit: committed";
+        assert_eq!(
+            unit_span(line),
+            Some((
+                ("faults-1a2b3c4d".into(), "gen".into(), 3),
+                17,
+                Some(0x00c1_e93c_9d12_4a45)
+            ))
         );
     }
 }

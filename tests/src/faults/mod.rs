@@ -10,7 +10,17 @@
 //! - the master SIGKILLed, or restarted with one of the journal fail points
 //!   armed (it aborts around a journal write, sync or reply) and restarted
 //!   again on the same data dir and port;
+//! - a fenced restore: at one master kill the data dir (journal and
+//!   snapshots; the store is outside it) is copied; at a later one the
+//!   master is started on the copy instead, as an operator restores a
+//!   backup. The restored lineage survives: what the abandoned one
+//!   acknowledged after the copy point is lost on purpose, and nothing it
+//!   granted may ever be committed (see [`check::Lineages`]);
 //! - dropped connections, delayed chunks and lost replies in the proxy.
+//!
+//! Beside the batches runs one wide pipeline, whose gather's input list is
+//! over what a lease carries inline (`inputs_paged`, listed by the worker
+//! with `ListInputs`).
 //!
 //! While it runs it reads what the master has committed, and checks that
 //! nothing it saw acknowledged ever goes away; at the end
@@ -35,9 +45,9 @@ use taskmaster_proto::v1::PipelineState;
 
 use crate::proxy::{FaultProxy, ProxyCounts, ProxySettings};
 use crate::{free_port, tmctl};
-use check::{Acked, Verified};
+use check::{Acked, Expected, Lineages, LogSkips, Verified};
 use procs::{FailPoint, Master, MasterSpec, Proc, aborted, start_worker};
-use workload::{GROUPS, Workload};
+use workload::{GROUPS, WIDE_GROUPS, WIDE_NAME, Workload};
 
 /// Chance that a `worker-before-commit` worker aborts at a commit.
 const WORKER_FAILPOINT: &str = "worker-before-commit=10%return";
@@ -47,6 +57,17 @@ const REFRESH_EVERY: Duration = Duration::from_millis(1000);
 const ARMED_WAIT_MAX: Duration = Duration::from_secs(20);
 /// Pause between turns of the harness loop.
 const TICK: Duration = Duration::from_millis(20);
+/// After a restore, how long workers may still log acknowledgements they
+/// got from the abandoned master, beyond the longest zombie pause (three
+/// lease times): proxy delays and the log write itself.
+const RESTORE_LOG_GRACE: Duration = Duration::from_secs(2);
+/// The proxy's chances are per 16 KiB chunk, so a 4 MiB page of the wide
+/// gather's inputs (about 260 chunks) would almost never get through at
+/// the profile's rates (at 2 % lost replies per chunk, 0.5 % of pages do).
+/// While that gather runs, every chance is divided by this: a listing then
+/// gets through about 3 times in 4, and the rest of the traffic still sees
+/// faults.
+const CALM_DIVISOR: u32 = 20;
 
 /// How big a run is and how hard it is hit.
 #[derive(Debug, Clone)]
@@ -69,6 +90,12 @@ pub struct Profile {
     /// Master kill events: a SIGKILL, or a SIGKILL and a restart with a
     /// journal fail point armed (which then aborts the master by itself).
     pub master_kills: u32,
+    /// Restores of a copy of the master's data dir (each needs a copy
+    /// taken at an earlier master kill).
+    pub restores: u32,
+    /// The wide pipeline: `many` units, and files each (0: none).
+    pub wide_units: u32,
+    pub wide_files: u32,
     /// Lost replies to reach at least (the run goes on until then).
     pub lost_replies_min: u64,
     /// Mean time between fault events.
@@ -94,6 +121,10 @@ impl Profile {
             worker_kills: 5,
             zombie_pauses: 5,
             master_kills: 4,
+            restores: 1,
+            // 15,000 inputs of ~315 bytes: 4.5 MB, over the 4 MiB inline.
+            wide_units: 2,
+            wide_files: 7_500,
             lost_replies_min: 10,
             fault_gap_ms: 900,
             proxy: ProxySettings {
@@ -127,6 +158,9 @@ impl Profile {
             worker_kills: env("TM_FAULT_WORKER_KILLS", 200) as u32,
             zombie_pauses: env("TM_FAULT_ZOMBIES", 500) as u32,
             master_kills: env("TM_FAULT_MASTER_KILLS", 20) as u32,
+            restores: env("TM_FAULT_RESTORES", 3) as u32,
+            wide_units: env("TM_FAULT_WIDE_UNITS", 2) as u32,
+            wide_files: env("TM_FAULT_WIDE_FILES", 10_000) as u32,
             lost_replies_min: env("TM_FAULT_LOST_REPLIES", 1_000),
             fault_gap_ms: env("TM_FAULT_GAP_MS", 700),
             proxy: ProxySettings {
@@ -157,6 +191,10 @@ enum Fault {
     Zombie,
     /// SIGKILL the master; restart it with this fail point armed, if any.
     MasterKill(Option<FailPoint>),
+    /// SIGKILL the master, copy its data dir, restart it.
+    MasterCopy,
+    /// SIGKILL the master and start one on the last copy instead.
+    Restore,
 }
 
 /// Faults injected and what came of them.
@@ -166,6 +204,11 @@ pub struct Counts {
     pub worker_failpoint_aborts: u64,
     pub zombie_pauses: u64,
     pub master_sigkills: u64,
+    /// Data-dir copies taken, and masters started on one (restores).
+    pub copies: u64,
+    pub restores: u64,
+    /// Incarnations abandoned by restores.
+    pub dead_incarnations: u64,
     /// Master aborts per journal fail point.
     pub master_failpoint_aborts: BTreeMap<FailPoint, u64>,
     /// Armed masters that had not aborted after ARMED_WAIT_MAX.
@@ -176,6 +219,9 @@ pub struct Counts {
     /// was lost to a master crash); checked like the others.
     pub orphan_pipelines: u64,
     pub refreshes: u64,
+    /// Time the proxy's chances were divided by CALM_DIVISOR (the wide
+    /// gather running).
+    pub calm: Duration,
 }
 
 impl Counts {
@@ -193,6 +239,8 @@ pub struct Report {
     pub counts: Counts,
     pub proxy: ProxyCounts,
     pub verified: Verified,
+    /// Inputs the wide gather must count (0: no wide pipeline).
+    pub wide_inputs: u64,
     /// Problems seen while running (before the final check).
     pub violations: Vec<String>,
     /// Where the logs were kept, when the run failed.
@@ -273,6 +321,17 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
+            "  fencing:  {} restores of a data-dir copy ({} copies taken), {} incarnations abandoned, {} of their attempt dirs left, {} of their commits refused, {} acknowledgements by abandoned lineages unchecked, {} foreign commits accepted",
+            c.restores,
+            c.copies,
+            c.dead_incarnations,
+            v.dead_lineage_attempt_dirs,
+            v.worker_fenced_refusals,
+            v.worker_acks_of_dead_lineages,
+            v.foreign_commits
+        )?;
+        writeln!(
+            f,
             "  network:  {} connections, {} dropped mid-stream, {} lost replies ({} forwarded), {} delayed chunks, {} refused while the master was down",
             p.connections,
             p.dropped_connections,
@@ -293,6 +352,14 @@ impl fmt::Display for Report {
             f,
             "  submissions: {} acknowledged, {} failed (retried)",
             c.submissions_acked, c.submissions_failed
+        )?;
+        writeln!(
+            f,
+            "  wide:     gather counted {} inputs (expected {}), {} input listings paged by workers; proxy chances /{CALM_DIVISOR} for {:.1} s while it gathered",
+            v.wide_inputs_counted,
+            self.wide_inputs,
+            v.paged_input_listings,
+            c.calm.as_secs_f64()
         )?;
         writeln!(
             f,
@@ -324,6 +391,27 @@ struct Slot {
 #[derive(Debug, Clone, Copy)]
 struct Known {
     finished: bool,
+    /// The wide pipeline (groups `WIDE_GROUPS`), not a batch.
+    wide: bool,
+}
+
+impl Known {
+    fn groups(self) -> &'static [&'static str] {
+        if self.wide { &WIDE_GROUPS } else { &GROUPS }
+    }
+}
+
+/// A copy of the master's data dir (journal and snapshots; the store is
+/// outside it), and what the harness knew when it was taken: a restore
+/// makes that the truth again.
+struct DataCopy {
+    dir: PathBuf,
+    acked: Acked,
+    pipelines: BTreeMap<String, Known>,
+    lineage: BTreeSet<u64>,
+    /// Each worker log's length then: its acknowledgements from there to
+    /// a while after the restore may be the abandoned lineage's.
+    log_lengths: BTreeMap<PathBuf, u64>,
 }
 
 struct Run<'a> {
@@ -331,8 +419,21 @@ struct Run<'a> {
     rng: StdRng,
     logs: PathBuf,
     spec: MasterSpec,
+    /// Every master's `--store`, outside the data dir, so copies share it.
+    store: PathBuf,
     master: Master,
     master_starts: u32,
+    /// Incarnations of the starts of the lineage now running, and of the
+    /// lineages restores abandoned.
+    lineage: BTreeSet<u64>,
+    dead: BTreeSet<u64>,
+    /// Starts before a restored copy point (see `Lineages::shared`).
+    shared: BTreeSet<u64>,
+    copy: Option<DataCopy>,
+    /// Restores whose log window is still open: (when it closes, each
+    /// worker log's length at the copy).
+    open_windows: Vec<(Instant, BTreeMap<PathBuf, u64>)>,
+    log_skips: LogSkips,
     proxy: FaultProxy,
     slots: Vec<Slot>,
     worker_logs: Vec<PathBuf>,
@@ -343,6 +444,8 @@ struct Run<'a> {
     pipelines: BTreeMap<String, Known>,
     /// Set after a master restart: the next refresh reads every pipeline.
     recheck_all: bool,
+    /// Since when the proxy runs at calm rates (the wide gather runs).
+    calm_since: Option<Instant>,
     last_refresh: Instant,
     plan: VecDeque<(Instant, Fault)>,
     counts: Counts,
@@ -376,11 +479,12 @@ impl<'a> Run<'a> {
         let tmp = tempfile::tempdir().expect("temp dir");
         let logs = tmp.path().join("logs");
         std::fs::create_dir_all(&logs).expect("log dir");
+        let store = tmp.path().join("store");
         let spec = MasterSpec {
             data_dir: tmp.path().join("data"),
             listen: format!("127.0.0.1:{}", free_port()),
             lease_ms: p.lease_ms,
-            store: None,
+            store: Some(store.clone()),
             wrapper: Vec::new(),
             log_dir: logs.clone(),
         };
@@ -398,8 +502,15 @@ impl<'a> Run<'a> {
             rng,
             logs,
             spec,
+            store,
             master,
             master_starts: 1,
+            lineage: BTreeSet::new(),
+            dead: BTreeSet::new(),
+            shared: BTreeSet::new(),
+            copy: None,
+            open_windows: Vec::new(),
+            log_skips: LogSkips::new(),
             proxy,
             slots: Vec::new(),
             worker_logs: Vec::new(),
@@ -409,6 +520,7 @@ impl<'a> Run<'a> {
             acked: Acked::default(),
             pipelines: BTreeMap::new(),
             recheck_all: false,
+            calm_since: None,
             last_refresh: Instant::now(),
             plan,
             counts: Counts::default(),
@@ -416,6 +528,7 @@ impl<'a> Run<'a> {
             started: Instant::now(),
             tmp,
         };
+        run.record_incarnation();
         for index in 0..p.workers {
             let slot = run.spawn_worker(index, 0);
             run.slots.push(slot);
@@ -429,6 +542,7 @@ impl<'a> Run<'a> {
         self.watch_master();
         self.watch_workers();
         self.resume_zombies();
+        self.close_log_windows(false);
         self.fire_due_fault();
         if self.last_refresh.elapsed() >= REFRESH_EVERY {
             self.refresh();
@@ -453,7 +567,12 @@ impl<'a> Run<'a> {
 
     fn units_submitted(&self) -> u64 {
         let per_batch = 2 * u64::from(self.p.units_per_batch) + 1;
-        self.pipelines.len() as u64 * per_batch
+        let batches = self.pipelines.values().filter(|k| !k.wide).count();
+        batches as u64 * per_batch
+    }
+
+    fn has_wide(&self) -> bool {
+        self.pipelines.values().any(|k| k.wide)
     }
 
     /// Work keeps coming while faults remain to be injected (an armed
@@ -470,6 +589,7 @@ impl<'a> Run<'a> {
             && self.master.armed.is_none()
             && self.slots.iter().all(|s| s.paused_until.is_none())
             && !self.pipelines.is_empty()
+            && (self.p.wide_files == 0 || self.has_wide())
             && self.pipelines.values().all(|k| k.finished)
     }
 
@@ -537,6 +657,8 @@ impl<'a> Run<'a> {
             Fault::WorkerKill => self.kill_worker(),
             Fault::Zombie => self.pause_worker(),
             Fault::MasterKill(armed) => self.kill_master(armed),
+            Fault::MasterCopy => self.copy_data_dir(),
+            Fault::Restore => self.restore_copy(),
         };
         if fired {
             self.plan.pop_front();
@@ -582,6 +704,95 @@ impl<'a> Run<'a> {
         true
     }
 
+    /// SIGKILLs the master, copies its data dir (the journal and snapshots
+    /// as the kill left them: everything it acknowledged is in the copy),
+    /// remembers what the harness knew, and restarts it.
+    fn copy_data_dir(&mut self) -> bool {
+        if self.master.armed.is_some() {
+            return false;
+        }
+        self.refresh();
+        self.master.proc.kill();
+        self.counts.master_sigkills += 1;
+        self.counts.copies += 1;
+        let dir = self
+            .tmp
+            .path()
+            .join(format!("data-copy-{}", self.counts.copies));
+        copy_dir(&self.spec.data_dir, &dir);
+        let log_lengths = self
+            .worker_logs
+            .iter()
+            .map(|log| (log.clone(), file_len(log)))
+            .collect();
+        self.copy = Some(DataCopy {
+            dir,
+            acked: self.acked.clone(),
+            pipelines: self.pipelines.clone(),
+            lineage: self.lineage.clone(),
+            log_lengths,
+        });
+        self.restart_master(None);
+        true
+    }
+
+    /// SIGKILLs the master and starts one on the last copy of its data dir
+    /// (same store, same port): the copy's lineage goes on, the one since
+    /// the copy is abandoned, and the harness's knowledge goes back to what
+    /// it was at the copy.
+    fn restore_copy(&mut self) -> bool {
+        if self.master.armed.is_some() {
+            return false;
+        }
+        let Some(copy) = self.copy.take() else {
+            return true; // the plan pairs every restore with a copy before it
+        };
+        self.refresh();
+        self.master.proc.kill();
+        self.counts.master_sigkills += 1;
+        self.counts.restores += 1;
+        let abandoned = self
+            .tmp
+            .path()
+            .join(format!("data-abandoned-{}", self.counts.restores));
+        std::fs::rename(&self.spec.data_dir, &abandoned).expect("move the data dir aside");
+        std::fs::rename(&copy.dir, &self.spec.data_dir).expect("put the copy in its place");
+        let dead: Vec<u64> = self.lineage.difference(&copy.lineage).copied().collect();
+        self.counts.dead_incarnations += dead.len() as u64;
+        self.dead.extend(dead);
+        self.shared.extend(copy.lineage.iter().copied());
+        self.lineage = copy.lineage;
+        self.acked = copy.acked;
+        self.pipelines = copy.pipelines;
+        let close_at =
+            Instant::now() + Duration::from_millis(3 * self.p.lease_ms) + RESTORE_LOG_GRACE;
+        self.open_windows.push((close_at, copy.log_lengths));
+        self.restart_master(None);
+        true
+    }
+
+    /// Closes the log windows of restores that are due (or all): worker
+    /// log bytes from the copy to now are not checked for acknowledgements.
+    fn close_log_windows(&mut self, all: bool) {
+        let now = Instant::now();
+        let (due, open): (Vec<_>, Vec<_>) = std::mem::take(&mut self.open_windows)
+            .into_iter()
+            .partition(|(at, _)| all || *at <= now);
+        self.open_windows = open;
+        for (_, starts) in due {
+            for log in &self.worker_logs {
+                let start = starts.get(log).copied().unwrap_or(0);
+                let end = file_len(log);
+                if end > start {
+                    self.log_skips
+                        .entry(log.clone())
+                        .or_default()
+                        .push(start..end);
+                }
+            }
+        }
+    }
+
     /// Notices a master that died by itself (an armed fail point), and
     /// SIGKILLs an armed one that has not fired for too long.
     fn watch_master(&mut self) {
@@ -617,6 +828,7 @@ impl<'a> Run<'a> {
             match self.spec.start(armed, self.master_starts) {
                 Ok(master) => {
                     self.master = master;
+                    self.record_incarnation();
                     return;
                 }
                 Err(e) => last_error = e.to_string(),
@@ -627,6 +839,29 @@ impl<'a> Run<'a> {
             "seed {}: the master does not restart: {last_error}",
             self.p.seed
         );
+    }
+
+    /// Adds the new master's incarnation to the running lineage: from its
+    /// log (written before it listens, so there even if it dies at once),
+    /// and from `GetMasterStatus`, which must agree.
+    fn record_incarnation(&mut self) {
+        let from_log = incarnation_in_log(&self.master.proc.log_text());
+        let from_status = self.connect().and_then(|client| {
+            let status = self.rt.block_on(client.master_status());
+            status.ok().map(|s| s.incarnation)
+        });
+        match (from_log, from_status) {
+            (Some(a), Some(b)) if a != b => self.violations.push(format!(
+                "master start {}: its log says incarnation {a:016x}, GetMasterStatus {b:016x}",
+                self.master_starts
+            )),
+            (None, None) => self.violations.push(format!(
+                "master start {}: no incarnation in its log or its status",
+                self.master_starts
+            )),
+            _ => {}
+        }
+        self.lineage.extend(from_log.or(from_status));
     }
 
     fn connect(&mut self) -> Option<Client> {
@@ -663,44 +898,81 @@ impl<'a> Run<'a> {
                 status.state(),
                 PipelineState::Running | PipelineState::Pending
             );
+            let wide = status.name == WIDE_NAME;
             let known = *self.pipelines.entry(id.clone()).or_insert_with(|| {
                 // A submission whose reply was lost to a master crash.
                 self.counts.orphan_pipelines += 1;
-                Known { finished: false }
+                Known {
+                    finished: false,
+                    wide,
+                }
             });
             if !all && known.finished {
                 continue;
             }
-            if !self.read_commits(&client, &id) {
+            if !self.read_commits(&client, &id, known.groups()) {
                 self.recheck_all |= all;
                 return;
             }
             // Finished only once its outputs were read after it finished.
-            self.pipelines.insert(id, Known { finished });
+            self.pipelines.insert(id, Known { finished, wide });
+        }
+        self.calm_while_gathering();
+    }
+
+    /// Calm rates while a wide pipeline's gather may run: its `many` units
+    /// are all committed (as last read) and it has not finished.
+    fn calm_while_gathering(&mut self) {
+        let units = self.p.wide_units;
+        let gathering = self.pipelines.iter().any(|(id, k)| {
+            let key = |unit| (id.clone(), "many".to_string(), unit);
+            let many = self.acked.commits.range(key(0)..=key(u32::MAX)).count();
+            k.wide && !k.finished && many == units as usize
+        });
+        match (gathering, self.calm_since) {
+            (true, None) => {
+                let p = self.p.proxy;
+                self.proxy.set(ProxySettings {
+                    drop_ppm: p.drop_ppm / CALM_DIVISOR,
+                    delay_ppm: p.delay_ppm / CALM_DIVISOR,
+                    delay_ms_max: p.delay_ms_max,
+                    lost_reply_ppm: p.lost_reply_ppm / CALM_DIVISOR,
+                });
+                self.calm_since = Some(Instant::now());
+            }
+            (false, Some(since)) => {
+                self.proxy.set(self.p.proxy);
+                self.counts.calm += since.elapsed();
+                self.calm_since = None;
+            }
+            _ => {}
         }
     }
 
     /// Merges one pipeline's committed outputs into the acknowledged set,
     /// checking nothing acknowledged before is missing or changed.
-    fn read_commits(&mut self, client: &Client, id: &str) -> bool {
-        for group in GROUPS {
+    fn read_commits(&mut self, client: &Client, id: &str, groups: &[&str]) -> bool {
+        for &group in groups {
             let Ok(units) = self.rt.block_on(client.outputs(id, group)) else {
                 self.client = None;
                 return false;
             };
-            let now: BTreeMap<u32, u64> = units.iter().map(|u| (u.unit, u.lease_id)).collect();
+            let now: BTreeMap<u32, (u64, u64)> = units
+                .iter()
+                .map(|u| (u.unit, (u.lease_id, u.incarnation)))
+                .collect();
             let key = |unit| (id.to_string(), group.to_string(), unit);
             let before = self.acked.commits.range(key(0)..=key(u32::MAX));
-            for ((_, _, unit), lease) in before {
-                if now.get(unit) != Some(lease) {
+            for ((_, _, unit), attempt) in before {
+                if now.get(unit) != Some(attempt) {
                     self.violations.push(format!(
-                        "{id} {group} unit {unit}: commit by lease {lease} was acknowledged, now {:?}",
+                        "{id} {group} unit {unit}: commit by attempt {attempt:?} was acknowledged, now {:?}",
                         now.get(unit)
                     ));
                 }
             }
-            for (unit, lease) in now {
-                self.acked.commits.insert(key(unit), lease);
+            for (unit, attempt) in now {
+                self.acked.commits.insert(key(unit), attempt);
             }
         }
         true
@@ -709,15 +981,30 @@ impl<'a> Run<'a> {
     /// Keeps `pipelines_in_flight` pipelines running while there is work
     /// to do; one submission per turn.
     fn submit_if_needed(&mut self) {
-        let unfinished = self.pipelines.values().filter(|k| !k.finished).count();
-        if unfinished >= self.p.pipelines_in_flight || !self.needs_more_work() {
-            return;
-        }
         if self.master.proc.exited().is_some() {
             return;
         }
+        // The wide pipeline runs beside the first batch (and again if a
+        // restore lost it).
+        if self.p.wide_files > 0 && !self.pipelines.is_empty() && !self.has_wide() {
+            let wide = self.workload.wide(self.p.wide_units, self.p.wide_files);
+            self.submit(&wide.pipeline_file, true);
+            return;
+        }
+        let unfinished = self
+            .pipelines
+            .values()
+            .filter(|k| !k.finished && !k.wide)
+            .count();
+        if unfinished >= self.p.pipelines_in_flight || !self.needs_more_work() {
+            return;
+        }
         let batch = self.workload.add_batch(&mut self.rng);
-        let file = batch.pipeline_file.display().to_string();
+        self.submit(&batch.pipeline_file, false);
+    }
+
+    fn submit(&mut self, pipeline_file: &std::path::Path, wide: bool) {
+        let file = pipeline_file.display().to_string();
         let out = tmctl(&self.master.url(), &["submit", &file]);
         let id = String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -728,7 +1015,11 @@ impl<'a> Run<'a> {
             Some(id) => {
                 self.counts.submissions_acked += 1;
                 self.acked.submissions.insert(id.clone());
-                self.pipelines.insert(id, Known { finished: false });
+                let known = Known {
+                    finished: false,
+                    wide,
+                };
+                self.pipelines.insert(id, known);
             }
             // The master may have taken it before it died: a later refresh
             // finds it as an orphan. The batch is retried as a new one.
@@ -746,20 +1037,32 @@ impl<'a> Run<'a> {
         self.counts.master_sigkills += 1;
         self.restart_master(None);
         self.refresh_until_complete();
-        let store = self
-            .spec
-            .data_dir
-            .join("store")
-            .canonicalize()
-            .expect("store");
-        let mut verified = check::verify(
-            &self.master.url(),
-            &store,
-            &self.workload,
-            &self.acked,
-            &self.worker_logs,
-        );
+        self.close_log_windows(true);
+        if let Some(since) = self.calm_since.take() {
+            self.counts.calm += since.elapsed();
+        }
+        let store = self.store.canonicalize().expect("store");
+        let lineages = Lineages {
+            surviving: self.lineage.clone(),
+            dead: self.dead.clone(),
+            shared: self.shared.clone(),
+        };
+        let expected = Expected {
+            workload: &self.workload,
+            acked: &self.acked,
+            lineages: &lineages,
+            worker_logs: &self.worker_logs,
+            log_skips: &self.log_skips,
+        };
+        let mut verified = check::verify(&self.master.url(), &store, &expected);
         check::check_panics(&self.logs, &mut verified);
+        let wide_inputs = self.workload.wide.as_ref().map_or(0, |w| w.inputs());
+        if wide_inputs > 0 && verified.paged_input_listings == 0 {
+            verified.violations.push(
+                "no worker listed a lease's inputs: the wide gather's were sent inline (make its names longer)"
+                    .into(),
+            );
+        }
         let mut report = Report {
             profile: self.p.name.clone(),
             seed: self.p.seed,
@@ -767,6 +1070,7 @@ impl<'a> Run<'a> {
             counts: self.counts.clone(),
             proxy: self.proxy.counts(),
             verified,
+            wide_inputs,
             violations: std::mem::take(&mut self.violations),
             kept_dir: None,
         };
@@ -807,7 +1111,19 @@ fn plan(p: &Profile, rng: &mut StdRng) -> VecDeque<(Instant, Fault)> {
         };
         faults.push(Fault::MasterKill(armed));
     }
+    // Copies and restores alternate in the shuffled order, so each restore
+    // has the copy just before it (and no copy outlives a later one).
+    faults.extend((0..2 * p.restores).map(|_| Fault::Restore));
     faults.shuffle(rng);
+    let mut copy_next = true;
+    for fault in &mut faults {
+        if *fault == Fault::Restore {
+            if copy_next {
+                *fault = Fault::MasterCopy;
+            }
+            copy_next = !copy_next;
+        }
+    }
     let mut at = Instant::now() + Duration::from_millis(p.fault_gap_ms);
     faults
         .into_iter()
@@ -817,4 +1133,30 @@ fn plan(p: &Profile, rng: &mut StdRng) -> VecDeque<(Instant, Fault)> {
             (at, fault)
         })
         .collect()
+}
+
+/// `cp -a from to`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("run cp");
+    assert!(status.success(), "cp -a {from:?} {to:?}: {status}");
+}
+
+fn file_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// The incarnation a master logged when it started (`started a new
+/// incarnation incarnation=<16 hex digits>`).
+fn incarnation_in_log(log: &str) -> Option<u64> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("started a new incarnation"))?;
+    let start = line.find("incarnation=")? + "incarnation=".len();
+    let hex = line.get(start..start + 16)?;
+    u64::from_str_radix(hex, 16).ok()
 }

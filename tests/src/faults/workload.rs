@@ -5,12 +5,16 @@
 //! `v`. Group `gen` (one unit per file) writes `f(v) = (7v + 3) mod
 //! 1000003`; group `double` (one unit per committed `gen` unit) writes
 //! twice its input; group `sum` (gather) adds them all up. A lost or
-//! duplicated unit makes the sum wrong. Every output starts with the lease
-//! id of the attempt that wrote it (the last component of TM_OUTPUT_DIR,
-//! `<lease id>-<incarnation>`, cut at the '-': one run has one lineage, so
-//! lease ids alone are unique),
-//! and every execution appends one line to the exec log:
-//! `pipeline group unit attempt lease worker`.
+//! duplicated unit makes the sum wrong. Every output starts with the name
+//! of the attempt that wrote it (the last component of TM_OUTPUT_DIR,
+//! `<lease id>-<incarnation>`: a master restored from a copy of its data
+//! dir reissues lease ids, so only both together name one attempt), and
+//! every execution appends one line to the exec log:
+//! `pipeline group unit attempt <lease id>-<incarnation> worker`.
+//!
+//! The wide pipeline ([`Wide`]) is one per run: a group writing thousands
+//! of long-named outputs and a gather over them whose input list is over
+//! what a lease carries inline, so the worker pages it with `ListInputs`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -18,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use rand::Rng;
 use rand::rngs::StdRng;
+use taskmaster_proto::compact::parse_attempt_dir_name;
 
 /// The groups of every batch pipeline, in order.
 pub const GROUPS: [&str; 3] = ["gen", "double", "sum"];
@@ -28,7 +33,6 @@ const RETRIES: u32 = 100;
 const GEN: &str = r#"set -e
 out=${TM_OUTPUT_DIR%/}
 lease=${out##*/}
-lease=${lease%%-*}
 echo "$TM_PIPELINE $TM_GROUP $TM_UNIT $TM_ATTEMPT $lease $FAULT_WORKER" >> "$EXEC_LOG"
 read v < "$TM_INPUTS"
 # One unit in 64 outlasts a zombie pause: its worker finds the lease lost
@@ -40,7 +44,6 @@ echo "$lease $TM_INPUTS $(( (v * 7 + 3) % 1000003 ))" > "$TM_OUTPUT_DIR/value"
 const DOUBLE: &str = r#"set -e
 out=${TM_OUTPUT_DIR%/}
 lease=${out##*/}
-lease=${lease%%-*}
 echo "$TM_PIPELINE $TM_GROUP $TM_UNIT $TM_ATTEMPT $lease $FAULT_WORKER" >> "$EXEC_LOG"
 read up_lease up_input x < "$TM_INPUTS"
 echo "$lease $TM_INPUTS $(( x * 2 ))" > "$TM_OUTPUT_DIR/value"
@@ -49,7 +52,6 @@ echo "$lease $TM_INPUTS $(( x * 2 ))" > "$TM_OUTPUT_DIR/value"
 const SUM: &str = r#"set -e
 out=${TM_OUTPUT_DIR%/}
 lease=${out##*/}
-lease=${lease%%-*}
 echo "$TM_PIPELINE $TM_GROUP $TM_UNIT $TM_ATTEMPT $lease $FAULT_WORKER" >> "$EXEC_LOG"
 n=0
 total=0
@@ -64,6 +66,49 @@ echo "$lease $n $total" > "$TM_OUTPUT_DIR/value"
 /// `gen`'s function of an input number.
 pub fn gen_value(v: u64) -> u64 {
     (v * 7 + 3) % 1_000_003
+}
+
+/// The wide pipeline's name: how the checks tell it from the batches.
+pub const WIDE_NAME: &str = "wide";
+
+/// The wide pipeline's groups, in order.
+pub const WIDE_GROUPS: [&str; 2] = ["many", "count"];
+
+/// Each `many` unit writes `files` empty outputs named `<unit>-<245
+/// digits>` (247 bytes, under the 255 a path component may have), so
+/// `count`'s input list is about `units * files * 315` bytes of paths.
+/// `count` writes `<attempt> <inputs> <distinct inputs>` to `value`.
+const WIDE_MANY: &str = r#"set -e
+cd "$TM_OUTPUT_DIR"
+seq -f "$TM_UNIT-%0245.0f" 1 "$WIDE_FILES" | xargs touch
+"#;
+
+const WIDE_COUNT: &str = r#"set -e
+out=${TM_OUTPUT_DIR%/}
+lease=${out##*/}
+n=$(wc -l < "$TM_INPUTS_FILE" | tr -d ' ')
+distinct=$(sort -u "$TM_INPUTS_FILE" | wc -l | tr -d ' ')
+echo "$lease $n $distinct" > "$TM_OUTPUT_DIR/value"
+"#;
+
+/// The wide pipeline: `units` units of `files` outputs each, and a gather.
+#[derive(Debug, Clone)]
+pub struct Wide {
+    pub pipeline_file: PathBuf,
+    pub units: u32,
+    pub files: u32,
+}
+
+impl Wide {
+    /// The inputs `count` must see, each once.
+    pub fn inputs(&self) -> u64 {
+        u64::from(self.units) * u64::from(self.files)
+    }
+
+    /// Units of every group (many, count).
+    pub fn total_units(&self) -> u64 {
+        u64::from(self.units) + 1
+    }
 }
 
 /// One batch: a pipeline file over its own input files.
@@ -90,6 +135,7 @@ pub struct Workload {
     pub exec_log: PathBuf,
     units_per_batch: u32,
     pub batches: BTreeMap<u32, Batch>,
+    pub wide: Option<Wide>,
 }
 
 impl Workload {
@@ -107,7 +153,44 @@ impl Workload {
             exec_log,
             units_per_batch,
             batches: BTreeMap::new(),
+            wide: None,
         }
+    }
+
+    /// Writes the wide pipeline (once; later calls return it again).
+    pub fn wide(&mut self, units: u32, files: u32) -> Wide {
+        if let Some(wide) = &self.wide {
+            return wide.clone();
+        }
+        let dir = self.root.join("wide");
+        std::fs::create_dir_all(dir.join("data")).expect("wide dir");
+        for i in 0..units {
+            std::fs::write(dir.join(format!("data/in-{i:03}.txt")), "x\n").expect("input file");
+        }
+        let script = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("script");
+            format!("{:?}", path.display().to_string())
+        };
+        let (many, count) = (script("many.sh", WIDE_MANY), script("count.sh", WIDE_COUNT));
+        let toml = format!(
+            "name = \"{WIDE_NAME}\"\n\
+             [[groups]]\nname = \"many\"\ncommand = [\"sh\", {many}]\n\
+             inputs = [\"data/*.txt\"]\nunit_bytes = 0\nenv = {{ WIDE_FILES = \"{files}\" }}\n\
+             max_attempts = {RETRIES}\nretry_delay = \"0\"\n\
+             [[groups]]\nname = \"count\"\ncommand = [\"sh\", {count}]\n\
+             after = [\"many\"]\ngather = true\n\
+             max_attempts = {RETRIES}\nretry_delay = \"0\"\n"
+        );
+        let pipeline_file = dir.join("pipeline.toml");
+        std::fs::write(&pipeline_file, toml).expect("pipeline file");
+        let wide = Wide {
+            pipeline_file,
+            units,
+            files,
+        };
+        self.wide = Some(wide.clone());
+        wide
     }
 
     /// Writes the next batch (inputs from `rng`) and returns it.
@@ -164,6 +247,8 @@ pub struct Execution {
     pub unit: u32,
     pub attempt: u32,
     pub lease: u64,
+    /// The incarnation of the master that granted the lease.
+    pub incarnation: u64,
     pub worker: String,
 }
 
@@ -176,12 +261,14 @@ pub fn read_exec_log(path: &Path) -> (Vec<Execution>, Vec<String>) {
         let f: Vec<&str> = line.split(' ').collect();
         let parsed = (f.len() == 6)
             .then(|| {
+                let (lease, incarnation) = parse_attempt_dir_name(f[4])?;
                 Some(Execution {
                     pipeline: f[0].to_string(),
                     group: f[1].to_string(),
                     unit: f[2].parse().ok()?,
                     attempt: f[3].parse().ok()?,
-                    lease: f[4].parse().ok()?,
+                    lease,
+                    incarnation,
                     worker: f[5].to_string(),
                 })
             })
