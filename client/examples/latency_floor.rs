@@ -32,7 +32,8 @@ use taskmaster_client::work_stream::WorkStream;
 use taskmaster_proto::v1::LeaseRequest;
 use taskmaster_proto::v1::task_master_client::TaskMasterClient;
 use tokio::time::MissedTickBehavior;
-use tonic::transport::Channel;
+// The channel every client uses: it sends the caller's token (issue 24).
+use taskmaster_proto::credentials::MasterChannel as Channel;
 
 #[derive(Parser)]
 struct Args {

@@ -5,8 +5,10 @@
 
 use std::time::{Duration, Instant};
 
+use taskmaster_proto::credentials::{Credentials, MasterChannel, authorized};
 pub use taskmaster_proto::endpoint::ClientTls;
 use taskmaster_proto::endpoint::endpoint;
+use taskmaster_proto::v1::schedules_client::SchedulesClient;
 use taskmaster_proto::v1::task_master_client::TaskMasterClient;
 use taskmaster_proto::v1::{
     BlockRequest, CancelRequest, ChangeConfigRequest, ChangeConfigResponse, ClearRequest,
@@ -103,7 +105,13 @@ pub struct Client {
     /// The address as given, for error messages.
     url: String,
     /// The generated client, with the message size limits set.
-    inner: TaskMasterClient<Channel>,
+    inner: TaskMasterClient<MasterChannel>,
+    /// The `Schedules` service on the same channel (see `schedules`).
+    pub(crate) schedules: SchedulesClient<MasterChannel>,
+    /// The connection, and the token and reason every call carries, to
+    /// make a client with another reason ([`Client::with_reason`]).
+    channel: Channel,
+    credentials: Credentials,
 }
 
 impl Client {
@@ -117,6 +125,16 @@ impl Client {
     /// [`Client::connect`], over TLS when `tls` is given (then a bare
     /// `host:port` means `https://`).
     pub async fn connect_with(url: &str, tls: Option<&ClientTls>) -> Result<Client, ClientError> {
+        Client::connect_as(url, tls, Credentials::default()).await
+    }
+
+    /// [`Client::connect_with`], sending `credentials` (a bearer token,
+    /// for a master started with `--auth`) on every call.
+    pub async fn connect_as(
+        url: &str,
+        tls: Option<&ClientTls>,
+        credentials: Credentials,
+    ) -> Result<Client, ClientError> {
         let endpoint = endpoint(url, tls).map_err(|e| ClientError::InvalidUrl {
             url: url.to_string(),
             message: e.to_string(),
@@ -129,13 +147,31 @@ impl Client {
                 url: url.to_string(),
                 message: error_chain(&e),
             })?;
-        let inner = TaskMasterClient::new(channel)
+        Ok(Client::on_channel(url.to_string(), channel, credentials))
+    }
+
+    fn on_channel(url: String, channel: Channel, credentials: Credentials) -> Client {
+        let authorized = authorized(channel.clone(), credentials.clone());
+        let schedules = SchedulesClient::new(authorized.clone())
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
             .max_encoding_message_size(MESSAGE_BYTES_MAX);
-        Ok(Client {
-            url: url.to_string(),
+        let inner = TaskMasterClient::new(authorized)
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX);
+        Client {
+            url,
             inner,
-        })
+            schedules,
+            channel,
+            credentials,
+        }
+    }
+
+    /// This client on the same connection, telling the master `reason`
+    /// for each change it makes (journaled in the pipeline's audit trail).
+    pub fn with_reason(&self, reason: &str) -> Client {
+        let credentials = self.credentials.clone().with_reason(reason);
+        Client::on_channel(self.url.clone(), self.channel.clone(), credentials)
     }
 
     /// The master address this client was created with.
@@ -145,7 +181,7 @@ impl Client {
 
     /// The generated gRPC client on the same channel, for calls the SDK
     /// does not wrap (the worker calls: lease, renew, commit, release).
-    pub fn raw(&self) -> TaskMasterClient<Channel> {
+    pub fn raw(&self) -> TaskMasterClient<MasterChannel> {
         self.inner.clone()
     }
 
@@ -470,6 +506,40 @@ impl Client {
         Ok(self.answer(reply)?.leases_invalidated)
     }
 
+    /// Makes a bearer token for `name` with `role` (admin only), lasting
+    /// `expires_in_ms` (0: forever). The reply holds the token: the only
+    /// time anyone sees it.
+    pub async fn create_token(
+        &self,
+        name: &str,
+        role: taskmaster_proto::v1::Role,
+        expires_in_ms: u64,
+    ) -> Result<taskmaster_proto::v1::CreateTokenResponse, ClientError> {
+        let request = with_timeout(taskmaster_proto::v1::CreateTokenRequest {
+            name: name.to_string(),
+            role: role as i32,
+            expires_in_ms,
+        });
+        let reply = self.inner.clone().create_token(request).await;
+        self.answer(reply)
+    }
+
+    /// Every token's name, role, expiry and last use (admin only).
+    pub async fn list_tokens(&self) -> Result<Vec<taskmaster_proto::v1::TokenInfo>, ClientError> {
+        let request = with_timeout(taskmaster_proto::v1::ListTokensRequest {});
+        let reply = self.inner.clone().list_tokens(request).await;
+        Ok(self.answer(reply)?.tokens)
+    }
+
+    /// Revokes the token named `name` (admin only).
+    pub async fn revoke_token(&self, name: &str) -> Result<(), ClientError> {
+        let request = with_timeout(taskmaster_proto::v1::RevokeTokenRequest {
+            name: name.to_string(),
+        });
+        let reply = self.inner.clone().revoke_token(request).await;
+        self.answer(reply).map(|_| ())
+    }
+
     /// A part of one attempt's stdout or stderr log, as its worker keeps
     /// it in the store (`tmctl logs`): the bytes from `request.offset`,
     /// where the next read starts, the log's size and whether the attempt
@@ -486,7 +556,7 @@ impl Client {
 
     /// Unwraps a reply, turning a gRPC error into a [`ClientError`]; an
     /// unavailable master is reported with its address.
-    fn answer<T>(
+    pub(crate) fn answer<T>(
         &self,
         reply: Result<tonic::Response<T>, tonic::Status>,
     ) -> Result<T, ClientError> {
@@ -508,7 +578,7 @@ impl Client {
 }
 
 /// Wraps a message in a request with the SDK's deadline.
-fn with_timeout<T>(message: T) -> tonic::Request<T> {
+pub(crate) fn with_timeout<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(RPC_TIMEOUT);
     request

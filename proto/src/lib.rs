@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod compact;
+pub mod credentials;
 pub mod endpoint;
 pub mod limits;
 pub mod log_names;

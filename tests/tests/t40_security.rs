@@ -221,7 +221,7 @@ fn t42_beyond_loopback_needs_tls_and_client_certificates_or_insecure() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&tls_only.stderr);
     assert!(
-        stderr.contains("without client certificates (--client-ca)"),
+        stderr.contains("without identities (--auth for tokens, or client certificates"),
         "{stderr}"
     );
 }

@@ -43,6 +43,9 @@ pub struct WorkerConfig {
     /// TLS to the master (its CA, and this worker's certificate when the
     /// master requires one); None for plain http.
     pub tls: Option<ClientTls>,
+    /// The bearer token sent on every call, for a master started with
+    /// `--auth` (a `worker` token named as `worker_id`); none otherwise.
+    pub credentials: taskmaster_proto::credentials::Credentials,
     /// Bytes of each of an attempt's stdout and stderr kept in its log in
     /// the store: the first half and the last half (see [`crate::logs`]);
     /// 0 keeps no logs.
@@ -74,6 +77,7 @@ impl WorkerConfig {
             grace_ms: GRACE_MS_DEFAULT,
             calls: Calls::default(),
             tls: None,
+            credentials: Default::default(),
             log_bytes_max: LOG_BYTES_MAX_DEFAULT,
         }
     }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use taskmaster_proto::endpoint::{ClientTls, EndpointError};
+use taskmaster_proto::endpoint::ClientTls;
 use taskmaster_worker::config::{
     Calls, DEFAULT_MASTER_URL, GRACE_MS_DEFAULT, LEASE_WAIT_MS_DEFAULT, LOG_BYTES_MAX_DEFAULT,
     default_slots, default_worker_id,
@@ -122,6 +122,24 @@ struct Args {
         requires = "tls_cert"
     )]
     tls_key: Option<PathBuf>,
+    /// The bearer token for a master started with --auth: a `worker`
+    /// token whose name is this worker's --worker-id. Prefer
+    /// --token-file, which keeps it out of `ps`.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "TASKMASTER_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// A file whose first line is the bearer token (see --token).
+    #[arg(long, value_name = "FILE", env = "TASKMASTER_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics: slots and slots
+    /// busy, leases held, attempts by outcome, task seconds. Read-only.
+    #[arg(long, value_name = "ADDR", env = "TASKMASTER_WORKER_METRICS")]
+    metrics: Option<std::net::SocketAddr>,
 
     /// Bytes of each attempt's stdout and of its stderr kept in its log in
     /// the store (`tmctl logs`): past this, the first half and the last
@@ -132,7 +150,7 @@ struct Args {
 }
 
 impl Args {
-    fn into_config(self) -> Result<WorkerConfig, EndpointError> {
+    fn into_config(self) -> Result<WorkerConfig, Box<dyn std::error::Error>> {
         let tls = match &self.tls_ca {
             None => None,
             Some(ca) => Some(ClientTls::from_files(
@@ -149,13 +167,19 @@ impl Args {
             grace_ms: self.grace_ms,
             calls: self.calls,
             tls,
+            credentials: taskmaster_proto::credentials::Credentials::from_sources(
+                self.token.as_deref(),
+                self.token_file.as_deref(),
+            )?,
             log_bytes_max: self.log_bytes_max,
         })
     }
 }
 
 fn main() -> ExitCode {
-    let config = match Args::parse().into_config() {
+    let args = Args::parse();
+    let metrics = args.metrics;
+    let config = match args.into_config() {
         Ok(config) => config,
         Err(err) => {
             eprintln!("error: {err}");
@@ -179,7 +203,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(config));
+    let result = runtime.block_on(run(config, metrics));
     // A task that ignores cancellation must not keep the process alive.
     runtime.shutdown_timeout(Duration::from_millis(EXIT_WAIT_MS));
     match result {
@@ -201,10 +225,32 @@ fn init_tracing() {
         .init();
 }
 
-async fn run(config: WorkerConfig) -> anyhow::Result<()> {
+async fn run(
+    config: WorkerConfig,
+    metrics: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
     let signals = Signals::new()?;
+    if let Some(addr) = metrics {
+        serve_metrics(addr).await?;
+    }
     let (graceful, hard) = shutdown_futures(signals);
     run_worker_until(config, TaskRegistry::stock(), graceful, hard).await?;
+    Ok(())
+}
+
+/// Serves `/metrics` on `addr` in the background, for the process's life.
+async fn serve_metrics(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "serving metrics at /metrics");
+    tokio::spawn(async move {
+        if let Err(e) = taskmaster_worker::metrics::serve(listener).await {
+            tracing::error!(error = %e, "the metrics server stopped");
+        }
+    });
     Ok(())
 }
 

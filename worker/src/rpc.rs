@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use taskmaster_proto::credentials::{Credentials, MasterChannel, authorized};
 use taskmaster_proto::endpoint::{ClientTls, endpoint};
 use taskmaster_proto::v1::task_master_client::TaskMasterClient;
 use taskmaster_proto::v1::{
@@ -15,7 +16,6 @@ use taskmaster_proto::v1::{
     ListInputsResponse, ReleaseRequest, ReleaseResponse, RenewRequest, RenewResponse,
 };
 use tokio::time::Instant;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::config::{Calls, ConfigError, MESSAGE_BYTES_MAX};
@@ -23,7 +23,7 @@ use crate::work_stream::WorkStream;
 
 /// The generated client over one (lazily connected) channel. Clones share
 /// the connection.
-type Client = TaskMasterClient<Channel>;
+type Client = TaskMasterClient<MasterChannel>;
 
 /// The worker's four calls to the master, over one `Work` stream or as
 /// unary calls ([`Calls`]). Each call has a deadline and fails like its
@@ -50,10 +50,11 @@ impl MasterConnection {
     pub fn new(
         url: &str,
         tls: Option<&ClientTls>,
+        credentials: &Credentials,
         calls: Calls,
     ) -> Result<MasterConnection, ConfigError> {
         Ok(MasterConnection {
-            client: connect(url, tls)?,
+            client: connect(url, tls, credentials)?,
             calls,
             no_stream: AtomicBool::new(false),
             stream: Mutex::new(None),
@@ -219,7 +220,11 @@ const REPEAT_WARN_MS: u64 = 30_000;
 /// A client for `url` (with TLS when `tls` is given). Connects on first
 /// use (and reconnects after a failure), so a worker can start before its
 /// master.
-fn connect(url: &str, tls: Option<&ClientTls>) -> Result<Client, ConfigError> {
+fn connect(
+    url: &str,
+    tls: Option<&ClientTls>,
+    credentials: &Credentials,
+) -> Result<Client, ConfigError> {
     let endpoint = endpoint(url, tls).map_err(|err| ConfigError::MasterUrl {
         url: url.to_string(),
         reason: err.to_string(),
@@ -231,9 +236,11 @@ fn connect(url: &str, tls: Option<&ClientTls>) -> Result<Client, ConfigError> {
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(10))
         .connect_lazy();
-    Ok(TaskMasterClient::new(channel)
-        .max_decoding_message_size(MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(MESSAGE_BYTES_MAX))
+    Ok(
+        TaskMasterClient::new(authorized(channel, credentials.clone()))
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX),
+    )
 }
 
 /// Runs one RPC with a deadline: sent to the master as `grpc-timeout` and
@@ -436,8 +443,13 @@ mod tests {
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let server = serve_master(listener, &dir.path().join("data"), stopped);
-        let connection =
-            MasterConnection::new(&format!("http://{address}"), None, Calls::Stream).unwrap();
+        let connection = MasterConnection::new(
+            &format!("http://{address}"),
+            None,
+            &Credentials::default(),
+            Calls::Stream,
+        )
+        .unwrap();
         let quick = Duration::from_secs(5);
 
         // Nothing to lease: the master answers an empty lease at once.

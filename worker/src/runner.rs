@@ -97,7 +97,12 @@ pub async fn run_worker_until(
 ) -> Result<WorkerStats, WorkerError> {
     config.validate()?;
     let worker = Arc::new(Shared {
-        master: MasterConnection::new(&config.master_url, config.tls.as_ref(), config.calls)?,
+        master: MasterConnection::new(
+            &config.master_url,
+            config.tls.as_ref(),
+            &config.credentials,
+            config.calls,
+        )?,
         slots: Arc::new(Semaphore::new(config.slots as usize)),
         held: HeldLeases::default(),
         stats: Counters::default(),
@@ -106,6 +111,7 @@ pub async fn run_worker_until(
         tasks,
         config,
     });
+    crate::metrics::track(&worker);
     tracing::info!(
         worker_id = %worker.config.worker_id,
         master = %worker.config.master_url,

@@ -20,7 +20,8 @@ use taskmaster_proto::v1::{
     RenewRequest, RenewResponse, WorkReply, WorkRequest, work_reply, work_request,
 };
 use tokio::sync::{mpsc, oneshot};
-use tonic::transport::Channel;
+// The channel every client uses: it sends the caller's token (issue 24).
+use taskmaster_proto::credentials::MasterChannel as Channel;
 use tonic::{Code, Status};
 
 /// Requests queued for sending before a caller waits for room.

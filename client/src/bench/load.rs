@@ -16,7 +16,8 @@ use taskmaster_proto::v1::{
 };
 use tokio::time::MissedTickBehavior;
 use tonic::Status;
-use tonic::transport::Channel;
+// The channel every client uses: it sends the caller's token (issue 24).
+use taskmaster_proto::credentials::MasterChannel as Channel;
 
 use super::BenchError;
 use super::stats::micros;

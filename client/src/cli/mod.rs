@@ -8,8 +8,10 @@ mod demo;
 mod logs;
 mod operate;
 mod outputs;
+mod schedule;
 mod status;
 mod submit;
+mod token;
 mod wait;
 mod watch;
 
@@ -19,6 +21,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use taskmaster_client::{Client, ClientTls, parse_param};
+use taskmaster_proto::credentials::Credentials;
 
 /// Exit code for usage and input errors and refused calls (clap uses the
 /// same code for bad arguments).
@@ -47,6 +50,8 @@ const EXIT_PIPELINE_FAILED: u8 = 1;
         tmctl status <ID> --json\n  \
         tmctl outputs <ID> --group extract\n  \
         tmctl logs <ID> --group extract --unit 3 --follow\n  \
+        tmctl schedule add nightly.toml\n  \
+        tmctl backfill nightly --from 2026-11-01 --to 2026-11-30 --max-active 4\n  \
         tmctl retry <ID>\n  \
         tmctl config <ID> --group extract max_attempts=5 retry_delay=30s\n  \
         tmctl block --pipeline <ID>\n  \
@@ -74,6 +79,30 @@ pub struct Args {
     /// The private key of --tls-cert (PEM).
     #[arg(long, global = true, env = "TASKMASTER_TLS_KEY", value_name = "FILE")]
     tls_key: Option<PathBuf>,
+    /// The bearer token for a master started with --auth (`tmctl token
+    /// create` makes them; the first admin token is in its
+    /// DATA_DIR/admin.token). Prefer --token-file: a flag shows in `ps`.
+    #[arg(
+        long,
+        global = true,
+        env = "TASKMASTER_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+    /// A file whose first line is the bearer token (see --token).
+    #[arg(
+        long,
+        global = true,
+        env = "TASKMASTER_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    token_file: Option<PathBuf>,
+    /// Why you make this change (cancel, retry, clear, block, config,
+    /// delete, rollback, ...): journaled with your name in the
+    /// pipeline's audit trail, which `tmctl status ID` shows.
+    #[arg(long, global = true, value_name = "TEXT")]
+    reason: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -183,6 +212,27 @@ enum Command {
         tmctl logs <ID> -g extract -u 3 --attempt 1 --stderr\n  \
         tmctl logs <ID> -g extract -u 3 --follow")]
     Logs(logs::LogsArgs),
+    /// Pipelines the master runs on a cron schedule: add, list, pause,
+    /// resume, remove, trigger.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
+    /// Every run of a schedule, newest first: logical time, trigger
+    /// (schedule, backfill, manual), state, start and end.
+    Runs(schedule::RunsArgs),
+    /// Run a schedule once per logical time in a date range, K at a time,
+    /// after live work; prints the backfill id on the last line. Running
+    /// the same backfill again runs only the times that did not succeed.
+    #[command(after_help = "Examples:\n  \
+        tmctl backfill nightly --from 2026-11-01 --to 2026-11-30 --max-active 4 --dry-run\n  \
+        tmctl backfill nightly --from 2026-11-01 --to 2026-11-30 --max-active 4 --wait\n  \
+        tmctl backfill set <ID> --max-active 8\n  \
+        tmctl backfill pause <ID>\n  \
+        tmctl backfill list")]
+    Backfill(schedule::BackfillArgs),
+    /// Bearer tokens of a master started with --auth (admin only):
+    /// create, list, revoke.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     #[command(flatten)]
     Operate(operate::Operate),
 }
@@ -203,6 +253,8 @@ pub async fn run(args: Args) -> ExitCode {
 pub struct Connection {
     master: String,
     tls: Option<ClientTls>,
+    /// The token and --reason every call carries.
+    credentials: Credentials,
 }
 
 impl Connection {
@@ -218,15 +270,20 @@ impl Connection {
             }
             None => None,
         };
+        let credentials =
+            Credentials::from_sources(args.token.as_deref(), args.token_file.as_deref())?
+                .with_reason(args.reason.as_deref().unwrap_or(""));
         Ok(Connection {
             master: args.master.clone(),
             tls,
+            credentials,
         })
     }
 
     /// A client of the master, connected.
     pub async fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::connect_with(&self.master, self.tls.as_ref()).await?)
+        let credentials = self.credentials.clone();
+        Ok(Client::connect_as(&self.master, self.tls.as_ref(), credentials).await?)
     }
 }
 
@@ -264,6 +321,10 @@ async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
             let client = connection.client().await?;
             logs::run(&client, logs_args).await
         }
+        Command::Schedule(command) => schedule::schedule(&connection, command).await,
+        Command::Runs(runs_args) => schedule::runs(&connection, runs_args).await,
+        Command::Backfill(backfill_args) => schedule::backfill(&connection, backfill_args).await,
+        Command::Token(command) => token::run(&connection, command).await,
         Command::Operate(command) => operate::run(&connection, command).await,
     }
 }

@@ -14,11 +14,14 @@ use tonic::Code;
 pub async fn run(client: &Client, id: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
     let text = match id {
         Some(id) => {
-            let view = StatusView::from(client.status(id).await?);
+            let status = client.status(id).await?;
+            let audit = super::token::audit_section(&status.audit);
+            let view = StatusView::from(status);
             if json {
                 serde_json::to_string_pretty(&view)? + "\n"
             } else {
                 let mut text = text::pipeline_detail(&view);
+                text.push_str(&audit);
                 if master_status(client).await?.is_some_and(|m| m.blocked) {
                     text.push_str(&text::master_blocked_note());
                 }

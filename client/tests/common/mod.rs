@@ -29,7 +29,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::Code;
-use tonic::transport::Channel;
+// The channel every client uses: it sends the caller's token (issue 24).
+use taskmaster_proto::credentials::MasterChannel as Channel;
 
 /// Longest any one wait in these tests may take before the test fails:
 /// generous, because the tests share two cores with builds.

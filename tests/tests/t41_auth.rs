@@ -1,0 +1,394 @@
+//! Identities and roles (issue 24) with the real binaries: a master
+//! started with `--auth`, tokens made and revoked with `tmctl token`, each
+//! refusal (no token, a wrong, an expired and a revoked token, a viewer
+//! submitting, a worker calling rollback, a worker acting on another
+//! worker's lease, a certificate from another CA), a pipeline run by a
+//! worker with a token and by one known by its certificate, and the audit
+//! trail `tmctl status` shows.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use taskmaster_client::Client;
+use taskmaster_proto::credentials::Credentials;
+use taskmaster_proto::v1::{CommitItem, CommitRequest, LeaseRequest, Role, commit_item};
+use taskmaster_tests::certs::TestCa;
+use taskmaster_tests::*;
+use tonic::Code;
+
+/// Environment pairs as `tmctl_env` takes them.
+fn pairs<'a>(owned: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    owned.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// A master with `--auth` and the path of its first admin token.
+fn auth_master(dir: &Path, extra: &[&str]) -> (MasterProcess, PathBuf) {
+    let mut args = vec!["--auth"];
+    args.extend_from_slice(extra);
+    let master = MasterProcess::start_with(&dir.join("data"), "127.0.0.1:0", 30_000, &args);
+    let admin = master.data_dir.join("admin.token");
+    (master, admin)
+}
+
+/// tmctl with the token in `token_file`.
+fn tmctl_as(url: &str, token_file: &Path, args: &[&str]) -> Output {
+    tmctl_env(url, args, &[("TASKMASTER_TOKEN_FILE", s(token_file))])
+}
+
+fn stdout_ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "tmctl failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The stderr of a refused call, which must name `code`.
+fn refused(out: Output, code: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "let in: {stderr}");
+    assert!(stderr.contains(code), "wanted {code}: {stderr}");
+    stderr
+}
+
+/// `tmctl token create`; the token (the last line of stdout) is written to
+/// `<dir>/<name>.token`, whose path is returned.
+fn make_token(
+    url: &str,
+    admin: &Path,
+    dir: &Path,
+    role: &str,
+    name: &str,
+    extra: &[&str],
+) -> PathBuf {
+    let mut args = vec!["token", "create", "--role", role, "--name", name];
+    args.extend_from_slice(extra);
+    let out = stdout_ok(tmctl_as(url, admin, &args));
+    let token = out.lines().last().unwrap();
+    assert!(token.starts_with("tm_") && token.len() == 67, "{out}");
+    let path = dir.join(format!("{name}.token"));
+    write_file(&path, format!("{token}\n"));
+    path
+}
+
+fn pipeline_file(dir: &Path, name: &str, command: &str) -> PathBuf {
+    write_file(&dir.join("data/in.txt"), "auth\n");
+    let path = dir.join(format!("{name}.toml"));
+    write_file(
+        &path,
+        format!(
+            "name = \"{name}\"\n[[groups]]\nname = \"only\"\nmax_attempts = 1\n\
+             command = [\"sh\", \"-c\", \"{command}\"]\ninputs = [\"data/*.txt\"]\n"
+        ),
+    );
+    path
+}
+
+#[test]
+fn t41_tokens_and_roles_refuse_what_each_identity_may_not_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (master, admin) = auth_master(tmp.path(), &[]);
+    let url = master.url();
+
+    // The first admin token: written 0600, its path logged, never itself.
+    let mode = std::fs::metadata(&admin).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let admin_token = std::fs::read_to_string(&admin).unwrap();
+    let log = master.log_text();
+    assert!(log.contains("admin.token"), "{log}");
+    assert!(!log.contains(admin_token.trim()), "the token is in the log");
+
+    refused(tmctl(&url, &["status"]), "UNAUTHENTICATED");
+    let wrong = tmctl_env(&url, &["status"], &[("TASKMASTER_TOKEN", "tm_0123")]);
+    assert!(refused(wrong, "UNAUTHENTICATED").contains("not one this master knows"));
+
+    let viewer = make_token(&url, &admin, tmp.path(), "viewer", "vera", &[]);
+    let operator = make_token(&url, &admin, tmp.path(), "operator", "otto", &[]);
+    let worker = make_token(&url, &admin, tmp.path(), "worker", "w1", &[]);
+    let short = make_token(
+        &url,
+        &admin,
+        tmp.path(),
+        "operator",
+        "brief",
+        &["--expires", "1s"],
+    );
+
+    // A viewer reads but does not submit; a worker neither reads nor rolls back.
+    let job = pipeline_file(tmp.path(), "ok", "cat $TM_INPUTS > $TM_OUTPUT_DIR/out");
+    stdout_ok(tmctl_as(&url, &viewer, &["status"]));
+    let denied = refused(
+        tmctl_as(&url, &viewer, &["submit", s(&job)]),
+        "PERMISSION_DENIED",
+    );
+    assert!(
+        denied.contains("vera (viewer) may not call Submit"),
+        "{denied}"
+    );
+    refused(tmctl_as(&url, &worker, &["status"]), "PERMISSION_DENIED");
+    let rollback = refused(
+        tmctl_as(&url, &worker, &["rollback", "snap-1"]),
+        "PERMISSION_DENIED",
+    );
+    assert!(rollback.contains("needs the role admin"), "{rollback}");
+    refused(
+        tmctl_as(&url, &operator, &["rollback", "snap-1"]),
+        "PERMISSION_DENIED",
+    );
+    refused(
+        tmctl_as(&url, &operator, &["token", "list"]),
+        "PERMISSION_DENIED",
+    );
+
+    // A worker with a token runs the operator's pipeline.
+    let _worker = WorkerProcess::start_env(
+        &url,
+        2,
+        tmp.path(),
+        &[
+            ("TASKMASTER_TOKEN_FILE", s(&worker)),
+            ("TASKMASTER_WORKER_ID", "w1"),
+        ],
+    );
+    let submitted = stdout_ok(tmctl_as(
+        &url,
+        &operator,
+        &["submit", s(&job), "--wait", "--poll-ms", "50"],
+    ));
+    let ok_id = submitted.lines().last().unwrap().to_string();
+
+    // The expired and the revoked are turned away.
+    std::thread::sleep(Duration::from_millis(1_100));
+    let expired = refused(tmctl_as(&url, &short, &["status"]), "UNAUTHENTICATED");
+    assert!(expired.contains("expired"), "{expired}");
+    let listed = stdout_ok(tmctl_as(&url, &admin, &["token", "list"]));
+    for row in ["admin ", "vera ", "otto ", "w1 ", "brief "] {
+        assert!(listed.contains(row), "{row}: {listed}");
+    }
+    let otto = listed.lines().find(|l| l.starts_with("otto ")).unwrap();
+    assert!(
+        otto.contains("operator") && otto.contains("never") && otto.contains('Z'),
+        "{otto}"
+    );
+    assert!(!listed.contains(admin_token.trim()), "list shows a token");
+    stdout_ok(tmctl_as(&url, &admin, &["token", "revoke", "vera"]));
+    refused(tmctl_as(&url, &viewer, &["status"]), "UNAUTHENTICATED");
+    refused(
+        tmctl_as(&url, &admin, &["token", "revoke", "vera"]),
+        "NOT_FOUND",
+    );
+
+    // Who did what: a failed pipeline retried with a reason, a rollback.
+    let bad = pipeline_file(tmp.path(), "bad", "exit 3");
+    let out = tmctl_as(
+        &url,
+        &operator,
+        &["submit", s(&bad), "--wait", "--poll-ms", "50"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad_id = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    stdout_ok(tmctl_as(
+        &url,
+        &operator,
+        &["retry", &bad_id, "--reason", "flaky disk on w1"],
+    ));
+    let snapshot = stdout_ok(tmctl_as(&url, &operator, &["snapshot", "--note", "t41"]));
+    let snapshot_id = snapshot.split_whitespace().last().unwrap();
+    stdout_ok(tmctl_as(
+        &url,
+        &admin,
+        &["rollback", snapshot_id, "--reason", "undo"],
+    ));
+    let status = stdout_ok(tmctl_as(&url, &operator, &["status", &bad_id]));
+    assert!(status.contains("otto (operator)  submit"), "{status}");
+    assert!(
+        status.contains("otto (operator)  retry  reason: flaky disk on w1"),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!(
+            "admin (admin)  rollback to {snapshot_id} [master]  reason: undo"
+        )),
+        "{status}"
+    );
+    let ok_status = stdout_ok(tmctl_as(&url, &operator, &["status", &ok_id]));
+    assert!(ok_status.contains("otto (operator)  submit"), "{ok_status}");
+}
+
+#[test]
+fn t41_a_worker_acts_only_as_itself_on_its_own_leases() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (master, admin) = auth_master(tmp.path(), &[]);
+    let url = master.url();
+    let w1 = make_token(&url, &admin, tmp.path(), "worker", "w1", &[]);
+    let w2 = make_token(&url, &admin, tmp.path(), "worker", "w2", &[]);
+    let job = pipeline_file(tmp.path(), "held", "true");
+    stdout_ok(tmctl_as(&url, &admin, &["submit", s(&job)]));
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let connect = |file: PathBuf| {
+            let url = url.clone();
+            async move {
+                let creds = Credentials::from_sources(None, Some(&file)).unwrap();
+                Client::connect_as(&url, None, creds).await.unwrap().raw()
+            }
+        };
+        let (mut one, mut two) = (connect(w1).await, connect(w2).await);
+        let ask = |worker_id: &str| LeaseRequest {
+            worker_id: worker_id.into(),
+            max_units: 1,
+            wait_ms: 5_000,
+            ..Default::default()
+        };
+        let pretend = two.lease(ask("w1")).await.unwrap_err();
+        assert_eq!(pretend.code(), Code::PermissionDenied, "{pretend:?}");
+        let lease = one
+            .lease(ask("w1"))
+            .await
+            .unwrap()
+            .into_inner()
+            .leases
+            .remove(0);
+        let fail = |lease: &taskmaster_proto::v1::Lease| CommitRequest {
+            server_token: lease.server_token.clone(),
+            items: vec![CommitItem {
+                lease: Some(lease.to_ref()),
+                result: Some(commit_item::Result::Error("given up".into())),
+            }],
+            lease_next: None,
+        };
+        let stolen = two.commit(fail(&lease)).await.unwrap_err();
+        assert_eq!(stolen.code(), Code::PermissionDenied, "{stolen:?}");
+        assert!(stolen.message().contains("held by w1"), "{stolen:?}");
+        let renew = taskmaster_proto::v1::RenewRequest {
+            server_token: lease.server_token.clone(),
+            leases: vec![lease.to_ref()],
+        };
+        assert_eq!(
+            two.renew(renew).await.unwrap_err().code(),
+            Code::PermissionDenied
+        );
+        let own = one.commit(fail(&lease)).await.unwrap().into_inner();
+        assert_eq!(own.results[0].code, Code::Ok as i32, "{own:?}");
+    });
+}
+
+#[test]
+fn t41_a_worker_is_known_by_its_certificate_and_another_ca_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(tmp.path(), "ca");
+    let server = ca.server("master");
+    let worker_cert = ca.client("cert-worker");
+    let (master, admin) = auth_master(
+        tmp.path(),
+        &[
+            "--tls-cert",
+            s(&server.cert),
+            "--tls-key",
+            s(&server.key),
+            "--client-ca",
+            s(&ca.cert),
+        ],
+    );
+    let url = format!("https://{}", master.addr);
+    let tls = |cert: &taskmaster_tests::certs::CertFiles| {
+        vec![
+            ("TASKMASTER_TLS_CA", s(&ca.cert).to_string()),
+            ("TASKMASTER_TLS_CERT", s(&cert.cert).to_string()),
+            ("TASKMASTER_TLS_KEY", s(&cert.key).to_string()),
+        ]
+    };
+    let operator_cert = ca.client("ops-box");
+    let mut operator = tls(&operator_cert);
+    operator.push(("TASKMASTER_TOKEN_FILE", s(&admin).to_string()));
+
+    // The certificate names a worker: it runs units without a token...
+    let mut worker_env = tls(&worker_cert);
+    worker_env.push(("TASKMASTER_WORKER_ID", "cert-worker".into()));
+    let _worker = WorkerProcess::start_env(&url, 2, tmp.path(), &pairs(&worker_env));
+    let job = pipeline_file(tmp.path(), "certs", "cat $TM_INPUTS > $TM_OUTPUT_DIR/out");
+    let out = tmctl_env(
+        &url,
+        &["submit", s(&job), "--wait", "--poll-ms", "50"],
+        &pairs(&operator),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ...but is a worker's identity only, and another CA's is no identity.
+    refused(
+        tmctl_env(&url, &["status"], &pairs(&tls(&worker_cert))),
+        "PERMISSION_DENIED",
+    );
+    let rogue = TestCa::new(tmp.path(), "rogue");
+    let mallory = rogue.client("cert-worker");
+    let out = tmctl_env(
+        &url,
+        &["status"],
+        &[
+            ("TASKMASTER_TLS_CA", s(&ca.cert)),
+            ("TASKMASTER_TLS_CERT", s(&mallory.cert)),
+            ("TASKMASTER_TLS_KEY", s(&mallory.key)),
+            ("TASKMASTER_TOKEN_FILE", s(&admin)),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "another CA's certificate was let in"
+    );
+}
+
+#[test]
+fn t41_the_sdk_sends_its_token_and_gets_the_same_refusals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (master, admin) = auth_master(tmp.path(), &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let creds = Credentials::from_sources(None, Some(&admin)).unwrap();
+        let client = Client::connect_as(&master.url(), None, creds)
+            .await
+            .unwrap();
+        let made = client
+            .create_token("sdk-viewer", Role::Viewer, 0)
+            .await
+            .unwrap();
+        let viewer = Client::connect_as(
+            &master.url(),
+            None,
+            Credentials::token(&made.token).unwrap(),
+        )
+        .await
+        .unwrap();
+        assert!(viewer.list().await.unwrap().is_empty());
+        let err = viewer.snapshot("no").await.unwrap_err();
+        assert_eq!(err.code(), Some(Code::PermissionDenied), "{err}");
+        let none = Client::connect(&master.url()).await.unwrap();
+        assert_eq!(
+            none.list().await.unwrap_err().code(),
+            Some(Code::Unauthenticated)
+        );
+    });
+}
