@@ -63,6 +63,7 @@ pub async fn serve_with(
     .max_decoding_message_size(MESSAGE_BYTES_MAX)
     .max_encoding_message_size(MESSAGE_BYTES_MAX);
     let scheduler = tokio::spawn(Arc::clone(&master).run_scheduler());
+    let notifier = tokio::spawn(Arc::clone(&master).run_notifier());
     let reaper = tokio::spawn(Arc::clone(&master).run_reaper());
     let compactor = tokio::spawn(Arc::clone(&master).run_compactor());
     let supervisor = tokio::spawn(Arc::clone(&master).run_journal_supervisor());
@@ -109,6 +110,7 @@ pub async fn serve_with(
     };
     master.begin_shutdown();
     let _ = scheduler.await;
+    let _ = notifier.await;
     let _ = reaper.await;
     let _ = compactor.await;
     let _ = supervisor.await;

@@ -27,6 +27,7 @@ pub mod limits;
 pub mod model;
 pub mod names;
 pub mod operate;
+pub mod schedule_notices;
 pub mod schedule_ops;
 pub mod schedules;
 pub mod ops;

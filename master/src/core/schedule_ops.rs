@@ -604,7 +604,7 @@ impl Core {
         }
     }
 
-    fn run_view(&self, s: &Schedule, run: &Run) -> ScheduleRun {
+    pub(super) fn run_view(&self, s: &Schedule, run: &Run) -> ScheduleRun {
         let finished_unix_ms = match &run.outcome {
             Some((_, ms)) => *ms,
             None => self

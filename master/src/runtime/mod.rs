@@ -26,6 +26,7 @@ mod access;
 mod calls;
 mod data_dir;
 mod loops;
+mod notify;
 mod rebuild;
 mod scheduling;
 mod snapshot;
