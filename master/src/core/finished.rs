@@ -11,9 +11,6 @@ use taskmaster_proto::journal::{self, Record, record::Kind};
 use super::model::Pos;
 use super::{Core, CoreError, record};
 
-/// Ready-queue entries whose room a deletion never gives back.
-const READY_CAPACITY_KEPT: usize = 4096;
-
 impl Core {
     /// Ids of the pipelines that have finished (succeeded, failed or been
     /// cancelled): the ones [`Core::delete_pipelines`] accepts.
@@ -173,12 +170,9 @@ impl Core {
             }
             None => false,
         });
-        // The queue keeps the capacity of the most units it ever held
-        // (12 B each); give it back once it is mostly unused.
-        if self.ready.capacity() > 4 * self.ready.len().max(READY_CAPACITY_KEPT) {
-            self.ready
-                .shrink_to(2 * self.ready.len().max(READY_CAPACITY_KEPT));
-        }
+        // The queue keeps the capacity of the most units it ever held;
+        // give it back once it is mostly unused.
+        self.ready.shrink();
         self.delayed = std::mem::take(&mut self.delayed)
             .into_iter()
             .filter_map(|(due_ms, pos)| moved(pos).map(|new| (due_ms, new)))

@@ -27,11 +27,12 @@ pub mod limits;
 pub mod model;
 pub mod names;
 pub mod operate;
+pub mod ops;
+mod pages;
+mod ready;
 pub mod schedule_notices;
 pub mod schedule_ops;
 pub mod schedules;
-pub mod ops;
-mod pages;
 pub mod snapshot;
 mod snapshot_encode;
 pub mod spec;
@@ -39,7 +40,7 @@ pub mod tokens;
 pub mod ui_view;
 pub mod view;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 
 // Fx hashing for the maps every lease and commit looks up: their keys are
 // ids the master made (pipeline ids, lease numbers), not attacker-chosen,
@@ -84,7 +85,7 @@ pub struct Core {
     pipeline_index: FxHashMap<String, u32>,
     /// Units that may be leased, oldest first. Entries are checked when
     /// popped, so a unit that left Pending needs no removal here.
-    ready: VecDeque<Pos>,
+    ready: ready::Ready,
     /// Current leases by id, and their expiries in time order for the reaper.
     leases: FxHashMap<u64, LeaseClock>,
     expiries: Expiries,
@@ -131,7 +132,7 @@ impl Core {
             incarnations: Incarnations::default(),
             pipelines: Vec::new(),
             pipeline_index: FxHashMap::default(),
-            ready: VecDeque::new(),
+            ready: ready::Ready::default(),
             leases: FxHashMap::default(),
             expiries: Expiries::default(),
             delayed: BTreeSet::new(),
@@ -169,6 +170,15 @@ impl Core {
         match (unix_ms, self.unix_at(now_ms)) {
             (0, _) | (_, 0) => 0,
             (then, now) => now.saturating_sub(then),
+        }
+    }
+
+    /// The ready-queue lane of pipeline `p`'s units.
+    fn lane(&self, p: u32) -> ready::Lane {
+        if self.pipelines[p as usize].backfill {
+            ready::Lane::Backfill
+        } else {
+            ready::Lane::Live
         }
     }
 
@@ -324,7 +334,7 @@ impl Core {
             Kind::LeaseReleased(r) => {
                 let pos = self.take_lease(&r.unit, r.lease_id)?;
                 self.set_state(pos, UnitState::Pending);
-                self.ready.push_back(pos);
+                self.ready.push_back(pos, self.lane(pos.pipeline));
             }
             Kind::PipelineCancelled(c) => self.apply_cancelled(c)?,
             Kind::BlockSet(b) => self.apply_block(b)?,
@@ -382,6 +392,12 @@ impl Core {
             rerun_of: sub.rerun_of.clone(),
             lease_floor: self.next_lease_id,
             finished_unix_ms: 0,
+            backfill: sub.backfill,
+        };
+        let lane = if sub.backfill {
+            ready::Lane::Backfill
+        } else {
+            ready::Lane::Live
         };
         for (g, wiring) in wiring.into_iter().enumerate() {
             let created = wiring.feed == Feed::Inputs || wiring.feed == Feed::PerUnit;
@@ -401,11 +417,12 @@ impl Core {
                 spec.input_units = Vec::new();
                 group.counts.pending = group.units.len() as u64;
                 for u in 0..group.units.len() as u32 {
-                    self.ready.push_back(Pos {
+                    let pos = Pos {
                         pipeline: index,
                         group: g as u32,
                         unit: u,
-                    });
+                    };
+                    self.ready.push_back(pos, lane);
                 }
             }
             pipeline.groups.push(group);
@@ -574,7 +591,7 @@ impl Core {
             }
         };
         match delay_ms {
-            0 => self.ready.push_back(pos),
+            0 => self.ready.push_back(pos, self.lane(pos.pipeline)),
             delay_ms => {
                 self.delayed.insert((now_ms.saturating_add(delay_ms), pos));
             }
@@ -590,7 +607,7 @@ impl Core {
                 break;
             }
             self.delayed.pop_first();
-            self.ready.push_back(pos);
+            self.ready.push_back(pos, self.lane(pos.pipeline));
             promoted += 1;
         }
         promoted
@@ -668,11 +685,12 @@ impl Core {
         let unit = g.units.len() as u32;
         g.units.push(Unit::new(source));
         g.counts.pending += 1;
-        self.ready.push_back(Pos {
+        let pos = Pos {
             pipeline,
             group,
             unit,
-        });
+        };
+        self.ready.push_back(pos, self.lane(pipeline));
     }
 
     /// Moves a unit to a new state, keeping the group's counts right.

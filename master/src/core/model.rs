@@ -143,6 +143,8 @@ pub struct Pipeline {
     pub lease_floor: u64,
     /// When the master first saw it finished (unix ms, journaled), or 0.
     pub finished_unix_ms: u64,
+    /// A backfill's run: its units wait in the ready queue's later lane.
+    pub backfill: bool,
 }
 
 /// A unit's position: pipeline, group and unit indices.

@@ -138,7 +138,7 @@ impl Core {
             let unit = self.unit_mut(pos);
             unit.failures = 0;
             self.set_state(pos, UnitState::Pending);
-            self.ready.push_back(pos);
+            self.ready.push_back(pos, self.lane(pos.pipeline));
         }
         Ok(())
     }
@@ -220,7 +220,7 @@ impl Core {
                 let unit = self.unit_mut(pos);
                 unit.failures = 0;
                 self.set_state(pos, UnitState::Pending);
-                self.ready.push_back(pos);
+                self.ready.push_back(pos, self.lane(pos.pipeline));
             }
         }
         if c.downstream {
@@ -400,7 +400,7 @@ impl Core {
                     self.expiries.remove(clock.expiry_ms);
                 }
                 self.set_state(pos, UnitState::Pending);
-                self.ready.push_back(pos);
+                self.ready.push_back(pos, self.lane(pos.pipeline));
             }
         }
     }

@@ -118,6 +118,7 @@ impl Core {
             spec: Some(spec),
             submitted_unix_ms: unix_ms,
             rerun_of,
+            backfill: false,
         }));
         self.apply_checked(&rec, now_ms);
         Ok(vec![rec])
@@ -174,13 +175,13 @@ impl Core {
             if leases.len() >= max_units || self.blocked || self.at_global_limit() {
                 break;
             }
-            let Some(pos) = self.ready.pop_front() else {
+            let Some((pos, lane)) = self.ready.pop_front() else {
                 break;
             };
             match self.leasable(pos) {
                 Leasable::Yes => {}
                 Leasable::Later => {
-                    held_back.push(pos);
+                    held_back.push((pos, lane));
                     continue;
                 }
                 Leasable::Never => continue,
@@ -190,7 +191,7 @@ impl Core {
             // past what can be sent is not granted (it stays first in line).
             let prepared = self.prepare_lease(&leases, pos, lease_id);
             if !leases.has_room_for(&prepared) {
-                self.ready.push_front(pos);
+                self.ready.push_front(pos, lane);
                 break;
             }
             let lease_ms = self.config.lease_ms;
@@ -203,8 +204,8 @@ impl Core {
             self.journal_grant(records, pos, lease_id, worker_id, lease_ms);
             leases.push(pos, prepared);
         }
-        for pos in held_back.into_iter().rev() {
-            self.ready.push_front(pos);
+        for (pos, lane) in held_back.into_iter().rev() {
+            self.ready.push_front(pos, lane);
         }
         Ok(leases)
     }

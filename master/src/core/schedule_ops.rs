@@ -304,6 +304,7 @@ impl Core {
                 spec: Some(spec),
                 submitted_unix_ms: unix_ms,
                 rerun_of: String::new(),
+                backfill: trigger == Trigger::Backfill,
             }),
             note: String::new(),
             unix_ms,

@@ -588,3 +588,52 @@ fn a_manual_trigger_does_not_move_the_cursor_and_a_rollback_keeps_it() {
     assert_eq!(back.schedule_infos(start), core.schedule_infos(start));
     super::tests::assert_snapshot_encodes(&core);
 }
+
+#[test]
+fn a_backfills_units_are_leased_after_live_ones() {
+    let mut core = core();
+    let now = ms("2026-08-01T12:00:00Z");
+    add(&mut core, schedule("d", "0 3 * * *", "UTC"), now);
+    core.backfill(
+        "d",
+        "2026-07-01",
+        "2026-07-03",
+        3,
+        false,
+        false,
+        false,
+        now,
+        0,
+    )
+    .unwrap();
+    assert_eq!(fired(&core.schedule_tick(now, 0, 100)).len(), 3);
+    // Live work submitted after the backfill's runs goes first.
+    core.submit("live-1", two_groups(2), now, 0).unwrap();
+    let (_, leases) = core.lease("w", 2, false, 0).unwrap();
+    let pipelines: Vec<&str> = leases
+        .iter()
+        .map(|l| l.unit.as_ref().unwrap().pipeline_id.as_str())
+        .collect();
+    assert_eq!(pipelines, ["live-1", "live-1"]);
+    // Then the backfill's, oldest first; and a snapshot keeps the lanes.
+    let snap = core.to_snapshot(1, 0);
+    let mut back = Core::from_snapshot(core.config().clone(), &snap, 0, 0).unwrap();
+    core.submit("live-2", two_groups(1), now, 0).unwrap();
+    back.submit("live-2", two_groups(1), now, 0).unwrap();
+    for core in [&mut core, &mut back] {
+        let (_, leases) = core.lease("w", 4, false, 0).unwrap();
+        let pipelines: Vec<&str> = leases
+            .iter()
+            .map(|l| l.unit.as_ref().unwrap().pipeline_id.as_str())
+            .collect();
+        assert_eq!(
+            pipelines,
+            [
+                "live-2",
+                "d-20260701T030000",
+                "d-20260702T030000",
+                "d-20260703T030000"
+            ]
+        );
+    }
+}

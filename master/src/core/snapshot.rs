@@ -243,7 +243,7 @@ impl Core {
                             Some(&wait_ms) => {
                                 self.delayed.insert((now_ms.saturating_add(wait_ms), pos));
                             }
-                            None => self.ready.push_back(pos),
+                            None => self.ready.push_back(pos, self.lane(pos.pipeline)),
                         },
                         UnitState::Leased { lease_id, .. } => {
                             if lease_id >= self.next_lease_id || self.leases.contains_key(&lease_id)
@@ -276,6 +276,7 @@ pub(super) fn pipeline_head(p: &Pipeline) -> SnapshotPipeline {
         cancelled: p.cancelled,
         blocked: p.blocked,
         rerun_of: p.rerun_of.clone(),
+        backfill: p.backfill,
         groups: Vec::new(),
         lease_floor: p.lease_floor,
         finished_unix_ms: p.finished_unix_ms,
@@ -384,6 +385,7 @@ fn pipeline_from_snapshot(sp: &SnapshotPipeline) -> Result<Pipeline, CoreError> 
         cancelled: sp.cancelled,
         blocked: sp.blocked,
         rerun_of: sp.rerun_of.clone(),
+        backfill: sp.backfill,
         lease_floor: sp.lease_floor,
         finished_unix_ms: sp.finished_unix_ms,
     })

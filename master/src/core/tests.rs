@@ -119,6 +119,7 @@ fn submit_journals_the_spec_and_creates_first_units() {
         spec: Some(two_groups(2)),
         submitted_unix_ms: 5,
         rerun_of: String::new(),
+        backfill: false,
     }));
     assert_eq!(records, vec![want]);
     assert_eq!(
