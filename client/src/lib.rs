@@ -12,6 +12,8 @@
 //!   ranges, so a first group's units are about `unit_bytes` each.
 //! - [`client`]: [`Client`], the async SDK over the gRPC `TaskMaster`
 //!   service (submit, status, list, outputs, wait), and [`ClientError`].
+//! - [`schedules`]: the [`Client`] calls of the `Schedules` service
+//!   (schedules, their runs, backfills).
 //! - [`work_stream`]: [`WorkStream`](work_stream::WorkStream), a worker's
 //!   lease/renew/commit/release calls over one bidirectional stream (the
 //!   stock worker's own, re-exported from `taskmaster_worker`).
@@ -32,10 +34,11 @@ pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod pipeline_file;
+pub mod schedules;
 pub mod sizing;
 pub mod text;
 pub mod view;
 
 pub use client::{Client, ClientError, ClientTls};
-pub use pipeline_file::{PipelineFileError, load_pipeline, parse_param};
+pub use pipeline_file::{PipelineFileError, load_pipeline, load_schedule, parse_param};
 pub use taskmaster_worker::work_stream;

@@ -43,6 +43,7 @@ use taskmaster_worker::store::is_object_url;
 use crate::sizing::{UNIT_BYTES_DEFAULT, size_units};
 
 pub mod remote;
+mod schedule;
 
 /// The task a group runs when the file does not name one.
 pub const TASK_DEFAULT: &str = "exec";
@@ -105,6 +106,8 @@ struct PipelineToml {
     params: BTreeMap<String, toml::Value>,
     #[serde(default)]
     groups: Vec<GroupToml>,
+    /// Makes the file a schedule (`tmctl schedule add`); see [`schedule`].
+    schedule: Option<schedule::ScheduleToml>,
 }
 
 /// One `[[groups]]` table, exactly as written.
@@ -167,6 +170,29 @@ pub fn load_pipeline(
     path: &Path,
     param_overrides: &[(String, String)],
 ) -> Result<PipelineSpec, PipelineFileError> {
+    Ok(load_file(path, param_overrides)?.0)
+}
+
+/// Reads a pipeline file with a `[schedule]` table into the schedule to
+/// register (its pipeline loaded as [`load_pipeline`] does: inputs are
+/// resolved now, and every run reads the same ones).
+pub fn load_schedule(
+    path: &Path,
+    param_overrides: &[(String, String)],
+) -> Result<taskmaster_proto::v1::ScheduleSpec, PipelineFileError> {
+    let (pipeline, table, text) = load_file(path, param_overrides)?;
+    let table = table.ok_or_else(|| PipelineFileError::Invalid {
+        path: path.to_path_buf(),
+        message: "the file has no [schedule] table (see `tmctl schedule add --help`)".into(),
+    })?;
+    schedule::schedule_spec(path, &text, table, pipeline)
+}
+
+/// The spec, the `[schedule]` table if any, and the file's text.
+fn load_file(
+    path: &Path,
+    param_overrides: &[(String, String)],
+) -> Result<(PipelineSpec, Option<schedule::ScheduleToml>, String), PipelineFileError> {
     let read_error = |source| PipelineFileError::Read {
         path: path.to_path_buf(),
         source,
@@ -197,11 +223,12 @@ pub fn load_pipeline(
         .into_iter()
         .map(|group| group_spec(path, &folder, group))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(PipelineSpec {
+    let spec = PipelineSpec {
         name: file.name,
         params: params.into_iter().collect(),
         groups,
-    })
+    };
+    Ok((spec, file.schedule, text))
 }
 
 /// Parses one `--param KEY=VALUE` argument. The value may contain `=`;

@@ -96,6 +96,11 @@ impl MasterProcess {
         format!("http://{}", self.addr)
     }
 
+    /// Whether the process has ended (by itself: an armed fail point).
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
+    }
+
     /// SIGKILL: no chance to flush or say goodbye.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
