@@ -7,12 +7,14 @@
 //! - [`faults`]: the fault-injection harness behind `t90_faults`: real
 //!   processes, a seeded schedule of kills, pauses and master crashes, and
 //!   the exactly-once invariants checked after each run.
+//! - [`moto`]: a moto S3 server on loopback, for the remote store's tests.
 //! - [`fuzzing`]: the functions the fuzz targets in `fuzz/` call, shared
 //!   with the regression test that replays `fuzz/regressions/`.
 
 pub mod certs;
 pub mod faults;
 pub mod fuzzing;
+pub mod moto;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};

@@ -9,7 +9,9 @@
 //!   pipelines, groups, units and attempts are NOT_FOUND, named;
 //! - `tmctl delete` removes the pipeline's logs from the store;
 //! - `tmctl logs --follow` prints a running task's lines before it ends,
-//!   and returns once it has.
+//!   and returns once it has;
+//! - on an S3 store (moto; skipped without it) the same: logs of both
+//!   attempts read back, a capped stream, deleted with the pipeline.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -269,4 +271,89 @@ fn follow_prints_a_running_tasks_lines_before_it_ends() {
         follow.try_wait().unwrap()
     });
     assert!(status.success());
+}
+
+/// The keys under `prefix` in `bucket`'s store.
+fn keys_under(
+    rt: &tokio::runtime::Runtime,
+    store: &std::sync::Arc<dyn object_store::ObjectStore>,
+    prefix: &str,
+) -> Vec<String> {
+    use futures_util::TryStreamExt;
+    let prefix = object_store::path::Path::from(prefix);
+    let mut keys: Vec<String> = rt
+        .block_on(store.list(Some(&prefix)).try_collect::<Vec<_>>())
+        .unwrap()
+        .into_iter()
+        .map(|meta| meta.location.to_string())
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn on_an_s3_store_logs_are_objects_read_capped_and_deleted_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = match taskmaster_tests::moto::Moto::start(dir.path()) {
+        Ok(moto) => moto,
+        Err(why) => {
+            println!("skipped: no S3 server to test against: {why}");
+            return;
+        }
+    };
+    moto.create_bucket("bkt");
+    let env = moto.env();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let master = MasterProcess::start_env(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        LEASE_MS,
+        &["--store", "s3://bkt/pfx"],
+        &env,
+    );
+    let url = master.url();
+    env.push(("TASKMASTER_WORKER_LOG_BYTES_MAX", "1000"));
+    let _worker = WorkerProcess::start_env(&url, 2, dir.path(), &env);
+    let file = pipeline(
+        dir.path(),
+        "echo \"out of attempt $TM_ATTEMPT\"\n\
+         head -c 5000 /dev/zero | tr '\\0' x >&2\n\
+         echo > \"$TM_OUTPUT_DIR/out\"\n\
+         [ \"$TM_ATTEMPT\" -ge 2 ] || exit 3\n",
+        "max_attempts = 2\nretry_delay = \"1s\"\n",
+    );
+    let (id, code) = submit_wait(&url, &file, PIPELINE_WAIT);
+    assert_eq!(code, Some(0));
+
+    let (first, _) = logs(&url, &id, &["--attempt", "1", "--stdout"]);
+    assert_eq!(first, b"out of attempt 1\n");
+    let (latest, _) = logs(&url, &id, &["--stdout"]);
+    assert_eq!(latest, b"out of attempt 2\n");
+    let out = tmctl(&url, &["logs", &id, "-g", "g", "-u", "0", "--stderr"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "{}\n[taskmaster: 4000 bytes of stderr dropped here",
+            "x".repeat(500)
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with(&format!("]\n{}", "x".repeat(500))),
+        "{stderr}"
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let s3 = moto.bucket("bkt");
+    let logs_prefix = format!("pfx/{id}/g/0/logs");
+    assert_eq!(keys_under(&rt, &s3, &logs_prefix).len(), 6);
+    tmctl_ok(&url, &["delete", &id]);
+    assert_eq!(keys_under(&rt, &s3, &logs_prefix), Vec::<String>::new());
+    // The committed output stays.
+    let unit_keys = keys_under(&rt, &s3, &format!("pfx/{id}/g/0"));
+    assert_eq!(unit_keys.len(), 1, "{unit_keys:?}");
+    assert!(unit_keys[0].ends_with("/out"), "{unit_keys:?}");
 }
