@@ -39,6 +39,13 @@ fn t90_short_profile() {
         report.verified.executions > report.verified.units,
         "attempts were repeated"
     );
+    // A copy of the data dir was restored, abandoning the lineage since.
+    assert_eq!(c.restores, u64::from(profile.restores), "{report}");
+    assert!(c.dead_incarnations > 0, "{report}");
+    // The wide gather ran (its inputs paged: else the run is not clean),
+    // and counted every input once.
+    assert!(report.wide_inputs > 0, "{report}");
+    assert_eq!(report.verified.wide_inputs_counted, report.wide_inputs);
     assert!(report.elapsed < Duration::from_secs(120));
 }
 
