@@ -67,6 +67,11 @@ pub async fn serve_with(
     let reaper = tokio::spawn(Arc::clone(&master).run_reaper());
     let compactor = tokio::spawn(Arc::clone(&master).run_compactor());
     let supervisor = tokio::spawn(Arc::clone(&master).run_journal_supervisor());
+    // NOT_SERVING while the journal is failed (issue 24).
+    let health_keeper = tokio::spawn(Arc::clone(&master).run_health(
+        health.clone(),
+        vec!["taskmaster.v1.TaskMaster", "taskmaster.v1.Schedules"],
+    ));
     // Attempts stop mattering a lease time after their last renewal at most.
     let sweep_every = Duration::from_millis(master.lease_ms().clamp(1_000, 60_000));
     let sweeper = tokio::spawn(Arc::clone(&master).run_sweeper(sweep_every));
@@ -114,6 +119,7 @@ pub async fn serve_with(
     let _ = reaper.await;
     let _ = compactor.await;
     let _ = supervisor.await;
+    let _ = health_keeper.await;
     let _ = sweeper.await;
     let _ = finished.await;
     Ok(result?)

@@ -392,3 +392,79 @@ fn t41_the_sdk_sends_its_token_and_gets_the_same_refusals() {
         );
     });
 }
+
+/// The health service's answer for the whole server ("").
+async fn health(url: &str) -> Result<i32, tonic::Status> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let reply = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?;
+    Ok(reply.into_inner().status)
+}
+
+#[test]
+fn t41_health_says_not_serving_while_the_disk_is_full_and_serving_again_after() {
+    use taskmaster_tests::faults::procs::{MasterSpec, TmpfsNamespace};
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let Some(ns) = TmpfsNamespace::new(&tmp.path().join("tmpfs"), "4m", &logs) else {
+        eprintln!("skipped: this machine does not allow `unshare -m` and a tmpfs mount");
+        return;
+    };
+    let spec = MasterSpec {
+        data_dir: ns.dir.join("data"),
+        listen: format!("127.0.0.1:{}", free_port()),
+        lease_ms: 60_000,
+        store: Some(tmp.path().join("store")),
+        wrapper: ns.wrapper(),
+        log_dir: logs,
+    };
+    let master = spec.start(None, 0).unwrap_or_else(|e| panic!("{e}"));
+    let url = master.url();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let serving = ServingStatus::Serving as i32;
+    assert_eq!(rt.block_on(health(&url)).unwrap(), serving);
+
+    let filler = ns.outside(&ns.dir.join("filler"));
+    {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        for chunk in [64 * 1024, 4096, 512, 1] {
+            let zeros = vec![0u8; chunk];
+            while file.write_all(&zeros).is_ok() {}
+        }
+    }
+    let client = rt.block_on(Client::connect(&url)).unwrap();
+    let job = pipeline_file(tmp.path(), "fill", "true");
+    let spec_of = |i: usize| {
+        let mut spec = taskmaster_client::pipeline_file::load_pipeline(&job, &[]).unwrap();
+        spec.name = format!("fill{i}");
+        spec
+    };
+    let refused = (0..500)
+        .find_map(|i| rt.block_on(client.submit(spec_of(i))).err())
+        .expect("a change is refused once the disk is full");
+    assert_eq!(refused.code(), Some(Code::ResourceExhausted), "{refused}");
+    let not_serving = ServingStatus::NotServing as i32;
+    wait_until("health to say NOT_SERVING", Duration::from_secs(10), || {
+        (rt.block_on(health(&url)).ok() == Some(not_serving)).then_some(())
+    });
+
+    std::fs::remove_file(&filler).unwrap();
+    wait_until(
+        "health to say SERVING again",
+        Duration::from_secs(30),
+        || (rt.block_on(health(&url)).ok() == Some(serving)).then_some(()),
+    );
+    rt.block_on(client.submit(spec_of(999))).unwrap();
+}

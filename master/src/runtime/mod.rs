@@ -25,6 +25,7 @@
 mod access;
 mod calls;
 mod data_dir;
+mod health;
 mod loops;
 mod notify;
 mod rebuild;
