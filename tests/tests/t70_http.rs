@@ -727,3 +727,85 @@ fn metrics_move_as_work_is_committed_and_refused() {
         .then_some(())
     });
 }
+
+#[test]
+fn the_worker_serves_its_own_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let master = Master::start(tmp.path(), 5_000);
+    let url = master.url();
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let _worker = WorkerProcess::start_env(
+        &url,
+        3,
+        tmp.path(),
+        &[("TASKMASTER_WORKER_METRICS", metrics_addr.as_str())],
+    );
+    write(&tmp.path().join("data/a.txt"), "alpha");
+    write(&tmp.path().join("data/b.txt"), "beta");
+    let file = tmp.path().join("half.toml");
+    write(
+        &file,
+        r#"
+name = "half"
+[[groups]]
+name = "g"
+command = ["sh", "-c", "if grep -q beta $TM_INPUTS; then echo no beta >&2; exit 1; fi; cat $TM_INPUTS > \"$TM_OUTPUT_DIR/out\""]
+inputs = ["data/a.txt", "data/b.txt"]
+unit_bytes = 0
+max_attempts = 1
+"#,
+    );
+    let id = submit(&url, &file);
+    wait_until("half to fail", WAIT, || {
+        (master.json(&format!("/api/pipelines/{id}"), 200)["state"] == "failed").then_some(())
+    });
+    let scrape = wait_until("the worker's metrics", WAIT, || {
+        let text = master
+            .web
+            .get(format!("http://{metrics_addr}/metrics"))
+            .send()
+            .ok()?
+            .text()
+            .ok()?;
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        let scrape = Metrics(prometheus_parse::Scrape::parse(lines).expect("a valid exposition"));
+        // The slot is freed just after the master has the unit's result.
+        (scrape.value("taskmaster_worker_slots_busy", &[]) == 0.0).then_some(scrape)
+    });
+    let attempts =
+        |outcome: &str| scrape.value("taskmaster_worker_attempts_total", &[("outcome", outcome)]);
+    assert_eq!((attempts("committed"), attempts("failed")), (1.0, 1.0));
+    assert_eq!(attempts("refused"), 0.0);
+    assert_eq!(scrape.value("taskmaster_worker_slots", &[]), 3.0);
+    let tasks =
+        |outcome: &str| scrape.value("taskmaster_worker_task_seconds", &[("outcome", outcome)]);
+    assert_eq!((tasks("succeeded"), tasks("failed")), (1.0, 1.0));
+
+    // Every series the Grafana dashboard charts is one the master or the
+    // worker serves.
+    let served: Vec<String> = master
+        .metrics()
+        .0
+        .samples
+        .iter()
+        .chain(&scrape.0.samples)
+        .map(|s| s.metric.clone())
+        .collect();
+    let dashboard = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana-dashboard.json"),
+    )
+    .unwrap();
+    let mut charted = 0;
+    for word in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if !word.starts_with("taskmaster_") {
+            continue;
+        }
+        let name = word.strip_suffix("_bucket").unwrap_or(word);
+        assert!(
+            served.iter().any(|m| m == name),
+            "the dashboard charts {word}, which nothing serves"
+        );
+        charted += 1;
+    }
+    assert!(charted >= 15, "{charted}");
+}

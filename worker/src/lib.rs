@@ -50,6 +50,8 @@
 //!   renew, commit and release as messages on one bidirectional stream.
 //! - [`backoff`]: exponential backoff with full jitter.
 //! - [`stats`]: [`WorkerStats`], what [`run_worker`] reports.
+//! - [`metrics`]: Prometheus metrics (`--metrics ADDR`): slots busy,
+//!   attempts by outcome, task time.
 
 pub mod backoff;
 pub mod builtin;
@@ -59,6 +61,7 @@ pub mod exec;
 mod held;
 pub mod lines;
 pub mod logs;
+pub mod metrics;
 pub mod outputs;
 mod renew;
 mod rpc;

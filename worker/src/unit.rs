@@ -108,6 +108,7 @@ async fn execute(
             worker.tasks.names().join(", ")
         )));
     };
+    let _running = crate::metrics::task_running();
     let started = Instant::now();
     let listed;
     let lease = if lease.inputs_paged {
@@ -147,6 +148,7 @@ async fn execute(
         log.finish(&outcome_text(&result)).await;
     }
     let took_ms = started.elapsed().as_millis() as u64;
+    crate::metrics::observe_task(started.elapsed(), result.is_ok());
     match &result {
         Ok(files) => tracing::info!(took_ms, files = files.len(), "task succeeded"),
         Err(err) => tracing::info!(took_ms, "task failed: {err}"),
