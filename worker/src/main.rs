@@ -137,7 +137,7 @@ struct Args {
     token_file: Option<PathBuf>,
 
     /// Serve Prometheus metrics at http://ADDR/metrics: slots and slots
-    /// busy, leases held, attempts by outcome, task seconds. Read-only.
+    /// busy, attempts by outcome, task seconds. Read-only.
     #[arg(long, value_name = "ADDR", env = "TASKMASTER_WORKER_METRICS")]
     metrics: Option<std::net::SocketAddr>,
 
@@ -225,10 +225,7 @@ fn init_tracing() {
         .init();
 }
 
-async fn run(
-    config: WorkerConfig,
-    metrics: Option<std::net::SocketAddr>,
-) -> anyhow::Result<()> {
+async fn run(config: WorkerConfig, metrics: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
     let signals = Signals::new()?;
     if let Some(addr) = metrics {
         serve_metrics(addr).await?;
