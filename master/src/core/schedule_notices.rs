@@ -68,7 +68,10 @@ impl Core {
                     notice(event, format!("{event}:{}", run.pipeline_id));
                 }
                 if sla_due {
-                    notice("sla_missed", format!("sla:{}:{}", s.spec.name, view.logical));
+                    notice(
+                        "sla_missed",
+                        format!("sla:{}:{}", s.spec.name, view.logical),
+                    );
                 }
             }
         }
@@ -138,14 +141,23 @@ mod tests {
         let events: Vec<&str> = notices.iter().map(|n| n.event).collect();
         assert_eq!(events, ["failed", "sla_missed"], "{notices:?}");
         assert_eq!(notices[0].pipeline_id, first);
-        assert!(core.schedule_notices(&mut seen, start + 121_000, false).is_empty());
+        assert!(
+            core.schedule_notices(&mut seen, start + 121_000, false)
+                .is_empty()
+        );
         // Later the second run misses its SLA too.
         let later = core.schedule_notices(&mut seen, start + 160_000, false);
         assert_eq!(later.len(), 1);
         assert_eq!(later[0].event, "sla_missed");
         // A new notifier seeds itself: nothing is said again.
         let mut fresh = HashSet::new();
-        assert!(core.schedule_notices(&mut fresh, start + 160_000, true).is_empty());
-        assert!(core.schedule_notices(&mut fresh, start + 160_000, false).is_empty());
+        assert!(
+            core.schedule_notices(&mut fresh, start + 160_000, true)
+                .is_empty()
+        );
+        assert!(
+            core.schedule_notices(&mut fresh, start + 160_000, false)
+                .is_empty()
+        );
     }
 }

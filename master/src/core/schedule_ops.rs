@@ -108,6 +108,8 @@ impl Core {
                     shown(name)
                 ))
             })?
+        } else if let Some(date) = bare_date(at) {
+            only_logical_on(s, date)?
         } else {
             let logical = parse_logical(s, at).map_err(CoreError::Invalid)?;
             if !s.rules.times.is_logical(logical) {
@@ -773,6 +775,29 @@ fn fired_outcome(rec: &Record) -> (String, String) {
     }
 }
 
+/// `text` if it is only a date (jiff would take the date of a datetime).
+fn bare_date(text: &str) -> Option<Date> {
+    (text.len() == 10).then(|| text.parse().ok()).flatten()
+}
+
+/// The one logical time of `s` on `date` (a date names a daily run).
+fn only_logical_on(s: &Schedule, date: Date) -> Result<DateTime, CoreError> {
+    let first = date.to_datetime(jiff::civil::Time::MIN);
+    let last = date.to_datetime(jiff::civil::Time::MAX);
+    match s.rules.times.between(first, last, 2).as_deref() {
+        Some([only]) => Ok(*only),
+        Some([]) => Err(CoreError::Invalid(format!(
+            "schedule {} has no logical time on {date}",
+            shown(&s.spec.name)
+        ))),
+        _ => Err(CoreError::Invalid(format!(
+            "schedule {} has several logical times on {date}: say which with a time, e.g. {}",
+            shown(&s.spec.name),
+            civil_text(s.rules.times.next_after(first.saturating_sub(jiff::SignedDuration::from_nanos(1))).unwrap_or(first))
+        ))),
+    }
+}
+
 /// A logical time given by a user: RFC 3339 (any offset), or the zone's
 /// wall clock, or a date (its midnight).
 fn parse_logical(s: &Schedule, text: &str) -> Result<DateTime, String> {
@@ -785,7 +810,7 @@ fn parse_logical(s: &Schedule, text: &str) -> Result<DateTime, String> {
 /// A backfill bound: a date (its first or, with `end_of_day`, last
 /// instant) or a wall-clock time.
 fn parse_bound(text: &str, end_of_day: bool) -> Result<DateTime, String> {
-    if let Ok(date) = text.parse::<Date>() {
+    if let Some(date) = bare_date(text) {
         return Ok(if end_of_day {
             date.to_datetime(jiff::civil::Time::MAX)
         } else {
