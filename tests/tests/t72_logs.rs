@@ -9,7 +9,7 @@
 //!   pipelines, groups, units and attempts are NOT_FOUND, named;
 //! - `tmctl delete` removes the pipeline's logs from the store;
 //! - `tmctl logs --follow` prints a running task's lines before it ends,
-//!   and returns once it has;
+//!   and returns once it has; on a unit not started yet, it waits;
 //! - on an S3 store (moto; skipped without it) the same: logs of both
 //!   attempts read back, a capped stream, deleted with the pipeline.
 
@@ -233,29 +233,7 @@ fn follow_prints_a_running_tasks_lines_before_it_ends() {
         (out.status.success() && out.stdout == b"started\n").then_some(())
     });
 
-    let mut follow = Command::new(bin("tmctl"))
-        .args(["--master", &url, "logs", &id, "-g", "g", "-u", "0"])
-        .args(["--stdout", "--follow", "--poll-ms", "50"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = follow.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 256];
-        loop {
-            match stdout.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    if tx.send(buf[..n].to_vec()).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
+    let (mut follow, rx) = spawn_follow(&url, &id);
     let first = rx.recv_timeout(Duration::from_secs(20)).expect("a line");
     assert_eq!(first, b"started\n");
     assert!(!release.exists(), "the task still runs");
@@ -356,4 +334,61 @@ fn on_an_s3_store_logs_are_objects_read_capped_and_deleted_the_same_way() {
     let unit_keys = keys_under(&rt, &s3, &format!("pfx/{id}/g/0"));
     assert_eq!(unit_keys.len(), 1, "{unit_keys:?}");
     assert!(unit_keys[0].ends_with("/out"), "{unit_keys:?}");
+}
+
+/// `tmctl logs ID -g g -u 0 --stdout --follow`, started, and a channel of
+/// what it prints as it prints it.
+fn spawn_follow(url: &str, id: &str) -> (std::process::Child, mpsc::Receiver<Vec<u8>>) {
+    let mut follow = Command::new(bin("tmctl"))
+        .args(["--master", url, "logs", id, "-g", "g", "-u", "0"])
+        .args(["--stdout", "--follow", "--poll-ms", "50"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        loop {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if tx.send(buf[..n].to_vec()).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    (follow, rx)
+}
+
+#[test]
+fn follow_waits_for_a_unit_that_has_not_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path());
+    let url = cluster.url();
+    // Nothing is leased until unblocked: the unit stays pending.
+    tmctl_ok(&url, &["block"]);
+    let file = pipeline(dir.path(), "echo 'at last'\n", "");
+    let submitted = tmctl_ok(&url, &["submit", file.to_str().unwrap()]);
+    let id = submitted.lines().last().unwrap().trim().to_string();
+    let err = tmctl_err(&url, &["logs", &id, "-g", "g", "-u", "0"]);
+    assert!(err.contains("no attempt of it has started yet"), "{err}");
+
+    let (mut follow, rx) = spawn_follow(&url, &id);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(follow.try_wait().unwrap().is_none(), "--follow gave up");
+    tmctl_ok(&url, &["unblock"]);
+    let mut printed = Vec::new();
+    while let Ok(bytes) = rx.recv_timeout(Duration::from_secs(30)) {
+        printed.extend(bytes);
+    }
+    assert_eq!(printed, b"at last\n");
+    let status = wait_until("--follow to end", Duration::from_secs(30), || {
+        follow.try_wait().unwrap()
+    });
+    assert!(status.success());
 }

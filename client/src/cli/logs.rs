@@ -77,7 +77,7 @@ pub async fn run(client: &Client, args: LogsArgs) -> anyhow::Result<ExitCode> {
     loop {
         let mut got_bytes = false;
         for reader in readers.iter_mut().filter(|r| !r.done) {
-            let chunk = client
+            let read = client
                 .read_logs(ReadLogsRequest {
                     pipeline_id: args.id.clone(),
                     group: args.group.clone(),
@@ -87,7 +87,13 @@ pub async fn run(client: &Client, args: LogsArgs) -> anyhow::Result<ExitCode> {
                     offset: reader.offset,
                     max_bytes: 0,
                 })
-                .await?;
+                .await;
+            let chunk = match read {
+                Ok(chunk) => chunk,
+                // Following a unit that has not started yet: wait for it.
+                Err(e) if args.follow && attempt == 0 && not_started_yet(&e) => break,
+                Err(e) => return Err(e.into()),
+            };
             attempt = chunk.attempt;
             got_bytes |= !chunk.data.is_empty();
             reader.out.write(&chunk.data)?;
@@ -113,6 +119,15 @@ pub async fn run(client: &Client, args: LogsArgs) -> anyhow::Result<ExitCode> {
         super::err_out(&summary(&last));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The master's answer for a unit that exists but none of whose attempts
+/// has started (`master/src/logs.rs` says so in these words).
+fn not_started_yet(error: &taskmaster_client::ClientError) -> bool {
+    error.code() == Some(tonic::Code::NotFound)
+        && error
+            .to_string()
+            .contains("no attempt of it has started yet")
 }
 
 /// What tmctl says on a terminal after the log: which attempt it was, the
