@@ -48,6 +48,9 @@ use crate::sweep::RemoteStore;
 
 /// Most bytes one read returns (a quarter of the message limit).
 pub const LOG_READ_BYTES_MAX: u32 = 4 * 1024 * 1024;
+// A reply is the bytes and a few small fields: it must fit a message.
+const _: () =
+    assert!(LOG_READ_BYTES_MAX as usize <= taskmaster_proto::limits::MESSAGE_BYTES_MAX / 2);
 /// Most bytes of an `end` object read (how the attempt ended).
 const OUTCOME_BYTES_MAX: u64 = 4 * 1024;
 

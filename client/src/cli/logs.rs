@@ -39,7 +39,8 @@ pub struct LogsArgs {
     /// Only the task's stderr.
     #[arg(long)]
     stderr: bool,
-    /// Keep reading while the attempt runs, until it ends.
+    /// Keep reading while the attempt runs, until it ends (waiting for
+    /// the unit's first attempt if none has started yet).
     #[arg(long, short)]
     follow: bool,
     /// How often to read a running attempt's log, in milliseconds.
