@@ -55,11 +55,11 @@ lease=${out##*/}
 echo "$TM_PIPELINE $TM_GROUP $TM_UNIT $TM_ATTEMPT $lease $FAULT_WORKER" >> "$EXEC_LOG"
 n=0
 total=0
-for f in $TM_INPUTS; do
+while IFS= read -r f; do
   read l p x < "$f"
   n=$((n + 1))
   total=$((total + x))
-done
+done < "$TM_INPUTS_FILE"
 echo "$lease $n $total" > "$TM_OUTPUT_DIR/value"
 "#;
 
