@@ -302,9 +302,9 @@ impl AttemptLog {
     /// written, the line saying what was dropped, the tail), then the
     /// `end` object holding `outcome`. Call it once the task's processes
     /// are gone, before the commit.
-    pub async fn finish(self, outcome: &str) {
+    pub async fn finish(mut self, outcome: &str) {
         self.stop.notify_one();
-        let _ = self.flusher.await;
+        let _ = (&mut self.flusher).await;
         for stream in STREAMS {
             self.writer.write_stream(stream, true).await;
         }
@@ -313,6 +313,14 @@ impl AttemptLog {
         if let Err(e) = done {
             self.writer.warn(&e);
         }
+    }
+}
+
+impl Drop for AttemptLog {
+    /// An attempt dropped unfinished (the worker stopping hard) must not
+    /// leave its flusher running for the life of the process.
+    fn drop(&mut self) {
+        self.flusher.abort();
     }
 }
 
