@@ -37,6 +37,7 @@ fn config() -> CoreConfig {
         store_url: String::new(),
         lease_ms: LEASE_MS,
         max_in_flight: 0,
+        admission: Default::default(),
     }
 }
 

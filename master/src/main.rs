@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use taskmaster_master::auth::limits;
 use taskmaster_master::clock::MonotonicClock;
+use taskmaster_master::core::admission;
 use taskmaster_master::runtime::{Master, MasterConfig};
 use taskmaster_master::tls::TlsFiles;
 
@@ -111,6 +113,74 @@ struct ServeArgs {
     /// DATA_DIR/admin.token (mode 0600).
     #[arg(long, env = "TASKMASTER_AUTH")]
     auth: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Limits against abuse (issue 24); a call over one is refused with
+/// RESOURCE_EXHAUSTED or INVALID_ARGUMENT naming the flag. 0: no limit
+/// (except for the pipeline sizes).
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// Client connections open at once; one more is closed at once.
+    #[arg(long, env = "TASKMASTER_MAX_CONNECTIONS",
+          default_value_t = limits::CONNECTIONS_MAX_DEFAULT)]
+    max_connections: usize,
+    /// HTTP/2 streams (calls in flight) one connection may have open.
+    #[arg(long, env = "TASKMASTER_MAX_STREAMS_PER_CONNECTION",
+          default_value_t = limits::STREAMS_PER_CONNECTION_DEFAULT)]
+    max_streams_per_connection: u32,
+    /// Lease calls (which may long-poll) open at once, over all clients.
+    #[arg(long, env = "TASKMASTER_MAX_LONG_POLLS",
+          default_value_t = limits::LONG_POLLS_MAX_DEFAULT)]
+    max_long_polls: usize,
+    /// Work streams (a worker's long-lived call stream) open at once.
+    #[arg(long, env = "TASKMASTER_MAX_WORK_STREAMS",
+          default_value_t = limits::WORK_STREAMS_MAX_DEFAULT)]
+    max_work_streams: usize,
+    /// Calls a second per identity (with --auth), with bursts of twice
+    /// that; workers' lease, renew, commit and release calls are not
+    /// counted (their leases bound them).
+    #[arg(long, env = "TASKMASTER_RATE_PER_IDENTITY",
+          default_value_t = limits::RATE_PER_IDENTITY_DEFAULT)]
+    rate_per_identity: u32,
+    /// Pipelines held at once (running or finished, until deleted).
+    #[arg(long, env = "TASKMASTER_MAX_PIPELINES",
+          default_value_t = admission::PIPELINES_MAX_DEFAULT,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_pipelines: usize,
+    /// Task groups in one pipeline.
+    #[arg(long, env = "TASKMASTER_MAX_GROUPS_PER_PIPELINE",
+          default_value_t = taskmaster_master::core::limits::GROUPS_PER_PIPELINE_MAX,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+              .range(1..=taskmaster_master::core::limits::GROUPS_PER_PIPELINE_MAX as u64))]
+    max_groups_per_pipeline: usize,
+    /// Units a pipeline may start with, over its first groups (each
+    /// downstream group has at most one per upstream unit or partition).
+    #[arg(long, env = "TASKMASTER_MAX_UNITS_PER_PIPELINE",
+          default_value_t = admission::UNITS_PER_PIPELINE_MAX_DEFAULT,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_units_per_pipeline: usize,
+}
+
+impl LimitArgs {
+    fn edge(&self) -> limits::EdgeLimits {
+        limits::EdgeLimits {
+            connections_max: self.max_connections,
+            streams_per_connection: self.max_streams_per_connection,
+            long_polls_max: self.max_long_polls,
+            work_streams_max: self.max_work_streams,
+            rate_per_identity: self.rate_per_identity,
+        }
+    }
+
+    fn admission(&self) -> admission::Admission {
+        admission::Admission {
+            pipelines_max: self.max_pipelines,
+            groups_per_pipeline_max: self.max_groups_per_pipeline,
+            units_per_pipeline_max: self.max_units_per_pipeline,
+        }
+    }
 }
 
 /// Why a master may not listen on `listen` as configured, or None: only a
@@ -143,8 +213,19 @@ fn exposure_refusal(
 /// Why the HTTP side may not listen on `http` as configured, or None. It
 /// serves neither TLS nor identities yet, so only a loopback address is
 /// safe without `--insecure`, whatever the gRPC side is configured with.
-fn http_refusal(http: SocketAddr, insecure: bool) -> Option<String> {
-    if http.ip().is_loopback() || insecure {
+fn http_refusal(http: SocketAddr, auth: bool, insecure: bool) -> Option<String> {
+    if insecure {
+        return None;
+    }
+    if auth {
+        return Some(
+            "refusing to serve HTTP with --auth: the web UI and JSON API check no tokens \
+             yet, so anyone who can reach them would get around the roles. Leave out --http, \
+             or pass --insecure to accept the risk"
+                .into(),
+        );
+    }
+    if http.ip().is_loopback() {
         return None;
     }
     Some(format!(
@@ -252,17 +333,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let data_dir = args.data_dir.clone();
-    if let Some(why) = args.http.and_then(|http| http_refusal(http, args.insecure)) {
+    if let Some(why) = args.http.and_then(|http| http_refusal(http, args.auth, args.insecure)) {
         anyhow::bail!(why);
-    }
-    // The HTTP side does not check tokens (issue 24 covers gRPC): with
-    // --auth it would be a way around them.
-    if args.auth && args.http.is_some() && !args.insecure {
-        anyhow::bail!(
-            "--http with --auth: the HTTP side does not check tokens yet, so anyone on this \
-             machine could use it to act without one. Leave out --http, or pass --insecure \
-             to accept that"
-        );
     }
     let (store_root, store_url) = store_location(args.store)?;
     let config = MasterConfig {
@@ -285,7 +357,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Where, never what: the token is only in the file.
         tracing::warn!(path = %path.display(), "wrote the first admin token (mode 0600)");
     }
-    let access = Arc::new(taskmaster_master::auth::Access::new(args.auth));
+    master.set_admission(args.limits.admission());
+    let access = Arc::new(taskmaster_master::auth::Access::new(
+        args.auth,
+        args.limits.edge(),
+    ));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -386,14 +462,17 @@ mod tests {
     #[test]
     fn http_is_loopback_only_unless_insecure() {
         let addr = |a: &str| a.parse::<SocketAddr>().unwrap();
-        assert_eq!(http_refusal(addr("127.0.0.1:8080"), false), None);
-        assert_eq!(http_refusal(addr("[::1]:8080"), false), None);
-        let open = http_refusal(addr("0.0.0.0:8080"), false).unwrap();
+        assert_eq!(http_refusal(addr("127.0.0.1:8080"), false, false), None);
+        assert_eq!(http_refusal(addr("[::1]:8080"), false, false), None);
+        let open = http_refusal(addr("0.0.0.0:8080"), false, false).unwrap();
         assert!(
             open.contains("no TLS or identities") && open.contains("--insecure"),
             "{open}"
         );
-        assert_eq!(http_refusal(addr("0.0.0.0:8080"), true), None);
+        assert_eq!(http_refusal(addr("0.0.0.0:8080"), false, true), None);
+        // The UI checks no tokens: with --auth even loopback is refused.
+        let with_auth = http_refusal(addr("127.0.0.1:8080"), true, false).unwrap();
+        assert!(with_auth.contains("check no tokens"), "{with_auth}");
     }
 
     #[test]

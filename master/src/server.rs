@@ -12,6 +12,7 @@ use tonic::transport::server::TcpIncoming;
 
 use tokio_rustls::rustls::ServerConfig;
 
+use crate::auth::limits::count_connections;
 use crate::core::limits::MESSAGE_BYTES_MAX;
 use crate::runtime::Master;
 use crate::service::Service;
@@ -64,6 +65,7 @@ pub async fn serve_with(
     .max_encoding_message_size(MESSAGE_BYTES_MAX);
     let scheduler = tokio::spawn(Arc::clone(&master).run_scheduler());
     let notifier = tokio::spawn(Arc::clone(&master).run_notifier());
+    let publisher = tokio::spawn(Arc::clone(&master).run_publisher());
     let reaper = tokio::spawn(Arc::clone(&master).run_reaper());
     let compactor = tokio::spawn(Arc::clone(&master).run_compactor());
     let supervisor = tokio::spawn(Arc::clone(&master).run_journal_supervisor());
@@ -84,7 +86,11 @@ pub async fn serve_with(
             master.begin_shutdown();
         }
     };
+    let limits = access.limits;
+    let counters = Arc::clone(&access);
     let router = tonic::transport::Server::builder()
+        // HTTP/2 streams one connection may have open (issue 24).
+        .max_concurrent_streams(Some(limits.streams_per_connection).filter(|&n| n > 0))
         // Each call's time, for taskmaster_rpc_seconds (/metrics).
         .layer(crate::http::metrics::RpcTimingLayer)
         // Every call's identity and role, before any handler (issue 24).
@@ -102,12 +108,14 @@ pub async fn serve_with(
             // algorithm and the peer's delayed ACK stall each exchange by
             // up to 40 ms.
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = count_connections(incoming, &counters.counters, limits.connections_max);
             router
                 .serve_with_incoming_shutdown(incoming, stopping)
                 .await
         }
         Some((files, first)) => {
             let incoming = tls::incoming(listener, files, first);
+            let incoming = count_connections(incoming, &counters.counters, limits.connections_max);
             router
                 .serve_with_incoming_shutdown(incoming, stopping)
                 .await
@@ -116,6 +124,7 @@ pub async fn serve_with(
     master.begin_shutdown();
     let _ = scheduler.await;
     let _ = notifier.await;
+    let _ = publisher.await;
     let _ = reaper.await;
     let _ = compactor.await;
     let _ = supervisor.await;

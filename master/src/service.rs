@@ -45,6 +45,7 @@ pub(crate) fn status(error: MasterError) -> Status {
             CoreError::WrongMaster { .. } => Status::permission_denied(message),
             CoreError::AlreadyExists(_) => Status::already_exists(message),
             CoreError::FailedPrecondition(_) => Status::failed_precondition(message),
+            CoreError::Exhausted(_) => Status::resource_exhausted(message),
             CoreError::Corrupt(_) => Status::internal(message),
         },
         MasterError::Journal(JournalError::DiskFull(_)) => Status::resource_exhausted(message),
@@ -365,11 +366,16 @@ impl TaskMaster for Service {
         request: Request<tonic::Streaming<WorkRequest>>,
     ) -> Result<Response<Self::WorkStream>, Status> {
         let worker = auth::bound_worker(request.extensions());
-        Ok(Response::new(work_stream::serve(
-            Arc::clone(&self.master),
-            request.into_inner(),
-            worker,
-        )))
+        // Held for the stream's life: the replies own it (issue 24).
+        let held = self.access.counters.work_stream(&self.access.limits)?;
+        let replies = work_stream::serve(Arc::clone(&self.master), request.into_inner(), worker);
+        Ok(Response::new(Box::pin(futures_util::StreamExt::map(
+            replies,
+            move |reply| {
+                let _ = &held;
+                reply
+            },
+        ))))
     }
 
     async fn cancel(
@@ -557,16 +563,35 @@ impl TaskMaster for Service {
         &self,
         request: Request<RollbackRequest>,
     ) -> Result<Response<RollbackResponse>, Status> {
-        let id = request.into_inner().snapshot_id;
-        let leases_invalidated = self.master.rollback(&id).await.map_err(status)?;
-        tracing::warn!(snapshot_id = id, leases_invalidated, "state rolled back");
+        let request = request.into_inner();
+        let id = request.snapshot_id;
+        if request.preview {
+            // Changes nothing: not journaled, not audited.
+            let undone = self.master.rollback_preview(&id).await.map_err(status)?;
+            return Ok(Response::new(RollbackResponse {
+                leases_invalidated: undone.leases_invalidated,
+                undone: Some(undone),
+            }));
+        }
+        let undone = self.master.rollback_undoing(&id).await.map_err(status)?;
+        let leases_invalidated = undone.leases_invalidated;
+        tracing::warn!(
+            snapshot_id = id,
+            leases_invalidated,
+            pipelines_dropped = undone.pipelines_dropped,
+            units_to_run_again = undone.units_to_run_again,
+            "state rolled back"
+        );
         if let Some(actor) = crate::auth::context::current(Clone::clone) {
             self.master
                 .audit_rollback(&id, &actor)
                 .await
                 .map_err(status)?;
         }
-        Ok(Response::new(RollbackResponse { leases_invalidated }))
+        Ok(Response::new(RollbackResponse {
+            leases_invalidated,
+            undone: Some(undone),
+        }))
     }
 
     async fn create_token(

@@ -28,6 +28,7 @@ fn config() -> CoreConfig {
         store_url: String::new(),
         lease_ms: 1_000,
         max_in_flight: 0,
+        admission: Default::default(),
     }
 }
 

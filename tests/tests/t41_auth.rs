@@ -468,3 +468,162 @@ fn t41_health_says_not_serving_while_the_disk_is_full_and_serving_again_after() 
     );
     rt.block_on(client.submit(spec_of(999))).unwrap();
 }
+
+#[test]
+fn t41_each_limit_refuses_naming_its_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (master, admin) = auth_master(
+        tmp.path(),
+        &[
+            "--rate-per-identity",
+            "5",
+            "--max-long-polls",
+            "1",
+            "--max-work-streams",
+            "1",
+            "--max-pipelines",
+            "1",
+            "--max-groups-per-pipeline",
+            "1",
+            "--max-units-per-pipeline",
+            "1",
+        ],
+    );
+    let url = master.url();
+    let chatty = make_token(&url, &admin, tmp.path(), "viewer", "chatty", &[]);
+    let w1 = make_token(&url, &admin, tmp.path(), "worker", "w1", &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let connect = |file: &Path| {
+        let creds = Credentials::from_sources(None, Some(file)).unwrap();
+        rt.block_on(Client::connect_as(&url, None, creds)).unwrap()
+    };
+
+    // Pipelines held, groups and units per pipeline.
+    write_file(&tmp.path().join("data/a.txt"), "a\n");
+    write_file(&tmp.path().join("data/b.txt"), "b\n");
+    let two_units = tmp.path().join("two-units.toml");
+    write_file(
+        &two_units,
+        "name = \"wide\"\n[[groups]]\nname = \"g\"\ncommand = [\"true\"]\ninputs = [\"data/*.txt\"]\n",
+    );
+    let two_groups = tmp.path().join("two-groups.toml");
+    write_file(
+        &two_groups,
+        "name = \"deep\"\n[[groups]]\nname = \"a\"\ncommand = [\"true\"]\n\
+         [[groups]]\nname = \"b\"\ncommand = [\"true\"]\nafter = [\"a\"]\n",
+    );
+    let one = tmp.path().join("one.toml");
+    write_file(
+        &one,
+        "name = \"one\"\n[[groups]]\nname = \"g\"\ncommand = [\"true\"]\n",
+    );
+    let units = refused(
+        tmctl_as(&url, &admin, &["submit", s(&two_units)]),
+        "INVALID_ARGUMENT",
+    );
+    assert!(units.contains("--max-units-per-pipeline"), "{units}");
+    let groups = refused(
+        tmctl_as(&url, &admin, &["submit", s(&two_groups)]),
+        "INVALID_ARGUMENT",
+    );
+    assert!(groups.contains("--max-groups-per-pipeline"), "{groups}");
+    stdout_ok(tmctl_as(&url, &admin, &["submit", s(&one)]));
+    let held = refused(
+        tmctl_as(&url, &admin, &["submit", s(&one)]),
+        "RESOURCE_EXHAUSTED",
+    );
+    assert!(held.contains("--max-pipelines 1"), "{held}");
+
+    // The rate of one identity, which does not slow another.
+    let viewer = connect(&chatty);
+    let over = (0..50)
+        .find_map(|_| rt.block_on(viewer.list()).err())
+        .expect("a flood is refused");
+    assert_eq!(over.code(), Some(Code::ResourceExhausted), "{over}");
+    assert!(over.to_string().contains("--rate-per-identity"), "{over}");
+    stdout_ok(tmctl_as(&url, &admin, &["token", "list"]));
+
+    // Lease long-polls and Work streams.
+    let worker = connect(&w1);
+    rt.block_on(async {
+        let ask = LeaseRequest {
+            worker_id: "w1".into(),
+            max_units: 1,
+            wait_ms: 3_000,
+            ..Default::default()
+        };
+        // The one unit first, so the next lease call waits.
+        let got = worker.raw().lease(ask.clone()).await.unwrap().into_inner();
+        assert_eq!(got.leases.len(), 1);
+        let mut waiting = worker.raw();
+        let polling = tokio::spawn({
+            let ask = ask.clone();
+            async move { waiting.lease(ask).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let second = worker.raw().lease(ask.clone()).await.unwrap_err();
+        assert_eq!(second.code(), Code::ResourceExhausted, "{second:?}");
+        assert!(second.message().contains("--max-long-polls"), "{second:?}");
+        assert!(
+            polling
+                .await
+                .unwrap()
+                .unwrap()
+                .into_inner()
+                .leases
+                .is_empty()
+        );
+
+        let (_keep, requests) = tokio::sync::mpsc::channel(1);
+        let stream = tokio_stream_of(requests);
+        let _open = worker.raw().work(stream).await.unwrap();
+        let (_keep2, requests2) = tokio::sync::mpsc::channel(1);
+        let refused = worker
+            .raw()
+            .work(tokio_stream_of(requests2))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+        assert!(
+            refused.message().contains("--max-work-streams"),
+            "{refused:?}"
+        );
+    });
+}
+
+/// A request stream for `Work` fed from `rx`.
+fn tokio_stream_of(
+    mut rx: tokio::sync::mpsc::Receiver<taskmaster_proto::v1::WorkRequest>,
+) -> impl futures_util::Stream<Item = taskmaster_proto::v1::WorkRequest> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[test]
+fn t41_a_connection_over_the_limit_is_closed_and_the_next_gets_in_once_one_closes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let master = MasterProcess::start_with(
+        &tmp.path().join("data"),
+        "127.0.0.1:0",
+        30_000,
+        &["--max-connections", "2"],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = master.url();
+    let a = rt.block_on(Client::connect(&url)).unwrap();
+    let b = rt.block_on(Client::connect(&url)).unwrap();
+    rt.block_on(a.list()).unwrap();
+    rt.block_on(b.list()).unwrap();
+    let third = rt.block_on(async {
+        match Client::connect(&url).await {
+            Ok(c) => c.list().await.map(|_| ()),
+            Err(e) => Err(e),
+        }
+    });
+    assert!(third.is_err(), "a third connection was served");
+    assert!(master.log_text().contains("--max-connections"));
+    drop(a);
+    wait_until("a connection to be let in", Duration::from_secs(10), || {
+        rt.block_on(async { Client::connect(&url).await.ok()?.list().await.ok() })
+    });
+    rt.block_on(b.list()).unwrap();
+}

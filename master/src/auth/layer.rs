@@ -74,11 +74,20 @@ where
         // The clone that was made ready is the one to call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        match self.checks.admit(&request) {
-            Ok(None) => Box::pin(inner.call(request)),
-            Ok(Some((caller, actor))) => {
+        let admitted = self
+            .checks
+            .admit(&request)
+            .and_then(|admitted| Ok((self.checks.limit(&request, admitted.as_ref())?, admitted)));
+        match admitted {
+            Ok((_, None)) => Box::pin(inner.call(request)),
+            Ok((held, Some((caller, actor)))) => {
                 request.extensions_mut().insert(caller);
-                Box::pin(super::context::with_actor(actor, inner.call(request)))
+                let call = super::context::with_actor(actor, inner.call(request));
+                Box::pin(async move {
+                    // A lease call's place is held until it answers.
+                    let _held = held;
+                    call.await
+                })
             }
             Err(status) => Box::pin(async move { Ok(status.into_http()) }),
         }
@@ -129,6 +138,32 @@ impl AuthLayer {
             },
             actor,
         )))
+    }
+
+    /// Counts an admitted call against the limits: the rate of its
+    /// identity (with `--auth`; without, every caller is the same
+    /// "anonymous" and local tools are not throttled), and a place among
+    /// the lease calls for a unary `Lease` (which may long-poll).
+    fn limit<B>(
+        &self,
+        request: &http::Request<B>,
+        admitted: Option<&(Caller, Actor)>,
+    ) -> Result<Option<super::limits::Held>, Status> {
+        let Some((caller, _)) = admitted else {
+            return Ok(None);
+        };
+        let path = request.uri().path();
+        let limits = &self.access.limits;
+        if let Some(identity) = &caller.identity
+            && !roles::is_worker_call(path)
+        {
+            let now_ms = self.master.now_ms();
+            self.access.counters.rate(limits, &identity.name, now_ms)?;
+        }
+        if path == "/taskmaster.v1.TaskMaster/Lease" {
+            return self.access.counters.long_poll(limits).map(Some);
+        }
+        Ok(None)
     }
 
     /// Who presented these credentials: a bearer token takes precedence

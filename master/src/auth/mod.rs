@@ -7,6 +7,7 @@
 //!   metadata, making and hashing tokens (the fuzzed part)
 //! - [`cert`]: a worker's name from its client certificate's subject
 //! - [`layer`]: the tower layer in front of the gRPC service
+//! - [`limits`]: connections, long-polls, Work streams, rate per identity
 //! - [`context`]: who is calling, for the audit records the runtime writes
 //! - [`worker_calls`]: a worker acts only as itself, on its own leases
 //! - [`tokens`]: making a token (`CreateToken`)
@@ -20,6 +21,7 @@ pub mod cert;
 pub mod context;
 pub mod credentials;
 pub mod layer;
+pub mod limits;
 pub mod roles;
 pub mod tokens;
 pub mod worker_calls;
@@ -78,16 +80,20 @@ pub fn bound_worker(extensions: &http::Extensions) -> Option<Arc<str>> {
 pub struct Access {
     /// `--auth`: every call needs an identity with a role that allows it.
     pub enabled: bool,
+    /// The edge limits (flags) and what is counted against them.
+    pub limits: limits::EdgeLimits,
+    pub counters: limits::Counters,
     /// When each token was last used (wall clock, ms), since this start:
     /// in memory only, so a call never waits on the journal for it.
     last_used: Mutex<HashMap<Arc<str>, u64>>,
 }
 
 impl Access {
-    pub fn new(enabled: bool) -> Access {
+    pub fn new(enabled: bool, limits: limits::EdgeLimits) -> Access {
         Access {
             enabled,
-            last_used: Mutex::default(),
+            limits,
+            ..Access::default()
         }
     }
 

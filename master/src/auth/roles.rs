@@ -55,6 +55,7 @@ pub const TABLE: &[(&str, &[Role])] = &[
     ("/taskmaster.v1.Schedules/Backfill", OPERATE),
     ("/taskmaster.v1.Schedules/ListBackfills", READ),
     ("/taskmaster.v1.Schedules/ChangeBackfill", OPERATE),
+    ("/taskmaster.v1.Schedules/ListPublished", READ),
 ];
 
 /// Services anyone may call: health checks and reflection.
@@ -83,6 +84,13 @@ pub fn needs(path: &str) -> Needs {
         .iter()
         .find(|(name, _)| *name == path)
         .map_or(Needs::Unknown, |(_, roles)| Needs::OneOf(roles))
+}
+
+/// Whether `path` is one of a worker's calls (lease, renew, commit,
+/// release, inputs, the Work stream): bounded by the worker's leases, so
+/// not counted against the rate per identity.
+pub fn is_worker_call(path: &str) -> bool {
+    matches!(needs(path), Needs::OneOf(roles) if roles == WORKER)
 }
 
 /// The RPC's method name, for messages ("Submit").

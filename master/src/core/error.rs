@@ -15,6 +15,9 @@ pub enum CoreError {
     /// not blocked).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A limit of the master's is reached (issue 24: --max-pipelines).
+    #[error("{0}")]
+    Exhausted(String),
     /// A journal record that does not fit the state it is applied to.
     #[error("journal record does not fit the state: {0}")]
     Corrupt(String),

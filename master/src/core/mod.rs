@@ -15,6 +15,7 @@
 //! - [`view`]: status and outputs for clients
 //! - [`invariants`]: `check_invariants`, run after every transition in tests
 
+pub mod admission;
 pub mod audit;
 pub mod cron;
 pub mod error;
@@ -32,6 +33,7 @@ mod pages;
 mod ready;
 pub mod schedule_notices;
 pub mod schedule_ops;
+pub mod schedule_publish;
 pub mod schedules;
 pub mod snapshot;
 mod snapshot_encode;
@@ -69,6 +71,8 @@ pub struct CoreConfig {
     pub lease_ms: u64,
     /// Leases out at once over all pipelines, at most (0: no limit).
     pub max_in_flight: u32,
+    /// How many pipelines, and how big, the master takes on (issue 24).
+    pub admission: admission::Admission,
 }
 
 #[derive(Debug, Clone)]

@@ -113,6 +113,7 @@ impl Core {
                 "pipeline {pipeline_id} exists"
             )));
         }
+        self.config.admission.check(&spec, self.pipelines.len())?;
         let rec = record(Kind::PipelineSubmitted(journal::PipelineSubmitted {
             pipeline_id: pipeline_id.to_string(),
             spec: Some(spec),

@@ -17,6 +17,7 @@ pub fn core() -> Core {
         store_url: String::new(),
         lease_ms: LEASE_MS,
         max_in_flight: 0,
+        admission: Default::default(),
     };
     Core::recover(config, [Core::init_record("tok", 1)], 0).unwrap()
 }
@@ -795,6 +796,7 @@ fn a_remote_store_names_outputs_by_url() {
         store_url: "s3://bucket/pfx".into(),
         lease_ms: LEASE_MS,
         max_in_flight: 0,
+        admission: Default::default(),
     };
     let mut core = Core::recover(config, [Core::init_record("tok", 1)], 0).unwrap();
     core.submit("p-1", two_groups(1), 5, 0).unwrap();

@@ -17,6 +17,11 @@ impl Master {
         self.state.lock().core.tokens().find(sha256).cloned()
     }
 
+    /// The monotonic clock, as the master reads it (rate limits).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     /// The wall clock, as the master reads it (token expiry, audit times).
     pub fn unix_ms(&self) -> u64 {
         self.clock.unix_ms()
@@ -84,5 +89,13 @@ pub(super) fn audit_in_scope(
     for rec in audited.into_iter().flatten() {
         core.apply_checked(&rec, now_ms);
         records.push(rec);
+    }
+}
+
+impl Master {
+    /// Sets the admission limits (`--max-pipelines` and the like); the
+    /// states a rollback or rebuild installs keep them (they are config).
+    pub fn set_admission(&self, admission: crate::core::admission::Admission) {
+        self.state.lock().core.set_admission(admission);
     }
 }

@@ -28,6 +28,7 @@ mod data_dir;
 mod health;
 mod loops;
 mod notify;
+mod publishing;
 mod rebuild;
 mod scheduling;
 mod snapshot;
@@ -183,6 +184,7 @@ impl Master {
                 .map_or_else(String::new, |r| r.url().to_string()),
             lease_ms: config.lease_ms,
             max_in_flight: config.max_in_flight,
+            admission: Default::default(),
         };
         let snapshots = SnapshotStore::open(data_dir)?;
         let recovered = recovery::recover(
