@@ -759,6 +759,34 @@ max_attempts = 1
     wait_until("half to fail", WAIT, || {
         (master.json(&format!("/api/pipelines/{id}"), 200)["state"] == "failed").then_some(())
     });
+    // The failed attempt's log, through the API and on the unit's page.
+    let units = format!("/api/pipelines/{id}/groups/g/units");
+    let log = master.json(&format!("{units}/1/logs"), 200);
+    assert_eq!(log["data"], "no beta\n", "{log}");
+    assert_eq!(
+        (log["attempt"].clone(), log["finished"].clone()),
+        (1.into(), true.into())
+    );
+    assert!(
+        log["outcome"].as_str().unwrap().starts_with("failed"),
+        "{log}"
+    );
+    assert_eq!(
+        master.json(&format!("{units}/1/logs?stream=stdout"), 200)["data"],
+        ""
+    );
+    let bad = master.json(&format!("{units}/1/logs?stream=stdmiddle"), 400);
+    assert!(
+        bad["error"].as_str().unwrap().contains("\"stream\""),
+        "{bad}"
+    );
+    master.json(&format!("{units}/1/logs?attempt=9"), 404);
+    let page = master.page(&format!("/pipelines/{id}/groups/g/units/1"), 200);
+    assert!(
+        page.contains("<pre class=\"log\" id=\"log-stderr\">no beta"),
+        "{page}"
+    );
+
     let scrape = wait_until("the worker's metrics", WAIT, || {
         let text = master
             .web

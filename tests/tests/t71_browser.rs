@@ -266,6 +266,11 @@ after = ["stage"]
             unit_errors.contains("attempt 2") && unit_errors.contains("marker missing"),
             "{unit_errors}"
         );
+        let log = text_of(&browser, "#log-stderr").await.unwrap();
+        assert_eq!(
+            log, "marker missing in attempt 2",
+            "the latest attempt's log"
+        );
         screenshot(&browser, "3-unit").await;
         browser.back().await.unwrap();
         eventually("the pipeline page again", || async {

@@ -29,6 +29,10 @@ pub fn routes() -> Router<Http> {
             "/api/pipelines/{id}/groups/{group}/units/{unit}",
             get(get_unit),
         )
+        .route(
+            "/api/pipelines/{id}/groups/{group}/units/{unit}/logs",
+            get(super::logs::api_logs),
+        )
         .route("/api/pipelines/{id}/retry", post(retry))
         .route("/api/pipelines/{id}/clear", post(clear))
         .route("/api/pipelines/{id}/cancel", post(cancel))

@@ -6,6 +6,8 @@
 //! - [`pages`]: the HTML pages (maud templates compiled into the binary)
 //! - [`dag`]: a pipeline's groups drawn as an SVG graph
 //! - [`sse`]: `/events/...`: live updates of a page's changing part
+//! - [`logs`]: an attempt's stdout and stderr (`crate::logs`), for the
+//!   API and the unit page
 //! - [`metrics`]: `/metrics`, and the layer that times gRPC calls
 //! - [`query`]: query strings and forms parsed with errors that name the
 //!   parameter
@@ -21,6 +23,7 @@
 pub mod api;
 pub mod dag;
 pub mod error;
+pub mod logs;
 pub mod metrics;
 pub mod pages;
 pub mod query;

@@ -16,10 +16,12 @@ use super::Http;
 use super::api::{self, PipelineView, state_name};
 use super::dag;
 use super::error::HttpError;
+use super::logs::{self, LogTails};
 use super::query::Params;
 use crate::core::ui_view::{
     PIPELINE_STATES, PipelineFilter, PipelinePage, UNIT_STATES, UnitDetail, UnitsPage,
 };
+use crate::logs::LogError;
 
 pub fn routes() -> Router<Http> {
     Router::new()
@@ -50,7 +52,7 @@ td,th{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top
 pre.error{white-space:pre-wrap;background:#fff4f4;border-left:3px solid #c8302c;padding:.4em;margin:.2em 0;max-width:70em}
 form.inline{display:inline;margin-right:.3em}button{cursor:pointer}
 .flash{padding:.5em 1em;margin:.5em 0;border-radius:.3em}.flash.ok{background:#e5f5e9}.flash.refused{background:#fde8e8}
-.muted{color:#777}
+.muted{color:#777}pre.log{background:#1e1e1e;color:#eee;padding:.5em;max-height:30em;overflow:auto;white-space:pre-wrap}
 "#;
 
 /// Confirmed actions post to the API and say what the master answered;
@@ -405,14 +407,57 @@ fn units_table(page: &UnitsPage, base: &str) -> Markup {
 async fn unit(
     State(http): State<Http>,
     Path((id, group, unit)): Path<(String, String, String)>,
+    Query(params): Query<Vec<(String, String)>>,
 ) -> PageResult {
+    let params = Params(params).only(&["attempt"]).map_err(HttpError::page)?;
+    let attempt = params
+        .number("attempt", 0u32, u32::MAX)
+        .map_err(HttpError::page)?;
     let detail = api::unit_view(&http.master, &id, &group, &unit)
         .await
         .map_err(HttpError::page)?;
+    let logs = match logs::tails(&http.master, &id, &group, detail.unit, attempt).await {
+        Ok(tails) => Ok(tails),
+        Err(LogError::NotFound(why)) => Err(why),
+        Err(e) => return Err(HttpError::from(e).page()),
+    };
     Ok(Html(layout(
         &format!("{id} / {group} #{unit}"),
-        unit_body(&detail),
+        html! { (unit_body(&detail)) (logs_section(&detail, &logs)) },
     )))
+}
+
+fn logs_section(u: &UnitDetail, logs: &Result<LogTails, String>) -> Markup {
+    let base = format!(
+        "/pipelines/{}/groups/{}/units/{}",
+        encode(&u.pipeline_id),
+        encode(&u.group),
+        u.unit
+    );
+    html! {
+        h2 { "Logs" }
+        @match logs {
+            Err(why) => p .muted #no-logs { (why) },
+            Ok(tails) => {
+                p {
+                    "Attempt " (tails.attempt)
+                    @if !tails.outcome.is_empty() { " · " (tails.outcome) }
+                    @else if !tails.finished { " · running" }
+                    @if tails.attempts.len() > 1 {
+                        " · attempts:"
+                        @for a in &tails.attempts {
+                            " " a href=(format!("{base}?attempt={a}")) { (a) }
+                        }
+                    }
+                }
+                @for (name, skipped, text) in &tails.streams {
+                    h3 { (name) }
+                    @if *skipped > 0 { p .muted { "(the first " (skipped) " bytes are not shown)" } }
+                    pre .log id=(format!("log-{name}")) { (text) }
+                }
+            }
+        }
+    }
 }
 
 fn unit_body(u: &UnitDetail) -> Markup {
