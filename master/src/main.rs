@@ -333,7 +333,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let data_dir = args.data_dir.clone();
-    if let Some(why) = args.http.and_then(|http| http_refusal(http, args.auth, args.insecure)) {
+    if let Some(why) = args
+        .http
+        .and_then(|http| http_refusal(http, args.auth, args.insecure))
+    {
         anyhow::bail!(why);
     }
     let (store_root, store_url) = store_location(args.store)?;
