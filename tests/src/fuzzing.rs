@@ -15,7 +15,8 @@ pub type Target = fn(&[u8]);
 
 /// The fuzz targets, by name (as in `fuzz/fuzz_targets/` and
 /// `fuzz/regressions/<name>/`).
-pub const TARGETS: [(&str, Target); 4] = [
+pub const TARGETS: [(&str, Target); 5] = [
+    ("auth_metadata", auth_metadata),
     ("journal_frames", journal_frames),
     ("journal_records", journal_records),
     ("pipeline_toml", pipeline_toml),
@@ -134,6 +135,41 @@ pub fn spec_validate(data: &[u8]) {
     }
 }
 
+/// A call's credentials as the auth layer reads them (issue 24): the
+/// first byte says how many of the next bytes are the `authorization`
+/// value, the rest is the `x-taskmaster-reason` value. Both are also
+/// parsed alone (any bytes), and the whole input as a client
+/// certificate's DER. Whatever is accepted must be within its bounds.
+pub fn auth_metadata(data: &[u8]) {
+    use taskmaster_master::auth::{cert, credentials};
+    use tonic::codegen::http::{HeaderMap, HeaderValue};
+    let Some((&n, rest)) = data.split_first() else {
+        return;
+    };
+    let (auth, reason) = rest.split_at(usize::from(n).min(rest.len()));
+    if let Ok(token) = credentials::bearer(auth) {
+        assert!(!token.is_empty() && token.len() <= credentials::TOKEN_BYTES_MAX);
+        assert!(token.bytes().all(|b| b.is_ascii_graphic()));
+    }
+    if let Ok(text) = credentials::reason(reason) {
+        assert!(text.len() <= credentials::REASON_BYTES_MAX);
+        assert!(!text.chars().any(char::is_control));
+    }
+    let mut headers = HeaderMap::new();
+    for (name, value) in [
+        ("authorization", auth),
+        (credentials::REASON_HEADER, reason),
+    ] {
+        if let Ok(value) = HeaderValue::from_bytes(value) {
+            headers.append(name, value);
+        }
+    }
+    let _ = credentials::presented(&headers);
+    if let Ok(name) = cert::subject_name(data) {
+        assert!(taskmaster_master::core::tokens::check_name(&name).is_ok());
+    }
+}
+
 /// Feeds every file under `dir/<target>/` to that target; returns how many.
 pub fn replay_dir(dir: &Path) -> usize {
     let mut count = 0;
@@ -166,12 +202,16 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         chunked.extend_from_slice(&payload);
     }
     vec![
+        ("auth_metadata", SEED_AUTH.to_vec()),
         ("journal_frames", framed),
         ("journal_records", chunked),
         ("spec_validate", seed_spec().encode_to_vec()),
         ("pipeline_toml", SEED_TOML.as_bytes().to_vec()),
     ]
 }
+
+/// `authorization: Bearer tm_0123abcd`, reason "ticket #42".
+const SEED_AUTH: &[u8] = b"\x12Bearer tm_0123abcdticket %2342";
 
 const SEED_TOML: &str = r#"name = "example"
 [params]

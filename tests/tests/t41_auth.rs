@@ -215,7 +215,7 @@ fn t41_tokens_and_roles_refuse_what_each_identity_may_not_do() {
     stdout_ok(tmctl_as(
         &url,
         &admin,
-        &["rollback", snapshot_id, "--reason", "undo"],
+        &["rollback", snapshot_id, "--yes", "--reason", "undo"],
     ));
     let status = stdout_ok(tmctl_as(&url, &operator, &["status", &bad_id]));
     assert!(status.contains("otto (operator)  submit"), "{status}");
@@ -626,4 +626,33 @@ fn t41_a_connection_over_the_limit_is_closed_and_the_next_gets_in_once_one_close
         rt.block_on(async { Client::connect(&url).await.ok()?.list().await.ok() })
     });
     rt.block_on(b.list()).unwrap();
+}
+
+/// The fuzz target's function (fuzz/fuzz_targets/auth_metadata.rs) on
+/// random bytes and on mutations of its seed, as a quick stand-in for a
+/// fuzzing run.
+#[test]
+fn t41_auth_metadata_parsing_never_panics_on_random_bytes() {
+    use rand::Rng as _;
+    let seeds = taskmaster_tests::fuzzing::seeds();
+    let (_, seed) = seeds
+        .iter()
+        .find(|(name, _)| *name == "auth_metadata")
+        .unwrap();
+    let mut rng = rand::rng();
+    for round in 0..20_000 {
+        let mut data = if round % 2 == 0 {
+            seed.clone()
+        } else {
+            let len = rng.random_range(0..300);
+            (0..len).map(|_| rng.random()).collect()
+        };
+        for _ in 0..rng.random_range(0..4) {
+            if !data.is_empty() {
+                let at = rng.random_range(0..data.len());
+                data[at] = rng.random();
+            }
+        }
+        taskmaster_tests::fuzzing::auth_metadata(&data);
+    }
 }
