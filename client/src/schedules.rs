@@ -65,6 +65,21 @@ impl Client {
         self.answer(reply)
     }
 
+    /// What schedule `name` published, per logical time (on date `ds`,
+    /// YYYY-MM-DD, if given).
+    pub async fn published(
+        &self,
+        name: &str,
+        ds: Option<&str>,
+    ) -> Result<Vec<Publication>, ClientError> {
+        let request = with_timeout(ListPublishedRequest {
+            schedule: name.to_string(),
+            at: ds.unwrap_or_default().to_string(),
+        });
+        let reply = self.schedules.clone().list_published(request).await;
+        Ok(self.answer(reply)?.partitions)
+    }
+
     pub async fn list_backfills(&self) -> Result<Vec<BackfillInfo>, ClientError> {
         let request = with_timeout(ListBackfillsRequest {});
         let reply = self.schedules.clone().list_backfills(request).await;

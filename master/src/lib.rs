@@ -48,6 +48,7 @@ pub mod journal;
 pub mod logs;
 pub mod metrics;
 pub mod procstat;
+pub mod publish;
 pub mod recovery;
 pub mod runtime;
 pub mod schedule_service;

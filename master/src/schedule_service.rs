@@ -117,4 +117,18 @@ impl Schedules for ScheduleService {
             .map_err(status)?;
         Ok(Response::new(info))
     }
+
+    async fn list_published(
+        &self,
+        request: Request<ListPublishedRequest>,
+    ) -> Result<Response<ListPublishedResponse>, Status> {
+        let req = request.into_inner();
+        let ds = (!req.at.is_empty()).then_some(req.at.as_str());
+        let partitions = self
+            .master
+            .published(&req.schedule, ds)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ListPublishedResponse { partitions }))
+    }
 }

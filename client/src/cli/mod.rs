@@ -219,6 +219,9 @@ enum Command {
     /// Every run of a schedule, newest first: logical time, trigger
     /// (schedule, backfill, manual), state, start and end.
     Runs(schedule::RunsArgs),
+    /// What a schedule published, per logical time: the run whose outputs
+    /// it is, and the manifest in the store (schedules with `publish`).
+    Published(schedule::PublishedArgs),
     /// Run a schedule once per logical time in a date range, K at a time,
     /// after live work; prints the backfill id on the last line. Running
     /// the same backfill again runs only the times that did not succeed.
@@ -323,6 +326,9 @@ async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Schedule(command) => schedule::schedule(&connection, command).await,
         Command::Runs(runs_args) => schedule::runs(&connection, runs_args).await,
+        Command::Published(published_args) => {
+            schedule::published(&connection, published_args).await
+        }
         Command::Backfill(backfill_args) => schedule::backfill(&connection, backfill_args).await,
         Command::Token(command) => token::run(&connection, command).await,
         Command::Operate(command) => operate::run(&connection, command).await,

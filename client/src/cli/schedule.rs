@@ -30,13 +30,17 @@ const SCHEDULE_TABLE_HELP: &str = r#"A schedule is a pipeline file with a [sched
   notify_success = false           # optional: also when one succeeds
   sla = "3h"                       # optional: notice when a run has not succeeded this
                                    # long after its logical time
+  publish = ["aggregate"]          # optional: groups whose outputs each succeeded run
+                                   # publishes (tmctl published), replacing the same
+                                   # logical time's earlier partition
   [[groups]]
   ...                              # as for `tmctl submit`
 
 Each run gets the parameters ds (YYYY-MM-DD of its logical time, in the zone), ts
-(RFC 3339), data_interval_start and data_interval_end, as TM_PARAM_* for exec tasks.
+(RFC 3339), data_interval_start and data_interval_end: TM_PARAM_DS, TM_PARAM_TS,
+TM_PARAM_DATA_INTERVAL_START and TM_PARAM_DATA_INTERVAL_END for exec tasks.
 Inputs are resolved when the schedule is added: every run reads the same files (a task
-picks its day's data with TM_PARAM_ds)."#;
+picks its day's data with TM_PARAM_DS)."#;
 
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCommand {
@@ -87,6 +91,59 @@ pub struct RunsArgs {
     limit: u32,
     #[arg(long)]
     json: bool,
+}
+
+/// `tmctl published NAME`.
+#[derive(Debug, Args)]
+pub struct PublishedArgs {
+    /// The schedule.
+    name: String,
+    /// Only partitions of logical times on this date (YYYY-MM-DD).
+    #[arg(long)]
+    at: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn published(connection: &Connection, args: PublishedArgs) -> anyhow::Result<ExitCode> {
+    let client = connection.client().await?;
+    let partitions = client.published(&args.name, args.at.as_deref()).await?;
+    if args.json {
+        let rows: Vec<_> = partitions
+            .iter()
+            .map(|p| {
+                let outputs: serde_json::Map<String, serde_json::Value> = p
+                    .groups
+                    .iter()
+                    .map(|g| (g.group.clone(), json!(g.paths)))
+                    .collect();
+                json!({
+                    "schedule": p.schedule,
+                    "logical": p.logical,
+                    "ds": p.ds,
+                    "pipeline_id": p.pipeline_id,
+                    "published_unix_ms": p.published_unix_ms,
+                    "manifest": p.manifest,
+                    "outputs": outputs,
+                })
+            })
+            .collect();
+        out(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut text = format!(
+        "{:<26} {:<32} {:>6}  {}\n",
+        "LOGICAL", "RUN", "FILES", "MANIFEST"
+    );
+    for p in &partitions {
+        let files: usize = p.groups.iter().map(|g| g.paths.len()).sum();
+        text.push_str(&format!(
+            "{:<26} {:<32} {:>6}  {}\n",
+            p.logical, p.pipeline_id, files, p.manifest
+        ));
+    }
+    out(&text)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `tmctl backfill NAME --from DATE --to DATE`, or a change of a running

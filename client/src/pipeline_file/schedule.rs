@@ -41,6 +41,9 @@ pub(super) struct ScheduleToml {
     #[serde(default)]
     notify_success: bool,
     sla: Option<Spanned<String>>,
+    /// Groups whose committed outputs each succeeded run publishes.
+    #[serde(default)]
+    publish: Vec<String>,
 }
 
 /// The schedule a file's `[schedule]` table and pipeline describe.
@@ -73,6 +76,7 @@ pub(super) fn schedule_spec(
         webhook: table.webhook.clone().unwrap_or_default(),
         notify_success: table.notify_success,
         sla_ms: duration(&table.sla, "sla")?,
+        publish: table.publish.clone(),
         pipeline: Some(pipeline),
     };
     if let Err(message) = Rules::parse(&spec) {

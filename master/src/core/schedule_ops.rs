@@ -708,6 +708,14 @@ pub fn check_schedule(spec: &ScheduleSpec) -> Result<Rules, String> {
     let mut sample = pipeline.clone();
     add_run_params(&mut sample, &rules, example, example);
     spec::validate(&sample).map_err(|e| format!("the schedule's pipeline: {e}"))?;
+    for group in &spec.publish {
+        if !pipeline.groups.iter().any(|g| &g.name == group) {
+            return Err(format!(
+                "publish names {}, which is not a group of the pipeline",
+                shown(group)
+            ));
+        }
+    }
     if !spec.webhook.is_empty()
         && (spec.webhook.len() > WEBHOOK_BYTES_MAX
             || !(spec.webhook.starts_with("http://") || spec.webhook.starts_with("https://")))
@@ -793,7 +801,12 @@ fn only_logical_on(s: &Schedule, date: Date) -> Result<DateTime, CoreError> {
         _ => Err(CoreError::Invalid(format!(
             "schedule {} has several logical times on {date}: say which with a time, e.g. {}",
             shown(&s.spec.name),
-            civil_text(s.rules.times.next_after(first.saturating_sub(jiff::SignedDuration::from_nanos(1))).unwrap_or(first))
+            civil_text(
+                s.rules
+                    .times
+                    .next_after(first.saturating_sub(jiff::SignedDuration::from_nanos(1)))
+                    .unwrap_or(first)
+            )
         ))),
     }
 }
