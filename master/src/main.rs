@@ -339,6 +339,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         anyhow::bail!(why);
     }
+    if let Some(why) = args.http.and_then(|http| http_refusal(http, args.insecure)) {
+        anyhow::bail!(why);
+    }
     let (store_root, store_url) = store_location(args.store)?;
     let config = MasterConfig {
         data_dir: args.data_dir,

@@ -837,3 +837,90 @@ max_attempts = 1
     }
     assert!(charted >= 15, "{charted}");
 }
+
+/// p50 and p99 of `runs` GETs of `path`, in ms, after one warm-up.
+fn latency(master: &Master, path: &str, runs: usize) -> (f64, f64) {
+    let status = master.get(path).status().as_u16();
+    assert_eq!(status, 200, "GET {path}");
+    let mut ms: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            let response = master.get(path);
+            assert_eq!(response.status().as_u16(), 200, "GET {path}");
+            response.bytes().unwrap();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    (ms[runs / 2], ms[(runs * 99).div_ceil(100) - 1])
+}
+
+/// The figures of issue 26: page and API latency with 10,000 pipelines
+/// and 1 M units held. Not run by default (a minute or two, more in a
+/// debug build); run with
+/// `cargo test -p taskmaster-tests --test t70_http -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn ui_latency_at_10k_pipelines_and_1m_units() {
+    let tmp = tempfile::tempdir().unwrap();
+    let master = Master::start(tmp.path(), 60_000);
+    let rt = runtime();
+    let client = rt.block_on(Client::connect(&master.url())).unwrap();
+    let spec = |name: String, inputs: std::ops::Range<u32>| PipelineSpec {
+        name,
+        groups: vec![
+            GroupSpec {
+                name: "first".into(),
+                task: "noop".into(),
+                inputs: inputs.map(|i| format!("/in/unit-{i:07}")).collect(),
+                ..GroupSpec::default()
+            },
+            GroupSpec {
+                name: "second".into(),
+                task: "noop".into(),
+                after: vec!["first".into()],
+                ..GroupSpec::default()
+            },
+        ],
+        ..PipelineSpec::default()
+    };
+    let started = std::time::Instant::now();
+    let mut big = String::new();
+    rt.block_on(async {
+        for p in 0..10u32 {
+            big = client
+                .submit(spec(format!("big-{p}"), p * 100_000..(p + 1) * 100_000))
+                .await
+                .unwrap();
+        }
+        for p in 0..9_990u32 {
+            client
+                .submit(spec(format!("small-{}", p % 50), p..p + 1))
+                .await
+                .unwrap();
+        }
+        // Some units leased, so some pipelines run.
+        lease(&client, 100).await;
+    });
+    println!(
+        "10,000 pipelines, 1,009,990 units submitted in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    let units = format!("/pipelines/{big}/groups/first/units");
+    for path in [
+        "/api/pipelines".to_string(),
+        "/pipelines".into(),
+        "/pipelines?state=running&name=big".into(),
+        "/pipelines?sort=oldest&offset=9950".into(),
+        format!("/api/pipelines/{big}"),
+        format!("/pipelines/{big}"),
+        format!("{units}?offset=99950"),
+        format!("{units}/99999"),
+        "/workers".into(),
+        "/snapshots".into(),
+        "/metrics".into(),
+    ] {
+        let (p50, p99) = latency(&master, &path, 50);
+        println!("{path:<60} p50 {p50:7.2} ms  p99 {p99:7.2} ms");
+    }
+}
