@@ -41,7 +41,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use taskmaster_proto::log_names::{LOGS_DIR, LogAttempt, LogKind, parse_log_file_name};
-use taskmaster_proto::v1::PipelineState;
+use taskmaster_proto::v1::{GroupStatus, PipelineState};
 
 use crate::runtime::{Master, MasterError};
 use crate::sweep::RemoteStore;
@@ -165,21 +165,7 @@ pub async fn read_log(master: &Master, request: &LogRequest) -> Result<LogChunk,
     };
     let logs = list_unit_logs(&store, &unit_dir).await?;
     if logs.is_empty() {
-        let units = group
-            .counts
-            .map_or(0, |c| c.pending + c.leased + c.committed + c.failed);
-        return Err(LogError::NotFound(if u64::from(request.unit) >= units {
-            format!(
-                "group {} of pipeline {} has no unit {} (it has {units}) with logs",
-                request.group, request.pipeline_id, request.unit
-            )
-        } else {
-            format!(
-                "unit {} of group {} has no logs: no attempt of it has started yet \
-                 (or its worker keeps none: --log-bytes-max 0)",
-                request.unit, request.group
-            )
-        }));
+        return Err(no_logs(request, group));
     }
     let attempts: Vec<u32> = logs
         .keys()
@@ -187,25 +173,7 @@ pub async fn read_log(master: &Master, request: &LogRequest) -> Result<LogChunk,
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let chosen = logs
-        .keys()
-        .filter(|a| request.attempt == 0 || a.attempt == request.attempt)
-        // Lease ids only grow: the highest is the latest.
-        .max_by_key(|a| (a.lease_id, a.incarnation))
-        .copied()
-        .ok_or_else(|| {
-            LogError::NotFound(format!(
-                "unit {} of group {} has no logs of attempt {}; attempts with logs: {}",
-                request.unit,
-                request.group,
-                request.attempt,
-                attempts
-                    .iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?;
+    let chosen = pick_attempt(&logs, request, &attempts)?;
     let ended = logs[&chosen].contains(&LogKind::End);
     let finished = ended
         || is_finished(status.state())
@@ -240,6 +208,51 @@ pub async fn read_log(master: &Master, request: &LogRequest) -> Result<LogChunk,
         attempts,
         outcome,
     })
+}
+
+/// NOT_FOUND for a unit without logs: past the group's units, or not
+/// started yet.
+fn no_logs(request: &LogRequest, group: &GroupStatus) -> LogError {
+    let units = group
+        .counts
+        .map_or(0, |c| c.pending + c.leased + c.committed + c.failed);
+    LogError::NotFound(if u64::from(request.unit) >= units {
+        format!(
+            "group {} of pipeline {} has no unit {} (it has {units}) with logs",
+            request.group, request.pipeline_id, request.unit
+        )
+    } else {
+        // `tmctl logs --follow` waits on these words: keep them.
+        format!(
+            "unit {} of group {} has no logs: no attempt of it has started yet \
+             (or its worker keeps none: --log-bytes-max 0)",
+            request.unit, request.group
+        )
+    })
+}
+
+/// The attempt `request` names (0: the latest) among the unit's `logs`;
+/// of two with one number (a unit cleared and run again), the later.
+fn pick_attempt(
+    logs: &UnitLogs,
+    request: &LogRequest,
+    attempts: &[u32],
+) -> Result<LogAttempt, LogError> {
+    logs.keys()
+        .filter(|a| request.attempt == 0 || a.attempt == request.attempt)
+        // Lease ids only grow: the highest is the latest.
+        .max_by_key(|a| (a.lease_id, a.incarnation))
+        .copied()
+        .ok_or_else(|| {
+            let listed: Vec<String> = attempts.iter().map(u32::to_string).collect();
+            LogError::NotFound(format!(
+                "unit {} of group {} has no logs of attempt {}; attempts with logs: {}",
+                request.unit,
+                request.group,
+                request.attempt,
+                listed.join(", ")
+            ))
+        })
 }
 
 fn is_finished(state: PipelineState) -> bool {
@@ -489,6 +502,38 @@ fn is_unit_log(location: &ObjectPath, group_dir: &ObjectPath) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_latest_attempt_is_the_highest_lease_and_a_missing_one_is_named() {
+        let attempt = |attempt, lease_id| LogAttempt {
+            attempt,
+            lease_id,
+            incarnation: 7,
+        };
+        // Attempt 1 twice: the unit was cleared and ran again.
+        let logs: UnitLogs = [attempt(1, 5), attempt(2, 9), attempt(1, 12)]
+            .into_iter()
+            .map(|a| (a, BTreeSet::from([LogKind::Stdout])))
+            .collect();
+        let request = |number| LogRequest {
+            pipeline_id: "p-1".into(),
+            group: "g".into(),
+            unit: 0,
+            attempt: number,
+            stream: LogStream::Stdout,
+            offset: 0,
+            max_bytes: 0,
+        };
+        let pick = |number| pick_attempt(&logs, &request(number), &[1, 2]);
+        assert_eq!(pick(0).unwrap(), attempt(1, 12));
+        assert_eq!(pick(1).unwrap(), attempt(1, 12));
+        assert_eq!(pick(2).unwrap(), attempt(2, 9));
+        let err = pick(3).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "unit 0 of group g has no logs of attempt 3; attempts with logs: 1, 2"
+        );
+    }
 
     #[test]
     fn file_ranges_are_bounded_and_offsets_checked() {
