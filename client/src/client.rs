@@ -501,9 +501,27 @@ impl Client {
     pub async fn rollback(&self, snapshot_id: &str) -> Result<u64, ClientError> {
         let request = with_timeout(RollbackRequest {
             snapshot_id: snapshot_id.to_string(),
+            ..Default::default()
         });
         let reply = self.inner.clone().rollback(request).await;
         Ok(self.answer(reply)?.leases_invalidated)
+    }
+
+    /// What a rollback to `snapshot_id` undoes: with `preview`, nothing
+    /// changes and the reply says what a rollback would undo now (to ask
+    /// for a confirmation); without, it rolls back as [`Client::rollback`]
+    /// and says what it undid. NOT_FOUND for an unknown snapshot.
+    pub async fn rollback_undoing(
+        &self,
+        snapshot_id: &str,
+        preview: bool,
+    ) -> Result<taskmaster_proto::v1::RollbackPreview, ClientError> {
+        let request = with_timeout(RollbackRequest {
+            snapshot_id: snapshot_id.to_string(),
+            preview,
+        });
+        let reply = self.inner.clone().rollback(request).await;
+        Ok(self.answer(reply)?.undone.unwrap_or_default())
     }
 
     /// Makes a bearer token for `name` with `role` (admin only), lasting

@@ -216,7 +216,7 @@ fn t21_a_rollback_across_a_restart_is_fenced() {
 
     let master = MasterProcess::start(&data, "127.0.0.1:0", 60_000);
     let url = master.url();
-    tmctl_ok(&url, &["rollback", &snapshot]);
+    tmctl_ok(&url, &["rollback", &snapshot, "--yes"]);
     let second = W2.lease(&url);
     assert_ne!(second.output_prefix, first.output_prefix);
     assert_ne!(second.incarnation, first.incarnation);

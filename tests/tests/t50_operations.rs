@@ -639,7 +639,7 @@ fn t56_rollback_restores_a_snapshot_and_survives_a_restart() {
     assert_eq!(counts(&before, 0), [0, 1, 2, 0, 3]);
     assert_eq!(counts(&before, 1)[4], 2, "two derived units");
 
-    let out = tmctl_ok(&url, &["rollback", &snapshot]);
+    let out = tmctl_ok(&url, &["rollback", &snapshot, "--yes"]);
     assert!(
         out.contains(&format!("rolled back to {snapshot}; 1 lease out")),
         "{out}"
@@ -669,7 +669,7 @@ fn t56_rollback_restores_a_snapshot_and_survives_a_restart() {
         .unwrap_or_else(|| panic!("{listed}"));
     assert!(row.ends_with("  x"), "{row}");
     assert!(listed.lines().next().unwrap().starts_with("ID"), "{listed}");
-    let stderr = tmctl_err(&url, &["rollback", "snap-999999"]);
+    let stderr = tmctl_err(&url, &["rollback", "snap-999999", "--yes"]);
     assert_refusal(&stderr, "NOT_FOUND", "snap-999999");
     assert_eq!(status_json(&url, &id), after, "refused: no change");
 

@@ -6,12 +6,14 @@
 //! (FAILED_PRECONDITION)`. `wait`, and `retry` and `rerun` with `--wait`,
 //! then follow the pipeline to its end.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Subcommand;
 use taskmaster_client::text::{self, count};
+use taskmaster_client::view::state_name;
 use taskmaster_client::{Client, parse_param};
-use taskmaster_proto::v1::PipelineState;
+use taskmaster_proto::v1::{PipelineRollback, PipelineState, RollbackPreview};
 
 use super::config_change::{self, KEYS_HELP};
 use super::wait::{self, POLL_MS_DEFAULT, WaitArgs};
@@ -158,13 +160,21 @@ pub enum Operate {
     },
     /// List the snapshots: id, time, journal position, size, note.
     Snapshots,
-    /// Restore the state of a snapshot.
+    /// Restore the state of a snapshot, for the whole master, after
+    /// showing what it undoes and asking.
     ///
-    /// Units committed since run again; every lease out now can no longer
-    /// commit.
+    /// Pipelines submitted since the snapshot disappear (their committed
+    /// outputs stay in the store, listed), pipelines deleted since come
+    /// back, states go back, units committed since run again, and every
+    /// lease out now can no longer commit. Schedules are not rolled back.
+    /// Asks on the terminal first; with stdin not a terminal, it prints
+    /// what it would undo and refuses unless --yes.
     Rollback {
         /// The snapshot id, as `tmctl snapshots` lists it.
         snapshot: String,
+        /// Roll back without asking.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -257,13 +267,10 @@ pub async fn run(connection: &super::Connection, command: Operate) -> anyhow::Re
             )
         }
         Operate::Snapshots => text::snapshots_table(&client.snapshots().await?),
-        Operate::Rollback { snapshot } => {
-            let invalidated = client.rollback(&snapshot).await?;
-            format!(
-                "rolled back to {snapshot}; {} out can no longer commit\n",
-                count(invalidated, "lease")
-            )
-        }
+        Operate::Rollback { snapshot, yes } => match rollback(&client, &snapshot, yes).await? {
+            Some(text) => text,
+            None => return Ok(ExitCode::FAILURE),
+        },
     };
     super::out(&text)?;
     match follow {
@@ -312,4 +319,144 @@ async fn block(client: &Client, pipeline: Option<&str>, blocked: bool) -> anyhow
     } else {
         format!("unblocked leasing for {what}\n")
     })
+}
+
+/// Shows what a rollback to `snapshot` would undo, asks (unless `yes`),
+/// then rolls back; returns what it undid, or None when the operator said
+/// no. Refused, changing nothing, when it cannot ask (stdin is not a
+/// terminal) and `yes` is not given.
+async fn rollback(client: &Client, snapshot: &str, yes: bool) -> anyhow::Result<Option<String>> {
+    let preview = client.rollback_undoing(snapshot, true).await?;
+    super::out(&rollback_text(&preview))?;
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "not rolled back: stdin is not a terminal to confirm on; pass --yes to roll back without asking"
+            );
+        }
+        if !confirmed(&format!("roll back the whole master to {snapshot}? [y/N] ")).await? {
+            super::err_out("not rolled back; nothing changed\n");
+            return Ok(None);
+        }
+    }
+    let undone = client.rollback_undoing(snapshot, false).await?;
+    Ok(Some(format!(
+        "rolled back to {snapshot}; {} out can no longer commit\n{}",
+        count(undone.leases_invalidated, "lease"),
+        outputs_left_text(&undone),
+    )))
+}
+
+/// Asks `question` on stderr and reads the answer from the terminal: yes
+/// only for `y` or `yes`.
+async fn confirmed(question: &str) -> anyhow::Result<bool> {
+    super::err_out(question);
+    let answer = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    })
+    .await??;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+/// What a rollback would undo, pipeline by pipeline.
+fn rollback_text(preview: &RollbackPreview) -> String {
+    let mut text = format!(
+        "rollback to {} (taken {}, journal position {}) would undo:\n",
+        preview.snapshot_id,
+        text::utc_time(preview.snapshot_taken_unix_ms),
+        preview.snapshot_journal_position,
+    );
+    let state = |s: i32| state_name(PipelineState::try_from(s).unwrap_or_default());
+    let listed = |text: &mut String, what: &str, n: u64| {
+        if n > 0 {
+            text.push_str(&format!("  {} {what}:\n", count(n, "pipeline")));
+        }
+    };
+    let of =
+        |kind: fn(&PipelineRollback) -> bool| preview.pipelines.iter().filter(move |p| kind(p));
+    listed(
+        &mut text,
+        "submitted since the snapshot disappear",
+        preview.pipelines_dropped,
+    );
+    for p in of(is_dropped) {
+        text.push_str(&format!(
+            "    {} ({}): {} now; its {} ({}) stay in the store under {}/\n",
+            p.pipeline_id,
+            p.name,
+            state(p.state_now),
+            count(p.units_to_run_again, "committed unit"),
+            count(p.committed_files_left, "file"),
+            p.pipeline_id,
+        ));
+    }
+    listed(
+        &mut text,
+        "deleted since the snapshot come back",
+        preview.pipelines_restored,
+    );
+    for p in of(is_restored) {
+        text.push_str(&format!(
+            "    {} ({}): {}\n",
+            p.pipeline_id,
+            p.name,
+            state(p.state_after)
+        ));
+    }
+    listed(&mut text, "go back", preview.pipelines_changed);
+    for p in of(|p| !is_dropped(p) && !is_restored(p)) {
+        text.push_str(&format!(
+            "    {} ({}): {} -> {}, {} run again\n",
+            p.pipeline_id,
+            p.name,
+            state(p.state_now),
+            state(p.state_after),
+            count(p.units_to_run_again, "committed unit"),
+        ));
+    }
+    let shown = preview.pipelines.len() as u64;
+    let total = preview.pipelines_dropped + preview.pipelines_restored + preview.pipelines_changed;
+    if shown < total {
+        text.push_str(&format!("    ({} more not listed)\n", total - shown));
+    }
+    if total == 0 {
+        text.push_str("  no pipeline changes\n");
+    }
+    text.push_str(&format!(
+        "  {} in all run again or disappear; {} out now can no longer commit; schedules are not rolled back\n",
+        count(preview.units_to_run_again, "committed unit"),
+        count(preview.leases_invalidated, "lease"),
+    ));
+    text
+}
+
+/// Where the dropped pipelines' outputs were left, after a rollback.
+fn outputs_left_text(undone: &RollbackPreview) -> String {
+    undone
+        .pipelines
+        .iter()
+        .filter(|p| is_dropped(p) && p.committed_files_left > 0)
+        .map(|p| {
+            format!(
+                "dropped {}: {} left in the store under {}/ (no longer referenced; delete them by hand when no one reads them)\n",
+                p.pipeline_id,
+                count(p.committed_files_left, "committed output file"),
+                p.pipeline_id,
+            )
+        })
+        .collect()
+}
+
+/// A pipeline submitted after the snapshot: the rollback drops it.
+fn is_dropped(p: &PipelineRollback) -> bool {
+    p.state_after == PipelineState::Unspecified as i32
+}
+
+/// A pipeline deleted since the snapshot: the rollback brings it back.
+fn is_restored(p: &PipelineRollback) -> bool {
+    p.state_now == PipelineState::Unspecified as i32
 }

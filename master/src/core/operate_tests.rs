@@ -546,3 +546,92 @@ fn a_cleared_group_runs_now_and_again_after_a_replay() {
     assert!(leasable(&mut core, 10));
     assert!(leasable(&mut replayed, 1_000));
 }
+
+/// Leases and commits every unit of the pipelines submitted so far, until
+/// none is left to lease.
+fn run_all(core: &mut Core, now_ms: u64) {
+    loop {
+        let leases = core.lease("w", 100, false, now_ms).unwrap().1.leases;
+        if leases.is_empty() {
+            return;
+        }
+        let items: Vec<_> = leases.iter().map(|l| done(l, &["o"])).collect();
+        core.commit("tok", &items, now_ms).unwrap();
+    }
+}
+
+#[test]
+fn a_rollback_preview_lists_what_the_rollback_undoes() {
+    let mut core = core();
+    core.submit("p-0", two_groups(1), 0, 0).unwrap();
+    run_all(&mut core, 0);
+    core.submit("p-1", two_groups(1), 0, 0).unwrap();
+    let snapshot =
+        Core::from_snapshot(core.config().clone(), &core.to_snapshot(1, 0), 0, 0).unwrap();
+    // Since the snapshot: p-1 finished, p-0 deleted, p-2 submitted with one
+    // unit committed and one leased.
+    run_all(&mut core, 1);
+    core.delete_pipelines(&["p-0".to_string()], 1).unwrap();
+    core.submit("p-2", two_groups(2), 0, 1).unwrap();
+    let first = core.lease("w", 1, false, 1).unwrap().1.leases.remove(0);
+    core.commit("tok", &[done(&first, &["o", "o2"])], 1)
+        .unwrap();
+    core.lease("w", 1, false, 1).unwrap();
+    let before = core.to_snapshot(2, 1);
+
+    let (after, invalidated) = core.rolled_back(snapshot, 2);
+    let preview = core.rollback_preview(&after);
+    assert_eq!(core.to_snapshot(2, 1), before, "a preview changes nothing");
+    assert_eq!(preview.leases_invalidated, invalidated);
+    assert_eq!(preview.leases_invalidated, 1);
+    let row = |id: &str, now: PipelineState, after: PipelineState, again: u64, files: u64| {
+        PipelineRollback {
+            pipeline_id: id.into(),
+            name: "p".into(),
+            state_now: now as i32,
+            state_after: after as i32,
+            units_to_run_again: again,
+            committed_files_left: files,
+        }
+    };
+    assert_eq!(
+        preview.pipelines,
+        vec![
+            row(
+                "p-2",
+                PipelineState::Running,
+                PipelineState::Unspecified,
+                1,
+                2
+            ),
+            row(
+                "p-0",
+                PipelineState::Unspecified,
+                PipelineState::Succeeded,
+                0,
+                0
+            ),
+            row(
+                "p-1",
+                PipelineState::Succeeded,
+                PipelineState::Pending,
+                2,
+                0
+            ),
+        ],
+        "dropped, restored, then changed"
+    );
+    assert_eq!(
+        (
+            preview.pipelines_dropped,
+            preview.pipelines_restored,
+            preview.pipelines_changed,
+            preview.units_to_run_again
+        ),
+        (1, 1, 1, 3)
+    );
+    let (again, _) = after.rolled_back(after.clone(), 3);
+    let nothing = after.rollback_preview(&again);
+    assert!(nothing.pipelines.is_empty(), "{nothing:?}");
+    assert_eq!(nothing.units_to_run_again, 0);
+}

@@ -12,6 +12,8 @@ use taskmaster_proto::journal::{
     snapshot_unit::Source,
 };
 
+use taskmaster_proto::v1::{PipelineRollback, PipelineState, RollbackPreview};
+
 use super::incarnation::Incarnations;
 use super::model::{
     AttemptError, Counts, Group, LeaseClock, Pipeline, Pos, Unit, UnitSource, UnitState,
@@ -218,6 +220,71 @@ impl Core {
         (snapshot, invalidated)
     }
 
+    /// What rolling back from this state to `after` (the core
+    /// [`Core::rolled_back`] returned) undoes: pipelines submitted since the
+    /// snapshot that disappear, pipelines deleted since that come back,
+    /// pipelines whose state goes back or whose committed units run again,
+    /// and the leases out now. Changes nothing; the caller fills in which
+    /// snapshot it is. At most [`ROLLBACK_PIPELINES_SHOWN_MAX`] pipelines
+    /// are listed (the counts cover them all).
+    pub fn rollback_preview(&self, after: &Core) -> RollbackPreview {
+        let mut preview = RollbackPreview {
+            leases_invalidated: self.leases.len() as u64,
+            ..RollbackPreview::default()
+        };
+        let (mut dropped, mut restored, mut changed) = (Vec::new(), Vec::new(), Vec::new());
+        for (p, pipeline) in self.pipelines.iter().enumerate() {
+            let now = self.pipeline_status(p as u32).state();
+            let Some(&a) = after.pipeline_index.get(&pipeline.id) else {
+                let committed = committed_units(pipeline, None);
+                preview.units_to_run_again += committed.units;
+                dropped.push(PipelineRollback {
+                    pipeline_id: pipeline.id.clone(),
+                    name: pipeline.spec.name.clone(),
+                    state_now: now as i32,
+                    state_after: PipelineState::Unspecified as i32,
+                    units_to_run_again: committed.units,
+                    committed_files_left: committed.files,
+                });
+                continue;
+            };
+            let state_after = after.pipeline_status(a).state();
+            let again = committed_units(pipeline, Some(&after.pipelines[a as usize])).units;
+            preview.units_to_run_again += again;
+            if state_after != now || again > 0 {
+                changed.push(PipelineRollback {
+                    pipeline_id: pipeline.id.clone(),
+                    name: pipeline.spec.name.clone(),
+                    state_now: now as i32,
+                    state_after: state_after as i32,
+                    units_to_run_again: again,
+                    committed_files_left: 0,
+                });
+            }
+        }
+        for (a, pipeline) in after.pipelines.iter().enumerate() {
+            if !self.pipeline_index.contains_key(&pipeline.id) {
+                restored.push(PipelineRollback {
+                    pipeline_id: pipeline.id.clone(),
+                    name: pipeline.spec.name.clone(),
+                    state_now: PipelineState::Unspecified as i32,
+                    state_after: after.pipeline_status(a as u32).state() as i32,
+                    ..PipelineRollback::default()
+                });
+            }
+        }
+        preview.pipelines_dropped = dropped.len() as u64;
+        preview.pipelines_restored = restored.len() as u64;
+        preview.pipelines_changed = changed.len() as u64;
+        preview.pipelines = dropped
+            .into_iter()
+            .chain(restored)
+            .chain(changed)
+            .take(ROLLBACK_PIPELINES_SHOWN_MAX)
+            .collect();
+        preview
+    }
+
     /// Counts, the ready and delayed queues and lease clocks, from the
     /// units; `delayed` are the pending units still waiting, and how long.
     fn rebuild_indices(
@@ -263,6 +330,41 @@ impl Core {
         }
         self.check_invariants()
     }
+}
+
+/// Pipelines a rollback preview lists at most (its counts say the rest):
+/// a reply and a confirmation a person reads.
+pub const ROLLBACK_PIPELINES_SHOWN_MAX: usize = 1000;
+
+/// Units of a pipeline and their output files.
+struct CommittedUnits {
+    units: u64,
+    files: u64,
+}
+
+/// The units of `now` committed there but not, by the same lease, in
+/// `after` (the same pipeline after a rollback; None: it is dropped), and
+/// their files.
+fn committed_units(now: &Pipeline, after: Option<&Pipeline>) -> CommittedUnits {
+    let mut counted = CommittedUnits { units: 0, files: 0 };
+    for (g, group) in now.groups.iter().enumerate() {
+        for (u, unit) in group.units.iter().enumerate() {
+            let UnitState::Committed { lease_id, files } = &unit.state else {
+                continue;
+            };
+            let kept = after
+                .and_then(|p| p.groups.get(g))
+                .and_then(|group| group.units.get(u))
+                .is_some_and(|unit| {
+                    matches!(unit.state, UnitState::Committed { lease_id: l, .. } if l == *lease_id)
+                });
+            if !kept {
+                counted.units += 1;
+                counted.files += files.len() as u64;
+            }
+        }
+    }
+    counted
 }
 
 /// A pipeline's snapshot fields without its groups.

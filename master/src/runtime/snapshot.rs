@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use taskmaster_proto::journal::Snapshot;
-use taskmaster_proto::v1::SnapshotInfo;
+use taskmaster_proto::v1::{RollbackPreview, SnapshotInfo};
 use tokio::sync::oneshot;
 
 use super::{Hold, Master, MasterError, on_blocking_thread};
@@ -114,6 +114,44 @@ impl Master {
     /// snapshot stands for, and the state installed is exactly the one
     /// written. Reads go on meanwhile and see the state before.
     pub async fn rollback(self: &Arc<Self>, snapshot_id: &str) -> Result<u64, MasterError> {
+        Ok(self.rollback_undoing(snapshot_id).await?.leases_invalidated)
+    }
+
+    /// What a rollback to `snapshot_id` would undo if it ran now
+    /// ([`Core::rollback_preview`]: pipelines that disappear or come back,
+    /// states that go back, committed units that run again, leases that
+    /// can no longer commit), changing nothing. For a confirmation before
+    /// [`Master::rollback_undoing`] (`tmctl rollback`, the web UI); the
+    /// state may move on between the two, so the rollback's own reply is
+    /// the word on what it undid. The snapshot file is read and rebuilt,
+    /// and the two states compared, on a blocking thread: the state lock
+    /// is held only to copy the core (its units are shared copy-on-write).
+    /// NOT_FOUND for an unknown snapshot.
+    pub async fn rollback_preview(
+        self: &Arc<Self>,
+        snapshot_id: &str,
+    ) -> Result<RollbackPreview, MasterError> {
+        let master = Arc::clone(self);
+        let snapshot_id = snapshot_id.to_string();
+        on_blocking_thread(move || {
+            let (restored, snap_head) = master.restore(&snapshot_id)?;
+            let current = master.state.lock().core.clone();
+            let (after, _) = current.rolled_back(restored, master.clock.now_ms());
+            let preview = current.rollback_preview(&after);
+            Ok(RollbackPreview {
+                snapshot_id,
+                ..snap_head.describe(preview)
+            })
+        })
+        .await?
+    }
+
+    /// Rolls back to `snapshot_id` as [`Master::rollback`] does, and says
+    /// what it undid (as [`Master::rollback_preview`] would have).
+    pub async fn rollback_undoing(
+        self: &Arc<Self>,
+        snapshot_id: &str,
+    ) -> Result<RollbackPreview, MasterError> {
         let one_at_a_time = Arc::clone(&self.snapshotting).lock_owned().await;
         let master = Arc::clone(self);
         let snapshot_id = snapshot_id.to_string();
@@ -127,13 +165,23 @@ impl Master {
         .await?
     }
 
-    /// [`Master::rollback`]'s work; blocks.
-    fn roll_back(&self, snapshot_id: &str) -> Result<u64, MasterError> {
+    /// The core a snapshot holds, and where and when it was taken; reads
+    /// and rebuilds it, so blocks.
+    fn restore(&self, snapshot_id: &str) -> Result<(Core, SnapshotHead), MasterError> {
         let snap = self.snapshots.load(snapshot_id)?;
         let config = self.state.lock().core.config().clone();
         let restored =
             Core::from_snapshot(config, &snap, self.clock.now_ms(), self.clock.unix_ms())?;
-        drop(snap);
+        let head = SnapshotHead {
+            taken_unix_ms: snap.taken_unix_ms,
+            journal_position: snap.journal_position,
+        };
+        Ok((restored, head))
+    }
+
+    /// [`Master::rollback_undoing`]'s work; blocks.
+    fn roll_back(&self, snapshot_id: &str) -> Result<RollbackPreview, MasterError> {
+        let (restored, snap_head) = self.restore(snapshot_id)?;
         let held = self.hold_changes(Hold::RollingBack);
         // From here on the core and the journal stay as they are until the
         // new state is installed, so a copy stands for the core. Its units
@@ -153,7 +201,11 @@ impl Master {
         // The new snapshot stands for every record up to `position`.
         journal.wait_durable_blocking(position)?;
         let now_ms = self.clock.now_ms();
-        let (rolled_back, invalidated) = current.rolled_back(restored, now_ms);
+        let (rolled_back, _) = current.rolled_back(restored, now_ms);
+        let undone = RollbackPreview {
+            snapshot_id: snapshot_id.to_string(),
+            ..snap_head.describe(current.rollback_preview(&rolled_back))
+        };
         drop(current);
         let source = rolled_back.snapshot_source(now_ms);
         let head = Snapshot {
@@ -177,7 +229,7 @@ impl Master {
         drop(held);
         self.work_ready.notify_waiters();
         drop(before); // outside the lock: a whole state to free
-        Ok(invalidated)
+        Ok(undone)
     }
 
     /// Takes a snapshot once the journal since the last one reaches
@@ -207,6 +259,22 @@ impl Master {
         let info = self.snapshot("automatic", SnapshotKind::Automatic).await?;
         tracing::info!(snapshot_id = info.snapshot_id, "automatic snapshot");
         Ok(Some(info))
+    }
+}
+
+/// Where and when a snapshot was taken, for a [`RollbackPreview`].
+struct SnapshotHead {
+    taken_unix_ms: u64,
+    journal_position: u64,
+}
+
+impl SnapshotHead {
+    fn describe(&self, preview: RollbackPreview) -> RollbackPreview {
+        RollbackPreview {
+            snapshot_taken_unix_ms: self.taken_unix_ms,
+            snapshot_journal_position: self.journal_position,
+            ..preview
+        }
     }
 }
 

@@ -1,0 +1,167 @@
+//! Issue 27's operator traps, end to end with the real binaries: a
+//! rollback says what it will undo and asks first, and the outputs of the
+//! pipelines it drops are listed, not lost silently.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use taskmaster_tests::*;
+
+/// Bound of every wait for a pipeline to get somewhere.
+const WAIT: Duration = Duration::from_secs(60);
+/// Lease time with a real worker (it renews).
+const LEASE_MS: u64 = 5_000;
+
+/// An exec command that copies the unit's inputs to its output `out`.
+const COPY: &str = r#"["sh", "-c", "cat $TM_INPUTS > \"$TM_OUTPUT_DIR/out\""]"#;
+
+/// Writes `<dir>/pipeline.toml` for a one-group pipeline `name` that
+/// copies two input files, one unit each.
+fn copy_pipeline(dir: &Path, name: &str) -> PathBuf {
+    for input in ["a.txt", "b.txt"] {
+        write_file(&dir.join("data").join(input), input);
+    }
+    let path = dir.join("pipeline.toml");
+    write_file(
+        &path,
+        format!(
+            "name = \"{name}\"\n[[groups]]\nname = \"g\"\ncommand = {COPY}\n\
+             inputs = [\"data/*.txt\"]\nunit_bytes = 0\n"
+        ),
+    );
+    path
+}
+
+fn submit(url: &str, pipeline: &Path) -> String {
+    let out = tmctl_ok(url, &["submit", pipeline.to_str().unwrap()]);
+    out.lines().last().expect("an id line").trim().to_string()
+}
+
+fn state(url: &str, id: &str) -> String {
+    status_json(url, id)["state"].as_str().unwrap().to_string()
+}
+
+fn wait_state(url: &str, id: &str, wanted: &str) {
+    wait_until(&format!("{id} to be {wanted}"), WAIT, || {
+        (state(url, id) == wanted).then_some(())
+    });
+}
+
+/// `tmctl rollback SNAPSHOT` run on a real terminal (a pty, through
+/// `script`) that answers `answer`: its output, as the terminal shows it.
+fn rollback_on_a_terminal(url: &str, snapshot: &str, answer: &str) -> String {
+    let command = format!(
+        "{} --master {url} rollback {snapshot}",
+        bin("tmctl").display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script(1) runs tmctl on a pty");
+    use std::io::Write;
+    // Typed once the question is up: the pty echoes and passes it on.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(answer.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn t55_rollback_shows_what_it_undoes_asks_first_and_lists_dropped_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let master = MasterProcess::start(&tmp.path().join("data"), "127.0.0.1:0", LEASE_MS);
+    let url = master.url();
+    // Pending at the snapshot (no worker yet), succeeded after it.
+    let kept = submit(&url, &copy_pipeline(&tmp.path().join("kept"), "kept"));
+    let out = tmctl_ok(&url, &["snapshot", "--note", "before"]);
+    let snapshot = out.split_whitespace().last().unwrap().to_string();
+    let worker = WorkerProcess::start(&url, 2, tmp.path());
+    let dropped = submit(&url, &copy_pipeline(&tmp.path().join("late"), "late"));
+    wait_state(&url, &kept, "succeeded");
+    wait_state(&url, &dropped, "succeeded");
+    drop(worker);
+    let dropped_outputs = committed_outputs(&url, &dropped, "g");
+    assert_eq!(dropped_outputs.len(), 2, "{dropped_outputs:?}");
+
+    // Not a terminal and no --yes: what it would undo, then a refusal.
+    let out = tmctl(&url, &["rollback", &snapshot]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("not rolled back") && stderr.contains("pass --yes"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("rollback to {snapshot} (taken ")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("1 pipeline submitted since the snapshot disappear:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{dropped} (late): succeeded now; its 2 committed units (2 files) stay in the store under {dropped}/"
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 pipeline go back:"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "{kept} (kept): succeeded -> pending, 2 committed units run again"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("4 committed units in all run again or disappear"),
+        "{stdout}"
+    );
+    assert_eq!(state(&url, &dropped), "succeeded", "refused: no change");
+    assert_eq!(state(&url, &kept), "succeeded", "refused: no change");
+
+    // On a terminal it asks; anything but yes changes nothing.
+    let shown = rollback_on_a_terminal(&url, &snapshot, "n\n");
+    assert!(
+        shown.contains(&format!("roll back the whole master to {snapshot}? [y/N]")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("not rolled back; nothing changed"),
+        "{shown}"
+    );
+    assert_eq!(state(&url, &dropped), "succeeded", "declined: no change");
+
+    // --yes: done, and the dropped pipeline's outputs are named, and kept.
+    let out = tmctl_ok(&url, &["rollback", &snapshot, "--yes"]);
+    assert!(
+        out.contains(&format!(
+            "rolled back to {snapshot}; 0 leases out can no longer commit"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "dropped {dropped}: 2 committed output files left in the store under {dropped}/"
+        )),
+        "{out}"
+    );
+    let gone = tmctl_err(&url, &["status", &dropped]);
+    assert!(gone.contains("NOT_FOUND"), "{gone}");
+    assert_eq!(
+        state(&url, &kept),
+        "pending",
+        "back to the snapshot's state"
+    );
+    for path in &dropped_outputs {
+        assert!(Path::new(path).exists(), "{path} was kept");
+    }
+    let after = tmctl_ok(&url, &["rollback", &snapshot, "--yes"]);
+    assert!(after.contains("  no pipeline changes\n"), "{after}");
+}
