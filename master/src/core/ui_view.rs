@@ -460,3 +460,108 @@ fn unit_state_name(state: &UnitState) -> &'static str {
         UnitState::Dropped => "dropped",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::tests::{core, two_groups};
+
+    /// Submits `names` in order, the i-th at wall time 1000 + i.
+    fn submitted(names: &[&str]) -> Core {
+        let mut core = core();
+        for (i, name) in names.iter().enumerate() {
+            let mut spec = two_groups(2);
+            spec.name = name.to_string();
+            core.submit(&format!("p{i}"), spec, 1000 + i as u64, 0)
+                .unwrap();
+        }
+        core
+    }
+
+    fn ids(page: &PipelinePage) -> Vec<&str> {
+        page.rows.iter().map(|r| r.pipeline_id.as_str()).collect()
+    }
+
+    #[test]
+    fn pipeline_rows_filter_sort_and_page() {
+        let core = submitted(&["even", "odd", "even", "odd", "even"]);
+        let newest = PipelineFilter {
+            newest_first: true,
+            ..PipelineFilter::default()
+        };
+        let page = core.pipeline_rows(&newest, 0, 2);
+        assert_eq!((ids(&page), page.matching), (vec!["p4", "p3"], 5));
+        let oldest = PipelineFilter::default();
+        assert_eq!(ids(&core.pipeline_rows(&oldest, 4, 2)), ["p4"]);
+        let even = PipelineFilter {
+            name: "ev".into(),
+            ..PipelineFilter::default()
+        };
+        let page = core.pipeline_rows(&even, 1, 10);
+        assert_eq!((ids(&page), page.matching), (vec!["p2", "p4"], 3));
+        let pending = PipelineFilter {
+            state: Some("pending"),
+            ..PipelineFilter::default()
+        };
+        assert_eq!(core.pipeline_rows(&pending, 0, 10).matching, 5);
+        let running = PipelineFilter {
+            state: Some("running"),
+            ..PipelineFilter::default()
+        };
+        assert_eq!(core.pipeline_rows(&running, 0, 10).matching, 0);
+        let row = &core.pipeline_rows(&oldest, 0, 1).rows[0];
+        assert_eq!((row.units_total, row.submitted_unix_ms), (2, 1000));
+        let huge = core.pipeline_rows(&oldest, 0, usize::MAX);
+        assert_eq!(huge.rows.len(), 5, "a limit past the cap is the cap");
+    }
+
+    #[test]
+    fn unit_series_past_the_cap_are_summed_under_other() {
+        let names: Vec<String> = (0..METRIC_SERIES_MAX / 2 + 10)
+            .map(|i| format!("n{i}"))
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let core = submitted(&names);
+        let counts = core.metric_counts(0);
+        assert_eq!(counts.units.len(), METRIC_SERIES_MAX + 1);
+        let pending: u64 = counts.units.iter().map(|(_, _, c)| c[0]).sum();
+        assert_eq!(pending, 2 * names.len() as u64, "nothing lost past the cap");
+        let other = counts
+            .units
+            .iter()
+            .find(|(name, group, _)| name == OTHER_SERIES && group == OTHER_SERIES)
+            .expect("an _other series");
+        assert!(other.2[0] > 0, "{other:?}");
+        assert_eq!(counts.pipelines, [names.len() as u64, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_rollback_undoes_what_was_submitted_after_the_snapshot() {
+        let core = submitted(&["a", "b", "c"]);
+        let effect = core.rollback_effect(1000);
+        assert_eq!(effect.submitted_after, 2);
+        assert_eq!(effect.submitted_after_shown, ["p2", "p1"]);
+        assert_eq!(core.rollback_effect(5000).submitted_after, 0);
+    }
+
+    #[test]
+    fn unknown_names_say_what_was_not_found() {
+        let core = submitted(&["a"]);
+        let no_pipeline = core.unit_detail("nope", "a", 0).unwrap_err();
+        assert_eq!(no_pipeline.to_string(), "no pipeline \"nope\"");
+        let no_group = core.unit_detail("p0", "z", 0).unwrap_err();
+        assert_eq!(no_group.to_string(), "pipeline p0 has no group \"z\"");
+        let no_unit = core.unit_detail("p0", "a", 2).unwrap_err();
+        assert_eq!(no_unit.to_string(), "group a of pipeline p0 has no unit 2");
+        let unit = core.unit_detail("p0", "a", 1).unwrap();
+        assert_eq!(
+            (unit.state, unit.attempts, unit.max_attempts),
+            ("pending", 0, 2)
+        );
+        let page = core.group_units("p0", "a", Some("pending"), 1, 5).unwrap();
+        assert_eq!(
+            (page.matching, page.rows.len(), page.rows[0].unit),
+            (2, 1, 1)
+        );
+    }
+}
