@@ -187,6 +187,8 @@ pub struct Schedule {
     /// Pipelines of `schedule` and `manual` runs that may be unfinished
     /// (pruned as runs are added; views filter the finished ones).
     pub open: Vec<String>,
+    /// Its key in `Schedules::due`, if it has one.
+    indexed_at: Option<u64>,
 }
 
 impl Schedule {
@@ -267,11 +269,16 @@ impl Schedules {
 
     /// Re-indexes `name` after its cursor or pause changed.
     fn reindex(&mut self, name: &str) {
-        self.due.retain(|(_, n)| n != name);
-        if let Some(s) = self.by_name.get(name)
-            && !s.paused
+        let Some(s) = self.by_name.get_mut(name) else {
+            return;
+        };
+        if let Some(old) = s.indexed_at.take() {
+            self.due.remove(&(old, name.to_string()));
+        }
+        if !s.paused
             && let Some((_, fire_ms)) = s.next()
         {
+            s.indexed_at = Some(fire_ms);
             self.due.insert((fire_ms, name.to_string()));
         }
     }
@@ -291,6 +298,7 @@ impl Schedules {
             paused: false,
             runs: VecDeque::new(),
             open: Vec::new(),
+            indexed_at: None,
             spec,
         };
         let name = schedule.spec.name.clone();
@@ -308,9 +316,11 @@ impl Schedules {
 
     /// Removes a schedule; its backfills are cancelled, its pipelines stay.
     pub fn remove(&mut self, name: &str) -> Result<(), CoreError> {
-        self.schedule_mut(name)?;
+        let s = self.schedule_mut(name)?;
+        if let Some(old) = s.indexed_at {
+            self.due.remove(&(old, name.to_string()));
+        }
         self.by_name.remove(name);
-        self.due.retain(|(_, n)| n != name);
         for b in self.backfills.values_mut() {
             if b.started.schedule == name {
                 b.cancelled = true;
