@@ -229,6 +229,11 @@ fn t41_tokens_and_roles_refuse_what_each_identity_may_not_do() {
         )),
         "{status}"
     );
+    let json = stdout_ok(tmctl_as(&url, &operator, &["status", &bad_id, "--json"]));
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let retried = &json["audit"][1];
+    assert_eq!(retried["actor"], "otto (operator)", "{json}");
+    assert_eq!(retried["reason"], "flaky disk on w1", "{json}");
     let ok_status = stdout_ok(tmctl_as(&url, &operator, &["status", &ok_id]));
     assert!(ok_status.contains("otto (operator)  submit"), "{ok_status}");
 }
@@ -287,6 +292,15 @@ fn t41_a_worker_acts_only_as_itself_on_its_own_leases() {
             two.renew(renew).await.unwrap_err().code(),
             Code::PermissionDenied
         );
+        // The same on the Work stream: each call is checked as its unary form.
+        let stream = taskmaster_worker::work_stream::WorkStream::open(two.clone())
+            .await
+            .unwrap();
+        let streamed = stream.commit(fail(&lease)).await.unwrap_err();
+        assert_eq!(streamed.code(), Code::PermissionDenied, "{streamed:?}");
+        let as_other = stream.lease(ask("w1")).await.unwrap_err();
+        assert_eq!(as_other.code(), Code::PermissionDenied, "{as_other:?}");
+        stream.close();
         let own = one.commit(fail(&lease)).await.unwrap().into_inner();
         assert_eq!(own.results[0].code, Code::Ok as i32, "{own:?}");
     });

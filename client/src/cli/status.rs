@@ -15,10 +15,15 @@ pub async fn run(client: &Client, id: Option<&str>, json: bool) -> anyhow::Resul
     let text = match id {
         Some(id) => {
             let status = client.status(id).await?;
+            let audit_json = super::token::audit_json(&status.audit);
             let audit = super::token::audit_section(&status.audit);
             let view = StatusView::from(status);
             if json {
-                serde_json::to_string_pretty(&view)? + "\n"
+                let mut value = serde_json::to_value(&view)?;
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("audit".into(), audit_json);
+                }
+                serde_json::to_string_pretty(&value)? + "\n"
             } else {
                 let mut text = text::pipeline_detail(&view);
                 text.push_str(&audit);

@@ -143,3 +143,20 @@ pub fn audit_section(entries: &[AuditEntry]) -> String {
     }
     out
 }
+
+/// The audit trail in `tmctl status ID --json`: an array of objects,
+/// newest last (`pipeline_id` empty for master-wide actions).
+pub fn audit_json(entries: &[AuditEntry]) -> serde_json::Value {
+    entries
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "unix_ms": e.unix_ms,
+                "actor": e.actor,
+                "action": e.action,
+                "reason": e.reason,
+                "pipeline_id": e.pipeline_id,
+            })
+        })
+        .collect()
+}
