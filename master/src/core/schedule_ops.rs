@@ -183,6 +183,11 @@ impl Core {
                 .any(|b| self.backfill_can_fire(b))
     }
 
+    /// When the earliest next logical time of any schedule fires (unix ms).
+    pub fn next_schedule_fire_ms(&self) -> Option<u64> {
+        self.schedules.due.first().map(|(fire_ms, _)| *fire_ms)
+    }
+
     /// The record for the next due logical time of `name`, if one is due
     /// and may fire now.
     fn next_schedule_record(&self, name: &str, unix_ms: u64) -> Option<Record> {

@@ -13,8 +13,10 @@ use taskmaster_proto::v1::{
 
 use super::{Master, MasterError};
 
-/// How often the scheduler looks for due logical times: a run starts at
-/// most this late (plus its jitter).
+/// The longest the scheduler sleeps between looks: it wakes at the next
+/// logical time's instant when that is sooner, so a run fires within a
+/// few milliseconds of it; this bounds how late a new schedule's, a
+/// backfill's or a queued run's turn is noticed.
 const SCHEDULER_TICK: Duration = Duration::from_millis(200);
 /// Runs one tick submits at most; the rest are due on the next ticks, so
 /// a herd of schedules never stalls the master for long.
@@ -133,9 +135,23 @@ impl Master {
         Ok(decided)
     }
 
+    /// How long the scheduler may sleep: until the next logical time
+    /// fires, at most [`SCHEDULER_TICK`].
+    fn scheduler_sleep(&self) -> Duration {
+        let next_fire_ms = self.state.lock().core.next_schedule_fire_ms();
+        let now_ms = self.clock.unix_ms();
+        match next_fire_ms {
+            // Due already but not fired by the last look (queued behind
+            // unfinished runs, or past the per-tick bound): the next look
+            // is a tick away, not at once again.
+            Some(at) if at > now_ms => Duration::from_millis(at - now_ms).min(SCHEDULER_TICK),
+            _ => SCHEDULER_TICK,
+        }
+    }
+
     /// Fires due logical times until shutdown.
     pub async fn run_scheduler(self: Arc<Self>) {
-        while self.pause(SCHEDULER_TICK).await {
+        while self.pause(self.scheduler_sleep()).await {
             match self.tick_schedules().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(runs = n, "schedules fired"),
