@@ -175,6 +175,35 @@ impl Core {
                 String::new(),
                 format!("delete {}", d.pipeline_ids.join(", ")),
             ),
+            Kind::ScheduleAdded(a) => (
+                String::new(),
+                format!("schedule add {}", a.spec.as_ref().map_or("", |s| &s.name)),
+            ),
+            Kind::ScheduleChanged(c) => (
+                String::new(),
+                format!(
+                    "schedule {} {}",
+                    action_word(c.action().as_str_name()),
+                    c.name
+                ),
+            ),
+            Kind::BackfillStarted(b) => (
+                String::new(),
+                format!(
+                    "backfill {} of {} ({} logical times)",
+                    b.id,
+                    b.schedule,
+                    b.logicals.len()
+                ),
+            ),
+            Kind::BackfillChanged(c) => (
+                String::new(),
+                format!(
+                    "backfill {} {}",
+                    action_word(c.action().as_str_name()),
+                    c.id
+                ),
+            ),
             Kind::TokenCreated(t) => (String::new(), format!("token create {}", t.name)),
             Kind::TokenRevoked(t) => (String::new(), format!("token revoke {}", t.name)),
             _ => return None,
@@ -195,6 +224,11 @@ impl Core {
             }),
         }))
     }
+}
+
+/// "SCHEDULE_ACTION_PAUSE" as "pause".
+fn action_word(name: &str) -> String {
+    name.rsplit('_').next().unwrap_or(name).to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -258,6 +292,33 @@ mod tests {
         let (rolled, _) = core.rolled_back(before, 0);
         assert_eq!(rolled.tokens().find(&[7; 32]), Some(&token));
         assert_eq!(rolled.audit.to_entries().len(), 3);
+    }
+
+    #[test]
+    fn schedule_changes_are_audited_master_wide() {
+        use taskmaster_proto::v1::{ScheduleAction, ScheduleSpec};
+        let mut core = core();
+        let spec = ScheduleSpec {
+            name: "nightly".into(),
+            cron: "30 2 * * *".into(),
+            timezone: "UTC".into(),
+            pipeline: Some(two_groups(1)),
+            ..Default::default()
+        };
+        let mut records = core.add_schedule(spec, 1_000, 0).unwrap();
+        records.extend(
+            core.change_schedule("nightly", ScheduleAction::Pause, 0)
+                .unwrap(),
+        );
+        let audited = core.audit_records(&records, &alice(), 2_000);
+        let actions: Vec<String> = audited
+            .iter()
+            .map(|rec| match &rec.kind {
+                Some(Kind::Audited(a)) => a.entry.clone().unwrap().action,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(actions, ["schedule add nightly", "schedule pause nightly"]);
     }
 
     #[test]
