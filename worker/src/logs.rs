@@ -31,7 +31,8 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -42,7 +43,6 @@ use parking_lot::Mutex;
 use taskmaster_proto::compact::parse_attempt_dir_name;
 use taskmaster_proto::log_names::{LOGS_DIR, LogAttempt, LogKind};
 use taskmaster_proto::v1::Lease;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
 use crate::store::{Stores, split_object_url};
@@ -305,14 +305,7 @@ impl AttemptLog {
     pub async fn finish(mut self, outcome: &str) {
         self.stop.notify_one();
         let _ = (&mut self.flusher).await;
-        for stream in STREAMS {
-            self.writer.write_stream(stream, true).await;
-        }
-        let end = format!("{outcome}\n");
-        let done = self.writer.put_whole(LogKind::End, end.into_bytes()).await;
-        if let Err(e) = done {
-            self.writer.warn(&e);
-        }
+        self.writer.flush(Some(format!("{outcome}\n"))).await;
     }
 }
 
@@ -330,10 +323,18 @@ async fn flush_until_stopped(writer: Arc<Writer>, stop: Arc<Notify>) {
             () = stop.notified() => return,
             () = tokio::time::sleep(Duration::from_millis(LOG_FLUSH_MS)) => {}
         }
-        for stream in STREAMS {
-            writer.write_stream(stream, false).await;
-        }
+        writer.flush(None).await;
     }
+}
+
+/// One write of a flush: the whole `kind` object, or (local store) bytes
+/// appended to its file.
+struct Write {
+    kind: LogKind,
+    bytes: Vec<u8>,
+    append: bool,
+    /// The stream's head length this write brings the store up to.
+    stored: Option<(Stream, usize)>,
 }
 
 impl Writer {
@@ -380,59 +381,78 @@ impl Writer {
 
     /// Creates both logs, empty, so that a reader finds the attempt at once.
     async fn create(&self) -> Result<(), String> {
-        if let Sink::Local { dir } = &self.sink {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
-        for stream in STREAMS {
-            self.put_whole(stream.kind(), Vec::new()).await?;
-        }
-        Ok(())
+        let writes = STREAMS
+            .iter()
+            .map(|stream| Write {
+                kind: stream.kind(),
+                bytes: Vec::new(),
+                append: false,
+                stored: None,
+            })
+            .collect();
+        self.persist(writes).await.into_iter().collect()
     }
 
-    /// Writes what `stream` has that the store lacks: the new part of the
-    /// head while the task runs; when `last`, also its ending.
-    async fn write_stream(&self, stream: Stream, last: bool) {
-        let (bytes, head_len, whole) = {
-            let captures = self.shared.captures.lock();
+    /// Writes what the store lacks of both streams: the new part of each
+    /// head while the task runs; with the attempt's `end` text, also each
+    /// stream's ending, then the `end` object.
+    async fn flush(&self, end: Option<String>) {
+        let mut writes = self.pending(end.is_some());
+        if let Some(end) = end {
+            writes.push(Write {
+                kind: LogKind::End,
+                bytes: end.into_bytes(),
+                append: false,
+                stored: None,
+            });
+        }
+        if writes.is_empty() {
+            return;
+        }
+        let stored: Vec<_> = writes.iter().map(|w| w.stored).collect();
+        let results = self.persist(writes).await;
+        let mut captures = self.shared.captures.lock();
+        for (result, stored) in results.into_iter().zip(stored) {
+            match (result, stored) {
+                (Ok(()), Some((stream, head_len))) => captures[stream.index()].stored = head_len,
+                (Ok(()), None) => {}
+                (Err(e), _) => self.warn(&e),
+            }
+        }
+    }
+
+    /// The writes that bring the store up to date with the captures
+    /// (`last`: with their endings).
+    fn pending(&self, last: bool) -> Vec<Write> {
+        let captures = self.shared.captures.lock();
+        let mut writes = Vec::new();
+        for stream in STREAMS {
             let capture = &captures[stream.index()];
-            let new_head = capture.head.len() > capture.stored;
-            if !new_head && !last {
-                return;
+            if capture.head.len() == capture.stored && !last {
+                continue;
             }
             let ending = if last {
                 capture.ending(stream, self.shared.cap)
             } else {
                 Vec::new()
             };
-            match self.sink {
-                // Appends: only what is new.
-                Sink::Local { .. } => {
-                    let mut bytes = capture.head[capture.stored..].to_vec();
-                    bytes.extend(ending);
-                    (bytes, capture.head.len(), false)
-                }
-                // Rewrites: all of it.
-                Sink::Remote { .. } => {
-                    let mut bytes = capture.head.clone();
-                    bytes.extend(ending);
-                    (bytes, capture.head.len(), true)
-                }
+            let append = matches!(self.sink, Sink::Local { .. });
+            // A file is appended to with what is new; an object is
+            // rewritten with all of it.
+            let from = if append { capture.stored } else { 0 };
+            let mut bytes = capture.head[from..].to_vec();
+            bytes.extend(ending);
+            if append && bytes.is_empty() {
+                continue;
             }
-        };
-        if bytes.is_empty() && !whole {
-            return;
+            writes.push(Write {
+                kind: stream.kind(),
+                bytes,
+                append,
+                stored: Some((stream, capture.head.len())),
+            });
         }
-        let written = if whole {
-            self.put_whole(stream.kind(), bytes).await
-        } else {
-            self.append(stream.kind(), &bytes).await
-        };
-        match written {
-            Ok(()) => self.shared.captures.lock()[stream.index()].stored = head_len,
-            Err(e) => self.warn(&e),
-        }
+        writes
     }
 
     fn warn(&self, error: &str) {
@@ -441,42 +461,61 @@ impl Writer {
         }
     }
 
-    /// Replaces the `kind` object (a local file) with `bytes`.
-    async fn put_whole(&self, kind: LogKind, bytes: Vec<u8>) -> Result<(), String> {
-        let name = self.attempt.file_name(kind);
+    /// Does `writes`, in order; the result of each. A local store's take one
+    /// trip to the blocking pool in all (a small task's attempt costs two:
+    /// creating its logs and finishing them).
+    async fn persist(&self, writes: Vec<Write>) -> Vec<Result<(), String>> {
         match &self.sink {
             Sink::Local { dir } => {
-                let path = dir.join(&name);
-                tokio::fs::write(&path, bytes)
-                    .await
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))
+                let dir = dir.clone();
+                let attempt = self.attempt;
+                let count = writes.len();
+                let done = tokio::task::spawn_blocking(move || {
+                    writes
+                        .iter()
+                        .map(|w| write_file(&dir, &attempt, w))
+                        .collect()
+                })
+                .await;
+                done.unwrap_or_else(|e| vec![Err(format!("the write stopped: {e}")); count])
             }
             Sink::Remote { store, dir } => {
-                let key = format!("{dir}{name}");
-                let path = ObjectPath::parse(&key).map_err(|e| format!("log key {key:?}: {e}"))?;
-                store
-                    .put(&path, PutPayload::from(bytes))
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| format!("cannot write {key}: {e}"))
+                let mut results = Vec::with_capacity(writes.len());
+                for write in writes {
+                    let key = format!("{dir}{}", self.attempt.file_name(write.kind));
+                    let put = match ObjectPath::parse(&key) {
+                        Ok(path) => store
+                            .put(&path, PutPayload::from(write.bytes))
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| format!("cannot write {key}: {e}")),
+                        Err(e) => Err(format!("log key {key:?}: {e}")),
+                    };
+                    results.push(put);
+                }
+                results
             }
         }
     }
+}
 
-    /// Appends `bytes` to the `kind` file of a local store.
-    async fn append(&self, kind: LogKind, bytes: &[u8]) -> Result<(), String> {
-        let Sink::Local { dir } = &self.sink else {
-            unreachable!("only local logs are appended to");
-        };
-        let path = dir.join(self.attempt.file_name(kind));
-        let error = |e: std::io::Error| format!("cannot append to {}: {e}", path.display());
-        let mut file = tokio::fs::OpenOptions::new()
+/// One write to a local store's logs directory (created if need be).
+fn write_file(dir: &Path, attempt: &LogAttempt, write: &Write) -> Result<(), String> {
+    let path = dir.join(attempt.file_name(write.kind));
+    let error = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    if write.append {
+        let mut file = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
-            .await
             .map_err(error)?;
-        file.write_all(bytes).await.map_err(error)?;
-        file.flush().await.map_err(error)
+        return file.write_all(&write.bytes).map_err(error);
+    }
+    match std::fs::write(&path, &write.bytes) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(error)?;
+            std::fs::write(&path, &write.bytes).map_err(error)
+        }
+        other => other.map_err(error),
     }
 }
 
