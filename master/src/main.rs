@@ -96,9 +96,10 @@ struct ServeArgs {
     client_ca: Option<PathBuf>,
     /// Also serve the web UI, the JSON API, live updates and /metrics over
     /// HTTP on this address (port 0 picks a free port; the chosen one is
-    /// printed). Only a loopback address, unless --insecure: the HTTP side
-    /// has neither TLS nor identities yet, and its buttons cancel, retry,
-    /// re-run and roll back.
+    /// printed), over HTTPS with --tls-cert and --tls-key, requiring client
+    /// certificates with --client-ca. Beyond loopback only with both (or
+    /// --insecure): its buttons cancel, retry, re-run and roll back. Not
+    /// with --auth, unless --insecure: it checks no tokens yet.
     #[arg(long, env = "TASKMASTER_HTTP")]
     http: Option<SocketAddr>,
     /// Listen on an address other than loopback without TLS and client
@@ -213,7 +214,7 @@ fn exposure_refusal(
 /// Why the HTTP side may not listen on `http` as configured, or None. It
 /// serves neither TLS nor identities yet, so only a loopback address is
 /// safe without `--insecure`, whatever the gRPC side is configured with.
-fn http_refusal(http: SocketAddr, auth: bool, insecure: bool) -> Option<String> {
+fn http_refusal(http: SocketAddr, auth: bool, mutual_tls: bool, insecure: bool) -> Option<String> {
     if insecure {
         return None;
     }
@@ -225,14 +226,14 @@ fn http_refusal(http: SocketAddr, auth: bool, insecure: bool) -> Option<String> 
                 .into(),
         );
     }
-    if http.ip().is_loopback() {
+    if http.ip().is_loopback() || mutual_tls {
         return None;
     }
     Some(format!(
-        "refusing to serve HTTP on {http}: the web UI and JSON API have no TLS or \
-         identities yet, and anyone who can reach them could cancel, re-run or roll back \
-         pipelines. Serve it on a loopback address (127.0.0.1) behind a proxy of your own, \
-         or pass --insecure to accept the risk"
+        "refusing to serve HTTP on {http} without TLS and client certificates (--tls-cert, \
+         --tls-key, --client-ca): anyone who can reach it could cancel, re-run or roll back \
+         pipelines. Configure them, serve it on a loopback address (127.0.0.1), or pass \
+         --insecure to accept the risk"
     ))
 }
 
@@ -333,9 +334,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let data_dir = args.data_dir.clone();
+    let mutual_tls = tls.is_some() && args.client_ca.is_some();
     if let Some(why) = args
         .http
-        .and_then(|http| http_refusal(http, args.auth, args.insecure))
+        .and_then(|http| http_refusal(http, args.auth, mutual_tls, args.insecure))
     {
         anyhow::bail!(why);
     }
@@ -388,8 +390,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 async move { master.shutting_down().await }
             };
             let master = Arc::clone(&master);
+            let http_tls = tls.clone();
             Some(tokio::spawn(async move {
-                taskmaster_master::http::serve(http_listener, master, stopping).await
+                taskmaster_master::http::serve(http_listener, master, http_tls, stopping).await
             }))
         }
     };
@@ -468,16 +471,21 @@ mod tests {
     #[test]
     fn http_is_loopback_only_unless_insecure() {
         let addr = |a: &str| a.parse::<SocketAddr>().unwrap();
-        assert_eq!(http_refusal(addr("127.0.0.1:8080"), false, false), None);
-        assert_eq!(http_refusal(addr("[::1]:8080"), false, false), None);
-        let open = http_refusal(addr("0.0.0.0:8080"), false, false).unwrap();
+        // (auth, mutual TLS, insecure)
+        assert_eq!(
+            http_refusal(addr("127.0.0.1:8080"), false, false, false),
+            None
+        );
+        assert_eq!(http_refusal(addr("[::1]:8080"), false, false, false), None);
+        let open = http_refusal(addr("0.0.0.0:8080"), false, false, false).unwrap();
         assert!(
-            open.contains("no TLS or identities") && open.contains("--insecure"),
+            open.contains("without TLS and client certificates") && open.contains("--insecure"),
             "{open}"
         );
-        assert_eq!(http_refusal(addr("0.0.0.0:8080"), false, true), None);
+        assert_eq!(http_refusal(addr("0.0.0.0:8080"), false, true, false), None);
+        assert_eq!(http_refusal(addr("0.0.0.0:8080"), false, false, true), None);
         // The UI checks no tokens: with --auth even loopback is refused.
-        let with_auth = http_refusal(addr("127.0.0.1:8080"), true, false).unwrap();
+        let with_auth = http_refusal(addr("127.0.0.1:8080"), true, true, false).unwrap();
         assert!(with_auth.contains("check no tokens"), "{with_auth}");
     }
 

@@ -30,6 +30,8 @@ pub mod query;
 pub mod sse;
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,10 +39,14 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use tokio::net::TcpListener;
+use futures_util::{Stream, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::server::TlsStream;
 
 use crate::runtime::Master;
+use crate::tls::TlsFiles;
 use error::HttpError;
 
 /// HTTP requests served at once, at most (SSE streams are counted apart).
@@ -85,16 +91,65 @@ pub fn router(master: Arc<Master>) -> Router {
         .with_state(http)
 }
 
-/// Serves the HTTP side on `listener` until `shutdown` resolves; live
+/// Serves the HTTP side on `listener` until `shutdown` resolves, over
+/// TLS when `tls` is given (the gRPC side's certificate files, reloaded
+/// when they change, and client certificates when they say so); live
 /// streams end when the master begins to shut down.
 pub async fn serve(
     listener: TcpListener,
     master: Arc<Master>,
+    tls: Option<(TlsFiles, Arc<ServerConfig>)>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(master))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = router(master);
+    match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some((files, first)) => {
+            let listener = TlsListener {
+                local: listener.local_addr()?,
+                incoming: Box::pin(crate::tls::incoming(listener, files, first)),
+            };
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+}
+
+/// The TLS listener's connections (handshaken on tasks of their own, see
+/// `crate::tls`) as an axum listener. Its certificate's ALPN is `h2`, so
+/// browsers speak HTTP/2 to it.
+struct TlsListener {
+    local: SocketAddr,
+    incoming: Pin<Box<dyn Stream<Item = std::io::Result<TlsStream<TcpStream>>> + Send>>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.incoming.next().await {
+                Some(Ok(stream)) => {
+                    let peer = stream.get_ref().0.peer_addr().unwrap_or(self.local);
+                    return (stream, peer);
+                }
+                Some(Err(e)) => tracing::info!(error = %e, "an HTTPS connection failed"),
+                // The accept loop ended (it does not while the listener
+                // lives): nothing more will come.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
 }
 
 /// Bounded concurrency and time per request: a request waits for a slot
