@@ -15,6 +15,8 @@ use super::{Core, record};
 pub const AUDIT_PER_PIPELINE_MAX: usize = 20;
 /// Actions on the whole master (rollbacks, global blocks, tokens) kept.
 pub const AUDIT_GLOBAL_MAX: usize = 50;
+/// Longest description of an action kept, in bytes.
+pub const AUDIT_ACTION_BYTES_MAX: usize = 1024;
 
 /// Who makes a change, and why: what the auth layer learned of a call.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -109,7 +111,8 @@ impl Core {
                     entry: Some(AuditEntry {
                         pipeline_id,
                         actor: actor.name.clone(),
-                        action,
+                        // A delete of thousands names them all: keep it bounded.
+                        action: super::names::truncate(&action, AUDIT_ACTION_BYTES_MAX),
                         reason: actor.reason.clone(),
                         unix_ms,
                     }),
