@@ -380,7 +380,7 @@ impl Core {
             let (accepted, result) = match self.commit_one(item, now_ms) {
                 Ok(accepted) => (accepted, Ok(())),
                 Err(Rejected::Refused(refusal)) => (None, Err(refusal)),
-                Err(Rejected::Failed(rec, refusal)) => (Some(Accepted::Record(*rec)), Err(refusal)),
+                Err(Rejected::Failed(rec, refusal)) => (Some(Accepted::Record(rec)), Err(refusal)),
             };
             match accepted {
                 Some(Accepted::Commit {
@@ -396,7 +396,7 @@ impl Core {
                 }
                 Some(Accepted::Record(rec)) => {
                     self.apply_checked(&rec, now_ms);
-                    records.push(rec);
+                    records.push(*rec);
                 }
                 None => {}
             }
@@ -488,7 +488,7 @@ impl Core {
                 }))
             }
             Some(commit_item::Result::Error(error)) => {
-                Ok(Some(Accepted::Record(failed(error.clone()))))
+                Ok(Some(Accepted::Record(Box::new(failed(error.clone())))))
             }
             None => Err(Refusal::Invalid("item has neither outputs nor an error".into()).into()),
         }
@@ -702,8 +702,8 @@ enum Accepted {
         lease_id: u64,
         files: Vec<OutputFile>,
     },
-    /// A record of its own: a failed attempt.
-    Record(Record),
+    /// A record of its own: a failed attempt (boxed: records are large).
+    Record(Box<Record>),
 }
 
 /// Why a commit item was not accepted: refused outright, or recorded as a
