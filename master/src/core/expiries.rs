@@ -12,8 +12,79 @@
 //! ids a due bucket returns may include leases no longer there, or moved to
 //! a later expiry by a renewal: the caller keeps those that still expire
 //! at the bucket's time.
+//!
+//! A worker whose last `Work` stream closed (killed, cut off) gets its
+//! leases' expiry brought forward to a short grace ([`Core::hasten_expiry`])
+//! and, if it comes back, a full lease time again
+//! ([`Core::extend_leases_of`]). Only when a unit runs again moves; the
+//! commit checks do not: see ARCHITECTURE.md, "Leases of a worker that
+//! went away".
 
 use std::collections::BTreeMap;
+
+use super::Core;
+use super::model::UnitState;
+
+impl Core {
+    /// The worker that holds lease `lease_id` now, if it is current.
+    pub fn lease_holder(&self, lease_id: u64) -> Option<&str> {
+        let clock = self.leases.get(&lease_id)?;
+        match &self.unit(clock.pos).state {
+            UnitState::Leased { worker_id, .. } => Some(worker_id),
+            _ => None,
+        }
+    }
+
+    /// Brings the expiry of every lease `worker_id` holds forward to
+    /// `expiry_ms`, where it is later; returns how many moved. The reaper
+    /// then expires them ([`Core::expire`], journaled as usual), so their
+    /// units run elsewhere sooner than a full lease time after the worker
+    /// vanished.
+    ///
+    /// Safe for exactly-once: an expiry decides only when another worker
+    /// may run the unit. Should the old worker be alive after all, its
+    /// late commit fails check 3 (its lease is no longer the unit's), its
+    /// renewal is refused likewise, and its output directory, named by its
+    /// own lease id, is never read: at most the work is done twice.
+    ///
+    /// Looks at every lease out (O(leases out), bounded by the workers'
+    /// slots), once per vanished worker.
+    pub fn hasten_expiry(&mut self, worker_id: &str, expiry_ms: u64) -> usize {
+        self.set_expiry_of(worker_id, |expiry| expiry.min(expiry_ms))
+    }
+
+    /// Gives every lease `worker_id` holds a full lease time from `now_ms`,
+    /// as a renewal would: the worker is back (a new stream) after its
+    /// leases were hastened, and renews them on its own schedule, which
+    /// may come after the grace. Returns how many.
+    pub fn extend_leases_of(&mut self, worker_id: &str, now_ms: u64) -> usize {
+        let full = now_ms.saturating_add(self.config.lease_ms);
+        self.set_expiry_of(worker_id, |expiry| expiry.max(full))
+    }
+
+    /// Sets the expiry of each lease `worker_id` holds to `to(expiry)`;
+    /// returns how many changed.
+    fn set_expiry_of(&mut self, worker_id: &str, to: impl Fn(u64) -> u64) -> usize {
+        let held: Vec<u64> = self
+            .leases
+            .keys()
+            .copied()
+            .filter(|&id| self.lease_holder(id) == Some(worker_id))
+            .collect();
+        let mut changed = 0;
+        for lease_id in held {
+            let clock = self.leases.get_mut(&lease_id).expect("listed above");
+            let expiry_ms = to(clock.expiry_ms);
+            if expiry_ms != clock.expiry_ms {
+                self.expiries.remove(clock.expiry_ms);
+                clock.expiry_ms = expiry_ms;
+                self.expiries.insert(expiry_ms, lease_id);
+                changed += 1;
+            }
+        }
+        changed
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct Expiries {
@@ -90,6 +161,46 @@ impl Expiries {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::Refusal;
+    use crate::core::tests::{LEASE_MS, core, done, two_groups};
+
+    #[test]
+    fn a_hastened_worker_loses_only_its_leases_at_the_grace_and_its_late_commit_is_refused() {
+        let mut core = core();
+        core.submit("p-1", two_groups(3), 0, 0).unwrap();
+        let gone = core.lease("w1", 2, false, 0).unwrap().1.leases;
+        let kept = core.lease("w2", 1, false, 0).unwrap().1.leases;
+        assert_eq!(core.lease_holder(gone[0].lease_id), Some("w1"));
+        assert_eq!(core.hasten_expiry("w1", 100), 2);
+        assert_eq!(core.hasten_expiry("w1", 500), 0, "never later");
+        core.check_invariants().unwrap();
+        assert!(core.expire(99).is_empty());
+        assert_eq!(core.expire(100).len(), 2, "w1's two, at the grace");
+        assert_eq!(core.lease_holder(kept[0].lease_id), Some("w2"));
+        let again = core.lease("w3", 5, false, 100).unwrap().1.leases;
+        assert_eq!(again.len(), 2, "w1's units run elsewhere");
+        let (_, late) = core.commit("tok", &[done(&gone[0], &["o"])], 101).unwrap();
+        assert!(
+            matches!(late[0], Err(Refusal::LeaseLost(_))),
+            "check 3 refuses the old worker: {late:?}"
+        );
+        core.commit("tok", &[done(&again[0], &["o"])], 101).unwrap();
+        core.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_worker_back_before_the_grace_keeps_its_leases_a_full_lease_time() {
+        let mut core = core();
+        core.submit("p-1", two_groups(1), 0, 0).unwrap();
+        let lease = core.lease("w1", 1, false, 0).unwrap().1.leases.remove(0);
+        core.hasten_expiry("w1", 100);
+        assert_eq!(core.extend_leases_of("w1", 50), 1);
+        assert_eq!(core.extend_leases_of("w2", 50), 0, "not w2's");
+        assert!(core.expire(50 + LEASE_MS - 1).is_empty());
+        let (_, results) = core.commit("tok", &[done(&lease, &["o"])], 60).unwrap();
+        assert_eq!(results, vec![Ok(())]);
+        core.check_invariants().unwrap();
+    }
 
     #[test]
     fn buckets_come_due_in_time_order_whatever_the_insert_order() {

@@ -55,6 +55,67 @@ impl Master {
         Ok(expired)
     }
 
+    /// Each worker's open `Work` streams (see `work_stream::OpenStreams`).
+    pub fn open_streams(&self) -> &crate::work_stream::OpenStreams {
+        &self.streams
+    }
+
+    /// The worker holding lease `lease_id` now, if it is current.
+    pub fn lease_holder(&self, lease_id: u64) -> Option<String> {
+        self.state
+            .lock()
+            .core
+            .lease_holder(lease_id)
+            .map(str::to_string)
+    }
+
+    /// `worker_id`'s last `Work` stream closed: its leases expire a grace
+    /// from now ([`crate::work_stream::OpenStreams::grace_ms`]) unless it
+    /// comes back or renews first. Only the expiry time moves (in memory,
+    /// as a renewal moves it); the reaper expires them as records.
+    pub async fn worker_gone(&self, worker_id: &str) {
+        let grace_ms = self.streams.grace_ms();
+        let hastened = self
+            .mutate(|core, now| {
+                // Back already (its new stream's task may have run first):
+                // decided under the state lock, which `worker_back` takes
+                // after the worker counts as open again.
+                if self.streams.is_open(worker_id) {
+                    return Ok((Vec::new(), 0));
+                }
+                let expiry_ms = now.saturating_add(grace_ms);
+                Ok((Vec::new(), core.hasten_expiry(worker_id, expiry_ms)))
+            })
+            .await;
+        match hastened {
+            Ok(0) => {}
+            Ok(leases) => tracing::info!(
+                worker_id,
+                leases,
+                grace_ms,
+                "a worker's last stream closed: its leases expire after the grace unless it is back"
+            ),
+            Err(e) => {
+                tracing::warn!(worker_id, error = %e, "could not hasten a gone worker's leases")
+            }
+        }
+    }
+
+    /// `worker_id` is back on a new stream after its leases were hastened:
+    /// they get a full lease time again, as a renewal gives.
+    pub async fn worker_back(&self, worker_id: &str) {
+        let extended = self
+            .mutate(|core, now| Ok((Vec::new(), core.extend_leases_of(worker_id, now))))
+            .await;
+        if let Ok(leases @ 1..) = extended {
+            tracing::info!(
+                worker_id,
+                leases,
+                "a worker is back: its leases run their full time"
+            );
+        }
+    }
+
     /// Expires leases as they run out, until shutdown. Ticks at a tenth of
     /// the lease time (10 ms to 1 s), so expiry is late by at most that.
     pub async fn run_reaper(self: Arc<Self>) {

@@ -124,6 +124,8 @@ pub struct Master {
     /// The remote store the sweep cleans, when outputs go to one.
     remote: Option<RemoteStore>,
     retain_finished: Option<Duration>,
+    /// Each worker's open `Work` streams, to notice when one goes away.
+    streams: crate::work_stream::OpenStreams,
     /// Held for the process's life: one master per data dir.
     _lock: File,
 }
@@ -218,6 +220,7 @@ impl Master {
             fatal: watch::channel(None).0,
             remote,
             retain_finished: config.retain_finished,
+            streams: Default::default(),
             _lock: lock,
         })
     }
