@@ -924,3 +924,64 @@ fn ui_latency_at_10k_pipelines_and_1m_units() {
         println!("{path:<60} p50 {p50:7.2} ms  p99 {p99:7.2} ms");
     }
 }
+
+#[test]
+fn https_with_client_certificates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = taskmaster_tests::certs::TestCa::new(tmp.path(), "ca");
+    let server = ca.server("master");
+    let operator = ca.client("operator");
+    let http_addr = format!("127.0.0.1:{}", free_port());
+    let path = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let _master = MasterProcess::start_with(
+        &tmp.path().join("data"),
+        "127.0.0.1:0",
+        60_000,
+        &[
+            "--http",
+            &http_addr,
+            "--tls-cert",
+            &path(&server.cert),
+            "--tls-key",
+            &path(&server.key),
+            "--client-ca",
+            &path(&ca.cert),
+        ],
+    );
+    let root = reqwest::Certificate::from_pem(&std::fs::read(&ca.cert).unwrap()).unwrap();
+    let pem = [
+        std::fs::read(&operator.cert).unwrap(),
+        std::fs::read(&operator.key).unwrap(),
+    ]
+    .concat();
+    let with_certificate = Http::builder()
+        .tls_certs_only([root.clone()])
+        .identity(reqwest::Identity::from_pem(&pem).unwrap())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let answer = with_certificate
+        .get(format!("https://{http_addr}/api/pipelines"))
+        .send()
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    assert_eq!(answer.version(), reqwest::Version::HTTP_2);
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer.text().unwrap()).unwrap()["matching"],
+        0
+    );
+    // No client certificate: no handshake. Plain HTTP: no answer.
+    let without = Http::builder()
+        .tls_certs_only([root])
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let refused = without
+        .get(format!("https://{http_addr}/api/pipelines"))
+        .send();
+    assert!(refused.is_err(), "{refused:?}");
+    let plain = Http::new()
+        .get(format!("http://{http_addr}/api/pipelines"))
+        .send();
+    assert!(plain.is_err(), "{plain:?}");
+}
