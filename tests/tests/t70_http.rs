@@ -538,6 +538,17 @@ fn every_action_goes_through_and_refusals_say_why() {
     let workers = master.json("/api/workers", 200);
     assert_eq!(workers["workers"].as_array().unwrap().len(), 1, "{workers}");
     assert_eq!(workers["workers"][0]["worker_slots"], 2);
+    let worker_id = workers["workers"][0]["worker_id"].as_str().unwrap();
+    let page = master.page("/workers", 200);
+    assert!(page.contains(worker_id) && page.contains("data-events=\"/events/workers"));
+    let mut events = master.get("/events/workers");
+    let mut first = vec![0u8; 4096];
+    let n = events.read(&mut first).unwrap();
+    let first = String::from_utf8_lossy(&first[..n]);
+    assert!(
+        first.starts_with("data: ") && first.contains(worker_id),
+        "{first}"
+    );
 }
 
 #[test]

@@ -501,12 +501,19 @@ async fn workers(
         .workers_page(&token, 100)
         .await
         .map_err(|e| HttpError::from(e).page())?;
-    Ok(Html(layout("Workers", workers_body(&workers, &next))))
+    let events = format!("/events/workers?page_token={}", encode(&token));
+    Ok(Html(layout(
+        "Workers",
+        html! {
+            h1 { "Workers" }
+            div #live data-events=(events) { (workers_live(&workers, &next)) }
+        },
+    )))
 }
 
-fn workers_body(workers: &[WorkerInfo], next: &str) -> Markup {
+/// The changing part of the workers page.
+pub fn workers_live(workers: &[WorkerInfo], next: &str) -> Markup {
     html! {
-        h1 { "Workers" }
         @if workers.is_empty() { p .muted { "No worker has called lately." } }
         table #workers {
             tr { th { "worker" } th { "alive" } th { "slots" } th { "free slots" } th { "leases held" } th { "last seen" } }

@@ -32,6 +32,7 @@ pub fn routes() -> Router<Http> {
     Router::new()
         .route("/events/pipelines", get(pipelines))
         .route("/events/pipelines/{id}", get(pipeline))
+        .route("/events/workers", get(workers))
 }
 
 /// Renders a page's live part, or None once it cannot be (the pipeline
@@ -76,6 +77,23 @@ async fn pipeline(
         Box::pin(async move {
             let view = api::pipeline_view(&master, &id).await.ok()?;
             Some(pages::pipeline_live(&view))
+        })
+    });
+    Ok(live(http.master, permit, render))
+}
+
+async fn workers(
+    State(http): State<Http>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, HttpError> {
+    let params = Params(params).only(&["page_token"])?;
+    let token = params.text("page_token").unwrap_or_default().to_string();
+    let permit = slot(&http)?;
+    let render: Render = Arc::new(move |master| {
+        let token = token.clone();
+        Box::pin(async move {
+            let (workers, next) = master.workers_page(&token, 100).await.ok()?;
+            Some(pages::workers_live(&workers, &next))
         })
     });
     Ok(live(http.master, permit, render))
