@@ -98,7 +98,7 @@ pub async fn tails(
             request.attempt = chunk.attempt.attempt;
             chunk = read_log(master, &request).await?;
         }
-        let skipped = chunk.next_offset - chunk.data.len() as u64;
+        let skipped = chunk.next_offset.saturating_sub(chunk.data.len() as u64);
         let tails = out.get_or_insert_with(|| LogTails {
             attempt: chunk.attempt.attempt,
             attempts: chunk.attempts.clone(),
