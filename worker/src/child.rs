@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus};
 use std::sync::{Arc, mpsc};
@@ -37,6 +38,16 @@ pub const SUPERVISOR_STOP_WAIT_MS: u64 = 5_000;
 /// How often a stopping supervisor is checked for exit.
 const STOP_POLL_MS: u64 = 5;
 
+/// A pidfd for `pid` (a child not yet reaped, so the pid is still its),
+/// or `None` if the kernel cannot make one.
+fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|&fd| fd >= 0)?;
+    // SAFETY: the kernel just made `fd`, and nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// A spawned command's supervisor, leader of its own process group (so a
 /// terminal's Ctrl-C meant for the worker does not reach it), not yet
 /// reaped. Its exit status is the command's.
@@ -45,6 +56,10 @@ pub struct SupervisedChild {
     child: Option<Child>,
     /// The supervisor's process id.
     pid: libc::pid_t,
+    /// A pidfd of the supervisor (Linux 5.3+), readable once it exits, so
+    /// its exit is waited for as an event; `None` where the kernel has no
+    /// pidfd_open (then [`Self::wait_exited`] sleeps and looks).
+    pidfd: Option<OwnedFd>,
 }
 
 impl SupervisedChild {
@@ -64,7 +79,37 @@ impl SupervisedChild {
         Ok(Self {
             child: Some(child),
             pid,
+            pidfd: pidfd_open(pid),
         })
+    }
+
+    /// Waits up to `timeout` for the supervisor to exit (at once when it
+    /// does: the pidfd becomes readable); true if it has. A command that
+    /// ends is noticed in microseconds, not at the next look.
+    pub fn wait_exited(&self, timeout: Duration) -> io::Result<bool> {
+        if self.has_exited()? {
+            return Ok(true);
+        }
+        match &self.pidfd {
+            Some(fd) => {
+                let mut poll = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+                // SAFETY: one valid pollfd; the fd lives as long as `self`.
+                let rc = unsafe { libc::poll(&mut poll, 1, ms) };
+                if rc < 0 {
+                    let err = io::Error::last_os_error();
+                    if err.kind() != io::ErrorKind::Interrupted {
+                        return Err(err);
+                    }
+                }
+            }
+            None => thread::sleep(timeout),
+        }
+        self.has_exited()
     }
 
     /// The command's stdout and stderr pipes (once; `None` afterwards).

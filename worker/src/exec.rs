@@ -111,8 +111,9 @@ use crate::lines::open_slice;
 use crate::scratch::Scratch;
 use crate::task::{CancelReason, InputSlice, Task, TaskError, UnitContext};
 
-/// How often the child is checked for exit and the unit for cancellation;
-/// bounds how long a cancelled command keeps running.
+/// How often the unit is checked for cancellation while its command runs;
+/// bounds how long a cancelled command keeps running. The command's exit
+/// itself is an event (a pidfd), noticed at once.
 pub const EXEC_POLL_MS: u64 = 50;
 /// How long to wait for the output pipes to close after the command ended.
 pub const EXEC_DRAIN_WAIT_MS: u64 = 2_000;
@@ -364,7 +365,11 @@ fn wait_or_cancel(
         if let Some(reason) = unit.cancel.reason() {
             return Ok(Some(reason));
         }
-        std::thread::sleep(Duration::from_millis(EXEC_POLL_MS));
+        // Wakes as soon as the command ends; the timeout only paces the
+        // cancellation check.
+        child
+            .wait_exited(Duration::from_millis(EXEC_POLL_MS))
+            .map_err(|err| TaskError::new(format!("cannot wait for the command: {err}")))?;
     }
 }
 
