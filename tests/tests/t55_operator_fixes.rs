@@ -222,3 +222,89 @@ after = ["g"]
         master.log_text()
     );
 }
+
+/// The attempt directories under `<store>/<id>/<group>/`, as
+/// `unit/attempt` names, sorted (not the units' `logs`).
+fn attempt_dirs(store: &Path, id: &str, group: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let group_dir = store.join(id).join(group);
+    for unit in std::fs::read_dir(&group_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for attempt in std::fs::read_dir(unit.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = attempt.file_name().to_string_lossy().into_owned();
+            if attempt.path().is_dir() && name != "logs" {
+                out.push(format!("{}/{name}", unit.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The unit number in a committed output path `.../<group>/<unit>/<attempt>/out`.
+fn unit_of(path: &str) -> String {
+    let parts: Vec<&str> = path.rsplit('/').collect();
+    parts[2].to_string()
+}
+
+#[test]
+fn t55_clear_keeps_unit_numbers_and_sweeps_the_superseded_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // 2 s leases: the sweep runs every 2 s.
+    let master = MasterProcess::start(&data, "127.0.0.1:0", 2_000);
+    let url = master.url();
+    let _worker = WorkerProcess::start(&url, 2, tmp.path());
+    let dir = tmp.path().join("job");
+    for input in ["a.txt", "b.txt"] {
+        write_file(&dir.join("data").join(input), input);
+    }
+    let pipeline = dir.join("pipeline.toml");
+    write_file(
+        &pipeline,
+        format!(
+            "name = \"clear\"\n[[groups]]\nname = \"g\"\ncommand = {COPY}\n\
+             inputs = [\"data/*.txt\"]\nunit_bytes = 0\n\
+             [[groups]]\nname = \"all\"\ncommand = {COPY}\nafter = [\"g\"]\ngather = true\n"
+        ),
+    );
+    let id = submit(&url, &pipeline);
+    wait_state(&url, &id, "succeeded");
+    let old = [
+        committed_outputs(&url, &id, "g"),
+        committed_outputs(&url, &id, "all"),
+    ]
+    .concat();
+    let out = tmctl_ok(&url, &["clear", &id, "--group", "g", "--downstream"]);
+    assert!(
+        out.contains("2 units reset to run again, 1 unit dropped downstream"),
+        "{out}"
+    );
+    wait_state(&url, &id, "succeeded");
+    let gathered = committed_outputs(&url, &id, "all");
+    assert_eq!(gathered.len(), 1);
+    assert_eq!(
+        unit_of(&gathered[0]),
+        "0",
+        "the gather is unit 0 again: {gathered:?}"
+    );
+    let new = [committed_outputs(&url, &id, "g"), gathered].concat();
+    let units = |paths: &[String]| paths.iter().map(|p| unit_of(p)).collect::<Vec<_>>();
+    assert_eq!(units(&new), units(&old), "same unit numbers");
+    assert!(new.iter().all(|p| !old.contains(p)), "new attempts");
+    let store = data.join("store");
+    wait_until("the superseded attempts to be swept", WAIT, || {
+        old.iter().all(|p| !Path::new(p).exists()).then_some(())
+    });
+    assert!(new.iter().all(|p| Path::new(p).exists()), "{new:?}");
+    // A glob over the store sees each unit once.
+    assert_eq!(attempt_dirs(&store, &id, "g").len(), 2);
+    assert_eq!(attempt_dirs(&store, &id, "all").len(), 1);
+}

@@ -66,7 +66,10 @@ pub enum Operate {
     /// Reset a committed group (and, with --downstream, what depends on
     /// it) to run again.
     ///
-    /// Its outputs are committed again under new lease ids. Refused
+    /// Its outputs are committed again under new lease ids, under the
+    /// same unit numbers (a gather downstream stays unit 0); the outputs
+    /// it replaces are deleted by the master's sweep (within a lease time,
+    /// at most a minute), as nothing can read them any more. Refused
     /// without --downstream when downstream groups already read it.
     Clear {
         /// The pipeline id.

@@ -196,6 +196,7 @@ impl Core {
             pipeline_id: pipeline_id.to_string(),
             group: g,
             downstream,
+            keep_unit_numbers: true,
         }));
         self.apply_checked(&rec, now_ms);
         let changed = changes(&before, &self.pipelines[p as usize]);
@@ -224,14 +225,18 @@ impl Core {
             }
         }
         if c.downstream {
-            self.drop_derived(p, g);
+            self.drop_derived(p, g, c.keep_unit_numbers);
         }
         Ok(())
     }
 
     /// Drops the units of every group downstream of `from` that were
-    /// derived from its outputs (or from units dropped on the way).
-    fn drop_derived(&mut self, p: u32, from: u32) {
+    /// derived from its outputs (or from units dropped on the way). With
+    /// `keep_unit_numbers`, a barrier group's units (all derived from the
+    /// whole of its upstream) are removed rather than left as tombstones,
+    /// so that when the barrier opens again they are made under the same
+    /// numbers: a gather stays unit 0, partition r stays unit r.
+    fn drop_derived(&mut self, p: u32, from: u32, keep_unit_numbers: bool) {
         let order = self.pipelines[p as usize].topo_order.clone();
         let mut affected = vec![from];
         for d in order {
@@ -254,15 +259,12 @@ impl Core {
                         group: up,
                         unit: uu,
                     } => {
+                        // A unit of a barrier group removed above is gone.
                         up == from
-                            || self
-                                .unit(Pos {
-                                    pipeline: p,
-                                    group: up,
-                                    unit: uu,
-                                })
-                                .state
-                                == UnitState::Dropped
+                            || self.pipelines[p as usize].groups[up as usize]
+                                .units
+                                .get(uu as usize)
+                                .is_none_or(|u| u.state == UnitState::Dropped)
                     }
                     _ => barrier,
                 };
@@ -272,8 +274,24 @@ impl Core {
             }
             if barrier {
                 self.pipelines[p as usize].groups[d as usize].created = false;
+                if keep_unit_numbers {
+                    self.remove_units(p, d);
+                }
             }
         }
+    }
+
+    /// Removes every unit of group `g` (all dropped already, none leased):
+    /// the barrier makes them again from unit 0. Its queued positions go
+    /// too, so none names a unit made later in its place.
+    fn remove_units(&mut self, p: u32, g: u32) {
+        self.ready.retain(|pos| (pos.pipeline, pos.group) != (p, g));
+        self.delayed
+            .retain(|&(_, pos)| (pos.pipeline, pos.group) != (p, g));
+        let group = &mut self.pipelines[p as usize].groups[g as usize];
+        debug_assert!(group.units.iter().all(|u| u.state == UnitState::Dropped));
+        group.counts.dropped = 0;
+        group.units = Default::default();
     }
 
     /// Applies a config change to a group and bumps its config version:
@@ -454,8 +472,16 @@ impl Core {
 fn changes(before: &Pipeline, after: &Pipeline) -> Changed {
     let mut changed = Changed::default();
     for (b, a) in before.groups.iter().zip(&after.groups) {
-        changed.units_dropped += a.counts.dropped - b.counts.dropped;
-        changed.units_added += (a.units.len() - b.units.len()) as u64;
+        // Live before, and now a tombstone or removed (a barrier's units
+        // on a clear: `drop_derived`).
+        let dropped = b.units.iter().enumerate().filter(|(u, x)| {
+            x.state != UnitState::Dropped
+                && a.units
+                    .get(*u)
+                    .is_none_or(|y| y.state == UnitState::Dropped)
+        });
+        changed.units_dropped += dropped.count() as u64;
+        changed.units_added += a.units.len().saturating_sub(b.units.len()) as u64;
         let reset = b
             .units
             .iter()

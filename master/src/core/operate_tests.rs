@@ -635,3 +635,79 @@ fn a_rollback_preview_lists_what_the_rollback_undoes() {
     assert!(nothing.pipelines.is_empty(), "{nothing:?}");
     assert_eq!(nothing.units_to_run_again, 0);
 }
+
+/// Leases and commits every unit ready now, journaling into `journal`.
+fn run_all_into(core: &mut Core, journal: &mut Vec<Record>) {
+    loop {
+        let (records, leases) = core.lease("w", 100, false, 0).unwrap();
+        journal.extend(records);
+        if leases.leases.is_empty() {
+            return;
+        }
+        let items: Vec<_> = leases.leases.iter().map(|l| done(l, &["o"])).collect();
+        journal.extend(core.commit("tok", &items, 0).unwrap().0);
+    }
+}
+
+/// `a` over two inputs, gathered by `b`.
+fn gathered() -> PipelineSpec {
+    let mut spec = two_groups(2);
+    spec.groups[1].gather = true;
+    spec
+}
+
+fn unit_numbers(core: &Core, group: &str) -> Vec<u32> {
+    let outputs = core.outputs("p-1", group).unwrap();
+    outputs.iter().map(|u| u.unit).collect()
+}
+
+#[test]
+fn a_cleared_gather_is_made_again_as_unit_0_now_and_after_a_replay() {
+    let mut core = core();
+    let mut journal = vec![Core::init_record("tok", 1)];
+    journal.extend(core.submit("p-1", gathered(), 0, 0).unwrap());
+    run_all_into(&mut core, &mut journal);
+    assert_eq!(unit_numbers(&core, "b"), [0]);
+    let (records, changed) = core.clear("p-1", "a", true, 0).unwrap();
+    journal.extend(records);
+    assert_eq!((changed.units_reset, changed.units_dropped), (2, 1));
+    core.check_invariants().unwrap();
+    assert_eq!(
+        core.status("p-1").unwrap().groups[1].counts.unwrap(),
+        UnitCounts::default()
+    );
+    run_all_into(&mut core, &mut journal);
+    core.check_invariants().unwrap();
+    assert_eq!(
+        unit_numbers(&core, "b"),
+        [0],
+        "the same number, no tombstone"
+    );
+    let replayed = replayed_at(journal, T0_UNIX_MS);
+    assert_eq!(replayed.outputs("p-1", "b"), core.outputs("p-1", "b"));
+}
+
+#[test]
+fn an_older_clear_record_keeps_the_tombstone_on_replay() {
+    let mut core = core();
+    let mut journal = vec![Core::init_record("tok", 1)];
+    journal.extend(core.submit("p-1", gathered(), 0, 0).unwrap());
+    run_all_into(&mut core, &mut journal);
+    // As a master before `keep_unit_numbers` journaled it.
+    let old = rec(Kind::GroupCleared(journal::GroupCleared {
+        pipeline_id: "p-1".into(),
+        group: 0,
+        downstream: true,
+        keep_unit_numbers: false,
+    }));
+    core.apply(&old, 0).unwrap();
+    journal.push(old);
+    run_all_into(&mut core, &mut journal);
+    assert_eq!(
+        unit_numbers(&core, "b"),
+        [1],
+        "after the tombstone, as before"
+    );
+    let replayed = replayed_at(journal, T0_UNIX_MS);
+    assert_eq!(replayed.outputs("p-1", "b"), core.outputs("p-1", "b"));
+}
