@@ -9,6 +9,7 @@
 //! Skips, saying why, only when chromium or chromedriver is not installed.
 
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,7 +48,10 @@ struct Driver {
 impl Driver {
     fn start(driver: &Path, log: &Path) -> Driver {
         let port = free_port();
+        // Its own process group, so that dropping it also ends the
+        // browsers it started, even when a test fails halfway.
         let child = Command::new(driver)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
@@ -67,7 +71,11 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // The whole group: chromedriver and the browsers it started.
+        let group = -(self.child.id() as libc::pid_t);
+        // SAFETY: kill(2) with a negative pid signals that process group;
+        // no memory is shared.
+        unsafe { libc::kill(group, libc::SIGKILL) };
         let _ = self.child.wait();
     }
 }
