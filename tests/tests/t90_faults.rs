@@ -8,6 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use taskmaster_client::{Client, ClientError};
 use taskmaster_master::journal::frame;
+use taskmaster_proto::compact::parse_attempt_dir_name;
 use taskmaster_proto::v1::task_master_client::TaskMasterClient;
 use taskmaster_proto::v1::*;
 use taskmaster_tests::faults::procs::{MasterSpec, TmpfsNamespace};
@@ -749,14 +750,24 @@ env = {{ OUTSIDE = {:?} }}
     assert!(errors.contains("symlink"), "{status}");
     assert!(tmctl_ok(&url, &["outputs", &id, "--group", "g"]).is_empty());
     // The master's sweep removes the failed attempt's directory, links and
-    // all, without following them.
-    let attempt = tmp.path().join("data/store").join(&id).join("g/0");
+    // all, without following them. (The unit's `logs` directory, the
+    // attempts' stdout and stderr, is no attempt and stays.)
+    let unit = tmp.path().join("data/store").join(&id).join("g/0");
     wait_until(
         "the failed attempt to be swept",
         Duration::from_secs(30),
         || {
-            let left = std::fs::read_dir(&attempt).map(|d| d.count()).unwrap_or(0);
-            (left == 0).then_some(())
+            let attempts = std::fs::read_dir(&unit)
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter(|e| {
+                            let name = e.file_name();
+                            parse_attempt_dir_name(&name.to_string_lossy()).is_some()
+                        })
+                        .count()
+                })
+                .unwrap_or(0);
+            (attempts == 0).then_some(())
         },
     );
     assert_eq!(
