@@ -996,3 +996,100 @@ fn https_with_client_certificates() {
         .send();
     assert!(plain.is_err(), "{plain:?}");
 }
+
+#[test]
+fn t70_schedules_pages_show_runs_by_group_and_their_buttons_act() {
+    let tmp = tempfile::tempdir().unwrap();
+    let master = Master::start(tmp.path(), 5_000);
+    let url = master.url();
+    let _worker = WorkerProcess::start(&url, 2, tmp.path());
+    write_file(&tmp.path().join("in.txt"), "x");
+    let file = tmp.path().join("nightly.toml");
+    write_file(
+        &file,
+        r#"
+name = "nightly"
+[schedule]
+cron = "0 3 * * *"
+overlap = "allow"
+[[groups]]
+name = "extract"
+command = ["true"]
+inputs = ["in.txt"]
+[[groups]]
+name = "load"
+command = ["sh", "-c", "exit 1"]
+after = ["extract"]
+max_attempts = 1
+"#,
+    );
+    tmctl_ok(&url, &["schedule", "add", file.to_str().unwrap()]);
+
+    let list = master.json("/api/schedules", 200);
+    assert_eq!(list["schedules"][0]["name"], "nightly");
+    assert_eq!(list["schedules"][0]["paused"], false);
+    let page = master.page("/schedules", 200);
+    assert!(
+        page.contains("/schedules/nightly") && page.contains("0 3 * * *"),
+        "{page}"
+    );
+
+    // Trigger a day from the API (the page's button posts the same form).
+    let answer = master.post(
+        "/api/schedules/nightly/trigger",
+        &[("at", "2026-12-01")],
+        200,
+    );
+    let pipeline = answer["pipeline_id"].as_str().unwrap().to_string();
+    assert_eq!(pipeline, "nightly-20261201T030000");
+    wait_until("the run fails in load", Duration::from_secs(60), || {
+        (status_json(&url, &pipeline)["state"] == "failed").then_some(())
+    });
+    let runs = master.json("/api/schedules/nightly/runs", 200);
+    assert_eq!(runs["runs"][0]["state"], "failed");
+    assert_eq!(runs["runs"][0]["trigger"], "manual");
+    // The grid: one column for the run, extract succeeded, load failed.
+    let grid = master.page("/schedules/nightly", 200);
+    assert!(grid.contains("2026-12-01 03:00"), "{grid}");
+    let extract_row = grid.split("<td>extract</td>").nth(1).unwrap();
+    assert!(
+        extract_row.starts_with("<td><span class=\"badge st-succeeded\">"),
+        "{extract_row}"
+    );
+    let load_row = grid.split("<td>load</td>").nth(1).unwrap();
+    assert!(
+        load_row.starts_with("<td><span class=\"badge st-failed\">"),
+        "{load_row}"
+    );
+
+    // Pause and resume through the API, refusals named.
+    master.post("/api/schedules/nightly/pause", &[], 200);
+    assert_eq!(
+        master.json("/api/schedules", 200)["schedules"][0]["paused"],
+        true
+    );
+    master.post("/api/schedules/nightly/resume", &[], 200);
+    let refused = master.post("/api/schedules/nope/pause", &[], 404);
+    assert!(
+        refused["error"].as_str().unwrap().contains("no schedule"),
+        "{refused}"
+    );
+    let bad = master.post(
+        "/api/schedules/nightly/trigger",
+        &[("at", "2026-12-01T04:00:00")],
+        400,
+    );
+    assert!(
+        bad["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a logical time"),
+        "{bad}"
+    );
+    master.page("/schedules/nope", 404);
+    let bad_limit = master.json("/api/schedules/nightly/runs?limit=x", 400);
+    assert!(
+        bad_limit["error"].as_str().unwrap().contains("limit"),
+        "{bad_limit}"
+    );
+}

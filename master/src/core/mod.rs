@@ -31,6 +31,7 @@ pub mod operate;
 pub mod ops;
 mod pages;
 mod ready;
+pub mod schedule_grid;
 pub mod schedule_notices;
 pub mod schedule_ops;
 pub mod schedule_publish;

@@ -27,6 +27,7 @@ pub mod logs;
 pub mod metrics;
 pub mod pages;
 pub mod query;
+pub mod schedules;
 pub mod sse;
 
 use std::future::Future;
@@ -85,6 +86,7 @@ pub fn router(master: Arc<Master>) -> Router {
     Router::new()
         .merge(api::routes())
         .merge(pages::routes())
+        .merge(schedules::routes())
         .merge(sse::routes())
         .merge(metrics::routes())
         .layer(middleware::from_fn_with_state(http.clone(), bounded))

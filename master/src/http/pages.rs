@@ -86,7 +86,7 @@ if (live && live.dataset.events) {
 }
 "#;
 
-fn layout(title: &str, body: Markup) -> String {
+pub fn layout(title: &str, body: Markup) -> String {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -99,6 +99,7 @@ fn layout(title: &str, body: Markup) -> String {
             body {
                 nav {
                     a href="/pipelines" { "Pipelines" }
+                    a href="/schedules" { "Schedules" }
                     a href="/workers" { "Workers" }
                     a href="/snapshots" { "Snapshots" }
                     a href="/metrics" { "Metrics" }

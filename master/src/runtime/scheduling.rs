@@ -67,6 +67,15 @@ impl Master {
         self.read(|core| core.schedule_runs(name, limit)).await
     }
 
+    /// A schedule's newest `runs_max` runs by group (the web UI's grid).
+    pub async fn schedule_grid(
+        &self,
+        name: &str,
+        runs_max: usize,
+    ) -> Result<crate::core::schedule_grid::Grid, MasterError> {
+        self.read(|core| core.schedule_grid(name, runs_max)).await
+    }
+
     pub async fn backfill(&self, req: &BackfillRequest) -> Result<BackfillResponse, MasterError> {
         let unix_ms = self.clock.unix_ms();
         self.mutate(|core, now| {
