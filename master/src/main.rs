@@ -62,6 +62,10 @@ struct ServeArgs {
     /// (killed, cut off), in milliseconds, unless it comes back or renews
     /// first: units behind a dead worker run again after this, not after a
     /// whole lease time. A late commit of the old worker is still refused.
+    /// A worker that lives on after its connection broke keeps its leases
+    /// only if it calls again within this (a commit, a lease, or its
+    /// renewal a third into the lease time): raise it toward a third of
+    /// --lease-ms to favour such workers over a quick takeover.
     #[arg(long, env = "TASKMASTER_LOST_WORKER_GRACE_MS",
           default_value_t = taskmaster_master::work_stream::LOST_WORKER_GRACE_MS_DEFAULT)]
     lost_worker_grace_ms: u64,
