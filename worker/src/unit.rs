@@ -172,17 +172,7 @@ async fn with_listed_inputs(worker: &Shared, lease: &Lease) -> Result<Lease, Tas
             cursor,
             limit: 0,
         };
-        let timeout = Duration::from_millis(rpc::RPC_TIMEOUT_MS);
-        let page = worker
-            .master
-            .list_inputs(request, timeout)
-            .await
-            .map_err(|status| {
-                TaskError::new(format!(
-                    "could not list the unit's inputs: {}",
-                    Show(&status)
-                ))
-            })?;
+        let page = list_inputs_page(worker, request).await?;
         full.inputs.extend(page.inputs);
         full.input_slices.extend(page.input_slices);
         if full.inputs.len() + full.input_slices.len() > LISTED_INPUTS_MAX {
@@ -204,6 +194,37 @@ async fn with_listed_inputs(worker: &Shared, lease: &Lease) -> Result<Lease, Tas
         "listed the unit's inputs"
     );
     Ok(full)
+}
+
+/// Tries a page of a unit's inputs this many times when the call fails
+/// in a way a retry can mend (a dropped connection, a master restarting).
+const LIST_INPUTS_TRIES: u32 = 6;
+
+/// One page of `ListInputs`, retried with backoff on transient failures;
+/// a refusal (the lease was lost, the unit is unknown) fails at once.
+async fn list_inputs_page(
+    worker: &Shared,
+    request: ListInputsRequest,
+) -> Result<taskmaster_proto::v1::ListInputsResponse, TaskError> {
+    let timeout = Duration::from_millis(rpc::RPC_TIMEOUT_MS);
+    let mut backoff = crate::backoff::Backoff::rpc();
+    loop {
+        match worker.master.list_inputs(request.clone(), timeout).await {
+            Ok(page) => return Ok(page),
+            Err(status)
+                if rpc::is_transient(&status) && backoff.failures() + 1 < LIST_INPUTS_TRIES =>
+            {
+                tracing::debug!(error = %Show(&status), "listing the unit's inputs failed; trying again");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(status) => {
+                return Err(TaskError::new(format!(
+                    "could not list the unit's inputs: {}",
+                    Show(&status)
+                )));
+            }
+        }
+    }
 }
 
 /// Runs `run` with the unit cancelled ([`CancelReason::TimedOut`]) once
