@@ -64,11 +64,11 @@ struct ServeArgs {
     /// whole lease time. A late commit of the old worker is still refused.
     /// A worker that lives on after its connection broke keeps its leases
     /// only if it calls again within this (a commit, a lease, or its
-    /// renewal a third into the lease time): raise it toward a third of
-    /// --lease-ms to favour such workers over a quick takeover.
-    #[arg(long, env = "TASKMASTER_LOST_WORKER_GRACE_MS",
-          default_value_t = taskmaster_master::work_stream::LOST_WORKER_GRACE_MS_DEFAULT)]
-    lost_worker_grace_ms: u64,
+    /// renewal a third into the lease time), so the default is a third of
+    /// --lease-ms plus 2 s (at least 5 s, at most --lease-ms); lower it for
+    /// a quicker takeover.
+    #[arg(long, env = "TASKMASTER_LOST_WORKER_GRACE_MS")]
+    lost_worker_grace_ms: Option<u64>,
     /// Leases out at once over all pipelines, at most (0: no limit); keeps
     /// the systems tasks call from being overloaded.
     #[arg(long, env = "TASKMASTER_MAX_IN_FLIGHT", default_value_t = 0)]
@@ -374,9 +374,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!(path = %path.display(), "wrote the first admin token (mode 0600)");
     }
     master.set_admission(args.limits.admission());
-    master
-        .open_streams()
-        .set_grace_ms(args.lost_worker_grace_ms);
+    master.open_streams().set_grace_ms(
+        args.lost_worker_grace_ms
+            .unwrap_or_else(|| taskmaster_master::work_stream::grace_ms_for(args.lease_ms)),
+    );
     let access = Arc::new(taskmaster_master::auth::Access::new(
         args.auth,
         args.limits.edge(),

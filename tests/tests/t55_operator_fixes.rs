@@ -173,7 +173,14 @@ const LEASE_MS_LONG: u64 = 30_000;
 #[test]
 fn t55_a_killed_workers_unit_runs_again_within_seconds_not_a_lease_time() {
     let tmp = tempfile::tempdir().unwrap();
-    let master = MasterProcess::start(&tmp.path().join("data"), "127.0.0.1:0", LEASE_MS_LONG);
+    // The default grace at this lease time is 12 s (a third of it, and 2 s,
+    // so a worker that only lost its connection renews in time); 5 s here.
+    let master = MasterProcess::start_with(
+        &tmp.path().join("data"),
+        "127.0.0.1:0",
+        LEASE_MS_LONG,
+        &["--lost-worker-grace-ms", "5000"],
+    );
     let url = master.url();
     // The first attempt marks that it started and hangs; the next copies.
     let dir = tmp.path().join("job");
@@ -203,7 +210,7 @@ after = ["g"]
     assert!(doomed.wait_exit(WAIT).is_none(), "killed by a signal");
     wait_state(&url, &id, "succeeded");
     let took = killed.elapsed();
-    // The grace (5 s by default) and a reaper tick (1 s at this lease
+    // The grace (5 s) and a reaper tick (1 s at this lease
     // time), then a lease and two short units; without the grace, 30 s.
     assert!(
         took < Duration::from_secs(15),
