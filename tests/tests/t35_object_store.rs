@@ -8,115 +8,20 @@
 //! Needs `moto[server]` (`python3 -m pip install 'moto[server]'`, which
 //! .ci/run does); without it the test prints why and passes.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use taskmaster_client::Client;
 use taskmaster_proto::v1::*;
+use taskmaster_tests::moto::Moto;
 use taskmaster_tests::*;
 
 const BUCKET: &str = "bkt";
 /// Bytes of the output big enough to go up as a multipart upload.
 const BIG_OUTPUT_BYTES: u64 = 12 * 1024 * 1024;
-
-/// A moto S3 server on 127.0.0.1, killed on drop.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    /// Starts moto and waits until it answers; `Err` says why it could not.
-    fn start(log_dir: &Path) -> Result<Moto, String> {
-        let port = free_port();
-        let log = log_dir.join("moto.log");
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?)
-            .spawn()
-            .map_err(|e| format!("cannot run python3: {e}"))?;
-        let mut moto = Moto { child, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = moto.child.try_wait() {
-                let log = std::fs::read_to_string(&log).unwrap_or_default();
-                return Err(format!("moto exited ({status}): {}", log.trim()));
-            }
-            if http(port, "GET", "/").is_ok_and(|status| status == 200) {
-                return Ok(moto);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err("moto did not answer within 60 s".into())
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// The `AWS_*` variables every process gets.
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ENDPOINT", self.endpoint()),
-            ("AWS_ALLOW_HTTP", "true".into()),
-            ("AWS_ACCESS_KEY_ID", "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-            ("AWS_REGION", "us-east-1".into()),
-        ]
-    }
-
-    /// The test's own client of the bucket.
-    fn bucket(&self) -> Arc<dyn ObjectStore> {
-        let store = AmazonS3Builder::new()
-            .with_endpoint(self.endpoint())
-            .with_allow_http(true)
-            .with_bucket_name(BUCKET)
-            .with_access_key_id("testing")
-            .with_secret_access_key("testing")
-            .with_region("us-east-1")
-            .build()
-            .expect("an S3 client");
-        Arc::new(store)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One bodyless HTTP/1.1 request to moto; returns the status code. Enough
-/// to see it is up and to create a bucket (moto does not check auth).
-fn http(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply)?;
-    let status = reply.split_whitespace().nth(1).and_then(|s| s.parse().ok());
-    status.ok_or_else(|| std::io::Error::other(format!("not HTTP: {reply:.80}")))
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -196,11 +101,11 @@ fn t35_a_two_stage_pipeline_runs_on_an_s3_store() {
             return;
         }
     };
-    assert_eq!(http(moto.port, "PUT", &format!("/{BUCKET}")).unwrap(), 200);
+    moto.create_bucket(BUCKET);
     let env = moto.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let rt = runtime();
-    let s3 = moto.bucket();
+    let s3 = moto.bucket(BUCKET);
     rt.block_on(async {
         for (key, text) in INPUTS {
             let payload = PutPayload::from(text.as_bytes().to_vec());
