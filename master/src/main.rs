@@ -173,6 +173,12 @@ struct LimitArgs {
           default_value_t = admission::UNITS_PER_PIPELINE_MAX_DEFAULT,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_units_per_pipeline: usize,
+    /// Logical times one backfill may run (`tmctl backfill` over a longer
+    /// range is refused, naming this flag).
+    #[arg(long, env = "TASKMASTER_MAX_BACKFILL_RUNS",
+          default_value_t = taskmaster_master::core::schedule_ops::BACKFILL_RUNS_MAX,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_backfill_runs: usize,
 }
 
 impl LimitArgs {
@@ -191,6 +197,7 @@ impl LimitArgs {
             pipelines_max: self.max_pipelines,
             groups_per_pipeline_max: self.max_groups_per_pipeline,
             units_per_pipeline_max: self.max_units_per_pipeline,
+            backfill_runs_max: self.max_backfill_runs,
         }
     }
 }

@@ -23,6 +23,8 @@ pub struct Admission {
     /// A downstream group gets at most one unit per upstream unit or
     /// partition, so this bounds the rest too, group by group.
     pub units_per_pipeline_max: usize,
+    /// `--max-backfill-runs`: logical times one backfill may hold.
+    pub backfill_runs_max: usize,
 }
 
 impl Default for Admission {
@@ -31,6 +33,7 @@ impl Default for Admission {
             pipelines_max: PIPELINES_MAX_DEFAULT,
             groups_per_pipeline_max: GROUPS_PER_PIPELINE_MAX,
             units_per_pipeline_max: UNITS_PER_PIPELINE_MAX_DEFAULT,
+            backfill_runs_max: super::schedule_ops::BACKFILL_RUNS_MAX,
         }
     }
 }
@@ -99,6 +102,7 @@ mod tests {
             pipelines_max: 1,
             groups_per_pipeline_max: 1,
             units_per_pipeline_max: 2,
+            ..Admission::default()
         });
         let err = core.submit("p-1", two_groups(2), 0, 0).unwrap_err();
         assert!(

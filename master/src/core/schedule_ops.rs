@@ -36,7 +36,7 @@ pub const ON_TIME_MS: u64 = 60_000;
 /// Schedule names are at most this long: run pipeline ids add the logical
 /// time (16 bytes) and a number to them, and must stay valid names.
 pub const SCHEDULE_NAME_BYTES_MAX: usize = 40;
-/// Runs one backfill may hold, at most.
+/// Runs one backfill may hold, at most, by default (`--max-backfill-runs`).
 pub const BACKFILL_RUNS_MAX: usize = 10_000;
 /// Parameters every run gets; a schedule may not set them itself.
 pub const RUN_PARAMS: [&str; 4] = ["ds", "ts", "data_interval_start", "data_interval_end"];
@@ -351,13 +351,14 @@ impl Core {
                 super::schedules::MAX_ACTIVE_MAX
             )));
         }
+        let runs_max = self.admission().backfill_runs_max;
         let mut logicals = s
             .rules
             .times
-            .between(from_civil, to_civil, BACKFILL_RUNS_MAX)
+            .between(from_civil, to_civil, runs_max)
             .ok_or_else(|| {
                 invalid(format!(
-                    "the range holds more than {BACKFILL_RUNS_MAX} runs; backfill it in parts"
+                    "the range holds more than {runs_max} runs (--max-backfill-runs); backfill it in parts"
                 ))
             })?;
         // Running a backfill again runs only what has not succeeded.

@@ -514,7 +514,16 @@ fn bad_schedules_and_backfills_are_refused_and_change_nothing() {
     };
     assert!(backfill(&mut core, "2026-07-10", "2026-07-01").contains("after"));
     assert!(backfill(&mut core, "yesterday", "2026-07-01").contains("--from"));
-    assert!(backfill(&mut core, "1990-01-01", "2026-07-01").contains("more than"));
+    assert!(backfill(&mut core, "1990-01-01", "2026-07-01").contains("more than 10000 runs"));
+    core.set_admission(super::admission::Admission {
+        backfill_runs_max: 5,
+        ..core.admission()
+    });
+    let err = backfill(&mut core, "2026-06-01", "2026-06-10");
+    assert!(
+        err.contains("more than 5 runs (--max-backfill-runs)"),
+        "{err}"
+    );
     let unknown = core.backfill(
         "nope",
         "2026-07-01",
