@@ -16,7 +16,9 @@ use serde_json::Value;
 
 use taskmaster_proto::compact::parse_attempt_dir_name;
 
-use super::workload::{Batch, GROUPS, WIDE_NAME, Wide, Workload, read_exec_log};
+use super::workload::{
+    Batch, GROUPS, TICK_NAME, WIDE_NAME, Wide, Workload, is_tick_run, read_exec_log,
+};
 use crate::tmctl_ok;
 
 /// A unit: pipeline id, group, unit index.
@@ -88,6 +90,13 @@ pub struct Verified {
     pub wide_inputs_counted: u64,
     /// Times a worker listed a lease's inputs with `ListInputs`.
     pub paged_input_listings: u64,
+    /// The tick schedule's logical times, each run once, without a gap.
+    pub schedule_logicals: u64,
+    /// Its published partitions: each the output of one succeeded run.
+    pub schedule_partitions: u64,
+    /// Partitions an abandoned lineage published whose logical time the
+    /// survivor has not run to success yet (its run replaces them then).
+    pub schedule_partitions_awaiting_rerun: u64,
     /// Commits the workers logged as acknowledged, all checked.
     pub worker_acked_commits: u64,
     pub worker_refused_commits: u64,
@@ -115,6 +124,10 @@ pub fn verify(url: &str, store: &Path, e: &Expected) -> Verified {
     let mut committed: BTreeMap<UnitKey, Attempt> = BTreeMap::new();
     let mut wide_committed: BTreeMap<UnitKey, Attempt> = BTreeMap::new();
     for status in &statuses {
+        if status["id"].as_str().is_some_and(is_tick_run) {
+            v.pipelines -= 1; // the schedule's runs: `check_schedule`
+            continue;
+        }
         if status["name"] == WIDE_NAME {
             let out = &mut wide_committed;
             check_wide(
@@ -484,6 +497,7 @@ fn check_worker_logs(e: &Expected, committed: &BTreeMap<UnitKey, Attempt>, v: &m
                 v.paged_input_listings += 1;
             } else if line.ends_with(": committed")
                 && let Some((key, lease, incarnation)) = unit_span(line)
+                && !is_tick_run(&key.0)
             {
                 v.worker_acked_commits += 1;
                 let lineages = e.lineages;
@@ -502,6 +516,108 @@ fn check_worker_logs(e: &Expected, committed: &BTreeMap<UnitKey, Attempt>, v: &m
                         log.display(),
                     ));
                 }
+            }
+        }
+    }
+}
+
+/// The tick schedule after the run: every logical time from its first
+/// run to its last ran exactly once (no duplicate, no gap: `catchup =
+/// "all"` through every crash, restore and fail point), and each published
+/// partition names a succeeded run of its logical time whose output is
+/// that time.
+pub fn check_schedule(url: &str, v: &mut Verified) {
+    tmctl_ok(url, &["schedule", "pause", TICK_NAME]);
+    // The publisher writes within a second of a run's success.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let runs: Value = serde_json::from_str(&tmctl_ok(
+        url,
+        &["runs", TICK_NAME, "--json", "--limit", "0"],
+    ))
+    .expect("runs JSON");
+    let mut by_time: BTreeMap<i64, Vec<&Value>> = BTreeMap::new();
+    for run in runs.as_array().into_iter().flatten() {
+        if run["trigger"] != "schedule" {
+            continue;
+        }
+        let logical = run["logical"].as_str().unwrap_or_default();
+        match logical.parse::<jiff::Timestamp>() {
+            Ok(t) => by_time.entry(t.as_second()).or_default().push(run),
+            Err(e) => v.violation(format!("tick run with a bad logical time {logical:?}: {e}")),
+        }
+    }
+    v.schedule_logicals = by_time.len() as u64;
+    if by_time.len() < 2 {
+        v.violation(format!(
+            "the tick schedule ran {} logical time(s)",
+            by_time.len()
+        ));
+        return;
+    }
+    for (t, runs) in &by_time {
+        if runs.len() > 1 {
+            v.violation(format!("tick logical time {t} ran {} times", runs.len()));
+        }
+        if runs[0]["pipeline_id"].as_str().is_none_or(str::is_empty) {
+            v.violation(format!(
+                "tick logical time {t} was passed over: {}",
+                runs[0]
+            ));
+        }
+    }
+    let (first, last) = (
+        *by_time.keys().next().unwrap(),
+        *by_time.keys().last().unwrap(),
+    );
+    for t in (first..=last).step_by(2) {
+        if !by_time.contains_key(&t) {
+            v.violation(format!("tick logical time {t} never ran"));
+        }
+    }
+    let published: Value =
+        serde_json::from_str(&tmctl_ok(url, &["published", TICK_NAME, "--json"]))
+            .expect("published JSON");
+    for partition in published.as_array().into_iter().flatten() {
+        v.schedule_partitions += 1;
+        let logical = partition["logical"].as_str().unwrap_or_default();
+        let Some(t) = logical
+            .parse::<jiff::Timestamp>()
+            .ok()
+            .map(|t| t.as_second())
+        else {
+            v.violation(format!("a partition with a bad logical time: {partition}"));
+            continue;
+        };
+        let run = by_time.get(&t).map(|runs| runs[0]);
+        let succeeded = run.is_some_and(|r| r["state"] == "succeeded");
+        if !succeeded {
+            // Published by a lineage a restore abandoned; the survivor's
+            // run of that time has not succeeded (yet).
+            v.schedule_partitions_awaiting_rerun += 1;
+            continue;
+        }
+        let run = run.expect("checked");
+        if partition["pipeline_id"] != run["pipeline_id"] {
+            v.violation(format!(
+                "partition {logical} names {} but its succeeded run is {}",
+                partition["pipeline_id"], run["pipeline_id"]
+            ));
+        }
+        let paths = partition["outputs"]["tick"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if paths.len() != 1 {
+            v.violation(format!("partition {logical} has {} outputs", paths.len()));
+        }
+        for path in paths {
+            let written =
+                std::fs::read_to_string(path.as_str().unwrap_or_default()).unwrap_or_default();
+            if written.trim() != logical {
+                v.violation(format!(
+                    "partition {logical} points at output {path} holding {:?}",
+                    written.trim()
+                ));
             }
         }
     }
@@ -548,6 +664,9 @@ fn count_uncommitted(
     };
     let (mut own, mut dead) = (0, 0);
     for (pipeline, p) in dirs(store) {
+        if is_tick_run(&pipeline) || pipeline == "published" {
+            continue;
+        }
         for (group, g) in dirs(&p) {
             for (unit, u) in dirs(&g) {
                 for (name, _) in dirs(&u) {

@@ -47,7 +47,7 @@ use crate::proxy::{FaultProxy, ProxyCounts, ProxySettings};
 use crate::{free_port, tmctl};
 use check::{Acked, Expected, Lineages, LogSkips, Verified};
 use procs::{FailPoint, Master, MasterSpec, Proc, aborted, start_worker};
-use workload::{GROUPS, WIDE_GROUPS, WIDE_NAME, Workload};
+use workload::{GROUPS, WIDE_GROUPS, WIDE_NAME, Workload, is_tick_run};
 
 /// Chance that a `worker-before-commit` worker aborts at a commit.
 const WORKER_FAILPOINT: &str = "worker-before-commit=10%return";
@@ -93,6 +93,10 @@ pub struct Profile {
     /// Restores of a copy of the master's data dir (each needs a copy
     /// taken at an earlier master kill).
     pub restores: u32,
+    /// A live schedule firing every 2 s through every fault: each logical
+    /// time from its first to its last must run once, and each published
+    /// partition be one succeeded run's (`check::check_schedule`).
+    pub schedule: bool,
     /// The wide pipeline: `many` units, and files each (0: none).
     pub wide_units: u32,
     pub wide_files: u32,
@@ -122,6 +126,7 @@ impl Profile {
             zombie_pauses: 5,
             master_kills: 4,
             restores: 1,
+            schedule: false,
             // 15,000 inputs of ~315 bytes: 4.5 MB, over the 4 MiB inline.
             wide_units: 2,
             wide_files: 7_500,
@@ -159,6 +164,7 @@ impl Profile {
             zombie_pauses: env("TM_FAULT_ZOMBIES", 500) as u32,
             master_kills: env("TM_FAULT_MASTER_KILLS", 20) as u32,
             restores: env("TM_FAULT_RESTORES", 3) as u32,
+            schedule: env("TM_FAULT_SCHEDULE", 1) == 1,
             wide_units: env("TM_FAULT_WIDE_UNITS", 2) as u32,
             wide_files: env("TM_FAULT_WIDE_FILES", 10_000) as u32,
             lost_replies_min: env("TM_FAULT_LOST_REPLIES", 1_000),
@@ -353,6 +359,13 @@ impl fmt::Display for Report {
             "  submissions: {} acknowledged, {} failed (retried)",
             c.submissions_acked, c.submissions_failed
         )?;
+        if v.schedule_logicals > 0 {
+            writeln!(
+                f,
+                "  schedule: {} logical times, each run once, none missed; {} partitions published ({} from an abandoned lineage, awaiting their re-run)",
+                v.schedule_logicals, v.schedule_partitions, v.schedule_partitions_awaiting_rerun
+            )?;
+        }
         writeln!(
             f,
             "  wide:     gather counted {} inputs (expected {}), {} input listings paged by workers; proxy chances /{CALM_DIVISOR} for {:.1} s while it gathered",
@@ -532,6 +545,13 @@ impl<'a> Run<'a> {
         for index in 0..p.workers {
             let slot = run.spawn_worker(index, 0);
             run.slots.push(slot);
+        }
+        if p.schedule {
+            let file = run.workload.tick_schedule_file();
+            crate::tmctl_ok(
+                &run.master.url(),
+                &["schedule", "add", file.to_str().expect("utf-8")],
+            );
         }
         run
     }
@@ -898,6 +918,9 @@ impl<'a> Run<'a> {
                 status.state(),
                 PipelineState::Running | PipelineState::Pending
             );
+            if is_tick_run(&id) {
+                continue; // the schedule's runs: checked apart, at the end
+            }
             let wide = status.name == WIDE_NAME;
             let known = *self.pipelines.entry(id.clone()).or_insert_with(|| {
                 // A submission whose reply was lost to a master crash.
@@ -1055,6 +1078,9 @@ impl<'a> Run<'a> {
             log_skips: &self.log_skips,
         };
         let mut verified = check::verify(&self.master.url(), &store, &expected);
+        if self.p.schedule {
+            check::check_schedule(&self.master.url(), &mut verified);
+        }
         check::check_panics(&self.logs, &mut verified);
         let wide_inputs = self.workload.wide.as_ref().map_or(0, |w| w.inputs());
         if wide_inputs > 0 && verified.paged_input_listings == 0 {

@@ -71,6 +71,15 @@ pub fn gen_value(v: u64) -> u64 {
 /// The wide pipeline's name: how the checks tell it from the batches.
 pub const WIDE_NAME: &str = "wide";
 
+/// The live schedule of the long profile: a run every 2 s whose one unit
+/// writes its logical time; each succeeded run publishes it.
+pub const TICK_NAME: &str = "fault-tick";
+
+/// A run of the tick schedule (its pipeline ids are `fault-tick-<time>`).
+pub fn is_tick_run(pipeline_id: &str) -> bool {
+    pipeline_id.starts_with("fault-tick-")
+}
+
 /// The wide pipeline's groups, in order.
 pub const WIDE_GROUPS: [&str; 2] = ["many", "count"];
 
@@ -140,6 +149,28 @@ pub struct Workload {
 
 impl Workload {
     /// Writes the scripts under `root`.
+    /// Writes the tick schedule's file (`catchup = "all"`: every logical
+    /// time from the first must run once, across every fault).
+    pub fn tick_schedule_file(&self) -> PathBuf {
+        std::fs::write(self.root.join("tick-seed.txt"), "tick").expect("tick seed");
+        let path = self.root.join("tick.toml");
+        let text = format!(
+            "name = \"{TICK_NAME}\"\n\
+             [schedule]\n\
+             cron = \"*/2 * * * * *\"\n\
+             catchup = \"all\"\n\
+             overlap = \"allow\"\n\
+             publish = [\"tick\"]\n\
+             [[groups]]\n\
+             name = \"tick\"\n\
+             command = [\"sh\", \"-c\", \"echo \\\"$TM_PARAM_TS\\\" > \\\"$TM_OUTPUT_DIR/ts\\\"\"]\n\
+             inputs = [\"tick-seed.txt\"]\n\
+             max_attempts = 100\n"
+        );
+        std::fs::write(&path, text).expect("tick schedule");
+        path
+    }
+
     pub fn new(root: &Path, units_per_batch: u32) -> Workload {
         std::fs::create_dir_all(root).expect("workload dir");
         let root = root.canonicalize().expect("canonical workload dir");
