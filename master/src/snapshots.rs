@@ -363,7 +363,7 @@ mod tests {
         };
         let written = store.write(snap, SnapshotKind::Kept).unwrap();
         let (listed, bytes) = store.list().unwrap();
-        assert_eq!(listed, [written.clone()]);
+        assert_eq!(listed, std::slice::from_ref(&written));
         assert_eq!(bytes, written.size_bytes);
         // A damaged file is left out of the listing, as before.
         let path = dir
