@@ -17,6 +17,52 @@
 //! and [`TaskRegistry::register`] your own [`Task`]s), then call
 //! [`run_worker`] with a [`WorkerConfig`] and a shutdown future.
 //!
+//! A task of your own, in Rust: a group with `task = "shout"` runs it on a
+//! worker built with this registry (the example also runs it by hand on
+//! one unit, as the worker would):
+//!
+//! ```
+//! use taskmaster_worker::{Task, TaskError, TaskRegistry, UnitContext};
+//!
+//! /// Upper-cases each input file into the attempt's output directory.
+//! struct Shout;
+//!
+//! impl Task for Shout {
+//!     fn run(&self, unit: &UnitContext) -> Result<(), TaskError> {
+//!         for (i, input) in unit.inputs.iter().enumerate() {
+//!             // A lost lease or a shutdown: stop early, the result would
+//!             // be refused anyway.
+//!             unit.check_cancelled()?;
+//!             let text = std::fs::read_to_string(input)
+//!                 .map_err(|e| TaskError::new(format!("{}: {e}", input.display())))?;
+//!             // Only under `output_dir`: what is there when `run` returns
+//!             // Ok is the attempt's output, committed at most once.
+//!             let out = unit.output_dir.join(format!("part-{i:05}"));
+//!             std::fs::write(out, text.to_uppercase())
+//!                 .map_err(|e| TaskError::new(e.to_string()))?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let mut tasks = TaskRegistry::stock(); // exec and the built-in stages
+//! tasks.register("shout", Shout);
+//!
+//! // One unit by hand; a worker builds this context from a lease.
+//! let dir = tempfile::tempdir().unwrap();
+//! std::fs::write(dir.path().join("in.txt"), "hello").unwrap();
+//! std::fs::create_dir(dir.path().join("out")).unwrap();
+//! let unit = UnitContext {
+//!     inputs: vec![dir.path().join("in.txt")],
+//!     output_dir: dir.path().join("out"),
+//!     ..UnitContext::default()
+//! };
+//! tasks.get("shout").unwrap().run(&unit).unwrap();
+//! let written = std::fs::read_to_string(dir.path().join("out/part-00000")).unwrap();
+//! assert_eq!(written, "HELLO");
+//! // Then: taskmaster_worker::run_worker(config, tasks, shutdown).await
+//! ```
+//!
 //! Modules, in the order a unit meets them:
 //!
 //! - [`config`]: [`WorkerConfig`], its defaults and limits.
