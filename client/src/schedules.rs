@@ -43,7 +43,7 @@ impl Client {
         self.answer(reply)
     }
 
-    /// Runs of schedule `name`, newest first (`limit` 0: all kept).
+    /// Runs of schedule `name`, newest first (`limit` 0: up to 10,000).
     pub async fn schedule_runs(
         &self,
         name: &str,

@@ -86,7 +86,7 @@ pub enum ScheduleCommand {
 pub struct RunsArgs {
     /// The schedule.
     name: String,
-    /// Newest runs only, this many (0: every run kept).
+    /// Newest runs only, this many (0: up to 10,000).
     #[arg(long, default_value_t = 50)]
     limit: u32,
     #[arg(long)]

@@ -40,6 +40,8 @@ pub const SCHEDULE_NAME_BYTES_MAX: usize = 40;
 pub const BACKFILL_RUNS_MAX: usize = 10_000;
 /// Parameters every run gets; a schedule may not set them itself.
 pub const RUN_PARAMS: [&str; 4] = ["ds", "ts", "data_interval_start", "data_interval_end"];
+/// Runs in one `ListRuns` reply, at most (about 200 bytes each).
+pub const RUNS_PAGE_MAX: usize = 10_000;
 /// Webhook URLs are at most this long.
 const WEBHOOK_BYTES_MAX: usize = 2048;
 
@@ -584,10 +586,15 @@ impl Core {
         }
     }
 
-    /// Runs of `name`, newest first, at most `limit` (0: all kept).
+    /// Runs of `name`, newest first, at most `limit` (0: as many as one
+    /// reply holds, [`RUNS_PAGE_MAX`]).
     pub fn schedule_runs(&self, name: &str, limit: usize) -> Result<Vec<ScheduleRun>, CoreError> {
         let s = self.schedule_named(name)?;
-        let limit = if limit == 0 { usize::MAX } else { limit };
+        let limit = if limit == 0 {
+            RUNS_PAGE_MAX
+        } else {
+            limit.min(RUNS_PAGE_MAX)
+        };
         Ok(s.runs
             .iter()
             .rev()
