@@ -404,15 +404,11 @@ async fn on_blocking_thread<T: Send + 'static>(
 /// A worker that kept running an attempt of a deleted pipeline past its
 /// lease (a zombie) may write its logs again afterwards, as it may write
 /// its outputs; nothing deletes those.
-pub async fn delete_pipeline_logs(master: &Master, ids: &[String]) -> u64 {
+pub async fn delete_pipeline_logs(master: &Master, pipelines: &[(String, Vec<String>)]) -> u64 {
     let store = master.data_store();
     let mut deleted = 0;
-    for id in ids {
-        let groups = match master.status(id).await {
-            Ok(status) => status.groups.into_iter().map(|g| g.name).collect(),
-            Err(_) => Vec::new(), // nothing known of it: nothing to look at
-        };
-        for group in groups {
+    for (id, groups) in pipelines {
+        for group in groups.iter().cloned() {
             let done = match &store {
                 DataStore::Local(root) => {
                     let dir = root.join(id).join(&group);

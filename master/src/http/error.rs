@@ -57,7 +57,9 @@ impl From<MasterError> for HttpError {
                 CoreError::AlreadyExists(_) | CoreError::FailedPrecondition(_) => {
                     StatusCode::CONFLICT
                 }
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
+                // An admission limit (gRPC's RESOURCE_EXHAUSTED).
+                CoreError::Exhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+                CoreError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             MasterError::Journal(JournalError::DiskFull(_)) => StatusCode::INSUFFICIENT_STORAGE,
             MasterError::Journal(_) | MasterError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,

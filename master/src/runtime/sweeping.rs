@@ -80,12 +80,28 @@ impl Master {
         self: &Arc<Self>,
         ids: Vec<String>,
     ) -> Result<Swept, MasterError> {
-        self.read(|core| core.check_deletable(&ids)).await?;
+        // The groups whose logs go, read while the master still knows
+        // them; the logs go only once the deletion is journaled (it may be
+        // refused: a pipeline retried meanwhile runs again, logs and all).
+        let groups = self
+            .read(|core| {
+                core.check_deletable(&ids)?;
+                ids.iter()
+                    .map(|id| {
+                        let status = core.status(id)?;
+                        Ok((
+                            id.clone(),
+                            status.groups.into_iter().map(|g| g.name).collect(),
+                        ))
+                    })
+                    .collect::<Result<Vec<(String, Vec<String>)>, _>>()
+            })
+            .await?;
         let chosen: HashSet<&str> = ids.iter().map(String::as_str).collect();
         let swept = self.sweep_pipelines(|p| chosen.contains(p)).await;
-        crate::logs::delete_pipeline_logs(self, &ids).await;
         self.mutate(|core, now| Ok((core.delete_pipelines(&ids, now)?, ())))
             .await?;
+        crate::logs::delete_pipeline_logs(self, &groups).await;
         Ok(swept)
     }
 }
