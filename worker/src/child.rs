@@ -35,8 +35,6 @@ pub const STDERR_TAIL_BYTES_MAX: usize = 4 * 1024;
 /// processes before it is SIGKILLed itself (it takes milliseconds unless a
 /// process cannot die, e.g. stuck in uninterruptible I/O).
 pub const SUPERVISOR_STOP_WAIT_MS: u64 = 5_000;
-/// How often a stopping supervisor is checked for exit.
-const STOP_POLL_MS: u64 = 5;
 
 /// A pidfd for `pid` (a child not yet reaped, so the pid is still its),
 /// or `None` if the kernel cannot make one.
@@ -158,10 +156,14 @@ impl SupervisedChild {
         unsafe { libc::kill(self.pid, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_millis(SUPERVISOR_STOP_WAIT_MS);
         while Instant::now() < deadline {
-            if self.has_exited().unwrap_or(true) {
+            // At once on a pidfd; where there is none, a look every 10 ms.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self
+                .wait_exited(left.min(Duration::from_millis(10)))
+                .unwrap_or(true)
+            {
                 return;
             }
-            thread::sleep(Duration::from_millis(STOP_POLL_MS));
         }
         tracing::warn!(
             pid = self.pid,

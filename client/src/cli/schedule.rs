@@ -447,7 +447,7 @@ async fn wait_backfill(client: &Client, id: &str) -> anyhow::Result<BackfillInfo
         if info.finished {
             return Ok(info);
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(super::wait::POLL_MS_DEFAULT)).await;
     }
 }
 

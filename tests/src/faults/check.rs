@@ -528,13 +528,36 @@ fn check_worker_logs(e: &Expected, committed: &BTreeMap<UnitKey, Attempt>, v: &m
 /// that time.
 pub fn check_schedule(url: &str, v: &mut Verified) {
     tmctl_ok(url, &["schedule", "pause", TICK_NAME]);
-    // The publisher writes within a second of a run's success.
-    std::thread::sleep(std::time::Duration::from_secs(3));
     let runs: Value = serde_json::from_str(&tmctl_ok(
         url,
         &["runs", TICK_NAME, "--json", "--limit", "0"],
     ))
     .expect("runs JSON");
+    // The publisher writes within about a second of a run's success; on a
+    // loaded machine later. Wait (30 s at most) until every succeeded run
+    // has a partition, so a late one is not silently left unchecked.
+    let succeeded: BTreeSet<String> = runs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["state"] == "succeeded")
+        .filter_map(|r| r["pipeline_id"].as_str().map(str::to_string))
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let text = tmctl_ok(url, &["published", TICK_NAME, "--json"]);
+        let published: Value = serde_json::from_str(&text).expect("published JSON");
+        let named: BTreeSet<&str> = published
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["pipeline_id"].as_str())
+            .collect();
+        if succeeded.iter().all(|id| named.contains(id.as_str())) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let mut by_time: BTreeMap<i64, Vec<&Value>> = BTreeMap::new();
     for run in runs.as_array().into_iter().flatten() {
         if run["trigger"] != "schedule" {
@@ -577,6 +600,20 @@ pub fn check_schedule(url: &str, v: &mut Verified) {
     let published: Value =
         serde_json::from_str(&tmctl_ok(url, &["published", TICK_NAME, "--json"]))
             .expect("published JSON");
+    let partition_times: BTreeSet<i64> = published
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["logical"].as_str()?.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.as_second())
+        .collect();
+    for (t, runs) in &by_time {
+        if runs[0]["state"] == "succeeded" && !partition_times.contains(t) {
+            v.violation(format!(
+                "tick logical time {t} succeeded but was never published"
+            ));
+        }
+    }
     for partition in published.as_array().into_iter().flatten() {
         v.schedule_partitions += 1;
         let logical = partition["logical"].as_str().unwrap_or_default();
