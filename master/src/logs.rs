@@ -408,13 +408,13 @@ pub async fn delete_pipeline_logs(master: &Master, pipelines: &[(String, Vec<Str
     let store = master.data_store();
     let mut deleted = 0;
     for (id, groups) in pipelines {
-        for group in groups.iter().cloned() {
+        for group in groups {
             let done = match &store {
                 DataStore::Local(root) => {
-                    let dir = root.join(id).join(&group);
+                    let dir = root.join(id).join(group);
                     on_blocking_thread(move || Ok(delete_local_group_logs(&dir))).await
                 }
-                DataStore::Remote(remote) => delete_remote_group_logs(remote, id, &group).await,
+                DataStore::Remote(remote) => delete_remote_group_logs(remote, id, group).await,
             };
             match done {
                 Ok(n) => deleted += n,
