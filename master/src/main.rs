@@ -229,29 +229,28 @@ fn exposure_refusal(
     ))
 }
 
-/// Why the HTTP side may not listen on `http` as configured, or None. It
-/// serves neither TLS nor identities yet, so only a loopback address is
-/// safe without `--insecure`, whatever the gRPC side is configured with.
-fn http_refusal(http: SocketAddr, auth: bool, mutual_tls: bool, insecure: bool) -> Option<String> {
-    if insecure {
+/// Why the HTTP side may not listen on `http` as configured, or None:
+/// beyond loopback it needs TLS and identities (tokens with `--auth`, or
+/// client certificates), as the gRPC side does, unless `--insecure`.
+fn http_refusal(
+    http: SocketAddr,
+    tls: bool,
+    auth: bool,
+    mutual_tls: bool,
+    insecure: bool,
+) -> Option<String> {
+    if insecure || http.ip().is_loopback() || (tls && (auth || mutual_tls)) {
         return None;
     }
-    if auth {
-        return Some(
-            "refusing to serve HTTP with --auth: the web UI and JSON API check no tokens \
-             yet, so anyone who can reach them would get around the roles. Leave out --http, \
-             or pass --insecure to accept the risk"
-                .into(),
-        );
-    }
-    if http.ip().is_loopback() || mutual_tls {
-        return None;
-    }
+    let missing = match (tls, auth || mutual_tls) {
+        (false, false) => "TLS and identities (--tls-cert, --tls-key, and --auth or --client-ca)",
+        (false, true) => "TLS (--tls-cert, --tls-key): its tokens would cross the network in clear",
+        _ => "identities (--auth, or client certificates with --client-ca)",
+    };
     Some(format!(
-        "refusing to serve HTTP on {http} without TLS and client certificates (--tls-cert, \
-         --tls-key, --client-ca): anyone who can reach it could cancel, re-run or roll back \
-         pipelines. Configure them, serve it on a loopback address (127.0.0.1), or pass \
-         --insecure to accept the risk"
+        "refusing to serve HTTP on {http} without {missing}: anyone who can reach it could \
+         cancel, re-run or roll back pipelines. Configure them, serve it on a loopback address \
+         (127.0.0.1), or pass --insecure to accept the risk"
     ))
 }
 
@@ -355,7 +354,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mutual_tls = tls.is_some() && args.client_ca.is_some();
     if let Some(why) = args
         .http
-        .and_then(|http| http_refusal(http, args.auth, mutual_tls, args.insecure))
+        .and_then(|http| http_refusal(http, tls.is_some(), args.auth, mutual_tls, args.insecure))
     {
         anyhow::bail!(why);
     }
@@ -410,8 +409,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             };
             let master = Arc::clone(&master);
             let http_tls = tls.clone();
+            let access = Arc::clone(&access);
             Some(tokio::spawn(async move {
-                taskmaster_master::http::serve(http_listener, master, http_tls, stopping).await
+                taskmaster_master::http::serve(http_listener, master, access, http_tls, stopping)
+                    .await
             }))
         }
     };
@@ -488,24 +489,38 @@ mod tests {
     }
 
     #[test]
-    fn http_is_loopback_only_unless_insecure() {
+    fn http_beyond_loopback_needs_tls_and_identities_unless_insecure() {
         let addr = |a: &str| a.parse::<SocketAddr>().unwrap();
-        // (auth, mutual TLS, insecure)
+        // (tls, auth, mutual TLS, insecure)
         assert_eq!(
-            http_refusal(addr("127.0.0.1:8080"), false, false, false),
+            http_refusal(addr("127.0.0.1:8080"), false, false, false, false),
             None
         );
-        assert_eq!(http_refusal(addr("[::1]:8080"), false, false, false), None);
-        let open = http_refusal(addr("0.0.0.0:8080"), false, false, false).unwrap();
+        assert_eq!(
+            http_refusal(addr("[::1]:8080"), false, true, false, false),
+            None
+        );
+        let open = http_refusal(addr("0.0.0.0:8080"), false, false, false, false).unwrap();
         assert!(
-            open.contains("without TLS and client certificates") && open.contains("--insecure"),
+            open.contains("without TLS and identities") && open.contains("--insecure"),
             "{open}"
         );
-        assert_eq!(http_refusal(addr("0.0.0.0:8080"), false, true, false), None);
-        assert_eq!(http_refusal(addr("0.0.0.0:8080"), false, false, true), None);
-        // The UI checks no tokens: with --auth even loopback is refused.
-        let with_auth = http_refusal(addr("127.0.0.1:8080"), true, true, false).unwrap();
-        assert!(with_auth.contains("check no tokens"), "{with_auth}");
+        let clear_tokens = http_refusal(addr("0.0.0.0:8080"), false, true, false, false).unwrap();
+        assert!(clear_tokens.contains("in clear"), "{clear_tokens}");
+        let anyone = http_refusal(addr("0.0.0.0:8080"), true, false, false, false).unwrap();
+        assert!(anyone.contains("without identities"), "{anyone}");
+        assert_eq!(
+            http_refusal(addr("0.0.0.0:8080"), true, true, false, false),
+            None
+        );
+        assert_eq!(
+            http_refusal(addr("0.0.0.0:8080"), true, false, true, false),
+            None
+        );
+        assert_eq!(
+            http_refusal(addr("0.0.0.0:8080"), false, false, false, true),
+            None
+        );
     }
 
     #[test]

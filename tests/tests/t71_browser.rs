@@ -410,3 +410,90 @@ fn rolling_back_from_the_snapshots_page_undoes_a_later_submission() {
     assert!(gone.contains("no pipeline"), "{gone}");
     drop(master);
 }
+
+#[test]
+fn a_browser_logs_in_with_a_token_and_its_clicks_are_audited_as_its_own() {
+    let (chromium, chromedriver) = match browser() {
+        Ok(found) => found,
+        Err(why) => {
+            println!("skipped: {why}");
+            return;
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    let master = MasterProcess::start_with(
+        &tmp.path().join("data"),
+        "127.0.0.1:0",
+        5_000,
+        &["--auth", "--http", &http],
+    );
+    let web = format!("http://{http}");
+    let url = master.url();
+    let admin = master.data_dir.join("admin.token");
+    let as_admin = [("TASKMASTER_TOKEN_FILE", admin.to_str().unwrap())];
+    let made = tmctl_env(
+        &url,
+        &["token", "create", "--role", "operator", "--name", "otto"],
+        &as_admin,
+    );
+    assert!(made.status.success(), "{made:?}");
+    let token = String::from_utf8(made.stdout).unwrap();
+    let token = token.lines().last().unwrap().to_string();
+    // No worker: the pipeline waits until it is cancelled.
+    write(&tmp.path().join("data/a.txt"), "alpha");
+    let file = tmp.path().join("held.toml");
+    write(
+        &file,
+        "name = \"held\"\n[[groups]]\nname = \"g\"\ncommand = [\"true\"]\ninputs = [\"data/a.txt\"]\n",
+    );
+    let submitted = tmctl_env(&url, &["submit", file.to_str().unwrap()], &as_admin);
+    assert!(submitted.status.success(), "{submitted:?}");
+    let id = String::from_utf8(submitted.stdout).unwrap();
+    let id = id.lines().last().unwrap().trim().to_string();
+
+    let driver = Driver::start(&chromedriver, &tmp.path().join("chromedriver.log"));
+    runtime().block_on(async {
+        let browser = session(&driver, &chromium, &tmp.path().join("profile")).await;
+        // The page asked for sends the browser to the login, and back.
+        browser
+            .goto(&format!("{web}/pipelines/{id}"))
+            .await
+            .unwrap();
+        let at = browser.current_url().await.unwrap();
+        assert_eq!(at.path(), "/login", "{at}");
+        browser
+            .find(Locator::Css("#token"))
+            .await
+            .unwrap()
+            .send_keys(&token)
+            .await
+            .unwrap();
+        screenshot(&browser, "8-login").await;
+        browser
+            .find(Locator::Css("#login"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        eventually("the pipeline page after the login", || async {
+            let at = browser.current_url().await.ok()?;
+            (at.path() == format!("/pipelines/{id}")).then_some(())
+        })
+        .await;
+        click_and_confirm(&browser, "Cancel", "Cancel this pipeline?").await;
+        eventually("the cancellation", || async {
+            text_of(&browser, "#flash")
+                .await
+                .filter(|t| !t.is_empty() && !t.starts_with("Refused"))
+        })
+        .await;
+        screenshot(&browser, "9-cancelled-after-login").await;
+        browser.close().await.unwrap();
+    });
+    let status = tmctl_env(&url, &["status", &id], &as_admin);
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(status.contains("otto (operator)  cancel"), "{status}");
+    drop(master);
+}

@@ -114,20 +114,7 @@ impl AuthLayer {
             return Ok(Some((Caller { identity: None }, actor)));
         }
         let identity = self.identify(&presented, request.extensions())?;
-        let method = roles::method(path);
-        let Some(roles) = roles else {
-            return Err(Status::permission_denied(format!(
-                "{method} is not in the master's role table: refused to everyone"
-            )));
-        };
-        if !roles.contains(&identity.role) {
-            let allowed: Vec<&str> = roles.iter().map(|r| roles::role_name(*r)).collect();
-            return Err(Status::permission_denied(format!(
-                "{} may not call {method}: it needs the role {}",
-                identity.shown(),
-                allowed.join(" or ")
-            )));
-        }
+        roles::allow(&identity, path, roles)?;
         let actor = Actor {
             name: identity.shown(),
             reason: presented.reason,
@@ -175,7 +162,7 @@ impl AuthLayer {
         extensions: &http::Extensions,
     ) -> Result<Identity, Status> {
         if let Some(token) = &presented.bearer {
-            return self.identify_token(token);
+            return self.access.identify_token(&self.master, token);
         }
         let certs = extensions
             .get::<TlsConnectInfo<TcpConnectInfo>>()
@@ -191,27 +178,5 @@ impl AuthLayer {
             "this master requires an identity: a bearer token (--token, --token-file, \
              TASKMASTER_TOKEN) or, for a worker, a client certificate",
         ))
-    }
-
-    fn identify_token(&self, token: &str) -> Result<Identity, Status> {
-        let Some(found) = self.master.find_token(&credentials::sha256(token)) else {
-            return Err(Status::unauthenticated(
-                "the bearer token is not one this master knows (never made, or revoked)",
-            ));
-        };
-        let now = self.master.unix_ms();
-        if found.expired(now) {
-            return Err(Status::unauthenticated(format!(
-                "the token {} expired {} s ago",
-                found.name,
-                (now - found.expires_unix_ms) / 1000
-            )));
-        }
-        let name: Arc<str> = found.name.into();
-        self.access.note_used(&name, now);
-        Ok(Identity {
-            name,
-            role: found.role,
-        })
     }
 }

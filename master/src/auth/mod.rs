@@ -112,6 +112,34 @@ impl Access {
         self.last_used.lock().get(name).copied().unwrap_or(0)
     }
 
+    /// The identity `token` names on `master`, or why it names none
+    /// (never made or revoked, expired).
+    pub fn identify_token(
+        &self,
+        master: &crate::runtime::Master,
+        token: &str,
+    ) -> Result<Identity, tonic::Status> {
+        let Some(found) = master.find_token(&credentials::sha256(token)) else {
+            return Err(tonic::Status::unauthenticated(
+                "the bearer token is not one this master knows (never made, or revoked)",
+            ));
+        };
+        let now = master.unix_ms();
+        if found.expired(now) {
+            return Err(tonic::Status::unauthenticated(format!(
+                "the token {} expired {} s ago",
+                found.name,
+                (now - found.expires_unix_ms) / 1000
+            )));
+        }
+        let name: Arc<str> = found.name.into();
+        self.note_used(&name, now);
+        Ok(Identity {
+            name,
+            role: found.role,
+        })
+    }
+
     pub fn forget(&self, name: &str) {
         self.last_used.lock().remove(name);
     }

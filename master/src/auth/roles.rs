@@ -93,6 +93,30 @@ pub fn is_worker_call(path: &str) -> bool {
     matches!(needs(path), Needs::OneOf(roles) if roles == WORKER)
 }
 
+/// Whether `identity` may call `path`, whose entry in the table is
+/// `roles` (None: not in it, so refused to everyone).
+pub fn allow(
+    identity: &super::Identity,
+    path: &str,
+    roles: Option<&[Role]>,
+) -> Result<(), tonic::Status> {
+    let method = method(path);
+    let Some(roles) = roles else {
+        return Err(tonic::Status::permission_denied(format!(
+            "{method} is not in the master's role table: refused to everyone"
+        )));
+    };
+    if !roles.contains(&identity.role) {
+        let allowed: Vec<&str> = roles.iter().map(|r| role_name(*r)).collect();
+        return Err(tonic::Status::permission_denied(format!(
+            "{} may not call {method}: it needs the role {}",
+            identity.shown(),
+            allowed.join(" or ")
+        )));
+    }
+    Ok(())
+}
+
 /// The RPC's method name, for messages ("Submit").
 pub fn method(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)

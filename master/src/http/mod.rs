@@ -2,6 +2,8 @@
 //! server-rendered pages, server-sent events and `/metrics`, all thin over
 //! the same runtime operations as the gRPC service.
 //!
+//! - [`auth`]: who is calling (`--auth`: tokens and roles, a login page
+//!   for browsers) and the audit trail's name for them
 //! - [`api`]: `/api/...`: JSON reads and the operator actions
 //! - [`pages`]: the HTML pages (maud templates compiled into the binary)
 //! - [`dag`]: a pipeline's groups drawn as an SVG graph
@@ -21,6 +23,7 @@
 //! bounded views (`core::ui_view`).
 
 pub mod api;
+pub mod auth;
 pub mod dag;
 pub mod error;
 pub mod logs;
@@ -46,6 +49,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
 
+use crate::auth::Access;
 use crate::runtime::Master;
 use crate::tls::TlsFiles;
 use error::HttpError;
@@ -61,6 +65,10 @@ pub const REQUEST_TIME_MAX: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct Http {
     pub master: Arc<Master>,
+    /// Tokens, roles and rates: the gRPC side's, so both count alike.
+    pub access: Arc<Access>,
+    /// Served over TLS (so the login cookie is `Secure`).
+    pub tls: bool,
     /// Slots for requests in flight.
     requests: Arc<Semaphore>,
     /// Slots for live-update streams.
@@ -70,9 +78,17 @@ pub struct Http {
 }
 
 impl Http {
-    fn new(master: Arc<Master>, requests_max: usize, request_time: Duration) -> Http {
+    fn new(
+        master: Arc<Master>,
+        access: Arc<Access>,
+        tls: bool,
+        requests_max: usize,
+        request_time: Duration,
+    ) -> Http {
         Http {
             master,
+            access,
+            tls,
             requests: Arc::new(Semaphore::new(requests_max)),
             streams: Arc::new(Semaphore::new(sse::STREAMS_MAX)),
             request_time,
@@ -80,15 +96,28 @@ impl Http {
     }
 }
 
-/// The router of every HTTP endpoint over `master`.
-pub fn router(master: Arc<Master>) -> Router {
-    let http = Http::new(master, REQUESTS_IN_FLIGHT_MAX, REQUEST_TIME_MAX);
+/// The router of every HTTP endpoint over `master`, checking callers
+/// against `access` (see [`auth`]).
+pub fn router(master: Arc<Master>, access: Arc<Access>, tls: bool) -> Router {
+    let http = Http::new(
+        master,
+        access,
+        tls,
+        REQUESTS_IN_FLIGHT_MAX,
+        REQUEST_TIME_MAX,
+    );
     Router::new()
+        .merge(auth::routes())
         .merge(api::routes())
         .merge(pages::routes())
         .merge(schedules::routes())
         .merge(sse::routes())
         .merge(metrics::routes())
+        // Inside the bound, so identifying a caller counts against its time.
+        .layer(middleware::from_fn_with_state(
+            http.clone(),
+            auth::authorize,
+        ))
         .layer(middleware::from_fn_with_state(http.clone(), bounded))
         .with_state(http)
 }
@@ -100,10 +129,11 @@ pub fn router(master: Arc<Master>) -> Router {
 pub async fn serve(
     listener: TcpListener,
     master: Arc<Master>,
+    access: Arc<Access>,
     tls: Option<(TlsFiles, Arc<ServerConfig>)>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(master);
+    let app = router(master, access, tls.is_some());
     match tls {
         None => {
             axum::serve(listener, app)
@@ -197,7 +227,13 @@ mod tests {
     ) -> (Router, Arc<Master>) {
         let config = MasterConfig::new(dir.join("data"));
         let master = Arc::new(Master::open(&config, Arc::new(ManualClock::default())).unwrap());
-        let http = Http::new(Arc::clone(&master), requests_max, request_time);
+        let http = Http::new(
+            Arc::clone(&master),
+            Arc::default(),
+            false,
+            requests_max,
+            request_time,
+        );
         let app = Router::new()
             .route(
                 "/slow",
