@@ -13,7 +13,7 @@
 //! master answers a repeated commit under the same lease with OK, so a unit's
 //! committed effect is exactly-once even though execution is at-least-once.
 //!
-//! Embedding: build a [`TaskRegistry`] (start from [`TaskRegistry::stock`]
+//! Embedding: build a [`TaskRegistry`] (start from [`stock_registry`]
 //! and [`TaskRegistry::register`] your own [`Task`]s), then call
 //! [`run_worker`] with a [`WorkerConfig`] and a shutdown future.
 //!
@@ -22,7 +22,7 @@
 //! one unit, as the worker would):
 //!
 //! ```
-//! use taskmaster_worker::{Task, TaskError, TaskRegistry, UnitContext};
+//! use taskmaster_worker::{Task, TaskError, UnitContext, stock_registry};
 //!
 //! /// Upper-cases each input file into the attempt's output directory.
 //! struct Shout;
@@ -45,7 +45,7 @@
 //!     }
 //! }
 //!
-//! let mut tasks = TaskRegistry::stock(); // exec and the built-in stages
+//! let mut tasks = stock_registry(); // exec and the built-in stages
 //! tasks.register("shout", Shout);
 //!
 //! // One unit by hand; a worker builds this context from a lease.
@@ -67,6 +67,7 @@
 //!
 //! - [`config`]: [`WorkerConfig`], its defaults and limits.
 //! - `runner`: [`run_worker`], the leasing loop, slots and shutdown.
+//! - `shared`: what the leasing loop, the units and the renewal loop share.
 //! - `unit`: one unit from lease to commit (context, run, outputs, commit
 //!   with retry).
 //! - [`task`]: the [`Task`] trait, [`UnitContext`], [`TaskError`],
@@ -113,6 +114,7 @@ mod renew;
 mod rpc;
 mod runner;
 pub mod scratch;
+mod shared;
 pub mod stats;
 pub mod store;
 mod supervisor;
@@ -122,6 +124,7 @@ mod test_support;
 mod unit;
 pub mod work_stream;
 
+pub use builtin::stock_registry;
 pub use config::{ConfigError, WorkerConfig};
 pub use exec::ExecTask;
 pub use runner::{WorkerError, run_worker, run_worker_until};

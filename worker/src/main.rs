@@ -13,7 +13,7 @@ use taskmaster_worker::config::{
     Calls, DEFAULT_MASTER_URL, GRACE_MS_DEFAULT, LEASE_WAIT_MS_DEFAULT, LOG_BYTES_MAX_DEFAULT,
     default_slots, default_worker_id,
 };
-use taskmaster_worker::{TaskRegistry, WorkerConfig, run_worker_until};
+use taskmaster_worker::{WorkerConfig, run_worker_until, stock_registry};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
 
@@ -231,7 +231,7 @@ async fn run(config: WorkerConfig, metrics: Option<std::net::SocketAddr>) -> any
         serve_metrics(addr).await?;
     }
     let (graceful, hard) = shutdown_futures(signals);
-    run_worker_until(config, TaskRegistry::stock(), graceful, hard).await?;
+    run_worker_until(config, stock_registry(), graceful, hard).await?;
     Ok(())
 }
 

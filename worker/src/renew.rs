@@ -12,7 +12,7 @@ use tonic::Status;
 use crate::backoff::Backoff;
 use crate::held::{HeldLeases, LeaseKey};
 use crate::rpc::{self, FailureLog, Show, describe_item, is_wrong_master, item_ok};
-use crate::runner::Shared;
+use crate::shared::Shared;
 use crate::stats::Counters;
 
 /// Bound on each release call at shutdown; releasing is best effort.

@@ -1,9 +1,9 @@
 //! The worker's main loop: lease as many units as there are free slots,
 //! start each one, and shut down in order when asked.
 //!
-//! Three kinds of tokio tasks share one [`Shared`]: this leasing loop, one
-//! task per running unit (see [`crate::unit`]) and the renewal loop (see
-//! [`crate::renew`]). Free slots are permits of a semaphore: a unit holds
+//! Three kinds of tokio tasks share one [`Shared`] (see [`crate::shared`]):
+//! this leasing loop, one task per running unit (see [`crate::unit`]) and
+//! the renewal loop (see [`crate::renew`]). Free slots are permits of a semaphore: a unit holds
 //! one until its commit is done, so the leasing loop simply waits for a
 //! permit when all slots are busy. A unit's commit also asks for the next
 //! unit (`lease_next`): the task that gets one runs it in the same slot,
@@ -28,6 +28,7 @@ use crate::config::{ConfigError, WorkerConfig};
 use crate::held::HeldLeases;
 use crate::renew::{release_all, renew_loop};
 use crate::rpc::{self, FailureLog, MasterConnection, Show};
+use crate::shared::{Shared, release_one};
 use crate::stats::{Counters, WorkerStats};
 use crate::store::Stores;
 use crate::task::{CancelReason, CancelToken, TaskRegistry};
@@ -47,27 +48,6 @@ pub const HARD_CANCEL_WAIT_MS: u64 = 300;
 pub enum WorkerError {
     #[error("invalid worker configuration: {0}")]
     Config(#[from] ConfigError),
-}
-
-/// What the worker's tasks share.
-pub(crate) struct Shared {
-    pub config: WorkerConfig,
-    pub tasks: TaskRegistry,
-    pub master: MasterConnection,
-    pub held: HeldLeases,
-    pub stats: Counters,
-    /// One permit per slot; a running unit holds one.
-    pub slots: Arc<Semaphore>,
-    /// Clients of the remote stores units have used, one per bucket.
-    pub stores: Stores,
-    /// Shutdown has begun: commits stop asking for the next unit.
-    pub stopping: AtomicBool,
-}
-
-impl Shared {
-    pub fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::Acquire)
-    }
 }
 
 /// Runs a worker until `shutdown` resolves, then lets in-flight units
@@ -248,18 +228,6 @@ fn start_units(
             }
             drop(permit);
         });
-    }
-}
-
-/// Releases a lease that was never run.
-pub(crate) async fn release_one(worker: &Shared, lease: Lease) {
-    let request = taskmaster_proto::v1::ReleaseRequest {
-        server_token: lease.server_token.clone(),
-        leases: vec![lease.to_ref()],
-    };
-    let timeout = Duration::from_millis(rpc::RPC_TIMEOUT_MS);
-    if let Err(status) = worker.master.release(request, timeout).await {
-        tracing::warn!("could not release an extra lease: {}", Show(&status));
     }
 }
 

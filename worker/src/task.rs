@@ -249,22 +249,6 @@ impl TaskRegistry {
         Self::default()
     }
 
-    /// The tasks the stock `taskmaster-worker` binary offers: `exec` and
-    /// the built-in stages of [`crate::builtin`] (`split`, `wordcount.map`,
-    /// `sum.reduce`, `sort`, `merge`).
-    pub fn stock() -> Self {
-        use crate::builtin::{Merge, Sort, Split, SumReduce, WordCountMap};
-        let mut tasks = Self::new();
-        tasks
-            .register("exec", crate::exec::ExecTask)
-            .register(Split::NAME, Split)
-            .register(WordCountMap::NAME, WordCountMap)
-            .register(SumReduce::NAME, SumReduce)
-            .register(Sort::NAME, Sort)
-            .register(Merge::NAME, Merge);
-        tasks
-    }
-
     /// Adds (or replaces) the task called `name`.
     pub fn register(&mut self, name: impl Into<String>, task: impl Task) -> &mut Self {
         self.tasks.insert(name.into(), Arc::new(task));
@@ -305,24 +289,6 @@ mod tests {
         token.cancel(CancelReason::Shutdown);
         assert_eq!(token.reason(), Some(CancelReason::LeaseLost));
         assert!(token.is_cancelled());
-    }
-
-    #[test]
-    fn stock_registry_has_exec_and_the_builtins() {
-        let tasks = TaskRegistry::stock();
-        assert_eq!(
-            tasks.names(),
-            [
-                "exec",
-                "merge",
-                "sort",
-                "split",
-                "sum.reduce",
-                "wordcount.map"
-            ]
-        );
-        assert!(tasks.get("exec").is_some());
-        assert!(tasks.get("wordcount").is_none());
     }
 
     #[test]

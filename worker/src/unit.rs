@@ -20,7 +20,7 @@ use crate::held::LeaseKey;
 use crate::logs::{AttemptLog, outcome_text};
 use crate::outputs::{attempt_output_dir, collect_outputs, prepare_output_dir, seal_outputs};
 use crate::rpc::{self, FailureLog, Show, describe_item, is_transient, item_ok};
-use crate::runner::{Shared, release_one};
+use crate::shared::{Shared, release_one};
 use crate::stats::Counters;
 use crate::store::Staging;
 use crate::task::{CancelReason, CancelToken, InputSlice, Task, TaskError, UnitContext};

@@ -24,7 +24,7 @@ use taskmaster_proto::v1::{
 use taskmaster_worker::config::Calls;
 use taskmaster_worker::{
     Task, TaskError, TaskRegistry, UnitContext, WorkerConfig, WorkerError, WorkerStats, run_worker,
-    run_worker_until,
+    run_worker_until, stock_registry,
 };
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -295,7 +295,7 @@ async fn commits_the_outputs_of_a_successful_unit(calls: Calls) {
         calls,
         ..config(&master.url, 1)
     };
-    let worker = start(config, TaskRegistry::stock());
+    let worker = start(config, stock_registry());
 
     let status = master
         .admin
@@ -379,7 +379,7 @@ async fn t11_reports_a_failed_attempt_with_its_error() {
         ..exec_group("g", "echo boom >&2; exit 4")
     };
     let id = master.submit(pipeline(vec![group])).await;
-    let worker = start(config(&master.url, 1), TaskRegistry::stock());
+    let worker = start(config(&master.url, 1), stock_registry());
 
     let status = master
         .admin
@@ -408,7 +408,7 @@ async fn t11t_an_attempt_past_its_timeout_is_stopped_and_fails_saying_so() {
     };
     let id = master.submit(pipeline(vec![group])).await;
     let started = Instant::now();
-    let worker = start(config(&master.url, 1), TaskRegistry::stock());
+    let worker = start(config(&master.url, 1), stock_registry());
 
     let status = master
         .admin
@@ -435,7 +435,7 @@ async fn t12_a_task_this_worker_lacks_fails_the_attempt() {
         ..exec_group("g", "true")
     };
     let id = master.submit(pipeline(vec![group])).await;
-    let worker = start(config(&master.url, 1), TaskRegistry::stock());
+    let worker = start(config(&master.url, 1), stock_registry());
 
     let status = master
         .admin
@@ -485,7 +485,7 @@ async fn t13_runs_tasks_registered_by_the_embedder() {
         ..GroupSpec::default()
     };
     let id = master.submit(pipeline(vec![make, count])).await;
-    let mut tasks = TaskRegistry::stock();
+    let mut tasks = stock_registry();
     tasks.register("count", CountInputs);
     let worker = start(config(&master.url, 1), tasks);
 
@@ -511,7 +511,7 @@ async fn t20_renews_held_leases_in_one_call() {
     let id = master
         .submit(pipeline(vec![exec_units("g", 3, &script)]))
         .await;
-    let worker = start(config(&master.url, 3), TaskRegistry::stock());
+    let worker = start(config(&master.url, 3), stock_registry());
 
     // Every held lease is renewed in one call, sorted by lease id, until
     // the units have run for longer than a lease lasts.
@@ -573,7 +573,7 @@ async fn t21_a_lost_lease_kills_the_unit_and_drops_its_result() {
         .await;
     // Renewals do not get through (a partition) until the lease expired.
     master.faults.hold_renewals();
-    let worker = start(config(&master.url, 1), TaskRegistry::stock());
+    let worker = start(config(&master.url, 1), stock_registry());
     file_appears(&scratch.path().join("started-1")).await;
     let first = the_lease(&master).await;
     master
@@ -631,7 +631,7 @@ async fn t22_a_renewal_refused_by_another_master_loses_its_leases() {
     let id = master
         .submit(pipeline(vec![exec_group("g", &script)]))
         .await;
-    let worker = start(config(&master.url, 1), TaskRegistry::stock());
+    let worker = start(config(&master.url, 1), stock_registry());
     file_appears(&started).await;
     let lease = the_lease(&master).await;
 
@@ -703,7 +703,7 @@ async fn retries_a_commit_whose_reply_was_lost(calls: Calls) {
         calls,
         ..config(&master.url, 1)
     };
-    let worker = start(config, TaskRegistry::stock());
+    let worker = start(config, stock_registry());
 
     let commits = master
         .faults
@@ -756,7 +756,7 @@ async fn t33_falls_back_to_unary_calls_when_the_master_has_no_work_stream() {
     let id = master
         .submit(pipeline(vec![exec_units("g", 3, script)]))
         .await;
-    let worker = start(config(&master.url, 2), TaskRegistry::stock());
+    let worker = start(config(&master.url, 2), stock_registry());
 
     let status = master
         .admin
@@ -789,7 +789,7 @@ async fn t31_drops_a_commit_refused_for_an_expired_lease() {
     // No renewal gets through, so the lease expires on the master while
     // the worker still runs the unit.
     master.faults.hold_renewals();
-    let worker = start(config(&master.url, 1), TaskRegistry::stock());
+    let worker = start(config(&master.url, 1), stock_registry());
     let lease = the_lease(&master).await;
     master
         .admin
@@ -844,7 +844,7 @@ async fn t32_drops_a_commit_another_master_refuses() {
     let id = master
         .submit(pipeline(vec![exec_group("g", &script)]))
         .await;
-    let worker = start(config(&master.url, 1), TaskRegistry::stock());
+    let worker = start(config(&master.url, 1), stock_registry());
     let lease = the_lease(&master).await;
 
     // The same address now leads to another master (another store).
@@ -904,7 +904,7 @@ async fn t40_shutdown_lets_running_units_finish_and_commit() {
     let id = master
         .submit(pipeline(vec![exec_group("g", &script)]))
         .await;
-    let mut worker = start(config(&master.url, 1), TaskRegistry::stock());
+    let mut worker = start(config(&master.url, 1), stock_registry());
     file_appears(&started).await;
 
     worker.request_stop();
@@ -939,7 +939,7 @@ async fn t41_after_the_grace_period_units_are_cancelled_and_released() {
             grace_ms: 200,
             ..config(&master.url, 1)
         },
-        TaskRegistry::stock(),
+        stock_registry(),
     );
     file_appears(&started).await;
     let lease = the_lease(&master).await;
@@ -982,7 +982,7 @@ async fn t42_a_hard_shutdown_releases_at_once() {
         grace_ms: 600_000,
         ..config(&master.url, 1)
     };
-    let mut worker = start(long_grace, TaskRegistry::stock());
+    let mut worker = start(long_grace, stock_registry());
     file_appears(&started).await;
     let lease = the_lease(&master).await;
 
@@ -1016,7 +1016,7 @@ async fn t50_leases_only_into_free_slots() {
     let id = master
         .submit(pipeline(vec![exec_units("g", 3, &script)]))
         .await;
-    let worker = start(config(&master.url, 2), TaskRegistry::stock());
+    let worker = start(config(&master.url, 2), stock_registry());
 
     // Two slots: the first call asks for two units and gets them; the third
     // waits on the master while both slots are busy.
@@ -1084,7 +1084,7 @@ async fn t60_keeps_retrying_until_the_master_answers() {
             grace_ms: 1_000,
             ..config(&url, 1)
         },
-        TaskRegistry::stock(),
+        stock_registry(),
     );
 
     // A master that is not up yet: connections are dropped at once.
@@ -1124,7 +1124,7 @@ async fn t61_a_bad_configuration_is_refused_before_anything_runs() {
         slots: 0,
         ..WorkerConfig::default()
     };
-    let err = run_worker(config, TaskRegistry::stock(), std::future::ready(()))
+    let err = run_worker(config, stock_registry(), std::future::ready(()))
         .await
         .unwrap_err();
     assert_eq!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 use taskmaster_master::clock::MonotonicClock;
 use taskmaster_master::runtime::{Master, MasterConfig};
 use taskmaster_master::server::{self, ServeError};
-use taskmaster_worker::{TaskRegistry, WorkerConfig, WorkerError, WorkerStats, run_worker};
+use taskmaster_worker::{WorkerConfig, WorkerError, WorkerStats, run_worker, stock_registry};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -184,7 +184,7 @@ impl Worker {
             .validate()
             .map_err(|e| DemoError::Stopped(format!("worker {n}: {e}")))?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(run_worker(config, TaskRegistry::stock(), async {
+        let handle = tokio::spawn(run_worker(config, stock_registry(), async {
             let _ = stopped.await;
         }));
         Ok(Worker {

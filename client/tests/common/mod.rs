@@ -24,7 +24,7 @@ use taskmaster_proto::v1::{
     CommitItem, CommitRequest, GroupSpec, Lease, LeaseRef, LeaseRequest, OutputFile, Outputs,
     PipelineSpec, commit_item,
 };
-use taskmaster_worker::{TaskRegistry, WorkerConfig, WorkerError, WorkerStats, run_worker};
+use taskmaster_worker::{WorkerConfig, WorkerError, WorkerStats, run_worker, stock_registry};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -152,7 +152,7 @@ impl TestWorker {
         config.lease_wait_ms = 1_000;
         config.grace_ms = 5_000;
         let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(run_worker(config, TaskRegistry::stock(), async {
+        let handle = tokio::spawn(run_worker(config, stock_registry(), async {
             let _ = stopped.await;
         }));
         TestWorker {

@@ -89,3 +89,41 @@ pub use runs::{MERGE_FAN_IN_DEFAULT, MERGE_FAN_IN_MAX};
 pub use sort::{SORT_MEMORY_BYTES_DEFAULT, Sort};
 pub use split::{CHUNK_BYTES_DEFAULT, Split};
 pub use wordcount::{MAP_ENTRIES_MAX_DEFAULT, MAP_MEMORY_BYTES_DEFAULT, WordCountMap, words};
+
+/// The tasks the stock `taskmaster-worker` binary offers: `exec` and the
+/// built-in stages here (`split`, `wordcount.map`, `sum.reduce`, `sort`,
+/// `merge`). Start from it and register your own to embed a worker.
+pub fn stock_registry() -> crate::TaskRegistry {
+    let mut tasks = crate::TaskRegistry::new();
+    tasks
+        .register("exec", crate::exec::ExecTask)
+        .register(Split::NAME, Split)
+        .register(WordCountMap::NAME, WordCountMap)
+        .register(SumReduce::NAME, SumReduce)
+        .register(Sort::NAME, Sort)
+        .register(Merge::NAME, Merge);
+    tasks
+}
+
+#[cfg(test)]
+mod stock_tests {
+    use super::*;
+
+    #[test]
+    fn stock_registry_has_exec_and_the_builtins() {
+        let tasks = stock_registry();
+        assert_eq!(
+            tasks.names(),
+            [
+                "exec",
+                "merge",
+                "sort",
+                "split",
+                "sum.reduce",
+                "wordcount.map"
+            ]
+        );
+        assert!(tasks.get("exec").is_some());
+        assert!(tasks.get("wordcount").is_none());
+    }
+}
