@@ -80,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let local = match &args.master {
         Some(_) => None,
-        None => Some(LocalMaster::start(&master_binary()?).await?),
+        None => Some(LocalMaster::start(&master_binary()?, None).await?),
     };
     let url = match (&args.master, &local) {
         (Some(url), _) => url.clone(),

@@ -10,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
 use super::BenchError;
+use super::secure::MasterTls;
 
 /// How long the master may take to start listening (recovery of an empty
 /// data dir takes milliseconds, of millions of units seconds; a loaded
@@ -20,13 +21,19 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 const LISTENING_PREFIX: &str = "taskmaster listening on ";
 
 /// Environment variables of `taskmaster serve` that would change the
-/// master under test; the bench sets what it needs with flags.
-const MASTER_ENV: [&str; 5] = [
+/// master under test; the bench sets what it needs with flags (TLS and
+/// `--auth` only with `--secure`, so a plain run is plain whatever the
+/// shell exports).
+const MASTER_ENV: [&str; 9] = [
     "TASKMASTER_DATA_DIR",
     "TASKMASTER_LISTEN",
     "TASKMASTER_LEASE_MS",
     "TASKMASTER_MAX_IN_FLIGHT",
     "TASKMASTER_STORE",
+    "TASKMASTER_TLS_CERT",
+    "TASKMASTER_TLS_KEY",
+    "TASKMASTER_CLIENT_CA",
+    "TASKMASTER_AUTH",
 ];
 
 /// A running master process and the data dir it owns.
@@ -39,6 +46,9 @@ pub struct LocalMaster {
     binary: PathBuf,
     /// Removed on drop, after the process is gone.
     data_dir: tempfile::TempDir,
+    /// With `--secure`: the certificate files it serves TLS with (and
+    /// `--auth`).
+    tls: Option<MasterTls>,
 }
 
 impl LocalMaster {
@@ -51,9 +61,10 @@ impl LocalMaster {
         Ok(exe.with_file_name("taskmaster"))
     }
 
-    /// Starts `binary serve` on a new temporary data dir and port 0, and
-    /// waits until it says it is listening.
-    pub async fn start(binary: &Path) -> Result<LocalMaster, BenchError> {
+    /// Starts `binary serve` on a new temporary data dir and port 0 (with
+    /// `tls`: serving TLS with its files, and `--auth`), and waits until it
+    /// says it is listening.
+    pub async fn start(binary: &Path, tls: Option<MasterTls>) -> Result<LocalMaster, BenchError> {
         if !binary.is_file() {
             return Err(BenchError::MasterMissing {
                 path: binary.display().to_string(),
@@ -65,13 +76,24 @@ impl LocalMaster {
             .map_err(|e| BenchError::MasterStart {
                 what: format!("cannot create a temporary data dir: {e}"),
             })?;
-        let (child, addr) = spawn(binary, data_dir.path()).await?;
+        let (child, addr) = spawn(binary, data_dir.path(), tls.as_ref()).await?;
         Ok(LocalMaster {
             child,
             binary: binary.to_path_buf(),
-            url: format!("http://{addr}"),
+            url: url(&addr, tls.is_some()),
             data_dir,
+            tls,
         })
+    }
+
+    /// The data dir (where `--auth` writes the first admin token).
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// The certificate files, when it serves TLS.
+    pub fn tls(&self) -> Option<&MasterTls> {
+        self.tls.as_ref()
     }
 
     /// Kills the master (SIGKILL: no clean shutdown, as in a crash) and
@@ -86,10 +108,10 @@ impl LocalMaster {
                 what: format!("cannot kill the master to restart it: {e}"),
             })?;
         let started = Instant::now();
-        let (child, addr) = spawn(&self.binary, self.data_dir.path()).await?;
+        let (child, addr) = spawn(&self.binary, self.data_dir.path(), self.tls.as_ref()).await?;
         let took = started.elapsed();
         self.child = child;
-        self.url = format!("http://{addr}");
+        self.url = url(&addr, self.tls.is_some());
         Ok(took)
     }
 
@@ -118,15 +140,27 @@ impl LocalMaster {
     }
 }
 
-/// Spawns `binary serve` on `data_dir` and port 0; returns the process
-/// once it says it is listening, and its address.
-async fn spawn(binary: &Path, data_dir: &Path) -> Result<(Child, String), BenchError> {
+/// The URL of a master listening at `addr`.
+fn url(addr: &str, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{addr}")
+}
+
+/// Spawns `binary serve` on `data_dir` and port 0 (TLS and `--auth` with
+/// `tls`); returns the process once it says it is listening, and its
+/// address.
+async fn spawn(
+    binary: &Path,
+    data_dir: &Path,
+    tls: Option<&MasterTls>,
+) -> Result<(Child, String), BenchError> {
     let mut command = Command::new(binary);
     command
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--listen", "127.0.0.1:0"])
+        .args(tls.map(MasterTls::serve_args).unwrap_or_default())
         // Info lines per pipeline would only clutter the report.
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())

@@ -13,11 +13,14 @@
 //! - [`stats`]: latency percentiles.
 //! - [`disk`]: the master's journal and snapshots on disk, sampled.
 //! - [`report`]: the result, as JSON or as a readable report.
+//! - [`secure`]: `--secure`, the master with TLS and `--auth`, and the
+//!   clients' certificates of trust and tokens.
 
 pub mod disk;
 pub mod load;
 pub mod local_master;
 pub mod report;
+pub mod secure;
 pub mod stats;
 
 use std::path::PathBuf;
@@ -25,6 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+use taskmaster_proto::credentials::Credentials;
 use taskmaster_proto::v1::PipelineState;
 
 use crate::client::{Client, ClientError};
@@ -32,6 +36,7 @@ use crate::work_stream::WorkStream;
 use load::{BenchPipeline, Calls, ClientLog, LoadShape, Shared};
 use local_master::LocalMaster;
 pub use report::BenchReport;
+use secure::{MasterTls, Secure};
 use stats::Summary;
 
 /// Most units one run may submit.
@@ -75,6 +80,10 @@ pub struct BenchOptions {
     /// the journal and snapshots, then verify the state again. Needs a
     /// master started by the bench.
     pub restart: bool,
+    /// Start the master with TLS and `--auth`; every client connects over
+    /// TLS with a token of its own (see [`secure`]). Needs a master
+    /// started by the bench.
+    pub secure: bool,
 }
 
 impl BenchOptions {
@@ -93,6 +102,9 @@ impl BenchOptions {
         }
         if self.restart && self.master.is_some() {
             return invalid("--restart needs a master started by the bench, not --master".into());
+        }
+        if self.secure && self.master.is_some() {
+            return invalid("--secure needs a master started by the bench, not --master".into());
         }
         if self
             .rate
@@ -174,23 +186,38 @@ pub async fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError
                 Some(binary) => binary.clone(),
                 None => LocalMaster::binary_beside_current_exe()?,
             };
-            Some(LocalMaster::start(&binary).await?)
+            let tls = options.secure.then(MasterTls::new).transpose()?;
+            Some(LocalMaster::start(&binary, tls).await?)
         }
     };
     let (url, master_label) = match (&local, &options.master) {
         (Some(local), _) => {
             let pid = local.pid().map_or("?".into(), |p| p.to_string());
-            let label = format!("started for this run (pid {pid}) at {}", local.url());
+            let secured = if options.secure {
+                ", with TLS and --auth"
+            } else {
+                ""
+            };
+            let label = format!(
+                "started for this run (pid {pid}) at {}{secured}",
+                local.url()
+            );
             (local.url().to_string(), label)
         }
         (None, Some(url)) => (url.clone(), format!("existing, at {url}")),
         (None, None) => unreachable!("either a master is given or one was started"),
     };
     tracing::info!(master = %master_label, "bench master");
-    let mut result = measure(&url, options, master_label).await;
+    let secure = match local.as_ref().and_then(|l| l.tls().map(|tls| (l, tls))) {
+        Some((local, tls)) => {
+            Some(Secure::set_up(&url, local.data_dir(), tls.client_tls()?).await?)
+        }
+        None => None,
+    };
+    let mut result = measure(&url, options, master_label, secure.as_ref()).await;
     if let (Ok((report, pipelines)), Some(local), true) = (&mut result, &mut local, options.restart)
     {
-        match recover_and_verify(local, options, pipelines).await {
+        match recover_and_verify(local, options, pipelines, secure.as_ref()).await {
             Ok(recovery) => report.recovery = Some(recovery),
             Err(e) => result = Err(e),
         }
@@ -207,10 +234,11 @@ async fn recover_and_verify(
     local: &mut LocalMaster,
     options: &BenchOptions,
     pipelines: &[BenchPipeline],
+    secure: Option<&Secure>,
 ) -> Result<report::Recovery, BenchError> {
     let data_dir_bytes = local.data_dir_bytes();
     let took = local.crash_and_restart().await?;
-    let admin = Client::connect(local.url()).await?;
+    let admin = connect(local.url(), secure, None).await?;
     let status = admin.master_status().await?;
     verify_counts(&admin, pipelines, options.units, !options.pending_only).await?;
     Ok(report::Recovery {
@@ -228,8 +256,9 @@ async fn measure(
     url: &str,
     options: &BenchOptions,
     master_label: String,
+    secure: Option<&Secure>,
 ) -> Result<(BenchReport, Vec<BenchPipeline>), BenchError> {
-    let admin = Client::connect(url).await?;
+    let admin = connect(url, secure, None).await?;
     let empty = admin.master_status().await?;
     let submit_start = Instant::now();
     let pipelines = load::submit_units(&admin, options.units).await?;
@@ -245,8 +274,13 @@ async fn measure(
     } else {
         options.clients
     };
-    for _ in 0..clients {
-        let raw = Client::connect(url).await?.raw();
+    let worker_ids: Vec<String> = (0..clients).map(worker_id).collect();
+    let tokens = match secure {
+        Some(secure) => secure.worker_tokens(url, &worker_ids).await?,
+        None => vec![Credentials::default(); worker_ids.len()],
+    };
+    for token in tokens {
+        let raw = connect(url, secure, Some(token)).await?.raw();
         calls.push(if options.stream {
             let stream = WorkStream::open(raw)
                 .await
@@ -313,10 +347,9 @@ async fn run_clients(
             lease_period: period,
             start_offset: period.map_or(Duration::ZERO, |p| p * i as u32 / options.clients),
         };
-        let worker_id = format!("bench-{i}");
         tasks.spawn(load::run_client(
             calls,
-            worker_id,
+            worker_id(i as u32),
             shape,
             Arc::clone(&shared),
         ));
@@ -330,6 +363,28 @@ async fn run_clients(
         }
     }
     Ok(logs)
+}
+
+/// The worker id of the bench's client number `i` (with `--secure`, also
+/// the name of its token).
+fn worker_id(i: u32) -> String {
+    format!("bench-{i}")
+}
+
+/// A client of the master at `url`: plain, or over TLS with `token` (the
+/// submitting client's operator token when `None`).
+async fn connect(
+    url: &str,
+    secure: Option<&Secure>,
+    token: Option<Credentials>,
+) -> Result<Client, BenchError> {
+    match secure {
+        None => Ok(Client::connect(url).await?),
+        Some(secure) => {
+            let token = token.unwrap_or_else(|| secure.operator.clone());
+            secure.connect(url, token).await
+        }
+    }
 }
 
 /// All clients' measurements together.

@@ -24,6 +24,9 @@ pub struct BenchReport {
     pub lease_on_commit: bool,
     /// Leases came in the compact form.
     pub compact_leases: bool,
+    /// The master served TLS with `--auth`, every client with its token
+    /// (`--secure`).
+    pub secure: bool,
     /// Committed units per second.
     pub units_per_s: f64,
     /// Leased units per second, up to the last lease granted.
@@ -149,6 +152,7 @@ pub fn build(inputs: Inputs<'_>) -> BenchReport {
         stream: options.stream,
         lease_on_commit: options.lease_on_commit,
         compact_leases: !options.full_leases,
+        secure: options.secure,
         units_per_s: per_second(log.committed as f64, wall_s),
         leased_units_per_s: per_second(log.leased as f64, lease_s),
         wall_s,
@@ -207,7 +211,7 @@ impl BenchReport {
         let _ = if self.units > 0 {
             writeln!(
                 out,
-                "bench: {} units, batch {}, {} clients{}{}{}, {pace}",
+                "bench: {} units, batch {}, {} clients{}{}{}{}, {pace}",
                 self.units,
                 self.batch,
                 self.clients,
@@ -221,6 +225,11 @@ impl BenchReport {
                     ""
                 } else {
                     ", full leases"
+                },
+                if self.secure {
+                    ", over TLS with tokens"
+                } else {
+                    ""
                 }
             )
         } else {
@@ -405,6 +414,7 @@ mod tests {
             full_leases: false,
             stream: false,
             lease_on_commit: false,
+            secure: false,
         };
         let start = Instant::now();
         let log = MergedLog {
