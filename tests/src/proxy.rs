@@ -16,6 +16,13 @@
 //! headers (9 bytes: 24-bit length, type, flags, stream) to tell response
 //! frames from SETTINGS, PING and WINDOW_UPDATE frames.
 //!
+//! Over TLS ([`Carried::Tls`]) the frames are encrypted: the proxy follows
+//! the TLS record headers instead (5 bytes: type, version, 16-bit length)
+//! and counts every server→client application-data record as a possible
+//! reply. Some of those hold a SETTINGS, PING or WINDOW_UPDATE frame, or
+//! the end of the handshake, so there a "lost reply" is a lost reply at
+//! most: a dropped connection whose last server bytes never arrived.
+//!
 //! The generators are seeded from the run's seed and the connection's
 //! number, so a replay makes the same decisions for the same connections;
 //! the processes' timing still varies from run to run.
@@ -89,9 +96,22 @@ pub struct ProxyCounts {
     pub cut_connections: u64,
 }
 
+/// What the proxied connections carry, which tells the proxy which
+/// server→client bytes may be replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Carried {
+    /// gRPC over plaintext HTTP/2: replies are HEADERS, DATA and
+    /// CONTINUATION frames.
+    #[default]
+    Http2,
+    /// gRPC over TLS: any application-data record may hold a reply.
+    Tls,
+}
+
 /// A running proxy; stops (closing every connection) when dropped.
 pub struct FaultProxy {
     addr: SocketAddr,
+    carried: Carried,
     faults: Arc<ProxyFaults>,
     stats: Arc<Stats>,
     cut: watch::Sender<u64>,
@@ -101,6 +121,16 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Starts a proxy to `upstream` on 127.0.0.1:0, on a runtime of its own.
     pub fn start(upstream: SocketAddr, seed: u64, settings: ProxySettings) -> FaultProxy {
+        FaultProxy::start_carrying(upstream, seed, settings, Carried::Http2)
+    }
+
+    /// [`FaultProxy::start`] for connections carrying `carried`.
+    pub fn start_carrying(
+        upstream: SocketAddr,
+        seed: u64,
+        settings: ProxySettings,
+        carried: Carried,
+    ) -> FaultProxy {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("fault-proxy")
@@ -117,6 +147,7 @@ impl FaultProxy {
         runtime.spawn(accept_loop(
             listener,
             upstream,
+            carried,
             seed,
             Arc::clone(&faults),
             Arc::clone(&stats),
@@ -124,6 +155,7 @@ impl FaultProxy {
         ));
         let proxy = FaultProxy {
             addr,
+            carried,
             faults,
             stats,
             cut,
@@ -134,9 +166,13 @@ impl FaultProxy {
         proxy
     }
 
-    /// `http://ADDR`, for a worker's `--master`.
+    /// `http://ADDR` (`https://` over TLS), for a worker's `--master`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = match self.carried {
+            Carried::Http2 => "http",
+            Carried::Tls => "https",
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -191,6 +227,7 @@ impl Drop for FaultProxy {
 async fn accept_loop(
     listener: TcpListener,
     upstream: SocketAddr,
+    carried: Carried,
     seed: u64,
     faults: Arc<ProxyFaults>,
     stats: Arc<Stats>,
@@ -207,6 +244,7 @@ async fn accept_loop(
         stats.connections.fetch_add(1, Ordering::Relaxed);
         let conn = Conn {
             upstream,
+            carried,
             seed: mix(seed, number),
             faults: Arc::clone(&faults),
             stats: Arc::clone(&stats),
@@ -225,6 +263,7 @@ fn mix(seed: u64, n: u64) -> u64 {
 
 struct Conn {
     upstream: SocketAddr,
+    carried: Carried,
     seed: u64,
     faults: Arc<ProxyFaults>,
     stats: Arc<Stats>,
@@ -282,7 +321,7 @@ impl Conn {
     async fn pump(&self, mut from: OwnedReadHalf, to: &OwnedWriteHalf, dir: Direction) -> End {
         let stream_seed = mix(self.seed, dir as u64 + 1);
         let mut rng = StdRng::seed_from_u64(stream_seed);
-        let mut frames = FrameTracker::default();
+        let mut replies = ReplyTracker::new(self.carried);
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             let n = match from.read(&mut buf).await {
@@ -290,7 +329,7 @@ impl Conn {
                 Ok(n) => n,
             };
             let chunk = &buf[..n];
-            let reply = dir == Direction::ToClient && frames.feed(chunk);
+            let reply = dir == Direction::ToClient && replies.feed(chunk);
             // Rolled whether or not faults are on, so the sequence of rolls
             // per connection does not depend on when faults were enabled.
             let rolls: [u32; 4] = std::array::from_fn(|_| rng.random_range(0..1_000_000));
@@ -358,6 +397,72 @@ fn reset_on_close(half: &OwnedWriteHalf) {
     }
 }
 
+/// Tells the server→client chunks that may carry a reply.
+enum ReplyTracker {
+    Http2(FrameTracker),
+    Tls(RecordTracker),
+}
+
+impl ReplyTracker {
+    fn new(carried: Carried) -> ReplyTracker {
+        match carried {
+            Carried::Http2 => ReplyTracker::Http2(FrameTracker::default()),
+            Carried::Tls => ReplyTracker::Tls(RecordTracker::default()),
+        }
+    }
+
+    /// Takes the next bytes; true if any may belong to a reply.
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        match self {
+            ReplyTracker::Http2(frames) => frames.feed(bytes),
+            ReplyTracker::Tls(records) => records.feed(bytes),
+        }
+    }
+}
+
+/// Follows TLS record boundaries in one direction of a connection.
+#[derive(Debug, Default)]
+struct RecordTracker {
+    head: [u8; 5],
+    head_len: usize,
+    /// Bytes of the current record's body not seen yet.
+    body_left: usize,
+    kind: u8,
+}
+
+/// The TLS record type of application data: every record after the
+/// handshake (in TLS 1.3 the end of the handshake too).
+const TLS_APPLICATION_DATA: u8 = 23;
+
+impl RecordTracker {
+    /// Takes the next bytes; true if any belong to an application-data
+    /// record.
+    fn feed(&mut self, mut bytes: &[u8]) -> bool {
+        let mut data = false;
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let take = self.body_left.min(bytes.len());
+                data |= self.kind == TLS_APPLICATION_DATA;
+                self.body_left -= take;
+                bytes = &bytes[take..];
+                continue;
+            }
+            let take = (5 - self.head_len).min(bytes.len());
+            self.head[self.head_len..self.head_len + take].copy_from_slice(&bytes[..take]);
+            self.head_len += take;
+            bytes = &bytes[take..];
+            if self.head_len == 5 {
+                let h = self.head;
+                self.body_left = (usize::from(h[3]) << 8) | usize::from(h[4]);
+                self.kind = h[0];
+                self.head_len = 0;
+                data |= self.kind == TLS_APPLICATION_DATA;
+            }
+        }
+        data
+    }
+}
+
 /// Follows HTTP/2 frame boundaries in one direction of a connection that
 /// does not start with the client preface (server→client).
 #[derive(Debug, Default)]
@@ -422,6 +527,33 @@ mod tests {
         ];
         out.extend_from_slice(payload);
         out
+    }
+
+    fn record(kind: u8, body: &[u8]) -> Vec<u8> {
+        let len = body.len();
+        let mut out = vec![kind, 3, 3, (len >> 8) as u8, len as u8];
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn record_tracker_tells_application_data_from_the_handshake() {
+        let hello = record(22, &[0; 90]);
+        let change_cipher = record(20, &[1]);
+        let data = record(TLS_APPLICATION_DATA, &[7; 300]);
+        let mut t = RecordTracker::default();
+        assert!(!t.feed(&hello));
+        assert!(!t.feed(&change_cipher));
+        // Split at every point: the part holding the record's bytes is seen.
+        for cut in 1..data.len() {
+            let mut t = RecordTracker::default();
+            assert!(!t.feed(&hello));
+            let first = t.feed(&data[..cut]);
+            let second = t.feed(&data[cut..]);
+            assert_eq!(first, cut >= 5, "cut {cut}");
+            assert!(second, "cut {cut}");
+            assert!(!t.feed(&change_cipher), "cut {cut}");
+        }
     }
 
     #[test]

@@ -442,6 +442,8 @@ fn t41_health_says_not_serving_while_the_disk_is_full_and_serving_again_after() 
         store: Some(tmp.path().join("store")),
         wrapper: ns.wrapper(),
         log_dir: logs,
+        extra_args: Vec::new(),
+        tls: false,
     };
     let master = spec.start(None, 0).unwrap_or_else(|e| panic!("{e}"));
     let url = master.url();

@@ -19,7 +19,26 @@ use tonic::Code;
 #[test]
 fn t90_short_profile() {
     let profile = Profile::short(faults::seed_from_env());
-    let report = faults::run(&profile);
+    assert_short_profile_clean(&profile);
+}
+
+/// The short profile with TLS, client certificates and `--auth` on: the
+/// workers known by their certificates, the harness and tmctl by an
+/// operator token, the proxy passing TLS through. The same faults and the
+/// same checks.
+#[test]
+fn t90_short_profile_secure() {
+    let profile = Profile::short_secure(faults::seed_from_env());
+    let report = assert_short_profile_clean(&profile);
+    assert!(report.secure, "{report}");
+    // The harness read the master's state as it went, with its token.
+    assert!(report.counts.refreshes > 0, "{report}");
+}
+
+/// Runs a short profile and checks it is clean and that every kind of
+/// fault really fired.
+fn assert_short_profile_clean(profile: &Profile) -> faults::Report {
+    let report = faults::run(profile);
     println!("{report}");
     report.assert_clean();
     let c = &report.counts;
@@ -48,6 +67,7 @@ fn t90_short_profile() {
     assert!(report.wide_inputs > 0, "{report}");
     assert_eq!(report.verified.wide_inputs_counted, report.wide_inputs);
     assert!(report.elapsed < Duration::from_secs(120));
+    report
 }
 
 #[test]
@@ -174,6 +194,8 @@ fn master_spec(dir: &Path, data_dir: PathBuf, lease_ms: u64) -> MasterSpec {
         store: None,
         wrapper: Vec::new(),
         log_dir,
+        extra_args: Vec::new(),
+        tls: false,
     }
 }
 

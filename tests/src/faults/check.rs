@@ -16,10 +16,10 @@ use serde_json::Value;
 
 use taskmaster_proto::compact::parse_attempt_dir_name;
 
+use super::access::Reach;
 use super::workload::{
     Batch, GROUPS, TICK_NAME, WIDE_NAME, Wide, Workload, is_tick_run, read_exec_log,
 };
-use crate::tmctl_ok;
 
 /// A unit: pipeline id, group, unit index.
 pub type UnitKey = (String, String, u32);
@@ -113,11 +113,11 @@ impl Verified {
     }
 }
 
-/// Checks every pipeline the master at `url` knows.
-pub fn verify(url: &str, store: &Path, e: &Expected) -> Verified {
+/// Checks every pipeline the master `master` reaches knows.
+pub fn verify(master: &Reach, store: &Path, e: &Expected) -> Verified {
     let mut v = Verified::default();
     let statuses: Value =
-        serde_json::from_str(&tmctl_ok(url, &["status", "--json"])).expect("status JSON");
+        serde_json::from_str(&master.tmctl_ok(&["status", "--json"])).expect("status JSON");
     let statuses = statuses.as_array().cloned().unwrap_or_default();
     v.pipelines = statuses.len();
     // Batch units (checked against the exec log), then every unit.
@@ -131,7 +131,7 @@ pub fn verify(url: &str, store: &Path, e: &Expected) -> Verified {
         if status["name"] == WIDE_NAME {
             let out = &mut wide_committed;
             check_wide(
-                url,
+                master,
                 store,
                 e.workload.wide.as_ref(),
                 e.lineages,
@@ -140,7 +140,7 @@ pub fn verify(url: &str, store: &Path, e: &Expected) -> Verified {
                 &mut v,
             );
         } else {
-            check_pipeline(url, store, e, status, &mut committed, &mut v);
+            check_pipeline(master, store, e, status, &mut committed, &mut v);
         }
     }
     let mut all_committed = committed.clone();
@@ -206,7 +206,7 @@ fn check_lineage(key: &UnitKey, attempt: Attempt, lineages: &Lineages, v: &mut V
 /// its files, and the gather counted every input exactly once; every
 /// committed attempt of the surviving lineage.
 fn check_wide(
-    url: &str,
+    master: &Reach,
     store: &Path,
     wide: Option<&Wide>,
     lineages: &Lineages,
@@ -231,7 +231,7 @@ fn check_wide(
     let mut files_per_unit: BTreeMap<u32, u64> = BTreeMap::new();
     let mut value = None;
     for (group, units) in [("many", wide.units), ("count", 1)] {
-        let listed = tmctl_ok(url, &["outputs", &id, "--group", group]);
+        let listed = master.tmctl_ok(&["outputs", &id, "--group", group]);
         for path in listed.lines() {
             let Some((unit, attempt, dir, name)) = committed_path(store, path, &id, group) else {
                 v.violation(format!("{id} {group}: unexpected committed path {path}"));
@@ -286,7 +286,7 @@ fn check_wide(
 /// One pipeline: finished, one output set per unit, each written by its
 /// committing attempt, and the right values all the way to the sum.
 fn check_pipeline(
-    url: &str,
+    master: &Reach,
     store: &Path,
     e: &Expected,
     status: &Value,
@@ -320,7 +320,7 @@ fn check_pipeline(
             ));
         }
         v.units += expected_total;
-        let outputs = tmctl_ok(url, &["outputs", &id, "--group", group]);
+        let outputs = master.tmctl_ok(&["outputs", &id, "--group", group]);
         let units = read_outputs(store, &id, group, &outputs, e.lineages, committed, v);
         for unit in 0..expected_total as u32 {
             if !units.contains_key(&unit) {
@@ -526,13 +526,11 @@ fn check_worker_logs(e: &Expected, committed: &BTreeMap<UnitKey, Attempt>, v: &m
 /// "all"` through every crash, restore and fail point), and each published
 /// partition names a succeeded run of its logical time whose output is
 /// that time.
-pub fn check_schedule(url: &str, v: &mut Verified) {
-    tmctl_ok(url, &["schedule", "pause", TICK_NAME]);
-    let runs: Value = serde_json::from_str(&tmctl_ok(
-        url,
-        &["runs", TICK_NAME, "--json", "--limit", "0"],
-    ))
-    .expect("runs JSON");
+pub fn check_schedule(master: &Reach, v: &mut Verified) {
+    master.tmctl_ok(&["schedule", "pause", TICK_NAME]);
+    let runs: Value =
+        serde_json::from_str(&master.tmctl_ok(&["runs", TICK_NAME, "--json", "--limit", "0"]))
+            .expect("runs JSON");
     // The publisher writes within about a second of a run's success; on a
     // loaded machine later. Wait (30 s at most) until every succeeded run
     // has a partition, so a late one is not silently left unchecked.
@@ -545,7 +543,7 @@ pub fn check_schedule(url: &str, v: &mut Verified) {
         .collect();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while std::time::Instant::now() < deadline {
-        let text = tmctl_ok(url, &["published", TICK_NAME, "--json"]);
+        let text = master.tmctl_ok(&["published", TICK_NAME, "--json"]);
         let published: Value = serde_json::from_str(&text).expect("published JSON");
         let named: BTreeSet<&str> = published
             .as_array()
@@ -598,7 +596,7 @@ pub fn check_schedule(url: &str, v: &mut Verified) {
         }
     }
     let published: Value =
-        serde_json::from_str(&tmctl_ok(url, &["published", TICK_NAME, "--json"]))
+        serde_json::from_str(&master.tmctl_ok(&["published", TICK_NAME, "--json"]))
             .expect("published JSON");
     let partition_times: BTreeSet<i64> = published
         .as_array()

@@ -22,12 +22,19 @@
 //! over what a lease carries inline (`inputs_paged`, listed by the worker
 //! with `ListInputs`).
 //!
+//! A profile with `secure` runs all of it with TLS and `--auth` on: the
+//! master requires a client certificate and a token, the workers are known
+//! by their certificates, the harness and tmctl by an operator token
+//! ([`access`]), and the proxy passes TLS through (its lost replies are
+//! then lost TLS records, [`crate::proxy::Carried::Tls`]).
+//!
 //! While it runs it reads what the master has committed, and checks that
 //! nothing it saw acknowledged ever goes away; at the end
 //! [`check::verify`] checks the exactly-once invariants. The seed is
 //! printed; `TM_FAULT_SEED=N` replays the same schedule (the processes'
 //! timing still differs between runs).
 
+pub mod access;
 pub mod check;
 pub mod procs;
 pub mod workload;
@@ -43,8 +50,9 @@ use rand::{Rng, SeedableRng};
 use taskmaster_client::Client;
 use taskmaster_proto::v1::PipelineState;
 
-use crate::proxy::{FaultProxy, ProxyCounts, ProxySettings};
-use crate::{free_port, tmctl};
+use crate::free_port;
+use crate::proxy::{Carried, FaultProxy, ProxyCounts, ProxySettings};
+use access::{Reach, Security};
 use check::{Acked, Expected, Lineages, LogSkips, Verified};
 use procs::{FailPoint, Master, MasterSpec, Proc, aborted, start_worker};
 use workload::{GROUPS, WIDE_GROUPS, WIDE_NAME, Workload, is_tick_run};
@@ -107,6 +115,9 @@ pub struct Profile {
     pub proxy: ProxySettings,
     /// The whole run must end by then.
     pub deadline: Duration,
+    /// TLS and `--auth` on: every client with a certificate and an
+    /// identity (see [`access`]).
+    pub secure: bool,
 }
 
 impl Profile {
@@ -139,6 +150,18 @@ impl Profile {
                 lost_reply_ppm: 20_000,
             },
             deadline: Duration::from_secs(110),
+            secure: false,
+        }
+    }
+
+    /// The short profile with TLS and `--auth` on (`cargo test` runs it
+    /// too), with half the units to spare CI's time: the same faults.
+    pub fn short_secure(seed: u64) -> Profile {
+        Profile {
+            name: "short-secure".into(),
+            units_min: 200,
+            secure: true,
+            ..Profile::short(seed)
         }
     }
 
@@ -176,6 +199,7 @@ impl Profile {
                 lost_reply_ppm: env("TM_FAULT_LOST_REPLY_PPM", 25_000) as u32,
             },
             deadline: Duration::from_secs(env("TM_FAULT_DEADLINE_S", 3_600)),
+            secure: env("TM_FAULT_SECURE", 0) == 1,
         }
     }
 }
@@ -241,6 +265,8 @@ impl Counts {
 pub struct Report {
     pub profile: String,
     pub seed: u64,
+    /// TLS and `--auth` were on.
+    pub secure: bool,
     pub elapsed: Duration,
     pub counts: Counts,
     pub proxy: ProxyCounts,
@@ -288,8 +314,13 @@ impl fmt::Display for Report {
         let p = &self.proxy;
         writeln!(
             f,
-            "fault run `{}`, seed {}, {:.1} s",
+            "fault run `{}`{}, seed {}, {:.1} s",
             self.profile,
+            if self.secure {
+                " (TLS, client certificates and --auth)"
+            } else {
+                ""
+            },
             self.seed,
             self.elapsed.as_secs_f64()
         )?;
@@ -338,10 +369,15 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  network:  {} connections, {} dropped mid-stream, {} lost replies ({} forwarded), {} delayed chunks, {} refused while the master was down",
+            "  network:  {} connections, {} dropped mid-stream, {} lost replies{} ({} forwarded), {} delayed chunks, {} refused while the master was down",
             p.connections,
             p.dropped_connections,
             p.lost_replies,
+            if self.secure {
+                " (TLS application-data records: replies at most)"
+            } else {
+                ""
+            },
             p.replies_forwarded,
             p.delayed_chunks,
             p.upstream_refused
@@ -448,6 +484,8 @@ struct Run<'a> {
     open_windows: Vec<(Instant, BTreeMap<PathBuf, u64>)>,
     log_skips: LogSkips,
     proxy: FaultProxy,
+    /// With a `secure` profile: the certificates and the harness's token.
+    security: Option<Security>,
     slots: Vec<Slot>,
     worker_logs: Vec<PathBuf>,
     workload: Workload,
@@ -493,6 +531,7 @@ impl<'a> Run<'a> {
         let logs = tmp.path().join("logs");
         std::fs::create_dir_all(&logs).expect("log dir");
         let store = tmp.path().join("store");
+        let security = p.secure.then(|| Security::new(&tmp.path().join("tls")));
         let spec = MasterSpec {
             data_dir: tmp.path().join("data"),
             listen: format!("127.0.0.1:{}", free_port()),
@@ -500,10 +539,23 @@ impl<'a> Run<'a> {
             store: Some(store.clone()),
             wrapper: Vec::new(),
             log_dir: logs.clone(),
+            extra_args: security
+                .as_ref()
+                .map(Security::master_args)
+                .unwrap_or_default(),
+            tls: p.secure,
         };
         let master = spec.start(None, 0).unwrap_or_else(|e| panic!("{e}"));
+        if let Some(security) = &security {
+            security.make_harness_token(&master.url(), &spec.data_dir);
+        }
         let upstream = master.addr.parse().expect("master address");
-        let proxy = FaultProxy::start(upstream, rng.random(), p.proxy);
+        let carried = if p.secure {
+            Carried::Tls
+        } else {
+            Carried::Http2
+        };
+        let proxy = FaultProxy::start_carrying(upstream, rng.random(), p.proxy, carried);
         let workload = Workload::new(&tmp.path().join("job"), p.units_per_batch);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -525,6 +577,7 @@ impl<'a> Run<'a> {
             open_windows: Vec::new(),
             log_skips: LogSkips::new(),
             proxy,
+            security,
             slots: Vec::new(),
             worker_logs: Vec::new(),
             workload,
@@ -548,10 +601,8 @@ impl<'a> Run<'a> {
         }
         if p.schedule {
             let file = run.workload.tick_schedule_file();
-            crate::tmctl_ok(
-                &run.master.url(),
-                &["schedule", "add", file.to_str().expect("utf-8")],
-            );
+            run.reach()
+                .tmctl_ok(&["schedule", "add", file.to_str().expect("utf-8")]);
         }
         run
     }
@@ -619,7 +670,11 @@ impl<'a> Run<'a> {
         let log = self.logs.join(format!("worker-{id}.log"));
         self.worker_logs.push(log.clone());
         let fp = failpoint.then_some(WORKER_FAILPOINT);
-        let proc = start_worker(&self.proxy.url(), self.p.slots, &id, fp, &log);
+        let env = match &self.security {
+            Some(security) => security.worker_env(&id),
+            None => Vec::new(),
+        };
+        let proc = start_worker(&self.proxy.url(), self.p.slots, &id, fp, &log, &env);
         Slot {
             index,
             proc,
@@ -884,10 +939,19 @@ impl<'a> Run<'a> {
         self.lineage.extend(from_log.or(from_status));
     }
 
+    /// How the harness reaches the master now.
+    fn reach(&self) -> Reach {
+        let url = self.master.url();
+        match &self.security {
+            Some(security) => Reach::secure(&url, security),
+            None => Reach::plain(&url),
+        }
+    }
+
     fn connect(&mut self) -> Option<Client> {
         if self.client.is_none() {
-            let url = self.master.url();
-            self.client = self.rt.block_on(Client::connect(&url)).ok();
+            let reach = self.reach();
+            self.client = self.rt.block_on(reach.client()).ok();
         }
         self.client.clone()
     }
@@ -1028,7 +1092,7 @@ impl<'a> Run<'a> {
 
     fn submit(&mut self, pipeline_file: &std::path::Path, wide: bool) {
         let file = pipeline_file.display().to_string();
-        let out = tmctl(&self.master.url(), &["submit", &file]);
+        let out = self.reach().tmctl(&["submit", &file]);
         let id = String::from_utf8_lossy(&out.stdout)
             .lines()
             .last()
@@ -1077,9 +1141,10 @@ impl<'a> Run<'a> {
             worker_logs: &self.worker_logs,
             log_skips: &self.log_skips,
         };
-        let mut verified = check::verify(&self.master.url(), &store, &expected);
+        let reach = self.reach();
+        let mut verified = check::verify(&reach, &store, &expected);
         if self.p.schedule {
-            check::check_schedule(&self.master.url(), &mut verified);
+            check::check_schedule(&reach, &mut verified);
         }
         check::check_panics(&self.logs, &mut verified);
         let wide_inputs = self.workload.wide.as_ref().map_or(0, |w| w.inputs());
@@ -1092,6 +1157,7 @@ impl<'a> Run<'a> {
         let mut report = Report {
             profile: self.p.name.clone(),
             seed: self.p.seed,
+            secure: self.p.secure,
             elapsed: self.started.elapsed(),
             counts: self.counts.clone(),
             proxy: self.proxy.counts(),

@@ -159,6 +159,11 @@ pub struct MasterSpec {
     pub wrapper: Vec<OsString>,
     /// Folder for the logs, one per start.
     pub log_dir: PathBuf,
+    /// More `taskmaster serve` arguments, e.g. TLS and `--auth`
+    /// (`access::Security::master_args`).
+    pub extra_args: Vec<OsString>,
+    /// It serves TLS: its URL is `https://`.
+    pub tls: bool,
 }
 
 /// A running master.
@@ -168,11 +173,14 @@ pub struct Master {
     /// The fail point armed in this master, and its chance in percent.
     pub armed: Option<(FailPoint, u32)>,
     pub started: Instant,
+    /// It serves TLS.
+    pub tls: bool,
 }
 
 impl Master {
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 }
 
@@ -211,6 +219,7 @@ impl MasterSpec {
             .args(["--lease-ms", &self.lease_ms.to_string()])
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(&self.extra_args)
             .stdout(Stdio::piped())
             .env_remove("FAILPOINTS");
         if let Some(store) = &self.store {
@@ -227,6 +236,7 @@ impl MasterSpec {
                 addr,
                 armed,
                 started: Instant::now(),
+                tls: self.tls,
             }),
             None => {
                 let status = proc.wait_exit(Duration::from_secs(5));
@@ -241,13 +251,15 @@ impl MasterSpec {
 }
 
 /// Starts `taskmaster-worker` against `master_url`, named `id` (which its
-/// exec tasks see as FAULT_WORKER), with `failpoints` as FAILPOINTS.
+/// exec tasks see as FAULT_WORKER), with `failpoints` as FAILPOINTS and
+/// `env` added (TLS files, for a secure run).
 pub fn start_worker(
     master_url: &str,
     slots: u32,
     id: &str,
     failpoints: Option<&str>,
     log: &Path,
+    env: &[(OsString, OsString)],
 ) -> Proc {
     let mut command = Command::new(bin("taskmaster-worker"));
     command
@@ -261,6 +273,7 @@ pub fn start_worker(
         )
         .env("FAULT_WORKER", id)
         .env_remove("FAILPOINTS")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null());
     if let Some(failpoints) = failpoints {
         command.env("FAILPOINTS", failpoints);
