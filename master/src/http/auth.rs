@@ -378,9 +378,21 @@ mod tests {
         let mut declared = Vec::new();
         for source in sources {
             for (at, _) in source.match_indices(".route(") {
-                let rest = &source[at..];
-                let end = rest.find(')').map_or(rest.len(), |e| e + 1);
-                let call = &rest[..rest[end..].find("))").map_or(end, |e| end + e + 2)];
+                // The call's text, to its closing parenthesis.
+                let rest = &source[at + ".route".len()..];
+                let mut depth = 0;
+                let end = rest
+                    .char_indices()
+                    .find(|&(_, c)| {
+                        depth += match c {
+                            '(' => 1,
+                            ')' => -1,
+                            _ => 0,
+                        };
+                        depth == 0
+                    })
+                    .map_or(rest.len(), |(i, _)| i);
+                let call = &rest[..end];
                 if call.contains("post(") {
                     let template = call.split('"').nth(1).unwrap_or_default();
                     declared.push(template.to_string());
