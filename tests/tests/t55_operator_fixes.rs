@@ -279,19 +279,31 @@ fn t55_clear_keeps_unit_numbers_and_sweeps_the_superseded_outputs() {
         format!(
             "name = \"clear\"\n[[groups]]\nname = \"g\"\ncommand = {COPY}\n\
              inputs = [\"data/*.txt\"]\nunit_bytes = 0\n\
-             [[groups]]\nname = \"all\"\ncommand = {COPY}\nafter = [\"g\"]\ngather = true\n"
+             [[groups]]\nname = \"each\"\ncommand = {COPY}\nafter = [\"g\"]\n\
+             [[groups]]\nname = \"all\"\ncommand = {COPY}\nafter = [\"each\"]\ngather = true\n"
         ),
     );
     let id = submit(&url, &pipeline);
     wait_state(&url, &id, "succeeded");
     let old = [
         committed_outputs(&url, &id, "g"),
+        committed_outputs(&url, &id, "each"),
         committed_outputs(&url, &id, "all"),
     ]
     .concat();
+    // What each unit of the per-unit group wrote, by unit number.
+    let read_each = || {
+        let mut by_unit: Vec<(String, String)> = committed_outputs(&url, &id, "each")
+            .iter()
+            .map(|p| (unit_of(p), std::fs::read_to_string(p).unwrap()))
+            .collect();
+        by_unit.sort();
+        by_unit
+    };
+    let each_before = read_each();
     let out = tmctl_ok(&url, &["clear", &id, "--group", "g", "--downstream"]);
     assert!(
-        out.contains("2 units reset to run again, 1 unit dropped downstream"),
+        out.contains("2 units reset to run again, 3 units dropped downstream"),
         "{out}"
     );
     wait_state(&url, &id, "succeeded");
@@ -302,7 +314,15 @@ fn t55_clear_keeps_unit_numbers_and_sweeps_the_superseded_outputs() {
         "0",
         "the gather is unit 0 again: {gathered:?}"
     );
-    let new = [committed_outputs(&url, &id, "g"), gathered].concat();
+    // Each unit of the per-unit group reads the same unit of g as before,
+    // under its old number, whatever order g committed in this time.
+    assert_eq!(read_each(), each_before);
+    let new = [
+        committed_outputs(&url, &id, "g"),
+        committed_outputs(&url, &id, "each"),
+        gathered,
+    ]
+    .concat();
     let units = |paths: &[String]| paths.iter().map(|p| unit_of(p)).collect::<Vec<_>>();
     assert_eq!(units(&new), units(&old), "same unit numbers");
     assert!(new.iter().all(|p| !old.contains(p)), "new attempts");
@@ -313,5 +333,6 @@ fn t55_clear_keeps_unit_numbers_and_sweeps_the_superseded_outputs() {
     assert!(new.iter().all(|p| Path::new(p).exists()), "{new:?}");
     // A glob over the store sees each unit once.
     assert_eq!(attempt_dirs(&store, &id, "g").len(), 2);
+    assert_eq!(attempt_dirs(&store, &id, "each").len(), 2);
     assert_eq!(attempt_dirs(&store, &id, "all").len(), 1);
 }

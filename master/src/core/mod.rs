@@ -412,6 +412,7 @@ impl Core {
                 units: Units::default(),
                 counts: Counts::default(),
                 created,
+                revivable: FxHashMap::default(),
             };
             if group.wiring.feed == Feed::Inputs {
                 // The units now hold the inputs; keeping them in the spec
@@ -633,7 +634,8 @@ impl Core {
         }
     }
 
-    /// A committed unit feeds one new unit in each per-unit downstream group.
+    /// A committed unit feeds one unit in each per-unit downstream group:
+    /// a new one, or the one a clear dropped, live again under its number.
     fn spawn_downstream(&mut self, pos: Pos) {
         let pipeline = &self.pipelines[pos.pipeline as usize];
         let downstream = pipeline.groups[pos.group as usize]
@@ -641,8 +643,20 @@ impl Core {
             .downstream
             .clone();
         for down in downstream {
-            let group = &self.pipelines[pos.pipeline as usize].groups[down as usize];
-            if group.wiring.feed == Feed::PerUnit {
+            let group = &mut self.pipelines[pos.pipeline as usize].groups[down as usize];
+            if group.wiring.feed != Feed::PerUnit {
+                continue;
+            }
+            if let Some(unit) = group.revivable.remove(&(pos.group, pos.unit)) {
+                let revived = Pos {
+                    pipeline: pos.pipeline,
+                    group: down,
+                    unit,
+                };
+                self.unit_mut(revived).failures = 0;
+                self.set_state(revived, UnitState::Pending);
+                self.ready.push_back(revived, self.lane(pos.pipeline));
+            } else {
                 let source = UnitSource::Upstream {
                     group: pos.group,
                     unit: pos.unit,

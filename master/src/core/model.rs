@@ -120,6 +120,11 @@ pub struct Group {
     /// False for a barrier group until its upstream groups complete and its
     /// units are created; a group is never complete before.
     pub created: bool,
+    /// A per-unit group's dropped units that a clear left to be made live
+    /// again, by the (upstream group, unit) they are derived from: when
+    /// that unit commits again, its unit here runs again under the same
+    /// number instead of a new one.
+    pub revivable: FxHashMap<(u32, u32), u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

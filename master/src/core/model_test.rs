@@ -51,6 +51,11 @@ struct Model {
     versions: BTreeMap<(String, String), u64>,
     cancelled: BTreeSet<String>,
     blocked: bool,
+    /// Each unit of b's unit of a (the one whose output it reads).
+    sources: BTreeMap<Key, u32>,
+    /// A cleared a's dropped units of b, by (pipeline, unit of a): the
+    /// next commit of that unit of a makes it pending again, same number.
+    revivable: BTreeMap<(String, u32), u32>,
 }
 
 const MAX_ATTEMPTS: u32 = 2; // what two_groups() asks for
@@ -442,13 +447,20 @@ impl Run {
             incarnation: lease.incarnation,
         };
         if key.1 == "a" {
-            // Each committed unit of a feeds one new unit of b, appended.
+            // Each committed unit of a feeds one unit of b: the one a clear
+            // dropped, pending again, or a new one appended.
+            let (p, a_unit) = (key.0, key.2);
+            if let Some(b_unit) = self.model.revivable.remove(&(p.clone(), a_unit)) {
+                let b = self.model.units.get_mut(&(p, "b".into(), b_unit)).unwrap();
+                *b = (Want::Pending, 0);
+                return;
+            }
             let next = (self.model.units.keys())
-                .filter(|k| k.0 == key.0 && k.1 == "b")
+                .filter(|k| k.0 == p && k.1 == "b")
                 .count() as u32;
-            self.model
-                .units
-                .insert((key.0, "b".into(), next), (Want::Pending, 0));
+            let b = (p, "b".to_string(), next);
+            self.model.sources.insert(b.clone(), a_unit);
+            self.model.units.insert(b, (Want::Pending, 0));
         }
     }
 
@@ -689,7 +701,8 @@ impl Run {
         }
         self.journal.extend(result.unwrap().0);
         self.model.requeue(&id, Some(group));
-        for ((p, g, _), (state, failures)) in self.model.units.iter_mut() {
+        for (key, (state, failures)) in self.model.units.iter_mut() {
+            let (p, g, u) = key;
             if *p != id || *state == Want::Dropped {
                 continue;
             }
@@ -697,6 +710,8 @@ impl Run {
                 (*state, *failures) = (Want::Pending, 0);
             } else if group == "a" {
                 *state = Want::Dropped;
+                let a_unit = self.model.sources[key];
+                self.model.revivable.insert((p.clone(), a_unit), *u);
             }
         }
     }

@@ -8,7 +8,7 @@ use taskmaster_proto::v1::{GroupConfigChange, InputSlice, InputUnit};
 
 use super::model::{Pipeline, Pos, UnitSource, UnitState};
 use super::names::shown;
-use super::spec;
+use super::spec::{self, Feed};
 use super::{Core, CoreError, record};
 
 /// What an operator action changed, for the reply.
@@ -197,6 +197,7 @@ impl Core {
             group: g,
             downstream,
             keep_unit_numbers: true,
+            revive_per_unit: true,
         }));
         self.apply_checked(&rec, now_ms);
         let changed = changes(&before, &self.pipelines[p as usize]);
@@ -225,7 +226,7 @@ impl Core {
             }
         }
         if c.downstream {
-            self.drop_derived(p, g, c.keep_unit_numbers);
+            self.drop_derived(p, g, c.keep_unit_numbers, c.revive_per_unit);
         }
         Ok(())
     }
@@ -235,8 +236,11 @@ impl Core {
     /// `keep_unit_numbers`, a barrier group's units (all derived from the
     /// whole of its upstream) are removed rather than left as tombstones,
     /// so that when the barrier opens again they are made under the same
-    /// numbers: a gather stays unit 0, partition r stays unit r.
-    fn drop_derived(&mut self, p: u32, from: u32, keep_unit_numbers: bool) {
+    /// numbers: a gather stays unit 0, partition r stays unit r. With
+    /// `revive_per_unit`, a per-unit group's dropped units are noted as
+    /// revivable, so each runs again under its number when its upstream
+    /// unit commits again.
+    fn drop_derived(&mut self, p: u32, from: u32, keep_unit_numbers: bool, revive_per_unit: bool) {
         let order = self.pipelines[p as usize].topo_order.clone();
         let mut affected = vec![from];
         for d in order {
@@ -245,6 +249,7 @@ impl Core {
                 continue;
             }
             let barrier = group.wiring.feed.is_barrier();
+            let revive = revive_per_unit && group.wiring.feed == Feed::PerUnit;
             let units = group.units.len() as u32;
             affected.push(d);
             self.requeue_leased(p, d);
@@ -270,6 +275,13 @@ impl Core {
                 };
                 if derived && self.unit(pos).state != UnitState::Dropped {
                     self.set_state(pos, UnitState::Dropped);
+                    if let (true, &UnitSource::Upstream { group, unit }) =
+                        (revive, &self.unit(pos).source)
+                    {
+                        self.pipelines[p as usize].groups[d as usize]
+                            .revivable
+                            .insert((group, unit), u);
+                    }
                 }
             }
             if barrier {

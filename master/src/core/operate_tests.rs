@@ -699,6 +699,7 @@ fn an_older_clear_record_keeps_the_tombstone_on_replay() {
         group: 0,
         downstream: true,
         keep_unit_numbers: false,
+        revive_per_unit: false,
     }));
     core.apply(&old, 0).unwrap();
     journal.push(old);
@@ -708,6 +709,94 @@ fn an_older_clear_record_keeps_the_tombstone_on_replay() {
         [1],
         "after the tombstone, as before"
     );
+    let replayed = replayed_at(journal, T0_UNIX_MS);
+    assert_eq!(replayed.outputs("p-1", "b"), core.outputs("p-1", "b"));
+}
+
+/// Runs every ready unit, committing group `a`'s units in the order
+/// `a_order` gives them (a function of the leases, e.g. reversed); the
+/// units of `a` each unit of `b` read, by its number.
+fn run_ordered(
+    core: &mut Core,
+    journal: &mut Vec<Record>,
+    a_order: impl Fn(&mut Vec<Lease>),
+) -> std::collections::BTreeMap<u32, Vec<String>> {
+    let mut b_inputs = std::collections::BTreeMap::new();
+    loop {
+        let (records, leases) = core.lease("w", 100, false, 0).unwrap();
+        journal.extend(records);
+        if leases.leases.is_empty() {
+            return b_inputs;
+        }
+        let (mut a, b): (Vec<Lease>, Vec<Lease>) = leases
+            .leases
+            .into_iter()
+            .partition(|l| l.unit.as_ref().unwrap().group == "a");
+        a_order(&mut a);
+        for lease in a.iter().chain(&b) {
+            let unit = lease.unit.as_ref().unwrap();
+            if unit.group == "b" {
+                // The unit of `a` each input came from (a path is
+                // `/store/p-1/a/UNIT/LEASE/NAME`; the lease differs per run).
+                let sources = lease
+                    .inputs
+                    .iter()
+                    .map(|i| i.split('/').nth(4).unwrap().to_string());
+                b_inputs.insert(unit.unit, sources.collect());
+            }
+            let output = format!("o{}", unit.unit);
+            let item = done(lease, &[output.as_str()]);
+            journal.extend(core.commit("tok", &[item], 0).unwrap().0);
+        }
+    }
+}
+
+#[test]
+fn a_per_unit_group_cleared_downstream_keeps_its_unit_numbers() {
+    let mut core = core();
+    let mut journal = vec![Core::init_record("tok", 1)];
+    journal.extend(core.submit("p-1", two_groups(4), 0, 0).unwrap());
+    let first = run_ordered(&mut core, &mut journal, |_| {});
+    assert_eq!(first.len(), 4);
+    let (records, _) = core.clear("p-1", "a", true, 0).unwrap();
+    journal.extend(records);
+    core.check_invariants().unwrap();
+    assert_snapshot_encodes(&core); // revivable units
+    // A snapshot taken now, restored: the same units revive.
+    let restored = Core::from_snapshot(core.config().clone(), &core.to_snapshot(9, 0), 0, 0);
+    let mut restored = restored.unwrap();
+    restored.check_invariants().unwrap();
+
+    // `a` commits in the other order this time: `b`'s units would have
+    // been made in that order, under new numbers after the tombstones.
+    let again = run_ordered(&mut core, &mut journal, |a| a.reverse());
+    core.check_invariants().unwrap();
+    assert_eq!(again, first, "each unit of b reads what it read before");
+    assert_eq!(unit_numbers(&core, "b"), [0, 1, 2, 3]);
+    let from_snapshot = run_ordered(&mut restored, &mut Vec::new(), |a| a.reverse());
+    assert_eq!(from_snapshot, first);
+    let replayed = replayed_at(journal, T0_UNIX_MS);
+    assert_eq!(replayed.outputs("p-1", "b"), core.outputs("p-1", "b"));
+}
+
+#[test]
+fn a_per_unit_clear_recorded_before_revival_appends_on_replay() {
+    let mut core = core();
+    let mut journal = vec![Core::init_record("tok", 1)];
+    journal.extend(core.submit("p-1", two_groups(2), 0, 0).unwrap());
+    run_ordered(&mut core, &mut journal, |_| {});
+    // As a master before `revive_per_unit` journaled it.
+    let old = rec(Kind::GroupCleared(journal::GroupCleared {
+        pipeline_id: "p-1".into(),
+        group: 0,
+        downstream: true,
+        keep_unit_numbers: true,
+        revive_per_unit: false,
+    }));
+    core.apply(&old, 0).unwrap();
+    journal.push(old);
+    run_ordered(&mut core, &mut journal, |_| {});
+    assert_eq!(unit_numbers(&core, "b"), [2, 3], "after the tombstones");
     let replayed = replayed_at(journal, T0_UNIX_MS);
     assert_eq!(replayed.outputs("p-1", "b"), core.outputs("p-1", "b"));
 }

@@ -16,7 +16,7 @@ use taskmaster_proto::v1::{PipelineRollback, PipelineState, RollbackPreview};
 
 use super::incarnation::Incarnations;
 use super::model::{
-    AttemptError, Counts, Group, LeaseClock, Pipeline, Pos, Unit, UnitSource, UnitState,
+    AttemptError, Counts, Group, LeaseClock, Pipeline, Pos, Unit, UnitSource, UnitState, Units,
 };
 use super::{Core, CoreConfig, CoreError, spec};
 
@@ -394,6 +394,7 @@ fn pipeline_to_snapshot(p: &Pipeline) -> SnapshotPipeline {
                 config_version: g.config_version,
                 created: g.created,
                 units: g.units.iter().map(unit_to_snapshot).collect(),
+                revivable_units: revivable_units(g),
             })
             .collect(),
         ..pipeline_head(p)
@@ -443,6 +444,41 @@ fn unit_to_snapshot(unit: &Unit) -> SnapshotUnit {
     out
 }
 
+/// A group's revivable units, in unit order (so equal states encode alike).
+pub(super) fn revivable_units(g: &Group) -> Vec<u32> {
+    let mut units: Vec<u32> = g.revivable.values().copied().collect();
+    units.sort_unstable();
+    units
+}
+
+/// The revivable units of a snapshot's group, keyed by their sources:
+/// each must be a dropped unit derived from an upstream unit.
+fn revivable_from_snapshot(
+    pipeline_id: &str,
+    sg: &SnapshotGroup,
+    units: &Units,
+) -> Result<FxHashMap<(u32, u32), u32>, CoreError> {
+    let mut revivable = FxHashMap::default();
+    for &u in &sg.revivable_units {
+        match units.get(u as usize) {
+            Some(&Unit {
+                source: UnitSource::Upstream { group, unit },
+                state: UnitState::Dropped,
+                ..
+            }) => {
+                revivable.insert((group, unit), u);
+            }
+            _ => {
+                return Err(CoreError::Corrupt(format!(
+                    "snapshot pipeline {pipeline_id}: revivable unit {u} is not a dropped unit \
+                     derived from an upstream unit"
+                )));
+            }
+        }
+    }
+    Ok(revivable)
+}
+
 fn pipeline_from_snapshot(sp: &SnapshotPipeline) -> Result<Pipeline, CoreError> {
     let spec = sp.spec.clone().unwrap_or_default();
     let wiring = spec::validate(&spec)
@@ -461,12 +497,14 @@ fn pipeline_from_snapshot(sp: &SnapshotPipeline) -> Result<Pipeline, CoreError> 
             .iter()
             .map(|u| unit_from_snapshot(u, &w.upstream))
             .collect::<Result<_, _>>()?;
+        let revivable = revivable_from_snapshot(&sp.pipeline_id, sg, &units)?;
         groups.push(Group {
             wiring: w,
             config_version: sg.config_version,
             units,
             counts: Counts::default(),
             created: sg.created,
+            revivable,
         });
     }
     let group_index: FxHashMap<String, u32> = spec

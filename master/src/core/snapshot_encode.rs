@@ -70,6 +70,7 @@ fn encode_group(g: &Group, out: &mut Vec<u8>, unit_buf: &mut Vec<u8>) {
         config_version: g.config_version,
         created: g.created,
         units: Vec::new(),
+        revivable_units: super::snapshot::revivable_units(g),
     }
     .encode(out)
     .expect("a Vec grows as needed");
