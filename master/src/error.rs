@@ -1,6 +1,6 @@
 //! The master's errors: what a call of the runtime (and recovery) can fail
 //! with. The gRPC layer maps each to a status in one place
-//! (`service::status`).
+//! (`grpc_status::status`).
 
 use crate::core::CoreError;
 use crate::journal::JournalError;

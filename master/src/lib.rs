@@ -24,8 +24,13 @@
 //!   (SSE) and `/metrics`, thin over the same runtime operations as gRPC.
 //! - [`metrics`]: the Prometheus counters and histograms (atomics), and
 //!   the gauges computed from the state when scraped.
-//! - [`service`]: the thin gRPC layer (validate, convert, map errors).
+//! - [`service`]: the thin gRPC layer (validate, convert).
+//! - [`worker_rpc`]: the worker calls (lease, renew, commit, release),
+//!   shared by their unary handlers and the `Work` stream.
 //! - [`work_stream`]: the worker calls over one bidirectional stream.
+//! - [`open_streams`]: each worker's open streams; a worker whose last one
+//!   closed has its leases expire after a short grace.
+//! - [`grpc_status`]: the one place errors become gRPC statuses.
 //! - [`procstat`]: the master's peak memory and CPU time, from `/proc`.
 //! - [`writeback`]: large files (snapshots) written with paced write-back,
 //!   so their sync does not stall the journal's.
@@ -42,11 +47,13 @@ pub mod clock;
 pub mod core;
 pub mod duration;
 pub mod error;
+pub mod grpc_status;
 pub mod http;
 pub mod idle_thread;
 pub mod journal;
 pub mod logs;
 pub mod metrics;
+pub mod open_streams;
 pub mod procstat;
 pub mod publish;
 pub mod recovery;
@@ -58,4 +65,5 @@ pub mod snapshots;
 pub mod sweep;
 pub mod tls;
 pub mod work_stream;
+pub mod worker_rpc;
 pub mod writeback;

@@ -382,7 +382,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     master.set_admission(args.limits.admission());
     master.open_streams().set_grace_ms(
         args.lost_worker_grace_ms
-            .unwrap_or_else(|| taskmaster_master::work_stream::grace_ms_for(args.lease_ms)),
+            .unwrap_or_else(|| taskmaster_master::open_streams::grace_ms_for(args.lease_ms)),
     );
     let access = Arc::new(taskmaster_master::auth::Access::new(
         args.auth,

@@ -7,8 +7,8 @@ use taskmaster_proto::v1::schedules_server::Schedules;
 use taskmaster_proto::v1::*;
 use tonic::{Request, Response, Status};
 
+use crate::grpc_status::status;
 use crate::runtime::Master;
-use crate::service::status;
 
 pub struct ScheduleService {
     master: Arc<Master>,

@@ -55,8 +55,8 @@ impl Master {
         Ok(expired)
     }
 
-    /// Each worker's open `Work` streams (see `work_stream::OpenStreams`).
-    pub fn open_streams(&self) -> &crate::work_stream::OpenStreams {
+    /// Each worker's open `Work` streams (see `open_streams::OpenStreams`).
+    pub fn open_streams(&self) -> &crate::open_streams::OpenStreams {
         &self.streams
     }
 
@@ -70,7 +70,7 @@ impl Master {
     }
 
     /// `worker_id`'s last `Work` stream closed: its leases expire a grace
-    /// from now ([`crate::work_stream::OpenStreams::grace_ms`]) unless it
+    /// from now ([`crate::open_streams::OpenStreams::grace_ms`]) unless it
     /// comes back or renews first. Only the expiry time moves (in memory,
     /// as a renewal moves it); the reaper expires them as records.
     pub async fn worker_gone(&self, worker_id: &str) {

@@ -125,7 +125,7 @@ pub struct Master {
     remote: Option<RemoteStore>,
     retain_finished: Option<Duration>,
     /// Each worker's open `Work` streams, to notice when one goes away.
-    streams: crate::work_stream::OpenStreams,
+    streams: crate::open_streams::OpenStreams,
     /// Held for the process's life: one master per data dir.
     _lock: File,
 }
