@@ -410,7 +410,7 @@ impl TaskMaster for Service {
         );
         // The rollback is done: a failure to journal who did it must not
         // make the caller think it was not (and try again).
-        if let Some(actor) = crate::auth::context::current(Clone::clone)
+        if let Some(actor) = crate::runtime::actor::current(Clone::clone)
             && let Err(e) = self.master.audit_rollback(&id, &actor).await
         {
             tracing::error!(snapshot_id = id, error = %e, "the rollback was done but its audit record was not journaled");

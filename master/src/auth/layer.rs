@@ -1,6 +1,6 @@
 //! The tower layer in front of the gRPC service: reads each call's
 //! credentials, finds its identity, checks the role table, and runs the
-//! handler as that caller (see [`super::context`]). A refused call never
+//! handler as that caller (see [`crate::runtime::actor`]). A refused call never
 //! reaches a handler: it is answered here with UNAUTHENTICATED (no or a
 //! bad identity), PERMISSION_DENIED (the role may not make this call) or
 //! INVALID_ARGUMENT (malformed metadata).
@@ -82,7 +82,7 @@ where
             Ok((_, None)) => Box::pin(inner.call(request)),
             Ok((held, Some((caller, actor)))) => {
                 request.extensions_mut().insert(caller);
-                let call = super::context::with_actor(actor, inner.call(request));
+                let call = crate::runtime::actor::with_actor(actor, inner.call(request));
                 Box::pin(async move {
                     // A lease call's place is held until it answers.
                     let _held = held;

@@ -8,7 +8,6 @@
 //! - [`cert`]: a worker's name from its client certificate's subject
 //! - [`layer`]: the tower layer in front of the gRPC service
 //! - [`limits`]: connections, long-polls, Work streams, rate per identity
-//! - [`context`]: who is calling, for the audit records the runtime writes
 //! - [`worker_calls`]: a worker acts only as itself, on its own leases
 //! - [`tokens`]: making a token (`CreateToken`)
 //! - [`bootstrap`]: the first admin token, written to the data dir
@@ -18,7 +17,6 @@
 
 pub mod bootstrap;
 pub mod cert;
-pub mod context;
 pub mod credentials;
 pub mod layer;
 pub mod limits;

@@ -125,7 +125,7 @@ pub async fn authorize(State(http): State<Http>, request: Request, next: Next) -
             name: "anonymous".into(),
             reason: presented.reason,
         };
-        return crate::auth::context::with_actor(actor, next.run(request)).await;
+        return crate::runtime::actor::with_actor(actor, next.run(request)).await;
     }
     match admit(&http, &request, &presented, needs) {
         Ok(identity) => {
@@ -133,7 +133,7 @@ pub async fn authorize(State(http): State<Http>, request: Request, next: Next) -
                 name: identity.shown(),
                 reason: presented.reason,
             };
-            crate::auth::context::with_actor(actor, next.run(request)).await
+            crate::runtime::actor::with_actor(actor, next.run(request)).await
         }
         Err(refusal) if refusal.code() == Code::Unauthenticated && is_page(&request) => {
             // A browser without a login: to the login page, and back after.

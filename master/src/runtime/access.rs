@@ -5,8 +5,8 @@
 use taskmaster_proto::journal::Record;
 use taskmaster_proto::v1::LeaseRef;
 
+use super::actor;
 use super::{Master, MasterError};
-use crate::auth::context;
 use crate::core::Core;
 use crate::core::audit::Actor;
 use crate::core::tokens::Token;
@@ -80,7 +80,7 @@ pub(super) fn audit_in_scope(
     now_ms: u64,
     clock: &dyn crate::clock::Clock,
 ) {
-    let audited = context::current(|actor| {
+    let audited = actor::current(|actor| {
         if records.is_empty() {
             return Vec::new();
         }

@@ -23,6 +23,7 @@
 //!   store's, and the store it names
 
 mod access;
+pub mod actor;
 mod calls;
 mod data_dir;
 mod health;

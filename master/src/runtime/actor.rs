@@ -1,7 +1,8 @@
-//! Who is making the call in progress: the layer runs each call's handler
-//! inside [`with_actor`], and the runtime reads it when a change is made,
-//! to journal the audit record beside the change (one append, so a change
-//! is never durable without its author).
+//! Who is making the call in progress: the access layers (gRPC's and the
+//! HTTP side's) run each call's handler inside [`with_actor`], and the
+//! runtime reads it when a change is made, to journal the audit record
+//! beside the change (one append, so a change is never durable without its
+//! author).
 
 use std::future::Future;
 
