@@ -12,7 +12,7 @@
 //! # Reading a unit's log (gRPC `ReadLogs`, the HTTP unit page)
 //!
 //! ```ignore
-//! let chunk = taskmaster_master::logs::read_log(&master, &LogRequest {
+//! let chunk = master.read_log(&LogRequest {
 //!     pipeline_id, group, unit,
 //!     attempt: 0,                 // the latest attempt with logs, or its number (TM_ATTEMPT)
 //!     stream: LogStream::Stderr,
@@ -29,8 +29,10 @@
 //! the unit's attempts with logs (for links to each). A `LogError::NotFound`
 //! names what was not found (pipeline, group, unit, attempt).
 //!
-//! Nothing here holds the state lock across I/O: the core is consulted
-//! through the runtime's short reads, the local store is read on blocking
+//! The reading that consults the core is `Master::read_log` (the runtime's
+//! `task_logs`); this module holds what it reads from the store, with no
+//! other part of the master. Nothing holds the state lock across I/O: the
+//! core is consulted through the runtime's short reads, the local store is read on blocking
 //! threads and a remote one through `object_store`'s async calls.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,7 +45,7 @@ use object_store::path::Path as ObjectPath;
 use taskmaster_proto::log_names::{LOGS_DIR, LogAttempt, LogKind, parse_log_file_name};
 use taskmaster_proto::v1::{GroupStatus, PipelineState};
 
-use crate::runtime::{Master, MasterError};
+use crate::error::MasterError;
 use crate::sweep::RemoteStore;
 
 /// Most bytes one read returns (a quarter of the message limit).
@@ -52,9 +54,9 @@ pub const LOG_READ_BYTES_MAX: u32 = 4 * 1024 * 1024;
 const _: () =
     assert!(LOG_READ_BYTES_MAX as usize <= taskmaster_proto::limits::MESSAGE_BYTES_MAX / 2);
 /// Most bytes of an `end` object read (how the attempt ended).
-const OUTCOME_BYTES_MAX: u64 = 4 * 1024;
+pub(crate) const OUTCOME_BYTES_MAX: u64 = 4 * 1024;
 
-/// Where attempts write: what [`Master::data_store`] returns.
+/// Where attempts write: what `Master::data_store` returns.
 #[derive(Debug, Clone)]
 pub enum DataStore {
     /// The local store's root directory.
@@ -71,7 +73,7 @@ pub enum LogStream {
 }
 
 impl LogStream {
-    fn kind(self) -> LogKind {
+    pub(crate) fn kind(self) -> LogKind {
         match self {
             LogStream::Stdout => LogKind::Stdout,
             LogStream::Stderr => LogKind::Stderr,
@@ -146,73 +148,11 @@ impl LogError {
 }
 
 /// The objects of a unit's logs, by attempt.
-type UnitLogs = BTreeMap<LogAttempt, BTreeSet<LogKind>>;
-
-/// Reads a part of one attempt's log; see the module docs.
-pub async fn read_log(master: &Master, request: &LogRequest) -> Result<LogChunk, LogError> {
-    let status = master.status(&request.pipeline_id).await?;
-    let Some(group) = status.groups.iter().find(|g| g.name == request.group) else {
-        return Err(LogError::NotFound(format!(
-            "pipeline {} has no group {:?}",
-            request.pipeline_id, request.group
-        )));
-    };
-    let store = master.data_store();
-    let unit_dir = UnitDir {
-        pipeline_id: &request.pipeline_id,
-        group: &request.group,
-        unit: request.unit,
-    };
-    let logs = list_unit_logs(&store, &unit_dir).await?;
-    if logs.is_empty() {
-        return Err(no_logs(request, group));
-    }
-    let attempts: Vec<u32> = logs
-        .keys()
-        .map(|a| a.attempt)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let chosen = pick_attempt(&logs, request, &attempts)?;
-    let ended = logs[&chosen].contains(&LogKind::End);
-    let finished = ended
-        || is_finished(status.state())
-        || !master
-            .attempt_may_matter(
-                &request.pipeline_id,
-                &request.group,
-                request.unit,
-                chosen.lease_id,
-                chosen.incarnation,
-            )
-            .await?;
-    let max_bytes = match request.max_bytes {
-        0 => LOG_READ_BYTES_MAX,
-        n => n.min(LOG_READ_BYTES_MAX),
-    };
-    let path = unit_dir.file(&chosen, request.stream.kind());
-    let (data, size) = read_range(&store, &path, request.offset, u64::from(max_bytes)).await?;
-    let outcome = if ended {
-        let end = unit_dir.file(&chosen, LogKind::End);
-        let (bytes, _) = read_range(&store, &end, 0, OUTCOME_BYTES_MAX).await?;
-        String::from_utf8_lossy(&bytes).trim_end().to_string()
-    } else {
-        String::new()
-    };
-    Ok(LogChunk {
-        next_offset: request.offset + data.len() as u64,
-        data,
-        size,
-        finished,
-        attempt: chosen,
-        attempts,
-        outcome,
-    })
-}
+pub(crate) type UnitLogs = BTreeMap<LogAttempt, BTreeSet<LogKind>>;
 
 /// NOT_FOUND for a unit without logs: past the group's units, or not
 /// started yet.
-fn no_logs(request: &LogRequest, group: &GroupStatus) -> LogError {
+pub(crate) fn no_logs(request: &LogRequest, group: &GroupStatus) -> LogError {
     let units = group
         .counts
         .map_or(0, |c| c.pending + c.leased + c.committed + c.failed);
@@ -233,7 +173,7 @@ fn no_logs(request: &LogRequest, group: &GroupStatus) -> LogError {
 
 /// The attempt `request` names (0: the latest) among the unit's `logs`;
 /// of two with one number (a unit cleared and run again), the later.
-fn pick_attempt(
+pub(crate) fn pick_attempt(
     logs: &UnitLogs,
     request: &LogRequest,
     attempts: &[u32],
@@ -255,7 +195,7 @@ fn pick_attempt(
         })
 }
 
-fn is_finished(state: PipelineState) -> bool {
+pub(crate) fn is_finished(state: PipelineState) -> bool {
     matches!(
         state,
         PipelineState::Succeeded | PipelineState::Failed | PipelineState::Cancelled
@@ -265,22 +205,22 @@ fn is_finished(state: PipelineState) -> bool {
 /// A unit's place in the store. Its names come from the core's state (the
 /// pipeline and group were found there), which admits no `/` or `..` in
 /// them.
-struct UnitDir<'a> {
-    pipeline_id: &'a str,
-    group: &'a str,
-    unit: u32,
+pub(crate) struct UnitDir<'a> {
+    pub(crate) pipeline_id: &'a str,
+    pub(crate) group: &'a str,
+    pub(crate) unit: u32,
 }
 
 impl UnitDir<'_> {
     /// `<pipeline>/<group>/<unit>/logs`, relative to the store's root.
-    fn logs_dir(&self) -> String {
+    pub(crate) fn logs_dir(&self) -> String {
         format!(
             "{}/{}/{}/{LOGS_DIR}",
             self.pipeline_id, self.group, self.unit
         )
     }
 
-    fn file(&self, attempt: &LogAttempt, kind: LogKind) -> String {
+    pub(crate) fn file(&self, attempt: &LogAttempt, kind: LogKind) -> String {
         format!("{}/{}", self.logs_dir(), attempt.file_name(kind))
     }
 }
@@ -297,7 +237,10 @@ fn object_path(remote: &RemoteStore, relative: &str) -> Result<ObjectPath, LogEr
 }
 
 /// Every log object of a unit, by attempt.
-async fn list_unit_logs(store: &DataStore, unit: &UnitDir<'_>) -> Result<UnitLogs, LogError> {
+pub(crate) async fn list_unit_logs(
+    store: &DataStore,
+    unit: &UnitDir<'_>,
+) -> Result<UnitLogs, LogError> {
     let relative = unit.logs_dir();
     let names = match store {
         DataStore::Local(root) => {
@@ -336,7 +279,7 @@ fn list_dir(dir: &Path) -> Result<Vec<String>, LogError> {
 }
 
 /// Up to `max_bytes` of the object `relative` from `offset`, and its size.
-async fn read_range(
+pub(crate) async fn read_range(
     store: &DataStore,
     relative: &str,
     offset: u64,
@@ -404,12 +347,11 @@ async fn on_blocking_thread<T: Send + 'static>(
 /// A worker that kept running an attempt of a deleted pipeline past its
 /// lease (a zombie) may write its logs again afterwards, as it may write
 /// its outputs; nothing deletes those.
-pub async fn delete_pipeline_logs(master: &Master, pipelines: &[(String, Vec<String>)]) -> u64 {
-    let store = master.data_store();
+pub async fn delete_pipeline_logs(store: &DataStore, pipelines: &[(String, Vec<String>)]) -> u64 {
     let mut deleted = 0;
     for (id, groups) in pipelines {
         for group in groups {
-            let done = match &store {
+            let done = match store {
                 DataStore::Local(root) => {
                     let dir = root.join(id).join(group);
                     on_blocking_thread(move || Ok(delete_local_group_logs(&dir))).await

@@ -417,11 +417,9 @@ pub fn count_commit_results(
     m.count_failed_attempts(failed);
 }
 
-/// Counts a whole commit call refused for its server token.
-pub fn count_wrong_master(error: &crate::runtime::MasterError, items: usize) {
-    if let crate::runtime::MasterError::Core(crate::core::CoreError::WrongMaster { .. }) = error {
-        metrics().count_refusals(RefusalReason::ServerToken, items as u64);
-    }
+/// Counts a whole commit call of `items` refused for its server token.
+pub fn count_wrong_master(items: usize) {
+    metrics().count_refusals(RefusalReason::ServerToken, items as u64);
 }
 
 #[cfg(test)]

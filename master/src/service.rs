@@ -106,7 +106,7 @@ impl TaskMaster for Service {
             offset: req.offset,
             max_bytes: req.max_bytes,
         };
-        let chunk = match crate::logs::read_log(&self.master, &read).await {
+        let chunk = match self.master.read_log(&read).await {
             Ok(chunk) => chunk,
             Err(crate::logs::LogError::Master(e)) => return Err(status(e)),
             Err(e) => return Err(e.to_status()),

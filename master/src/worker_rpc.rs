@@ -9,9 +9,10 @@ use taskmaster_proto::v1::*;
 use tonic::Status;
 
 use crate::auth::worker_calls;
+use crate::core::CoreError;
 use crate::core::limits::{BATCH_ITEMS_MAX, LEASE_WAIT_MS_MAX, MESSAGE_BYTES_MAX};
 use crate::grpc_status::{item_statuses, status};
-use crate::runtime::Master;
+use crate::runtime::{Master, MasterError};
 
 /// A lease call: up to `max_units` leases, waiting up to `wait_ms` for work.
 pub(crate) async fn lease_call(
@@ -101,7 +102,9 @@ pub(crate) async fn commit_call(
         .commit(&req.server_token, &req.items, req.lease_next.as_ref())
         .await
         .map_err(|e| {
-            crate::metrics::count_wrong_master(&e, req.items.len());
+            if let MasterError::Core(CoreError::WrongMaster { .. }) = e {
+                crate::metrics::count_wrong_master(req.items.len());
+            }
             status(e)
         })?;
     crate::metrics::count_commit_results(&req.items, &results);

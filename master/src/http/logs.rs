@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::Http;
 use super::error::HttpError;
 use super::query::Params;
-use crate::logs::{LOG_READ_BYTES_MAX, LogChunk, LogError, LogRequest, LogStream, read_log};
+use crate::logs::{LOG_READ_BYTES_MAX, LogChunk, LogError, LogRequest, LogStream};
 use crate::runtime::Master;
 
 /// Bytes of each log's end the unit page shows.
@@ -54,7 +54,7 @@ pub async fn api_logs(
         offset: params.number("offset", 0u64, u64::MAX)?,
         max_bytes: params.number("max_bytes", LOG_READ_BYTES_MAX, LOG_READ_BYTES_MAX)?,
     };
-    let chunk = read_log(&http.master, &request).await?;
+    let chunk = http.master.read_log(&request).await?;
     Ok(Json(json!({
         "attempt": chunk.attempt.attempt, "attempts": chunk.attempts,
         "data": String::from_utf8_lossy(&chunk.data), "next_offset": chunk.next_offset,
@@ -92,11 +92,11 @@ pub async fn tails(
             offset: 0,
             max_bytes: PAGE_TAIL_BYTES as u32,
         };
-        let mut chunk: LogChunk = read_log(master, &request).await?;
+        let mut chunk: LogChunk = master.read_log(&request).await?;
         if chunk.size > PAGE_TAIL_BYTES {
             request.offset = chunk.size - PAGE_TAIL_BYTES;
             request.attempt = chunk.attempt.attempt;
-            chunk = read_log(master, &request).await?;
+            chunk = master.read_log(&request).await?;
         }
         let skipped = chunk.next_offset.saturating_sub(chunk.data.len() as u64);
         let tails = out.get_or_insert_with(|| LogTails {

@@ -34,6 +34,7 @@ mod rebuild;
 mod scheduling;
 mod snapshot;
 mod sweeping;
+mod task_logs;
 mod views;
 
 use std::fs::File;

@@ -101,7 +101,7 @@ impl Master {
         let swept = self.sweep_pipelines(|p| chosen.contains(p)).await;
         self.mutate(|core, now| Ok((core.delete_pipelines(&ids, now)?, ())))
             .await?;
-        crate::logs::delete_pipeline_logs(self, &groups).await;
+        crate::logs::delete_pipeline_logs(&self.data_store(), &groups).await;
         Ok(swept)
     }
 }
