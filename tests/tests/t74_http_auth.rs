@@ -206,9 +206,11 @@ fn t74_the_http_side_checks_tokens_and_roles_as_grpc_does() {
     );
     let cookie = set_cookie.split(';').next().unwrap().to_string();
     let with_cookie = |request: RequestBuilder| request.header("cookie", &cookie);
-    assert_eq!(
-        answer(with_cookie(master.get("/workers")).send().unwrap()).0,
-        200
+    let (status, page) = answer(with_cookie(master.get("/workers")).send().unwrap());
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("otto (operator)") && page.contains("action=\"/logout\""),
+        "the page names who is logged in and offers to log out: {page}"
     );
 
     // An action carried by the cookie must come from the master's pages.
@@ -257,6 +259,15 @@ fn t74_the_http_side_checks_tokens_and_roles_as_grpc_does() {
     assert!(
         status_text.contains("otto (operator)  cancel"),
         "{status_text}"
+    );
+
+    // Logging out forgets the cookie.
+    let response = master.post("/logout").send().unwrap();
+    assert_eq!(response.status().as_u16(), 303);
+    let cleared = response.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cleared.starts_with("taskmaster_token=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
     );
 
     // A revoked token logs its browser out.

@@ -39,6 +39,7 @@ type PageResult = Result<Html<String>, HttpError>;
 const STYLE: &str = r#"
 body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fafafa}
 nav{background:#23303f;padding:.6em 1em}nav a{color:#fff;margin-right:1.2em;text-decoration:none;font-weight:600}
+nav form.whoami{float:right;color:#cfd6de;margin:0}
 main{padding:1em 1.5em}table{border-collapse:collapse;background:#fff;margin:.5em 0}
 td,th{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}th{background:#f0f0f0}
 .badge{display:inline-block;padding:.1em .5em;border-radius:.8em;color:#fff;font-size:.85em;font-weight:600}
@@ -103,6 +104,12 @@ pub fn layout(title: &str, body: Markup) -> String {
                     a href="/workers" { "Workers" }
                     a href="/snapshots" { "Snapshots" }
                     a href="/metrics" { "Metrics" }
+                    @if let Some(who) = logged_in() {
+                        form.whoami method="post" action="/logout" {
+                            span #whoami { (who) } " "
+                            button type="submit" { "Log out" }
+                        }
+                    }
                 }
                 main {
                     div #flash hidden {}
@@ -113,6 +120,12 @@ pub fn layout(title: &str, body: Markup) -> String {
         }
     }
     .into_string()
+}
+
+/// Who the page is shown to, on a master with `--auth` (the caller the
+/// access layer runs the request as); None without it.
+fn logged_in() -> Option<String> {
+    crate::runtime::actor::current(|actor| actor.name.clone()).filter(|name| name != "anonymous")
 }
 
 /// The page an error is shown on: what was not found, which parameter
