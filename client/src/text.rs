@@ -131,23 +131,28 @@ pub fn pipeline_detail(status: &StatusView) -> String {
     out.push_str(&table(&rows));
     if !pipeline.failed_units.is_empty() {
         out.push_str("\nfailed units:\n");
-        out.push_str(&failed_units(&pipeline.failed_units));
+        out.push_str(&failed_units(&pipeline.failed_units, Some(&pipeline.id)));
     }
     out
 }
 
 /// Each failed unit: `group/unit` and its attempts in all, what it read,
-/// and its kept errors labelled by attempt, the earlier ones on one line
-/// each and the last in full:
+/// and its kept errors labelled by attempt, the worker that ran it and
+/// for how long, the earlier ones on one line each and the last in full;
+/// then, given the pipeline's id, the command that shows the last
+/// attempt's logs:
 ///
 /// ```text
 ///   extract/4: failed after 3 attempts
 ///     inputs: /data/a.csv, /data/b.csv (2 in all)
-///     attempt 2: `sh` failed with exit status: 3; stderr tail: … bad row
-///     attempt 3: `sh` failed with exit status: 3; stderr tail:
+///     attempt 2 (worker w-1, 2.3 s): `sh` failed with exit status: 3; stderr tail: … bad row
+///     attempt 3 (worker w-2, 1 min 5 s): `sh` failed with exit status: 3; stderr tail:
 ///       bad row
+///     logs: tmctl logs p-1 --group extract --unit 4 --attempt 3
 /// ```
-pub fn failed_units(units: &[FailedUnitView]) -> String {
+///
+/// The worker or duration of an error an older master kept is `unknown`.
+pub fn failed_units(units: &[FailedUnitView], logs_of: Option<&str>) -> String {
     let mut out = String::new();
     for unit in units {
         let _ = writeln!(
@@ -162,17 +167,46 @@ pub fn failed_units(units: &[FailedUnitView]) -> String {
             out.push_str("    (no error text)\n");
             continue;
         };
-        let attempt = |i: usize| match unit.error_attempts.get(i) {
-            Some(&n) if n > 0 => n.to_string(),
-            _ => "?".to_string(),
+        let number = |i: usize| unit.error_attempts.get(i).copied().filter(|&n| n > 0);
+        let attempt = |i: usize| {
+            let n = number(i).map_or_else(|| "?".to_string(), |n| n.to_string());
+            let worker = match unit.error_workers.get(i) {
+                Some(Some(worker)) => worker.as_str(),
+                _ => "unknown",
+            };
+            let took = match unit.error_durations_ms.get(i) {
+                Some(&Some(ms)) => human_duration(ms),
+                _ => "duration unknown".to_string(),
+            };
+            format!("attempt {n} (worker {worker}, {took})")
         };
         for (i, error) in earlier.iter().enumerate() {
-            let _ = writeln!(out, "    attempt {}: {}", attempt(i), one_line(error));
+            let _ = writeln!(out, "    {}: {}", attempt(i), one_line(error));
         }
-        let last = last.trim_end().replace('\n', "\n      ");
-        let _ = writeln!(out, "    attempt {}: {last}", attempt(earlier.len()));
+        let last_text = last.trim_end().replace('\n', "\n      ");
+        let _ = writeln!(out, "    {}: {last_text}", attempt(earlier.len()));
+        if let Some(id) = logs_of {
+            let which =
+                number(earlier.len()).map_or_else(String::new, |n| format!(" --attempt {n}"));
+            let _ = writeln!(
+                out,
+                "    logs: tmctl logs {id} --group {} --unit {}{which}",
+                unit.group, unit.unit
+            );
+        }
     }
     out
+}
+
+/// How long something ran, to a useful precision: `850 ms`, `2.3 s`,
+/// `4 min 5 s`, `2 h 3 min`.
+pub fn human_duration(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{} min {} s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{} h {} min", ms / 3_600_000, ms / 60_000 % 60),
+    }
 }
 
 /// A failed unit's first inputs and how many it reads in all.
@@ -459,6 +493,8 @@ mod tests {
                 attempts: 3,
                 errors: vec!["first".into(), "boom\ntrace".into()],
                 error_attempts: vec![2, 3],
+                error_workers: vec![Some("w-1".into()), Some("w-2".into())],
+                error_durations_ms: vec![Some(2_345), Some(65_000)],
                 inputs: vec!["/in/a.csv".into()],
                 inputs_total: Some(1),
                 ..FailedUnitView::default()
@@ -496,8 +532,9 @@ mod tests {
                 "failed units:\n  \
                  extract/4: failed after 3 attempts\n    \
                  inputs: /in/a.csv\n    \
-                 attempt 2: first\n    \
-                 attempt 3: boom\n      trace\n"
+                 attempt 2 (worker w-1, 2.3 s): first\n    \
+                 attempt 3 (worker w-2, 1 min 5 s): boom\n      trace\n    \
+                 logs: tmctl logs p-1 --group extract --unit 4 --attempt 3\n"
             ),
             "{text}"
         );
@@ -511,23 +548,29 @@ mod tests {
             attempts: 1,
             errors: vec!["`sh` failed with exit status: 3; stderr tail:\nline 1\nbad row\n".into()],
             error_attempts: vec![1],
+            error_workers: vec![Some("host-1-ab12".into())],
+            error_durations_ms: vec![Some(850)],
             inputs: (0..5).map(|i| format!("/in/{i}")).collect(),
             inputs_total: Some(200),
             ..FailedUnitView::default()
         };
-        let text = failed_units(std::slice::from_ref(&one));
+        let text = failed_units(std::slice::from_ref(&one), None);
         assert_eq!(
             text,
             "  g/0: failed after 1 attempt\n    \
              inputs: /in/0, /in/1, /in/2, /in/3, /in/4 and 195 more\n    \
-             attempt 1: `sh` failed with exit status: 3; stderr tail:\n      line 1\n      bad row\n"
+             attempt 1 (worker host-1-ab12, 850 ms): `sh` failed with exit status: 3; stderr tail:\n      line 1\n      bad row\n"
         );
         // After a retry: attempts count them all, errors say which they were,
-        // earlier ones on one line; an older master's errors have no number.
+        // earlier ones on one line; an older master's errors have no number,
+        // worker or duration (or the worker only, for a lease it granted
+        // before it kept grant times).
         let retried = FailedUnitView {
             attempts: 4,
             errors: vec![one.errors[0].clone(), "exit 9".into()],
             error_attempts: vec![0, 4],
+            error_workers: vec![None, Some("w-9".into())],
+            error_durations_ms: vec![None, None],
             inputs: Vec::new(),
             input_slices: vec![SliceView {
                 path: "/in/big".into(),
@@ -537,14 +580,41 @@ mod tests {
             inputs_total: None,
             ..one
         };
-        let text = failed_units(&[retried]);
+        let text = failed_units(std::slice::from_ref(&retried), Some("p-1"));
         assert_eq!(
             text,
             "  g/0: failed after 4 attempts\n    \
              inputs: /in/big (bytes 0 to 64) and more (too many upstream units to count)\n    \
-             attempt ?: `sh` failed with exit status: 3; stderr tail: … bad row\n    \
-             attempt 4: exit 9\n"
+             attempt ? (worker unknown, duration unknown): `sh` failed with exit status: 3; stderr tail: … bad row\n    \
+             attempt 4 (worker w-9, duration unknown): exit 9\n    \
+             logs: tmctl logs p-1 --group g --unit 0 --attempt 4\n"
         );
+        // Errors of a reply with no workers at all (an older master).
+        let older = FailedUnitView {
+            error_workers: Vec::new(),
+            error_durations_ms: Vec::new(),
+            ..retried
+        };
+        assert!(
+            failed_units(&[older], None)
+                .contains("attempt 4 (worker unknown, duration unknown): exit 9\n"),
+        );
+    }
+
+    #[test]
+    fn durations_are_shown_to_a_useful_precision() {
+        let cases = [
+            (0, "0 ms"),
+            (999, "999 ms"),
+            (1_000, "1.0 s"),
+            (2_345, "2.3 s"),
+            (65_000, "1 min 5 s"),
+            (3_599_999, "59 min 59 s"),
+            (7_380_000, "2 h 3 min"),
+        ];
+        for (ms, text) in cases {
+            assert_eq!(human_duration(ms), text);
+        }
     }
 
     #[test]

@@ -69,6 +69,13 @@ pub struct FailedUnitView {
     pub errors: Vec<String>,
     /// The attempt number of each of `errors` (0: not known).
     pub error_attempts: Vec<u32>,
+    /// The worker that ran each of `errors`' attempts (null: not known,
+    /// an error kept by an older master).
+    pub error_workers: Vec<Option<String>>,
+    /// How long each of `errors`' attempts ran, in ms: from its lease's
+    /// grant to its failure, or for an expired lease to the moment it ran
+    /// out (null: not known).
+    pub error_durations_ms: Vec<Option<u64>>,
     /// Its first input files (at most 5 with `input_slices`).
     pub inputs: Vec<String>,
     /// Byte ranges of files it reads, after `inputs`.
@@ -161,12 +168,26 @@ impl From<GroupStatus> for GroupView {
 
 impl From<FailedUnit> for FailedUnitView {
     fn from(unit: FailedUnit) -> Self {
+        // An older master sends no runs: each error's are then not known.
+        let run = |i: usize| unit.error_runs.get(i);
+        let error_workers = (0..unit.errors.len())
+            .map(|i| {
+                run(i)
+                    .map(|r| r.worker_id.clone())
+                    .filter(|w| !w.is_empty())
+            })
+            .collect();
+        let error_durations_ms = (0..unit.errors.len())
+            .map(|i| run(i).and_then(|r| r.duration_ms))
+            .collect();
         FailedUnitView {
             group: unit.group,
             unit: unit.unit,
             attempts: unit.attempts,
             errors: unit.errors,
             error_attempts: unit.error_attempts,
+            error_workers,
+            error_durations_ms,
             inputs: unit.inputs,
             input_slices: unit.input_slices.into_iter().map(SliceView::from).collect(),
             inputs_total: unit.inputs_total,
@@ -186,7 +207,7 @@ impl From<InputSlice> for SliceView {
 
 #[cfg(test)]
 mod tests {
-    use taskmaster_proto::v1::UnitCounts;
+    use taskmaster_proto::v1::{AttemptRun, UnitCounts};
 
     use super::*;
 
@@ -221,6 +242,16 @@ mod tests {
                 attempts: 3,
                 errors: vec!["exit 1".into(), "exit 2".into()],
                 error_attempts: vec![2, 3],
+                error_runs: vec![
+                    AttemptRun {
+                        worker_id: String::new(),
+                        duration_ms: None,
+                    },
+                    AttemptRun {
+                        worker_id: "w-2".into(),
+                        duration_ms: Some(1500),
+                    },
+                ],
                 inputs: vec!["/in/a.csv".into()],
                 input_slices: vec![InputSlice {
                     path: "/in/big.csv".into(),
@@ -290,7 +321,8 @@ mod tests {
             ],
             "failed_units": [
                 {"group": "extract", "unit": 7, "attempts": 3, "errors": ["exit 1", "exit 2"],
-                 "error_attempts": [2, 3], "inputs": ["/in/a.csv"],
+                 "error_attempts": [2, 3], "error_workers": [null, "w-2"],
+                 "error_durations_ms": [null, 1500], "inputs": ["/in/a.csv"],
                  "input_slices": [{"path": "/in/big.csv", "start": 0, "end": 100}],
                  "inputs_total": 2},
             ],

@@ -489,9 +489,20 @@ async fn submit_wait_exits_one_and_lists_failed_units() {
         text.contains("failed units:\n  extract/1: failed after 1 attempt\n    inputs: "),
         "{text}"
     );
-    assert!(text.contains("in-1.txt\n    attempt 1: "), "{text}");
+    // The attempt names the real worker that ran it and how long it ran.
+    assert!(
+        text.contains("in-1.txt\n    attempt 1 (worker client-tests, "),
+        "{text}"
+    );
+    assert!(!text.contains("duration unknown"), "{text}");
     assert!(text.contains("exit status: 3"), "{text}");
     assert!(text.contains("boom"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "    logs: tmctl logs {id} --group extract --unit 1 --attempt 1\n"
+        )),
+        "{text}"
+    );
     assert!(!text.contains("extract/0"), "{text}");
 
     let status = json(&tmctl(&["--master", &master.url, "status", &id, "--json"]).await);
@@ -558,6 +569,33 @@ async fn status_json_of_one_pipeline() {
         json["failed_units"][0]["error_attempts"],
         serde_json::json!([1, 2, 3])
     );
+    // Each attempt's worker, and how long it ran (grant to failure: the
+    // hand worker fails at once, so well under the test's bound).
+    assert_eq!(
+        json["failed_units"][0]["error_workers"],
+        serde_json::json!(["hand", "hand", "hand"])
+    );
+    let durations = json["failed_units"][0]["error_durations_ms"]
+        .as_array()
+        .unwrap();
+    assert_eq!(durations.len(), 3, "{json}");
+    assert!(
+        durations
+            .iter()
+            .all(|d| d.as_u64().is_some_and(|ms| ms < 60_000)),
+        "{json}"
+    );
+    let text = stdout(&tmctl(&["--master", &master.url, "status", &failing]).await);
+    assert!(
+        text.contains("    attempt 3 (worker hand, ") && text.contains("): exit status 7\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "    logs: tmctl logs {failing} --group extract --unit 1 --attempt 3\n"
+        )),
+        "{text}"
+    );
     let input = json["failed_units"][0]["inputs"][0].as_str().unwrap();
     assert!(input.ends_with("/failing-in-1.txt"), "{input}");
     assert_eq!(json["failed_units"][0]["inputs_total"], 1);
@@ -615,14 +653,26 @@ async fn status_text_of_one_pipeline_shows_failed_units() {
         ),
         "{text}"
     );
-    assert!(
-        text.contains(
-            "failing-in-1.txt\n    \
-             attempt 1: exit status 1\n    \
-             attempt 2: exit status 2\n    \
-             attempt 3: exit status 7\n"
-        ),
-        "{text}"
+    // Each attempt with its worker and duration (the hand worker fails
+    // each at once: some milliseconds), then where its logs are.
+    let attempts: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.ends_with("failing-in-1.txt"))
+        .skip(1)
+        .take(4)
+        .collect();
+    assert_eq!(attempts.len(), 4, "{text}");
+    for (i, line) in attempts[..3].iter().enumerate() {
+        let prefix = format!("    attempt {} (worker hand, ", i + 1);
+        let took = line
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split_once(" ms): exit status "))
+            .and_then(|(ms, _)| ms.parse::<u64>().ok());
+        assert!(took.is_some_and(|ms| ms < 1_000), "{line}");
+    }
+    assert_eq!(
+        attempts[3],
+        format!("    logs: tmctl logs {failing} --group extract --unit 1 --attempt 3")
     );
     master.stop().await;
 }

@@ -39,6 +39,8 @@ fn lease_granted(unit: u32) -> Record {
             lease_id: 1_000_000 + u64::from(unit),
             worker_id: "worker-01".into(),
             lease_ms: 60_000,
+            // A wall-clock time, as a master writes it (7 bytes more).
+            granted_unix_ms: 1_767_225_600_000,
         })),
     }
 }
@@ -66,6 +68,8 @@ fn leases_granted(n: u32) -> Record {
             first_lease_id: 1_000_000,
             worker_id: "worker-01".into(),
             lease_ms: 60_000,
+            // A wall-clock time, as a master writes it (7 bytes more).
+            granted_unix_ms: 1_767_225_600_000,
         })),
     }
 }

@@ -103,6 +103,19 @@ async fn lease_expiry_and_retention_follow_the_manual_clock() {
         commit(&master, &leases[1]).await.is_err(),
         "an expired lease cannot commit"
     );
+    // The expired attempt is kept with its worker and its duration by the
+    // clock: from the grant to the moment the lease ran out.
+    let kept = master
+        .view(|core, _| core.unit_detail(&id, "g", 1))
+        .await
+        .unwrap()
+        .unwrap();
+    let runs: Vec<(Option<&str>, Option<u64>)> = kept
+        .errors
+        .iter()
+        .map(|e| (e.worker_id.as_deref(), e.duration_ms))
+        .collect();
+    assert_eq!(runs, [(Some("w"), Some(10_000))]);
 
     let again = master
         .lease("w", 1, false, Duration::ZERO)

@@ -1093,3 +1093,172 @@ max_attempts = 1
         "{bad_limit}"
     );
 }
+
+/// A failed unit's attempts as the pipeline's JSON lists them: (attempt,
+/// worker, duration in ms, error).
+fn failed_attempts(status: &Value) -> Vec<(u64, String, u64, String)> {
+    status["failed_units"][0]["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no failed unit: {status}"))
+        .iter()
+        .map(|a| {
+            (
+                a["attempt"].as_u64().unwrap(),
+                a["worker_id"].as_str().unwrap_or("(none)").to_string(),
+                a["duration_ms"].as_u64().unwrap_or(u64::MAX),
+                a["error"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn t70_failed_attempts_show_their_worker_duration_and_logs_and_survive_a_restart() {
+    const LEASE: u64 = 2_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let master = Master::start(tmp.path(), LEASE);
+    let url = master.url();
+    let worker = WorkerProcess::start_env(
+        &url,
+        1,
+        tmp.path(),
+        &[("TASKMASTER_WORKER_ID", "t70-runner")],
+    );
+    write(&tmp.path().join("data/f.txt"), "f");
+    let file = tmp.path().join("flaky.toml");
+    write(
+        &file,
+        r#"
+name = "flaky"
+[[groups]]
+name = "flaky"
+command = ["sh", "-c", "sleep 0.3; echo \"no luck in attempt $TM_ATTEMPT\" >&2; exit 3"]
+inputs = ["data/f.txt"]
+unit_bytes = 0
+max_attempts = 2
+retry_delay = "0"
+"#,
+    );
+    let flaky = submit(&url, &file);
+    wait_until("the flaky unit fails twice", WAIT, || {
+        (status_json(&url, &flaky)["state"] == "failed").then_some(())
+    });
+    drop(worker);
+
+    // The pipeline's JSON: each attempt's number, worker, duration (at
+    // least the task's 300 ms sleep) and error, and its logs' links.
+    let status = master.json(&format!("/api/pipelines/{flaky}"), 200);
+    let attempts = failed_attempts(&status);
+    assert_eq!(attempts.len(), 2, "{status}");
+    for (i, (attempt, worker, ms, error)) in attempts.iter().enumerate() {
+        assert_eq!(*attempt, i as u64 + 1, "{status}");
+        assert_eq!(worker, "t70-runner", "{status}");
+        assert!((300..LEASE * 10).contains(ms), "{ms} ms: {status}");
+        assert!(
+            error.contains(&format!("no luck in attempt {attempt}")),
+            "{error}"
+        );
+    }
+    let first = &status["failed_units"][0]["errors"][0];
+    let unit_path = format!("/pipelines/{flaky}/groups/flaky/units/0");
+    assert_eq!(first["page"], format!("{unit_path}?attempt=1#logs"));
+    let logs = first["logs"].as_str().unwrap();
+    assert_eq!(logs, format!("/api{unit_path}/logs?attempt=1"));
+    let log = master.json(logs, 200);
+    assert_eq!(log["attempt"], 1, "{log}");
+    assert!(
+        log["data"]
+            .as_str()
+            .unwrap()
+            .contains("no luck in attempt 1"),
+        "{log}"
+    );
+    // The unit's JSON lists the same attempts, with the same links.
+    let unit = master.json(&format!("/api{unit_path}"), 200);
+    assert_eq!(unit["errors"][1]["worker_id"], "t70-runner", "{unit}");
+    assert_eq!(unit["errors"][1]["duration_ms"], attempts[1].2, "{unit}");
+    assert_eq!(
+        unit["errors"][1]["page"],
+        format!("{unit_path}?attempt=2#logs")
+    );
+
+    // The pages: the pipeline's failed unit and the unit's attempts, each
+    // with its worker, duration and a link to its logs.
+    let page = master.page(&format!("/pipelines/{flaky}"), 200);
+    let failed = page.split("id=\"failed\"").nth(1).expect("a failed table");
+    for attempt in [1, 2] {
+        let row = failed
+            .split(&format!("data-attempt=\"{attempt}\""))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no attempt {attempt}: {failed}"));
+        let row = row.split("</tr>").next().unwrap();
+        assert!(row.contains("<code>t70-runner</code>"), "{row}");
+        assert!(row.contains(" ms<") || row.contains(" s<"), "{row}");
+        assert!(
+            row.contains(&format!("no luck in attempt {attempt}")),
+            "{row}"
+        );
+        assert!(
+            row.contains(&format!("href=\"{unit_path}?attempt={attempt}#logs\"")),
+            "{row}"
+        );
+    }
+    let unit_page = master.page(&format!("{unit_path}?attempt=1"), 200);
+    let errors = unit_page
+        .split("id=\"errors\"")
+        .nth(1)
+        .expect("the attempts");
+    assert!(errors.contains("<code>t70-runner</code>"), "{errors}");
+    assert!(errors.contains("no luck in attempt 2"), "{errors}");
+    assert!(unit_page.contains("id=\"logs\""), "{unit_page}");
+
+    // tmctl status says the same.
+    let text = tmctl_ok(&url, &["status", &flaky]);
+    assert!(
+        text.contains("    attempt 1 (worker t70-runner, "),
+        "{text}"
+    );
+    assert!(
+        text.contains("    attempt 2 (worker t70-runner, "),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "    logs: tmctl logs {flaky} --group flaky --unit 0 --attempt 2\n"
+        )),
+        "{text}"
+    );
+
+    // A lease that runs out: its worker held it from the grant until it
+    // ran out, at least a lease time.
+    let lost_file = tmp.path().join("lost.toml");
+    write(
+        &lost_file,
+        "name = \"lost\"\n[[groups]]\nname = \"lost\"\ncommand = [\"true\"]\n\
+         inputs = [\"data/f.txt\"]\nunit_bytes = 0\nmax_attempts = 1\n",
+    );
+    let lost = submit(&url, &lost_file);
+    let rt = runtime();
+    rt.block_on(async {
+        let client = Client::connect(&url).await.unwrap();
+        assert_eq!(lease(&client, 1).await.len(), 1);
+    });
+    wait_until("the lost lease expires", WAIT, || {
+        (status_json(&url, &lost)["state"] == "failed").then_some(())
+    });
+    let expired = failed_attempts(&master.json(&format!("/api/pipelines/{lost}"), 200));
+    assert_eq!(expired.len(), 1);
+    let (attempt, worker, ms, error) = &expired[0];
+    assert_eq!((*attempt, worker.as_str()), (1, "hand"));
+    assert!((LEASE..LEASE * 10).contains(ms), "{ms} ms");
+    assert!(error.contains("expired (worker hand"), "{error}");
+
+    // A restarted master replays the journal and shows the same.
+    let data = tmp.path().to_path_buf();
+    drop(master);
+    let master = Master::start(&data, LEASE);
+    let again = master.json(&format!("/api/pipelines/{flaky}"), 200);
+    assert_eq!(failed_attempts(&again), attempts);
+    let again = master.json(&format!("/api/pipelines/{lost}"), 200);
+    assert_eq!(failed_attempts(&again), expired);
+}

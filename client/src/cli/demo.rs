@@ -113,7 +113,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if !pipeline.failed_units.is_empty() {
         eprint!(
             "failed units:\n{}",
-            text::failed_units(&pipeline.failed_units)
+            text::failed_units(&pipeline.failed_units, None)
         );
     }
     if let Some(dir) = &outcome.kept_data_dir {

@@ -70,7 +70,7 @@ pub fn ended(id: &str, status: PipelineStatus) -> ExitCode {
     if !view.failed_units.is_empty() {
         super::err_out(&format!(
             "failed units:\n{}",
-            text::failed_units(&view.failed_units)
+            text::failed_units(&view.failed_units, Some(id))
         ));
     }
     ExitCode::from(super::EXIT_PIPELINE_FAILED)

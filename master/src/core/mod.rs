@@ -325,7 +325,12 @@ impl Core {
                 self.unit_mut(pos).failed_lease = f.lease_id;
                 let waited_ms = self.waited_since(f.failed_unix_ms, now_ms);
                 let retry = Retry::AfterDelay { waited_ms };
-                self.count_failure(pos, f.lease_id, f.error.clone(), retry, now_ms);
+                let failure = Failure {
+                    lease_id: f.lease_id,
+                    error: f.error.clone(),
+                    ended_unix_ms: f.failed_unix_ms,
+                };
+                self.count_failure(pos, failure, retry, now_ms);
             }
             Kind::LeaseExpired(e) => {
                 let pos = self.take_lease(&e.unit, e.lease_id)?;
@@ -334,7 +339,12 @@ impl Core {
                     "lease {} expired (worker {worker} stopped renewing)",
                     e.lease_id
                 );
-                self.count_failure(pos, e.lease_id, error, Retry::Now, now_ms);
+                let failure = Failure {
+                    lease_id: e.lease_id,
+                    error,
+                    ended_unix_ms: e.expired_unix_ms,
+                };
+                self.count_failure(pos, failure, Retry::Now, now_ms);
             }
             Kind::LeaseReleased(r) => {
                 let pos = self.take_lease(&r.unit, r.lease_id)?;
@@ -444,7 +454,12 @@ impl Core {
             .as_ref()
             .ok_or_else(|| CoreError::Corrupt("grant without a unit".into()))?;
         let pos = self.resolve_addr(addr)?;
-        self.grant(pos, g.lease_id, &g.worker_id, g.lease_ms, now_ms)
+        let granted = Granted {
+            worker_id: &g.worker_id,
+            lease_ms: g.lease_ms,
+            unix_ms: g.granted_unix_ms,
+        };
+        self.grant(pos, g.lease_id, &granted, now_ms)
     }
 
     /// A [`journal::LeasesGranted`]: each unit's grant in order, as if
@@ -455,24 +470,28 @@ impl Core {
         now_ms: u64,
     ) -> Result<(), CoreError> {
         let pipeline = self.resolve_group(&g.pipeline_id, g.group)?;
+        let granted = Granted {
+            worker_id: &g.worker_id,
+            lease_ms: g.lease_ms,
+            unix_ms: g.granted_unix_ms,
+        };
         for (i, &unit) in g.units.iter().enumerate() {
             let lease_id = g
                 .first_lease_id
                 .checked_add(i as u64)
                 .ok_or_else(|| CoreError::Corrupt("lease ids past the last".into()))?;
             let pos = self.resolve_unit(pipeline, g.group, unit, &g.pipeline_id)?;
-            self.grant(pos, lease_id, &g.worker_id, g.lease_ms, now_ms)?;
+            self.grant(pos, lease_id, &granted, now_ms)?;
         }
         Ok(())
     }
 
-    /// Leases the pending unit at `pos` to `worker_id` as `lease_id`.
+    /// Leases the pending unit at `pos` as `lease_id`, as `granted` says.
     fn grant(
         &mut self,
         pos: Pos,
         lease_id: u64,
-        worker_id: &str,
-        lease_ms: u64,
+        granted: &Granted<'_>,
         now_ms: u64,
     ) -> Result<(), CoreError> {
         if self.unit(pos).state != UnitState::Pending {
@@ -489,12 +508,13 @@ impl Core {
         self.next_lease_id = lease_id + 1;
         let state = UnitState::Leased {
             lease_id,
-            worker_id: worker_id.to_string(),
+            worker_id: granted.worker_id.to_string(),
+            granted_unix_ms: granted.unix_ms,
         };
         self.set_state(pos, state);
         self.unit_mut(pos).grants += 1;
         self.pipelines[pos.pipeline as usize].grants += 1;
-        let expiry_ms = now_ms.saturating_add(lease_ms);
+        let expiry_ms = now_ms.saturating_add(granted.lease_ms);
         self.leases.insert(lease_id, LeaseClock { pos, expiry_ms });
         self.expiries.insert(expiry_ms, lease_id);
         Ok(())
@@ -565,14 +585,34 @@ impl Core {
         }
     }
 
-    /// A failed or expired attempt: the unit is queued again (at once or
-    /// after its retry delay), or fails for good after its last attempt.
-    fn count_failure(&mut self, pos: Pos, lease_id: u64, error: String, retry: Retry, now_ms: u64) {
+    /// A failed or expired attempt of the unit at `pos`, whose lease was
+    /// just taken (the unit is still leased): the error is kept with the
+    /// worker that held the lease and the attempt's duration, and the unit
+    /// is queued again (at once or after its retry delay), or fails for
+    /// good after its last attempt.
+    fn count_failure(&mut self, pos: Pos, failure: Failure, retry: Retry, now_ms: u64) {
+        let Failure {
+            lease_id,
+            error,
+            ended_unix_ms,
+        } = failure;
         let max_attempts = self.group(pos).wiring.max_attempts;
         let base_ms = self.pipelines[pos.pipeline as usize].spec.groups[pos.group as usize]
             .retry_delay_ms
             .unwrap_or(limits::RETRY_DELAY_MS_DEFAULT);
         let unit = self.unit_mut(pos);
+        let (worker_id, duration_ms) = match &mut unit.state {
+            UnitState::Leased {
+                worker_id,
+                granted_unix_ms,
+                ..
+            } => (
+                // The state is replaced below: the name moves, not copied.
+                std::mem::take(worker_id),
+                attempt_duration_ms(*granted_unix_ms, ended_unix_ms),
+            ),
+            _ => (String::new(), None),
+        };
         unit.failures += 1;
         if unit.errors.len() == limits::ERRORS_KEPT_PER_UNIT {
             unit.errors.remove(0);
@@ -582,6 +622,8 @@ impl Core {
         unit.errors.push(AttemptError {
             attempt: unit.grants,
             text: names::truncate(&error, limits::ERROR_BYTES_MAX),
+            worker_id,
+            duration_ms,
         });
         let failures = unit.failures;
         if failures >= max_attempts {
@@ -797,6 +839,30 @@ enum Retry {
     AfterDelay {
         waited_ms: u64,
     },
+}
+
+/// A lease being granted: to whom, for how long, and when (wall clock; 0
+/// when not known).
+struct Granted<'a> {
+    worker_id: &'a str,
+    lease_ms: u64,
+    unix_ms: u64,
+}
+
+/// A failed or expired attempt, as its record says: the lease, the error,
+/// and when the attempt ended (wall clock; 0 when not known).
+struct Failure {
+    lease_id: u64,
+    error: String,
+    ended_unix_ms: u64,
+}
+
+/// An attempt's duration from its grant to its end (wall-clock times from
+/// journaled records); None when either is not known. A wall clock that
+/// went back in between gives 0, never a wrap.
+fn attempt_duration_ms(granted_unix_ms: u64, ended_unix_ms: u64) -> Option<u64> {
+    (granted_unix_ms != 0 && ended_unix_ms != 0)
+        .then(|| ended_unix_ms.saturating_sub(granted_unix_ms))
 }
 
 /// The wall clock's reading at one reading of the monotonic clock.

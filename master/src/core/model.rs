@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use taskmaster_proto::v1::{InputUnit, OutputFile, PipelineSpec};
+use taskmaster_proto::v1::{AttemptRun, InputUnit, OutputFile, PipelineSpec};
 
 use super::spec::GroupWiring;
 
@@ -31,6 +31,10 @@ pub enum UnitState {
     Leased {
         lease_id: u64,
         worker_id: String,
+        /// When the lease was granted (wall clock, journaled with the
+        /// grant; 0: not known), so a failed attempt's duration can be
+        /// told. Costs no memory: the enum is as large for `Committed`.
+        granted_unix_ms: u64,
     },
     Committed {
         lease_id: u64,
@@ -58,15 +62,36 @@ pub struct Unit {
     pub failed_lease: u64,
 }
 
-/// A failed attempt's error text and the attempt's number, so a status
-/// can say which attempt each error came from (a retry keeps the errors
-/// before it, and a released attempt leaves none).
+/// A failed attempt's error text, the attempt's number, the worker that
+/// ran it and for how long, so a status can say which attempt each error
+/// came from (a retry keeps the errors before it, and a released attempt
+/// leaves none) and where and how long it ran. Kept for failed attempts
+/// only (at most `ERRORS_KEPT_PER_UNIT` a unit): nothing per committed
+/// unit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptError {
     /// The attempt's number (`TM_ATTEMPT`); 0 when not known (restored from
     /// a snapshot written before attempts were recorded with errors).
     pub attempt: u32,
     pub text: String,
+    /// The worker that held the lease; empty when not known (restored
+    /// from a snapshot written before workers were kept).
+    pub worker_id: String,
+    /// From the grant to the failure, or for an expired lease to the
+    /// moment it ran out (wall clock, ms); None when not known (a lease
+    /// granted by an older master, or an older snapshot's error).
+    pub duration_ms: Option<u64>,
+}
+
+impl AttemptError {
+    /// Who ran the attempt and for how long, as statuses and snapshots
+    /// carry it.
+    pub fn run(&self) -> AttemptRun {
+        AttemptRun {
+            worker_id: self.worker_id.clone(),
+            duration_ms: self.duration_ms,
+        }
+    }
 }
 
 impl Unit {

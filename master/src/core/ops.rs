@@ -17,7 +17,7 @@ use super::lease_view::Leases;
 use super::limits::*;
 use super::model::{Pos, UnitSource, UnitState};
 use super::names::{check_name, check_relative_path, shown, truncate};
-use super::{Core, CoreError, Refusal, record, spec};
+use super::{Core, CoreError, Granted, Refusal, record, spec};
 
 enum Leasable {
     Yes,
@@ -170,6 +170,11 @@ impl Core {
         self.promote_due(now_ms);
         let mut leases = Leases::new(compact, max_units.min(self.ready.len()));
         let mut held_back = Vec::new();
+        let granted = Granted {
+            worker_id,
+            lease_ms: self.config.lease_ms,
+            unix_ms: self.unix_at(now_ms),
+        };
         // One pass over the queue at most, so a fully blocked queue costs
         // one scan, not a loop.
         for _ in 0..self.ready.len() {
@@ -195,14 +200,13 @@ impl Core {
                 self.ready.push_front(pos, lane);
                 break;
             }
-            let lease_ms = self.config.lease_ms;
             // `leasable` checked the unit is pending, and the id is the next:
             // a refusal here would be a bug, after earlier grants changed
             // the state, so it is a crash (see `apply_checked`).
-            if let Err(e) = self.grant(pos, lease_id, worker_id, lease_ms, now_ms) {
+            if let Err(e) = self.grant(pos, lease_id, &granted, now_ms) {
                 panic!("a checked grant failed (a bug): {e}");
             }
-            self.journal_grant(records, pos, lease_id, worker_id, lease_ms);
+            self.journal_grant(records, pos, lease_id, &granted);
             leases.push(pos, prepared);
         }
         for (pos, lane) in held_back.into_iter().rev() {
@@ -219,8 +223,7 @@ impl Core {
         records: &mut Vec<Record>,
         pos: Pos,
         lease_id: u64,
-        worker_id: &str,
-        lease_ms: u64,
+        granted: &Granted<'_>,
     ) {
         let pipeline_id = &self.pipelines[pos.pipeline as usize].id;
         if let Some(Record {
@@ -228,8 +231,9 @@ impl Core {
         }) = records.last_mut()
             && run.group == pos.group
             && run.first_lease_id.checked_add(run.units.len() as u64) == Some(lease_id)
-            && run.lease_ms == lease_ms
-            && run.worker_id == worker_id
+            && run.lease_ms == granted.lease_ms
+            && run.granted_unix_ms == granted.unix_ms
+            && run.worker_id == granted.worker_id
             && run.pipeline_id == *pipeline_id
         {
             run.units.push(pos.unit);
@@ -240,8 +244,9 @@ impl Core {
             group: pos.group,
             units: vec![pos.unit],
             first_lease_id: lease_id,
-            worker_id: worker_id.to_string(),
-            lease_ms,
+            worker_id: granted.worker_id.to_string(),
+            lease_ms: granted.lease_ms,
+            granted_unix_ms: granted.unix_ms,
         })));
     }
 
@@ -565,9 +570,12 @@ impl Core {
                 if clock.expiry_ms != expiry_ms {
                     continue;
                 }
+                // Its duration ends when it ran out, not when the reaper
+                // came by.
                 let rec = record(Kind::LeaseExpired(journal::LeaseExpired {
                     unit: Some(self.addr(clock.pos)),
                     lease_id,
+                    expired_unix_ms: self.unix_at(clock.expiry_ms),
                 }));
                 self.apply(&rec, now_ms)
                     .expect("an indexed lease is current");

@@ -419,6 +419,7 @@ fn unit_to_snapshot(unit: &Unit) -> SnapshotUnit {
         failures: unit.failures,
         errors: unit.errors.iter().map(|e| e.text.clone()).collect(),
         error_attempts: unit.errors.iter().map(|e| e.attempt).collect(),
+        error_runs: unit.errors.iter().map(AttemptError::run).collect(),
         failed_lease: unit.failed_lease,
         ..SnapshotUnit::default()
     };
@@ -427,9 +428,11 @@ fn unit_to_snapshot(unit: &Unit) -> SnapshotUnit {
         UnitState::Leased {
             lease_id,
             worker_id,
+            granted_unix_ms,
         } => {
             out.lease_id = *lease_id;
             out.worker_id = worker_id.clone();
+            out.granted_unix_ms = *granted_unix_ms;
             UnitStateCode::Leased
         }
         UnitState::Committed { lease_id, files } => {
@@ -531,15 +534,21 @@ fn pipeline_from_snapshot(sp: &SnapshotPipeline) -> Result<Pipeline, CoreError> 
     })
 }
 
-/// A snapshot unit's errors with their attempt numbers; 0 (not known) for
-/// those of a snapshot written before the numbers were kept.
+/// A snapshot unit's errors with their attempt numbers, workers and
+/// durations; not known (0, empty, None) for those of a snapshot written
+/// before they were kept.
 fn attempt_errors(su: &SnapshotUnit) -> Vec<AttemptError> {
     su.errors
         .iter()
         .enumerate()
-        .map(|(i, text)| AttemptError {
-            attempt: su.error_attempts.get(i).copied().unwrap_or(0),
-            text: text.clone(),
+        .map(|(i, text)| {
+            let run = su.error_runs.get(i);
+            AttemptError {
+                attempt: su.error_attempts.get(i).copied().unwrap_or(0),
+                text: text.clone(),
+                worker_id: run.map(|r| r.worker_id.clone()).unwrap_or_default(),
+                duration_ms: run.and_then(|r| r.duration_ms),
+            }
         })
         .collect()
 }
@@ -562,6 +571,7 @@ fn unit_from_snapshot(su: &SnapshotUnit, upstream: &[u32]) -> Result<Unit, CoreE
         UnitStateCode::Leased => UnitState::Leased {
             lease_id: su.lease_id,
             worker_id: su.worker_id.clone(),
+            granted_unix_ms: su.granted_unix_ms,
         },
         UnitStateCode::Committed => UnitState::Committed {
             lease_id: su.lease_id,

@@ -100,12 +100,17 @@ fn encode_unit(unit: &Unit, out: &mut Vec<u8>) {
         UnitSource::Partition(r) => encoding::uint32::encode(4, r, out),
         UnitSource::Gather => encoding::bool::encode(5, &true, out),
     }
+    let mut granted_unix_ms = 0;
     let (code, lease_id, worker_id, files) = match &unit.state {
         UnitState::Pending => (UnitStateCode::Pending, 0, None, None),
         UnitState::Leased {
             lease_id,
             worker_id,
-        } => (UnitStateCode::Leased, *lease_id, Some(worker_id), None),
+            granted_unix_ms: granted,
+        } => {
+            granted_unix_ms = *granted;
+            (UnitStateCode::Leased, *lease_id, Some(worker_id), None)
+        }
         UnitState::Committed { lease_id, files } => {
             (UnitStateCode::Committed, *lease_id, None, Some(files))
         }
@@ -139,5 +144,11 @@ fn encode_unit(unit: &Unit, out: &mut Vec<u8>) {
     if !unit.errors.is_empty() {
         let attempts: Vec<u32> = unit.errors.iter().map(|e| e.attempt).collect();
         encoding::uint32::encode_packed(14, &attempts, out);
+    }
+    if granted_unix_ms != 0 {
+        encoding::uint64::encode(15, &granted_unix_ms, out);
+    }
+    for error in &unit.errors {
+        encoding::message::encode(16, &error.run(), out);
     }
 }

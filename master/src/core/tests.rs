@@ -157,6 +157,8 @@ fn lease_journals_the_grant_and_hands_out_a_unique_prefix() {
         first_lease_id: 1,
         worker_id: "w1".into(),
         lease_ms: LEASE_MS,
+        // The core of these tests has no wall clock: not known.
+        granted_unix_ms: 0,
     }));
     assert_eq!(records, vec![grants]);
     assert_eq!(leases[1].output_prefix, "p-1/a/1/2/");
@@ -469,6 +471,7 @@ fn journals_of_one_record_a_unit_still_replay() {
         lease_id: 1,
         worker_id: "w1".into(),
         lease_ms: LEASE_MS,
+        granted_unix_ms: 0,
     })));
     old.push(rec(Kind::UnitCommitted(journal::UnitCommitted {
         unit: addr(0, 0),
@@ -502,6 +505,7 @@ fn malformed_runs_of_grants_or_commits_are_refused_as_corrupt() {
             first_lease_id,
             worker_id: "w1".into(),
             lease_ms: LEASE_MS,
+            granted_unix_ms: 0,
         }))
     };
     let bad = [
@@ -556,7 +560,8 @@ fn expiry_returns_the_unit_and_the_old_lease_cannot_commit() {
         records,
         vec![rec(Kind::LeaseExpired(journal::LeaseExpired {
             unit: addr(0, 0),
-            lease_id: 1
+            lease_id: 1,
+            expired_unix_ms: 0,
         }))]
     );
     assert_eq!(counts(&core, 0).pending, 2);

@@ -205,6 +205,7 @@ impl super::Core {
             if let UnitState::Leased {
                 lease_id,
                 worker_id,
+                ..
             } = &u.state
                 && *lease_id == lease.lease_id
                 && worker_id != worker

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use super::model::{Pos, UnitState};
+use super::model::{AttemptError, Pos, UnitState};
 use super::names::shown;
 use super::{Core, CoreError};
 
@@ -65,16 +65,19 @@ pub struct UnitDetail {
     pub group: String,
     pub unit: u32,
     pub state: &'static str,
-    /// The current lease and its worker, while leased.
+    /// The current lease and its worker, while leased, and when it was
+    /// granted (wall clock; None when not known).
     pub lease_id: Option<u64>,
     pub worker_id: Option<String>,
+    pub leased_unix_ms: Option<u64>,
     /// The committing lease, once committed.
     pub committed_lease_id: Option<u64>,
     /// Leases granted: the number of the latest attempt.
     pub attempts: u32,
     pub failures: u32,
     pub max_attempts: u32,
-    /// The latest failed attempts' errors, oldest first (bounded).
+    /// The latest failed attempts, oldest first (bounded): each one's
+    /// error, worker and duration.
     pub errors: Vec<AttemptErrorView>,
     pub outputs: Vec<OutputView>,
     pub config_version: u64,
@@ -84,7 +87,24 @@ pub struct UnitDetail {
 pub struct AttemptErrorView {
     /// 0: not known (recorded before attempts were numbered).
     pub attempt: u32,
+    /// The worker that held the attempt's lease; None: not known (an
+    /// error of a snapshot written before workers were kept).
+    pub worker_id: Option<String>,
+    /// From the grant to the failure report, or for an expired lease to
+    /// the moment it ran out; None: not known.
+    pub duration_ms: Option<u64>,
     pub error: String,
+}
+
+impl From<&AttemptError> for AttemptErrorView {
+    fn from(e: &AttemptError) -> AttemptErrorView {
+        AttemptErrorView {
+            attempt: e.attempt,
+            worker_id: Some(e.worker_id.clone()).filter(|w| !w.is_empty()),
+            duration_ms: e.duration_ms,
+            error: e.text.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -252,13 +272,19 @@ impl Core {
         let pos = self.ui_unit_pos(pipeline_id, group, unit)?;
         let g = self.group(pos);
         let u = self.unit(pos);
-        let (lease_id, worker_id, committed_lease_id) = match &u.state {
+        let (lease_id, worker_id, leased_unix_ms, committed_lease_id) = match &u.state {
             UnitState::Leased {
                 lease_id,
                 worker_id,
-            } => (Some(*lease_id), Some(worker_id.clone()), None),
-            UnitState::Committed { lease_id, .. } => (None, None, Some(*lease_id)),
-            _ => (None, None, None),
+                granted_unix_ms,
+            } => (
+                Some(*lease_id),
+                Some(worker_id.clone()),
+                Some(*granted_unix_ms).filter(|&ms| ms > 0),
+                None,
+            ),
+            UnitState::Committed { lease_id, .. } => (None, None, None, Some(*lease_id)),
+            _ => (None, None, None, None),
         };
         let sizes: Vec<u64> = match &u.state {
             UnitState::Committed { files, .. } => files.iter().map(|f| f.size_bytes).collect(),
@@ -277,18 +303,12 @@ impl Core {
             state: unit_state_name(&u.state),
             lease_id,
             worker_id,
+            leased_unix_ms,
             committed_lease_id,
             attempts: u.grants,
             failures: u.failures,
             max_attempts: g.wiring.max_attempts,
-            errors: u
-                .errors
-                .iter()
-                .map(|e| AttemptErrorView {
-                    attempt: e.attempt,
-                    error: e.text.clone(),
-                })
-                .collect(),
+            errors: u.errors.iter().map(AttemptErrorView::from).collect(),
             outputs,
             config_version: g.config_version,
         })

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use taskmaster_proto::v1::{LeaseRef, UnitRef, WorkerInfo};
 
 use super::limits::{LEASE_WAIT_MS_MAX, WORKERS_REMEMBERED_MAX};
-use super::model::{Pipeline, Pos, UnitState};
+use super::model::{AttemptError, Pipeline, Pos, UnitState};
 use super::{Core, CoreError, WorkerSeen};
 
 /// Failed units listed in a status reply at most (the counts say the rest).
@@ -308,6 +308,7 @@ impl Core {
                     attempts: unit.grants,
                     errors: unit.errors.iter().map(|e| e.text.clone()).collect(),
                     error_attempts: unit.errors.iter().map(|e| e.attempt).collect(),
+                    error_runs: unit.errors.iter().map(AttemptError::run).collect(),
                     inputs,
                     input_slices,
                     inputs_total,

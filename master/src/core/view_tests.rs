@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use taskmaster_proto::journal::{Record, Snapshot, record::Kind};
 use taskmaster_proto::v1::*;
 
 use super::tests::{LEASE_MS, assert_snapshot_encodes, core, done, lease_ref, two_groups};
@@ -238,4 +239,181 @@ fn a_rerun_with_a_parameter_the_pipeline_lacks_or_a_bad_value_changes_nothing() 
     // Without parameters it is the plain re-run.
     core.rerun("p-1", "p-2", 6, 0).unwrap();
     assert_eq!(core.status("p-2").unwrap().params, before[0].params);
+}
+
+/// The wall clock at monotonic 0 ms in the tests of attempts' workers.
+const T0_UNIX_MS: u64 = 1_800_000_000_000;
+
+/// Who ran each kept error and for how long, as the status says it.
+fn runs(unit: &FailedUnit) -> Vec<(&str, Option<u64>)> {
+    unit.error_runs
+        .iter()
+        .map(|r| (r.worker_id.as_str(), r.duration_ms))
+        .collect()
+}
+
+/// One unit of three attempts (leases last [`LEASE_MS`], 1 s): `w-fail`
+/// leases it at 1 s and reports a failure at 1.8 s; `w-lost` leases it at
+/// 2 s, renews at 2.6 s and is expired by a reaper 700 ms late; `w-snap`
+/// leases it at 5 s, and the state is snapshotted at 5.5 s while it holds
+/// the lease. Returns the core
+/// (wall clock at T0 for 0 ms), its journal, that snapshot and `w-snap`'s
+/// lease.
+fn three_attempts() -> (Core, Vec<Record>, Snapshot, Lease) {
+    let mut core = core();
+    core.set_wall_clock(0, T0_UNIX_MS);
+    let mut journal = vec![Core::init_record("tok", 1)];
+    let mut spec = two_groups(1);
+    spec.groups[0].max_attempts = 3;
+    journal.extend(core.submit("p-1", spec, T0_UNIX_MS, 0).unwrap());
+
+    let (records, leases) = core.lease("w-fail", 1, false, 1_000).unwrap();
+    journal.extend(records);
+    let (records, results) = core
+        .commit("tok", &[failed(&leases[0], "exit 3")], 1_800)
+        .unwrap();
+    assert_eq!(results, vec![Ok(())]);
+    journal.extend(records);
+
+    let (records, leases) = core.lease("w-lost", 1, false, 2_000).unwrap();
+    journal.extend(records);
+    let renewed = core.renew("tok", &[lease_ref(&leases[0])], 2_600).unwrap();
+    assert_eq!(renewed, vec![Ok(())]);
+    let records = core.expire(2_600 + LEASE_MS + 700);
+    assert_eq!(records.len(), 1);
+    journal.extend(records);
+
+    let (records, leases) = core.lease("w-snap", 1, false, 5_000).unwrap();
+    journal.extend(records);
+    assert_snapshot_encodes(&core);
+    let mut snap = core.to_snapshot(journal.len() as u64, 5_500);
+    snap.taken_unix_ms = T0_UNIX_MS + 5_500;
+    core.check_invariants().unwrap();
+    (core, journal, snap, leases[0].clone())
+}
+
+/// `w-snap`'s attempt (see [`three_attempts`]) fails at `now_ms`
+/// (monotonic); its records.
+fn fail_third(core: &mut Core, lease: &Lease, now_ms: u64) -> Vec<Record> {
+    let (records, results) = core
+        .commit("tok", &[failed(lease, "exit 4")], now_ms)
+        .unwrap();
+    assert_eq!(results, vec![Ok(())]);
+    records
+}
+
+#[test]
+fn failed_and_expired_attempts_keep_their_worker_and_duration_through_replay_and_snapshots() {
+    let (mut core, mut journal, snap, lease) = three_attempts();
+    // The third attempt fails at 5.9 s: 900 ms after its grant.
+    journal.extend(fail_third(&mut core, &lease, 5_900));
+    let unit = failed_unit(&core);
+    assert_eq!(unit.error_attempts, [1, 2, 3]);
+    // A failure runs from the grant to its report; an expiry from the grant
+    // to the moment the lease ran out (the renewal plus the lease time),
+    // not to when the reaper came by.
+    let expected = vec![
+        ("w-fail", Some(800)),
+        ("w-lost", Some(600 + LEASE_MS)),
+        ("w-snap", Some(900)),
+    ];
+    assert_eq!(runs(&unit), expected);
+    assert!(
+        unit.errors[1].contains("expired (worker w-lost"),
+        "{unit:?}"
+    );
+    let detail = core.unit_detail("p-1", "a", 0).unwrap();
+    let shown: Vec<(Option<&str>, Option<u64>)> = detail
+        .errors
+        .iter()
+        .map(|e| (e.worker_id.as_deref(), e.duration_ms))
+        .collect();
+    assert_eq!(
+        shown,
+        expected
+            .iter()
+            .map(|&(w, d)| (Some(w), d))
+            .collect::<Vec<_>>()
+    );
+
+    // A restarted master replays the same, whatever its clocks read now:
+    // the times come from the records.
+    let mut replayed = Core::new(core.config().clone());
+    replayed.set_wall_clock(77, T0_UNIX_MS + 9_999_999);
+    replayed.replay(journal.clone(), 0, 77).unwrap();
+    replayed.check_invariants().unwrap();
+    assert_eq!(failed_unit(&replayed), unit);
+
+    // A snapshot round trip, through the encoder that writes snapshot
+    // files, keeps them.
+    assert_snapshot_encodes(&core);
+    let loaded = Core::from_snapshot(core.config().clone(), &core.to_snapshot(9, 0), 0, 0).unwrap();
+    assert_eq!(failed_unit(&loaded), unit);
+
+    // A lease held when a snapshot was taken keeps its grant time: a
+    // master restarts on the snapshot at 5.7 s (its monotonic clock at
+    // 1 s) and the attempt fails 200 ms later, 900 ms after its grant.
+    use prost::Message as _;
+    let bytes = snap.encode_to_vec();
+    let decoded = Snapshot::decode(bytes.as_slice()).unwrap();
+    let mut restored =
+        Core::from_snapshot(core.config().clone(), &decoded, 1_000, T0_UNIX_MS + 5_700).unwrap();
+    let leased = restored.unit_detail("p-1", "a", 0).unwrap();
+    assert_eq!(leased.worker_id.as_deref(), Some("w-snap"));
+    assert_eq!(leased.leased_unix_ms, Some(T0_UNIX_MS + 5_000));
+    fail_third(&mut restored, &lease, 1_200);
+    assert_eq!(failed_unit(&restored), unit);
+}
+
+#[test]
+fn older_journals_and_snapshots_without_workers_or_times_still_load() {
+    let (mut core, mut journal, _, lease) = three_attempts();
+    journal.extend(fail_third(&mut core, &lease, 5_900));
+    // A journal written before grant and expiry times were kept: the
+    // workers are still known from the grants, the durations are not.
+    for record in &mut journal {
+        match &mut record.kind {
+            Some(Kind::LeasesGranted(g)) => g.granted_unix_ms = 0,
+            Some(Kind::LeaseExpired(e)) => e.expired_unix_ms = 0,
+            _ => {}
+        }
+    }
+    let replayed = Core::recover(core.config().clone(), journal, 0).unwrap();
+    let unit = failed_unit(&replayed);
+    assert_eq!(
+        runs(&unit),
+        [("w-fail", None), ("w-lost", None), ("w-snap", None)]
+    );
+
+    // A snapshot written before they were kept: each error's worker and
+    // duration are not known (the status says so with an empty name).
+    let mut old = core.to_snapshot(9, 0);
+    for group in &mut old.pipelines[0].groups {
+        for u in &mut group.units {
+            u.error_runs.clear();
+            u.granted_unix_ms = 0;
+        }
+    }
+    let loaded = Core::from_snapshot(core.config().clone(), &old, 0, 0).unwrap();
+    let unit = failed_unit(&loaded);
+    assert_eq!(unit.errors.len(), 3);
+    assert_eq!(runs(&unit), [("", None), ("", None), ("", None)]);
+    let detail = loaded.unit_detail("p-1", "a", 0).unwrap();
+    assert!(detail.errors.iter().all(|e| e.worker_id.is_none()));
+}
+
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn a_leased_units_grant_time_costs_no_memory_per_unit() {
+    // The grant time rides in the leased state, beside the worker's name:
+    // the committed state (lease id and files) is as large, so a unit is
+    // no larger for it (128 bytes before and after). Workers and durations
+    // are kept for failed attempts only, in their bounded error list.
+    use super::model::{Unit, UnitState};
+    assert_eq!(std::mem::size_of::<UnitState>(), 40);
+    assert_eq!(
+        std::mem::size_of::<Unit>(),
+        128,
+        "a unit's size changed: measure the memory at 1 M units"
+    );
 }

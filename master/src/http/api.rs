@@ -9,14 +9,14 @@ use axum::extract::{Form, Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use taskmaster_proto::v1::{PipelineState, PipelineStatus, SnapshotInfo, WorkerInfo};
+use taskmaster_proto::v1::{FailedUnit, PipelineState, PipelineStatus, SnapshotInfo, WorkerInfo};
 
-use super::Http;
 use super::error::HttpError;
 use super::query::{PAGE_ROWS_DEFAULT, Params};
+use super::{Http, pages};
 use crate::core::ui_view::{
-    GroupShape, PIPELINE_STATES, PipelineFilter, PipelinePage, RollbackEffect, UI_PAGE_ROWS_MAX,
-    UNIT_STATES, UnitDetail, UnitsPage,
+    AttemptErrorView, GroupShape, PIPELINE_STATES, PipelineFilter, PipelinePage, RollbackEffect,
+    UI_PAGE_ROWS_MAX, UNIT_STATES, UnitDetail, UnitsPage,
 };
 use crate::runtime::Master;
 
@@ -187,11 +187,9 @@ fn pipeline_json(view: &PipelineView) -> Value {
         .failed_units
         .iter()
         .map(|f| {
-            let attempts: Vec<Value> = f
-                .error_attempts
+            let attempts: Vec<Value> = failed_attempts(f)
                 .iter()
-                .zip(&f.errors)
-                .map(|(attempt, error)| json!({ "attempt": attempt, "error": error }))
+                .map(|a| attempt_json(&s.pipeline_id, &f.group, f.unit, a))
                 .collect();
             json!({ "group": f.group, "unit": f.unit, "attempts": f.attempts, "errors": attempts })
         })
@@ -201,6 +199,48 @@ fn pipeline_json(view: &PipelineView) -> Value {
         "params": s.params, "blocked": s.blocked, "rerun_of": s.rerun_of,
         "retries": s.retries, "submitted_unix_ms": view.submitted_unix_ms,
         "finished_unix_ms": s.finished_unix_ms, "groups": groups, "failed_units": failed,
+    })
+}
+
+/// A failed unit's kept errors, each with its attempt's number, worker and
+/// duration (not known for what an older master kept).
+pub fn failed_attempts(f: &FailedUnit) -> Vec<AttemptErrorView> {
+    f.errors
+        .iter()
+        .enumerate()
+        .map(|(i, error)| {
+            let run = f.error_runs.get(i);
+            AttemptErrorView {
+                attempt: f.error_attempts.get(i).copied().unwrap_or(0),
+                worker_id: run.map(|r| r.worker_id.clone()).filter(|w| !w.is_empty()),
+                duration_ms: run.and_then(|r| r.duration_ms),
+                error: error.clone(),
+            }
+        })
+        .collect()
+}
+
+/// A failed attempt with the links to its logs: the API's (stderr; add
+/// `stream=stdout` for the other) and the unit page's. None for an
+/// attempt whose number is not known.
+fn attempt_json(pipeline_id: &str, group: &str, unit: u32, a: &AttemptErrorView) -> Value {
+    let (logs, page) = match a.attempt {
+        0 => (None, None),
+        n => {
+            let unit_path = format!(
+                "/pipelines/{}/groups/{}/units/{unit}",
+                pages::encode(pipeline_id),
+                pages::encode(group)
+            );
+            (
+                Some(format!("/api{unit_path}/logs?attempt={n}")),
+                Some(pages::unit_href(pipeline_id, group, unit, n)),
+            )
+        }
+    };
+    json!({
+        "attempt": a.attempt, "worker_id": a.worker_id, "duration_ms": a.duration_ms,
+        "error": a.error, "logs": logs, "page": page,
     })
 }
 
@@ -257,11 +297,21 @@ async fn list_units(
     ))
 }
 
+/// One unit in detail; each failed attempt with the links to its logs,
+/// as the pipeline's failed units have them.
 async fn get_unit(
     State(http): State<Http>,
     Path((id, group, unit)): Path<(String, String, String)>,
-) -> Result<Json<UnitDetail>, HttpError> {
-    Ok(Json(unit_view(&http.master, &id, &group, &unit).await?))
+) -> Result<Json<Value>, HttpError> {
+    let detail = unit_view(&http.master, &id, &group, &unit).await?;
+    let errors: Vec<Value> = detail
+        .errors
+        .iter()
+        .map(|a| attempt_json(&detail.pipeline_id, &detail.group, detail.unit, a))
+        .collect();
+    let mut json = json!(detail);
+    json["errors"] = Value::Array(errors);
+    Ok(Json(json))
 }
 
 async fn list_workers(

@@ -19,7 +19,8 @@ use super::error::HttpError;
 use super::logs::{self, LogTails};
 use super::query::Params;
 use crate::core::ui_view::{
-    PIPELINE_STATES, PipelineFilter, PipelinePage, UNIT_STATES, UnitDetail, UnitsPage,
+    AttemptErrorView, PIPELINE_STATES, PipelineFilter, PipelinePage, UNIT_STATES, UnitDetail,
+    UnitsPage,
 };
 use crate::logs::LogError;
 
@@ -169,7 +170,52 @@ fn action(action: &str, label: &str, confirm: &str, fields: &[(&str, &str)]) -> 
     }
 }
 
-fn encode(text: &str) -> String {
+/// How long an attempt ran (`850 ms`, `2.3 s`, `4 min 5 s`, `2 h 3 min`),
+/// or `unknown`.
+pub(super) fn duration(ms: Option<u64>) -> String {
+    match ms {
+        None => "unknown".into(),
+        Some(ms @ 0..1_000) => format!("{ms} ms"),
+        Some(ms @ 1_000..60_000) => format!("{:.1} s", ms as f64 / 1000.0),
+        Some(ms @ 60_000..3_600_000) => format!("{} min {} s", ms / 60_000, ms / 1000 % 60),
+        Some(ms) => format!("{} h {} min", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
+/// The page of unit `unit` of `group` in pipeline `id`, at its attempt
+/// `attempt`'s logs (the latest's for 0: not known).
+pub(super) fn unit_href(id: &str, group: &str, unit: u32, attempt: u32) -> String {
+    let page = format!(
+        "/pipelines/{}/groups/{}/units/{unit}",
+        encode(id),
+        encode(group)
+    );
+    match attempt {
+        0 => page,
+        n => format!("{page}?attempt={n}#logs"),
+    }
+}
+
+/// Failed attempts as a table: number, worker, duration, error text, and
+/// a link to the attempt's logs on its unit's page.
+fn attempts_table(id: &str, group: &str, unit: u32, attempts: &[AttemptErrorView]) -> Markup {
+    html! {
+        table .attempts {
+            tr { th {} th { "worker" } th { "duration" } th { "error" } th {} }
+            @for a in attempts {
+                tr data-attempt=(a.attempt) {
+                    td { "attempt " @if a.attempt > 0 { (a.attempt) } @else { "?" } }
+                    td .worker { @if let Some(w) = &a.worker_id { code { (w) } } @else { span .muted { "unknown" } } }
+                    td .duration { (duration(a.duration_ms)) }
+                    td { pre.error { (a.error) } }
+                    td { @if a.attempt > 0 { a .logs href=(unit_href(id, group, unit, a.attempt)) { "logs" } } }
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn encode(text: &str) -> String {
     let mut out = String::new();
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -326,16 +372,12 @@ pub fn pipeline_live(view: &PipelineView) -> Markup {
             p .muted #no-failed { "None." }
         } @else {
             table #failed {
-                tr { th { "unit" } th { "attempts" } th { "errors, by attempt" } th {} }
+                tr { th { "unit" } th { "attempts" } th { "failed attempts: worker, duration, error, logs" } th {} }
                 @for f in &s.failed_units {
                     tr data-group=(f.group) data-unit=(f.unit) {
                         td { a href=(format!("/pipelines/{id}/groups/{}/units/{}", encode(&f.group), f.unit)) { (f.group) " #" (f.unit) } }
                         td { (f.attempts) }
-                        td {
-                            @for (attempt, error) in f.error_attempts.iter().zip(&f.errors) {
-                                div { "attempt " (attempt) ": " pre.error { (error) } }
-                            }
-                        }
+                        td { (attempts_table(&s.pipeline_id, &f.group, f.unit, &api::failed_attempts(f))) }
                         td { (action(&format!("/api/pipelines/{id}/retry"), "Retry unit",
                             &format!("Retry unit {} of group {}?", f.unit, f.group),
                             &[("group", &f.group), ("unit", &f.unit.to_string())])) }
@@ -449,7 +491,7 @@ fn logs_section(u: &UnitDetail, logs: &Result<LogTails, String>) -> Markup {
         u.unit
     );
     html! {
-        h2 { "Logs" }
+        h2 #logs { "Logs" }
         @match logs {
             Err(why) => p .muted #no-logs { (why) },
             Ok(tails) => {
@@ -482,16 +524,13 @@ fn unit_body(u: &UnitDetail) -> Markup {
             " · attempt " (u.attempts) " (at most " (u.max_attempts) ", " (u.failures) " failed)"
             " · config version " (u.config_version) }
         @if let (Some(lease), Some(worker)) = (u.lease_id, &u.worker_id) {
-            p { "Leased: lease " (lease) " to worker " (worker) }
+            p #lease { "Leased: lease " (lease) " to worker " code { (worker) }
+                @if let Some(granted) = u.leased_unix_ms { " since " (time(granted)) } }
         }
         @if let Some(lease) = u.committed_lease_id { p { "Committed by lease " (lease) } }
-        h2 { "Errors of failed attempts" }
+        h2 { "Failed attempts" }
         @if u.errors.is_empty() { p .muted { "None." } }
-        table #errors {
-            @for e in &u.errors {
-                tr { td { "attempt " (e.attempt) } td { pre.error { (e.error) } } }
-            }
-        }
+        div #errors { (attempts_table(&u.pipeline_id, &u.group, u.unit, &u.errors)) }
         h2 { "Outputs" }
         @if u.outputs.is_empty() { p .muted { "None committed." } }
         table #outputs {
