@@ -399,8 +399,14 @@ fn rolling_back_from_the_snapshots_page_undoes_a_later_submission() {
         assert!(flash.contains(&snapshot), "{flash}");
 
         browser.goto(&format!("{web}/pipelines")).await.unwrap();
-        let list = text_of(&browser, "#pipelines").await.unwrap();
-        assert!(list.contains(&before) && !list.contains(&after), "{list}");
+        // The list is there once the page has loaded (goto may return first).
+        let list = eventually("the pipelines list", || async {
+            text_of(&browser, "#pipelines")
+                .await
+                .filter(|l| l.contains(&before))
+        })
+        .await;
+        assert!(!list.contains(&after), "{list}");
         screenshot(&browser, "7-after-rollback").await;
         browser.close().await.unwrap();
         after
