@@ -11,7 +11,8 @@ use clap::Parser;
 /// jemalloc, as in the master: `tmctl bench` runs many clients and `tmctl
 /// demo` a master and workers in this process, allocating every string of
 /// every lease they decode; glibc's malloc and free were a third of the
-/// bench client's instructions in a batched run (callgrind, BENCHMARKS-HISTORY.md).
+/// bench client's instructions in a batched run (callgrind; BENCHMARKS.md,
+/// "Why the code is shaped so: jemalloc in tmctl and the worker").
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

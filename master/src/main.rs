@@ -16,7 +16,8 @@ use taskmaster_master::tls::TlsFiles;
 /// Every request allocates and frees its messages, strings and buffers,
 /// often on different threads; glibc's malloc spent a quarter of the
 /// master's CPU on that in a batched run (perf: `_int_malloc`,
-/// `malloc_consolidate`, `free`). BENCHMARKS-HISTORY.md has the A/B.
+/// `malloc_consolidate`, `free`). The A/B: BENCHMARKS.md, "Why the code
+/// is shaped so: jemalloc".
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -24,8 +25,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// prefixes the symbol). Without a background thread it gives freed pages
 /// back only while the process allocates, so an idle master kept the
 /// memory of deleted or finished work: after a 1 M unit run and deleting
-/// every pipeline, 178 MB resident 18 s later, 33 MB with the thread
-/// (BENCHMARKS-HISTORY.md). `_RJEM_MALLOC_CONF` in the environment still overrides.
+/// every pipeline, 158 MB resident 18 s later, 35 MB with the thread
+/// (BENCHMARKS.md, "Why the code is shaped so: jemalloc's background
+/// thread"). `_RJEM_MALLOC_CONF` in the environment still overrides.
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static JEMALLOC_OPTIONS: &u8 = &b"background_thread:true\0"[0];
 

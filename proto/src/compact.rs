@@ -5,7 +5,8 @@
 //! A full lease repeats about six strings of its group (pipeline and group
 //! names, server token, store root, task, output prefix); building,
 //! encoding, decoding and freeing them was about a fifth of the master's
-//! instructions in a batched run (BENCHMARKS-HISTORY.md, twelfth pass).
+//! instructions in a batched run (BENCHMARKS.md, "Why the code is shaped
+//! so: compact leases").
 
 use thiserror::Error;
 
@@ -35,7 +36,8 @@ pub fn output_prefix(
     incarnation: u64,
 ) -> String {
     // Built by hand: `format!` grew the string several times and cost a
-    // tenth of the master's instructions in a batched run (BENCHMARKS-HISTORY.md).
+    // tenth of the master's instructions in a batched run (BENCHMARKS.md,
+    // "Why the code is shaped so: output prefixes built by hand").
     let mut prefix = String::with_capacity(pipeline_id.len() + group.len() + 51);
     for part in [pipeline_id, "/", group, "/"] {
         prefix.push_str(part);

@@ -57,7 +57,8 @@ pub struct WorkerConfig {
 pub enum Calls {
     /// As messages on one long-lived `Work` stream: a quarter to two
     /// fifths less of the master's CPU a unit than unary calls when units
-    /// are small (BENCHMARKS-HISTORY.md, fourteenth pass). Against a master without the stream
+    /// are small (BENCHMARKS.md, "Why the code is shaped so: the stock
+    /// worker on the `Work` stream"). Against a master without the stream
     /// (UNIMPLEMENTED), the calls are unary.
     #[default]
     Stream,

@@ -19,7 +19,8 @@ use tokio::sync::oneshot;
 
 /// jemalloc, as in the master and tmctl: decoding a batch of leases
 /// allocates a string per field, and glibc's malloc was the largest cost
-/// of the bench client doing the same (callgrind, BENCHMARKS-HISTORY.md).
+/// of the bench client doing the same (callgrind; BENCHMARKS.md, "Why the
+/// code is shaped so: jemalloc in tmctl and the worker").
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

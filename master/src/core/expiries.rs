@@ -5,8 +5,9 @@
 //! They are kept in buckets by expiry: a grant adds to the newest bucket, a
 //! commit lowers its bucket's count of live leases, and a bucket goes when
 //! that count reaches zero. A set ordered by (expiry, lease) did an ordered
-//! insert and remove per unit instead, about 6% of the master's
-//! instructions in a batched run (BENCHMARKS-HISTORY.md, eleventh pass).
+//! insert and remove per unit instead, about 5% of the master's
+//! instructions in a batched run (BENCHMARKS.md, "Why the code is shaped
+//! so: lease expiries in buckets").
 //!
 //! A removed lease's id stays in its bucket until the bucket goes, so the
 //! ids a due bucket returns may include leases no longer there, or moved to

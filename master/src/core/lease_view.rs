@@ -29,8 +29,9 @@ impl Leases {
     /// An empty answer of up to `most` leases, compact when `compact`
     /// and `most` is more than one: a single lease shares nothing with
     /// another, and its group would cost more than it saves (callgrind,
-    /// BENCHMARKS-HISTORY.md, twelfth pass). [`taskmaster_proto::compact::expand`]
-    /// passes full leases unchanged.
+    /// BENCHMARKS.md, "Why the code is shaped so: one lease in a reply
+    /// comes full"). [`taskmaster_proto::compact::expand`] passes full
+    /// leases unchanged.
     pub fn new(compact: bool, most: usize) -> Leases {
         Leases {
             leases: Vec::with_capacity(most),

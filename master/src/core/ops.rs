@@ -217,7 +217,8 @@ impl Core {
 
     /// Adds the grant of `lease_id` on `pos` to `records`: to the last
     /// record when that holds the grants just before it in the same group
-    /// (one record, not one a unit: BENCHMARKS-HISTORY.md, eleventh pass).
+    /// (one record, not one a unit: BENCHMARKS.md, "Why the code is shaped
+    /// so: one journal record for a call's grants or commits").
     fn journal_grant(
         &self,
         records: &mut Vec<Record>,

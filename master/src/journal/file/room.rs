@@ -4,7 +4,8 @@
 //! new size and blocks through the file system's own journal besides the
 //! data; an append into blocks already written (with zeros) syncs the data
 //! alone. On this machine that took about 40% off each sync's time and
-//! system CPU (BENCHMARKS-HISTORY.md, tenth pass). So a thread of its own keeps
+//! system CPU (BENCHMARKS.md, "Why the code is shaped so: zeros written
+//! ahead of the journal"). So a thread of its own keeps
 //! [`ROOM_BYTES`] of zeros written and synced past the records' end, a
 //! [`STEP_BYTES`] step at a time, and the writer writes into them; it waits
 //! for the thread only when it outruns it. Recovery reads zeros after the
