@@ -270,6 +270,31 @@ fn t74_the_http_side_checks_tokens_and_roles_as_grpc_does() {
         "{cleared}"
     );
 
+    // ... and so does the pipeline's page and its JSON.
+    let (_, page) = answer(
+        with_cookie(master.get(&format!("/pipelines/{id}")))
+            .send()
+            .unwrap(),
+    );
+    let history = &page[page.find("id=\"audit\"").expect("a history table")..];
+    assert!(
+        history.contains("otto (operator)") && history.contains("cancel"),
+        "{history}"
+    );
+    let (_, json) = answer(
+        bearer(master.get(&format!("/api/pipelines/{id}")), &viewer)
+            .send()
+            .unwrap(),
+    );
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let actions: Vec<(&str, &str)> = json["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["action"].as_str().unwrap()))
+        .collect();
+    assert!(actions.contains(&("otto (operator)", "cancel")), "{json}");
+
     // A revoked token logs its browser out.
     let out = master.tmctl(&master.admin, &["token", "revoke", "otto"]);
     assert!(out.status.success(), "{out:?}");

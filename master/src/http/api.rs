@@ -9,7 +9,9 @@ use axum::extract::{Form, Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use taskmaster_proto::v1::{FailedUnit, PipelineState, PipelineStatus, SnapshotInfo, WorkerInfo};
+use taskmaster_proto::v1::{
+    AuditEntry, FailedUnit, PipelineState, PipelineStatus, SnapshotInfo, WorkerInfo,
+};
 
 use super::error::HttpError;
 use super::query::{PAGE_ROWS_DEFAULT, Params};
@@ -199,7 +201,22 @@ fn pipeline_json(view: &PipelineView) -> Value {
         "params": s.params, "blocked": s.blocked, "rerun_of": s.rerun_of,
         "retries": s.retries, "submitted_unix_ms": view.submitted_unix_ms,
         "finished_unix_ms": s.finished_unix_ms, "groups": groups, "failed_units": failed,
+        "audit": audit_json(&s.audit),
     })
+}
+
+/// Who did what to a pipeline (and to the whole master since it was
+/// submitted), oldest first.
+fn audit_json(audit: &[AuditEntry]) -> Vec<Value> {
+    audit
+        .iter()
+        .map(|e| {
+            json!({
+                "actor": e.actor, "action": e.action, "reason": e.reason,
+                "unix_ms": e.unix_ms, "whole_master": e.pipeline_id.is_empty(),
+            })
+        })
+        .collect()
 }
 
 /// A failed unit's kept errors, each with its attempt's number, worker and

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, Redirect};
 use axum::routing::get;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
-use taskmaster_proto::v1::WorkerInfo;
+use taskmaster_proto::v1::{AuditEntry, WorkerInfo};
 
 use super::Http;
 use super::api::{self, PipelineView, state_name};
@@ -405,8 +405,35 @@ async fn pipeline(State(http): State<Http>, Path(id): Path<String>) -> PageResul
                 }
             }
             div #live data-events=(format!("/events/pipelines/{}", encode(&id))) { (pipeline_live(&view)) }
+            (audit_table(&s.audit))
         },
     )))
+}
+
+/// Who did what to the pipeline (and to the whole master since it was
+/// submitted), newest first, as `tmctl status` lists it.
+fn audit_table(audit: &[AuditEntry]) -> Markup {
+    html! {
+        h2 { "History" }
+        @if audit.is_empty() {
+            p .muted { "No operator actions." }
+        } @else {
+            table #audit {
+                tr { th { "when" } th { "who" } th { "what" } th { "reason" } }
+                @for e in audit.iter().rev() {
+                    tr {
+                        td { (time(e.unix_ms)) }
+                        td { (e.actor) }
+                        td {
+                            (e.action)
+                            @if e.pipeline_id.is_empty() { " " span .muted { "[whole master]" } }
+                        }
+                        td { (e.reason) }
+                    }
+                }
+            }
+        }
+    }
 }
 
 // ----- units -----
