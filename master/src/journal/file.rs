@@ -9,8 +9,12 @@
 //! (`TMJRNL01`, frames only, the file growing with each append) is still
 //! read and appended to until its next compaction rewrites it as format 3.
 //! `sync` is `fdatasync`, so an acknowledged record survives power loss
-//! (sled 0.34's flush uses `sync_file_range`, which does not). Compaction
-//! copies the file in the background ([`compaction`]).
+//! (sled 0.34's flush uses `sync_file_range`, which does not). A purge
+//! compacts the file: it copies the records it keeps in the background
+//! ([`compaction`]) and renames the copy over the journal.
+//!
+//! [`FileBackend`] is the journal's [`LogBackend`]: `journal.log` in the
+//! data dir.
 
 mod compaction;
 mod room;
@@ -23,7 +27,9 @@ use std::path::{Path, PathBuf};
 use taskmaster_proto::journal::Record;
 
 use super::frame::{self, Tail};
-use super::{JournalError, LogStore, decode_all};
+use super::{
+    JournalError, LogBackend, LogState, LogStore, Mended, Opened, decode_all, records_before,
+};
 use crate::writeback;
 use compaction::Compaction;
 use room::Room;
@@ -73,7 +79,8 @@ pub struct FileLog {
     /// The batch being written, reused.
     batch: Vec<u8>,
     path: PathBuf,
-    /// Records before this file's first one (they live in a snapshot).
+    /// Records before this file's first one (they live in a snapshot):
+    /// the last purge.
     base: u64,
     /// File length after the last successful sync, and after the last write.
     synced_len: u64,
@@ -84,8 +91,10 @@ pub struct FileLog {
     /// instead of from the start, so it costs the kept tail, not the whole
     /// journal.
     marks: Vec<(u64, u64)>,
-    /// Sequence number of the last record in the file.
+    /// Sequence number of the last record in the file, and of the last
+    /// one synced.
     last_seq: u64,
+    synced_seq: u64,
     /// A compaction whose copy is running (see [`compaction`]).
     compacting: Option<Compaction>,
 }
@@ -95,12 +104,11 @@ pub struct FileLog {
 /// per this many bytes.
 const MARK_EVERY_BYTES: u64 = 256 * 1024;
 
-/// A journal opened for recovery: its records, and what was mended.
-pub struct Opened {
+/// A journal file opened, and what was mended.
+pub struct OpenedFile {
     pub log: FileLog,
-    /// Sequence number before the first of `records`.
+    /// Sequence number before the first record in the file.
     pub base: u64,
-    pub records: Vec<Record>,
     /// The unfinished last write that was cut off, if there was one.
     pub torn: Option<Torn>,
     /// File offsets of batch headers that were damaged and written back
@@ -161,13 +169,14 @@ impl FileLog {
         write_atomically(path, base, &frames, records.len() as u64)
     }
 
-    /// Opens an existing journal, reading every record. A torn last write
+    /// Opens an existing journal, checking every record's frame (records
+    /// are decoded when read, [`LogStore::read_from`]). A torn last write
     /// is truncated; a batch header damaged but verified by its copy is
     /// written back; a format 2 journal is upgraded to format 3; each
     /// change synced before this returns. Damage that may hit acknowledged
     /// records is refused: before valid records, or in a last write that
     /// reached the disk whole (see `frame`).
-    pub fn open(path: &Path) -> Result<Opened, JournalError> {
+    pub fn open(path: &Path) -> Result<OpenedFile, JournalError> {
         let io = |context| move |source| io_error(path, context, source);
         // A compaction's new file left by a crash: the journal is whole
         // without it (it only ever replaces the journal by a rename).
@@ -237,10 +246,11 @@ impl FileLog {
                 });
             }
         };
-        let records = decode_all(&shown, &scan.payloads, 0)?;
+        let records = scan.payloads.len() as u64;
+        // Readable too: `read_from` reads the records back.
         let file = match format {
-            Format::Frames => OpenOptions::new().append(true).open(path),
-            Format::Batches => OpenOptions::new().write(true).open(path),
+            Format::Frames => OpenOptions::new().read(true).append(true).open(path),
+            Format::Batches => OpenOptions::new().read(true).write(true).open(path),
         }
         .map_err(io("open for append"))?;
         let len = scan.valid_len as u64;
@@ -273,20 +283,17 @@ impl FileLog {
             file,
             path: path.to_path_buf(),
             base,
-            marks: vec![
-                (base, HEADER_BYTES as u64),
-                (base + records.len() as u64, len),
-            ],
+            marks: vec![(base, HEADER_BYTES as u64), (base + records, len)],
             synced_len: len,
             written_len: len,
-            last_seq: base + records.len() as u64,
+            last_seq: base + records,
+            synced_seq: base + records,
             compacting: None,
         };
         log.keep_room(file_len);
-        Ok(Opened {
+        Ok(OpenedFile {
             log,
             base,
-            records,
             torn,
             repaired: scan.repaired.iter().map(|r| r.offset as u64).collect(),
         })
@@ -327,6 +334,7 @@ fn write_atomically(
     std::fs::rename(&tmp, path).map_err(io("rename"))?;
     sync_dir(path).map_err(io("sync directory"))?;
     let file = OpenOptions::new()
+        .read(true)
         .write(true)
         .open(path)
         .map_err(io("open"))?;
@@ -342,13 +350,129 @@ fn write_atomically(
         synced_len: len,
         written_len: len,
         last_seq: base + records,
+        synced_seq: base + records,
         compacting: None,
     };
     log.keep_room(len);
     Ok(log)
 }
 
+/// The file journal in a data dir: [`FILE_NAME`] there.
+#[derive(Debug, Clone)]
+pub struct FileBackend {
+    path: PathBuf,
+}
+
+/// The journal's file name in a data dir.
+pub const FILE_NAME: &str = "journal.log";
+
+impl FileBackend {
+    /// The journal of the data dir `data_dir`.
+    pub fn in_data_dir(data_dir: &Path) -> FileBackend {
+        FileBackend::at(data_dir.join(FILE_NAME))
+    }
+
+    /// The journal at `path`.
+    pub fn at(path: PathBuf) -> FileBackend {
+        FileBackend { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl LogBackend for FileBackend {
+    type Store = FileLog;
+
+    fn name(&self) -> String {
+        self.path
+            .file_name()
+            .map_or_else(|| self.path.display(), |name| Path::new(name).display())
+            .to_string()
+    }
+
+    fn exists(&self) -> Result<bool, JournalError> {
+        self.path
+            .try_exists()
+            .map_err(|e| io_error(&self.path, "look for the journal", e))
+    }
+
+    fn open(&self) -> Result<Opened<FileLog>, JournalError> {
+        let opened = FileLog::open(&self.path)?;
+        // The message says "never acknowledged" only where the journal's
+        // format proves it (see `journal::frame`).
+        let torn = opened.torn.iter().map(|torn| Mended {
+            offset: torn.offset,
+            what: torn.to_string(),
+        });
+        let repaired = opened.repaired.iter().map(|&offset| Mended {
+            offset,
+            what: "a journal batch header did not verify; the copy of it after the batch \
+                   verified the batch's records, so the header was written back from it"
+                .into(),
+        });
+        let mended = torn.chain(repaired).collect();
+        Ok(Opened {
+            store: opened.log,
+            mended,
+        })
+    }
+
+    fn create(&self, purged: u64, records: &[Record]) -> Result<FileLog, JournalError> {
+        FileLog::create(&self.path, purged, records)
+    }
+
+    fn stored_bytes(&self) -> u64 {
+        disk_bytes(&self.path)
+    }
+}
+
 impl LogStore for FileLog {
+    fn state(&self) -> LogState {
+        LogState {
+            purged: self.base,
+            last: self.last_seq,
+        }
+    }
+
+    /// Reads the file from the last mark before `from` to the end of what
+    /// was written (positioned reads on the journal's own descriptor: the
+    /// file it writes, also while a purge copies it), and decodes the
+    /// records from `from` on.
+    fn read_from(&self, from: u64) -> Result<Vec<Record>, JournalError> {
+        let shown = self.path.display().to_string();
+        if records_before(&shown, self.state(), from)?.is_none() {
+            return Ok(Vec::new());
+        }
+        let from = from.max(1);
+        let &(mark_seq, mark_offset) = self
+            .marks
+            .iter()
+            .rev()
+            .find(|&&(seq, _)| seq < from)
+            .expect("the first mark is the file's base, below from");
+        let mut bytes = vec![0; (self.written_len - mark_offset) as usize];
+        self.file
+            .read_exact_at(&mut bytes, mark_offset)
+            .map_err(|e| io_error(&self.path, "read", e))?;
+        let scan = match self.format {
+            Format::Frames => frame::scan(&bytes),
+            Format::Batches => frame::scan_batches(&bytes),
+        };
+        let skip = (from - 1 - mark_seq) as usize;
+        if scan.tail != Tail::Clean || scan.valid_len != bytes.len() || scan.payloads.len() < skip {
+            return Err(JournalError::Invalid {
+                path: shown,
+                what: format!(
+                    "bytes {mark_offset}..{} do not read back as the records written there",
+                    self.written_len
+                ),
+            });
+        }
+        decode_all(&shown, &scan.payloads[skip..], mark_offset as usize)
+    }
+
     fn append(&mut self, bytes: &[u8], last_seq: u64) -> io::Result<()> {
         let at = self.written_len;
         match self.format {
@@ -384,6 +508,7 @@ impl LogStore for FileLog {
     fn sync(&mut self) -> io::Result<()> {
         self.file.sync_data()?;
         self.synced_len = self.written_len;
+        self.synced_seq = self.last_seq;
         Ok(())
     }
 
@@ -400,20 +525,30 @@ impl LogStore for FileLog {
         // compaction is not in append mode); batches at offsets.
         self.file.seek(SeekFrom::Start(self.synced_len))?;
         self.written_len = self.synced_len;
+        self.last_seq = self.synced_seq;
         self.marks.retain(|&(_, offset)| offset <= self.synced_len);
         self.file.sync_all()
     }
 
     /// Starts rewriting the file without records up to `upto` (now in a
     /// snapshot), copying from the last mark at or before `upto` on a
-    /// thread of its own; [`FileLog::finish_compaction`] ends it. Called
+    /// thread of its own; [`LogStore::finish_purge`] ends it. Called
     /// between batches, when everything written is synced.
-    fn compact(&mut self, upto: u64) -> io::Result<()> {
+    fn purge(&mut self, upto: u64) -> io::Result<()> {
         if self.compacting.is_some() {
-            self.finish_compaction()?;
+            self.finish_purge()?;
         }
         if upto <= self.base {
             return Ok(());
+        }
+        if upto > self.last_seq {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a purge up to record {upto}, past the journal's last ({})",
+                    self.last_seq
+                ),
+            ));
         }
         if self.written_len != self.synced_len {
             return Err(io::Error::other(
@@ -436,13 +571,13 @@ impl LogStore for FileLog {
         Ok(())
     }
 
-    fn compacting(&self) -> bool {
+    fn purging(&self) -> bool {
         self.compacting.is_some()
     }
 
-    fn poll_compaction(&mut self) -> io::Result<()> {
+    fn poll_purge(&mut self) -> io::Result<()> {
         match &self.compacting {
-            Some(compaction) if compaction.ready() => self.finish_compaction(),
+            Some(compaction) if compaction.ready() => self.finish_purge(),
             _ => Ok(()),
         }
     }
@@ -452,7 +587,7 @@ impl LogStore for FileLog {
     /// Only an error after the rename is returned (the journal then cannot
     /// be trusted to be the file it writes); before it, the compaction is
     /// given up, logged, and the old file goes on.
-    fn finish_compaction(&mut self) -> io::Result<()> {
+    fn finish_purge(&mut self) -> io::Result<()> {
         let Some(compaction) = self.compacting.take() else {
             return Ok(());
         };
@@ -487,6 +622,18 @@ impl LogStore for FileLog {
         tracing::info!(upto = copied.upto, "journal compacted");
         fail::fail_point!("journal-compaction-after-rename", |_| std::process::abort());
         sync_dir(&self.path)
+    }
+}
+
+#[cfg(test)]
+impl FileLog {
+    /// Stops as a crash would, as far as one process can tell: a purge in
+    /// progress leaves its copy beside the journal, never renamed in;
+    /// what was not synced may stay in the file (the next open judges it).
+    pub(super) fn crash(mut self) {
+        if let Some(compaction) = self.compacting.take() {
+            compaction.crash();
+        }
     }
 }
 
@@ -536,6 +683,13 @@ mod tests {
         }
     }
 
+    impl OpenedFile {
+        /// Every record the file holds.
+        fn records(&self) -> Vec<Record> {
+            self.log.read_from(self.base + 1).unwrap()
+        }
+    }
+
     fn tokens(records: &[Record]) -> Vec<u64> {
         records
             .iter()
@@ -565,12 +719,12 @@ mod tests {
         assert!(log.marks.len() > 3, "{:?}", log.marks);
         // Between marks, then again from the new file's own marks.
         for upto in [1234, 2001, 2999] {
-            log.compact(upto).unwrap();
-            log.finish_compaction().unwrap();
+            log.purge(upto).unwrap();
+            log.finish_purge().unwrap();
             let opened = FileLog::open(&path).unwrap();
             assert_eq!(opened.base, upto);
             assert_eq!(
-                tokens(&opened.records),
+                tokens(&opened.records()),
                 (upto + 1..=3000).collect::<Vec<_>>()
             );
         }
@@ -579,9 +733,9 @@ mod tests {
         frame::encode_message(&numbered(3001), &mut frames);
         log.append(&frames, 3001).unwrap();
         log.sync().unwrap();
-        log.compact(3000).unwrap();
-        log.finish_compaction().unwrap();
-        assert_eq!(tokens(&FileLog::open(&path).unwrap().records), vec![3001]);
+        log.purge(3000).unwrap();
+        log.finish_purge().unwrap();
+        assert_eq!(tokens(&FileLog::open(&path).unwrap().records()), vec![3001]);
     }
 
     /// A journal file in a new temporary dir holding records `1..=records`.
@@ -615,24 +769,24 @@ mod tests {
         std::fs::write(&path, &v1).unwrap();
         let mut opened = FileLog::open(&path).unwrap();
         assert_eq!(opened.log.format, Format::Frames);
-        assert_eq!(tokens(&opened.records), (1..=500).collect::<Vec<_>>());
+        assert_eq!(tokens(&opened.records()), (1..=500).collect::<Vec<_>>());
         append_synced(&mut opened.log, 501, 600);
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[..8], MAGIC_V1, "still format 1, grown in place");
         assert_eq!(
-            tokens(&FileLog::open(&path).unwrap().records),
+            tokens(&FileLog::open(&path).unwrap().records()),
             (1..=600).collect::<Vec<_>>()
         );
         let log = &mut opened.log;
-        log.compact(550).unwrap();
+        log.purge(550).unwrap();
         append_synced(log, 601, 610); // during the copy: format 1 appends
-        log.finish_compaction().unwrap();
+        log.finish_purge().unwrap();
         assert_eq!(log.format, Format::Batches);
         append_synced(log, 611, 620);
         assert_eq!(&std::fs::read(&path).unwrap()[..8], MAGIC);
         let reopened = FileLog::open(&path).unwrap();
         assert_eq!(reopened.base, 550);
-        assert_eq!(tokens(&reopened.records), (551..=620).collect::<Vec<_>>());
+        assert_eq!(tokens(&reopened.records()), (551..=620).collect::<Vec<_>>());
     }
 
     #[test]
@@ -649,7 +803,7 @@ mod tests {
         drop(log);
         let opened = FileLog::open(&path).unwrap();
         assert_eq!(opened.torn, None, "zeros after the records are room");
-        assert_eq!(tokens(&opened.records), (1..=3000).collect::<Vec<_>>());
+        assert_eq!(tokens(&opened.records()), (1..=3000).collect::<Vec<_>>());
         // A crash tore the next write: its bytes, then zeros. Cut off.
         let end = opened.log.written_len;
         drop(opened);
@@ -671,8 +825,12 @@ mod tests {
         );
         let message = cut.to_string();
         assert!(message.contains("never acknowledged") && message.contains("truncated"));
-        assert_eq!(reopened.records.len(), 3000);
-        assert_eq!(len(), end, "cut at the last whole batch");
+        assert_eq!(reopened.records().len(), 3000);
+        assert_eq!(reopened.log.written_len, end, "cut at the last whole batch");
+        // Room is written again after the cut (its thread has started):
+        // zeros, none of the torn write.
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes[end as usize..].iter().all(|&b| b == 0));
     }
 
     /// The journal at `path` with `f` applied to its bytes.
@@ -718,7 +876,7 @@ mod tests {
             .unwrap();
         let opened = FileLog::open(&path).unwrap();
         assert_eq!(opened.torn, None);
-        assert_eq!(tokens(&opened.records), (1..=10).collect::<Vec<_>>());
+        assert_eq!(tokens(&opened.records()), (1..=10).collect::<Vec<_>>());
     }
 
     #[test]
@@ -731,7 +889,7 @@ mod tests {
         edit(&path, |bytes| bytes[last + 6] ^= 0x01); // its length
         let opened = FileLog::open(&path).unwrap();
         assert_eq!(opened.repaired, vec![last as u64]);
-        assert_eq!(tokens(&opened.records), (1..=12).collect::<Vec<_>>());
+        assert_eq!(tokens(&opened.records()), (1..=12).collect::<Vec<_>>());
         drop(opened);
         assert_eq!(
             std::fs::read(&path).unwrap()[..last + 40],
@@ -765,13 +923,13 @@ mod tests {
         let cut = opened.torn.clone().expect("torn");
         assert!(!cut.certain);
         assert!(!cut.to_string().contains("never acknowledged"), "{cut}");
-        assert_eq!(tokens(&opened.records), (1..=40).collect::<Vec<_>>());
+        assert_eq!(tokens(&opened.records()), (1..=40).collect::<Vec<_>>());
         assert_eq!(&std::fs::read(&path).unwrap()[..8], MAGIC, "upgraded");
         append_synced(&mut opened.log, 41, 45);
         drop(opened);
         let reopened = FileLog::open(&path).unwrap();
         assert_eq!(reopened.torn, None);
-        assert_eq!(tokens(&reopened.records), (1..=45).collect::<Vec<_>>());
+        assert_eq!(tokens(&reopened.records()), (1..=45).collect::<Vec<_>>());
         // A flipped bit in a whole format 2 last batch: refused as well.
         std::fs::write(&path, &v2).unwrap();
         edit(&path, |bytes| bytes[end - 100] ^= 0x02);
@@ -794,29 +952,29 @@ mod tests {
     #[test]
     fn records_appended_while_the_copy_runs_are_in_the_compacted_file() {
         let (_dir, path, mut log) = journal_of(2000);
-        log.compact(1500).unwrap();
-        assert!(log.compacting());
+        log.purge(1500).unwrap();
+        assert!(log.purging());
         // The journal goes on while the copy runs; the old file has it all.
         for batch in 0..20 {
             let first = 2001 + batch * 10;
             append_synced(&mut log, first, first + 9);
-            log.poll_compaction().unwrap();
+            log.poll_purge().unwrap();
         }
-        log.finish_compaction().unwrap();
-        assert!(!log.compacting());
+        log.finish_purge().unwrap();
+        assert!(!log.purging());
         assert!(!compaction::tmp_path(&path).exists());
         // And after the swap, appends go to the new file.
         append_synced(&mut log, 2201, 2210);
         let opened = FileLog::open(&path).unwrap();
         assert_eq!(opened.base, 1500);
-        assert_eq!(tokens(&opened.records), (1501..=2210).collect::<Vec<_>>());
+        assert_eq!(tokens(&opened.records()), (1501..=2210).collect::<Vec<_>>());
     }
 
     #[test]
     fn a_compaction_given_up_leaves_the_old_file_whole() {
         let (_dir, path, mut log) = journal_of(1000);
         // Dropped mid-compaction (the writer stopping), as a crash would.
-        log.compact(900).unwrap();
+        log.purge(900).unwrap();
         append_synced(&mut log, 1001, 1010);
         drop(log);
         assert!(!compaction::tmp_path(&path).exists());
@@ -825,26 +983,26 @@ mod tests {
         let mut opened = FileLog::open(&path).unwrap();
         assert!(!compaction::tmp_path(&path).exists());
         assert_eq!(opened.base, 0);
-        assert_eq!(tokens(&opened.records), (1..=1010).collect::<Vec<_>>());
+        assert_eq!(tokens(&opened.records()), (1..=1010).collect::<Vec<_>>());
         // A failed write during a compaction gives it up too; what was
         // synced stays, the unsynced tail goes.
         let log = &mut opened.log;
-        log.compact(1005).unwrap();
+        log.purge(1005).unwrap();
         let mut frames = Vec::new();
         frame::encode_message(&numbered(1011), &mut frames);
         log.append(&frames, 1011).unwrap();
         log.discard_unsynced().unwrap();
-        assert!(!log.compacting());
+        assert!(!log.purging());
         append_synced(log, 1011, 1012);
         let reopened = FileLog::open(&path).unwrap();
-        assert_eq!(tokens(&reopened.records), (1..=1012).collect::<Vec<_>>());
+        assert_eq!(tokens(&reopened.records()), (1..=1012).collect::<Vec<_>>());
     }
 
     #[test]
     fn an_idle_journal_finishes_its_compaction() {
         let (_dir, path, log) = journal_of(1000);
-        let journal = crate::journal::Journal::start(log, 1000);
-        journal.compact(900);
+        let journal = crate::journal::Journal::start(log);
+        journal.purge(900);
         // No more appends: the writer polls the copy by itself. (The file
         // is only looked at: opening it is recovery's, and would remove
         // the copy in progress. A read that opened the old file just
@@ -862,34 +1020,34 @@ mod tests {
         assert!(!compaction::tmp_path(&path).exists());
         journal.close();
         let opened = FileLog::open(&path).unwrap();
-        assert_eq!(tokens(&opened.records), (901..=1000).collect::<Vec<_>>());
+        assert_eq!(tokens(&opened.records()), (901..=1000).collect::<Vec<_>>());
     }
 
     #[tokio::test]
     async fn the_writer_takes_compactions_one_at_a_time() {
         let (_dir, path, log) = journal_of(1000);
-        let journal = crate::journal::Journal::start(log, 1000);
-        journal.compact(500);
+        let journal = crate::journal::Journal::start(log);
+        journal.purge(500);
         let seq = journal.append(&[numbered(1001)]);
         journal.wait_durable(seq).await.unwrap();
-        journal.compact(1000);
+        journal.purge(1000);
         let seq = journal.append(&[numbered(1002)]);
         journal.wait_durable(seq).await.unwrap();
         journal.close();
         let opened = FileLog::open(&path).unwrap();
         assert_eq!(opened.base, 1000);
-        assert_eq!(tokens(&opened.records), vec![1001, 1002]);
+        assert_eq!(tokens(&opened.records()), vec![1001, 1002]);
     }
 
     #[test]
     fn a_second_compaction_finishes_the_first() {
         let (_dir, path, mut log) = journal_of(100);
-        log.compact(50).unwrap();
+        log.purge(50).unwrap();
         append_synced(&mut log, 101, 110);
-        log.compact(105).unwrap();
-        log.finish_compaction().unwrap();
+        log.purge(105).unwrap();
+        log.finish_purge().unwrap();
         let opened = FileLog::open(&path).unwrap();
         assert_eq!(opened.base, 105);
-        assert_eq!(tokens(&opened.records), (106..=110).collect::<Vec<_>>());
+        assert_eq!(tokens(&opened.records()), (106..=110).collect::<Vec<_>>());
     }
 }

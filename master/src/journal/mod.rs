@@ -4,9 +4,13 @@
 //! accumulated, writes it and syncs once, so concurrent changes share one
 //! `fdatasync` (group commit) and durability does not cost a sync per unit.
 //!
-//! Storage sits behind [`LogStore`]: [`file::FileLog`] (the real one) and
-//! [`mem::MemLog`] (for tests, with fault injection). Both pass the same
-//! conformance tests.
+//! Storage sits behind two traits, shaped after openraft's log storage: a
+//! [`LogBackend`] opens or creates a journal (open yields its state after
+//! the last purge, refusing damage), and its [`LogStore`] appends, syncs,
+//! reads from a position and purges up to a durable snapshot. Backends:
+//! [`file::FileBackend`] (the real one, `journal.log` in the data dir) and
+//! [`mem::MemBackend`] (for tests, with fault injection). Both pass the
+//! same conformance suite, case for case.
 
 pub mod file;
 pub mod frame;
@@ -22,38 +26,192 @@ use prost::Message;
 use taskmaster_proto::journal::Record;
 use tokio::sync::{oneshot, watch};
 
-/// Where journal bytes go. Appends need not be durable until `sync`.
+/// Positions in a store: it holds the records `purged + 1 ..= last`
+/// (openraft's `LogState`: the last purged and the last log id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogState {
+    /// The last record purged (0: none): a durable snapshot holds the
+    /// effect of it and of every record before it.
+    pub purged: u64,
+    /// The last record appended, synced or not (`purged` when it holds none).
+    pub last: u64,
+}
+
+/// Where journal records are kept. Records are numbered from 1, one more
+/// per record; a store holds a contiguous run of them ([`LogState`]). The
+/// journal's writer thread owns the store and calls it from that thread
+/// alone. A store is opened or created by its [`LogBackend`].
+///
+/// Every store passes the same conformance suite (`conformance.rs`).
 pub trait LogStore: Send + 'static {
-    /// Appends whole frames; `last_seq` is the sequence number of the last
-    /// record among them (stores may index by it, to compact cheaply).
-    fn append(&mut self, bytes: &[u8], last_seq: u64) -> io::Result<()>;
+    /// What it holds now. A purge that has begun but not finished has not
+    /// moved `purged` yet.
+    fn state(&self) -> LogState;
+    /// The records from sequence number `from` to the last appended, in
+    /// order: what a rebuild replays after its snapshot, or what a
+    /// follower copies. Empty when `from` is past the last record;
+    /// refused ([`JournalError::Purged`]) when records from `from` on were
+    /// purged (`from <= purged`; `from` 0 reads as 1). Records appended but
+    /// not yet synced are included: a reader that must see durable records
+    /// only reads after their sync (the writer itself never reads).
+    fn read_from(&self, from: u64) -> Result<Vec<Record>, JournalError>;
+    /// Appends whole frames, written in one piece (a crash keeps all of
+    /// them or, cut at the next open, none). `last_seq` is the sequence
+    /// number of the last record among them (stores may index by it, to
+    /// read and purge cheaply). They need not be durable until `sync`. No
+    /// copy on this path beyond what the store itself needs: it is the
+    /// group commit's.
+    fn append(&mut self, frames: &[u8], last_seq: u64) -> io::Result<()>;
+    /// Makes everything appended durable.
     fn sync(&mut self) -> io::Result<()>;
+    /// After a failed append or sync: cuts off everything since the last
+    /// successful sync, so nothing unacknowledged can reappear on recovery;
+    /// `state().last` is the last synced record again.
+    fn discard_unsynced(&mut self) -> io::Result<()>;
     /// Bytes the store's records take (what was appended, less what a
-    /// compaction dropped; not room kept ahead).
+    /// purge dropped; not room kept ahead).
     fn records_bytes(&self) -> u64;
-    /// Drops the records up to sequence number `upto` (a durable snapshot
-    /// holds their effect), atomically: a crash leaves either version.
-    /// Called between batches, when all that was appended is synced. A
-    /// store may finish it later, in `poll_compaction` or
-    /// `finish_compaction`; until then the records stay.
-    fn compact(&mut self, upto: u64) -> io::Result<()>;
-    /// Called after each successful sync: finishes a compaction whose
-    /// work in the background is done. An error means the store can no
-    /// longer be trusted, as after a failed sync.
-    fn poll_compaction(&mut self) -> io::Result<()> {
+    /// Purges the records up to sequence number `upto`, which a durable
+    /// snapshot now holds (openraft's `purge`), atomically: a crash leaves
+    /// either every record or those after `upto`, never less. Called
+    /// between batches, when all that was appended is synced. `upto` at or
+    /// below `purged` is nothing to do; past `last` it is refused, and the
+    /// store is left as it was. A store may finish a purge later, in
+    /// `poll_purge` or `finish_purge` (the file journal copies the records
+    /// it keeps on a thread of its own, beside the appends); until then the
+    /// records stay, and `state().purged` does not move. A purge that fails
+    /// before it took effect only costs space: the store goes on whole.
+    fn purge(&mut self, upto: u64) -> io::Result<()>;
+    /// Called after each successful sync, and every few milliseconds while
+    /// `purging`: finishes a purge whose work in the background is done.
+    /// An error means the store can no longer be trusted, as after a
+    /// failed sync.
+    fn poll_purge(&mut self) -> io::Result<()> {
         Ok(())
     }
-    /// Finishes a compaction in progress, waiting for it (when closing).
-    fn finish_compaction(&mut self) -> io::Result<()> {
+    /// Finishes a purge in progress, waiting for it (before another purge,
+    /// and when closing). Errors as `poll_purge`'s.
+    fn finish_purge(&mut self) -> io::Result<()> {
         Ok(())
     }
-    /// A compaction is in progress: the writer polls it even when idle.
-    fn compacting(&self) -> bool {
+    /// A purge is in progress: the writer polls it even when idle.
+    fn purging(&self) -> bool {
         false
     }
-    /// After a failed write or sync: cuts off everything since the last
-    /// successful sync, so nothing unacknowledged can reappear on recovery.
-    fn discard_unsynced(&mut self) -> io::Result<()>;
+}
+
+/// A boxed store is a store: the master holds its backend's store as one
+/// (see [`AnyBackend`]). One virtual call per batch, no copy.
+impl<S: LogStore + ?Sized> LogStore for Box<S> {
+    fn state(&self) -> LogState {
+        (**self).state()
+    }
+    fn read_from(&self, from: u64) -> Result<Vec<Record>, JournalError> {
+        (**self).read_from(from)
+    }
+    fn append(&mut self, frames: &[u8], last_seq: u64) -> io::Result<()> {
+        (**self).append(frames, last_seq)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        (**self).sync()
+    }
+    fn discard_unsynced(&mut self) -> io::Result<()> {
+        (**self).discard_unsynced()
+    }
+    fn records_bytes(&self) -> u64 {
+        (**self).records_bytes()
+    }
+    fn purge(&mut self, upto: u64) -> io::Result<()> {
+        (**self).purge(upto)
+    }
+    fn poll_purge(&mut self) -> io::Result<()> {
+        (**self).poll_purge()
+    }
+    fn finish_purge(&mut self) -> io::Result<()> {
+        (**self).finish_purge()
+    }
+    fn purging(&self) -> bool {
+        (**self).purging()
+    }
+}
+
+/// Where a journal lives, and how its [`LogStore`] is opened or created.
+/// The master chooses one at start ([`file::FileBackend`] in its data
+/// dir); recovery and the rebuild after a full disk go through this trait
+/// alone, so another backend (etcd) is a new implementation, not a change
+/// to recovery. [`mem::MemBackend`] is the one tests use.
+pub trait LogBackend: Send + Sync + 'static {
+    type Store: LogStore;
+    /// The journal's name in messages (the file journal's: `journal.log`).
+    fn name(&self) -> String;
+    /// Whether a journal exists here (a new data dir has none).
+    fn exists(&self) -> Result<bool, JournalError>;
+    /// Opens the journal that exists here, to read it and go on appending.
+    /// Its state is what was synced before it was last closed or lost: the
+    /// last purge that took effect and every synced record after it; what
+    /// was never synced is gone. A torn last write (one a crash cut short)
+    /// is cut; damage that may hit acknowledged records is refused
+    /// ([`JournalError::CorruptMiddle`], [`JournalError::CorruptLast`]),
+    /// leaving the journal as it is. Every mend is durable before this
+    /// returns, and said in [`Opened::mended`].
+    fn open(&self) -> Result<Opened<Self::Store>, JournalError>;
+    /// Creates a journal holding `records`, numbered after `purged`,
+    /// replacing any journal here: atomically (a crash leaves the old
+    /// journal or the new one) and durably.
+    fn create(&self, purged: u64, records: &[Record]) -> Result<Self::Store, JournalError>;
+    /// Bytes the journal takes in its storage now, as far as they can be
+    /// told cheaply (for status; a purge in progress may count twice).
+    fn stored_bytes(&self) -> u64;
+}
+
+/// A journal opened by [`LogBackend::open`].
+pub struct Opened<S> {
+    pub store: S,
+    /// What was mended on opening it.
+    pub mended: Vec<Mended>,
+}
+
+/// A mend made when a journal was opened: a torn last write cut, a damaged
+/// header written back from its copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mended {
+    /// Where, in the backend's terms (the file journal's: a byte offset).
+    pub offset: u64,
+    /// What was found and done, for the operator.
+    pub what: String,
+}
+
+/// A backend chosen at run time, its store boxed: what the master holds.
+pub type AnyBackend = dyn LogBackend<Store = Box<dyn LogStore>>;
+
+/// Wraps a backend as an [`AnyBackend`].
+pub fn any_backend(backend: impl LogBackend) -> Arc<AnyBackend> {
+    Arc::new(Boxed(backend))
+}
+
+struct Boxed<B>(B);
+
+impl<B: LogBackend> LogBackend for Boxed<B> {
+    type Store = Box<dyn LogStore>;
+    fn name(&self) -> String {
+        self.0.name()
+    }
+    fn exists(&self) -> Result<bool, JournalError> {
+        self.0.exists()
+    }
+    fn open(&self) -> Result<Opened<Box<dyn LogStore>>, JournalError> {
+        let Opened { store, mended } = self.0.open()?;
+        Ok(Opened {
+            store: Box::new(store),
+            mended,
+        })
+    }
+    fn create(&self, purged: u64, records: &[Record]) -> Result<Box<dyn LogStore>, JournalError> {
+        Ok(Box::new(self.0.create(purged, records)?))
+    }
+    fn stored_bytes(&self) -> u64 {
+        self.0.stored_bytes()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +246,17 @@ pub enum JournalError {
     },
     #[error("journal {path}: {what}")]
     Invalid { path: String, what: String },
+    /// A read from a position the journal no longer holds: a snapshot
+    /// holds those records' effect instead.
+    #[error(
+        "journal {path}: records from {from} on were asked for, but those up to {purged} were \
+         purged (a snapshot holds them)"
+    )]
+    Purged {
+        path: String,
+        from: u64,
+        purged: u64,
+    },
     /// A write or sync failed: nothing after the last sync is durable, and
     /// the in-memory state is ahead of the disk, so the node must stop.
     #[error("journal write failed, the master must restart: {0}")]
@@ -110,15 +279,15 @@ struct Queue {
     frames: Vec<u8>,
     appended: u64,
     closing: bool,
-    /// A compaction asked for, done by the writer between batches.
-    compact_upto: Option<u64>,
+    /// A purge asked for, done by the writer between batches.
+    purge_upto: Option<u64>,
 }
 
 struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     syncs: AtomicU64,
-    /// The store's `records_bytes` after the writer's last batch or compaction.
+    /// The store's `records_bytes` after the writer's last batch or purge.
     store_bytes: AtomicU64,
     /// For waiters that cannot await (they hold a lock): the durable
     /// sequence number, a failure flag, and a condvar signalled per sync.
@@ -146,15 +315,16 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Starts the writer thread over `store`, which already holds
-    /// `records_so_far` records (sequence numbers continue from there).
-    pub fn start(store: impl LogStore, records_so_far: u64) -> Journal {
+    /// Starts the writer thread over `store`: sequence numbers continue
+    /// from its last record.
+    pub fn start(store: impl LogStore) -> Journal {
+        let records_so_far = store.state().last;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 frames: Vec::new(),
                 appended: records_so_far,
                 closing: false,
-                compact_upto: None,
+                purge_upto: None,
             }),
             wake: Condvar::new(),
             syncs: AtomicU64::new(0),
@@ -292,16 +462,16 @@ impl Journal {
     }
 
     /// Bytes the journal's records take in its store (as of the writer's
-    /// last batch or compaction; a file may also hold room written ahead).
+    /// last batch or purge; a file may also hold room written ahead).
     pub fn bytes(&self) -> u64 {
         self.shared.store_bytes.load(Ordering::Relaxed)
     }
 
-    /// Asks the writer to drop records up to `upto` from the store once
-    /// what is queued is written. Only call after a snapshot holding their
-    /// effect is durable.
-    pub fn compact(&self, upto: u64) {
-        self.shared.queue.lock().compact_upto = Some(upto);
+    /// Asks the writer to purge records up to `upto` from the store once
+    /// what is queued is written ([`LogStore::purge`]). Only call after a
+    /// snapshot holding their effect is durable.
+    pub fn purge(&self, upto: u64) {
+        self.shared.queue.lock().purge_upto = Some(upto);
         self.shared.wake.notify_one();
     }
 
@@ -350,37 +520,33 @@ impl Shared {
 fn write_loop(mut store: impl LogStore, shared: &Shared, durable: &watch::Sender<Durable>) {
     let mut batch = Vec::new();
     let idle =
-        |queue: &Queue| queue.frames.is_empty() && queue.compact_upto.is_none() && !queue.closing;
+        |queue: &Queue| queue.frames.is_empty() && queue.purge_upto.is_none() && !queue.closing;
     loop {
         let next = {
             let mut queue = shared.queue.lock();
             while idle(&queue) {
-                if !store.compacting() {
+                if !store.purging() {
                     shared.wake.wait(&mut queue);
-                } else if shared
-                    .wake
-                    .wait_for(&mut queue, COMPACTION_POLL)
-                    .timed_out()
-                {
+                } else if shared.wake.wait_for(&mut queue, PURGE_POLL).timed_out() {
                     break;
                 }
             }
             if idle(&queue) {
-                None // nothing to write, a compaction to look at
-            } else if queue.frames.is_empty() && queue.compact_upto.is_none() {
+                None // nothing to write, a purge to look at
+            } else if queue.frames.is_empty() && queue.purge_upto.is_none() {
                 // Closing, and everything is written.
                 drop(queue);
-                if let Err(e) = store.finish_compaction() {
-                    tracing::error!(error = %e, "journal compaction failed while closing");
+                if let Err(e) = store.finish_purge() {
+                    tracing::error!(error = %e, "journal purge failed while closing");
                 }
                 return;
             } else {
                 std::mem::swap(&mut batch, &mut queue.frames);
-                Some((queue.appended, queue.compact_upto.take()))
+                Some((queue.appended, queue.purge_upto.take()))
             }
         };
-        let Some((upto, compact)) = next else {
-            if !end_compaction(&mut store, shared, durable, Wait::No) {
+        let Some((upto, purge)) = next else {
+            if !end_purge(&mut store, shared, durable, Wait::No) {
                 return;
             }
             continue;
@@ -411,46 +577,46 @@ fn write_loop(mut store: impl LogStore, shared: &Shared, durable: &watch::Sender
             drop(shared.queue.lock()); // a blocking waiter is either waiting or sees the store
             shared.synced.notify_all();
             batch.clear();
-            // After the waiters are woken: a compaction finishing here
-            // delays the next batch, not this one.
-            if !end_compaction(&mut store, shared, durable, Wait::No) {
+            // After the waiters are woken: a purge finishing here delays
+            // the next batch, not this one.
+            if !end_purge(&mut store, shared, durable, Wait::No) {
                 return;
             }
         }
-        if let Some(upto) = compact {
-            // One compaction at a time: the one in progress ends first.
-            if store.compacting() && !end_compaction(&mut store, shared, durable, Wait::Yes) {
+        if let Some(upto) = purge {
+            // One purge at a time: the one in progress ends first.
+            if store.purging() && !end_purge(&mut store, shared, durable, Wait::Yes) {
                 return;
             }
-            // A failed compaction leaves the old file whole: only space is lost.
-            if let Err(e) = store.compact(upto) {
-                tracing::warn!(error = %e, "journal compaction failed; the journal keeps growing")
+            // A failed purge leaves the store whole: only space is lost.
+            if let Err(e) = store.purge(upto) {
+                tracing::warn!(error = %e, "journal purge failed; the journal keeps growing")
             }
         }
     }
 }
 
-/// How often an idle writer looks whether a compaction's copy is done.
-const COMPACTION_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+/// How often an idle writer looks whether a purge's work is done.
+const PURGE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// Whether ending a compaction may wait for its copy.
+/// Whether ending a purge may wait for its work in the background.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Wait {
     Yes,
     No,
 }
 
-/// Lets the store finish a compaction (only one whose copy is done, with
+/// Lets the store finish a purge (only one whose work is done, with
 /// `Wait::No`); false when that failed the journal.
-fn end_compaction(
+fn end_purge(
     store: &mut impl LogStore,
     shared: &Shared,
     durable: &watch::Sender<Durable>,
     wait: Wait,
 ) -> bool {
     let ended = match wait {
-        Wait::Yes => store.finish_compaction(),
-        Wait::No => store.poll_compaction(),
+        Wait::Yes => store.finish_purge(),
+        Wait::No => store.poll_purge(),
     };
     shared
         .store_bytes
@@ -458,7 +624,7 @@ fn end_compaction(
     match ended {
         Ok(()) => true,
         Err(e) => {
-            tracing::error!(error = %e, "journal compaction failed after replacing the file; nothing more will be acknowledged");
+            tracing::error!(error = %e, "journal purge failed after it took effect; nothing more will be acknowledged");
             fail_writer(shared, durable, &e);
             false
         }
@@ -486,6 +652,21 @@ fn failure_error(why: &Arc<str>, disk_full: bool) -> JournalError {
 /// ENOSPC or EDQUOT: space may come back, unlike an I/O error.
 fn is_disk_full(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::QuotaExceeded
+}
+
+/// Where a read from sequence number `from` starts among a store's
+/// records (how many it skips), None when `from` is past the last, or the
+/// refusal when records from `from` on were purged ([`LogStore::read_from`]).
+fn records_before(path: &str, state: LogState, from: u64) -> Result<Option<u64>, JournalError> {
+    let from = from.max(1);
+    if from <= state.purged {
+        return Err(JournalError::Purged {
+            path: path.to_string(),
+            from,
+            purged: state.purged,
+        });
+    }
+    Ok((from <= state.last).then(|| from - state.purged - 1))
 }
 
 /// Decodes checksum-valid payloads into records.

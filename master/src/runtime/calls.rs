@@ -2,6 +2,7 @@
 //! through [`Master::mutate`] or one view of it through [`Master::read`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -186,12 +187,12 @@ impl Master {
             .saturating_sub(self.snapshot_position.load(Ordering::Relaxed));
         // File reads (the journal's and the snapshots' sizes, /proc): on a
         // blocking thread, and outside the state lock.
-        let journal_path = self.journal_path.clone();
+        let journal_backend = Arc::clone(&self.journal_backend);
         let snapshots = self.snapshots.clone();
         on_blocking_thread(move || {
             let usage = snapshots.disk_usage()?;
             Ok(MasterStatus {
-                journal_bytes: crate::journal::file::disk_bytes(&journal_path),
+                journal_bytes: journal_backend.stored_bytes(),
                 snapshots: usage.count,
                 snapshot_bytes: usage.total_bytes,
                 newest_snapshot_bytes: usage.newest_bytes,

@@ -23,15 +23,12 @@ pub(super) fn lock(data_dir: &Path) -> Result<File, String> {
 }
 
 /// What a data dir without a journal holds that a brand-new one would not
-/// (None: nothing, or it has a journal and recovery decides). Only the
-/// default store, inside the data dir, is looked into: a store named with
-/// `--store` may be shared with other data, and a remote one is not listed
-/// at start.
+/// (None: nothing). Asked only when the journal's backend has none (with
+/// one, recovery decides). Only the default store, inside the data dir, is
+/// looked into: a store named with `--store` may be shared with other
+/// data, and a remote one is not listed at start.
 pub(super) fn data_without_a_journal(config: &MasterConfig) -> Option<String> {
     let data_dir = &config.data_dir;
-    if data_dir.join("journal.log").exists() {
-        return None;
-    }
     let names = |dir: &Path| -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .into_iter()

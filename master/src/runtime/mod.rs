@@ -49,7 +49,8 @@ use tokio::sync::{Notify, watch};
 
 use crate::clock::Clock;
 use crate::core::{Core, CoreConfig, CoreError};
-use crate::journal::Journal;
+use crate::journal::file::FileBackend;
+use crate::journal::{AnyBackend, Journal, any_backend};
 use crate::recovery;
 use crate::snapshots::SnapshotStore;
 use crate::sweep::RemoteStore;
@@ -103,7 +104,9 @@ pub struct Master {
     /// Notified when a hold on changes ends ([`Master::hold_changes`]).
     changes_resumed: Notify,
     data_dir: PathBuf,
-    journal_path: PathBuf,
+    /// Where the journal lives, chosen at start: recovery, the rebuild
+    /// after a full disk and the status go through it.
+    journal_backend: Arc<AnyBackend>,
     snapshots: SnapshotStore,
     /// Journal position of the newest snapshot (0: none yet), and its
     /// size: the compactor compares the journal's growth with it.
@@ -170,14 +173,18 @@ impl Master {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| dir_error(format!("cannot create it: {e}")))?;
         let lock = data_dir::lock(data_dir).map_err(dir_error)?;
+        // The journal's backend: the one place that names it.
+        let journal_backend = any_backend(FileBackend::in_data_dir(data_dir));
         if !config.init
+            && !journal_backend.exists()?
             && let Some(found) = data_dir::data_without_a_journal(config)
         {
             return Err(dir_error(format!(
-                "it holds no journal.log but {found}: a master started here would be a new \
+                "it holds no {} but {found}: a master started here would be a new \
                  one, with a new server token, beside another master's data. If the journal \
                  was lost, restore the data dir from a backup; to start a new store here \
-                 anyway, pass --init"
+                 anyway, pass --init",
+                journal_backend.name()
             )));
         }
         let (store_root, remote) = data_dir::open_store(config).map_err(dir_error)?;
@@ -192,6 +199,7 @@ impl Master {
         };
         let snapshots = SnapshotStore::open(data_dir)?;
         let recovered = recovery::recover(
+            &*journal_backend,
             data_dir,
             core_config,
             &snapshots,
@@ -200,7 +208,7 @@ impl Master {
         )?;
         let snapshot_bytes = snapshots.disk_usage()?.newest_bytes;
         let mut core = recovered.core;
-        let journal = Arc::new(Journal::start(recovered.log, recovered.appended));
+        let journal = Arc::new(Journal::start(recovered.log));
         start_incarnation(&mut core, &journal, clock.as_ref())?;
         Ok(Master {
             state: Mutex::new(State {
@@ -210,7 +218,7 @@ impl Master {
             }),
             changes_resumed: Notify::new(),
             data_dir: data_dir.clone(),
-            journal_path: data_dir.join("journal.log"),
+            journal_backend,
             snapshots,
             snapshot_position: AtomicU64::new(recovered.snapshot_position),
             snapshot_bytes: AtomicU64::new(snapshot_bytes),

@@ -38,9 +38,10 @@ impl Master {
             let state = self.state.lock();
             (Arc::clone(&state.journal), state.core.config().clone())
         };
-        // The failed writer's file is the one recovery reads.
+        // The failed writer's store is the one recovery opens again.
         failed.close();
         let recovered = recovery::recover(
+            &*self.journal_backend,
             &self.data_dir,
             config,
             &self.snapshots,
@@ -48,7 +49,7 @@ impl Master {
             self.clock.unix_ms(),
         )?;
         let newest_snapshot_bytes = self.snapshots.disk_usage()?.newest_bytes;
-        let journal = Arc::new(Journal::start(recovered.log, recovered.appended));
+        let journal = Arc::new(Journal::start(recovered.log));
         let before = {
             let mut state = self.state.lock();
             state.journal = journal;

@@ -81,7 +81,7 @@ impl Master {
         })??;
         let growth = self.journal_bytes().saturating_sub(journal_bytes_before);
         self.snapshot_written(position, &info, growth);
-        journal.compact(position);
+        journal.purge(position);
         Ok(info)
     }
 
@@ -225,7 +225,7 @@ impl Master {
         let before = std::mem::replace(&mut self.state.lock().core, rolled_back);
         // The journal did not grow while the snapshot was written.
         self.snapshot_written(position, &info, 0);
-        journal.compact(position);
+        journal.purge(position);
         drop(held);
         self.work_ready.notify_waiters();
         drop(before); // outside the lock: a whole state to free

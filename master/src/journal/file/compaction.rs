@@ -115,6 +115,13 @@ impl Compaction {
         let _ = self.copy.join();
         let _ = fs::remove_file(&self.tmp);
     }
+
+    /// Stops as a crash would once the copy is done: the new file stays
+    /// where it was written, never renamed in.
+    #[cfg(test)]
+    pub(super) fn crash(self) {
+        let _ = self.copy.join();
+    }
 }
 
 /// The copying thread: the records after `upto` among those in
@@ -153,7 +160,13 @@ fn copy_kept(
     }
     let mut contents = file_header(upto).to_vec();
     batch_of(&kept, contents.len() as u64, &mut contents)?;
-    let mut out = File::create(to)?;
+    // Readable too: once renamed in, it is the journal `read_from` reads.
+    let mut out = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(to)?;
     writeback::write(&mut out, &[&contents], Pacing::Background)?;
     // Fault-injection tests crash the master mid-copy, around the rename
     // and before the directory sync (file.rs), and check what it recovers.
