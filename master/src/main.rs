@@ -110,9 +110,10 @@ struct ServeArgs {
     /// Also serve the web UI, the JSON API, live updates and /metrics over
     /// HTTP on this address (port 0 picks a free port; the chosen one is
     /// printed), over HTTPS with --tls-cert and --tls-key, requiring client
-    /// certificates with --client-ca. Beyond loopback only with both (or
-    /// --insecure): its buttons cancel, retry, re-run and roll back. Not
-    /// with --auth, unless --insecure: it checks no tokens yet.
+    /// certificates with --client-ca. Beyond loopback only with TLS and
+    /// identities (--auth, or --client-ca), or --insecure: its buttons
+    /// cancel, retry, re-run and roll back. With --auth it asks for the
+    /// same tokens as gRPC (browsers log in at /login).
     #[arg(long, env = "TASKMASTER_HTTP")]
     http: Option<SocketAddr>,
     /// Listen on an address other than loopback without TLS and client
@@ -129,6 +130,34 @@ struct ServeArgs {
     auth: bool,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    snapshots: SnapshotArgs,
+}
+
+/// When the journal is compacted, and how fast snapshots are written. The
+/// defaults were measured on a 2-core VM with a virtio disk (BENCHMARKS.md,
+/// "Why the code is shaped so"); a faster disk can take more.
+#[derive(clap::Args)]
+struct SnapshotArgs {
+    /// An automatic snapshot (which compacts the journal) is taken once the
+    /// journal since the last one holds this many records...
+    #[arg(long, env = "TASKMASTER_AUTO_SNAPSHOT_RECORDS",
+          default_value_t = taskmaster_master::runtime::AUTO_SNAPSHOT_MIN_RECORDS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    auto_snapshot_records: u64,
+    /// ...and this many MiB, or the last snapshot's size if larger (so
+    /// snapshots cost a bounded share of the writes).
+    #[arg(long, env = "TASKMASTER_AUTO_SNAPSHOT_MIB",
+          default_value_t = taskmaster_master::runtime::AUTO_SNAPSHOT_MIN_BYTES >> 20,
+          value_parser = clap::value_parser!(u64).range(1..=1024 * 1024))]
+    auto_snapshot_mib: u64,
+    /// Snapshots (and journal compactions) are written at most this many
+    /// MiB a second, in steps written back as they go, so the journal's
+    /// syncs do not wait behind them.
+    #[arg(long, env = "TASKMASTER_SNAPSHOT_WRITE_MIB",
+          default_value_t = taskmaster_master::writeback::BYTES_PER_SECOND >> 20,
+          value_parser = clap::value_parser!(u64).range(1..=1024 * 1024))]
+    snapshot_write_mib: u64,
 }
 
 /// Limits against abuse (issue 24); a call over one is refused with
@@ -369,7 +398,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_in_flight: args.max_in_flight,
         retain_finished: args.retain_finished,
         init: args.init,
+        auto_snapshot: taskmaster_master::runtime::AutoSnapshot {
+            min_records: args.snapshots.auto_snapshot_records,
+            min_bytes: args.snapshots.auto_snapshot_mib << 20,
+        },
     };
+    taskmaster_master::writeback::set_bytes_per_second(args.snapshots.snapshot_write_mib << 20);
     // Recovery reads and replays files: on a blocking thread.
     let clock = Arc::new(MonotonicClock::default());
     let master =

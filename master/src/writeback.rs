@@ -11,7 +11,7 @@
 //!
 //! So the file is written in steps; the kernel is asked to write each step
 //! back as soon as it is written, the step before is waited for, and the
-//! whole is held to [`BYTES_PER_SECOND`], so a journal sync has little of
+//! whole is held to [`bytes_per_second`], so a journal sync has little of
 //! the snapshot to flush with it. PostgreSQL spreads its checkpoints
 //! (`checkpoint_completion_target`, `checkpoint_flush_after`) and RocksDB
 //! has `bytes_per_sync` and a rate limiter for the same reason. This only
@@ -20,21 +20,39 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Bytes per step: one efficient write-back, and at most two steps dirty
 /// or in flight at a time.
 pub const STEP_BYTES: usize = 1024 * 1024;
 
-/// The most a paced write sends to the disk per second: a quarter to a
-/// half of what this machine's disk takes, so a 27 MB snapshot (1 M
-/// units) takes about 0.2 s to write and a 270 MB one about 2 s.
+/// The most a paced write sends to the disk per second by default
+/// (`taskmaster serve --snapshot-write-mib`): a quarter to a half of what
+/// the disk of the machine it was measured on takes, so a 27 MB snapshot
+/// (1 M units) takes about 0.2 s to write and a 270 MB one about 2 s. A
+/// faster disk wants more, a slower or shared one less.
 pub const BYTES_PER_SECOND: u64 = 128 * 1024 * 1024;
+
+/// The rate paced writes are held to: one setting for the process (every
+/// background write shares the disk with the journal alike), set once at
+/// start.
+static RATE: AtomicU64 = AtomicU64::new(BYTES_PER_SECOND);
+
+/// Sets the rate of paced writes (bytes a second, at least one step).
+pub fn set_bytes_per_second(rate: u64) {
+    RATE.store(rate.max(STEP_BYTES as u64), Ordering::Relaxed);
+}
+
+/// The rate paced writes are held to now.
+pub fn bytes_per_second() -> u64 {
+    RATE.load(Ordering::Relaxed)
+}
 
 /// How a file is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pacing {
-    /// Beside live traffic: write-back in steps, at most [`BYTES_PER_SECOND`].
+    /// Beside live traffic: write-back in steps, at most [`bytes_per_second`].
     Background,
     /// As fast as the disk takes it, when nothing waits on the journal
     /// meanwhile (a rollback holds changes back while it writes).
@@ -51,8 +69,9 @@ pub fn write(file: &mut File, parts: &[&[u8]], pacing: Pacing) -> io::Result<()>
 }
 
 /// Writes `parts` pacing write-back in steps of [`STEP_BYTES`] at most
-/// [`BYTES_PER_SECOND`]. Blocks (sleeps): call it off the async runtime.
+/// [`bytes_per_second`]. Blocks (sleeps): call it off the async runtime.
 fn write_paced(file: &mut File, parts: &[&[u8]]) -> io::Result<()> {
+    let rate = bytes_per_second();
     let started = Instant::now();
     let mut written = 0u64;
     // Where the step written last begins: it is the one waited for next.
@@ -67,7 +86,7 @@ fn write_paced(file: &mut File, parts: &[&[u8]]) -> io::Result<()> {
                 wait_writeback(file, previous, start - previous);
             }
             previous_step = Some(start);
-            let due = Duration::from_secs_f64(written as f64 / BYTES_PER_SECOND as f64);
+            let due = Duration::from_secs_f64(written as f64 / rate as f64);
             if let Some(early) = due.checked_sub(started.elapsed()) {
                 std::thread::sleep(early);
             }

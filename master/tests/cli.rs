@@ -14,7 +14,15 @@ fn help_names_the_flags() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    for flag in ["--data-dir", "--listen", "--lease-ms", "--store"] {
+    for flag in [
+        "--data-dir",
+        "--listen",
+        "--lease-ms",
+        "--store",
+        "--auto-snapshot-records",
+        "--auto-snapshot-mib",
+        "--snapshot-write-mib",
+    ] {
         assert!(text.contains(flag), "help lacks {flag}:\n{text}");
     }
 }

@@ -17,6 +17,7 @@ fn config(dir: &std::path::Path) -> MasterConfig {
         max_in_flight: 0,
         retain_finished: None,
         init: false,
+        auto_snapshot: Default::default(),
     }
 }
 

@@ -44,6 +44,7 @@ async fn only_attempts_that_can_no_longer_commit_are_deleted() {
         max_in_flight: 0,
         retain_finished: None,
         init: false,
+        auto_snapshot: Default::default(),
     };
     let clock = Arc::new(ManualClock::default());
     let master = Arc::new(Master::open(&config, clock.clone()).unwrap());

@@ -1123,3 +1123,67 @@ fn t62_lists_are_paged_so_many_large_pipelines_can_be_listed_and_deleted() {
     }
     assert!(rt.block_on(client.list()).unwrap().is_empty());
 }
+
+/// A pipeline of `inputs` units whose submit record alone is about 70
+/// bytes an input.
+fn wide_spec(name: &str, inputs: usize) -> PipelineSpec {
+    PipelineSpec {
+        name: name.into(),
+        groups: vec![GroupSpec {
+            name: "g".into(),
+            task: "exec".into(),
+            command: vec!["true".into()],
+            inputs: (0..inputs)
+                .map(|i| format!("/nowhere/a-fairly-long-directory-name/input-{i:08}.txt"))
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// `--auto-snapshot-records` and `--auto-snapshot-mib` decide when the
+/// journal is compacted: a master told 1 MiB snapshots once its journal
+/// passes it, where the default (16 MiB) would not.
+#[test]
+fn t56_automatic_snapshots_follow_their_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let automatic = |master: &MasterProcess| {
+        let client = rt.block_on(Client::connect(&master.url())).unwrap();
+        let listed = rt.block_on(client.snapshots()).unwrap();
+        listed.iter().filter(|s| s.note == "automatic").count()
+    };
+    let submit_wide = |master: &MasterProcess| {
+        let client = rt.block_on(Client::connect(&master.url())).unwrap();
+        // Three submits of 10,000 inputs: about 2 MiB of journal.
+        for i in 0..3 {
+            rt.block_on(client.submit(wide_spec(&format!("wide{i}"), 10_000)))
+                .unwrap();
+        }
+    };
+    let small = MasterProcess::start_with(
+        &tmp.path().join("small"),
+        "127.0.0.1:0",
+        30_000,
+        &["--auto-snapshot-records", "2", "--auto-snapshot-mib", "1"],
+    );
+    submit_wide(&small);
+    wait_until("an automatic snapshot", Duration::from_secs(30), || {
+        (automatic(&small) > 0).then_some(())
+    });
+    let default = MasterProcess::start(&tmp.path().join("default"), "127.0.0.1:0", 30_000);
+    submit_wide(&default);
+    // The compactor looks every 100 ms: give it ten looks.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(automatic(&default), 0, "2 MiB is under the default 16 MiB");
+
+    let refused = std::process::Command::new(bin("taskmaster"))
+        .args(["serve", "--auto-snapshot-mib", "0", "--data-dir"])
+        .arg(tmp.path().join("refused"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--auto-snapshot-mib"), "{stderr}");
+}

@@ -405,6 +405,7 @@ mod tests {
             max_in_flight: 0,
             retain_finished: None,
             init: false,
+            auto_snapshot: Default::default(),
         };
         let master = Arc::new(Master::open(&config, Arc::new(MonotonicClock::default())).unwrap());
         tokio::spawn(async move {

@@ -64,6 +64,7 @@ impl Embedded {
             // master opens it: that is the demo's own data, not a lost
             // journal's.
             init: true,
+            auto_snapshot: Default::default(),
         };
         let master = Arc::new(Master::open(&config, Arc::new(MonotonicClock::default()))?);
         let listener = TcpListener::bind("127.0.0.1:0")

@@ -70,6 +70,7 @@ impl TestMaster {
             max_in_flight: 0,
             retain_finished: None,
             init: false,
+            auto_snapshot: Default::default(),
         };
         let clock = Arc::new(MonotonicClock::default());
         let master = Arc::new(Master::open(&config, clock).expect("master opens"));

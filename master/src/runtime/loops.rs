@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::rebuild::{DISK_FULL_PROBE_INTERVAL, space_available};
-use super::snapshot::{AUTO_SNAPSHOT_MIN_BYTES, AUTO_SNAPSHOT_MIN_RECORDS};
 use super::{Master, MasterError, on_blocking_thread};
 use crate::clock::millis;
 use crate::journal::JournalError;
@@ -143,8 +142,9 @@ impl Master {
     /// at 200,000 units/s), and each check is a few atomic reads.
     pub async fn run_compactor(self: Arc<Self>) {
         while self.pause(SNAPSHOT_CHECK_EVERY).await {
+            let auto = self.auto_snapshot;
             let taken = self
-                .snapshot_if_grown(AUTO_SNAPSHOT_MIN_RECORDS, AUTO_SNAPSHOT_MIN_BYTES)
+                .snapshot_if_grown(auto.min_records, auto.min_bytes)
                 .await;
             if let Err(e) = taken {
                 // Encoding a large state costs seconds of CPU: do not retry

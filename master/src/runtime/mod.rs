@@ -57,7 +57,9 @@ use crate::sweep::RemoteStore;
 
 /// Every call of the [`Master`] fails with it (defined in `crate::error`).
 pub use crate::error::MasterError;
-pub use snapshot::{AUTO_SNAPSHOT_MIN_BYTES, AUTO_SNAPSHOT_MIN_RECORDS, snapshot_trigger_bytes};
+pub use snapshot::{
+    AUTO_SNAPSHOT_MIN_BYTES, AUTO_SNAPSHOT_MIN_RECORDS, AutoSnapshot, snapshot_trigger_bytes,
+};
 
 /// How the master is set up; see `taskmaster serve --help`.
 #[derive(Debug, Clone)]
@@ -79,6 +81,8 @@ pub struct MasterConfig {
     /// such a data dir is refused, since a master started there would be a
     /// new one, with a new token, over another master's outputs.
     pub init: bool,
+    /// When the journal is compacted by an automatic snapshot.
+    pub auto_snapshot: AutoSnapshot,
 }
 
 impl MasterConfig {
@@ -92,6 +96,7 @@ impl MasterConfig {
             lease_ms: 30_000,
             max_in_flight: 0,
             retain_finished: None,
+            auto_snapshot: AutoSnapshot::default(),
             init: false,
         }
     }
@@ -129,6 +134,7 @@ pub struct Master {
     /// The remote store the sweep cleans, when outputs go to one.
     remote: Option<RemoteStore>,
     retain_finished: Option<Duration>,
+    auto_snapshot: AutoSnapshot,
     /// Each worker's open `Work` streams, to notice when one goes away.
     streams: crate::open_streams::OpenStreams,
     /// Held for the process's life: one master per data dir.
@@ -230,6 +236,7 @@ impl Master {
             fatal: watch::channel(None).0,
             remote,
             retain_finished: config.retain_finished,
+            auto_snapshot: config.auto_snapshot,
             streams: Default::default(),
             _lock: lock,
         })

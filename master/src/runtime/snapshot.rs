@@ -17,11 +17,30 @@ use crate::snapshots::{SnapshotError, SnapshotKind, SnapshotStore};
 use crate::writeback::Pacing;
 
 /// The journal is not compacted before it holds this many records and
-/// bytes since the last snapshot (small states are not worth a snapshot).
+/// bytes since the last snapshot (small states are not worth a snapshot):
+/// the defaults of `--auto-snapshot-records` and `--auto-snapshot-mib`.
 pub const AUTO_SNAPSHOT_MIN_RECORDS: u64 = 10_000;
 /// The bytes' floor: at 4 MiB the short one-unit benches took snapshots,
 /// and their commit p99 went from 2.1 to 2.5 ms to 2.7 to 2.8 ms.
 pub const AUTO_SNAPSHOT_MIN_BYTES: u64 = 16 * 1024 * 1024;
+
+/// When the compactor takes an automatic snapshot: once the journal since
+/// the last one holds `min_records` records and reaches the larger of
+/// `min_bytes` and the last snapshot's size (see [`snapshot_trigger_bytes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoSnapshot {
+    pub min_records: u64,
+    pub min_bytes: u64,
+}
+
+impl Default for AutoSnapshot {
+    fn default() -> AutoSnapshot {
+        AutoSnapshot {
+            min_records: AUTO_SNAPSHOT_MIN_RECORDS,
+            min_bytes: AUTO_SNAPSHOT_MIN_BYTES,
+        }
+    }
+}
 
 impl Master {
     /// Records the whole state at the current journal position, then drops
@@ -234,7 +253,7 @@ impl Master {
 
     /// Takes a snapshot once the journal since the last one reaches
     /// [`snapshot_trigger_bytes`] (and holds at least `min_records`). The
-    /// compactor calls it with `AUTO_SNAPSHOT_MIN_*`. Returns the snapshot
+    /// compactor calls it with `--auto-snapshot-records` and `-mib`. Returns the snapshot
     /// taken, if any.
     pub async fn snapshot_if_grown(
         &self,

@@ -56,6 +56,7 @@ pub fn open_master(data_dir: &Path, lease_ms: u64) -> Arc<Master> {
         max_in_flight: 0,
         retain_finished: None,
         init: false,
+        auto_snapshot: Default::default(),
     };
     let master = Master::open(&config, Arc::new(MonotonicClock::default()))
         .expect("open a master on a new data dir");
