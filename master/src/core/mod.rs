@@ -241,6 +241,13 @@ impl Core {
         self.ready.retain(|pos| !delayed.contains(pos));
     }
 
+    /// Whether any unit waits in the ready queue (some entries may be
+    /// stale: a lease call drops them). False when every unit a change
+    /// made ready was leased in the same call (a commit's `lease_next`).
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
     pub fn server_token(&self) -> &str {
         &self.server_token
     }

@@ -29,6 +29,10 @@ impl Ready {
         self.live.len() + self.backfill.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty() && self.backfill.is_empty()
+    }
+
     fn lane_mut(&mut self, lane: Lane) -> &mut VecDeque<Pos> {
         match lane {
             Lane::Live => &mut self.live,

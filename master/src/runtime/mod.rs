@@ -275,9 +275,15 @@ impl Master {
             let (mut records, out) = op(&mut state.core, now_ms)?;
             // An operator's change is journaled with its author (issue 24).
             access::audit_in_scope(&mut state.core, &mut records, now_ms, &*self.clock);
-            let wakes = records
-                .iter()
-                .any(|r| !matches!(r.kind, Some(Kind::LeaseGranted(_) | Kind::LeasesGranted(_))));
+            // Parked lease calls are woken only when a change left units
+            // ready: a commit whose next unit went out in the same call
+            // (`lease_next`) wakes none, so a client holding thousands of
+            // long-polls does not cost every commit thousands of wake-ups
+            // (issue 24, t42_abuse).
+            let wakes = state.core.has_ready()
+                && records.iter().any(|r| {
+                    !matches!(r.kind, Some(Kind::LeaseGranted(_) | Kind::LeasesGranted(_)))
+                });
             (
                 out,
                 state.journal.append(&records),
