@@ -155,11 +155,10 @@ impl Profile {
     }
 
     /// The short profile with TLS and `--auth` on (`cargo test` runs it
-    /// too), with half the units to spare CI's time: the same faults.
+    /// too, beside the plain one).
     pub fn short_secure(seed: u64) -> Profile {
         Profile {
             name: "short-secure".into(),
-            units_min: 200,
             secure: true,
             ..Profile::short(seed)
         }
