@@ -177,6 +177,12 @@ struct LimitArgs {
     #[arg(long, env = "TASKMASTER_MAX_LONG_POLLS",
           default_value_t = limits::LONG_POLLS_MAX_DEFAULT)]
     max_long_polls: usize,
+    /// Lease calls that may wait, open at once per identity (with --auth),
+    /// unary or on a Work stream: each parked one is woken whenever units
+    /// become ready.
+    #[arg(long, env = "TASKMASTER_MAX_LONG_POLLS_PER_IDENTITY",
+          default_value_t = limits::LONG_POLLS_PER_IDENTITY_DEFAULT)]
+    max_long_polls_per_identity: usize,
     /// Work streams (a worker's long-lived call stream) open at once.
     #[arg(long, env = "TASKMASTER_MAX_WORK_STREAMS",
           default_value_t = limits::WORK_STREAMS_MAX_DEFAULT)]
@@ -218,6 +224,7 @@ impl LimitArgs {
             connections_max: self.max_connections,
             streams_per_connection: self.max_streams_per_connection,
             long_polls_max: self.max_long_polls,
+            long_polls_per_identity: self.max_long_polls_per_identity,
             work_streams_max: self.max_work_streams,
             rate_per_identity: self.rate_per_identity,
         }

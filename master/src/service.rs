@@ -194,7 +194,12 @@ impl TaskMaster for Service {
         let worker = auth::bound_worker(request.extensions());
         // Held for the stream's life: the replies own it (issue 24).
         let held = self.access.counters.work_stream(&self.access.limits)?;
-        let replies = work_stream::serve(Arc::clone(&self.master), request.into_inner(), worker);
+        let gate = auth::LongPollGate {
+            access: Arc::clone(&self.access),
+            who: auth::caller_name(request.extensions()),
+        };
+        let replies =
+            work_stream::serve(Arc::clone(&self.master), request.into_inner(), worker, gate);
         Ok(Response::new(Box::pin(futures_util::StreamExt::map(
             replies,
             move |reply| {

@@ -28,6 +28,7 @@ use futures_util::{Stream, StreamExt};
 use taskmaster_proto::v1::{CallError, WorkReply, WorkRequest, work_reply, work_request};
 use tonic::{Status, Streaming};
 
+use crate::auth::LongPollGate;
 use crate::runtime::Master;
 use crate::worker_rpc::{commit_call, lease_call, release_call, renew_call};
 
@@ -97,10 +98,13 @@ type Answer = Pin<Box<dyn Future<Output = WorkReply> + Send>>;
 /// breaks; replies go out as they are ready.
 /// `worker`: the worker name the caller's identity binds its calls to
 /// (see `auth::worker_calls`), if any.
+/// `gate`: the long-poll places a lease call that may wait takes, as a
+/// unary one does at the edge.
 pub fn serve(
     master: Arc<Master>,
     requests: Streaming<WorkRequest>,
     worker: Option<Arc<str>>,
+    gate: LongPollGate,
 ) -> Replies {
     let stopping = Arc::clone(&master);
     let workers = Arc::new(StreamWorkers {
@@ -113,6 +117,7 @@ pub fn serve(
     Box::pin(Serving {
         master,
         worker,
+        gate,
         workers,
         requests: Some(requests),
         in_flight: FuturesUnordered::new(),
@@ -124,6 +129,7 @@ pub fn serve(
 struct Serving {
     master: Arc<Master>,
     worker: Option<Arc<str>>,
+    gate: LongPollGate,
     /// The workers whose calls this stream carries, learnt from its calls.
     workers: Arc<StreamWorkers>,
     /// `None` once no more requests will be read: the client closed its
@@ -152,9 +158,10 @@ impl Serving {
                     let master = Arc::clone(&self.master);
                     let worker = self.worker.clone();
                     let workers = Arc::clone(&self.workers);
+                    let gate = self.gate.clone();
                     self.in_flight.push(Box::pin(async move {
                         note_worker(&master, &workers, &request);
-                        answer(&master, request, worker.as_deref()).await
+                        answer(&master, request, worker.as_deref(), &gate).await
                     }));
                 }
                 // The client closed its side, or the stream broke: what is
@@ -209,10 +216,20 @@ fn note_worker(master: &Master, workers: &StreamWorkers, request: &WorkRequest) 
 }
 
 /// One request's reply: the unary call's response, or its status.
-async fn answer(master: &Master, request: WorkRequest, worker: Option<&str>) -> WorkReply {
+async fn answer(
+    master: &Master,
+    request: WorkRequest,
+    worker: Option<&str>,
+    gate: &LongPollGate,
+) -> WorkReply {
     use work_reply::Result as Reply;
     use work_request::Call;
     let result = match request.call {
+        // A lease call that may wait holds a long-poll place while it does.
+        Some(Call::Lease(req)) if req.wait_ms > 0 => match gate.take() {
+            Ok(_held) => lease_call(master, req, worker).await.map(Reply::Lease),
+            Err(refused) => Err(refused),
+        },
         Some(Call::Lease(req)) => lease_call(master, req, worker).await.map(Reply::Lease),
         Some(Call::Renew(req)) => renew_call(master, req, worker).await.map(Reply::Renew),
         Some(Call::Commit(req)) => commit_call(master, req, worker).await.map(Reply::Commit),

@@ -607,6 +607,71 @@ fn t41_each_limit_refuses_naming_its_flag() {
     });
 }
 
+#[test]
+fn t41_one_identity_holds_at_most_its_share_of_waiting_lease_calls() {
+    use taskmaster_proto::v1::{WorkRequest, work_reply, work_request};
+    let tmp = tempfile::tempdir().unwrap();
+    let (master, admin) = auth_master(tmp.path(), &["--max-long-polls-per-identity", "1"]);
+    let url = master.url();
+    let w1 = make_token(&url, &admin, tmp.path(), "worker", "w1", &[]);
+    let w2 = make_token(&url, &admin, tmp.path(), "worker", "w2", &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let connect = |file: &Path| {
+        let creds = Credentials::from_sources(None, Some(file)).unwrap();
+        rt.block_on(Client::connect_as(&url, None, creds)).unwrap()
+    };
+    let (one, two) = (connect(&w1), connect(&w2));
+    let ask = |worker: &str, wait_ms: u32| LeaseRequest {
+        worker_id: worker.into(),
+        max_units: 1,
+        wait_ms,
+        ..Default::default()
+    };
+    rt.block_on(async {
+        // No work: w1's first call waits, its second is refused, w2's waits.
+        let mut waiting = one.raw();
+        let first = tokio::spawn({
+            let ask = ask("w1", 20_000);
+            async move { waiting.lease(ask).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let second = one.raw().lease(ask("w1", 1_000)).await.unwrap_err();
+        assert_eq!(second.code(), Code::ResourceExhausted, "{second:?}");
+        assert!(
+            second.message().contains("--max-long-polls-per-identity"),
+            "{second:?}"
+        );
+        two.raw().lease(ask("w2", 100)).await.unwrap();
+
+        // On a Work stream too: its second waiting lease call is refused
+        // while the unary one still waits.
+        let (send, requests) = tokio::sync::mpsc::channel(4);
+        let mut replies = one
+            .raw()
+            .work(tokio_stream_of(requests))
+            .await
+            .unwrap()
+            .into_inner();
+        send.send(WorkRequest {
+            id: 7,
+            call: Some(work_request::Call::Lease(ask("w1", 1_000))),
+        })
+        .await
+        .unwrap();
+        let reply = replies.message().await.unwrap().unwrap();
+        assert_eq!(reply.id, 7);
+        match reply.result {
+            Some(work_reply::Result::Error(e)) => {
+                assert_eq!(e.code, Code::ResourceExhausted as i32, "{e:?}");
+                assert!(e.message.contains("--max-long-polls-per-identity"), "{e:?}");
+            }
+            other => panic!("a second waiting lease call went through: {other:?}"),
+        }
+        assert!(!first.is_finished(), "the first call still waits");
+        first.abort();
+    });
+}
+
 /// A request stream for `Work` fed from `rx`.
 fn tokio_stream_of(
     mut rx: tokio::sync::mpsc::Receiver<taskmaster_proto::v1::WorkRequest>,

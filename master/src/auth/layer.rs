@@ -135,7 +135,7 @@ impl AuthLayer {
         &self,
         request: &http::Request<B>,
         admitted: Option<&(Caller, Actor)>,
-    ) -> Result<Option<super::limits::Held>, Status> {
+    ) -> Result<Option<super::limits::LongPoll>, Status> {
         let Some((caller, _)) = admitted else {
             return Ok(None);
         };
@@ -148,7 +148,8 @@ impl AuthLayer {
             self.access.counters.rate(limits, &identity.name, now_ms)?;
         }
         if path == "/taskmaster.v1.TaskMaster/Lease" {
-            return self.access.counters.long_poll(limits).map(Some);
+            let who = caller.identity.as_ref().map(|i| &i.name);
+            return self.access.counters.long_poll(limits, who).map(Some);
         }
         Ok(None)
     }

@@ -24,6 +24,11 @@ use tonic::transport::server::Connected;
 pub const CONNECTIONS_MAX_DEFAULT: usize = 4_096;
 pub const STREAMS_PER_CONNECTION_DEFAULT: u32 = 1_024;
 pub const LONG_POLLS_MAX_DEFAULT: usize = 10_000;
+/// Lease calls one identity may hold open (a worker has one or a few):
+/// every change that makes units ready wakes each parked call, so one
+/// client holding thousands would cost every such change thousands of
+/// wake-ups (t42_abuse).
+pub const LONG_POLLS_PER_IDENTITY_DEFAULT: usize = 64;
 pub const WORK_STREAMS_MAX_DEFAULT: usize = 10_000;
 /// Calls a second per identity (with `--auth`: operators', viewers' and admins' calls;
 /// a worker's lease, renew, commit and release are bounded by its leases
@@ -38,6 +43,7 @@ pub struct EdgeLimits {
     pub connections_max: usize,
     pub streams_per_connection: u32,
     pub long_polls_max: usize,
+    pub long_polls_per_identity: usize,
     pub work_streams_max: usize,
     pub rate_per_identity: u32,
 }
@@ -48,6 +54,7 @@ impl Default for EdgeLimits {
             connections_max: CONNECTIONS_MAX_DEFAULT,
             streams_per_connection: STREAMS_PER_CONNECTION_DEFAULT,
             long_polls_max: LONG_POLLS_MAX_DEFAULT,
+            long_polls_per_identity: LONG_POLLS_PER_IDENTITY_DEFAULT,
             work_streams_max: WORK_STREAMS_MAX_DEFAULT,
             rate_per_identity: RATE_PER_IDENTITY_DEFAULT,
         }
@@ -59,6 +66,9 @@ impl Default for EdgeLimits {
 pub struct Counters {
     connections: Arc<AtomicUsize>,
     long_polls: Arc<AtomicUsize>,
+    /// Each identity's lease calls open (bounded by the identities there
+    /// are: tokens and certificate names).
+    long_polls_by: Mutex<HashMap<Arc<str>, Arc<AtomicUsize>>>,
     work_streams: Arc<AtomicUsize>,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
@@ -80,15 +90,50 @@ fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Held> {
     (max == 0 || before < max).then_some(held)
 }
 
+/// A lease call's places: among all of them, and among its identity's.
+#[derive(Debug)]
+pub struct LongPoll {
+    _all: Held,
+    _own: Option<Held>,
+}
+
 impl Counters {
-    /// A place for a lease call (which may long-poll).
-    pub fn long_poll(&self, limits: &EdgeLimits) -> Result<Held, Status> {
-        take(&self.long_polls, limits.long_polls_max).ok_or_else(|| {
+    /// A place for a lease call (which may long-poll) of `who` (None: no
+    /// `--auth`, so no identity to count it against).
+    pub fn long_poll(
+        &self,
+        limits: &EdgeLimits,
+        who: Option<&Arc<str>>,
+    ) -> Result<LongPoll, Status> {
+        let all = take(&self.long_polls, limits.long_polls_max).ok_or_else(|| {
             Status::resource_exhausted(format!(
                 "the master holds {} lease calls open, its limit (--max-long-polls): \
                  try again shortly",
                 limits.long_polls_max
             ))
+        })?;
+        let own = match who {
+            None => None,
+            Some(who) => {
+                let count = Arc::clone(
+                    self.long_polls_by
+                        .lock()
+                        .entry(Arc::clone(who))
+                        .or_default(),
+                );
+                let own = take(&count, limits.long_polls_per_identity).ok_or_else(|| {
+                    Status::resource_exhausted(format!(
+                        "{who} holds {} lease calls open, the limit per identity \
+                         (--max-long-polls-per-identity)",
+                        limits.long_polls_per_identity
+                    ))
+                })?;
+                Some(own)
+            }
+        };
+        Ok(LongPoll {
+            _all: all,
+            _own: own,
         })
     }
 
@@ -293,13 +338,38 @@ mod tests {
             long_polls_max: 1,
             ..EdgeLimits::default()
         };
-        let held = counters.long_poll(&limits).unwrap();
-        let refused = counters.long_poll(&limits).unwrap_err();
+        let held = counters.long_poll(&limits, None).unwrap();
+        let refused = counters.long_poll(&limits, None).unwrap_err();
         assert!(
             refused.message().contains("--max-long-polls"),
             "{refused:?}"
         );
         drop(held);
-        counters.long_poll(&limits).unwrap();
+        counters.long_poll(&limits, None).unwrap();
+    }
+
+    #[test]
+    fn one_identity_holds_at_most_its_share_of_long_polls() {
+        let counters = Counters::default();
+        let limits = EdgeLimits {
+            long_polls_per_identity: 2,
+            ..EdgeLimits::default()
+        };
+        let (mallory, bob): (Arc<str>, Arc<str>) = ("mallory".into(), "bob".into());
+        let first = counters.long_poll(&limits, Some(&mallory)).unwrap();
+        let _second = counters.long_poll(&limits, Some(&mallory)).unwrap();
+        let refused = counters.long_poll(&limits, Some(&mallory)).unwrap_err();
+        assert!(
+            refused.message().contains("mallory holds 2 lease calls")
+                && refused.message().contains("--max-long-polls-per-identity"),
+            "{refused:?}"
+        );
+        // Others are not held back, and a place given back is free again.
+        counters.long_poll(&limits, Some(&bob)).unwrap();
+        drop(first);
+        counters.long_poll(&limits, Some(&mallory)).unwrap();
+        // Only the second is held now: the refused call gave back the
+        // place it took among all of them, the others were dropped.
+        assert_eq!(counters.long_polls.load(Ordering::Relaxed), 1);
     }
 }

@@ -73,6 +73,30 @@ pub fn bound_worker(extensions: &http::Extensions) -> Option<Arc<str>> {
         .and_then(|c| c.bound_worker().map(Arc::from))
 }
 
+/// The identity name of the caller of a request (with `--auth`).
+pub fn caller_name(extensions: &http::Extensions) -> Option<Arc<str>> {
+    extensions
+        .get::<Caller>()
+        .and_then(|c| c.identity.as_ref().map(|i| Arc::clone(&i.name)))
+}
+
+/// The places a call that may wait for work takes under the long-poll
+/// limits: what a Work stream's lease calls go through, as unary ones go
+/// through the layer.
+#[derive(Clone)]
+pub struct LongPollGate {
+    pub access: Arc<Access>,
+    /// The stream's identity (None without `--auth`).
+    pub who: Option<Arc<str>>,
+}
+
+impl LongPollGate {
+    pub fn take(&self) -> Result<limits::LongPoll, tonic::Status> {
+        let limits = &self.access.limits;
+        self.access.counters.long_poll(limits, self.who.as_ref())
+    }
+}
+
 /// The master's access settings and what it tracks of tokens in memory.
 #[derive(Debug, Default)]
 pub struct Access {
