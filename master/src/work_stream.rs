@@ -228,7 +228,10 @@ async fn answer(
         // A lease call that may wait holds a long-poll place while it does.
         Some(Call::Lease(req)) if req.wait_ms > 0 => match gate.take() {
             Ok(_held) => lease_call(master, req, worker).await.map(Reply::Lease),
-            Err(refused) => Err(refused),
+            Err(refused) => {
+                tokio::time::sleep(crate::auth::limits::LONG_POLL_REFUSAL_PAUSE).await;
+                Err(refused)
+            }
         },
         Some(Call::Lease(req)) => lease_call(master, req, worker).await.map(Reply::Lease),
         Some(Call::Renew(req)) => renew_call(master, req, worker).await.map(Reply::Renew),

@@ -89,6 +89,10 @@ where
                     call.await
                 })
             }
+            Err(status) if super::limits::is_long_poll_refusal(&status) => Box::pin(async move {
+                tokio::time::sleep(super::limits::LONG_POLL_REFUSAL_PAUSE).await;
+                Ok(status.into_http())
+            }),
             Err(status) => Box::pin(async move { Ok(status.into_http()) }),
         }
     }

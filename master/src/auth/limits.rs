@@ -24,11 +24,14 @@ use tonic::transport::server::Connected;
 pub const CONNECTIONS_MAX_DEFAULT: usize = 4_096;
 pub const STREAMS_PER_CONNECTION_DEFAULT: u32 = 1_024;
 pub const LONG_POLLS_MAX_DEFAULT: usize = 10_000;
-/// Lease calls one identity may hold open (a worker has one or a few):
-/// every change that makes units ready wakes each parked call, so one
-/// client holding thousands would cost every such change thousands of
-/// wake-ups (t42_abuse).
-pub const LONG_POLLS_PER_IDENTITY_DEFAULT: usize = 64;
+/// Lease calls one identity may hold open (0: no limit but
+/// `--max-long-polls`). Off by default: with 64, t42_abuse's flood (10,200
+/// lease calls retried at once when refused, on the same connections as
+/// its submits) starved its own submits of answers for a minute, which is
+/// not understood yet; with `--max-long-polls` alone the flood is held and
+/// the others' commits go on (only changes that leave units ready wake
+/// parked calls).
+pub const LONG_POLLS_PER_IDENTITY_DEFAULT: usize = 0;
 pub const WORK_STREAMS_MAX_DEFAULT: usize = 10_000;
 /// Calls a second per identity (with `--auth`: operators', viewers' and admins' calls;
 /// a worker's lease, renew, commit and release are bounded by its leases
@@ -88,6 +91,17 @@ fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Held> {
     let before = count.fetch_add(1, Ordering::Relaxed);
     let held = Held(Arc::clone(count));
     (max == 0 || before < max).then_some(held)
+}
+
+/// How long a lease call refused for a long-poll limit waits before it is
+/// answered, holding no place: a client that calls again at once (as a
+/// worker's leasing loop does) then calls about once a second per call
+/// it keeps open, not as fast as refusals come back.
+pub const LONG_POLL_REFUSAL_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether `status` refused a lease call for a long-poll limit.
+pub fn is_long_poll_refusal(status: &Status) -> bool {
+    status.code() == tonic::Code::ResourceExhausted && status.message().contains("--max-long-polls")
 }
 
 /// A lease call's places: among all of them, and among its identity's.
