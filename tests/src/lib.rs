@@ -211,7 +211,11 @@ pub fn tmctl(master_url: &str, args: &[&str]) -> Output {
 
 /// stdout of a tmctl call that must succeed.
 pub fn tmctl_ok(master_url: &str, args: &[&str]) -> String {
-    let out = tmctl(master_url, args);
+    succeeded(args, tmctl(master_url, args))
+}
+
+/// The stdout of `out`, from `tmctl ARGS`, which must have succeeded.
+pub fn succeeded(args: &[&str], out: Output) -> String {
     assert!(
         out.status.success(),
         "tmctl {args:?} failed: {}{}",

@@ -21,6 +21,11 @@ use taskmaster_tests::*;
 /// Bound of every wait in the browser or for the master.
 const WAIT: Duration = Duration::from_secs(60);
 
+/// [`browser`], or None after saying why the test is skipped.
+fn browser_or_skip() -> Option<(PathBuf, PathBuf)> {
+    browser().inspect_err(|why| println!("skipped: {why}")).ok()
+}
+
 /// The browser and driver binaries, or why the test cannot run.
 fn browser() -> Result<(PathBuf, PathBuf), String> {
     let find = |names: &[&str]| {
@@ -194,12 +199,8 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn a_failed_stage_is_read_retried_and_seen_to_succeed_without_a_reload() {
-    let (chromium, chromedriver) = match browser() {
-        Ok(found) => found,
-        Err(why) => {
-            println!("skipped: {why}");
-            return;
-        }
+    let Some((chromium, chromedriver)) = browser_or_skip() else {
+        return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let (master, web) = master_with_http(tmp.path());
@@ -334,12 +335,8 @@ after = ["stage"]
 
 #[test]
 fn rolling_back_from_the_snapshots_page_undoes_a_later_submission() {
-    let (chromium, chromedriver) = match browser() {
-        Ok(found) => found,
-        Err(why) => {
-            println!("skipped: {why}");
-            return;
-        }
+    let Some((chromium, chromedriver)) = browser_or_skip() else {
+        return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let (master, web) = master_with_http(tmp.path());
@@ -419,12 +416,8 @@ fn rolling_back_from_the_snapshots_page_undoes_a_later_submission() {
 
 #[test]
 fn a_browser_logs_in_with_a_token_and_its_clicks_are_audited_as_its_own() {
-    let (chromium, chromedriver) = match browser() {
-        Ok(found) => found,
-        Err(why) => {
-            println!("skipped: {why}");
-            return;
-        }
+    let Some((chromium, chromedriver)) = browser_or_skip() else {
+        return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let http = format!("127.0.0.1:{}", free_port());

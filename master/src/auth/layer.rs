@@ -19,6 +19,9 @@ use super::{Access, Caller, Identity};
 use crate::core::audit::Actor;
 use crate::runtime::Master;
 
+/// The unary lease call, which may long-poll.
+const LEASE_PATH: &str = "/taskmaster.v1.TaskMaster/Lease";
+
 /// Wraps the gRPC routes with the checks of `access`.
 #[derive(Clone)]
 pub struct AuthLayer {
@@ -74,6 +77,7 @@ where
         // The clone that was made ready is the one to call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let lease_call = request.uri().path() == LEASE_PATH;
         let admitted = self
             .checks
             .admit(&request)
@@ -89,10 +93,14 @@ where
                     call.await
                 })
             }
-            Err(status) if super::limits::is_long_poll_refusal(&status) => Box::pin(async move {
-                tokio::time::sleep(super::limits::LONG_POLL_REFUSAL_PAUSE).await;
-                Ok(status.into_http())
-            }),
+            // Lease calls are not rated: the only limit that refuses
+            // them is the long-poll one.
+            Err(status) if lease_call && status.code() == tonic::Code::ResourceExhausted => {
+                Box::pin(async move {
+                    tokio::time::sleep(super::limits::LONG_POLL_REFUSAL_PAUSE).await;
+                    Ok(status.into_http())
+                })
+            }
             Err(status) => Box::pin(async move { Ok(status.into_http()) }),
         }
     }
@@ -151,7 +159,7 @@ impl AuthLayer {
             let now_ms = self.master.now_ms();
             self.access.counters.rate(limits, &identity.name, now_ms)?;
         }
-        if path == "/taskmaster.v1.TaskMaster/Lease" {
+        if path == LEASE_PATH {
             let who = caller.identity.as_ref().map(|i| &i.name);
             return self.access.counters.long_poll(limits, who).map(Some);
         }

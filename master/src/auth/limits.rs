@@ -99,11 +99,6 @@ fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Held> {
 /// it keeps open, not as fast as refusals come back.
 pub const LONG_POLL_REFUSAL_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Whether `status` refused a lease call for a long-poll limit.
-pub fn is_long_poll_refusal(status: &Status) -> bool {
-    status.code() == tonic::Code::ResourceExhausted && status.message().contains("--max-long-polls")
-}
-
 /// A lease call's places: among all of them, and among its identity's.
 #[derive(Debug)]
 pub struct LongPoll {

@@ -28,6 +28,7 @@ use tonic::Code;
 use super::Http;
 use super::error::HttpError;
 use super::pages::layout;
+use super::query::percent_encode;
 use crate::auth::Identity;
 use crate::auth::credentials::{self, Presented};
 use crate::auth::roles::{self, Needs};
@@ -142,7 +143,7 @@ pub async fn authorize(State(http): State<Http>, request: Request, next: Next) -
                 .path_and_query()
                 .map_or("/", |p| p.as_str())
                 .to_string();
-            Redirect::to(&format!("/login?next={}", percent_encode(&back))).into_response()
+            Redirect::to(&format!("/login?next={}", percent_encode(&back, b"/"))).into_response()
         }
         Err(refusal) => refused(&refusal),
     }
@@ -353,19 +354,6 @@ async fn logout() -> Response {
     response
 }
 
-/// `text` as a query value: everything but unreserved characters escaped.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,6 +449,6 @@ mod tests {
         assert_eq!(local_path(Some("https://evil.example/")), "/pipelines");
         assert_eq!(local_path(Some("/\\evil.example")), "/pipelines");
         assert_eq!(local_path(None), "/pipelines");
-        assert_eq!(percent_encode("/a b?c=d&e"), "/a%20b%3Fc%3Dd%26e");
+        assert_eq!(percent_encode("/a b?c=d&e", b"/"), "/a%20b%3Fc%3Dd%26e");
     }
 }

@@ -215,16 +215,9 @@ fn attempts_table(id: &str, group: &str, unit: u32, attempts: &[AttemptErrorView
     }
 }
 
+/// `text` as one path segment.
 pub(super) fn encode(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    super::query::percent_encode(text, b"")
 }
 
 // ----- pipelines -----

@@ -5,6 +5,21 @@ use std::str::FromStr;
 
 use super::error::HttpError;
 
+/// `text` percent-encoded: every byte but the unreserved ones (and those in
+/// `also_keep`) escaped, for a path segment (`also_keep` empty) or a query
+/// value that holds a path (`b"/"`).
+pub fn percent_encode(text: &str, also_keep: &[u8]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) || also_keep.contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// Rows a page shows when the query does not say.
 pub const PAGE_ROWS_DEFAULT: usize = 50;
 

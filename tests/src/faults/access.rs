@@ -171,14 +171,7 @@ impl Reach {
 
     /// stdout of a tmctl call that must succeed.
     pub fn tmctl_ok(&self, args: &[&str]) -> String {
-        let out = self.tmctl(args);
-        assert!(
-            out.status.success(),
-            "tmctl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8 stdout")
+        crate::succeeded(args, self.tmctl(args))
     }
 
     /// An SDK client.
