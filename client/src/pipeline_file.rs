@@ -38,7 +38,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 use taskmaster_proto::v1::{GroupSpec, PipelineSpec};
-use taskmaster_worker::store::is_object_url;
+use taskmaster_spec::object_url::is_object_url;
 
 use crate::sizing::{UNIT_BYTES_DEFAULT, size_units};
 
@@ -248,7 +248,7 @@ pub fn parse_param(arg: &str) -> Result<(String, String), PipelineFileError> {
 /// whole number followed by `ms`, `s`, `m` or `h` (`500ms`, `90s`, `2m`),
 /// or a bare `0`. Returns milliseconds.
 pub fn parse_duration_ms(text: &str) -> Result<u64, DurationError> {
-    use taskmaster_master::duration::{UP_TO_HOURS, parse_ms};
+    use taskmaster_spec::duration::{UP_TO_HOURS, parse_ms};
     parse_ms(text, UP_TO_HOURS).ok_or_else(|| DurationError {
         text: text.to_string(),
     })

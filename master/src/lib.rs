@@ -7,7 +7,6 @@
 //! - [`recovery`]: newest snapshot plus the journal after it.
 //! - [`sweep`]: finds and deletes outputs of attempts that can no longer
 //!   commit, in a local or a remote store.
-//! - [`duration`]: durations as written in pipeline files and flags (`90s`, `7d`).
 //! - [`clock`]: the one clock (monotonic and wall time, and the timers of
 //!   the background loops); a manual one for tests.
 //! - [`error`]: [`error::MasterError`], what the runtime and recovery fail with.
@@ -45,7 +44,6 @@
 pub mod auth;
 pub mod clock;
 pub mod core;
-pub mod duration;
 pub mod error;
 pub mod grpc_status;
 pub mod http;

@@ -294,7 +294,7 @@ fn http_refusal(
 
 /// `--retain-finished`: a duration of at least a second.
 fn retention(text: &str) -> Result<std::time::Duration, String> {
-    use taskmaster_master::duration::{UP_TO_DAYS, parse_ms};
+    use taskmaster_spec::duration::{UP_TO_DAYS, parse_ms};
     match parse_ms(text, UP_TO_DAYS) {
         None => Err(format!(
             "{text:?} is not a duration like 90s, 30m, 12h or 7d"
@@ -318,7 +318,8 @@ fn store_location(store: Option<String>) -> anyhow::Result<(Option<PathBuf>, Opt
     }
     if store.contains("://") {
         // Checked here too, so a typo stops the master before it starts.
-        taskmaster_master::sweep::split_s3_url(&store).map_err(anyhow::Error::msg)?;
+        taskmaster_spec::object_url::split_object_url(&store)
+            .map_err(|e| anyhow::anyhow!("--store: {e} (or a directory)"))?;
         return Ok((None, Some(store)));
     }
     Ok((Some(PathBuf::from(store)), None))

@@ -25,10 +25,10 @@ use std::sync::Arc;
 
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 
 use taskmaster_proto::compact::{attempt_dir_name, parse_attempt_dir_name};
+use taskmaster_spec::object_url::{open_bucket, split_object_url};
 
 use crate::core::Core;
 
@@ -247,21 +247,14 @@ impl RemoteStore {
     /// `AWS_ALLOW_HTTP=true` for an S3-compatible server); nothing is
     /// contacted yet.
     pub fn open(url: &str) -> Result<RemoteStore, String> {
-        let (bucket, prefix) = split_s3_url(url)?;
+        let (bucket, prefix) = split_object_url(url).map_err(|e| format!("store {e}"))?;
         let prefix = ObjectPath::parse(prefix).map_err(|e| format!("store URL {url:?}: {e}"))?;
-        let store = AmazonS3Builder::from_env()
-            .with_url(format!("s3://{bucket}"))
-            .build()
-            .map_err(|e| format!("store {url}: {e}"))?;
+        let store = open_bucket(bucket).map_err(|e| format!("store {url}: {e}"))?;
         let url = match prefix.as_ref() {
             "" => format!("s3://{bucket}"),
             prefix => format!("s3://{bucket}/{prefix}"),
         };
-        Ok(RemoteStore {
-            store: Arc::new(store),
-            url,
-            prefix,
-        })
+        Ok(RemoteStore { store, url, prefix })
     }
 
     /// The store's URL, normalized (no trailing `/`).
@@ -352,20 +345,6 @@ impl RemoteStore {
             .filter_map(|p| p.filename().map(str::to_string))
             .collect())
     }
-}
-
-/// `s3://bucket/some/prefix/` into `("bucket", "some/prefix")`.
-pub fn split_s3_url(url: &str) -> Result<(&str, &str), String> {
-    let Some(rest) = url.strip_prefix("s3://") else {
-        return Err(format!(
-            "unsupported store URL {url:?}: expected s3://bucket[/prefix] (or a directory)"
-        ));
-    };
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.is_empty() {
-        return Err(format!("store URL {url:?} names no bucket"));
-    }
-    Ok((bucket, prefix.trim_matches('/')))
 }
 
 /// The unit and (lease id, incarnation) of an object
@@ -499,19 +478,6 @@ mod tests {
         assert_eq!(deleted, 1);
         assert!(!sealed.exists());
         assert!(kept.exists());
-    }
-
-    #[test]
-    fn s3_urls_split_into_bucket_and_prefix() {
-        assert_eq!(split_s3_url("s3://b/p/q/").unwrap(), ("b", "p/q"));
-        assert_eq!(split_s3_url("s3://b").unwrap(), ("b", ""));
-        assert_eq!(split_s3_url("s3://b/").unwrap(), ("b", ""));
-        assert!(split_s3_url("s3:///p").unwrap_err().contains("no bucket"));
-        assert!(
-            split_s3_url("gs://b/p")
-                .unwrap_err()
-                .contains("unsupported")
-        );
     }
 
     #[test]

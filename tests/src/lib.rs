@@ -7,6 +7,8 @@
 //! - [`faults`]: the fault-injection harness behind `t90_faults`: real
 //!   processes, a seeded schedule of kills, pauses and master crashes, and
 //!   the exactly-once invariants checked after each run.
+//! - [`in_process`]: the real master served in-process (with a real
+//!   worker, or a hand-driven one), for tests that do not kill it.
 //! - [`moto`]: a moto S3 server on loopback, for the remote store's tests.
 //! - [`fuzzing`]: the functions the fuzz targets in `fuzz/` call, shared
 //!   with the regression test that replays `fuzz/regressions/`.
@@ -14,6 +16,7 @@
 pub mod certs;
 pub mod faults;
 pub mod fuzzing;
+pub mod in_process;
 pub mod moto;
 pub mod proxy;
 

@@ -45,7 +45,9 @@ use taskmaster_proto::log_names::{LOGS_DIR, LogAttempt, LogKind};
 use taskmaster_proto::v1::Lease;
 use tokio::sync::Notify;
 
-use crate::store::{Stores, split_object_url};
+use taskmaster_spec::object_url::split_object_url;
+
+use crate::store::Stores;
 
 /// Default cap of each stream's log per attempt.
 pub const LOG_BYTES_MAX_DEFAULT: u64 = 1024 * 1024;

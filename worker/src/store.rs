@@ -36,46 +36,24 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
-use object_store::aws::AmazonS3Builder;
 use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
 use parking_lot::Mutex;
 use taskmaster_proto::v1::{Lease, OutputFile};
+use taskmaster_spec::object_url::{is_object_url, open_bucket, split_object_url};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::lines::LINE_BYTES_MAX_DEFAULT;
 use crate::scratch::Scratch;
 use crate::task::{CancelToken, InputSlice, TaskError, UnitContext};
 
-/// The scheme of object URLs, the only remote store the worker speaks.
-pub const OBJECT_URL_SCHEME: &str = "s3://";
 /// Bytes read from a local file per write to an upload.
 const UPLOAD_CHUNK_BYTES: usize = 1024 * 1024;
 /// First range fetched past a slice's end to finish its last line; doubles
 /// up to [`SLICE_TAIL_BYTES_STEP_MAX`] while no `\n` turns up.
 const SLICE_TAIL_BYTES_FIRST: u64 = 64 * 1024;
 const SLICE_TAIL_BYTES_STEP_MAX: u64 = 8 * 1024 * 1024;
-
-/// True when `text` names an object (`s3://...`) rather than a local path.
-pub fn is_object_url(text: &str) -> bool {
-    text.starts_with(OBJECT_URL_SCHEME)
-}
-
-/// `s3://bucket/some/key` into `("bucket", "some/key")`; the key may be
-/// empty (a store URL without a prefix).
-pub fn split_object_url(url: &str) -> Result<(&str, &str), TaskError> {
-    let Some(rest) = url.strip_prefix(OBJECT_URL_SCHEME) else {
-        return Err(TaskError::new(format!(
-            "unsupported URL {url:?}: expected s3://bucket/key"
-        )));
-    };
-    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.is_empty() {
-        return Err(TaskError::new(format!("URL {url:?} names no bucket")));
-    }
-    Ok((bucket, key.trim_matches('/')))
-}
 
 /// The clients of the remote stores a worker has used: one per bucket,
 /// made on first use, so connections and credentials are reused across
@@ -93,11 +71,7 @@ impl Stores {
         if let Some(client) = clients.get(bucket) {
             return Ok(Arc::clone(client));
         }
-        let client = AmazonS3Builder::from_env()
-            .with_url(format!("{OBJECT_URL_SCHEME}{bucket}"))
-            .build()
-            .map_err(|e| TaskError::new(format!("cannot open bucket {bucket:?}: {e}")))?;
-        let client: Arc<dyn ObjectStore> = Arc::new(client);
+        let client = open_bucket(bucket)?;
         clients.insert(bucket.to_string(), Arc::clone(&client));
         Ok(client)
     }

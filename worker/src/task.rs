@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
+use taskmaster_spec::object_url::ObjectUrlError;
+
 /// One kind of work a worker can do for a unit (e.g. `exec`).
 ///
 /// `run` is blocking: the runner calls it on tokio's blocking thread pool, so
@@ -221,6 +223,14 @@ impl TaskError {
     /// The error text.
     pub fn message(&self) -> &str {
         &self.message
+    }
+}
+
+/// An object URL a unit names that is malformed, or whose bucket cannot be
+/// opened, fails the attempt saying so.
+impl From<ObjectUrlError> for TaskError {
+    fn from(e: ObjectUrlError) -> Self {
+        TaskError::new(e.0)
     }
 }
 

@@ -12,7 +12,7 @@ use std::future::Future;
 
 use futures_util::TryStreamExt;
 use object_store::path::Path as ObjectPath;
-use taskmaster_worker::store::{OBJECT_URL_SCHEME, Stores, split_object_url};
+use taskmaster_spec::object_url::{OBJECT_URL_SCHEME, open_bucket, split_object_url};
 
 /// Most objects one listing may look at, so a pattern over a huge bucket
 /// fails instead of running on.
@@ -39,9 +39,7 @@ pub fn list_objects(pattern: &str) -> Result<Vec<(String, u64)>, ListError> {
     let matcher =
         glob::Pattern::new(key_pattern).map_err(|e| ListError::BadPattern(e.to_string()))?;
     let folder = listing_folder(key_pattern);
-    let store = Stores::default()
-        .bucket(bucket)
-        .map_err(|e| ListError::Store(e.to_string()))?;
+    let store = open_bucket(bucket).map_err(|e| ListError::Store(e.to_string()))?;
     let options = glob::MatchOptions {
         require_literal_separator: true,
         ..glob::MatchOptions::new()

@@ -17,8 +17,8 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use taskmaster_master::core::schedules::Rules;
 use taskmaster_proto::v1::{PipelineSpec, ScheduleSpec};
+use taskmaster_spec::schedule_rules::Rules;
 use toml::Spanned;
 
 use super::{PipelineFileError, parse_duration_ms};

@@ -17,7 +17,6 @@
 
 pub mod admission;
 pub mod audit;
-pub mod cron;
 pub mod error;
 mod expiries;
 pub mod finished;

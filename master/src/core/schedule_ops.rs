@@ -22,11 +22,10 @@ use taskmaster_proto::v1::{
     BackfillAction, BackfillInfo, PipelineSpec, ScheduleAction, ScheduleInfo, ScheduleRun,
     ScheduleSpec,
 };
+use taskmaster_spec::schedule_rules::{Catchup, MAX_ACTIVE_MAX, Overlap, Rules};
 
 use super::names::{check_name, shown};
-use super::schedules::{
-    Backfill, Catchup, Overlap, Rules, Run, Schedule, Trigger, civil_text, parse_civil,
-};
+use super::schedules::{Backfill, Run, Schedule, Trigger, civil_text, parse_civil};
 use super::{Core, CoreError, record, spec};
 
 /// A logical time that fires within this long of its instant is on time;
@@ -347,10 +346,10 @@ impl Core {
                 shown(to)
             )));
         }
-        if max_active > super::schedules::MAX_ACTIVE_MAX {
+        if max_active > MAX_ACTIVE_MAX {
             return Err(invalid(format!(
                 "--max-active {max_active} is over {}",
-                super::schedules::MAX_ACTIVE_MAX
+                MAX_ACTIVE_MAX
             )));
         }
         let runs_max = self.admission().backfill_runs_max;
@@ -410,12 +409,10 @@ impl Core {
                     "say what to do: set, pause, resume or cancel".into(),
                 ));
             }
-            BackfillAction::Set
-                if max_active == 0 || max_active > super::schedules::MAX_ACTIVE_MAX =>
-            {
+            BackfillAction::Set if max_active == 0 || max_active > MAX_ACTIVE_MAX => {
                 return Err(CoreError::Invalid(format!(
                     "--max-active must be 1 to {}",
-                    super::schedules::MAX_ACTIVE_MAX
+                    MAX_ACTIVE_MAX
                 )));
             }
             _ if b.cancelled => {

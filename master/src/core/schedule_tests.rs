@@ -334,8 +334,8 @@ fn jitter_spreads_a_thousand_midnight_schedules_and_each_tick_is_bounded() {
     );
     // The offset is stable: the same name gets the same one.
     assert_eq!(
-        super::schedules::jitter_offset("s1", HOUR),
-        super::schedules::jitter_offset("s1", HOUR)
+        taskmaster_spec::schedule_rules::jitter_offset("s1", HOUR),
+        taskmaster_spec::schedule_rules::jitter_offset("s1", HOUR)
     );
     // A bound per tick leaves the rest due, never lost.
     let mut core = super::tests::core();

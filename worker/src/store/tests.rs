@@ -34,28 +34,6 @@ fn owned(slice: &InputSlice) -> Vec<u8> {
 }
 
 #[test]
-fn urls_split_into_bucket_and_key() {
-    assert_eq!(
-        split_object_url("s3://b/in/a.txt").unwrap(),
-        ("b", "in/a.txt")
-    );
-    assert_eq!(split_object_url("s3://b").unwrap(), ("b", ""));
-    assert!(
-        split_object_url("s3:///k")
-            .unwrap_err()
-            .message()
-            .contains("no bucket")
-    );
-    assert!(
-        split_object_url("gs://b/k")
-            .unwrap_err()
-            .message()
-            .contains("unsupported")
-    );
-    assert!(is_object_url("s3://b/k") && !is_object_url("/data/s3://x"));
-}
-
-#[test]
 fn a_remote_slice_owns_the_same_lines_as_the_whole_file() {
     let long_line = "x".repeat(200 * 1024);
     let text = format!("ab\ncde\n\nfghij\n{long_line}\nk\nlast-without-newline");
