@@ -34,6 +34,8 @@
 //! - [`writeback`]: large files (snapshots) written with paced write-back,
 //!   so their sync does not stall the journal's.
 //! - [`idle_thread`]: CPU-heavy jobs (a snapshot's encoding) at idle priority.
+//! - [`in_process`]: a master served inside the calling process on
+//!   loopback (the demo's, and the tests').
 //! - [`server`]: builds the gRPC server (with health and reflection) and
 //!   runs it, with the background loops, until a shutdown future resolves.
 //! - [`auth`]: access control at the edge: identities, the role table,
@@ -48,6 +50,7 @@ pub mod error;
 pub mod grpc_status;
 pub mod http;
 pub mod idle_thread;
+pub mod in_process;
 pub mod journal;
 pub mod logs;
 pub mod metrics;

@@ -1,10 +1,10 @@
 //! Standard gRPC tools can talk to the master from the `.proto` alone:
 //! the health service reports SERVING and reflection lists our service.
 
-use std::sync::Arc;
+use std::time::Duration;
 
-use taskmaster_master::clock::MonotonicClock;
-use taskmaster_master::runtime::{Master, MasterConfig};
+use taskmaster_master::in_process::InProcessMaster;
+use taskmaster_master::runtime::MasterConfig;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tonic_reflection::pb::v1::ServerReflectionRequest;
@@ -16,17 +16,8 @@ use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 async fn health_and_reflection_answer() {
     let dir = tempfile::tempdir().unwrap();
     let config = MasterConfig::new(dir.path().join("data"));
-    let master = Arc::new(Master::open(&config, Arc::new(MonotonicClock::default())).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(taskmaster_master::server::serve(
-        listener,
-        master.clone(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let master = InProcessMaster::start(&config).await.unwrap();
+    let url = master.url().to_string();
 
     let channel = tonic::transport::Endpoint::from_shared(url)
         .unwrap()
@@ -66,7 +57,5 @@ async fn health_and_reflection_answer() {
         "{names:?}"
     );
 
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
-    master.close();
+    master.stop(Duration::from_secs(60)).await.unwrap();
 }

@@ -9,16 +9,7 @@ use taskmaster_master::runtime::{Master, MasterConfig};
 use taskmaster_proto::v1::*;
 
 fn config(dir: &std::path::Path) -> MasterConfig {
-    MasterConfig {
-        data_dir: dir.join("data"),
-        store_root: None,
-        store_url: None,
-        lease_ms: 30_000,
-        max_in_flight: 0,
-        retain_finished: None,
-        init: false,
-        auto_snapshot: Default::default(),
-    }
+    MasterConfig::new(dir.join("data"))
 }
 
 fn open(dir: &std::path::Path) -> Arc<Master> {

@@ -37,14 +37,8 @@ fn commit_item(lease: &Lease) -> CommitItem {
 async fn only_attempts_that_can_no_longer_commit_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let config = MasterConfig {
-        data_dir: dir.path().join("data"),
-        store_root: None,
-        store_url: None,
         lease_ms: 1_000,
-        max_in_flight: 0,
-        retain_finished: None,
-        init: false,
-        auto_snapshot: Default::default(),
+        ..MasterConfig::new(dir.path().join("data"))
     };
     let clock = Arc::new(ManualClock::default());
     let master = Arc::new(Master::open(&config, clock.clone()).unwrap());

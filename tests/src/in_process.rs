@@ -14,16 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use taskmaster_client::Client;
-use taskmaster_master::clock::MonotonicClock;
+use taskmaster_master::in_process::InProcessMaster;
 use taskmaster_master::runtime::{Master, MasterConfig};
-use taskmaster_master::server::{self, ServeError};
 use taskmaster_proto::v1::task_master_client::TaskMasterClient;
 use taskmaster_proto::v1::{
     CommitItem, CommitRequest, GroupSpec, Lease, LeaseRef, LeaseRequest, OutputFile, Outputs,
     PipelineSpec, commit_item,
 };
 use taskmaster_worker::{WorkerConfig, WorkerError, WorkerStats, run_worker, stock_registry};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::Code;
@@ -46,12 +44,10 @@ pub const SCRIPT_OK: &str = r#"echo hi > "$TM_OUTPUT_DIR/out""#;
 pub struct TestMaster {
     /// `http://127.0.0.1:<port>`.
     pub url: String,
-    pub master: Arc<Master>,
-    /// Resolves the server's shutdown future; `None` once sent.
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<Result<(), ServeError>>>,
-    /// Stopped before the master, so it never polls a stopped master.
+    /// Stopped before the master, so it never polls a stopped master (and
+    /// dropped before it: fields drop in order).
     worker: Option<TestWorker>,
+    served: InProcessMaster,
     /// Holds the data dir (journal, store) until the master is gone.
     _data: tempfile::TempDir,
 }
@@ -61,29 +57,16 @@ impl TestMaster {
     pub async fn start() -> TestMaster {
         let data = tempfile::tempdir().expect("temporary data dir");
         let config = MasterConfig {
-            data_dir: data.path().join("data"),
-            store_root: None,
-            store_url: None,
             lease_ms: LEASE_MS,
-            max_in_flight: 0,
-            retain_finished: None,
-            init: false,
-            auto_snapshot: Default::default(),
+            ..MasterConfig::new(data.path().join("data"))
         };
-        let clock = Arc::new(MonotonicClock::default());
-        let master = Arc::new(Master::open(&config, clock).expect("master opens"));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("local addr"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(server::serve(listener, Arc::clone(&master), async {
-            let _ = stopped.await;
-        }));
+        let served = InProcessMaster::start(&config)
+            .await
+            .expect("the master starts");
         TestMaster {
-            url,
-            master,
-            stop: Some(stop),
-            server: Some(server),
+            url: served.url().to_string(),
             worker: None,
+            served,
             _data: data,
         }
     }
@@ -93,6 +76,11 @@ impl TestMaster {
         let mut master = TestMaster::start().await;
         master.worker = Some(TestWorker::start(&master.url));
         master
+    }
+
+    /// The master itself.
+    pub fn master(&self) -> &Arc<Master> {
+        self.served.master()
     }
 
     /// A new SDK client connected to this master.
@@ -106,33 +94,11 @@ impl TestMaster {
         if let Some(worker) = self.worker.take() {
             worker.stop().await;
         }
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let served = tokio::time::timeout(WAIT, server)
-                .await
-                .expect("the server stops in time")
-                .expect("the server task did not panic");
-            served.expect("the server ran and stopped without error");
-        }
-        self.master.close();
-        assert_eq!(self.master.fatal_error(), None, "the journal failed");
-    }
-}
-
-impl Drop for TestMaster {
-    /// The fallback when a test ends without `stop()` (e.g. it panicked):
-    /// stop everything at once.
-    fn drop(&mut self) {
-        drop(self.worker.take());
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server.abort();
-        }
-        self.master.close();
+        let TestMaster { served, _data, .. } = self;
+        served
+            .stop(WAIT)
+            .await
+            .expect("the master stops cleanly and in time");
     }
 }
 

@@ -388,35 +388,18 @@ mod tests {
         assert_eq!(Show(&Status::aborted("gone")).to_string(), "Aborted: gone");
     }
 
-    /// A real master served on `listener` until `stop` fires; returns
-    /// the server task, to be awaited after `stop`.
+    /// A real master on `data_dir`, served on `listener` (bound first, so
+    /// the test knows the address a restarted master comes back on).
     fn serve_master(
         listener: tokio::net::TcpListener,
         data_dir: &std::path::Path,
-        stop: tokio::sync::oneshot::Receiver<()>,
-    ) -> tokio::task::JoinHandle<()> {
+    ) -> taskmaster_master::in_process::InProcessMaster {
         use taskmaster_master::clock::MonotonicClock;
+        use taskmaster_master::in_process::InProcessMaster;
         use taskmaster_master::runtime::{Master, MasterConfig};
-        let config = MasterConfig {
-            data_dir: data_dir.to_path_buf(),
-            store_root: None,
-            store_url: None,
-            lease_ms: 30_000,
-            max_in_flight: 0,
-            retain_finished: None,
-            init: false,
-            auto_snapshot: Default::default(),
-        };
-        let master = Arc::new(Master::open(&config, Arc::new(MonotonicClock::default())).unwrap());
-        tokio::spawn(async move {
-            let stopped = async {
-                let _ = stop.await;
-            };
-            taskmaster_master::server::serve(listener, Arc::clone(&master), stopped)
-                .await
-                .unwrap();
-            master.close();
-        })
+        let config = MasterConfig::new(data_dir.to_path_buf());
+        let master = Master::open(&config, Arc::new(MonotonicClock::default())).unwrap();
+        InProcessMaster::serve(listener, Arc::new(master)).unwrap()
     }
 
     fn lease_request(wait_ms: u32) -> LeaseRequest {
@@ -442,8 +425,7 @@ mod tests {
         let dir = tempfile::TempDir::new().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let server = serve_master(listener, &dir.path().join("data"), stopped);
+        let master = serve_master(listener, &dir.path().join("data"));
         let connection = MasterConnection::new(
             &format!("http://{address}"),
             None,
@@ -480,8 +462,7 @@ mod tests {
         let in_flight = connection.lease(lease_request(10_000), quick);
         let stopping = async {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            stop.send(()).unwrap();
-            server.await.unwrap();
+            master.stop(Duration::from_secs(60)).await.unwrap();
         };
         let (status, ()) = tokio::join!(in_flight, stopping);
         assert!(is_transient(&status.unwrap_err()));
@@ -489,11 +470,9 @@ mod tests {
         assert!(is_transient(&status), "{status:?}");
 
         let listener = tokio::net::TcpListener::bind(address).await.unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let server = serve_master(listener, &dir.path().join("data"), stopped);
+        let master = serve_master(listener, &dir.path().join("data"));
         connection.lease(lease_request(0), quick).await.unwrap();
         assert!(current(&connection).is_open());
-        stop.send(()).unwrap();
-        server.await.unwrap();
+        master.stop(Duration::from_secs(60)).await.unwrap();
     }
 }

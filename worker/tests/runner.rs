@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use real_master::{Admin, Call, EVENT_TIMEOUT, TestMaster, counts, is, open_master};
-use taskmaster_master::server;
+use taskmaster_master::in_process::InProcessMaster;
 use taskmaster_proto::compact::expand;
 use taskmaster_proto::v1::commit_item::Result as ItemResult;
 use taskmaster_proto::v1::{
@@ -1098,9 +1098,8 @@ async fn t60_keeps_retrying_until_the_master_answers() {
     // Then the master comes up on that address, served as `taskmaster
     // serve` serves it.
     let dir = TempDir::new().unwrap();
-    let master = open_master(&dir.path().join("data"), LEASE_MS);
-    let (stop_server, stop_rx) = oneshot::channel();
-    let server = tokio::spawn(server::serve(listener, master.clone(), fired(stop_rx)));
+    let master =
+        InProcessMaster::serve(listener, open_master(&dir.path().join("data"), LEASE_MS)).unwrap();
     let admin = Admin::connect(&url);
     let id = admin.submit(pipeline(vec![exec_group("g", "true")])).await;
     let status = admin
@@ -1109,13 +1108,7 @@ async fn t60_keeps_retrying_until_the_master_answers() {
     assert_eq!(counts(&status, "g"), unit_counts(0, 0, 1, 0));
 
     assert_eq!(worker.stop().await.units_committed, 1);
-    stop_server.send(()).unwrap();
-    tokio::time::timeout(EVENT_TIMEOUT, server)
-        .await
-        .expect("the master did not stop in time")
-        .unwrap()
-        .unwrap();
-    master.close();
+    master.stop(EVENT_TIMEOUT).await.unwrap();
 }
 
 #[tokio::test]

@@ -4,14 +4,11 @@
 //! journal).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use taskmaster_master::clock::MonotonicClock;
-use taskmaster_master::runtime::{Master, MasterConfig};
-use taskmaster_master::server::{self, ServeError};
+use taskmaster_master::in_process::{InProcessError, InProcessMaster};
+use taskmaster_master::runtime::MasterConfig;
 use taskmaster_worker::{WorkerConfig, WorkerError, WorkerStats, run_worker, stock_registry};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -33,14 +30,10 @@ pub const STOP_WAIT: Duration = Duration::from_secs(15);
 /// leasing from it. Dropping it stops everything at once (for error
 /// paths); [`Embedded::stop`] stops it in order.
 pub struct Embedded {
-    /// `http://127.0.0.1:<port>`.
-    url: String,
-    master: Arc<Master>,
-    /// Resolves the server's shutdown future; `None` once sent.
-    server_stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<Result<(), ServeError>>>,
-    /// Stopped before the server, so no worker polls a stopped master.
+    /// Stopped before the master, so no worker polls a stopped master
+    /// (and dropped before it: fields drop in order).
     workers: Vec<Worker>,
+    master: InProcessMaster,
 }
 
 /// One in-process worker: its stop signal and its task.
@@ -54,36 +47,24 @@ impl Embedded {
     /// workers with one slot each and the stock tasks.
     pub async fn start(data_dir: &Path, workers: u32) -> Result<Embedded, DemoError> {
         let config = MasterConfig {
-            data_dir: data_dir.to_path_buf(),
-            store_root: None,
-            store_url: None,
             lease_ms: LEASE_MS,
-            max_in_flight: 0,
-            retain_finished: None,
             // The demo writes its input into the data dir before the
             // master opens it: that is the demo's own data, not a lost
             // journal's.
             init: true,
-            auto_snapshot: Default::default(),
+            ..MasterConfig::new(data_dir.to_path_buf())
         };
-        let master = Arc::new(Master::open(&config, Arc::new(MonotonicClock::default()))?);
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(DemoError::Listen)?;
-        let addr = listener.local_addr().map_err(DemoError::Listen)?;
-        let (server_stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(server::serve(listener, Arc::clone(&master), async {
-            let _ = stopped.await;
-        }));
+        let master = InProcessMaster::start(&config).await.map_err(|e| match e {
+            InProcessError::Open(e) => DemoError::Master(e),
+            InProcessError::Listen(e) => DemoError::Listen(e),
+            InProcessError::NotStopped(why) => DemoError::Stopped(why),
+        })?;
         let mut embedded = Embedded {
-            url: format!("http://{addr}"),
             master,
-            server_stop: Some(server_stop),
-            server: Some(server),
             workers: Vec::new(),
         };
         for i in 1..=workers {
-            let worker = Worker::start(&embedded.url, i)?;
+            let worker = Worker::start(embedded.master.url(), i)?;
             embedded.workers.push(worker);
         }
         Ok(embedded)
@@ -91,19 +72,14 @@ impl Embedded {
 
     /// The master's gRPC address.
     pub fn url(&self) -> &str {
-        &self.url
+        self.master.url()
     }
 
     /// An error if the server or a worker has stopped on its own, which
     /// would otherwise leave the pipeline waiting forever.
     pub fn check_running(&self) -> Result<(), DemoError> {
-        if let Some(why) = self.master.fatal_error() {
-            return Err(DemoError::Stopped(format!(
-                "the master's journal failed: {why}"
-            )));
-        }
-        if self.server.as_ref().is_some_and(JoinHandle::is_finished) {
-            return Err(DemoError::Stopped("the master's server stopped".into()));
+        if let Some(why) = self.master.failure() {
+            return Err(DemoError::Stopped(why));
         }
         let stopped = self
             .workers
@@ -118,12 +94,16 @@ impl Embedded {
     /// Stops the workers (each lets running units finish for up to
     /// [`WORKER_GRACE_MS`], then releases their leases), then the server,
     /// then closes the journal. Fails if a part does not stop cleanly.
-    pub async fn stop(mut self) -> Result<(), DemoError> {
-        for worker in &mut self.workers {
+    pub async fn stop(self) -> Result<(), DemoError> {
+        let Embedded {
+            master,
+            mut workers,
+        } = self;
+        for worker in &mut workers {
             let _ = worker.stop.take().map(|stop| stop.send(()));
         }
         let mut result = Ok(());
-        for (i, worker) in self.workers.iter_mut().enumerate() {
+        for (i, worker) in workers.iter_mut().enumerate() {
             let Some(handle) = worker.handle.take() else {
                 continue;
             };
@@ -135,40 +115,21 @@ impl Embedded {
             };
             result = result.and(stopped);
         }
-        let _ = self.server_stop.take().map(|stop| stop.send(()));
-        if let Some(server) = self.server.take() {
-            let stopped = match tokio::time::timeout(STOP_WAIT, server).await {
-                Ok(Ok(Ok(()))) => Ok(()),
-                Ok(Ok(Err(e))) => Err(format!("the master's server: {e}")),
-                Ok(Err(e)) => Err(format!("the master's server panicked: {e}")),
-                Err(_) => Err("the master's server did not stop in time".to_string()),
-            };
-            result = result.and(stopped);
-        }
-        self.master.close();
-        if let Some(why) = self.master.fatal_error() {
-            result = result.and(Err(format!("the master's journal failed: {why}")));
-        }
-        result.map_err(DemoError::Stopped)
+        let stopped = master.stop(STOP_WAIT).await.map_err(|e| e.to_string());
+        result.and(stopped).map_err(DemoError::Stopped)
     }
 }
 
-impl Drop for Embedded {
+impl Drop for Worker {
     /// The fallback when the demo ends without [`Embedded::stop`] (an
-    /// error on the way): stop everything at once. Unfinished leases are
+    /// error on the way): stop at once; the master is dropped after the
+    /// workers (field order) and stops at once too. Unfinished leases are
     /// simply not released; the store is thrown away or kept as it is.
     fn drop(&mut self) {
-        for worker in &mut self.workers {
-            let _ = worker.stop.take().map(|stop| stop.send(()));
-            if let Some(handle) = worker.handle.take() {
-                handle.abort();
-            }
+        let _ = self.stop.take().map(|stop| stop.send(()));
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
         }
-        let _ = self.server_stop.take().map(|stop| stop.send(()));
-        if let Some(server) = self.server.take() {
-            server.abort();
-        }
-        self.master.close();
     }
 }
 

@@ -49,14 +49,8 @@ const CALLS_SHOWN_MAX: usize = 20;
 /// Opens a real master on a new store in `data_dir`, on the real clock.
 pub fn open_master(data_dir: &Path, lease_ms: u64) -> Arc<Master> {
     let config = MasterConfig {
-        data_dir: data_dir.to_path_buf(),
-        store_root: None,
-        store_url: None,
         lease_ms,
-        max_in_flight: 0,
-        retain_finished: None,
-        init: false,
-        auto_snapshot: Default::default(),
+        ..MasterConfig::new(data_dir.to_path_buf())
     };
     let master = Master::open(&config, Arc::new(MonotonicClock::default()))
         .expect("open a master on a new data dir");
