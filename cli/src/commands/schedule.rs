@@ -9,8 +9,9 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use taskmaster_cli::text::utc_time;
 use taskmaster_client::{Client, load_schedule};
+use taskmaster_master::http::schedules::{info_json, run_json};
 use taskmaster_proto::v1::{
-    BackfillAction, BackfillInfo, BackfillRequest, ScheduleAction, ScheduleInfo, ScheduleRun,
+    BackfillAction, BackfillInfo, BackfillRequest, ScheduleAction, ScheduleInfo,
 };
 
 use super::{Connection, EXIT_PIPELINE_FAILED, out};
@@ -270,7 +271,7 @@ fn next_text(info: &ScheduleInfo) -> String {
 async fn list(client: &Client, json: bool) -> anyhow::Result<ExitCode> {
     let schedules = client.list_schedules().await?;
     if json {
-        let rows: Vec<_> = schedules.iter().map(schedule_json).collect();
+        let rows: Vec<_> = schedules.iter().map(info_json).collect();
         out(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -308,26 +309,6 @@ async fn list(client: &Client, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn schedule_json(info: &ScheduleInfo) -> serde_json::Value {
-    let spec = info.spec.clone().unwrap_or_default();
-    json!({
-        "name": spec.name,
-        "cron": spec.cron,
-        "timezone": if spec.timezone.is_empty() { "UTC".to_string() } else { spec.timezone },
-        "catchup": if spec.catchup.is_empty() { "all".to_string() } else { spec.catchup },
-        "overlap": if spec.overlap.is_empty() { "skip".to_string() } else { spec.overlap },
-        "max_active": spec.max_active.max(1),
-        "jitter_ms": spec.jitter_ms,
-        "paused": info.paused,
-        "active_runs": info.active_runs,
-        "waiting": info.waiting,
-        "last_logical": info.last_logical,
-        "next_logical": info.next_logical,
-        "next_fire_unix_ms": info.next_fire_unix_ms,
-        "created_unix_ms": info.created_unix_ms,
-    })
-}
-
 pub async fn runs(connection: &Connection, args: RunsArgs) -> anyhow::Result<ExitCode> {
     let client = connection.client().await?;
     let runs = client.schedule_runs(&args.name, args.limit).await?;
@@ -363,20 +344,6 @@ pub async fn runs(connection: &Connection, args: RunsArgs) -> anyhow::Result<Exi
     }
     out(&text)?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn run_json(run: &ScheduleRun) -> serde_json::Value {
-    json!({
-        "schedule": run.schedule,
-        "logical": run.logical,
-        "trigger": run.trigger,
-        "pipeline_id": run.pipeline_id,
-        "state": run.state,
-        "start_unix_ms": run.fired_unix_ms,
-        "end_unix_ms": run.finished_unix_ms,
-        "backfill_id": run.backfill_id,
-        "note": run.note,
-    })
 }
 
 pub async fn backfill(connection: &Connection, args: BackfillArgs) -> anyhow::Result<ExitCode> {

@@ -31,23 +31,38 @@ pub fn routes() -> Router<Http> {
         .route("/api/schedules/{name}/trigger", post(trigger))
 }
 
-fn info_json(info: &ScheduleInfo) -> Value {
+/// A schedule as JSON: the shape of `GET /api/schedules` and of `tmctl
+/// schedule list --json` (one function, so the two never drift apart).
+/// Settings left empty in the spec are shown with the values they mean.
+pub fn info_json(info: &ScheduleInfo) -> Value {
     let spec = info.spec.clone().unwrap_or_default();
+    let or = |text: String, default: &str| match text.is_empty() {
+        true => default.to_string(),
+        false => text,
+    };
     json!({
         "name": spec.name,
         "cron": spec.cron,
-        "timezone": if spec.timezone.is_empty() { "UTC".to_string() } else { spec.timezone },
+        "timezone": or(spec.timezone, "UTC"),
+        "catchup": or(spec.catchup, "all"),
+        "overlap": or(spec.overlap, "skip"),
+        "max_active": spec.max_active.max(1),
+        "jitter_ms": spec.jitter_ms,
         "paused": info.paused,
         "active_runs": info.active_runs,
         "waiting": info.waiting,
         "last_logical": info.last_logical,
         "next_logical": info.next_logical,
         "next_fire_unix_ms": info.next_fire_unix_ms,
+        "created_unix_ms": info.created_unix_ms,
     })
 }
 
-fn run_json(run: &ScheduleRun) -> Value {
+/// A schedule's run as JSON: the shape of `GET
+/// /api/schedules/{name}/runs` and of `tmctl schedule runs --json`.
+pub fn run_json(run: &ScheduleRun) -> Value {
     json!({
+        "schedule": run.schedule,
         "logical": run.logical,
         "trigger": run.trigger,
         "pipeline_id": run.pipeline_id,
