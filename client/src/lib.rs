@@ -8,7 +8,8 @@
 //!
 //! - [`pipeline_file`]: reads a pipeline TOML file into a `PipelineSpec`
 //!   (input globs expanded, working directory set, `--param` overrides),
-//!   and a schedule file into a `ScheduleSpec`.
+//!   and a schedule file into a `ScheduleSpec`; `load_pipeline_async` and
+//!   `load_schedule_async` do it off an async caller's runtime.
 //! - [`sizing`]: packs small input files and cuts large ones into byte
 //!   ranges, so a first group's units are about `unit_bytes` each.
 //! - [`client`]: [`Client`], the async SDK over the gRPC `TaskMaster`
@@ -32,4 +33,7 @@ pub mod schedules;
 pub mod sizing;
 
 pub use client::{Client, ClientError, ClientTls};
-pub use pipeline_file::{PipelineFileError, load_pipeline, load_schedule, parse_param};
+pub use pipeline_file::{
+    PipelineFileError, load_pipeline, load_pipeline_async, load_schedule, load_schedule_async,
+    parse_param,
+};

@@ -188,6 +188,34 @@ pub fn load_schedule(
     schedule::schedule_spec(path, &text, table, pipeline)
 }
 
+/// [`load_pipeline`] for async code: the file is read, its globs expanded
+/// and any bucket listed on tokio's blocking pool, so the caller's runtime
+/// keeps serving meanwhile (a listing of a large bucket takes seconds).
+pub async fn load_pipeline_async(
+    path: PathBuf,
+    param_overrides: Vec<(String, String)>,
+) -> Result<PipelineSpec, PipelineFileError> {
+    off_the_runtime(move || load_pipeline(&path, &param_overrides)).await
+}
+
+/// [`load_schedule`] for async code, as [`load_pipeline_async`].
+pub async fn load_schedule_async(
+    path: PathBuf,
+    param_overrides: Vec<(String, String)>,
+) -> Result<taskmaster_proto::v1::ScheduleSpec, PipelineFileError> {
+    off_the_runtime(move || load_schedule(&path, &param_overrides)).await
+}
+
+/// Runs `load` on tokio's blocking pool. A panic in it is a bug, passed on
+/// to the caller as a panic.
+async fn off_the_runtime<T: Send + 'static>(
+    load: impl FnOnce() -> Result<T, PipelineFileError> + Send + 'static,
+) -> Result<T, PipelineFileError> {
+    tokio::task::spawn_blocking(load)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
 /// The spec, the `[schedule]` table if any, and the file's text.
 fn load_file(
     path: &Path,

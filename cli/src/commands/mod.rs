@@ -303,7 +303,7 @@ async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
         } => {
             // Load the file before connecting: a broken file is reported as
             // such even when no master is running.
-            let spec = submit::load(&file, &params)?;
+            let spec = submit::load(&file, &params).await?;
             let client = connection.client().await?;
             let poll = wait.then(|| std::time::Duration::from_millis(poll_ms));
             submit::run(&client, spec, poll).await

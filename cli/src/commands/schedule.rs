@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use taskmaster_cli::text::utc_time;
-use taskmaster_client::{Client, load_schedule};
+use taskmaster_client::{Client, load_schedule_async};
 use taskmaster_master::http::schedules::{info_json, run_json};
 use taskmaster_proto::v1::{
     BackfillAction, BackfillInfo, BackfillRequest, ScheduleAction, ScheduleInfo,
@@ -215,7 +215,7 @@ pub async fn schedule(
             .iter()
             .map(|p| taskmaster_client::parse_param(p))
             .collect::<Result<Vec<_>, _>>()?;
-        let spec = load_schedule(file, &params)?;
+        let spec = load_schedule_async(file.clone(), params).await?;
         let client = connection.client().await?;
         let info = client.add_schedule(spec).await?;
         out(&format!("next run: {}\n", next_text(&info)))?;

@@ -11,8 +11,8 @@ use taskmaster_proto::v1::PipelineSpec;
 /// Reads the pipeline file at `file` and sets `params` in it. Each must be
 /// declared in the file's `[params]`: a name it does not declare is far
 /// more often misspelt than meant, and would reach the tasks unnoticed.
-pub fn load(file: &Path, params: &[(String, String)]) -> anyhow::Result<PipelineSpec> {
-    let mut spec = taskmaster_client::load_pipeline(file, &[])?;
+pub async fn load(file: &Path, params: &[(String, String)]) -> anyhow::Result<PipelineSpec> {
+    let mut spec = taskmaster_client::load_pipeline_async(file.to_path_buf(), Vec::new()).await?;
     let mut undeclared: Vec<&str> = params
         .iter()
         .map(|(name, _)| name.as_str())

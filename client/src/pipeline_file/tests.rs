@@ -122,6 +122,32 @@ fn unquoted_date_and_numbers_become_text_params() {
     assert_eq!(spec.params["n"], "4");
 }
 
+/// The async loader gives what the sync one gives, and its refusals, on a
+/// single-threaded runtime too.
+#[tokio::test(flavor = "current_thread")]
+async fn the_async_loader_reads_the_same_spec_off_the_runtime() {
+    let dir = folder_with(&[
+        ("pipeline.toml", VALID),
+        ("data/a.csv", "a"),
+        ("data/b.csv", "b"),
+        ("extra/c.csv", "c"),
+    ]);
+    let path = dir.path().join("pipeline.toml");
+    let overrides = vec![("ds".to_string(), "2026-12-01".to_string())];
+    let spec = load_pipeline_async(path.clone(), overrides.clone())
+        .await
+        .unwrap();
+    assert_eq!(spec, load_pipeline(&path, &overrides).unwrap());
+    assert_eq!(spec.params["ds"], "2026-12-01");
+
+    let err = load_pipeline_async(dir.path().join("missing.toml"), Vec::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PipelineFileError::Read { .. }), "{err:?}");
+    let err = load_schedule_async(path, Vec::new()).await.unwrap_err();
+    assert!(err.to_string().contains("no [schedule] table"), "{err}");
+}
+
 #[test]
 fn malformed_toml_reports_path_line_and_column() {
     let dir = folder_with(&[(
