@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::logs::{Stream, TaskLog};
+use crate::task_log::{Stream, TaskLog};
 
 /// Longest line logged or kept in the stderr tail; longer lines are split,
 /// so a child printing without newlines cannot grow our memory.

@@ -81,7 +81,7 @@
 //! - [`lines`]: reading a unit's inputs (whole files and byte slices) as
 //!   lines; which lines a slice owns.
 //! - [`logs`]: each attempt's stdout and stderr, capped, written to the
-//!   store beside its outputs while it runs ([`logs::TaskLog`]).
+//!   store beside its outputs while it runs ([`task_log::TaskLog`], stored by [`logs`]).
 //! - [`scratch`]: per-attempt scratch directories outside the output
 //!   directory (spilled runs, copied slices).
 //! - [`outputs`]: preparing the attempt's output directory, listing its
@@ -119,6 +119,7 @@ pub mod stats;
 pub mod store;
 mod supervisor;
 pub mod task;
+pub mod task_log;
 #[cfg(test)]
 mod test_support;
 mod unit;

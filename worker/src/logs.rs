@@ -29,8 +29,6 @@
 //! Failing to write a log never fails the attempt: it is logged (once per
 //! attempt) and the task runs on.
 
-use std::collections::VecDeque;
-use std::fmt;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,6 +46,7 @@ use tokio::sync::Notify;
 use taskmaster_spec::object_url::split_object_url;
 
 use crate::store::Stores;
+use crate::task_log::{Capture, Shared, Stream, TaskLog};
 
 /// Default cap of each stream's log per attempt.
 pub const LOG_BYTES_MAX_DEFAULT: u64 = 1024 * 1024;
@@ -56,180 +55,7 @@ pub const LOG_BYTES_MAX_LIMIT: u64 = 1024 * 1024 * 1024;
 /// How often a running attempt's new output is written to the store.
 pub const LOG_FLUSH_MS: u64 = 1_000;
 
-/// A task's output stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
-impl Stream {
-    fn index(self) -> usize {
-        match self {
-            Stream::Stdout => 0,
-            Stream::Stderr => 1,
-        }
-    }
-
-    fn kind(self) -> LogKind {
-        match self {
-            Stream::Stdout => LogKind::Stdout,
-            Stream::Stderr => LogKind::Stderr,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        self.kind().suffix()
-    }
-}
-
 const STREAMS: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
-
-/// What is kept of one stream: its first `head_max` bytes and its last
-/// `tail_max` bytes (beyond the head).
-#[derive(Debug)]
-struct Capture {
-    head: Vec<u8>,
-    head_max: usize,
-    tail: VecDeque<u8>,
-    tail_max: usize,
-    /// Bytes the stream has had in all.
-    total: u64,
-    /// Bytes of `head` already in the store.
-    stored: usize,
-}
-
-impl Capture {
-    fn new(cap: u64) -> Capture {
-        let head_max = (cap / 2) as usize;
-        Capture {
-            head: Vec::new(),
-            head_max,
-            tail: VecDeque::new(),
-            tail_max: cap as usize - head_max,
-            total: 0,
-            stored: 0,
-        }
-    }
-
-    fn push(&mut self, bytes: &[u8]) {
-        self.total += bytes.len() as u64;
-        let to_head = bytes.len().min(self.head_max - self.head.len());
-        self.head.extend_from_slice(&bytes[..to_head]);
-        let rest = &bytes[to_head..];
-        if rest.len() >= self.tail_max {
-            self.tail.clear();
-            self.tail.extend(&rest[rest.len() - self.tail_max..]);
-        } else {
-            let over = (self.tail.len() + rest.len()).saturating_sub(self.tail_max);
-            self.tail.drain(..over);
-            self.tail.extend(rest);
-        }
-    }
-
-    fn dropped(&self) -> u64 {
-        self.total - self.head.len() as u64 - self.tail.len() as u64
-    }
-
-    /// What follows the head once the stream has ended: the line saying
-    /// what was dropped, if anything was, then the tail.
-    fn ending(&self, stream: Stream, cap: u64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.tail.len() + 256);
-        let dropped = self.dropped();
-        if dropped > 0 {
-            if self.head.last().is_some_and(|&b| b != b'\n') {
-                out.push(b'\n');
-            }
-            out.extend_from_slice(
-                format!(
-                    "[taskmaster: {dropped} bytes of {} dropped here; an attempt's log keeps the \
-                     first {} and the last {} bytes of each stream (taskmaster-worker \
-                     --log-bytes-max {cap})]\n",
-                    stream.name(),
-                    self.head_max,
-                    self.tail_max
-                )
-                .as_bytes(),
-            );
-        }
-        out.extend(self.tail.iter());
-        out
-    }
-}
-
-/// What the task side and the flusher share.
-#[derive(Debug)]
-struct Shared {
-    captures: Mutex<[Capture; 2]>,
-    cap: u64,
-}
-
-/// The task's handle on its attempt's logs: [`TaskLog::write`] what the
-/// task printed. Cheap to clone; does nothing when disabled (the
-/// default, e.g. for a worker started with `--log-bytes-max 0`).
-#[derive(Clone, Default)]
-pub struct TaskLog {
-    shared: Option<Arc<Shared>>,
-}
-
-impl fmt::Debug for TaskLog {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TaskLog")
-            .field("enabled", &self.shared.is_some())
-            .finish()
-    }
-}
-
-impl TaskLog {
-    /// A log that keeps nothing.
-    pub fn disabled() -> TaskLog {
-        TaskLog::default()
-    }
-
-    /// A log kept in memory only, capped at `cap` bytes per stream (tests,
-    /// and what [`AttemptLog`] writes out).
-    pub fn in_memory(cap: u64) -> TaskLog {
-        TaskLog {
-            shared: Some(Arc::new(Shared {
-                captures: Mutex::new([Capture::new(cap), Capture::new(cap)]),
-                cap,
-            })),
-        }
-    }
-
-    /// True when what is written is kept.
-    pub fn is_enabled(&self) -> bool {
-        self.shared.is_some()
-    }
-
-    /// Appends bytes the task wrote to `stream`.
-    pub fn write(&self, stream: Stream, bytes: &[u8]) {
-        if let Some(shared) = &self.shared {
-            shared.captures.lock()[stream.index()].push(bytes);
-        }
-    }
-
-    /// Appends a line (a built-in task's own message) to `stream`.
-    pub fn line(&self, stream: Stream, text: &str) {
-        if let Some(shared) = &self.shared {
-            let mut captures = shared.captures.lock();
-            captures[stream.index()].push(text.as_bytes());
-            captures[stream.index()].push(b"\n");
-        }
-    }
-
-    /// The whole log of `stream` as it would be stored if it ended now.
-    pub fn contents(&self, stream: Stream) -> Vec<u8> {
-        let Some(shared) = &self.shared else {
-            return Vec::new();
-        };
-        let captures = shared.captures.lock();
-        let capture = &captures[stream.index()];
-        let mut out = capture.head.clone();
-        out.extend(capture.ending(stream, shared.cap));
-        out
-    }
-}
 
 /// Where an attempt's logs are written.
 enum Sink {
@@ -286,9 +112,7 @@ impl AttemptLog {
         let stop = Arc::new(Notify::new());
         let flusher = tokio::spawn(flush_until_stopped(Arc::clone(&writer), Arc::clone(&stop)));
         Some(AttemptLog {
-            log: TaskLog {
-                shared: Some(Arc::clone(&writer.shared)),
-            },
+            log: TaskLog::sharing(Arc::clone(&writer.shared)),
             writer,
             stop,
             flusher,

@@ -145,7 +145,7 @@ pub struct UnitContext {
     /// The attempt's log in the store ([`crate::logs`]): `exec` writes
     /// the command's stdout and stderr to it; a task of its own may write
     /// lines worth keeping. Disabled by default.
-    pub log: crate::logs::TaskLog,
+    pub log: crate::task_log::TaskLog,
 }
 
 impl UnitContext {

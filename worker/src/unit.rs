@@ -302,7 +302,7 @@ fn unit_context(lease: &Lease, cancel: CancelToken) -> Result<UnitContext, TaskE
         config: lease.config.clone().into_iter().collect(),
         timeout: lease.timeout_ms.map(Duration::from_millis),
         cancel,
-        log: crate::logs::TaskLog::disabled(),
+        log: crate::task_log::TaskLog::disabled(),
     })
 }
 
