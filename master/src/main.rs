@@ -319,7 +319,7 @@ fn store_location(store: Option<String>) -> anyhow::Result<(Option<PathBuf>, Opt
     if store.contains("://") {
         // Checked here too, so a typo stops the master before it starts.
         taskmaster_spec::object_url::split_object_url(&store)
-            .map_err(|e| anyhow::anyhow!("--store: {e} (or a directory)"))?;
+            .map_err(|e| anyhow::anyhow!("--store: {e}, a directory or file:///abs/path"))?;
         return Ok((None, Some(store)));
     }
     Ok((Some(PathBuf::from(store)), None))
@@ -596,7 +596,7 @@ mod tests {
         );
         let err = |arg: &str| store_location(Some(arg.into())).unwrap_err().to_string();
         assert!(err("file://rel/dir").contains("absolute path"));
-        assert!(err("gs://bkt").contains("unsupported store URL"));
+        assert!(err("gs://bkt").contains("unsupported URL"));
         assert!(err("s3://").contains("no bucket"));
     }
 }

@@ -99,10 +99,9 @@ pub struct FileLog {
     compacting: Option<Compaction>,
 }
 
-/// Bytes between two marks at least: compaction scans at most this much
-/// besides the tail it keeps, and a journal never compacted keeps one mark
-/// per this many bytes.
-const MARK_EVERY_BYTES: u64 = 256 * 1024;
+/// Bytes between two marks at least: compaction and a read from a
+/// position scan at most this much besides the tail they read.
+const MARK_EVERY_BYTES: u64 = frame::MARK_EVERY_BYTES as u64;
 
 /// A journal file opened, and what was mended.
 pub struct OpenedFile {
@@ -283,7 +282,7 @@ impl FileLog {
             file,
             path: path.to_path_buf(),
             base,
-            marks: vec![(base, HEADER_BYTES as u64), (base + records, len)],
+            marks: opening_marks(base, &scan.marks, records, len),
             synced_len: len,
             written_len: len,
             last_seq: base + records,
@@ -313,6 +312,22 @@ impl FileLog {
             Err(e) => tracing::warn!(error = %e, "no room kept ahead of the journal"),
         }
     }
+}
+
+/// The marks of a journal just opened: its header, the batch boundaries
+/// the opening scan marked (as (records before, offset) in the file), and
+/// its end. Without the scan's, the first read from a position (recovery
+/// reads from the newest snapshot's) scanned the whole file a second time.
+fn opening_marks(base: u64, scanned: &[(usize, usize)], records: u64, end: u64) -> Vec<(u64, u64)> {
+    let mut marks = vec![(base, HEADER_BYTES as u64)];
+    marks.extend(
+        scanned
+            .iter()
+            .map(|&(before, offset)| (base + before as u64, offset as u64))
+            .filter(|&(_, offset)| offset < end),
+    );
+    marks.push((base + records, end));
+    marks
 }
 
 /// Writes a whole journal file (header and frames, as one batch) under a
@@ -736,6 +751,43 @@ mod tests {
         log.purge(3000).unwrap();
         log.finish_purge().unwrap();
         assert_eq!(tokens(&FileLog::open(&path).unwrap().records()), vec![3001]);
+    }
+
+    #[test]
+    fn a_reopened_journal_is_marked_so_a_read_from_a_position_scans_only_its_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.log");
+        let mut log = FileLog::create(&path, 0, &[]).unwrap();
+        // 30 batches of 100 records of ~230 bytes: several marks.
+        let mut seq = 0;
+        for _ in 0..30 {
+            let mut frames = Vec::new();
+            for _ in 0..100 {
+                seq += 1;
+                frame::encode_message(&numbered(seq), &mut frames);
+            }
+            log.append(&frames, seq).unwrap();
+            log.sync().unwrap();
+        }
+        let written = log.marks.clone();
+        drop(log);
+        let opened = FileLog::open(&path).unwrap();
+        // The batch boundaries the writer marked, and the end.
+        let marks = &opened.log.marks;
+        assert!(
+            written.iter().all(|mark| marks.contains(mark)),
+            "{marks:?} {written:?}"
+        );
+        assert_eq!(marks.last(), Some(&(3000, opened.log.written_len)));
+        assert!(marks.len() > 3, "{marks:?}");
+        for from in [1, 99, 100, 101, 1234, 2001, 2999, 3000] {
+            assert_eq!(
+                tokens(&opened.log.read_from(from).unwrap()),
+                (from..=3000).collect::<Vec<_>>(),
+                "from {from}"
+            );
+        }
+        assert!(opened.log.read_from(3001).unwrap().is_empty());
     }
 
     /// A journal file in a new temporary dir holding records `1..=records`.

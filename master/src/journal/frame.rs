@@ -192,7 +192,16 @@ pub struct Scan<'a> {
     /// Batches whose header was damaged but whose records the copy of the
     /// header after them verified: the header to write back, and where.
     pub repaired: Vec<Repair>,
+    /// Batch boundaries at least [`MARK_EVERY_BYTES`] apart, as (records
+    /// before it, offset), ascending: where a later read of the file can
+    /// start scanning again (format 3 only; empty for frames).
+    pub marks: Vec<(usize, usize)>,
 }
+
+/// Bytes between two marks at least: a read from a position scans at most
+/// this much besides what it reads, and a journal keeps one mark per this
+/// many bytes in memory.
+pub const MARK_EVERY_BYTES: usize = 256 * 1024;
 
 /// A batch header to write back over a damaged one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,6 +237,7 @@ pub fn scan_from(bytes: &[u8], start: usize) -> Scan<'_> {
                     valid_len: pos,
                     tail,
                     repaired: Vec::new(),
+                    marks: Vec::new(),
                 };
             }
         }
@@ -237,6 +247,7 @@ pub fn scan_from(bytes: &[u8], start: usize) -> Scan<'_> {
         valid_len: pos,
         tail: Tail::Clean,
         repaired: Vec::new(),
+        marks: Vec::new(),
     }
 }
 
@@ -547,8 +558,10 @@ pub fn scan_batches_from(bytes: &[u8], start: usize) -> Scan<'_> {
         valid_len: start,
         tail: Tail::Clean,
         repaired: Vec::new(),
+        marks: Vec::new(),
     };
     let mut pos = start;
+    let mut last_mark = start;
     while pos < bytes.len() {
         let (batch, repair) = match by_header(bytes, pos).filter(|b| b.verifies(bytes)) {
             Some(batch) => (batch, None),
@@ -582,6 +595,10 @@ pub fn scan_batches_from(bytes: &[u8], start: usize) -> Scan<'_> {
         scan.payloads.extend(inner.payloads);
         pos = batch.end;
         scan.valid_len = pos;
+        if pos - last_mark >= MARK_EVERY_BYTES {
+            scan.marks.push((scan.payloads.len(), pos));
+            last_mark = pos;
+        }
     }
     scan
 }
