@@ -178,8 +178,10 @@ struct LimitArgs {
           default_value_t = limits::LONG_POLLS_MAX_DEFAULT)]
     max_long_polls: usize,
     /// Lease calls that may wait, open at once per identity (with --auth),
-    /// unary or on a Work stream (0: only --max-long-polls bounds them):
-    /// each parked one is woken whenever a change leaves units ready.
+    /// unary or on a Work stream (0: only --max-long-polls bounds them).
+    /// A worker holds one or a few. A lease call refused by either limit is
+    /// answered 10 s later, so a client that calls again at once does not
+    /// spin.
     #[arg(long, env = "TASKMASTER_MAX_LONG_POLLS_PER_IDENTITY",
           default_value_t = limits::LONG_POLLS_PER_IDENTITY_DEFAULT)]
     max_long_polls_per_identity: usize,

@@ -8,11 +8,12 @@
 //! only the limits stand between it and the others. Its long-polls are
 //! `Lease` calls waiting the longest a lease call may (60 s): it opens
 //! more than `--max-long-polls` (10,000), over enough connections that
-//! HTTP/2's streams per connection do not stop it first, and keeps
-//! retrying the ones refused. Its submits come at ten times
-//! `--rate-per-identity` (200 a second); they hold a group named twice, so
-//! those the rate lets through are refused by the core after its checks
-//! under the state lock, and none adds work the honest worker would have
+//! HTTP/2's streams per connection do not stop it first, and calls again
+//! 100 ms after each refusal. `--max-long-polls-per-identity` (64) lets 64
+//! of them wait; the rest are refused, each answered 10 s after its call.
+//! Its submits come at ten times `--rate-per-identity` (200 a second);
+//! they hold a group named twice, so those the rate lets through are
+//! refused by the core, and none adds work the honest worker would have
 //! to run: what is measured is what the flood costs the master, not the
 //! work an identity may legitimately add at the allowed rate.
 //!
@@ -30,7 +31,13 @@
 //! `cargo test --release -p taskmaster-tests --test t42_abuse -- --ignored
 //! --nocapture` (after `cargo build --release --workspace --bins`), each
 //! round one run undisturbed and one with each flood (both, long-polls
-//! only, submits only), each run on a fresh master.
+//! only, submits only), each run on a fresh master. It reports the CPU
+//! each process used over the measured stretch: the master's, the test
+//! process's (the abuser's client and the operator's), the worker's with
+//! the commands it ran, and the machine's. `TM_ABUSE_MASTER_ARGS` adds
+//! flags to the master's (e.g. `--max-long-polls-per-identity 0` or
+//! `--rate-per-identity 50`, to compare settings), `TM_ABUSE_ROUNDS` sets
+//! the rounds (3).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,7 +78,7 @@ const LEASE_WAIT_MS_MAX: u32 = 60_000;
 struct Stage {
     tmp: tempfile::TempDir,
     master: MasterProcess,
-    _worker: WorkerProcess,
+    worker: WorkerProcess,
     /// The honest operator (submits, reads status).
     operator: PathBuf,
     /// The abuser's admin token.
@@ -85,8 +92,11 @@ impl Stage {
     /// started with `slots` slots.
     fn new(slots: u32) -> Stage {
         let tmp = tempfile::tempdir().unwrap();
+        let extra = std::env::var("TM_ABUSE_MASTER_ARGS").unwrap_or_default();
+        let mut args = vec!["--auth"];
+        args.extend(extra.split_whitespace());
         let master =
-            MasterProcess::start_with(&tmp.path().join("data"), "127.0.0.1:0", 30_000, &["--auth"]);
+            MasterProcess::start_with(&tmp.path().join("data"), "127.0.0.1:0", 30_000, &args);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -121,7 +131,7 @@ impl Stage {
         Stage {
             tmp,
             master,
-            _worker: worker,
+            worker,
             operator,
             mallory,
             rt,
@@ -205,6 +215,7 @@ impl Stage {
     /// until it finishes; returns what the run measured.
     fn run_chains(&self, client: &Client, id: &str, units: u64) -> Measured {
         let cpu_before = self.master_cpu_s(client);
+        let others_before = self.others_cpu_s();
         let started = Instant::now();
         write_file(&self.go_file(), "go");
         let mut status_us = Vec::new();
@@ -236,13 +247,29 @@ impl Stage {
             .sum();
         assert_eq!(committed, units);
         status_us.sort_unstable();
+        let others_after = self.others_cpu_s();
         Measured {
             commits_per_s: units as f64 / took.as_secs_f64(),
             took,
             status_p50_us: status_us[status_us.len() / 2],
             status_p99_us: status_us[(status_us.len() - 1) * 99 / 100],
             master_cpu_s: self.master_cpu_s(client) - cpu_before,
+            client_cpu_s: others_after.0 - others_before.0,
+            worker_cpu_s: others_after.1 - others_before.1,
+            machine_cpu_s: others_after.2 - others_before.2,
         }
+    }
+
+    /// CPU seconds used so far by this process (the abuser's and the
+    /// operator's clients), by the worker with the commands it ran, and
+    /// by the whole machine.
+    fn others_cpu_s(&self) -> (f64, f64, f64) {
+        let worker = self.worker.pid().to_string();
+        (
+            process_cpu_s("self", false),
+            process_cpu_s(&worker, true),
+            machine_cpu_s(),
+        )
     }
 
     fn master_cpu_s(&self, client: &Client) -> f64 {
@@ -263,6 +290,72 @@ struct Measured {
     status_p50_us: u64,
     status_p99_us: u64,
     master_cpu_s: f64,
+    /// This process's: the abuser's client and the operator's.
+    client_cpu_s: f64,
+    /// The worker's and the commands it ran (reaped ones).
+    worker_cpu_s: f64,
+    /// Every process's (the machine's busy time).
+    machine_cpu_s: f64,
+}
+
+impl Measured {
+    /// The CPU each used over the run, in cores (CPU seconds a second).
+    fn cores(&self) -> String {
+        let took = self.took.as_secs_f64();
+        format!(
+            "CPU (cores) master {:.2}, clients {:.2}, worker {:.2}, machine {:.2}",
+            self.master_cpu_s / took,
+            self.client_cpu_s / took,
+            self.worker_cpu_s / took,
+            self.machine_cpu_s / took
+        )
+    }
+}
+
+/// Clock ticks a second of the times in `/proc` (`USER_HZ`).
+const USER_HZ: f64 = 100.0;
+
+/// CPU seconds process `pid` ("self" for this one) has used, with those
+/// of its reaped children if `children` (0 if unknown).
+fn process_cpu_s(pid: &str, children: bool) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // The fields after the command name, which may hold spaces: state is
+    // the first, utime the 12th, stime, cutime, cstime the next three.
+    let Some((_, after)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let take = if children { 4 } else { 2 };
+    fields.iter().skip(10).take(take).sum::<u64>() as f64 / USER_HZ
+}
+
+/// CPU seconds every CPU of the machine has been busy (not idle or
+/// waiting for I/O).
+fn machine_cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    let ticks: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle, iowait.
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    busy as f64 / USER_HZ
 }
 
 /// What the abuser's calls met.
@@ -567,25 +660,29 @@ const ROUNDS: usize = 3;
 fn t42_commit_throughput_with_and_without_an_abuser() {
     let (chains, stages) = (4, 64);
     let floods = [Flood::NONE, Flood::BOTH, Flood::LONG_POLLS, Flood::SUBMITS];
+    let rounds = std::env::var("TM_ABUSE_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(ROUNDS);
     let mut runs: Vec<(Flood, Measured)> = Vec::new();
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         for flood in floods {
             let (m, counts) = one_run(chains, stages, flood);
             println!(
-                "round {round} {}: {:.0} commits/s ({} units in {:.2} s), operator status p50 {} us p99 {} us, master CPU {:.2} s{}",
+                "round {round} {}: {:.0} commits/s ({} units in {:.2} s), operator status p50 {} us p99 {} us, {}{}",
                 flood.name(),
                 m.commits_per_s,
                 chains * stages,
                 m.took.as_secs_f64(),
                 m.status_p50_us,
                 m.status_p99_us,
-                m.master_cpu_s,
+                m.cores(),
                 counts.map_or(String::new(), |c| format!("; abuser: {}", c.summary()))
             );
             runs.push((flood, m));
         }
     }
-    let median = |flood: Flood, f: fn(&Measured) -> f64| {
+    let median = |flood: Flood, f: &dyn Fn(&Measured) -> f64| {
         let mut v: Vec<f64> = runs
             .iter()
             .filter(|(fl, _)| *fl == flood)
@@ -594,16 +691,21 @@ fn t42_commit_throughput_with_and_without_an_abuser() {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let undisturbed = median(Flood::NONE, |m| m.commits_per_s);
+    let undisturbed = median(Flood::NONE, &|m| m.commits_per_s);
     for flood in floods {
-        let commits = median(flood, |m| m.commits_per_s);
+        let commits = median(flood, &|m| m.commits_per_s);
+        let per_s = |cpu: fn(&Measured) -> f64| median(flood, &|m| cpu(m) / m.took.as_secs_f64());
         println!(
-            "median of {ROUNDS}, {}: {commits:.0} commits/s ({:.2} of undisturbed), operator status p50 {:.0} us, p99 {:.0} us, master CPU {:.2} s",
+            "median of {rounds}, {}: {commits:.0} commits/s ({:.2} of undisturbed), operator status p50 {:.0} us, p99 {:.0} us, \
+             CPU (cores) master {:.2}, clients {:.2}, worker {:.2}, machine {:.2}",
             flood.name(),
             commits / undisturbed,
-            median(flood, |m| m.status_p50_us as f64),
-            median(flood, |m| m.status_p99_us as f64),
-            median(flood, |m| m.master_cpu_s),
+            median(flood, &|m| m.status_p50_us as f64),
+            median(flood, &|m| m.status_p99_us as f64),
+            per_s(|m| m.master_cpu_s),
+            per_s(|m| m.client_cpu_s),
+            per_s(|m| m.worker_cpu_s),
+            per_s(|m| m.machine_cpu_s),
         );
     }
 }

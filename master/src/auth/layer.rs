@@ -9,6 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
@@ -17,10 +18,14 @@ use super::credentials::{self, Presented};
 use super::roles::{self, Needs};
 use super::{Access, Caller, Identity};
 use crate::core::audit::Actor;
+use crate::core::limits::MESSAGE_BYTES_MAX;
 use crate::runtime::Master;
 
 /// The unary lease call, which may long-poll.
 const LEASE_PATH: &str = "/taskmaster.v1.TaskMaster/Lease";
+
+/// A gRPC message's length prefix (compression flag and length).
+const GRPC_FRAME_HEADER_BYTES: usize = 5;
 
 /// Wraps the gRPC routes with the checks of `access`.
 #[derive(Clone)]
@@ -62,7 +67,7 @@ where
         + Send
         + 'static,
     S::Future: Send + 'static,
-    ReqBody: Send + 'static,
+    ReqBody: tonic::codegen::Body + Send + 'static,
     ResBody: Default + Send + 'static,
 {
     type Response = http::Response<ResBody>;
@@ -96,14 +101,56 @@ where
             // Lease calls are not rated: the only limit that refuses
             // them is the long-poll one.
             Err(status) if lease_call && status.code() == tonic::Code::ResourceExhausted => {
+                let body = request.into_body();
                 Box::pin(async move {
-                    tokio::time::sleep(super::limits::LONG_POLL_REFUSAL_PAUSE).await;
+                    let answer_at =
+                        tokio::time::Instant::now() + super::limits::LONG_POLL_REFUSAL_PAUSE;
+                    drain(body, answer_at).await;
+                    tokio::time::sleep_until(answer_at).await;
                     Ok(status.into_http())
                 })
             }
-            Err(status) => Box::pin(async move { Ok(status.into_http()) }),
+            Err(status) => {
+                let body = request.into_body();
+                Box::pin(async move {
+                    drain(body, tokio::time::Instant::now() + REFUSED_BODY_WAIT).await;
+                    Ok(status.into_http())
+                })
+            }
         }
     }
+}
+
+/// How long a refused call's request body may take to arrive (see [`drain`]).
+const REFUSED_BODY_WAIT: Duration = Duration::from_secs(1);
+
+/// Reads a refused call's request body to its end before the refusal is
+/// answered: at most one message's bytes, until `until`. A call is refused
+/// on its headers, and its message may come after them. h2 (0.4.20)
+/// charges each small DATA frame a connection receives against a budget
+/// that the frame's reading gives back, and one that arrives for a body
+/// already dropped is charged and never given back: dropping refused
+/// bodies unread, about 2,200 refusals on one connection made h2 close it
+/// (GOAWAY, ENHANCE_YOUR_CALM, "too_many_data_frames"), failing every call
+/// on it, the refused identity's other calls among them (t42_abuse with
+/// `--max-long-polls-per-identity`; t41_long_poll_share). What is read is
+/// dropped.
+async fn drain<B: tonic::codegen::Body>(body: B, until: tokio::time::Instant) {
+    let read = async {
+        let mut body = std::pin::pin!(body);
+        let mut bytes = 0_usize;
+        while bytes <= MESSAGE_BYTES_MAX + GRPC_FRAME_HEADER_BYTES {
+            match std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        bytes += prost::bytes::Buf::remaining(data);
+                    }
+                }
+                Some(Err(_)) | None => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout_at(until, read).await;
 }
 
 impl AuthLayer {

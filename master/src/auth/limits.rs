@@ -25,13 +25,10 @@ pub const CONNECTIONS_MAX_DEFAULT: usize = 4_096;
 pub const STREAMS_PER_CONNECTION_DEFAULT: u32 = 1_024;
 pub const LONG_POLLS_MAX_DEFAULT: usize = 10_000;
 /// Lease calls one identity may hold open (0: no limit but
-/// `--max-long-polls`). Off by default: with 64, t42_abuse's flood (10,200
-/// lease calls retried at once when refused, on the same connections as
-/// its submits) starved its own submits of answers for a minute, which is
-/// not understood yet; with `--max-long-polls` alone the flood is held and
-/// the others' commits go on (only changes that leave units ready wake
-/// parked calls).
-pub const LONG_POLLS_PER_IDENTITY_DEFAULT: usize = 0;
+/// `--max-long-polls`). A worker holds one or a few (one per Work stream);
+/// without this one identity could take every place under
+/// `--max-long-polls` and leave the other workers' lease calls refused.
+pub const LONG_POLLS_PER_IDENTITY_DEFAULT: usize = 64;
 pub const WORK_STREAMS_MAX_DEFAULT: usize = 10_000;
 /// Calls a second per identity (with `--auth`: operators', viewers' and admins' calls;
 /// a worker's lease, renew, commit and release are bounded by its leases
@@ -94,10 +91,14 @@ fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Held> {
 }
 
 /// How long a lease call refused for a long-poll limit waits before it is
-/// answered, holding no place: a client that calls again at once (as a
-/// worker's leasing loop does) then calls about once a second per call
-/// it keeps open, not as fast as refusals come back.
-pub const LONG_POLL_REFUSAL_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+/// answered, holding no place: a client that calls again when refused
+/// (as a worker's leasing loop does) then calls once per pause per call it
+/// keeps open, not as fast as refusals come back. At 1 s, t42_abuse's
+/// flood (10,200 lease calls kept open by one identity, 64 of them let
+/// wait) would come back as about 9,000 refusals a second; in a debug
+/// build that took both cores, and the identity's own submits were
+/// answered a few a second. At 10 s it is a tenth of that.
+pub const LONG_POLL_REFUSAL_PAUSE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A lease call's places: among all of them, and among its identity's.
 #[derive(Debug)]
