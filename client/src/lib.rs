@@ -23,6 +23,31 @@
 //! `work_stream::WorkStream`; the `tmctl` tool, with its demo and
 //! benchmark, is the `taskmaster-cli` crate.
 //!
+//! Submitting the repository's example pipeline and printing where its
+//! committed result is, against a master on its default address:
+//!
+//! ```no_run
+//! use std::path::PathBuf;
+//! use std::time::Duration;
+//!
+//! use taskmaster_client::{Client, load_pipeline_async};
+//! use taskmaster_proto::v1::PipelineState;
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::connect("http://127.0.0.1:7070").await?;
+//! let params = vec![("currency".to_string(), "USD".to_string())];
+//! let spec = load_pipeline_async(PathBuf::from("examples/sales/pipeline.toml"), params).await?;
+//! let id = client.submit(spec).await?;
+//! let status = client.wait(&id, Duration::from_secs(1)).await?;
+//! if status.state() == PipelineState::Succeeded {
+//!     for path in client.output_paths(&id, "total").await? {
+//!         println!("{path}");
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Execution is at-least-once; the committed effect is exactly-once: a unit
 //! may run more than once, but only one attempt's output is ever committed,
 //! and [`Client::outputs`] returns only committed output.
