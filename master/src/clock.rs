@@ -17,7 +17,10 @@
 //!
 //! Not read through the clock: the pacing of large file writes
 //! (`writeback`) and the journal writer's own back-off, which measure the
-//! disk rather than the state's time, and the core's wall anchor, which
+//! disk rather than the state's time; the edge's pacing of callers (the
+//! access layer's request rates and refusal pauses, the live pages'
+//! one-second renders), which happens before or beside the state, never
+//! in it; and the core's wall anchor, which
 //! derives the wall time of failures from the monotonic time and one
 //! reading of the clock's both times (`Core::set_wall_clock`).
 
