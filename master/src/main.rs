@@ -180,8 +180,8 @@ struct LimitArgs {
     /// Lease calls that may wait, open at once per identity (with --auth),
     /// unary or on a Work stream (0: only --max-long-polls bounds them).
     /// A worker holds one or a few. A lease call refused by either limit is
-    /// answered 10 s later, so a client that calls again at once does not
-    /// spin.
+    /// answered 5 to 15 s later, so a client that calls again at once does
+    /// not spin.
     #[arg(long, env = "TASKMASTER_MAX_LONG_POLLS_PER_IDENTITY",
           default_value_t = limits::LONG_POLLS_PER_IDENTITY_DEFAULT)]
     max_long_polls_per_identity: usize,
@@ -191,7 +191,8 @@ struct LimitArgs {
     max_work_streams: usize,
     /// Calls a second per identity (with --auth), with bursts of twice
     /// that; workers' lease, renew, commit and release calls are not
-    /// counted (their leases bound them).
+    /// counted (their leases bound them). A call over it is refused 0.5 to
+    /// 1.5 s later, so a client that calls again at once does not spin.
     #[arg(long, env = "TASKMASTER_RATE_PER_IDENTITY",
           default_value_t = limits::RATE_PER_IDENTITY_DEFAULT)]
     rate_per_identity: u32,

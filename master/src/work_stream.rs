@@ -229,7 +229,8 @@ async fn answer(
         Some(Call::Lease(req)) if req.wait_ms > 0 => match gate.take() {
             Ok(_held) => lease_call(master, req, worker).await.map(Reply::Lease),
             Err(refused) => {
-                tokio::time::sleep(crate::auth::limits::LONG_POLL_REFUSAL_PAUSE).await;
+                let pause = crate::auth::limits::LONG_POLL_REFUSAL_PAUSE;
+                tokio::time::sleep(crate::auth::limits::jittered(pause)).await;
                 Err(refused)
             }
         },

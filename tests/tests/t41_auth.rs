@@ -630,7 +630,7 @@ fn t41_one_identity_holds_at_most_its_share_of_waiting_lease_calls() {
     rt.block_on(async {
         // No work: w1's first call waits, its second is refused, w2's waits.
         // The first waits as long as a lease call may: each refusal below
-        // is answered 10 s after its call (LONG_POLL_REFUSAL_PAUSE).
+        // is answered 5 to 15 s after its call (LONG_POLL_REFUSAL_PAUSE).
         let mut waiting = one.raw();
         let first = tokio::spawn({
             let ask = ask("w1", 60_000);

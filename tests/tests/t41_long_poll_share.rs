@@ -7,7 +7,7 @@
 //!
 //! The refused calls send their message a moment after their headers, as
 //! a loaded client's may. The master refuses a call on its headers and
-//! answers 10 s later (`LONG_POLL_REFUSAL_PAUSE`); a message that came for
+//! answers 5 to 15 s later (`LONG_POLL_REFUSAL_PAUSE`); a message that came for
 //! a refused call after the master had dropped its body used to be charged
 //! by h2 against the connection's budget for small DATA frames and never
 //! given back, and after about 2,200 such calls h2 closed the connection

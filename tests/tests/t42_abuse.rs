@@ -10,10 +10,11 @@
 //! more than `--max-long-polls` (10,000), over enough connections that
 //! HTTP/2's streams per connection do not stop it first, and calls again
 //! 100 ms after each refusal. `--max-long-polls-per-identity` (64) lets 64
-//! of them wait; the rest are refused, each answered 10 s after its call.
-//! Its submits come at ten times `--rate-per-identity` (200 a second);
-//! they hold a group named twice, so those the rate lets through are
-//! refused by the core, and none adds work the honest worker would have
+//! of them wait; the rest are refused, each answered 5 to 15 s after its call.
+//! Its submits come at up to ten times `--rate-per-identity` (200 a
+//! second) from four tasks, each sending its next once the last is
+//! answered (a refusal is answered 0.5 to 1.5 s after its call); they hold a group
+//! named twice, so those the rate lets through are refused by the core, and none adds work the honest worker would have
 //! to run: what is measured is what the flood costs the master, not the
 //! work an identity may legitimately add at the allowed rate.
 //!
@@ -32,12 +33,16 @@
 //! --nocapture` (after `cargo build --release --workspace --bins`), each
 //! round one run undisturbed and one with each flood (both, long-polls
 //! only, submits only), each run on a fresh master. It reports the CPU
-//! each process used over the measured stretch: the master's, the test
-//! process's (the abuser's client and the operator's), the worker's with
-//! the commands it ran, and the machine's. `TM_ABUSE_MASTER_ARGS` adds
+//! used over the measured stretch: the master's, the test process's (the
+//! abuser's client and the operator's), and the machine's (the rest is the
+//! worker's and its commands', and whatever else the machine ran). `TM_ABUSE_MASTER_ARGS` adds
 //! flags to the master's (e.g. `--max-long-polls-per-identity 0` or
 //! `--rate-per-identity 50`, to compare settings), `TM_ABUSE_ROUNDS` sets
-//! the rounds (3).
+//! the rounds (3), `TM_ABUSE_FLOODS` the runs of a round (`none,both,
+//! long-polls,submits`; the first must be `none`), and `TM_ABUSE_OPEN_LOOP`
+//! makes the abuser send its submits without waiting for answers,
+//! `TM_ABUSE_CHAINS` the chains of 64 stages (4, which the worker runs
+//! at once).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -78,7 +83,7 @@ const LEASE_WAIT_MS_MAX: u32 = 60_000;
 struct Stage {
     tmp: tempfile::TempDir,
     master: MasterProcess,
-    worker: WorkerProcess,
+    _worker: WorkerProcess,
     /// The honest operator (submits, reads status).
     operator: PathBuf,
     /// The abuser's admin token.
@@ -131,7 +136,7 @@ impl Stage {
         Stage {
             tmp,
             master,
-            worker,
+            _worker: worker,
             operator,
             mallory,
             rt,
@@ -255,21 +260,14 @@ impl Stage {
             status_p99_us: status_us[(status_us.len() - 1) * 99 / 100],
             master_cpu_s: self.master_cpu_s(client) - cpu_before,
             client_cpu_s: others_after.0 - others_before.0,
-            worker_cpu_s: others_after.1 - others_before.1,
-            machine_cpu_s: others_after.2 - others_before.2,
+            machine_cpu_s: others_after.1 - others_before.1,
         }
     }
 
     /// CPU seconds used so far by this process (the abuser's and the
-    /// operator's clients), by the worker with the commands it ran, and
-    /// by the whole machine.
-    fn others_cpu_s(&self) -> (f64, f64, f64) {
-        let worker = self.worker.pid().to_string();
-        (
-            process_cpu_s("self", false),
-            process_cpu_s(&worker, true),
-            machine_cpu_s(),
-        )
+    /// operator's clients) and by the whole machine.
+    fn others_cpu_s(&self) -> (f64, f64) {
+        (process_cpu_s("self"), machine_cpu_s())
     }
 
     fn master_cpu_s(&self, client: &Client) -> f64 {
@@ -292,21 +290,27 @@ struct Measured {
     master_cpu_s: f64,
     /// This process's: the abuser's client and the operator's.
     client_cpu_s: f64,
-    /// The worker's and the commands it ran (reaped ones).
-    worker_cpu_s: f64,
-    /// Every process's (the machine's busy time).
+    /// Every process's (the machine's busy time): the rest is the
+    /// worker's, its commands' and anything else the machine ran. (The
+    /// worker's own figure would count its commands only once reaped, and
+    /// the first stage's commands wait for the flood to reach its limits.)
     machine_cpu_s: f64,
 }
 
 impl Measured {
+    /// The machine's CPU seconds not the master's or the clients'.
+    fn rest_cpu_s(&self) -> f64 {
+        self.machine_cpu_s - self.master_cpu_s - self.client_cpu_s
+    }
+
     /// The CPU each used over the run, in cores (CPU seconds a second).
     fn cores(&self) -> String {
         let took = self.took.as_secs_f64();
         format!(
-            "CPU (cores) master {:.2}, clients {:.2}, worker {:.2}, machine {:.2}",
+            "CPU (cores) master {:.2}, clients {:.2}, the rest {:.2}, machine {:.2}",
             self.master_cpu_s / took,
             self.client_cpu_s / took,
-            self.worker_cpu_s / took,
+            self.rest_cpu_s() / took,
             self.machine_cpu_s / took
         )
     }
@@ -315,14 +319,13 @@ impl Measured {
 /// Clock ticks a second of the times in `/proc` (`USER_HZ`).
 const USER_HZ: f64 = 100.0;
 
-/// CPU seconds process `pid` ("self" for this one) has used, with those
-/// of its reaped children if `children` (0 if unknown).
-fn process_cpu_s(pid: &str, children: bool) -> f64 {
+/// CPU seconds process `pid` ("self" for this one) has used (0 if unknown).
+fn process_cpu_s(pid: &str) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
     // The fields after the command name, which may hold spaces: state is
-    // the first, utime the 12th, stime, cutime, cstime the next three.
+    // the first, utime the 12th, stime the 13th.
     let Some((_, after)) = stat.rsplit_once(')') else {
         return 0.0;
     };
@@ -331,8 +334,7 @@ fn process_cpu_s(pid: &str, children: bool) -> f64 {
         .skip(1)
         .map(|f| f.parse().unwrap_or(0))
         .collect();
-    let take = if children { 4 } else { 2 };
-    fields.iter().skip(10).take(take).sum::<u64>() as f64 / USER_HZ
+    fields.iter().skip(10).take(2).sum::<u64>() as f64 / USER_HZ
 }
 
 /// CPU seconds every CPU of the machine has been busy (not idle or
@@ -428,6 +430,17 @@ impl Flood {
         submits: true,
         long_polls: true,
     };
+
+    /// The flood a `TM_ABUSE_FLOODS` entry names.
+    fn named(name: &str) -> Flood {
+        match name.trim() {
+            "none" => Flood::NONE,
+            "submits" => Flood::SUBMITS,
+            "long-polls" => Flood::LONG_POLLS,
+            "both" => Flood::BOTH,
+            other => panic!("TM_ABUSE_FLOODS: {other:?} is not none, submits, long-polls or both"),
+        }
+    }
 
     fn name(self) -> &'static str {
         match (self.submits, self.long_polls) {
@@ -573,28 +586,43 @@ fn refused_spec() -> PipelineSpec {
     }
 }
 
-/// The abuser's submits, every `period`, for ever.
+/// The abuser's submits, every `period`, for ever: each after the last
+/// is answered, or with `TM_ABUSE_OPEN_LOOP` set, each on its own without
+/// waiting for the others' answers (so refusals that are answered late do
+/// not slow it).
 async fn submit_forever(client: Client, period: Duration, counts: Arc<AbuseCounts>) {
+    let open_loop = std::env::var_os("TM_ABUSE_OPEN_LOOP").is_some();
     let mut every = tokio::time::interval(period);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Dropped (and its calls aborted) with this task.
+    let mut in_flight = JoinSet::new();
     loop {
         every.tick().await;
-        match client.submit(refused_spec()).await {
-            Err(ClientError::Rpc { code, message })
-                if code == Code::ResourceExhausted && message.contains("--rate-per-identity") =>
-            {
-                counts.submits_rate_refused.fetch_add(1, Ordering::Relaxed);
-                counts.submits_at_limit.store(true, Ordering::Relaxed);
-            }
-            Err(ClientError::Rpc {
-                code: Code::InvalidArgument,
-                ..
-            }) => {
-                counts.submits_let_through.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => counts.other("Submit", &tonic::Status::unknown(e.to_string())),
-            Ok(id) => counts.other("Submit", &tonic::Status::unknown(format!("accepted {id}"))),
+        if open_loop {
+            while in_flight.try_join_next().is_some() {}
+            in_flight.spawn(submit_once(client.clone(), Arc::clone(&counts)));
+        } else {
+            submit_once(client.clone(), Arc::clone(&counts)).await;
         }
+    }
+}
+
+async fn submit_once(client: Client, counts: Arc<AbuseCounts>) {
+    match client.submit(refused_spec()).await {
+        Err(ClientError::Rpc { code, message })
+            if code == Code::ResourceExhausted && message.contains("--rate-per-identity") =>
+        {
+            counts.submits_rate_refused.fetch_add(1, Ordering::Relaxed);
+            counts.submits_at_limit.store(true, Ordering::Relaxed);
+        }
+        Err(ClientError::Rpc {
+            code: Code::InvalidArgument,
+            ..
+        }) => {
+            counts.submits_let_through.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => counts.other("Submit", &tonic::Status::unknown(e.to_string())),
+        Ok(id) => counts.other("Submit", &tonic::Status::unknown(format!("accepted {id}"))),
     }
 }
 
@@ -658,15 +686,22 @@ const ROUNDS: usize = 3;
 #[test]
 #[ignore = "a benchmark: cargo test --release -p taskmaster-tests --test t42_abuse -- --ignored --nocapture"]
 fn t42_commit_throughput_with_and_without_an_abuser() {
-    let (chains, stages) = (4, 64);
-    let floods = [Flood::NONE, Flood::BOTH, Flood::LONG_POLLS, Flood::SUBMITS];
+    let stages = 64;
+    let chains = std::env::var("TM_ABUSE_CHAINS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(4);
+    let floods: Vec<Flood> = match std::env::var("TM_ABUSE_FLOODS") {
+        Ok(names) => names.split(',').map(Flood::named).collect(),
+        Err(_) => vec![Flood::NONE, Flood::BOTH, Flood::LONG_POLLS, Flood::SUBMITS],
+    };
     let rounds = std::env::var("TM_ABUSE_ROUNDS")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(ROUNDS);
     let mut runs: Vec<(Flood, Measured)> = Vec::new();
     for round in 0..rounds {
-        for flood in floods {
+        for &flood in &floods {
             let (m, counts) = one_run(chains, stages, flood);
             println!(
                 "round {round} {}: {:.0} commits/s ({} units in {:.2} s), operator status p50 {} us p99 {} us, {}{}",
@@ -692,20 +727,36 @@ fn t42_commit_throughput_with_and_without_an_abuser() {
         v[v.len() / 2]
     };
     let undisturbed = median(Flood::NONE, &|m| m.commits_per_s);
-    for flood in floods {
+    // Each flooded run against the undisturbed one of its round: the
+    // machine's speed drifts between rounds.
+    let ratio = |flood: Flood| {
+        let mut v: Vec<f64> = runs
+            .chunks(floods.len())
+            .filter_map(|round| {
+                let base = round.iter().find(|(f, _)| *f == Flood::NONE)?;
+                let run = round.iter().find(|(f, _)| *f == flood)?;
+                Some(run.1.commits_per_s / base.1.commits_per_s)
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for &flood in &floods {
         let commits = median(flood, &|m| m.commits_per_s);
         let per_s = |cpu: fn(&Measured) -> f64| median(flood, &|m| cpu(m) / m.took.as_secs_f64());
         println!(
             "median of {rounds}, {}: {commits:.0} commits/s ({:.2} of undisturbed), operator status p50 {:.0} us, p99 {:.0} us, \
-             CPU (cores) master {:.2}, clients {:.2}, worker {:.2}, machine {:.2}",
+             CPU (cores) master {:.2}, clients {:.2}, the rest {:.2}, machine {:.2}; \
+             median of the rounds' ratios to their undisturbed run {:.2}",
             flood.name(),
             commits / undisturbed,
             median(flood, &|m| m.status_p50_us as f64),
             median(flood, &|m| m.status_p99_us as f64),
             per_s(|m| m.master_cpu_s),
             per_s(|m| m.client_cpu_s),
-            per_s(|m| m.worker_cpu_s),
+            per_s(|m| m.rest_cpu_s()),
             per_s(|m| m.machine_cpu_s),
+            ratio(flood),
         );
     }
 }

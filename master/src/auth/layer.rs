@@ -82,10 +82,10 @@ where
         // The clone that was made ready is the one to call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let lease_call = request.uri().path() == LEASE_PATH;
         let admitted = self
             .checks
             .admit(&request)
+            .map_err(Refused::now)
             .and_then(|admitted| Ok((self.checks.limit(&request, admitted.as_ref())?, admitted)));
         match admitted {
             Ok((_, None)) => Box::pin(inner.call(request)),
@@ -98,25 +98,33 @@ where
                     call.await
                 })
             }
-            // Lease calls are not rated: the only limit that refuses
-            // them is the long-poll one.
-            Err(status) if lease_call && status.code() == tonic::Code::ResourceExhausted => {
+            Err(Refused { status, pause }) => {
                 let body = request.into_body();
                 Box::pin(async move {
-                    let answer_at =
-                        tokio::time::Instant::now() + super::limits::LONG_POLL_REFUSAL_PAUSE;
-                    drain(body, answer_at).await;
-                    tokio::time::sleep_until(answer_at).await;
+                    let now = tokio::time::Instant::now();
+                    drain(body, now + pause.max(REFUSED_BODY_WAIT)).await;
+                    tokio::time::sleep_until(now + pause).await;
                     Ok(status.into_http())
                 })
             }
-            Err(status) => {
-                let body = request.into_body();
-                Box::pin(async move {
-                    drain(body, tokio::time::Instant::now() + REFUSED_BODY_WAIT).await;
-                    Ok(status.into_http())
-                })
-            }
+        }
+    }
+}
+
+/// A call refused at the edge, and how long its answer waits (a limit's
+/// refusals pause, see `limits::LONG_POLL_REFUSAL_PAUSE` and
+/// `limits::RATE_REFUSAL_PAUSE`).
+struct Refused {
+    status: Status,
+    pause: Duration,
+}
+
+impl Refused {
+    /// A refusal answered as soon as the call's body is read.
+    fn now(status: Status) -> Refused {
+        Refused {
+            status,
+            pause: Duration::ZERO,
         }
     }
 }
@@ -194,21 +202,35 @@ impl AuthLayer {
         &self,
         request: &http::Request<B>,
         admitted: Option<&(Caller, Actor)>,
-    ) -> Result<Option<super::limits::LongPoll>, Status> {
+    ) -> Result<Option<super::limits::LongPoll>, Refused> {
         let Some((caller, _)) = admitted else {
             return Ok(None);
         };
         let path = request.uri().path();
         let limits = &self.access.limits;
+        let refused = |pause| {
+            move |status| Refused {
+                status,
+                pause: super::limits::jittered(pause),
+            }
+        };
         if let Some(identity) = &caller.identity
             && !roles::is_worker_call(path)
         {
             let now_ms = self.master.now_ms();
-            self.access.counters.rate(limits, &identity.name, now_ms)?;
+            self.access
+                .counters
+                .rate(limits, &identity.name, now_ms)
+                .map_err(refused(super::limits::RATE_REFUSAL_PAUSE))?;
         }
         if path == LEASE_PATH {
             let who = caller.identity.as_ref().map(|i| &i.name);
-            return self.access.counters.long_poll(limits, who).map(Some);
+            return self
+                .access
+                .counters
+                .long_poll(limits, who)
+                .map(Some)
+                .map_err(refused(super::limits::LONG_POLL_REFUSAL_PAUSE));
         }
         Ok(None)
     }
