@@ -88,6 +88,7 @@ fn t41_an_identity_over_its_long_poll_share_is_refused_and_its_other_calls_go_on
                 answered += 1;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            eprintln!("wave {wave}: {answered} list calls, the slowest {slowest:?}");
             assert!(
                 slowest < Duration::from_secs(2),
                 "wave {wave}: the slowest of {answered} list calls took {slowest:?}"
