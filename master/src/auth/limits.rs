@@ -91,28 +91,26 @@ fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Held> {
 }
 
 /// How long a lease call refused for a long-poll limit waits before it is
-/// answered, holding no place: a client that calls again when refused
-/// (as a worker's leasing loop does) then calls once per pause per call it
-/// keeps open, not as fast as refusals come back ([`jittered`]: 5 to
-/// 15 s). At 1 s, t42_abuse's
-/// flood (10,200 lease calls kept open by one identity, 64 of them let
-/// wait) would come back as about 9,000 refusals a second; in a debug
-/// build that took both cores, and the identity's own submits were
-/// answered a few a second. At 10 s it is a tenth of that.
+/// answered, holding no place ([`jittered`]: 5 to 15 s): a client that
+/// calls again when refused (as a worker's leasing loop does) then calls
+/// once per pause per call it keeps open, not as fast as refusals come
+/// back. At 1 s, t42_abuse's flood (10,200 lease calls kept open by one
+/// identity, 64 of them let wait) came back as about 9,000 refusals a
+/// second; in a debug build that took both cores, and the identity's own
+/// submits were answered a few a second. At 10 s it is a tenth of that.
 pub const LONG_POLL_REFUSAL_PAUSE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long a call refused by `--rate-per-identity` waits before it is
-/// answered. Each call costs the master about the same whether refused or
-/// not (t42_abuse's submit flood: about 45 us of CPU a call, nearly all
-/// HTTP/2, tonic, the kernel and scheduling; the token lookup under the
-/// state lock, the rate check and the core's checks of the submits let
-/// through about 4% of the master's samples, perf): what a flood costs is
-/// its number of calls. Answered
-/// at once, a client that calls again when refused spins at whatever rate
-/// its CPU allows (t42's four submitters: 2,000 calls a second); paused
-/// ([`jittered`]: 0.5 to 1.5 s), it makes about one call a second per
-/// call it keeps open. A legitimate client
-/// over its rate waits a second it would have had to wait anyway.
+/// answered ([`jittered`]: 0.5 to 1.5 s). Each call costs the master about
+/// the same whether refused or not (t42_abuse's submit flood: about 45 us
+/// of CPU a call, nearly all HTTP/2, tonic, the kernel and scheduling; the
+/// token lookup under the state lock, the rate check and the core's checks
+/// of the submits let through about 4% of the master's samples, perf):
+/// what a flood costs is its number of calls. Answered at once, a client
+/// that calls again when refused spins at whatever rate its CPU allows
+/// (t42's four submitters: 2,000 calls a second); paused, it makes about
+/// one call a second per call it keeps open. A client over its rate has
+/// to wait anyway; this makes it wait about a second.
 pub const RATE_REFUSAL_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `pause` times a random factor from 0.5 to 1.5, for a refusal's pause:
