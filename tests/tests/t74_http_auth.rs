@@ -23,13 +23,14 @@ struct Master {
 
 impl Master {
     fn start(dir: &Path) -> Master {
+        Master::start_with(dir, &[])
+    }
+
+    fn start_with(dir: &Path, extra_args: &[&str]) -> Master {
         let host = format!("127.0.0.1:{}", free_port());
-        let process = MasterProcess::start_with(
-            &dir.join("data"),
-            "127.0.0.1:0",
-            30_000,
-            &["--auth", "--http", &host],
-        );
+        let mut args = vec!["--auth", "--http", &host];
+        args.extend_from_slice(extra_args);
+        let process = MasterProcess::start_with(&dir.join("data"), "127.0.0.1:0", 30_000, &args);
         let admin = process.data_dir.join("admin.token");
         // Redirects are what is tested: not followed.
         let web = Http::builder()
@@ -301,6 +302,41 @@ fn t74_the_http_side_checks_tokens_and_roles_as_grpc_does() {
     let response = with_cookie(master.get("/workers")).send().unwrap();
     assert_eq!(response.status().as_u16(), 303);
     assert_eq!(response.headers()["location"], "/login?next=/workers");
+}
+
+/// Pages and the API count against `--rate-per-identity` as calls do, and
+/// a request over it is answered 429 naming the flag after a pause (so a
+/// script that asks again at once cannot spin); another identity is not
+/// held back by it.
+#[test]
+fn t74_http_requests_over_the_rate_are_refused_after_a_pause() {
+    let tmp = tempfile::tempdir().unwrap();
+    let master = Master::start_with(tmp.path(), &["--rate-per-identity", "5"]);
+    let viewer = master.token("viewer", "vera");
+    let other = master.token("viewer", "otto");
+    // A burst of twice the rate is let through; a few more are refused.
+    let mut refusal = None;
+    for _ in 0..100 {
+        let started = std::time::Instant::now();
+        let (status, body) = answer(
+            bearer(master.get("/api/pipelines"), &viewer)
+                .send()
+                .unwrap(),
+        );
+        if status == 429 {
+            refusal = Some((started.elapsed(), body));
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+    }
+    let (took, body) = refusal.expect("a burst over the rate is refused");
+    assert!(body.contains("--rate-per-identity"), "{body}");
+    assert!(
+        took >= Duration::from_millis(450),
+        "answered after {took:?}"
+    );
+    let (status, body) = answer(bearer(master.get("/api/pipelines"), &other).send().unwrap());
+    assert_eq!(status, 200, "{body}");
 }
 
 #[test]

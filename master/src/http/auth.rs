@@ -31,6 +31,7 @@ use super::pages::layout;
 use super::query::percent_encode;
 use crate::auth::Identity;
 use crate::auth::credentials::{self, Presented};
+use crate::auth::limits;
 use crate::auth::roles::{self, Needs};
 use crate::core::audit::Actor;
 
@@ -144,6 +145,13 @@ pub async fn authorize(State(http): State<Http>, request: Request, next: Next) -
                 .map_or("/", |p| p.as_str())
                 .to_string();
             Redirect::to(&format!("/login?next={}", percent_encode(&back, b"/"))).into_response()
+        }
+        Err(refusal) if refusal.code() == Code::ResourceExhausted => {
+            // Over its rate: answered after a pause, as on gRPC
+            // (`limits::RATE_REFUSAL_PAUSE`), so a script that asks again
+            // at once waits about a second instead of spinning.
+            tokio::time::sleep(limits::jittered(limits::RATE_REFUSAL_PAUSE)).await;
+            refused(&refusal)
         }
         Err(refusal) => refused(&refusal),
     }
