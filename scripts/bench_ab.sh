@@ -52,8 +52,12 @@ metrics = [  # key, label, format, lower is better
     ("recovery.recovery_ms", "recovery (ms)", "{:,.0f}", True),
     ("disk_peak_per_state", "disk / snapshot", "{:.2f}", True),
     ("master_rss_bytes", "master peak RSS (MB)", "mb", True),
+    ("master_cpu_us_per_unit", "master CPU a unit (us)", "{:.2f}", True),
 ]
 def get(r, key):
+    if key == "master_cpu_us_per_unit":
+        ok = r.get("master_cpu_s") is not None and r.get("units") and not r.get("pending_only")
+        return r["master_cpu_s"] / r["units"] * 1e6 if ok else None
     v = r
     for part in key.split("."):
         v = v.get(part) if isinstance(v, dict) else None
@@ -73,7 +77,7 @@ for shape in shapes:
     loads = [r["load1"] for r in base + head if "load1" in r]
     load = f"{min(loads):.1f} to {max(loads):.1f}" if loads else ""
     for key, label, f, _ in metrics:
-        if shape in ("memory",) and key in ("units_per_s", "commit_p99_us", "disk_peak_per_state", "master_rss_bytes"):
+        if shape in ("memory",) and key in ("units_per_s", "commit_p99_us", "disk_peak_per_state", "master_rss_bytes", "master_cpu_us_per_unit"):
             continue
         if shape not in ("memory",) and key == "bytes_per_pending_unit":
             continue
