@@ -82,7 +82,10 @@ mod tests {
         let began = thread_cpu();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while thread_cpu() - began < std::time::Duration::from_millis(20) {
-            assert!(std::time::Instant::now() < deadline, "no 20 ms of CPU in 30 s");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no 20 ms of CPU in 30 s"
+            );
             for _ in 0..1_000 {
                 std::hint::black_box(0u64.wrapping_add(1));
             }
