@@ -32,7 +32,7 @@ if [ -z "${MASTER:-}" ]; then
 	(cd "$repo" && cargo build --release --bin taskmaster --bin tmctl -q)
 	MASTER=$repo/target/release/taskmaster
 fi
-tmctl=$repo/target/release/tmctl
+tmctl=${TMCTL:-$repo/target/release/tmctl}
 [ -x "$tmctl" ] || (cd "$repo" && cargo build --release --bin tmctl -q)
 
 dir=$(mktemp -d)
