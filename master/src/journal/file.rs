@@ -721,15 +721,8 @@ mod tests {
         let path = dir.path().join("journal.log");
         let mut log = FileLog::create(&path, 0, &[]).unwrap();
         // 30 batches of 100 records of ~230 bytes: several marks.
-        let mut seq = 0;
-        for _ in 0..30 {
-            let mut frames = Vec::new();
-            for _ in 0..100 {
-                seq += 1;
-                frame::encode_message(&numbered(seq), &mut frames);
-            }
-            log.append(&frames, seq).unwrap();
-            log.sync().unwrap();
+        for batch in 0..30 {
+            append_synced(&mut log, batch * 100 + 1, batch * 100 + 100);
         }
         assert!(log.marks.len() > 3, "{:?}", log.marks);
         // Between marks, then again from the new file's own marks.
@@ -759,15 +752,8 @@ mod tests {
         let path = dir.path().join("journal.log");
         let mut log = FileLog::create(&path, 0, &[]).unwrap();
         // 30 batches of 100 records of ~230 bytes: several marks.
-        let mut seq = 0;
-        for _ in 0..30 {
-            let mut frames = Vec::new();
-            for _ in 0..100 {
-                seq += 1;
-                frame::encode_message(&numbered(seq), &mut frames);
-            }
-            log.append(&frames, seq).unwrap();
-            log.sync().unwrap();
+        for batch in 0..30 {
+            append_synced(&mut log, batch * 100 + 1, batch * 100 + 100);
         }
         let written = log.marks.clone();
         drop(log);
