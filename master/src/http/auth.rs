@@ -149,12 +149,31 @@ pub async fn authorize(State(http): State<Http>, request: Request, next: Next) -
         Err(refusal) if refusal.code() == Code::ResourceExhausted => {
             // Over its rate: answered after a pause, as on gRPC
             // (`limits::RATE_REFUSAL_PAUSE`), so a script that asks again
-            // at once waits about a second instead of spinning.
-            tokio::time::sleep(limits::jittered(limits::RATE_REFUSAL_PAUSE)).await;
-            refused(&refusal)
+            // at once waits about a second instead of spinning. The pause
+            // is taken by `paced`, outside the bound on requests in
+            // flight, so paused refusals hold no slot other users need.
+            let mut response = refused(&refusal);
+            let pause = limits::jittered(limits::RATE_REFUSAL_PAUSE);
+            response.extensions_mut().insert(PauseBeforeAnswer(pause));
+            response
         }
         Err(refusal) => refused(&refusal),
     }
+}
+
+/// How long a response waits before it is sent (see [`paced`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PauseBeforeAnswer(pub std::time::Duration);
+
+/// The outermost middleware: holds back a response marked with
+/// [`PauseBeforeAnswer`] for that long, after every inner layer (and the
+/// request's slot) is done with it.
+pub async fn paced(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(&PauseBeforeAnswer(pause)) = response.extensions().get() {
+        tokio::time::sleep(pause).await;
+    }
+    response
 }
 
 /// The caller's identity if it may make this request, or why not.

@@ -119,6 +119,8 @@ pub fn router(master: Arc<Master>, access: Arc<Access>, tls: bool) -> Router {
             auth::authorize,
         ))
         .layer(middleware::from_fn_with_state(http.clone(), bounded))
+        // Outside the bound: a refusal's pause holds no request slot.
+        .layer(middleware::from_fn(auth::paced))
         .with_state(http)
 }
 
