@@ -57,7 +57,8 @@ impl InProcessMaster {
             Master::open(&config, Arc::new(MonotonicClock::default()))
         })
         .await
-        .map_err(|e| InProcessError::NotStopped(format!("opening the master panicked: {e}")))??;
+        // A panic while opening is a bug: passed on to the caller as one.
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
         InProcessMaster::serve(listener, Arc::new(master))
     }
 
